@@ -1,0 +1,1 @@
+"""cancel-flow: a self-hosted retention flow between a subscriber's Cancel click and Stripe."""

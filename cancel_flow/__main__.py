@@ -1,0 +1,3 @@
+from cancel_flow.cli import main
+
+main()

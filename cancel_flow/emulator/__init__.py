@@ -1,0 +1,1 @@
+"""A local, stateful Stripe emulator that the official SDK talks to unchanged."""

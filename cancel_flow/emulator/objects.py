@@ -1,0 +1,263 @@
+"""Object shapes as Stripe's API returns them (fields per Stripe's example objects)."""
+
+import secrets
+import string
+from datetime import datetime, timezone
+
+from cancel_flow.clock import add_months
+
+API_VERSION = "2026-10-28.endive"
+_ALPHABET = string.ascii_letters + string.digits
+DECLINING_PAYMENT_METHODS = {"pm_card_chargeDeclined", "pm_card_visa_chargeDeclined", "pm_card_chargeCustomerFail"}
+TEST_PAYMENT_METHODS = {
+    "pm_card_visa": ("visa", "4242"),
+    "pm_card_mastercard": ("mastercard", "4444"),
+    "pm_card_amex": ("amex", "8431"),
+    "pm_card_chargeDeclined": ("visa", "0002"),
+    "pm_card_visa_chargeDeclined": ("visa", "0341"),
+    "pm_card_chargeCustomerFail": ("visa", "0341"),
+}
+FEEDBACK_VALUES = [
+    "too_expensive", "missing_features", "switched_service", "unused",
+    "customer_service", "too_complex", "low_quality", "other",
+]
+
+
+def new_id(prefix: str, length: int = 24) -> str:
+    return f"{prefix}_{''.join(secrets.choice(_ALPHABET) for _ in range(length))}"
+
+
+def add_interval(ts: int, interval: str, count: int) -> int:
+    moment = datetime.fromtimestamp(ts, timezone.utc)
+    if interval == "day":
+        return ts + 86400 * count
+    if interval == "week":
+        return ts + 7 * 86400 * count
+    months = count * (12 if interval == "year" else 1)
+    return int(add_months(moment, months).timestamp())
+
+
+def list_object(data: list, url: str, has_more: bool = False) -> dict:
+    return {"object": "list", "data": data, "has_more": has_more, "url": url}
+
+
+def customer(now: int, params: dict) -> dict:
+    settings = params.get("invoice_settings") or {}
+    return {
+        "id": new_id("cus", 14), "object": "customer",
+        "address": None, "balance": 0, "created": now, "currency": None,
+        "default_source": None, "delinquent": False, "description": params.get("description"),
+        "discount": None, "email": params.get("email"), "invoice_prefix": new_id("X", 6)[2:].upper(),
+        "invoice_settings": {
+            "custom_fields": None,
+            "default_payment_method": settings.get("default_payment_method"),
+            "footer": None, "rendering_options": None,
+        },
+        "livemode": False, "metadata": dict(params.get("metadata") or {}), "name": params.get("name"),
+        "next_invoice_sequence": 1, "phone": params.get("phone"), "preferred_locales": [],
+        "shipping": None, "tax_exempt": "none", "test_clock": None, "customer_account": None,
+    }
+
+
+def payment_method(now: int, test_name: str, customer_id: str | None) -> dict:
+    brand, last4 = TEST_PAYMENT_METHODS[test_name]
+    return {
+        "id": new_id("pm"), "object": "payment_method", "allow_redisplay": "unspecified",
+        "billing_details": {"address": None, "email": None, "name": None, "phone": None, "tax_id": None},
+        "card": {
+            "brand": brand, "checks": None, "country": "US", "display_brand": brand,
+            "exp_month": 12, "exp_year": datetime.now(timezone.utc).year + 3,
+            "fingerprint": new_id("fp", 14)[3:], "funding": "credit", "generated_from": None,
+            "last4": last4, "networks": {"available": [brand], "preferred": None},
+            "regulated_status": "unregulated", "three_d_secure_usage": {"supported": True}, "wallet": None,
+        },
+        "created": now, "customer": customer_id, "customer_account": None, "livemode": False,
+        "metadata": {}, "type": "card",
+        "_declines": test_name in DECLINING_PAYMENT_METHODS,
+    }
+
+
+def product(now: int, params: dict) -> dict:
+    return {
+        "id": params.get("id") or new_id("prod", 14), "object": "product", "active": params.get("active", True),
+        "created": now, "default_price": None, "description": params.get("description"), "images": [],
+        "livemode": False, "marketing_features": [], "metadata": dict(params.get("metadata") or {}),
+        "name": params["name"], "package_dimensions": None, "shippable": None,
+        "statement_descriptor": None, "tax_code": None, "type": "service", "unit_label": None,
+        "updated": now, "url": None,
+    }
+
+
+def price(now: int, params: dict, product_id: str) -> dict:
+    recurring = params.get("recurring")
+    return {
+        "id": new_id("price"), "object": "price", "active": params.get("active", True),
+        "billing_scheme": "per_unit", "created": now, "currency": params["currency"].lower(),
+        "custom_unit_amount": None, "livemode": False, "lookup_key": params.get("lookup_key"),
+        "metadata": dict(params.get("metadata") or {}), "nickname": params.get("nickname"),
+        "product": product_id,
+        "recurring": None if not recurring else {
+            "interval": recurring["interval"], "interval_count": recurring.get("interval_count", 1),
+            "meter": None, "trial_period_days": None, "usage_type": "licensed",
+        },
+        "tax_behavior": "unspecified", "tiers_mode": None, "transform_quantity": None,
+        "type": "recurring" if recurring else "one_time",
+        "unit_amount": params.get("unit_amount"),
+        "unit_amount_decimal": None if params.get("unit_amount") is None else str(params["unit_amount"]),
+    }
+
+
+def plan_from_price(price_obj: dict) -> dict:
+    recurring = price_obj["recurring"] or {}
+    return {
+        "id": price_obj["id"], "object": "plan", "active": price_obj["active"],
+        "amount": price_obj["unit_amount"], "amount_decimal": price_obj["unit_amount_decimal"],
+        "billing_scheme": "per_unit", "created": price_obj["created"], "currency": price_obj["currency"],
+        "interval": recurring.get("interval"), "interval_count": recurring.get("interval_count"),
+        "livemode": False, "metadata": price_obj["metadata"], "meter": None,
+        "nickname": price_obj["nickname"], "product": price_obj["product"], "tiers_mode": None,
+        "transform_usage": None, "trial_period_days": None, "usage_type": "licensed",
+    }
+
+
+def subscription_item(now: int, subscription_id: str, price_obj: dict, quantity: int, period: tuple[int, int]) -> dict:
+    return {
+        "id": new_id("si", 14), "object": "subscription_item", "billing_thresholds": None,
+        "created": now, "current_period_start": period[0], "current_period_end": period[1],
+        "discounts": [], "metadata": {}, "plan": plan_from_price(price_obj), "price": price_obj["id"],
+        "quantity": quantity, "subscription": subscription_id, "tax_rates": [],
+    }
+
+
+def subscription(now: int, customer_id: str, currency: str, params: dict) -> dict:
+    return {
+        "id": new_id("sub"), "object": "subscription", "application": None,
+        "application_fee_percent": None,
+        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+        "billing_cycle_anchor": now, "billing_cycle_anchor_config": None,
+        "billing_mode": {"flexible": None, "type": "classic"}, "billing_thresholds": None,
+        "cancel_at": None, "cancel_at_period_end": False, "canceled_at": None,
+        "cancellation_details": {"comment": None, "feedback": None, "reason": None},
+        "collection_method": params.get("collection_method", "charge_automatically"),
+        "created": now, "currency": currency, "customer": customer_id, "customer_account": None,
+        "days_until_due": None, "default_payment_method": params.get("default_payment_method"),
+        "default_source": None, "default_tax_rates": [], "description": params.get("description"),
+        "discounts": [], "ended_at": None,
+        "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
+        "items": list_object([], "/v1/subscription_items"),
+        "latest_invoice": None, "livemode": False, "metadata": dict(params.get("metadata") or {}),
+        "next_pending_invoice_item_invoice": None, "on_behalf_of": None, "pause_collection": None,
+        "payment_settings": {"payment_method_options": None, "payment_method_types": None, "save_default_payment_method": "off"},
+        "pending_invoice_item_interval": None, "pending_setup_intent": None, "pending_update": None,
+        "schedule": None, "start_date": now, "status": "active", "test_clock": None,
+        "transfer_data": None, "trial_end": None,
+        "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}}, "trial_start": None,
+    }
+
+
+def coupon(now: int, params: dict) -> dict:
+    return {
+        "id": params.get("id") or new_id("", 8)[1:], "object": "coupon",
+        "amount_off": params.get("amount_off"),
+        "created": now, "currency": (params.get("currency") or "").lower() or None,
+        "duration": params.get("duration", "once"),
+        "duration_in_months": params.get("duration_in_months"),
+        "livemode": False, "max_redemptions": params.get("max_redemptions"),
+        "metadata": dict(params.get("metadata") or {}), "name": params.get("name"),
+        "percent_off": params.get("percent_off"), "redeem_by": params.get("redeem_by"),
+        "times_redeemed": 0, "valid": True,
+    }
+
+
+def discount(now: int, coupon_obj: dict, subscription_obj: dict, end: int | None) -> dict:
+    return {
+        "id": new_id("di"), "object": "discount", "checkout_session": None,
+        "customer": subscription_obj["customer"], "customer_account": None, "end": end,
+        "invoice": None, "invoice_item": None, "promotion_code": None,
+        "source": {"coupon": coupon_obj["id"], "type": "coupon"},
+        "start": now, "subscription": subscription_obj["id"], "subscription_item": None,
+    }
+
+
+def portal_configuration(now: int, params: dict, is_default: bool) -> dict:
+    features = params.get("features") or {}
+    cancel = features.get("subscription_cancel") or {}
+    reason = cancel.get("cancellation_reason") or {}
+    pm_update = features.get("payment_method_update") or {}
+    return {
+        "id": new_id("bpc"), "object": "billing_portal.configuration", "active": True,
+        "application": None,
+        "business_profile": {"headline": (params.get("business_profile") or {}).get("headline"),
+                             "privacy_policy_url": None, "terms_of_service_url": None},
+        "created": now, "default_return_url": params.get("default_return_url"),
+        "features": {
+            "customer_update": {"allowed_updates": [], "enabled": False},
+            "invoice_history": {"enabled": bool((features.get("invoice_history") or {}).get("enabled", True))},
+            "payment_method_update": {"enabled": bool(pm_update.get("enabled", True)), "payment_method_configuration": None},
+            "subscription_cancel": {
+                "cancellation_reason": {"enabled": bool(reason.get("enabled", True)), "options": list(reason.get("options") or FEEDBACK_VALUES)},
+                "enabled": bool(cancel.get("enabled", True)),
+                "mode": cancel.get("mode", "at_period_end"),
+                "proration_behavior": cancel.get("proration_behavior", "none"),
+            },
+            "subscription_update": {"billing_cycle_anchor": None, "default_allowed_updates": [], "enabled": False,
+                                    "proration_behavior": "none", "schedule_at_period_end": None,
+                                    "trial_update_behavior": "end_trial"},
+        },
+        "is_default": is_default, "livemode": False, "login_page": {"enabled": False, "url": None},
+        "metadata": dict(params.get("metadata") or {}), "name": params.get("name"), "updated": now,
+    }
+
+
+def portal_session(now: int, params: dict, configuration_id: str, url: str) -> dict:
+    flow_data = params.get("flow_data")
+    flow = None
+    if flow_data:
+        after = flow_data.get("after_completion") or {"type": "portal_homepage"}
+        cancel = flow_data.get("subscription_cancel")
+        flow = {
+            "after_completion": {
+                "hosted_confirmation": {"custom_message": (after.get("hosted_confirmation") or {}).get("custom_message")}
+                if after["type"] == "hosted_confirmation" else None,
+                "redirect": {"return_url": after["redirect"]["return_url"]} if after["type"] == "redirect" else None,
+                "type": after["type"],
+            },
+            "subscription_cancel": None if not cancel else {
+                "retention": cancel.get("retention"), "subscription": cancel["subscription"],
+            },
+            "subscription_update": None, "subscription_update_confirm": None,
+            "type": flow_data["type"],
+        }
+    return {
+        "id": new_id("bps"), "object": "billing_portal.session", "configuration": configuration_id,
+        "created": now, "customer": params["customer"], "customer_account": None, "flow": flow,
+        "livemode": False, "locale": params.get("locale"), "on_behalf_of": None,
+        "return_url": params.get("return_url"), "url": url,
+    }
+
+
+def webhook_endpoint(now: int, params: dict) -> dict:
+    return {
+        "id": new_id("we"), "object": "webhook_endpoint", "api_version": params.get("api_version"),
+        "application": None, "created": now, "description": params.get("description"),
+        "enabled_events": list(params["enabled_events"]), "livemode": False,
+        "metadata": dict(params.get("metadata") or {}), "status": "enabled", "url": params["url"],
+        "secret": "whsec_" + secrets.token_hex(24),
+    }
+
+
+def event(now: int, event_type: str, data_object: dict, previous: dict | None, idempotency_key: str | None) -> dict:
+    data = {"object": data_object}
+    if previous is not None:
+        data["previous_attributes"] = previous
+    return {
+        "id": new_id("evt"), "object": "event", "api_version": API_VERSION, "context": None,
+        "created": now, "data": data, "livemode": False, "pending_webhooks": 0,
+        "request": {"id": new_id("req", 14) if idempotency_key is not None else None, "idempotency_key": idempotency_key},
+        "type": event_type,
+    }
+
+
+def public(obj: dict) -> dict:
+    """Drop the emulator's private bookkeeping (keys starting with `_`)."""
+    return {key: value for key, value in obj.items() if not key.startswith("_")}

@@ -1,0 +1,50 @@
+"""Errors that reach the subscriber, the coach or an API client.
+
+CancelFlowError            every domain error; carries the HTTP status and a message for people
+├── InvalidLink            400 "This link is not valid"
+├── ExpiredLink            410 the link is too old; offers a fresh one
+├── BadRequest             400 a form or body the flow cannot accept
+├── NotFound               404
+└── StripeUnavailable      503 Stripe failed or timed out; nothing was changed
+SettingsError              a missing or invalid setting; stops start-up with one line
+"""
+
+
+class CancelFlowError(Exception):
+    status_code = 400
+    title = "Something went wrong"
+
+    def __init__(self, message: str, *, title: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if title:
+            self.title = title
+
+
+class InvalidLink(CancelFlowError):
+    status_code = 400
+    title = "This link is not valid"
+
+
+class ExpiredLink(CancelFlowError):
+    status_code = 410
+    title = "This link has expired"
+
+
+class BadRequest(CancelFlowError):
+    status_code = 400
+    title = "We couldn't use that"
+
+
+class NotFound(CancelFlowError):
+    status_code = 404
+    title = "Not found"
+
+
+class StripeUnavailable(CancelFlowError):
+    status_code = 503
+    title = "We couldn't do that just now"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message is one line naming it."""

@@ -1,0 +1,101 @@
+"""Settings from the environment (and a `.env` file in the working directory)."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from starlette.config import Config
+
+from cancel_flow.errors import SettingsError
+
+DEVELOPMENT_SECRET = "development-only-secret-key-not-for-production"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///./cancel_flow.db"
+    secret_key: str = DEVELOPMENT_SECRET
+    env: str = "production"
+    base_url: str = "http://127.0.0.1:8000"
+    return_url: str = "http://127.0.0.1:8000"
+    link_max_age: int = 86400
+    billing_link_max_age: int = 2592000
+    offers_path: Path = Path("offers.toml")
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_portal_configuration: str | None = None
+    smtp_url: str | None = None
+    stripe_timeout: float = 10.0
+    stripe_max_network_retries: int = 2
+
+    @property
+    def is_development(self) -> bool:
+        return self.env == "development"
+
+    @property
+    def is_https(self) -> bool:
+        return self.base_url.startswith("https://")
+
+    def require_stripe(self) -> str:
+        if not self.stripe_api_key:
+            raise SettingsError("STRIPE_API_KEY is not set: give it your Stripe secret key (sk_…) or restricted key (rk_…)")
+        return self.stripe_api_key
+
+
+def _positive_int(config: Config, name: str, default: int) -> int:
+    raw = config(name, default=str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number of seconds, not {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be greater than zero, not {value}")
+    return value
+
+
+def _url(config: Config, name: str, default: str | None) -> str | None:
+    value = config(name, default=default)
+    if value is None or value == "":
+        return default
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"{name} must be an http:// or https:// address, not {value!r}")
+    return value.rstrip("/")
+
+
+def load_settings(env_file: str | Path = ".env") -> Settings:
+    """Read and validate every setting; raise SettingsError naming the first bad one."""
+    config = Config(env_file if Path(env_file).is_file() else None)
+    env = config("CANCEL_FLOW_ENV", default="production")
+    if env not in ("production", "development"):
+        raise SettingsError(f"CANCEL_FLOW_ENV must be 'production' or 'development', not {env!r}")
+    secret = config("CANCEL_FLOW_SECRET_KEY", default=None)
+    if not secret:
+        if env != "development":
+            raise SettingsError("CANCEL_FLOW_SECRET_KEY is not set: it signs links and cookies (required unless CANCEL_FLOW_ENV=development)")
+        secret = DEVELOPMENT_SECRET
+    elif len(secret) < 16 and env != "development":
+        raise SettingsError("CANCEL_FLOW_SECRET_KEY is too short: use at least 16 random characters")
+    base_url = _url(config, "CANCEL_FLOW_BASE_URL", "http://127.0.0.1:8000")
+    database_url = config("DATABASE_URL", default="sqlite:///./cancel_flow.db")
+    if "://" not in database_url:
+        raise SettingsError(f"DATABASE_URL must be an SQLAlchemy URL such as sqlite:///./cancel_flow.db, not {database_url!r}")
+    webhook_secret = config("STRIPE_WEBHOOK_SECRET", default=None) or None
+    if webhook_secret and not webhook_secret.startswith("whsec_"):
+        raise SettingsError("STRIPE_WEBHOOK_SECRET must start with whsec_")
+    return Settings(
+        database_url=database_url,
+        secret_key=secret,
+        env=env,
+        base_url=base_url,
+        return_url=_url(config, "CANCEL_FLOW_RETURN_URL", base_url),
+        link_max_age=_positive_int(config, "CANCEL_FLOW_LINK_MAX_AGE", 86400),
+        billing_link_max_age=_positive_int(config, "CANCEL_FLOW_BILLING_LINK_MAX_AGE", 2592000),
+        offers_path=Path(config("CANCEL_FLOW_OFFERS", default="offers.toml")),
+        stripe_api_key=config("STRIPE_API_KEY", default=None) or None,
+        stripe_api_base=_url(config, "STRIPE_API_BASE", None),
+        stripe_webhook_secret=webhook_secret,
+        stripe_portal_configuration=config("STRIPE_PORTAL_CONFIGURATION", default=None) or None,
+        smtp_url=config("SMTP_URL", default=None) or None,
+    )
