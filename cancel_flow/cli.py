@@ -1,9 +1,59 @@
 """The `cancel-flow` command line."""
 
 import argparse
+import asyncio
 import sys
 
-from cancel_flow.errors import SettingsError
+from cancel_flow.errors import CancelFlowError, SettingsError
+
+
+def _settings():
+    from cancel_flow.settings import load_settings
+
+    return load_settings()
+
+
+def _migrate(args) -> int:
+    from cancel_flow.store import make_engine, migrate
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    engine.dispose()
+    print("Database is up to date.")
+    return 0
+
+
+def _serve(args) -> int:
+    from cancel_flow.server import serve
+
+    serve(_settings(), host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def _link(args) -> int:
+    from cancel_flow.minting import mint_links
+
+    settings = _settings()
+    result = asyncio.run(mint_links(settings, customer=args.customer, email=args.email, subscription=args.subscription))
+    print(f"Cancel link:  {result.cancel_url}")
+    print(f"Billing link: {result.billing_url}")
+    print(f"Cancel link valid until {result.expires_at.isoformat(timespec='seconds')}")
+    return 0
+
+
+def _stripe_setup(args) -> int:
+    from cancel_flow.setup import run_stripe_setup
+
+    for line in asyncio.run(run_stripe_setup(_settings())):
+        print(line)
+    return 0
+
+
+def _demo(args) -> int:
+    from cancel_flow.demo import run_demo
+
+    return run_demo(port=args.port, emulator_port=args.emulator_port)
 
 
 def _stripe_emulator(args) -> int:
@@ -18,7 +68,32 @@ def _stripe_emulator(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cancel-flow", description="Retention flow between a Cancel click and Stripe.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="migrate if needed, then serve")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(handler=_serve)
+
+    demo = commands.add_parser("demo", help="try everything locally: SQLite and the Stripe emulator with sample customers")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--emulator-port", type=int, default=12111)
+    demo.set_defaults(handler=_demo)
+
+    commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(handler=_migrate)
+
+    link = commands.add_parser("link", help="print a cancel link and a billing link for a customer")
+    who = link.add_mutually_exclusive_group(required=True)
+    who.add_argument("--customer", help="Stripe customer id (cus_…)")
+    who.add_argument("--email", help="the customer's email (most recent customer with a live subscription)")
+    link.add_argument("--subscription", help="Stripe subscription id (sub_…); needed when the customer has several")
+    link.set_defaults(handler=_link)
+
+    stripe_cmd = commands.add_parser("stripe", help="Stripe account set-up")
+    stripe_sub = stripe_cmd.add_subparsers(dest="stripe_command", required=True, metavar="ACTION")
+    stripe_sub.add_parser("setup", help="create coupons, a portal configuration and the webhook endpoint").set_defaults(handler=_stripe_setup)
+
     emulator = commands.add_parser("stripe-emulator", help="run the local Stripe emulator")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=12111)
@@ -33,3 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as error:
         print(f"cancel-flow: {error}", file=sys.stderr)
         sys.exit(2)
+    except CancelFlowError as error:
+        print(f"cancel-flow: {error.message}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

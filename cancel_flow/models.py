@@ -1,0 +1,67 @@
+"""Tables. One row per cancel link (a cancel session), and each Stripe event received once."""
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from cancel_flow.clock import utc_now
+
+OUTCOMES = ("open", "saved_discount", "saved_pause", "sent_to_portal", "canceled", "deflected")
+SAVED_OUTCOMES = ("saved_discount", "saved_pause")
+
+
+def _when(**kwargs):
+    return Field(sa_type=sa.DateTime(timezone=True), **kwargs)
+
+
+class CancelSession(SQLModel, table=True):
+    __tablename__ = "cancel_session"
+
+    id: int | None = Field(default=None, primary_key=True)
+    nonce: str = Field(max_length=64, unique=True)
+    customer_id: str = Field(max_length=255, index=True)
+    subscription_id: str = Field(max_length=255, index=True)
+    customer_email: str | None = Field(default=None, max_length=512)
+    plan_name: str = Field(max_length=512)
+    price_amount: int
+    interval: str = Field(max_length=16)
+    interval_count: int = 1
+    monthly_amount: int
+    currency: str = Field(max_length=3)
+    had_discount: bool = False
+    was_paused: bool = False
+    cancel_at_period_end: bool = False
+    period_end: datetime | None = _when(default=None)
+    reason: str | None = Field(default=None, max_length=32, index=True)
+    comment: str | None = Field(default=None, sa_type=sa.Text)
+    offers_shown: list[str] | None = Field(default=None, sa_type=sa.JSON)
+    claimed_offer: str | None = Field(default=None, max_length=128)
+    claimed_at: datetime | None = _when(default=None)
+    chosen_offer: str | None = Field(default=None, max_length=128)
+    offer_kind: str | None = Field(default=None, max_length=16)
+    discount_percent: float | None = None
+    discount_months: int | None = None
+    pause_resumes_at: datetime | None = _when(default=None)
+    outcome: str = Field(default="open", max_length=20, index=True)
+    created_at: datetime = _when(default_factory=utc_now, index=True)
+    reason_at: datetime | None = _when(default=None)
+    decided_at: datetime | None = _when(default=None)
+    updated_at: datetime = _when(default_factory=utc_now)
+    kept_at: datetime | None = _when(default=None)
+    canceled_at: datetime | None = _when(default=None)
+    stripe_feedback: str | None = Field(default=None, max_length=32)
+    stripe_comment: str | None = Field(default=None, sa_type=sa.Text)
+    stripe_cancellation_reason: str | None = Field(default=None, max_length=64)
+    stripe_state_at: int | None = Field(default=None, sa_type=sa.BigInteger)
+
+
+class StripeEvent(SQLModel, table=True):
+    __tablename__ = "stripe_event"
+
+    id: str = Field(primary_key=True, max_length=255)
+    type: str = Field(max_length=128)
+    created: int = Field(sa_type=sa.BigInteger)
+    payload: str = Field(sa_type=sa.Text)
+    received_at: datetime = _when(default_factory=utc_now)
+    handled_at: datetime | None = _when(default=None)

@@ -1,0 +1,30 @@
+"""`cancel-flow serve`: validate settings, migrate, then run uvicorn."""
+
+import os
+
+import uvicorn
+
+from cancel_flow.logs import configure_logging
+from cancel_flow.offers import load_offers
+from cancel_flow.settings import Settings
+from cancel_flow.store import make_engine, migrate
+
+
+def app_factory():
+    """Each uvicorn worker builds its own app (its own database pool and Stripe client)."""
+    from cancel_flow.web.app import create_app
+
+    configure_logging()
+    return create_app()
+
+
+def serve(settings: Settings, host: str, port: int, workers: int = 1, forwarded_allow_ips: str | None = None) -> None:
+    settings.require_stripe()
+    load_offers(settings.offers_path)
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    engine.dispose()
+    configure_logging()
+    uvicorn.run("cancel_flow.server:app_factory", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False, timeout_graceful_shutdown=20,
+                proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips or os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))

@@ -1,0 +1,32 @@
+"""`cancel-flow stripe setup`: coupons, portal configuration and webhook endpoint, safe to run again."""
+
+from cancel_flow.offers import load_offers
+from cancel_flow.settings import Settings
+from cancel_flow.stripe_gateway import StripeGateway, StripeSetup
+
+
+async def run_stripe_setup(settings: Settings) -> list[str]:
+    offers = load_offers(settings.offers_path)
+    gateway = StripeGateway(settings)
+    lines = []
+    try:
+        for offer in offers.offers:
+            if offer.kind == "discount":
+                await gateway.ensure_coupon(offer)
+                lines.append(f"Coupon {offer.coupon_id} ready for offer '{offer.id}'.")
+        setup = StripeSetup(gateway)
+        configuration = await setup.portal_configuration(settings.return_url)
+        lines.append(f"Portal configuration {configuration} allows cancellation at period end.")
+        endpoint_id, secret = await setup.webhook_endpoint(f"{settings.base_url}/webhooks/stripe")
+        lines.append(f"Webhook endpoint {endpoint_id} sends subscription events to {settings.base_url}/webhooks/stripe.")
+        lines.append("")
+        lines.append("Add these settings to the environment (or .env):")
+        lines.append(f"STRIPE_PORTAL_CONFIGURATION={configuration}")
+        if secret:
+            lines.append(f"STRIPE_WEBHOOK_SECRET={secret}")
+        else:
+            lines.append("STRIPE_WEBHOOK_SECRET stays as it is: the endpoint already existed, and Stripe shows its "
+                         "signing secret only when it is created (find it in Stripe's dashboard).")
+    finally:
+        await gateway.close()
+    return lines

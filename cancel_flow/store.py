@@ -1,0 +1,127 @@
+"""Every database query. Decisions are single conditional UPDATEs, so concurrent requests decide once."""
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy.engine import Engine
+
+from cancel_flow.clock import utc_now
+from cancel_flow.models import SAVED_OUTCOMES, CancelSession, StripeEvent
+
+sessions = CancelSession.__table__
+events = StripeEvent.__table__
+MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK = 0x63616E63  # PostgreSQL advisory lock id held while migrating
+CLAIM_TIMEOUT = timedelta(seconds=60)
+
+
+def make_engine(url: str, pool_size: int = 5, pool_timeout: float = 30) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=pool_size, pool_timeout=pool_timeout)
+
+
+def alembic_config(engine: Engine) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision; on PostgreSQL only one process migrates at a time."""
+    config = alembic_config(engine)
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK})
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def _as_session(row) -> CancelSession | None:
+    return None if row is None else CancelSession(**row._mapping)
+
+
+class Store:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+
+    # cancel sessions -------------------------------------------------------------------------
+    def find_session(self, nonce: str) -> CancelSession | None:
+        with self.engine.connect() as connection:
+            return _as_session(connection.execute(sa.select(sessions).where(sessions.c.nonce == nonce)).first())
+
+    def open_session(self, values: dict) -> CancelSession:
+        """Insert the session for this link, or return the one a concurrent request inserted."""
+        now = utc_now()
+        row = {"outcome": "open", "created_at": now, "updated_at": now, **values}
+        with self.engine.begin() as connection:
+            try:
+                with connection.begin_nested():
+                    connection.execute(sa.insert(sessions).values(row))
+            except sa.exc.IntegrityError:
+                pass
+            return _as_session(connection.execute(sa.select(sessions).where(sessions.c.nonce == values["nonce"])).first())
+
+    def _update(self, session_id: int, where, **values) -> bool:
+        values.setdefault("updated_at", utc_now())
+        with self.engine.begin() as connection:
+            result = connection.execute(sa.update(sessions).where(sessions.c.id == session_id, *where).values(**values))
+            return result.rowcount == 1
+
+    def record_reason(self, session_id: int, reason: str, comment: str | None, offers_shown: list[str]) -> bool:
+        return self._update(session_id, [sessions.c.outcome == "open"], reason=reason, comment=comment,
+                            offers_shown=offers_shown, reason_at=utc_now())
+
+    def claim_offer(self, session_id: int, offer_id: str) -> bool:
+        """Only one offer is applied per session; a stale claim (a crashed request) can be taken over."""
+        now = utc_now()
+        return self._update(session_id, [
+            sessions.c.outcome == "open",
+            sa.or_(sessions.c.claimed_offer.is_(None), sessions.c.claimed_offer == offer_id,
+                   sessions.c.claimed_at < now - CLAIM_TIMEOUT),
+        ], claimed_offer=offer_id, claimed_at=now)
+
+    def release_claim(self, session_id: int, offer_id: str) -> None:
+        self._update(session_id, [sessions.c.claimed_offer == offer_id, sessions.c.outcome == "open"],
+                     claimed_offer=None, claimed_at=None)
+
+    def record_saved(self, session_id: int, outcome: str, offer_id: str, offer_kind: str, *,
+                     discount_percent: float | None = None, discount_months: int | None = None,
+                     pause_resumes_at: datetime | None = None) -> bool:
+        return self._update(session_id, [sessions.c.outcome == "open"], outcome=outcome, chosen_offer=offer_id,
+                            offer_kind=offer_kind, discount_percent=discount_percent, discount_months=discount_months,
+                            pause_resumes_at=pause_resumes_at, decided_at=utc_now())
+
+    def record_sent_to_portal(self, session_id: int, reason: str | None, comment: str | None) -> bool:
+        values = {"outcome": "sent_to_portal", "decided_at": utc_now()}
+        if reason:
+            values.update(reason=reason, comment=comment, reason_at=utc_now())
+        return self._update(session_id, [sessions.c.outcome == "open"], **values)
+
+    def record_kept(self, session_id: int) -> None:
+        self._update(session_id, [], cancel_at_period_end=False, kept_at=utc_now())
+
+    def accepted_offer_since(self, customer_id: str, since: datetime) -> bool:
+        query = sa.select(sa.literal(1)).where(
+            sessions.c.customer_id == customer_id, sessions.c.outcome.in_(SAVED_OUTCOMES),
+            sessions.c.decided_at >= since).limit(1)
+        with self.engine.connect() as connection:
+            return connection.execute(query).first() is not None

@@ -1,0 +1,1 @@
+"""HTTP: routes, forms and templates."""

@@ -1,0 +1,110 @@
+"""The application: settings, offers, database and Stripe wired together; errors rendered as pages."""
+
+import contextlib
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from cancel_flow.cancel_service import CancelService
+from cancel_flow.errors import CancelFlowError
+from cancel_flow.links import LinkSigner
+from cancel_flow.logs import log_event
+from cancel_flow.offers import OfferBook, load_offers
+from cancel_flow.settings import Settings, load_settings
+from cancel_flow.store import Store, make_engine
+from cancel_flow.stripe_gateway import StripeGateway
+from cancel_flow.web import billing_routes, cancel_routes
+from cancel_flow.web.middleware import BodySizeLimit, SecurityHeaders
+from cancel_flow.web.pages import csrf_token, render
+
+STATIC = Path(__file__).resolve().parents[2] / "static"
+if not STATIC.is_dir():
+    STATIC = Path.cwd() / "static"
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith(("/api/", "/webhooks/"))
+
+
+def _error_page(request: Request, status: int, title: str, message: str) -> Response:
+    if _wants_json(request):
+        return JSONResponse({"error": {"code": title.lower().replace(" ", "_"), "message": message}}, status_code=status)
+    token = request.path_params.get("token") if request.path_params else None
+    cancel_action = f"/cancel/{token}/cancel" if token and status == 503 else None
+    csrf = None
+    if cancel_action:
+        try:
+            link = request.app.state.signer.read_cancel(token)
+            csrf = csrf_token(request.app.state.settings.secret_key, link.nonce)
+        except CancelFlowError:
+            cancel_action = None
+    return render(request, "error.html", status, status=status, title=title, message=message,
+                  cancel_action=cancel_action, csrf=csrf)
+
+
+async def on_domain_error(request: Request, error: CancelFlowError) -> Response:
+    return _error_page(request, error.status_code, error.title, error.message)
+
+
+async def on_http_error(request: Request, error: HTTPException) -> Response:
+    titles = {404: "Page not found", 405: "Not allowed", 413: "That was too large"}
+    return _error_page(request, error.status_code, titles.get(error.status_code, "Something went wrong"),
+                       error.detail if error.status_code not in (404, 405) else "There is nothing here.")
+
+
+async def on_unexpected_error(request: Request, error: Exception) -> Response:
+    log_event("request.failed", level=40, path_template=getattr(request.scope.get("route"), "path", None),
+              error=type(error).__name__)
+    return _error_page(request, 500, "Something went wrong",
+                       "Nothing was changed. Please try again in a moment.")
+
+
+async def brand_css(request: Request) -> Response:
+    color = request.app.state.offers.brand.color
+    return Response(f":root {{ --brand: {color}; }}\n", media_type="text/css",
+                    headers={"Cache-Control": "public, max-age=300"})
+
+
+async def brand_logo(request: Request) -> Response:
+    logo = request.app.state.offers.brand.logo
+    if logo is None:
+        raise HTTPException(404)
+    return FileResponse(logo, headers={"Cache-Control": "public, max-age=3600"})
+
+
+def create_app(settings: Settings | None = None, offers: OfferBook | None = None) -> Starlette:
+    """Validate everything the service needs before it takes a request."""
+    settings = settings or load_settings()
+    settings.require_stripe()
+    offers = offers or load_offers(settings.offers_path)
+    store = Store(make_engine(settings.database_url))
+    signer = LinkSigner(settings.secret_key, settings.link_max_age, settings.billing_link_max_age)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        gateway = StripeGateway(settings)
+        app.state.gateway = gateway
+        app.state.cancel_service = CancelService(store, gateway, offers, signer)
+        yield
+        await gateway.close()
+        store.engine.dispose()
+
+    routes = [
+        *cancel_routes.routes,
+        *billing_routes.routes,
+        Route("/brand.css", brand_css),
+        Route("/brand/logo", brand_logo),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        CancelFlowError: on_domain_error, HTTPException: on_http_error, Exception: on_unexpected_error,
+    })
+    app.state.settings, app.state.offers, app.state.store, app.state.signer = settings, offers, store, signer
+    app.add_middleware(BodySizeLimit)
+    app.add_middleware(SecurityHeaders, https=settings.is_https)
+    return app

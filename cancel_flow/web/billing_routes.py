@@ -1,0 +1,21 @@
+"""`/billing/{token}`: a fresh Stripe portal session on every click (portal URLs expire; never stored)."""
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from cancel_flow.errors import BadRequest
+
+
+async def billing(request: Request) -> Response:
+    link = request.app.state.signer.read_billing(request.path_params["token"])
+    flow = request.query_params.get("flow")
+    if flow not in (None, "", "payment_method_update"):
+        raise BadRequest("This billing link asks for a page that doesn't exist.")
+    settings = request.app.state.settings
+    flow_data = {"type": "payment_method_update"} if flow else None
+    url = await request.app.state.gateway.portal_url(link.customer, return_url=settings.return_url, flow_data=flow_data)
+    return RedirectResponse(url, status_code=303)
+
+
+routes = [Route("/billing/{token}", billing, methods=["GET"])]

@@ -1,0 +1,115 @@
+"""`/cancel/{token}…`: the subscriber's pages. Thin: parse, call the service, render."""
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from cancel_flow.cancel_service import MAX_COMMENT, CancelService
+from cancel_flow.errors import BadRequest
+from cancel_flow.flow import discounted_amount
+from cancel_flow.web.pages import csrf_token, read_form, render
+
+
+def _service(request: Request) -> CancelService:
+    return request.app.state.cancel_service
+
+
+def _here(request: Request, suffix: str = "") -> str:
+    return f"/cancel/{request.path_params['token']}{suffix}"
+
+
+def _page(request: Request, template: str, session, status_code: int = 200, **context) -> Response:
+    secret = request.app.state.settings.secret_key
+    return render(request, template, status_code, session=session, token=request.path_params["token"],
+                  csrf=csrf_token(secret, session.nonce) if session else "", max_comment=MAX_COMMENT, **context)
+
+
+async def show(request: Request) -> Response:
+    visit = await _service(request).visit(request.path_params["token"])
+    session = visit.session
+    if visit.already_canceled:
+        return render(request, "canceled.html")
+    if session.outcome != "open" or session.kept_at:
+        return await done(request)
+    if session.cancel_at_period_end:
+        return _page(request, "scheduled.html", session)
+    if session.reason is None:
+        return _page(request, "reason.html", session)
+    return _offers_page(request, session)
+
+
+def _offers_page(request: Request, session, status_code: int = 200, error: str | None = None) -> Response:
+    offers = _service(request).offers_shown(session)
+    priced = {offer.id: discounted_amount(session.price_amount, offer.percent_off)
+              for offer in offers if offer.kind == "discount"}
+    return _page(request, "offers.html", session, status_code, offers=offers, discounted=priced, error=error)
+
+
+async def _form(request: Request):
+    link, session = await _service(request).open_session(request.path_params["token"])
+    fields = await read_form(request, request.app.state.settings.secret_key, session.nonce)
+    return session, fields
+
+
+async def reason(request: Request) -> Response:
+    session, fields = await _form(request)
+    if session.outcome != "open":
+        return RedirectResponse(_here(request), status_code=303)
+    service = _service(request)
+    try:
+        answer, comment = service.check_answer(fields.get("reason"), fields.get("comment"))
+    except BadRequest as error:
+        return _page(request, "reason.html", session, 400, error=error.message,
+                     chosen=fields.get("reason"), comment=fields.get("comment", "")[:MAX_COMMENT * 2])
+    service.record_reason(session, answer, comment)
+    return RedirectResponse(_here(request), status_code=303)
+
+
+async def accept(request: Request) -> Response:
+    session, fields = await _form(request)
+    if session.outcome == "open":
+        await _service(request).accept(session, fields.get("offer"), fields.get("months"))
+    return RedirectResponse(_here(request, "/done"), status_code=303)
+
+
+async def cancel(request: Request) -> Response:
+    session, fields = await _form(request)
+    settings = request.app.state.settings
+    service = _service(request)
+    reason_given = fields.get("reason") or None
+    try:
+        url = await service.send_to_portal(session, reason_given, fields.get("comment"), settings.return_url,
+                                           settings.base_url + _here(request, "/done"))
+    except BadRequest as error:
+        if session.reason is None:
+            return _page(request, "reason.html", session, 400, error=error.message, chosen=reason_given,
+                         comment=fields.get("comment", "")[:MAX_COMMENT * 2])
+        raise
+    return RedirectResponse(url, status_code=303)
+
+
+async def keep(request: Request) -> Response:
+    session, _fields = await _form(request)
+    await _service(request).keep(session)
+    return RedirectResponse(_here(request, "/done"), status_code=303)
+
+
+async def done(request: Request) -> Response:
+    visit = await _service(request).visit(request.path_params["token"])
+    if visit.already_canceled:
+        return render(request, "canceled.html")
+    session = visit.session
+    outcome = await _service(request).outcome(session)
+    if outcome is None:
+        return RedirectResponse(_here(request), status_code=303)
+    return _page(request, "done.html", session, outcome=outcome)
+
+
+routes = [
+    Route("/cancel/{token}", show, methods=["GET"]),
+    Route("/cancel/{token}/reason", reason, methods=["POST"]),
+    Route("/cancel/{token}/accept", accept, methods=["POST"]),
+    Route("/cancel/{token}/cancel", cancel, methods=["POST"]),
+    Route("/cancel/{token}/keep", keep, methods=["POST"]),
+    Route("/cancel/{token}/done", done, methods=["GET"]),
+]

@@ -1,0 +1,53 @@
+"""Rendering pages in the product's look, and the form checks every POST shares."""
+
+import hashlib
+import hmac
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from cancel_flow.errors import BadRequest
+from cancel_flow.money import format_day, format_money, interval_words
+from cancel_flow.offers import REASONS
+
+TEMPLATES = Path(__file__).parent / "templates"
+MAX_FORM_FIELD = 10_000
+
+environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
+                          trim_blocks=True, lstrip_blocks=True)
+environment.filters["money"] = lambda amount, currency: format_money(amount, currency)
+environment.filters["day"] = format_day
+environment.globals["interval_words"] = interval_words
+environment.globals["REASONS"] = REASONS
+
+
+def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
+    state = request.app.state
+    html = environment.get_template(template).render(brand=state.offers.brand, return_url=state.settings.return_url,
+                                                     **context)
+    return HTMLResponse(html, status_code=status_code)
+
+
+def csrf_token(secret_key: str, scope: str) -> str:
+    """A form token bound to one link (or one login session); a page from elsewhere cannot forge it."""
+    return hmac.new(secret_key.encode(), f"csrf|{scope}".encode(), hashlib.sha256).hexdigest()[:40]
+
+
+async def read_form(request: Request, secret_key: str, scope: str) -> dict[str, str]:
+    """The POSTed fields as text, after the CSRF check; anything unreadable is a 400, never a 500."""
+    try:
+        form = await request.form(max_files=0, max_fields=50, max_part_size=MAX_FORM_FIELD)
+    except Exception:
+        raise BadRequest("We couldn't read that form. Please go back and try again.") from None
+    fields = {}
+    for key, value in form.multi_items():
+        if not isinstance(value, str):
+            raise BadRequest("This form doesn't take files.")
+        fields.setdefault(key, value)
+    sent = fields.get("csrf_token", "")
+    if not hmac.compare_digest(sent.encode("utf-8", "replace"), csrf_token(secret_key, scope).encode()):
+        raise BadRequest("This form has expired or was not sent from this page. Please go back, reload and try again.",
+                         title="Please try again")
+    return fields
