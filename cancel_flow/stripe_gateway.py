@@ -123,9 +123,11 @@ class StripeGateway:
         except stripe.InvalidRequestError as error:
             if not _is_missing(error, "discounts"):
                 raise StripeUnavailable("The payment system refused the discount. Nothing was changed.") from None
+            # Stripe keeps no idempotent result for a request that failed validation, so the
+            # same key is reused: concurrent first uses then still apply the discount once.
             await self.ensure_coupon(offer)
             try:
-                await self._update("subscription.update_discount", subscription_id, params, key + "-after-coupon")
+                await self._update("subscription.update_discount", subscription_id, params, key)
             except stripe.InvalidRequestError:
                 raise StripeUnavailable("The payment system refused the discount. Nothing was changed.") from None
 

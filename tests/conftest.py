@@ -1,0 +1,210 @@
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+import stripe
+from starlette.testclient import TestClient
+
+from cancel_flow.links import LinkSigner
+from cancel_flow.offers import load_offers
+from cancel_flow.settings import Settings
+from cancel_flow.store import Store, make_engine, migrate
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_KEY = "sk_test_cancelflow"
+SECRET = "test-secret-key-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def emulator_url():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "cancel_flow", "stripe-emulator", "--port", str(port)],
+                               stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{url}/_emulator/clock")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def emulator(emulator_url):
+    """The emulator, emptied before each test; a small client for its controls."""
+    control = httpx.Client(base_url=emulator_url, timeout=10)
+    control.delete("/_emulator/data").raise_for_status()
+    yield control
+    control.delete("/_emulator/faults")
+    control.close()
+
+
+@pytest.fixture
+def stripe_client(emulator, emulator_url):
+    """The real SDK, pointed at the emulator."""
+    return stripe.StripeClient(TEST_KEY, base_addresses={"api": emulator_url}, max_network_retries=0,
+                               http_client=stripe.HTTPXClient(allow_sync_methods=True, timeout=10))
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory):
+    path = tmp_path_factory.mktemp("db") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def database_url(migrated_template, tmp_path):
+    """A fresh database per test, built by Alembic (copied from a migrated template for speed)."""
+    path = tmp_path / "cancel_flow.db"
+    shutil.copy(migrated_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def settings(database_url, emulator_url, emulator):
+    return Settings(
+        database_url=database_url, secret_key=SECRET, env="production", base_url="http://testserver",
+        return_url="http://testserver/account", offers_path=ROOT / "offers.toml",
+        stripe_api_key=TEST_KEY, stripe_api_base=emulator_url, stripe_timeout=3, stripe_max_network_retries=1,
+    )
+
+
+@pytest.fixture
+def store(settings):
+    engine = make_engine(settings.database_url)
+    yield Store(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def signer(settings):
+    return LinkSigner(settings.secret_key, settings.link_max_age, settings.billing_link_max_age)
+
+
+@pytest.fixture
+def make_client(settings):
+    from cancel_flow.web.app import create_app
+
+    clients = []
+
+    def make(**overrides):
+        client = TestClient(create_app(replace(settings, **overrides)), follow_redirects=False,
+                            raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+class Catalogue:
+    """Small factories for Stripe test data, created through the SDK."""
+
+    def __init__(self, sdk: stripe.StripeClient):
+        self.sdk = sdk
+        self._prices = {}
+
+    def price(self, interval: str = "month", amount: int = 4900, currency: str = "usd", name: str = "Coaching Plan"):
+        key = (interval, amount, currency, name)
+        if key not in self._prices:
+            product = self.sdk.v1.products.create(params={"name": name})
+            self._prices[key] = self.sdk.v1.prices.create(params={
+                "product": product.id, "unit_amount": amount, "currency": currency,
+                "recurring": {"interval": interval}})
+        return self._prices[key]
+
+    def customer(self, email: str = "client@example.com", name: str = "Casey Client", card: str = "pm_card_visa"):
+        return self.sdk.v1.customers.create(params={"email": email, "name": name, "payment_method": card,
+                                                    "invoice_settings": {"default_payment_method": card}})
+
+    def subscription(self, customer=None, interval: str = "month", amount: int = 4900, currency: str = "usd", **extra):
+        customer = customer or self.customer()
+        price = self.price(interval, amount, currency)
+        return self.sdk.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}], **extra})
+
+
+@pytest.fixture
+def catalogue(stripe_client):
+    return Catalogue(stripe_client)
+
+
+@pytest.fixture
+def offers():
+    return load_offers(ROOT / "offers.toml")
+
+
+os.environ.setdefault("CANCEL_FLOW_ENV", "development")
+
+
+class LiveServer:
+    """The real app on a real port, served by uvicorn in a thread (for concurrency and the browser)."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        import threading
+
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(settings):
+    from cancel_flow.web.app import create_app
+
+    servers = []
+
+    def start(**overrides):
+        live_settings = replace(settings, **overrides)
+        servers.append(LiveServer(create_app(live_settings)))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()

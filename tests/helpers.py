@@ -1,0 +1,13 @@
+import re
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    match = _CSRF.search(html)
+    assert match, "page has no form"
+    return match.group(1)
+
+
+def path_of(url: str) -> str:
+    return "/" + url.split("/", 3)[3] if url.startswith("http") else url

@@ -1,0 +1,377 @@
+"""The subscriber's flow over HTTP: the real app, the real SDK, the Stripe emulator."""
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+from freezegun import freeze_time
+
+from cancel_flow.logs import JsonLineFormatter
+from tests.helpers import csrf_of, path_of
+
+COUPON = "cancel-flow_half-off-3-months_50pct_3m"
+
+
+@pytest.fixture
+def link(signer):
+    def mint(subscription) -> str:
+        token, _ = signer.cancel_token(subscription.customer, subscription.id)
+        return f"/cancel/{token}"
+    return mint
+
+
+def give_reason(client, url: str, reason: str, comment: str = ""):
+    page = client.get(url)
+    assert page.status_code == 200, page.text
+    response = client.post(f"{url}/reason", data={"csrf_token": csrf_of(page.text), "reason": reason, "comment": comment})
+    assert response.status_code == 303, response.text
+    return client.get(url)
+
+
+def accept(client, url: str, offer: str, **fields):
+    page = client.get(url)
+    return client.post(f"{url}/accept", data={"csrf_token": csrf_of(page.text), "offer": offer, **fields})
+
+
+def subscription_posts(emulator, sub_id: str) -> int:
+    return sum(1 for r in emulator.get("/_emulator/requests").json() if r["method"] == "POST" and r["path"].endswith(sub_id))
+
+
+def test_retention_page_names_plan_price_reasons_and_offers_cancel(client, catalogue, link):
+    page = client.get(link(catalogue.subscription()))
+    assert page.status_code == 200
+    assert "Coaching Plan" in page.text and "$49.00 per month" in page.text
+    for reason in ("too_expensive", "missing_features", "switched_service", "unused", "customer_service",
+                   "too_complex", "low_quality", "other"):
+        assert f'value="{reason}"' in page.text
+    assert 'name="comment"' in page.text and "Continue to cancel" in page.text
+    assert "Peak Performance Coaching" in page.text  # brand from offers.toml
+
+
+@pytest.mark.parametrize("reason, shown", [
+    ("too_expensive", ["Stay for half price"]),
+    ("unused", ["Stay for half price", "Take a break instead"]),
+    ("other", ["Take a break instead"]),
+])
+def test_offers_match_the_reason(client, catalogue, link, reason, shown):
+    page = give_reason(client, link(catalogue.subscription()), reason)
+    for title in ("Stay for half price", "Take a break instead"):
+        assert (title in page.text) == (title in shown)
+    assert "Continue to cancel" in page.text
+
+
+def test_reason_without_offers_still_offers_cancel(client, catalogue, link):
+    page = give_reason(client, link(catalogue.subscription()), "missing_features")
+    assert "sorry to see you go" in page.text and "Continue to cancel" in page.text and "Accept" not in page.text
+
+
+def test_accept_discount_attaches_coupon_and_done_page_states_the_new_price(client, catalogue, link, stripe_client, store):
+    sub = catalogue.subscription()
+    url = link(sub)
+    give_reason(client, url, "too_expensive", "money is tight")
+    response = accept(client, url, "half-off-3-months")
+    assert response.status_code == 303 and response.headers["location"] == f"{url}/done"
+    done = client.get(f"{url}/done")
+    assert "50% off for the next 3 months: $24.50 instead of $49.00" in done.text
+    assert "Continue to cancel" in done.text
+    after = stripe_client.v1.subscriptions.retrieve(sub.id, params={"expand": ["discounts.source.coupon"]})
+    coupon = after.discounts[0].source.coupon
+    assert coupon.id == COUPON and coupon.percent_off == 50 and coupon.duration_in_months == 3
+    session = store.find_session(url.rsplit(".", 1)[0] and _nonce(url))
+    assert session.outcome == "saved_discount" and session.chosen_offer == "half-off-3-months"
+    assert session.reason == "too_expensive" and session.comment == "money is tight"
+    assert session.monthly_amount == 4900 and session.customer_email == "client@example.com"
+
+
+def _nonce(url: str) -> str:
+    import base64
+
+    payload = url.split("/cancel/")[1].split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["n"]
+
+
+def test_accept_pause_sets_pause_collection_and_states_the_resume_date(client, catalogue, link, stripe_client, signer):
+    sub = catalogue.subscription()
+    with freeze_time("2026-11-24 15:30:00", real_asyncio=True):
+        url = link(sub)
+        give_reason(client, url, "unused")
+        response = accept(client, url, "pause", months="3")
+        assert response.status_code == 303
+        done = client.get(f"{url}/done")
+    assert "Payments paused until 24 February 2027" in done.text
+    pause = stripe_client.v1.subscriptions.retrieve(sub.id).pause_collection
+    assert pause.behavior == "void"
+    assert pause.resumes_at == int(datetime(2027, 2, 24, tzinfo=timezone.utc).timestamp())
+
+
+def test_pause_length_is_bounded_by_the_offer(client, catalogue, link, stripe_client):
+    sub = catalogue.subscription()
+    url = link(sub)
+    give_reason(client, url, "unused")
+    response = accept(client, url, "pause", months="7")
+    assert response.status_code == 400 and "1 to 3 months" in response.text
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).pause_collection is None
+
+
+def test_continue_to_cancel_goes_to_the_portal_and_comes_back_to_done(client, catalogue, link, stripe_client, store):
+    sub = catalogue.subscription()
+    url = link(sub)
+    page = client.get(url)
+    response = client.post(f"{url}/cancel", data={"csrf_token": csrf_of(page.text), "reason": "switched_service",
+                                                 "comment": "found another coach"})
+    assert response.status_code == 303
+    portal_url = response.headers["location"]
+    assert "/p/session/" in portal_url
+    session = store.find_session(_nonce(url))
+    assert session.outcome == "sent_to_portal" and session.reason == "switched_service"
+    portal = httpx.get(portal_url)
+    assert "Cancel your subscription" in portal.text
+    confirmed = httpx.post(portal_url + "/cancel", data={"reason": "switched_service"})
+    assert confirmed.status_code == 303 and confirmed.headers["location"] == f"http://testserver{url}/done"
+    done = client.get(f"{url}/done")
+    assert "Your subscription is canceled" in done.text and "You keep access until" in done.text
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).cancel_at_period_end is True
+
+
+def test_backing_out_of_the_portal_leaves_the_subscription_and_cancel_one_click_away(client, catalogue, link):
+    url = link(catalogue.subscription())
+    page = client.get(url)
+    client.post(f"{url}/cancel", data={"csrf_token": csrf_of(page.text)})
+    done = client.get(f"{url}/done")
+    assert "still active" in done.text and "Continue to cancel" in done.text
+
+
+def test_reopening_a_decided_link_shows_the_decision_and_applies_nothing_twice(client, catalogue, link, emulator, stripe_client):
+    sub = catalogue.subscription()
+    url = link(sub)
+    give_reason(client, url, "too_expensive")
+    accept(client, url, "half-off-3-months")
+    writes = subscription_posts(emulator, sub.id)
+    again = client.get(url)
+    assert "50% off for the next 3 months" in again.text
+    repeat = client.post(f"{url}/accept", data={"csrf_token": csrf_of(again.text), "offer": "half-off-3-months"})
+    assert repeat.status_code == 303
+    assert subscription_posts(emulator, sub.id) == writes
+    assert stripe_client.v1.coupons.retrieve(COUPON).times_redeemed == 1
+
+
+def test_concurrent_accepts_on_one_link_apply_once(live_server, catalogue, link, stripe_client, store):
+    server = live_server()
+    sub = catalogue.subscription()
+    url = server.url + link(sub)
+    with httpx.Client() as http:
+        page = http.get(url)
+        http.post(f"{url}/reason", data={"csrf_token": csrf_of(page.text), "reason": "unused"})
+        csrf = csrf_of(http.get(url).text)
+
+    def post(_):
+        with httpx.Client(timeout=30) as http:
+            return http.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"}).status_code
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(post, range(10)))
+    assert statuses == [303] * 10
+    assert len(stripe_client.v1.subscriptions.retrieve(sub.id).discounts) == 1
+    assert stripe_client.v1.coupons.retrieve(COUPON).times_redeemed == 1
+    assert store.find_session(_nonce(url)).outcome == "saved_discount"
+
+
+def test_coupon_is_created_once_with_a_stable_id_and_reused(client, catalogue, link, stripe_client, emulator):
+    for email in ("a@example.com", "b@example.com"):
+        sub = catalogue.subscription(catalogue.customer(email=email))
+        url = link(sub)
+        give_reason(client, url, "too_expensive")
+        assert accept(client, url, "half-off-3-months").status_code == 303
+    coupons = stripe_client.v1.coupons.list().data
+    assert [c.id for c in coupons] == [COUPON] and coupons[0].times_redeemed == 2
+
+
+def test_once_coupons_exist_accepting_a_discount_costs_two_stripe_calls(client, catalogue, link, emulator, stripe_client):
+    stripe_client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
+    url = link(catalogue.subscription())
+    emulator.delete("/_emulator/faults")
+    before = len(emulator.get("/_emulator/requests").json())
+    give_reason(client, url, "too_expensive")
+    accept(client, url, "half-off-3-months")
+    client.get(f"{url}/done")
+    calls = emulator.get("/_emulator/requests").json()[before:]
+    assert [(c["method"], c["path"].split("/")[2]) for c in calls] == [("GET", "subscriptions"), ("POST", "subscriptions")]
+
+
+def test_yearly_plan_gets_no_pause(client, catalogue, link):
+    page = give_reason(client, link(catalogue.subscription(interval="year", amount=49000)), "unused")
+    assert "Take a break instead" not in page.text and "Stay for half price" in page.text
+    assert "$245.00" in page.text
+
+
+def test_existing_discount_means_no_second_discount(client, catalogue, link, stripe_client):
+    stripe_client.v1.coupons.create(params={"id": "welcome", "percent_off": 10, "duration": "forever"})
+    page = give_reason(client, link(catalogue.subscription(discounts=[{"coupon": "welcome"}])), "unused")
+    assert "Stay for half price" not in page.text and "Take a break instead" in page.text
+
+
+def test_already_paused_gets_no_pause(client, catalogue, link, stripe_client):
+    sub = catalogue.subscription()
+    stripe_client.v1.subscriptions.update(sub.id, params={"pause_collection": {"behavior": "void"}})
+    page = give_reason(client, link(sub), "other")
+    assert "Take a break instead" not in page.text and "sorry to see you go" in page.text
+
+
+def test_no_offer_inside_the_cooldown_after_an_accepted_offer(client, catalogue, link):
+    customer = catalogue.customer()
+    first = link(catalogue.subscription(customer))
+    give_reason(client, first, "too_expensive")
+    accept(client, first, "half-off-3-months")
+    second = link(catalogue.subscription(customer))
+    page = give_reason(client, second, "unused")
+    assert "Take a break instead" not in page.text and "Stay for half price" not in page.text
+
+
+def test_cooldown_ends_after_its_days(client, catalogue, link):
+    customer = catalogue.customer()
+    with freeze_time("2025-01-10 10:00:00", real_asyncio=True):
+        first = link(catalogue.subscription(customer))
+        give_reason(client, first, "unused")
+        accept(client, first, "pause", months="1")
+    with freeze_time("2026-01-15 10:00:00", real_asyncio=True):
+        page = give_reason(client, link(catalogue.subscription(customer)), "unused")
+    assert "Take a break instead" in page.text
+
+
+def test_already_canceled_subscription_has_its_own_page(client, catalogue, link, stripe_client):
+    sub = catalogue.subscription()
+    stripe_client.v1.subscriptions.cancel(sub.id)
+    page = client.get(link(sub))
+    assert page.status_code == 200 and "already canceled" in page.text
+
+
+def test_scheduled_cancellation_offers_keep_my_subscription(client, catalogue, link, stripe_client):
+    sub = catalogue.subscription(cancel_at_period_end=True)
+    url = link(sub)
+    page = client.get(url)
+    assert "set to end" in page.text and "Keep my subscription" in page.text
+    response = client.post(f"{url}/keep", data={"csrf_token": csrf_of(page.text)})
+    assert response.status_code == 303
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).cancel_at_period_end is False
+    assert "Your subscription continues" in client.get(f"{url}/done").text
+
+
+def test_tampered_link_is_a_400_page(client, catalogue, link):
+    url = link(catalogue.subscription())
+    page = client.get(url[:-3] + ("aaa" if not url.endswith("aaa") else "bbb"))
+    assert page.status_code == 400 and "This link is not valid" in page.text and "Traceback" not in page.text
+
+
+def test_link_for_someone_elses_subscription_is_refused(client, catalogue, signer):
+    sub = catalogue.subscription()
+    token, _ = signer.cancel_token("cus_someoneelse", sub.id)
+    assert client.get(f"/cancel/{token}").status_code == 400
+
+
+def test_expired_link_shows_410_and_applies_nothing(client, catalogue, signer, emulator, settings):
+    sub = catalogue.subscription()
+    with freeze_time("2026-11-01 09:00:00", real_asyncio=True) as frozen:
+        token, _ = signer.cancel_token(sub.customer, sub.id)
+        frozen.tick(settings.link_max_age + 1)
+        before = len(emulator.get("/_emulator/requests").json())
+        page = client.get(f"/cancel/{token}")
+        posted = client.post(f"/cancel/{token}/accept", data={"offer": "half-off-3-months"})
+    assert page.status_code == 410 and "expired" in page.text and "fresh link" in page.text
+    assert posted.status_code == 410
+    assert len(emulator.get("/_emulator/requests").json()) == before
+
+
+def test_unknown_offer_and_offer_not_shown_are_400(client, catalogue, link, stripe_client):
+    sub = catalogue.subscription()
+    url = link(sub)
+    page = give_reason(client, url, "too_expensive")
+    csrf = csrf_of(page.text)
+    assert client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "free-forever"}).status_code == 400
+    not_shown = client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "pause"})
+    assert not_shown.status_code == 400 and "available for this subscription" in not_shown.text
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).pause_collection is None
+
+
+def test_missing_or_wrong_csrf_token_is_400_and_changes_nothing(client, catalogue, link, stripe_client, store):
+    sub = catalogue.subscription()
+    url = link(sub)
+    give_reason(client, url, "too_expensive")
+    assert client.post(f"{url}/accept", data={"offer": "half-off-3-months"}).status_code == 400
+    assert client.post(f"{url}/cancel", data={"csrf_token": "0" * 40}).status_code == 400
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).discounts == []
+    assert store.find_session(_nonce(url)).outcome == "open"
+
+
+def test_a_reason_outside_the_list_is_refused_with_an_announced_message(client, catalogue, link):
+    url = link(catalogue.subscription())
+    page = client.get(url)
+    response = client.post(f"{url}/reason", data={"csrf_token": csrf_of(page.text), "reason": "bored"})
+    assert response.status_code == 400 and 'role="alert"' in response.text and 'aria-describedby="form-error"' in response.text
+
+
+def test_long_comment_is_refused_not_truncated(client, catalogue, link, store):
+    url = link(catalogue.subscription())
+    page = client.get(url)
+    response = client.post(f"{url}/reason", data={"csrf_token": csrf_of(page.text), "reason": "other",
+                                                 "comment": "x" * 2001})
+    assert response.status_code == 400 and "under 2,000" in response.text
+    session = store.find_session(_nonce(url))
+    assert session.reason is None and session.comment is None
+
+
+def test_comment_is_escaped_on_the_page(client, catalogue, link):
+    url = link(catalogue.subscription())
+    page = client.get(url)
+    response = client.post(f"{url}/reason", data={"csrf_token": csrf_of(page.text), "reason": "bored",
+                                                 "comment": "<script>alert(1)</script>"})
+    assert "<script>alert(1)</script>" not in response.text and "&lt;script&gt;" in response.text
+
+
+def test_money_is_formatted_per_currency(client, catalogue, link):
+    assert "¥5,000 per month" in client.get(link(catalogue.subscription(amount=5000, currency="jpy"))).text
+    assert "€19.90 per month" in client.get(link(catalogue.subscription(amount=1990, currency="eur"))).text
+
+
+def test_stripe_outage_shows_503_keeps_cancel_and_a_retry_applies_once(client, catalogue, link, emulator, stripe_client, store):
+    sub = catalogue.subscription()
+    url = link(sub)
+    give_reason(client, url, "too_expensive")
+    emulator.post("/_emulator/faults", json={"method": "POST", "path": "/v1/subscriptions/*", "status": 500, "count": 5})
+    failed = accept(client, url, "half-off-3-months")
+    assert failed.status_code == 503 and "Nothing was changed" in failed.text and "Continue to cancel" in failed.text
+    assert store.find_session(_nonce(url)).outcome == "open"
+    emulator.delete("/_emulator/faults")
+    assert accept(client, url, "half-off-3-months").status_code == 303
+    assert len(stripe_client.v1.subscriptions.retrieve(sub.id).discounts) == 1
+
+
+def test_each_decision_is_one_json_log_line_without_the_token(client, catalogue, link, caplog):
+    url = link(catalogue.subscription())
+    with caplog.at_level(logging.INFO, logger="cancel_flow"):
+        give_reason(client, url, "too_expensive")
+        accept(client, url, "half-off-3-months")
+    lines = [JsonLineFormatter().format(r) for r in caplog.records if r.getMessage() == "cancel_session.decided"]
+    assert len(lines) == 1
+    decided = json.loads(lines[0])
+    assert decided["outcome"] == "saved_discount" and decided["offer"] == "half-off-3-months" and decided["session"]
+    token = url.split("/cancel/")[1]
+    assert all(token not in JsonLineFormatter().format(r) for r in caplog.records)
+
+
+def test_pages_carry_security_headers(client, catalogue, link):
+    page = client.get(link(catalogue.subscription()))
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["referrer-policy"] == "no-referrer" and page.headers["x-content-type-options"] == "nosniff"
+
+
+def test_billing_link_redirects_to_a_fresh_portal_session(client, catalogue, signer):
+    sub = catalogue.subscription()
+    token, _ = signer.billing_token(sub.customer)
+    first = client.get(f"/billing/{token}")
+    second = client.get(f"/billing/{token}?flow=payment_method_update")
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"] != second.headers["location"]
+    assert "Update payment method" in httpx.get(second.headers["location"]).text
