@@ -182,7 +182,7 @@ class StripeSetup:
     async def portal_configuration(self, return_url: str) -> str:
         configs = await self.client.v1.billing_portal.configurations.list_async(params={"limit": 100})
         for config in configs.data:
-            if config.metadata and config.metadata.get("cancel_flow") == "1" and config.active:
+            if (config.to_dict().get("metadata") or {}).get("cancel_flow") == "1" and config.active:
                 return config.id
         config = await self.client.v1.billing_portal.configurations.create_async(params={
             "business_profile": {"headline": "Manage your subscription"},

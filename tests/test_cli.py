@@ -1,0 +1,65 @@
+import pytest
+
+from cancel_flow.cli import main
+from tests.conftest import SECRET, TEST_KEY
+
+
+@pytest.fixture
+def cli_env(monkeypatch, emulator_url, database_url, tmp_path):
+    monkeypatch.setenv("CANCEL_FLOW_SECRET_KEY", SECRET)
+    monkeypatch.setenv("CANCEL_FLOW_ENV", "production")
+    monkeypatch.setenv("STRIPE_API_KEY", TEST_KEY)
+    monkeypatch.setenv("STRIPE_API_BASE", emulator_url)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("CANCEL_FLOW_BASE_URL", "https://cancel.example.com")
+
+
+def run(args) -> int:
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    return done.value.code
+
+
+def test_link_prints_cancel_and_billing_links_for_the_single_subscription(cli_env, catalogue, signer, capsys):
+    sub = catalogue.subscription()
+    assert run(["link", "--customer", sub.customer]) == 0
+    out = capsys.readouterr().out
+    cancel_url = next(line.split()[-1] for line in out.splitlines() if line.startswith("Cancel link:"))
+    billing_url = next(line.split()[-1] for line in out.splitlines() if line.startswith("Billing link:"))
+    assert cancel_url.startswith("https://cancel.example.com/cancel/")
+    assert billing_url.startswith("https://cancel.example.com/billing/")
+    read = signer.read_cancel(cancel_url.rsplit("/", 1)[1])
+    assert (read.customer, read.subscription) == (sub.customer, sub.id)
+
+
+def test_link_with_several_subscriptions_lists_them(cli_env, catalogue, capsys):
+    customer = catalogue.customer()
+    first, second = catalogue.subscription(customer), catalogue.subscription(customer)
+    assert run(["link", "--customer", customer.id]) == 1
+    err = capsys.readouterr().err
+    assert first.id in err and second.id in err and "--subscription" in err
+    assert run(["link", "--customer", customer.id, "--subscription", second.id]) == 0
+
+
+def test_link_by_email_and_unknown_customer(cli_env, catalogue, capsys):
+    sub = catalogue.subscription(catalogue.customer(email="findme@example.com"))
+    assert run(["link", "--email", "findme@example.com"]) == 0
+    assert "Cancel link:" in capsys.readouterr().out
+    assert run(["link", "--email", "nobody@example.com"]) == 1
+    assert run(["link", "--customer", "cus_missing"]) == 1
+    assert "cus_missing" in capsys.readouterr().err
+
+
+def test_stripe_setup_is_idempotent_and_prints_the_settings(cli_env, stripe_client, capsys):
+    assert run(["stripe", "setup"]) == 0
+    first = capsys.readouterr().out
+    assert "STRIPE_PORTAL_CONFIGURATION=bpc_" in first and "STRIPE_WEBHOOK_SECRET=whsec_" in first
+    assert run(["stripe", "setup"]) == 0
+    second = capsys.readouterr().out
+    assert "STRIPE_WEBHOOK_SECRET=whsec_" not in second
+    assert [c.id for c in stripe_client.v1.coupons.list().data] == ["cancel-flow_half-off-3-months_50pct_3m"]
+    assert len(stripe_client.v1.webhook_endpoints.list().data) == 1
+    configs = stripe_client.v1.billing_portal.configurations.list().data
+    assert len(configs) == 1 and configs[0].features.subscription_cancel.mode == "at_period_end"
+    endpoint = stripe_client.v1.webhook_endpoints.list().data[0]
+    assert endpoint.url == "https://cancel.example.com/webhooks/stripe"

@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from cancel_flow.errors import SettingsError
+from cancel_flow.offers import load_offers
+
+GOOD = """
+[brand]
+name = "Coach"
+[[offer]]
+id = "half"
+kind = "discount"
+percent_off = 50
+months = 3
+title = "Half price"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "offers.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_offers_file_loads():
+    book = load_offers(Path(__file__).resolve().parents[1] / "offers.toml")
+    assert [o.id for o in book.offers] == ["half-off-3-months", "pause"]
+    assert book.offer_cooldown_days == 365 and book.brand.logo.is_file()
+
+
+def test_offer_without_reasons_fits_every_reason(tmp_path):
+    offer = load_offers(write(tmp_path, GOOD)).offers[0]
+    assert offer.fits("too_complex") and offer.fits("other")
+
+
+@pytest.mark.parametrize("change, names", [
+    (("percent_off = 50", "percent_off = 150"), ["offer 'half'", "percent_off"]),
+    (("months = 3", "months = 0"), ["offer 'half'", "months"]),
+    (('kind = "discount"', 'kind = "gift"'), ["offer 'half'", "kind"]),
+    (('title = "Half price"', 'title = "Half"\nreasons = ["bored"]'), ["offer 'half'", "reasons"]),
+    (('title = "Half price"', 'title = "Half"\npercent = 3'), ["offer 'half'", "percent"]),
+    (('id = "half"', 'id = "Half Off!"'), ["offer #1", "id"]),
+    (('name = "Coach"', 'name = "Coach"\ncolor = "blue"'), ["[brand]", "color"]),
+    (('name = "Coach"', 'name = "Coach"\nlogo = "missing.svg"'), ["[brand]", "logo"]),
+])
+def test_mistakes_name_the_file_the_offer_and_the_field(tmp_path, change, names):
+    path = write(tmp_path, GOOD.replace(*change))
+    with pytest.raises(SettingsError) as error:
+        load_offers(path)
+    for name in [str(path), *names]:
+        assert name in str(error.value)
+
+
+def test_duplicate_ids_are_refused(tmp_path):
+    with pytest.raises(SettingsError, match="unique"):
+        load_offers(write(tmp_path, GOOD + GOOD.split("[brand]\nname = \"Coach\"")[1]))
+
+
+def test_missing_file_and_bad_toml_are_named(tmp_path):
+    with pytest.raises(SettingsError, match="CANCEL_FLOW_OFFERS"):
+        load_offers(tmp_path / "nope.toml")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_offers(write(tmp_path, "[brand\n"))
