@@ -174,11 +174,12 @@ os.environ.setdefault("CANCEL_FLOW_ENV", "development")
 class LiveServer:
     """The real app on a real port, served by uvicorn in a thread (for concurrency and the browser)."""
 
-    def __init__(self, app):
+    def __init__(self, make_app):
         import uvicorn
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        app = make_app(self.url)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         import threading
 
@@ -201,8 +202,7 @@ def live_server(settings):
     servers = []
 
     def start(**overrides):
-        live_settings = replace(settings, **overrides)
-        servers.append(LiveServer(create_app(live_settings)))
+        servers.append(LiveServer(lambda url: create_app(replace(settings, base_url=url, **overrides))))
         return servers[-1]
 
     yield start

@@ -1,0 +1,81 @@
+"""Headless Chromium clicks through the flow on a 360 px wide phone screen."""
+
+import shutil
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def phone(browser):
+    context = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def start(live_server, catalogue, signer):
+    server = live_server()
+
+    def open_link(**subscription):
+        sub = catalogue.subscription(**subscription)
+        token, _ = signer.cancel_token(sub.customer, sub.id)
+        return sub, f"{server.url}/cancel/{token}"
+
+    return open_link
+
+
+def fits_the_screen(page) -> bool:
+    return page.evaluate("document.documentElement.scrollWidth") <= 360
+
+
+def test_accept_discount_in_the_browser(phone, start, stripe_client):
+    sub, url = start()
+    phone.goto(url)
+    assert fits_the_screen(phone)
+    phone.get_by_label("It's too expensive").check()
+    phone.get_by_role("button", name="Next").click()
+    phone.get_by_role("button", name="Accept 50% off").click()
+    assert "50% off for the next 3 months: $24.50 instead of $49.00" in phone.locator("main").inner_text()
+    assert phone.get_by_role("button", name="Continue to cancel").is_visible()
+    assert fits_the_screen(phone)
+    assert len(stripe_client.v1.subscriptions.retrieve(sub.id).discounts) == 1
+
+
+def test_accept_pause_in_the_browser(phone, start, stripe_client):
+    sub, url = start()
+    phone.goto(url)
+    phone.get_by_label("I don't use it enough").check()
+    phone.get_by_role("button", name="Next").click()
+    phone.get_by_label("Pause payments for").select_option("2")
+    phone.get_by_role("button", name="Pause my payments").click()
+    assert "Payments paused until" in phone.locator("main").inner_text()
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).pause_collection.behavior == "void"
+
+
+def test_continue_to_cancel_through_the_portal_in_the_browser(phone, start, stripe_client):
+    sub, url = start()
+    phone.goto(url)
+    assert fits_the_screen(phone)
+    phone.get_by_role("button", name="Continue to cancel").click()
+    phone.get_by_label("It's too expensive").check()
+    phone.get_by_role("button", name="Cancel subscription").click()
+    phone.wait_for_url(f"{url}/done")
+    assert "Your subscription is canceled" in phone.locator("main").inner_text()
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).cancel_at_period_end is True
