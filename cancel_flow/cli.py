@@ -24,6 +24,16 @@ def _migrate(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from cancel_flow.store import Store, make_engine
+
+    engine = make_engine(_settings().database_url)
+    marked = Store(engine).sweep_deflected()
+    engine.dispose()
+    print(f"{marked} session(s) marked deflected.")
+    return 0
+
+
 def _serve(args) -> int:
     from cancel_flow.server import serve
 
@@ -82,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(handler=_migrate)
+    commands.add_parser("sweep", help="mark sessions deflected after 24 h (serve also runs this)").set_defaults(handler=_sweep)
 
     link = commands.add_parser("link", help="print a cancel link and a billing link for a customer")
     who = link.add_mutually_exclusive_group(required=True)

@@ -130,7 +130,7 @@ def run_demo(port: int = 8000, emulator_port: int = 12111) -> int:
         from cancel_flow.web.app import create_app
 
         configure_logging()
-        uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.run(create_app(settings, sweep_every=600), host="127.0.0.1", port=port, log_level="warning")
     finally:
         emulator.terminate()
         try:

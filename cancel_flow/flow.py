@@ -102,3 +102,50 @@ def describe_discount(percent_off: float, months: int, price_amount: int, curren
 
 def describe_pause(resumes_at: datetime) -> str:
     return f"Payments paused until {format_day(resumes_at)}"
+
+
+# Webhooks -----------------------------------------------------------------------------------------
+ACTIVE, SCHEDULED, ENDED = 0, 1, 2
+DEFLECTION_DELAY = timedelta(hours=24)
+NOT_CHURN_REASONS = ("canceled_by_retention_policy",)
+
+
+@dataclass(frozen=True)
+class StripeState:
+    """A subscription's cancellation state as one Stripe event tells it."""
+
+    subscription_id: str
+    event_created: int
+    stage: int  # ACTIVE, SCHEDULED or ENDED
+    cancel_requested_at: datetime | None
+    feedback: str | None
+    comment: str | None
+    reason: str | None
+
+    @property
+    def version(self) -> int:
+        """Orders states: newer events first, and at the same second, the further cancellation."""
+        return self.event_created * 10 + self.stage
+
+
+def state_changes(outcome: str, decided_at: datetime | None, state: StripeState) -> dict:
+    """What a Stripe state means for one session: the columns to set (none for nothing to do)."""
+    if state.stage == ACTIVE:
+        changes = {"canceled_at": None, "canceled_outside_flow": False, "stripe_cancellation_reason": None}
+        if outcome == "canceled":
+            changes["outcome"] = "sent_to_portal"  # they took the cancellation back
+        return changes
+    changes = {
+        "canceled_at": state.cancel_requested_at, "stripe_feedback": state.feedback,
+        "stripe_comment": state.comment, "stripe_cancellation_reason": state.reason,
+    }
+    not_churn = state.reason in NOT_CHURN_REASONS
+    went_to_portal_then = outcome == "sent_to_portal" or (
+        outcome == "deflected" and decided_at is not None and state.cancel_requested_at is not None
+        and state.cancel_requested_at <= decided_at + DEFLECTION_DELAY)
+    if went_to_portal_then and not not_churn:
+        changes["outcome"] = "canceled"
+        changes["canceled_outside_flow"] = False
+    elif outcome in ("open", "deflected") or not_churn:
+        changes["canceled_outside_flow"] = True
+    return changes

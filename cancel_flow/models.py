@@ -49,10 +49,15 @@ class CancelSession(SQLModel, table=True):
     decided_at: datetime | None = _when(default=None)
     updated_at: datetime = _when(default_factory=utc_now)
     kept_at: datetime | None = _when(default=None)
-    canceled_at: datetime | None = _when(default=None)
+    # When Stripe says the subscription was canceled (or set to cancel), whatever the outcome.
+    canceled_at: datetime | None = _when(default=None, index=True)
+    # Canceled by the coach or by Stripe's test-mode clean-up, not by the subscriber in our flow.
+    canceled_outside_flow: bool = False
     stripe_feedback: str | None = Field(default=None, max_length=32)
     stripe_comment: str | None = Field(default=None, sa_type=sa.Text)
     stripe_cancellation_reason: str | None = Field(default=None, max_length=64)
+    # Version of the newest Stripe state applied (event time × 10 + how far the cancellation went),
+    # so an older event never undoes a newer one.
     stripe_state_at: int | None = Field(default=None, sa_type=sa.BigInteger)
 
 

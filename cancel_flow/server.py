@@ -9,13 +9,15 @@ from cancel_flow.offers import load_offers
 from cancel_flow.settings import Settings
 from cancel_flow.store import make_engine, migrate
 
+SWEEP_EVERY = 600  # seconds between deflection sweeps in each worker (the UPDATE is idempotent)
+
 
 def app_factory():
     """Each uvicorn worker builds its own app (its own database pool and Stripe client)."""
     from cancel_flow.web.app import create_app
 
     configure_logging()
-    return create_app()
+    return create_app(sweep_every=SWEEP_EVERY)
 
 
 def serve(settings: Settings, host: str, port: int, workers: int = 1, forwarded_allow_ips: str | None = None) -> None:

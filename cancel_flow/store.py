@@ -8,7 +8,8 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy.engine import Engine
 
-from cancel_flow.clock import utc_now
+from cancel_flow.clock import as_utc, utc_now
+from cancel_flow.flow import DEFLECTION_DELAY, StripeState, state_changes
 from cancel_flow.models import SAVED_OUTCOMES, CancelSession, StripeEvent
 
 sessions = CancelSession.__table__
@@ -125,3 +126,49 @@ class Store:
             sessions.c.decided_at >= since).limit(1)
         with self.engine.connect() as connection:
             return connection.execute(query).first() is not None
+
+    # Stripe events ------------------------------------------------------------------------------
+    def record_stripe_event(self, event_id: str, event_type: str, created: int, payload: str,
+                            state: StripeState | None) -> bool:
+        """Store the event once and apply it, in one transaction; False for an event seen before."""
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        with self.engine.begin() as connection:
+            inserted = connection.execute(insert(events).values(
+                id=event_id, type=event_type, created=created, payload=payload, received_at=utc_now(),
+            ).on_conflict_do_nothing(index_elements=["id"]))
+            if inserted.rowcount != 1:
+                return False
+            if state is not None:
+                self._apply_state(connection, state)
+            connection.execute(sa.update(events).where(events.c.id == event_id).values(handled_at=utc_now()))
+        return True
+
+    def _apply_state(self, connection, state: StripeState) -> None:
+        query = sa.select(sessions.c.id, sessions.c.outcome, sessions.c.decided_at, sessions.c.stripe_state_at) \
+            .where(sessions.c.subscription_id == state.subscription_id)
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update()
+        for row in connection.execute(query).all():
+            if row.stripe_state_at is not None and row.stripe_state_at > state.version:
+                continue  # an older event: never undo what a newer one said
+            decided_at = as_utc(row.decided_at) if row.decided_at else None
+            changes = state_changes(row.outcome, decided_at, state)
+            connection.execute(sa.update(sessions).where(sessions.c.id == row.id).values(
+                stripe_state_at=state.version, updated_at=utc_now(), **changes))
+
+    def sweep_deflected(self) -> int:
+        """Sessions left open, or sent to the portal, 24 h ago with no cancellation: deflected.
+        One idempotent UPDATE, so two sweeps at once mark each session once."""
+        now = utc_now()
+        cutoff = now - DEFLECTION_DELAY
+        statement = sa.update(sessions).where(
+            sessions.c.canceled_at.is_(None),
+            sa.or_(sa.and_(sessions.c.outcome == "sent_to_portal", sessions.c.decided_at < cutoff),
+                   sa.and_(sessions.c.outcome == "open", sessions.c.created_at < cutoff)),
+        ).values(outcome="deflected", updated_at=now)
+        with self.engine.begin() as connection:
+            return connection.execute(statement).rowcount

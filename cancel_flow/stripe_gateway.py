@@ -7,12 +7,60 @@ import stripe
 
 from cancel_flow.clock import from_unix
 from cancel_flow.errors import NotFound, StripeUnavailable
-from cancel_flow.flow import PriceLine, SubscriptionFacts
+from cancel_flow.flow import ACTIVE, ENDED, SCHEDULED, PriceLine, StripeState, SubscriptionFacts
 from cancel_flow.logs import log_event
 from cancel_flow.offers import Offer
 from cancel_flow.settings import Settings
 
 SUBSCRIPTION_EXPAND = ["items.data.price.product", "customer"]
+HANDLED_EVENTS = ("customer.subscription.updated", "customer.subscription.deleted")
+
+
+class WebhookRefused(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def verify_webhook(payload: bytes, signature: str | None, secret: str | None) -> dict:
+    """Check `Stripe-Signature` over the raw body; the event as a plain dict."""
+    if not secret:
+        # An empty secret verifies against an empty key, which anyone can forge.
+        raise WebhookRefused(401, "Webhooks are refused until STRIPE_WEBHOOK_SECRET is set.")
+    if not signature:
+        raise WebhookRefused(400, "Missing Stripe-Signature header.")
+    try:
+        event = stripe.Webhook.construct_event(payload, signature, secret)
+    except stripe.SignatureVerificationError:
+        raise WebhookRefused(401, "The signature does not verify.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookRefused(400, "The body is not a Stripe event.") from None
+    data = event.to_dict()
+    if not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str):
+        raise WebhookRefused(400, "The body is not a Stripe event.")
+    return data
+
+
+def state_from_event(event: dict) -> StripeState | None:
+    """The cancellation state a subscription event carries, or None for events we do not handle."""
+    if event["type"] not in HANDLED_EVENTS:
+        return None
+    sub = (event.get("data") or {}).get("object") or {}
+    if sub.get("object") != "subscription" or not isinstance(sub.get("id"), str):
+        return None
+    details = sub.get("cancellation_details") or {}
+    if event["type"] == "customer.subscription.deleted" or sub.get("status") in ("canceled", "incomplete_expired"):
+        stage = ENDED
+    elif sub.get("cancel_at_period_end") or sub.get("cancel_at"):
+        stage = SCHEDULED
+    else:
+        stage = ACTIVE
+    requested = sub.get("canceled_at") or (event.get("created") if stage != ACTIVE else None)
+    return StripeState(
+        subscription_id=sub["id"], event_created=int(event.get("created") or 0), stage=stage,
+        cancel_requested_at=from_unix(requested) if requested else None,
+        feedback=details.get("feedback"), comment=details.get("comment"), reason=details.get("reason"),
+    )
 
 
 def idempotency_key(*parts: str) -> str:

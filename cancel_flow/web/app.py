@@ -1,9 +1,11 @@
 """The application: settings, offers, database and Stripe wired together; errors rendered as pages."""
 
+import asyncio
 import contextlib
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -18,7 +20,7 @@ from cancel_flow.offers import OfferBook, load_offers
 from cancel_flow.settings import Settings, load_settings
 from cancel_flow.store import Store, make_engine
 from cancel_flow.stripe_gateway import StripeGateway
-from cancel_flow.web import billing_routes, cancel_routes
+from cancel_flow.web import billing_routes, cancel_routes, webhook_routes
 from cancel_flow.web.middleware import BodySizeLimit, SecurityHeaders
 from cancel_flow.web.pages import csrf_token, render
 
@@ -77,8 +79,22 @@ async def brand_logo(request: Request) -> Response:
     return FileResponse(logo, headers={"Cache-Control": "public, max-age=3600"})
 
 
-def create_app(settings: Settings | None = None, offers: OfferBook | None = None) -> Starlette:
-    """Validate everything the service needs before it takes a request."""
+async def _sweep_periodically(store: Store, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            marked = await run_in_threadpool(store.sweep_deflected)
+            if marked:
+                log_event("sweep.deflected", sessions=marked)
+        except Exception as error:  # the next round tries again
+            log_event("sweep.failed", level=40, error=type(error).__name__)
+
+
+def create_app(settings: Settings | None = None, offers: OfferBook | None = None,
+               sweep_every: float | None = None) -> Starlette:
+    """Validate everything the service needs before it takes a request.
+
+    `sweep_every` (seconds) runs the 24-hour deflection sweep in the background, as `serve` does."""
     settings = settings or load_settings()
     settings.require_stripe()
     offers = offers or load_offers(settings.offers_path)
@@ -90,13 +106,17 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         gateway = StripeGateway(settings)
         app.state.gateway = gateway
         app.state.cancel_service = CancelService(store, gateway, offers, signer)
+        sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every)) if sweep_every else None
         yield
+        if sweeper:
+            sweeper.cancel()
         await gateway.close()
         store.engine.dispose()
 
     routes = [
         *cancel_routes.routes,
         *billing_routes.routes,
+        *webhook_routes.routes,
         Route("/brand.css", brand_css),
         Route("/brand/logo", brand_logo),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
