@@ -1,6 +1,5 @@
 """`POST /webhooks/stripe`: verified, stored once, applied idempotently and in order."""
 
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
