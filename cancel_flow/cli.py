@@ -34,6 +34,38 @@ def _sweep(args) -> int:
     return 0
 
 
+def _coach_add(args) -> int:
+    import getpass
+
+    from cancel_flow.passwords import MIN_LENGTH, hash_password
+    from cancel_flow.store import make_engine, migrate
+    from cancel_flow.store.coaches import CoachStore
+
+    email = args.email.strip().lower()
+    if "@" not in email or len(email) > 320:
+        print(f"cancel-flow: {args.email!r} is not an email address", file=sys.stderr)
+        return 1
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            print("cancel-flow: the passwords differ", file=sys.stderr)
+            return 1
+    if len(password) < MIN_LENGTH:
+        print(f"cancel-flow: the password must be at least {MIN_LENGTH} characters", file=sys.stderr)
+        return 1
+    engine = make_engine(_settings().database_url)
+    migrate(engine)
+    added = CoachStore(engine).add(email, hash_password(password))
+    engine.dispose()
+    if not added:
+        print(f"cancel-flow: a coach with email {email} exists already", file=sys.stderr)
+        return 1
+    print(f"Coach {email} can now sign in at /dashboard/login.")
+    return 0
+
+
 def _serve(args) -> int:
     from cancel_flow.server import serve
 
@@ -100,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--email", help="the customer's email (most recent customer with a live subscription)")
     link.add_argument("--subscription", help="Stripe subscription id (sub_…); needed when the customer has several")
     link.set_defaults(handler=_link)
+
+    coach = commands.add_parser("coach", help="dashboard logins")
+    coach_sub = coach.add_subparsers(dest="coach_command", required=True, metavar="ACTION")
+    coach_add = coach_sub.add_parser("add", help="create a dashboard login")
+    coach_add.add_argument("email")
+    coach_add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    coach_add.set_defaults(handler=_coach_add)
 
     stripe_cmd = commands.add_parser("stripe", help="Stripe account set-up")
     stripe_sub = stripe_cmd.add_subparsers(dest="stripe_command", required=True, metavar="ACTION")

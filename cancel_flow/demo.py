@@ -6,10 +6,12 @@ it, serves cancel-flow on SQLite, and prints a ready-to-click link per customer.
 
 import asyncio
 import os
+import random
 import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -18,7 +20,9 @@ import uvicorn
 from cancel_flow.logs import configure_logging
 from cancel_flow.settings import load_settings
 from cancel_flow.setup import run_stripe_setup
-from cancel_flow.store import make_engine, migrate
+from cancel_flow.passwords import hash_password
+from cancel_flow.store import Store, make_engine, migrate
+from cancel_flow.store.coaches import CoachStore
 from cancel_flow.stripe_gateway import StripeGateway
 
 DEMO_DIR = Path("demo-data")
@@ -29,6 +33,56 @@ CUSTOMERS = [
     ("Dana Kim", "dana@example.com", "discounted", "already has a discount: no second discount"),
     ("Sam Carter", "sam@example.com", "scheduled", "already set to cancel at period end"),
 ]
+
+
+DEMO_COACH = ("coach@example.com", "demo-password")
+_REASON_WEIGHTS = {"too_expensive": 30, "unused": 25, "switched_service": 10, "missing_features": 10, "other": 10,
+                   "too_complex": 5, "low_quality": 5, "customer_service": 5}
+_COMMENTS = ["Money is tight this month", "I travel a lot lately", "Found a gym closer to home", "",
+             "The app is confusing", "", "Injured, can't train for a while", ""]
+_BLANK_SESSION = dict(
+    customer_email=None, plan_name="Peak Coaching Membership", interval_count=1, had_discount=False, was_paused=False,
+    cancel_at_period_end=False, period_end=None, reason=None, comment=None, offers_shown=None, claimed_offer=None,
+    claimed_at=None, chosen_offer=None, offer_kind=None, discount_percent=None, discount_months=None,
+    pause_resumes_at=None, outcome="open", reason_at=None, decided_at=None, kept_at=None, canceled_at=None,
+    canceled_outside_flow=False, stripe_feedback=None, stripe_comment=None, stripe_cancellation_reason=None,
+    stripe_state_at=None)
+
+
+def history_rows(now: datetime, weeks: int = 8, per_week: int = 15, seed: int = 7) -> list[dict]:
+    """Varied, plausible past sessions so the demo's dashboard looks like a real one."""
+    chance = random.Random(seed)
+    rows = []
+    for index in range(weeks * per_week):
+        created = now - timedelta(days=chance.uniform(1.2, weeks * 7), hours=chance.uniform(0, 23))
+        yearly = chance.random() < 0.2
+        reason = chance.choices(list(_REASON_WEIGHTS), weights=list(_REASON_WEIGHTS.values()))[0]
+        offers = [o for o, fits in (("half-off-3-months", reason in ("too_expensive", "unused")),
+                                    ("pause", reason in ("unused", "other") and not yearly)) if fits]
+        row = dict(_BLANK_SESSION, nonce=f"demo-{seed}-{index}", customer_id=f"cus_demo{index:05d}",
+                   subscription_id=f"sub_demo{index:05d}", customer_email=f"client{index}@example.com",
+                   price_amount=49000 if yearly else 4900, interval="year" if yearly else "month",
+                   monthly_amount=4083 if yearly else 4900, currency="usd", reason=reason,
+                   comment=chance.choice(_COMMENTS) or None, offers_shown=offers, created_at=created,
+                   updated_at=created, reason_at=created)
+        decided = created + timedelta(minutes=chance.uniform(1, 10))
+        roll = chance.random()
+        if offers and roll < 0.4:
+            offer = chance.choice(offers)
+            row.update(chosen_offer=offer, decided_at=decided)
+            if offer == "pause":
+                row.update(outcome="saved_pause", offer_kind="pause", pause_resumes_at=decided + timedelta(days=60))
+            else:
+                row.update(outcome="saved_discount", offer_kind="discount", discount_percent=50.0, discount_months=3)
+            if chance.random() < 0.15:
+                row["canceled_at"] = decided + timedelta(days=chance.uniform(20, 50))
+        elif roll < 0.8:
+            row.update(outcome="canceled", decided_at=decided, canceled_at=decided + timedelta(minutes=2),
+                       stripe_feedback=reason)
+        else:
+            row.update(outcome="deflected", decided_at=decided)
+        rows.append(row)
+    return rows
 
 
 def _port_free(port: int) -> bool:
@@ -98,6 +152,8 @@ def run_demo(port: int = 8000, emulator_port: int = 12111) -> int:
         settings = load_settings()
         engine = make_engine(settings.database_url)
         migrate(engine)
+        Store(engine).bulk_insert_sessions(history_rows(datetime.now(timezone.utc)))
+        CoachStore(engine).add(DEMO_COACH[0], hash_password(DEMO_COACH[1]))
         engine.dispose()
         setup_lines = asyncio.run(run_stripe_setup(settings))
         for line in setup_lines:
@@ -124,6 +180,7 @@ def run_demo(port: int = 8000, emulator_port: int = 12111) -> int:
         minted = asyncio.run(seed_and_mint())
         print("\ncancel-flow demo is running (Ctrl-C stops it and the Stripe emulator).\n")
         print(f"Stripe emulator: http://127.0.0.1:{emulator_port}   database: {database}\n")
+        print(f"Coach dashboard: {base_url}/dashboard  (sign in as {DEMO_COACH[0]} / {DEMO_COACH[1]})\n")
         for name, note, links in minted:
             print(f"{name} ({note})\n  cancel:  {links.cancel_url}\n  billing: {links.billing_url}\n")
         sys.stdout.flush()

@@ -70,3 +70,32 @@ class StripeEvent(SQLModel, table=True):
     payload: str = Field(sa_type=sa.Text)
     received_at: datetime = _when(default_factory=utc_now)
     handled_at: datetime | None = _when(default=None)
+
+
+class SessionOffer(SQLModel, table=True):
+    """One row per offer shown in a session, so the dashboard counts offers with plain GROUP BY."""
+
+    __tablename__ = "session_offer"
+
+    session_id: int = Field(foreign_key="cancel_session.id", primary_key=True)
+    offer_id: str = Field(max_length=128, primary_key=True, index=True)
+    shown_at: datetime = _when(default_factory=utc_now)
+
+
+class Coach(SQLModel, table=True):
+    __tablename__ = "coach"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True)
+    password_hash: str = Field(max_length=512)
+    created_at: datetime = _when(default_factory=utc_now)
+
+
+class LoginAttempt(SQLModel, table=True):
+    """Failed dashboard logins, for throttling across every worker."""
+
+    __tablename__ = "login_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, index=True)
+    at: datetime = _when(default_factory=utc_now, index=True)

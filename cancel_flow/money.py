@@ -1,6 +1,6 @@
 """Money in Stripe's minor units, shown per currency; dates in words."""
 
-from datetime import datetime
+from datetime import date, datetime
 
 from babel.dates import format_date
 from babel.numbers import format_currency
@@ -21,8 +21,9 @@ def format_money(amount: int, currency: str) -> str:
     return format_currency(value, currency.upper(), format=pattern, locale=LOCALE, currency_digits=divisor == 100)
 
 
-def format_day(moment: datetime) -> str:
-    return format_date(moment.date(), format="d MMMM y", locale=LOCALE)
+def format_day(moment: datetime | date) -> str:
+    day = moment.date() if isinstance(moment, datetime) else moment
+    return format_date(day, format="d MMMM y", locale=LOCALE)
 
 
 def interval_words(interval: str, count: int) -> str:

@@ -117,7 +117,7 @@ def make_client(settings):
 
     def make(**overrides):
         client = TestClient(create_app(replace(settings, **overrides)), follow_redirects=False,
-                            raise_server_exceptions=False)
+                            raise_server_exceptions=bool(os.environ.get("RAISE_SERVER_EXCEPTIONS")))
         client.__enter__()
         clients.append(client)
         return client

@@ -79,3 +79,36 @@ def test_continue_to_cancel_through_the_portal_in_the_browser(phone, start, stri
     phone.wait_for_url(f"{url}/done")
     assert "Your subscription is canceled" in phone.locator("main").inner_text()
     assert stripe_client.v1.subscriptions.retrieve(sub.id).cancel_at_period_end is True
+
+
+def test_coach_signs_in_changes_range_sees_charts_and_downloads_csv(browser, live_server, store, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from cancel_flow.passwords import hash_password
+    from cancel_flow.store.coaches import CoachStore
+    from cancel_flow.demo import history_rows
+
+    CoachStore(store.engine).add("coach@example.com", hash_password("correct horse battery"))
+    store.bulk_insert_sessions(history_rows(datetime.now(timezone.utc), weeks=6, per_week=12))
+    server = live_server()
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(f"{server.url}/dashboard")
+    page.get_by_label("Email").fill("coach@example.com")
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{server.url}/dashboard")
+    page.get_by_role("link", name="Last 90 days").click()
+    page.wait_for_url("**range=90")
+    charts = page.locator("img.chart")
+    assert charts.count() == 2
+    for index in range(2):
+        charts.nth(index).scroll_into_view_if_needed()
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=charts.nth(index).element_handle())
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download these sessions as CSV").click()
+    saved = tmp_path / "sessions.csv"
+    download.value.save_as(saved)
+    lines = saved.read_text().splitlines()
+    assert lines[0].startswith("session_id,created_at") and len(lines) > 50
+    context.close()

@@ -23,6 +23,7 @@ def test_demo_serves_seeded_links_and_ctrl_c_stops_everything(tmp_path):
         while output.count("cancel:") < 4:
             assert time.monotonic() < deadline and process.poll() is None, output
             output += process.stdout.readline()
+        assert "Coach dashboard:" in output
         links = re.findall(r"cancel:\s+(\S+)", output)
         assert len(links) == 4
         for _ in range(100):

@@ -19,8 +19,10 @@ from cancel_flow.logs import log_event
 from cancel_flow.offers import OfferBook, load_offers
 from cancel_flow.settings import Settings, load_settings
 from cancel_flow.store import Store, make_engine
+from cancel_flow.store.coaches import CoachStore
+from cancel_flow.store.stats import StatsQueries
 from cancel_flow.stripe_gateway import StripeGateway
-from cancel_flow.web import billing_routes, cancel_routes, webhook_routes
+from cancel_flow.web import billing_routes, cancel_routes, dashboard_routes, webhook_routes
 from cancel_flow.web.middleware import BodySizeLimit, SecurityHeaders
 from cancel_flow.web.pages import csrf_token, render
 
@@ -117,6 +119,7 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         *cancel_routes.routes,
         *billing_routes.routes,
         *webhook_routes.routes,
+        *dashboard_routes.routes,
         Route("/brand.css", brand_css),
         Route("/brand/logo", brand_logo),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -125,6 +128,7 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         CancelFlowError: on_domain_error, HTTPException: on_http_error, Exception: on_unexpected_error,
     })
     app.state.settings, app.state.offers, app.state.store, app.state.signer = settings, offers, store, signer
+    app.state.coaches, app.state.stats = CoachStore(store.engine), StatsQueries(store.engine)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(SecurityHeaders, https=settings.is_https)
     return app

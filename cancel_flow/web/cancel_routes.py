@@ -47,7 +47,7 @@ def _offers_page(request: Request, session, status_code: int = 200, error: str |
 
 async def _form(request: Request):
     link, session = await _service(request).open_session(request.path_params["token"])
-    fields = await read_form(request, request.app.state.settings.secret_key, session.nonce)
+    fields = await read_form(request, csrf_token(request.app.state.settings.secret_key, session.nonce))
     return session, fields
 
 

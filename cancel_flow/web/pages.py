@@ -35,7 +35,7 @@ def csrf_token(secret_key: str, scope: str) -> str:
     return hmac.new(secret_key.encode(), f"csrf|{scope}".encode(), hashlib.sha256).hexdigest()[:40]
 
 
-async def read_form(request: Request, secret_key: str, scope: str) -> dict[str, str]:
+async def read_form(request: Request, expected_csrf: str | None) -> dict[str, str]:
     """The POSTed fields as text, after the CSRF check; anything unreadable is a 400, never a 500."""
     try:
         form = await request.form(max_files=0, max_fields=50, max_part_size=MAX_FORM_FIELD)
@@ -47,7 +47,7 @@ async def read_form(request: Request, secret_key: str, scope: str) -> dict[str, 
             raise BadRequest("This form doesn't take files.")
         fields.setdefault(key, value)
     sent = fields.get("csrf_token", "")
-    if not hmac.compare_digest(sent.encode("utf-8", "replace"), csrf_token(secret_key, scope).encode()):
+    if not expected_csrf or not hmac.compare_digest(sent.encode("utf-8", "replace"), expected_csrf.encode()):
         raise BadRequest("This form has expired or was not sent from this page. Please go back, reload and try again.",
                          title="Please try again")
     return fields

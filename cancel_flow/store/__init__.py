@@ -10,11 +10,12 @@ from sqlalchemy.engine import Engine
 
 from cancel_flow.clock import as_utc, utc_now
 from cancel_flow.flow import DEFLECTION_DELAY, StripeState, state_changes
-from cancel_flow.models import SAVED_OUTCOMES, CancelSession, StripeEvent
+from cancel_flow.models import SAVED_OUTCOMES, CancelSession, SessionOffer, StripeEvent
 
 sessions = CancelSession.__table__
 events = StripeEvent.__table__
-MIGRATIONS = Path(__file__).parent / "migrations"
+session_offers = SessionOffer.__table__
+MIGRATIONS = Path(__file__).parent.parent / "migrations"
 _MIGRATION_LOCK = 0x63616E63  # PostgreSQL advisory lock id held while migrating
 CLAIM_TIMEOUT = timedelta(seconds=60)
 
@@ -87,9 +88,34 @@ class Store:
             result = connection.execute(sa.update(sessions).where(sessions.c.id == session_id, *where).values(**values))
             return result.rowcount == 1
 
+    def bulk_insert_sessions(self, rows: list[dict], chunk: int = 5000) -> None:
+        """Sessions with their offers shown, in bulk (demo history and benchmarks)."""
+        with self.engine.begin() as connection:
+            for first in range(0, len(rows), chunk):
+                part = rows[first:first + chunk]
+                connection.execute(sa.insert(sessions), part)
+                offered = {row["nonce"]: row for row in part if row.get("offers_shown")}
+                if not offered:
+                    continue
+                ids = connection.execute(sa.select(sessions.c.nonce, sessions.c.id)
+                                         .where(sessions.c.nonce.in_(list(offered)))).all()
+                connection.execute(sa.insert(session_offers), [
+                    {"session_id": session_id, "offer_id": offer, "shown_at": offered[nonce]["created_at"]}
+                    for nonce, session_id in ids for offer in offered[nonce]["offers_shown"]])
+
     def record_reason(self, session_id: int, reason: str, comment: str | None, offers_shown: list[str]) -> bool:
-        return self._update(session_id, [sessions.c.outcome == "open"], reason=reason, comment=comment,
-                            offers_shown=offers_shown, reason_at=utc_now())
+        now = utc_now()
+        with self.engine.begin() as connection:
+            updated = connection.execute(sa.update(sessions).where(
+                sessions.c.id == session_id, sessions.c.outcome == "open",
+            ).values(reason=reason, comment=comment, offers_shown=offers_shown, reason_at=now, updated_at=now))
+            if updated.rowcount != 1:
+                return False
+            connection.execute(sa.delete(session_offers).where(session_offers.c.session_id == session_id))
+            if offers_shown:
+                connection.execute(sa.insert(session_offers), [
+                    {"session_id": session_id, "offer_id": offer_id, "shown_at": now} for offer_id in offers_shown])
+        return True
 
     def claim_offer(self, session_id: int, offer_id: str) -> bool:
         """Only one offer is applied per session; a stale claim (a crashed request) can be taken over."""

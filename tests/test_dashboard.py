@@ -1,0 +1,240 @@
+"""The coach's dashboard: numbers on hand-built histories, sign-in, CSV, charts."""
+
+import csv
+import io
+import secrets
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+from freezegun import freeze_time
+
+from cancel_flow.cli import main
+from cancel_flow.models import CancelSession, SessionOffer
+from cancel_flow.passwords import hash_password
+from cancel_flow.store.coaches import CoachStore
+from cancel_flow.store.stats import DateRange, StatsQueries
+from tests.helpers import csrf_of
+
+PASSWORD = "correct horse battery"
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+NOVEMBER = DateRange(datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 12, 1, tzinfo=timezone.utc))
+
+
+@pytest.fixture
+def history(store):
+    """Insert sessions as they would be after the flow and webhooks ran."""
+    def add(created: datetime, outcome: str = "open", *, reason=None, currency="usd", price=4900, interval="month",
+            offers=(), chosen=None, percent=None, months=None, decided=None, canceled=None, comment=None,
+            email="client@example.com"):
+        monthly = price // 12 if interval == "year" else price
+        row = dict(nonce=secrets.token_hex(8), customer_id="cus_" + secrets.token_hex(4), subscription_id="sub_" + secrets.token_hex(4),
+                   customer_email=email, plan_name="Coaching", price_amount=price, interval=interval, interval_count=1,
+                   monthly_amount=monthly, currency=currency, reason=reason, comment=comment, offers_shown=list(offers),
+                   chosen_offer=chosen, offer_kind=("discount" if percent else "pause") if chosen else None,
+                   discount_percent=percent, discount_months=months, outcome=outcome, created_at=created,
+                   updated_at=created, decided_at=decided, canceled_at=canceled)
+        with store.engine.begin() as connection:
+            session_id = connection.execute(sa.insert(CancelSession.__table__).values(row)).inserted_primary_key[0]
+            for offer in offers:
+                connection.execute(sa.insert(SessionOffer.__table__).values(session_id=session_id, offer_id=offer, shown_at=created))
+        return session_id
+    return add
+
+
+def nov(day: int) -> datetime:
+    return datetime(2026, 11, day, 10, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def november(history):
+    history(nov(2), "saved_discount", reason="too_expensive", offers=["half", "pause"], chosen="half", percent=50, months=3, decided=nov(2))
+    history(nov(3), "saved_pause", reason="unused", currency="eur", price=2000, offers=["pause"], chosen="pause", decided=nov(3))
+    history(nov(9), "canceled", reason="too_expensive", offers=["half"], decided=nov(9), canceled=nov(9))
+    history(nov(10), "canceled", reason="unused", decided=nov(10), canceled=nov(10))
+    history(nov(16), "deflected", reason="other")
+    history(nov(17), "open")
+    history(nov(23), "sent_to_portal", reason="too_expensive", decided=nov(23))
+    history(datetime(2026, 10, 15, tzinfo=timezone.utc), "saved_discount", reason="too_expensive", chosen="half", percent=50, months=3, decided=datetime(2026, 10, 15, tzinfo=timezone.utc))
+
+
+def test_stats_on_a_known_month(store, november):
+    with freeze_time(NOW):
+        stats = StatsQueries(store.engine).stats(NOVEMBER)
+    assert stats.sessions == 7
+    assert stats.outcomes == {"saved_discount": 1, "saved_pause": 1, "canceled": 2, "deflected": 1, "open": 1, "sent_to_portal": 1}
+    assert (stats.saved, stats.canceled, stats.save_rate) == (2, 2, 0.5)
+    assert stats.mrr_saved == [("eur", 2000), ("usd", 4900)]
+    assert stats.discount_cost == [("usd", 7350)]
+    by_reason = {row["reason"]: row for row in stats.reasons}
+    assert by_reason["too_expensive"] == {"reason": "too_expensive", "sessions": 3, "saved": 1, "canceled": 1, "save_rate": 0.5}
+    assert by_reason["unused"]["save_rate"] == 0.5 and by_reason["other"]["save_rate"] is None
+    assert stats.offers == [{"offer": "half", "shown": 2, "accepted": 1, "rate": 0.5},
+                            {"offer": "pause", "shown": 2, "accepted": 1, "rate": 0.5}]
+    assert [d["share"] for d in stats.durability] == [None, None, None]
+    assert [w["week"].isoformat() for w in stats.weekly] == ["2026-10-26", "2026-11-02", "2026-11-09", "2026-11-16", "2026-11-23", "2026-11-30"]
+    assert [(w["sessions"], w["saves"], w["cancels"]) for w in stats.weekly] == [(0, 0, 0), (2, 2, 0), (2, 0, 2), (2, 0, 0), (1, 0, 0), (0, 0, 0)]
+
+
+def test_empty_range_has_zeros_and_no_rate(store, november):
+    stats = StatsQueries(store.engine).stats(DateRange(datetime(2025, 1, 1, tzinfo=timezone.utc), datetime(2025, 2, 1, tzinfo=timezone.utc)))
+    assert stats.sessions == 0 and stats.save_rate is None and stats.mrr_saved == [] and stats.reasons == []
+
+
+def test_yearly_plans_count_a_twelfth_and_discounts_cost_one_invoice(store, history):
+    history(nov(5), "saved_discount", reason="too_expensive", price=48000, interval="year", chosen="half", percent=50, months=3, decided=nov(5))
+    stats = StatsQueries(store.engine).stats(NOVEMBER)
+    assert stats.mrr_saved == [("usd", 4000)] and stats.discount_cost == [("usd", 24000)]
+
+
+def test_how_long_saves_last_counts_only_saves_old_enough(store, history):
+    decided = NOW - timedelta(days=100)
+    history(decided, "saved_discount", chosen="half", percent=50, months=3, decided=decided)
+    history(decided, "saved_pause", chosen="pause", decided=decided, canceled=decided + timedelta(days=45))
+    history(NOW - timedelta(days=40), "saved_pause", chosen="pause", decided=NOW - timedelta(days=40))
+    with freeze_time(NOW):
+        stats = StatsQueries(store.engine).stats(DateRange(NOW - timedelta(days=365), NOW + timedelta(days=1)))
+    assert [(d["days"], d["saves"], d["still_active"]) for d in stats.durability] == [(30, 3, 3), (60, 2, 1), (90, 2, 1)]
+
+
+@pytest.fixture
+def coach(store):
+    CoachStore(store.engine).add("coach@example.com", hash_password(PASSWORD))
+    return "coach@example.com"
+
+
+def sign_in(client, email="coach@example.com", password=PASSWORD):
+    page = client.get("/dashboard/login")
+    return client.post("/dashboard/login", data={"csrf_token": csrf_of(page.text), "email": email, "password": password})
+
+
+@pytest.mark.parametrize("path", ["/dashboard", "/dashboard/export.csv", "/dashboard/charts/weekly.svg", "/dashboard/charts/reasons.svg"])
+def test_every_dashboard_route_redirects_to_login_when_signed_out(client, path):
+    response = client.get(path)
+    assert response.status_code == 303 and response.headers["location"] == "/dashboard/login"
+
+
+def test_sign_in_sets_a_safe_cookie_and_shows_the_numbers(client, coach, november):
+    response = sign_in(client)
+    assert response.status_code == 303 and response.headers["location"] == "/dashboard"
+    cookie = next(v for k, v in response.headers.multi_items() if k == "set-cookie" and v.startswith("cf_coach="))
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax") and "Secure" not in cookie
+    page = client.get("/dashboard?from=2026-11-01&to=2026-11-30")
+    assert page.status_code == 200
+    assert '<dd id="stat-sessions">7</dd>' in page.text and '<dd id="stat-save-rate">50%</dd>' in page.text
+    assert "€20.00, $49.00" in page.text and "$73.50" in page.text
+
+
+def test_cookie_is_secure_behind_https(settings, coach):
+    from dataclasses import replace
+
+    from starlette.testclient import TestClient
+
+    from cancel_flow.web.app import create_app
+
+    app = create_app(replace(settings, base_url="https://cancel.example.com"))
+    with TestClient(app, base_url="https://cancel.example.com", follow_redirects=False) as client:
+        response = sign_in(client)
+        assert "strict-transport-security" in response.headers
+    cookie = next(v for k, v in response.headers.multi_items() if k == "set-cookie" and v.startswith("cf_coach="))
+    assert "Secure" in cookie
+
+
+def test_wrong_password_is_refused(client, coach):
+    response = sign_in(client, password="not the password")
+    assert response.status_code == 401 and "don&#39;t match" in response.text
+    assert client.get("/dashboard").status_code == 303
+
+
+def test_five_failures_lock_the_email_for_fifteen_minutes(client, coach):
+    with freeze_time("2026-11-24 10:00:00", real_asyncio=True) as frozen:
+        for _ in range(5):
+            assert sign_in(client, password="wrong password!").status_code == 401
+        locked = sign_in(client)
+        assert locked.status_code == 429 and "15 minutes" in locked.text
+        frozen.tick(timedelta(minutes=16))
+        assert sign_in(client).status_code == 303
+
+
+def test_login_without_csrf_token_is_refused(client, coach):
+    client.get("/dashboard/login")
+    assert client.post("/dashboard/login", data={"email": "coach@example.com", "password": PASSWORD}).status_code == 400
+
+
+def test_logout_needs_the_form_token_and_ends_the_session(client, coach, november):
+    sign_in(client)
+    page = client.get("/dashboard")
+    assert client.post("/dashboard/logout", data={}).status_code == 400
+    response = client.post("/dashboard/logout", data={"csrf_token": csrf_of(page.text)})
+    assert response.status_code == 303
+    assert client.get("/dashboard").status_code == 303
+
+
+def test_new_install_shows_what_to_do_next(client, coach):
+    sign_in(client)
+    page = client.get("/dashboard")
+    assert "No cancel sessions yet" in page.text and "cancel-flow stripe setup" in page.text
+
+
+def test_comments_are_escaped(client, coach, history):
+    history(datetime.now(timezone.utc) - timedelta(days=1), "open", reason="other", comment="<script>alert('x')</script>")
+    sign_in(client)
+    page = client.get("/dashboard")
+    assert "<script>alert" not in page.text and "&lt;script&gt;alert" in page.text
+
+
+def test_recent_sessions_filter_and_paginate(client, coach, history):
+    for day in range(30):
+        history(datetime.now(timezone.utc) - timedelta(days=day, hours=1), "canceled" if day % 3 == 0 else "open",
+                reason="unused" if day % 2 else "other")
+    sign_in(client)
+    page = client.get("/dashboard?outcome=canceled")
+    assert "10 sessions, page 1 of 1" in page.text
+    first = client.get("/dashboard")
+    assert "30 sessions, page 1 of 2" in first.text and "Older" in first.text
+    assert client.get("/dashboard?outcome=nonsense").status_code == 400
+    assert client.get("/dashboard?from=2026-13-01&to=2026-01-01").status_code == 400
+
+
+def test_csv_export_has_one_row_per_session_and_is_formula_safe(client, coach, history):
+    history(nov(2), "saved_discount", reason="too_expensive", chosen="half", percent=50, months=3, decided=nov(2),
+            comment="=HYPERLINK(\"http://evil\")")
+    history(nov(3), "open", comment="@SUM(A1)", email="+1@example.com")
+    history(nov(20), "canceled", reason="unused")
+    sign_in(client)
+    response = client.get("/dashboard/export.csv?from=2026-11-01&to=2026-11-10")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == 2
+    assert rows[0]["comment"] == "'=HYPERLINK(\"http://evil\")" and rows[1]["comment"] == "'@SUM(A1)"
+    assert rows[1]["customer_email"] == "'+1@example.com"
+    assert rows[0]["created_at"] == "2026-11-02T10:00:00+00:00" and rows[0]["monthly_amount"] == "4900"
+    assert rows[0]["currency"] == "usd" and rows[0]["outcome"] == "saved_discount"
+
+
+def test_charts_are_svg_drawn_by_the_service(client, coach, november):
+    sign_in(client)
+    chart = client.get("/dashboard/charts/weekly.svg?from=2026-11-01&to=2026-11-30")
+    assert chart.status_code == 200 and chart.headers["content-type"].startswith("image/svg+xml")
+    assert "<svg" in chart.text and "Sessions" in chart.text
+    assert "Why people leave" in client.get("/dashboard/charts/reasons.svg?from=2026-11-01&to=2026-11-30").text
+
+
+def run_cli(args, monkeypatch, stdin_text=None):
+    import io as _io
+
+    if stdin_text is not None:
+        monkeypatch.setattr("sys.stdin", _io.StringIO(stdin_text))
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    return done.value.code
+
+
+def test_coach_add_command(monkeypatch, database_url, client, capsys):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("CANCEL_FLOW_ENV", "development")
+    assert run_cli(["coach", "add", "Me@Example.com", "--password-stdin"], monkeypatch, "short\n") == 1
+    assert "at least 10" in capsys.readouterr().err
+    assert run_cli(["coach", "add", "Me@Example.com", "--password-stdin"], monkeypatch, PASSWORD + "\n") == 0
+    assert run_cli(["coach", "add", "me@example.com", "--password-stdin"], monkeypatch, PASSWORD + "\n") == 1
+    assert sign_in(client, email="me@example.com").status_code == 303
