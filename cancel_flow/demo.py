@@ -26,6 +26,7 @@ from cancel_flow.store.coaches import CoachStore
 from cancel_flow.stripe_gateway import StripeGateway
 
 DEMO_DIR = Path("demo-data")
+EXAMPLE_OFFERS = Path(__file__).parent / "examples" / "offers.toml"
 CUSTOMERS = [
     # (name, email, plan, note)
     ("Maya Lopez", "maya@example.com", "monthly", "monthly plan: sees the discount and the pause"),
@@ -147,6 +148,8 @@ def run_demo(port: int = 8000, emulator_port: int = 12111) -> int:
         "STRIPE_API_BASE": f"http://127.0.0.1:{emulator_port}",
     })
     os.environ.pop("CANCEL_FLOW_SECRET_KEY", None)
+    if not Path(os.environ.get("CANCEL_FLOW_OFFERS", "offers.toml")).is_file():
+        os.environ["CANCEL_FLOW_OFFERS"] = str(EXAMPLE_OFFERS)
     emulator = _start_emulator(emulator_port)
     try:
         settings = load_settings()

@@ -7,13 +7,12 @@ import time
 
 import httpx
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import free_port
 
 
 def test_demo_serves_seeded_links_and_ctrl_c_stops_everything(tmp_path):
     port, emulator_port = free_port(), free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_FLOW_", "STRIPE_", "DATABASE_"))}
-    environment["CANCEL_FLOW_OFFERS"] = str(ROOT / "offers.toml")
     process = subprocess.Popen([sys.executable, "-m", "cancel_flow", "demo", "--port", str(port),
                                 "--emulator-port", str(emulator_port)], cwd=tmp_path, env=environment,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
