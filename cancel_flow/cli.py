@@ -73,10 +73,49 @@ def _serve(args) -> int:
     return 0
 
 
+def _api_key(args) -> int:
+    import secrets
+
+    from cancel_flow.store import make_engine, migrate
+    from cancel_flow.store.api_keys import ApiKeyStore
+
+    engine = make_engine(_settings().database_url)
+    migrate(engine)
+    keys = ApiKeyStore(engine)
+    try:
+        if args.api_key_command == "create":
+            key = "cfk_" + secrets.token_urlsafe(32)
+            if not keys.add(args.name, key):
+                print(f"cancel-flow: an API key named {args.name!r} exists already", file=sys.stderr)
+                return 1
+            print(key)
+            print(f"API key {args.name!r} created. It is shown only now: store it in your app's secrets.", file=sys.stderr)
+        elif args.api_key_command == "list":
+            for row in keys.all():
+                state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+                used = f"last used {row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never used"
+                print(f"{row.name}\t{row.prefix}…\t{state}\t{used}")
+        elif not keys.revoke(args.name):
+            print(f"cancel-flow: no active API key named {args.name!r}", file=sys.stderr)
+            return 1
+        else:
+            print(f"API key {args.name!r} revoked.")
+    finally:
+        engine.dispose()
+    return 0
+
+
 def _link(args) -> int:
-    from cancel_flow.minting import mint_links
+    from cancel_flow.minting import export_links, mint_links
 
     settings = _settings()
+    if args.export:
+        rows = asyncio.run(export_links(settings, args.export, args.max_age))
+        print(f"Wrote {rows} customer(s) to {args.export}")
+        return 0
+    if not (args.customer or args.email):
+        print("cancel-flow: link needs --customer, --email or --export", file=sys.stderr)
+        return 2
     result = asyncio.run(mint_links(settings, customer=args.customer, email=args.email, subscription=args.subscription))
     print(f"Cancel link:  {result.cancel_url}")
     print(f"Billing link: {result.billing_url}")
@@ -128,10 +167,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     link = commands.add_parser("link", help="print a cancel link and a billing link for a customer")
     who = link.add_mutually_exclusive_group(required=True)
+    who.add_argument("--export", metavar="CSV", help="write links for every customer with an active subscription")
     who.add_argument("--customer", help="Stripe customer id (cus_…)")
     who.add_argument("--email", help="the customer's email (most recent customer with a live subscription)")
     link.add_argument("--subscription", help="Stripe subscription id (sub_…); needed when the customer has several")
+    link.add_argument("--max-age", type=int, help="with --export: seconds the cancel links stay valid (up to a year)")
     link.set_defaults(handler=_link)
+
+    api_key = commands.add_parser("api-key", help="JSON API keys")
+    api_key_sub = api_key.add_subparsers(dest="api_key_command", required=True, metavar="ACTION")
+    create = api_key_sub.add_parser("create", help="create a key and print it once")
+    create.add_argument("name")
+    api_key_sub.add_parser("list", help="list keys (names and prefixes only)")
+    revoke = api_key_sub.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("name")
+    api_key.set_defaults(handler=_api_key)
 
     coach = commands.add_parser("coach", help="dashboard logins")
     coach_sub = coach.add_subparsers(dest="coach_command", required=True, metavar="ACTION")

@@ -12,6 +12,7 @@ from cancel_flow.errors import ExpiredLink, InvalidLink
 
 _STRIPE_ID = re.compile(r"^[A-Za-z0-9_]{3,255}$")
 MAX_TOKEN_LENGTH = 1024
+LONGEST_MAX_AGE = 366 * 86400
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,12 @@ class LinkSigner:
         self._billing = URLSafeTimedSerializer(secret_key, salt="cancel-flow.billing-link")
         self.cancel_max_age, self.billing_max_age = cancel_max_age, billing_max_age
 
-    def cancel_token(self, customer: str, subscription: str) -> tuple[str, datetime]:
-        token = self._cancel.dumps({"c": customer, "s": subscription, "n": secrets.token_urlsafe(16)})
-        return token, utc_now() + timedelta(seconds=self.cancel_max_age)
+    def cancel_token(self, customer: str, subscription: str, max_age: int | None = None) -> tuple[str, datetime]:
+        """A fresh cancel link; `max_age` (seconds, up to a year) overrides the setting for this link."""
+        payload = {"c": customer, "s": subscription, "n": secrets.token_urlsafe(16)}
+        if max_age is not None:
+            payload["m"] = min(int(max_age), LONGEST_MAX_AGE)
+        return self._cancel.dumps(payload), utc_now() + timedelta(seconds=payload.get("m", self.cancel_max_age))
 
     def billing_token(self, customer: str) -> tuple[str, datetime]:
         return self._billing.dumps({"c": customer}), utc_now() + timedelta(seconds=self.billing_max_age)
@@ -55,11 +59,20 @@ class LinkSigner:
 
 
 def _load(serializer: URLSafeTimedSerializer, token: str, max_age: int):
+    """The signed payload; a link may carry its own max age (`m`), else the setting applies."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidLink("This link is not valid. Ask for a new one.")
     try:
-        return serializer.loads(token, max_age=max_age)
+        payload, signed_at = serializer.loads(token, max_age=LONGEST_MAX_AGE, return_timestamp=True)
     except SignatureExpired:
-        raise ExpiredLink("This link has expired. Links stay valid for a limited time, so that nobody else can use them.") from None
+        raise _expired() from None
     except (BadSignature, UnicodeError, ValueError):
         raise InvalidLink("This link is not valid. Ask for a new one.") from None
+    allowed = payload.get("m", max_age) if isinstance(payload, dict) else max_age
+    if not isinstance(allowed, int) or (utc_now() - signed_at).total_seconds() > allowed:
+        raise _expired()
+    return payload
+
+
+def _expired() -> ExpiredLink:
+    return ExpiredLink("This link has expired. Links stay valid for a limited time, so that nobody else can use them.")

@@ -6,6 +6,7 @@ from datetime import datetime
 from cancel_flow.errors import BadRequest, NotFound
 from cancel_flow.links import LinkSigner
 from cancel_flow.settings import Settings
+from cancel_flow.spreadsheet import safe_cell
 from cancel_flow.stripe_gateway import StripeGateway, find_customer_by_email
 
 
@@ -39,10 +40,14 @@ async def mint_for(gateway: StripeGateway, signer: LinkSigner, base_url: str, *,
         customer = await find_customer_by_email(gateway, email or "")
         if customer is None:
             raise NotFound("No customer with that email has an active subscription.")
-    chosen = await choose_subscription(gateway, customer, subscription)
-    cancel_token, expires_at = signer.cancel_token(customer, chosen)
+    return links_for(signer, base_url, customer, await choose_subscription(gateway, customer, subscription))
+
+
+def links_for(signer: LinkSigner, base_url: str, customer: str, subscription: str,
+              max_age: int | None = None) -> MintedLinks:
+    cancel_token, expires_at = signer.cancel_token(customer, subscription, max_age)
     billing_token, billing_expires_at = signer.billing_token(customer)
-    return MintedLinks(customer, chosen, f"{base_url}/cancel/{cancel_token}", f"{base_url}/billing/{billing_token}",
+    return MintedLinks(customer, subscription, f"{base_url}/cancel/{cancel_token}", f"{base_url}/billing/{billing_token}",
                        expires_at, billing_expires_at)
 
 
@@ -53,3 +58,35 @@ async def mint_links(settings: Settings, **who) -> MintedLinks:
         return await mint_for(gateway, signer, settings.base_url, **who)
     finally:
         await gateway.close()
+
+
+async def links_for_email(gateway: StripeGateway, signer: LinkSigner, base_url: str, email: str) -> list[MintedLinks]:
+    """Links for each live subscription of the customer Stripe's portal rule picks; none when no match."""
+    customer = await find_customer_by_email(gateway, email)
+    if customer is None:
+        return []
+    return [links_for(signer, base_url, customer, facts.subscription_id)
+            for facts in (await gateway.list_live_subscriptions(customer))[:5]]
+
+
+async def export_links(settings: Settings, path: str, max_age: int | None) -> int:
+    """One row per customer with an active subscription (their newest), for mail-merge."""
+    import csv
+
+    gateway = StripeGateway(settings)
+    signer = LinkSigner(settings.secret_key, settings.link_max_age, settings.billing_link_max_age)
+    written = 0
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as target:
+            writer = csv.writer(target)
+            writer.writerow(["email", "name", "billing_link", "cancel_link", "expires_at", "customer", "subscription"])
+            async for customer, facts in gateway.customers_with_live_subscriptions():
+                minted = links_for(signer, settings.base_url, customer["id"], facts.subscription_id, max_age)
+                writer.writerow([safe_cell(customer.get("email")), safe_cell(customer.get("name")), minted.billing_url,
+                                 minted.cancel_url, minted.expires_at.isoformat(timespec="seconds"),
+                                 customer["id"], facts.subscription_id])
+                written += 1
+    finally:
+        await gateway.close()
+    return written
+

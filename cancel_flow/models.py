@@ -99,3 +99,29 @@ class LoginAttempt(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(max_length=320, index=True)
     at: datetime = _when(default_factory=utc_now, index=True)
+
+
+class ApiKey(SQLModel, table=True):
+    """A JSON API key; only its SHA-256 is kept (keys are long and random, so a fast hash is enough)."""
+
+    __tablename__ = "api_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    key_hash: str = Field(max_length=64, unique=True)
+    prefix: str = Field(max_length=16)
+    created_at: datetime = _when(default_factory=utc_now)
+    last_used_at: datetime | None = _when(default=None)
+    revoked_at: datetime | None = _when(default=None)
+
+
+class LinkRequest(SQLModel, table=True):
+    """A request for links by email on the shared page, by hashed email and by hashed client address."""
+
+    __tablename__ = "link_request"
+    __table_args__ = (sa.Index("ix_link_request_lookup", "kind", "key_hash", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=8)  # "email" or "ip"
+    key_hash: str = Field(max_length=64)
+    at: datetime = _when(default_factory=utc_now)

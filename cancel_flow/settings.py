@@ -64,6 +64,13 @@ def _url(config: Config, name: str, default: str | None) -> str | None:
     return value.rstrip("/")
 
 
+def _smtp_url(config: Config) -> str | None:
+    value = config("SMTP_URL", default=None) or None
+    if value and (urlsplit(value).scheme not in ("smtp", "smtps") or not urlsplit(value).hostname):
+        raise SettingsError("SMTP_URL must look like smtp://user:password@host:587 (or smtps://…)")
+    return value
+
+
 def load_settings(env_file: str | Path = ".env") -> Settings:
     """Read and validate every setting; raise SettingsError naming the first bad one."""
     config = Config(env_file if Path(env_file).is_file() else None)
@@ -97,5 +104,5 @@ def load_settings(env_file: str | Path = ".env") -> Settings:
         stripe_api_base=_url(config, "STRIPE_API_BASE", None),
         stripe_webhook_secret=webhook_secret,
         stripe_portal_configuration=config("STRIPE_PORTAL_CONFIGURATION", default=None) or None,
-        smtp_url=config("SMTP_URL", default=None) or None,
+        smtp_url=_smtp_url(config),
     )

@@ -142,6 +142,22 @@ class StripeGateway:
             raise NotFound(f"No customer {customer_id} in Stripe.") from None
         return [facts_from(sub) for sub in page.data if sub.status in ("active", "trialing", "past_due")]
 
+    async def customers_with_live_subscriptions(self):
+        """(customer as a dict, facts of their newest live subscription), once per customer."""
+        seen = set()
+        for status in ("active", "trialing", "past_due"):
+            params = {"status": status, "limit": 100, "expand": [f"data.{path}" for path in SUBSCRIPTION_EXPAND]}
+            while True:
+                page = await self._call("subscription.list", self.client.v1.subscriptions.list_async(params=params))
+                for sub in page.data:
+                    customer = sub.customer.to_dict()
+                    if customer["id"] not in seen:
+                        seen.add(customer["id"])
+                        yield customer, facts_from(sub)
+                if not page.has_more:
+                    break
+                params = {**params, "starting_after": page.data[-1].id}
+
     async def _update(self, operation: str, subscription_id: str, params: dict, key: str):
         return await self._call(operation, self.client.v1.subscriptions.update_async(
             subscription_id, params=params, options={"idempotency_key": key}))

@@ -63,3 +63,37 @@ def test_stripe_setup_is_idempotent_and_prints_the_settings(cli_env, stripe_clie
     assert len(configs) == 1 and configs[0].features.subscription_cancel.mode == "at_period_end"
     endpoint = stripe_client.v1.webhook_endpoints.list().data[0]
     assert endpoint.url == "https://cancel.example.com/webhooks/stripe"
+
+
+def test_api_key_create_list_revoke(cli_env, capsys, client):
+    assert run(["api-key", "create", "zapier"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert key.startswith("cfk_")
+    assert client.get("/api/stats", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert run(["api-key", "create", "zapier"]) == 1
+    capsys.readouterr()
+    assert run(["api-key", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "zapier" in listed and key not in listed and "active" in listed
+    assert run(["api-key", "revoke", "zapier"]) == 0
+    assert client.get("/api/stats", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    assert run(["api-key", "revoke", "zapier"]) == 1
+
+
+def test_link_export_writes_one_row_per_customer_with_working_links(cli_env, catalogue, stripe_client, tmp_path, client):
+    import csv
+
+    keeper = catalogue.customer(email="keeper@example.com", name="=Keeper")
+    catalogue.subscription(keeper)
+    catalogue.subscription(keeper)
+    leaver = catalogue.customer(email="leaver@example.com")
+    stripe_client.v1.subscriptions.cancel(catalogue.subscription(leaver).id)
+    target = tmp_path / "links.csv"
+    assert run(["link", "--export", str(target), "--max-age", str(30 * 86400)]) == 0
+    rows = list(csv.DictReader(target.open()))
+    assert [row["email"] for row in rows] == ["keeper@example.com"] and rows[0]["name"] == "'=Keeper"
+    cancel_path = rows[0]["cancel_link"].removeprefix("https://cancel.example.com")
+    assert client.get(cancel_path).status_code == 200
+    from datetime import datetime, timedelta, timezone
+    expires = datetime.fromisoformat(rows[0]["expires_at"])
+    assert timedelta(days=29) < expires - datetime.now(timezone.utc) <= timedelta(days=30)

@@ -2,15 +2,12 @@
 
 import csv
 import io
-import secrets
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import sqlalchemy as sa
 from freezegun import freeze_time
 
 from cancel_flow.cli import main
-from cancel_flow.models import CancelSession, SessionOffer
 from cancel_flow.passwords import hash_password
 from cancel_flow.store.coaches import CoachStore
 from cancel_flow.store.stats import DateRange, StatsQueries
@@ -19,27 +16,6 @@ from tests.helpers import csrf_of
 PASSWORD = "correct horse battery"
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 NOVEMBER = DateRange(datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 12, 1, tzinfo=timezone.utc))
-
-
-@pytest.fixture
-def history(store):
-    """Insert sessions as they would be after the flow and webhooks ran."""
-    def add(created: datetime, outcome: str = "open", *, reason=None, currency="usd", price=4900, interval="month",
-            offers=(), chosen=None, percent=None, months=None, decided=None, canceled=None, comment=None,
-            email="client@example.com"):
-        monthly = price // 12 if interval == "year" else price
-        row = dict(nonce=secrets.token_hex(8), customer_id="cus_" + secrets.token_hex(4), subscription_id="sub_" + secrets.token_hex(4),
-                   customer_email=email, plan_name="Coaching", price_amount=price, interval=interval, interval_count=1,
-                   monthly_amount=monthly, currency=currency, reason=reason, comment=comment, offers_shown=list(offers),
-                   chosen_offer=chosen, offer_kind=("discount" if percent else "pause") if chosen else None,
-                   discount_percent=percent, discount_months=months, outcome=outcome, created_at=created,
-                   updated_at=created, decided_at=decided, canceled_at=canceled)
-        with store.engine.begin() as connection:
-            session_id = connection.execute(sa.insert(CancelSession.__table__).values(row)).inserted_primary_key[0]
-            for offer in offers:
-                connection.execute(sa.insert(SessionOffer.__table__).values(session_id=session_id, offer_id=offer, shown_at=created))
-        return session_id
-    return add
 
 
 def nov(day: int) -> datetime:

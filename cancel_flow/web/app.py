@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -16,13 +17,16 @@ from cancel_flow.cancel_service import CancelService
 from cancel_flow.errors import CancelFlowError
 from cancel_flow.links import LinkSigner
 from cancel_flow.logs import log_event
+from cancel_flow.mailer import Mailer
 from cancel_flow.offers import OfferBook, load_offers
 from cancel_flow.settings import Settings, load_settings
 from cancel_flow.store import Store, make_engine
+from cancel_flow.store.api_keys import ApiKeyStore, LinkRequestStore
 from cancel_flow.store.coaches import CoachStore
 from cancel_flow.store.stats import StatsQueries
 from cancel_flow.stripe_gateway import StripeGateway
-from cancel_flow.web import billing_routes, cancel_routes, dashboard_routes, webhook_routes
+from cancel_flow.web import (api_routes, billing_routes, cancel_routes, dashboard_routes, shared_link_routes,
+                             webhook_routes)
 from cancel_flow.web.middleware import BodySizeLimit, SecurityHeaders
 from cancel_flow.web.pages import csrf_token, render
 
@@ -120,6 +124,8 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         *billing_routes.routes,
         *webhook_routes.routes,
         *dashboard_routes.routes,
+        *api_routes.routes,
+        *shared_link_routes.routes,
         Route("/brand.css", brand_css),
         Route("/brand/logo", brand_logo),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -129,6 +135,8 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
     })
     app.state.settings, app.state.offers, app.state.store, app.state.signer = settings, offers, store, signer
     app.state.coaches, app.state.stats = CoachStore(store.engine), StatsQueries(store.engine)
+    app.state.api_keys, app.state.link_requests = ApiKeyStore(store.engine), LinkRequestStore(store.engine)
+    app.state.mailer = Mailer(settings, sender=offers.brand.support_email or f"no-reply@{urlsplit(settings.base_url).hostname}")
     app.add_middleware(BodySizeLimit)
     app.add_middleware(SecurityHeaders, https=settings.is_https)
     return app

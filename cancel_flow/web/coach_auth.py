@@ -79,13 +79,3 @@ def sign_in(request: Request, response: Response, coach_id: int) -> None:
 
 def sign_out(request: Request, response: Response) -> None:
     response.delete_cookie(SESSION_COOKIE, **_cookie_options(request))
-
-
-def login_csrf(request: Request, response: Response) -> str:
-    """Double-submit token for the login form (there is no session yet to bind it to)."""
-    token = request.cookies.get(LOGIN_CSRF_COOKIE)
-    if not token or len(token) > 64:
-        token = secrets.token_urlsafe(24)
-    response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600, httponly=True, samesite="lax",
-                        secure=request.app.state.settings.is_https, path="/dashboard")
-    return token

@@ -15,16 +15,16 @@ from cancel_flow.errors import BadRequest
 from cancel_flow.models import OUTCOMES
 from cancel_flow.money import format_money
 from cancel_flow.offers import REASONS
+from cancel_flow.spreadsheet import safe_cell
 from cancel_flow.store.stats import PAGE_SIZE, DateRange, day_start
 from cancel_flow.web import charts
 from cancel_flow.web.coach_auth import (LOGIN_CSRF_COOKIE, NotSignedIn, TooManyAttempts, check_credentials,
-                                        current_coach, login_csrf, sign_in, sign_out)
-from cancel_flow.web.pages import csrf_token, read_form, render
+                                        current_coach, sign_in, sign_out)
+from cancel_flow.web.pages import csrf_token, read_form, render, render_with_token
 
 PRESETS = (7, 30, 90)
 OUTCOME_LABELS = {"open": "Still open", "saved_discount": "Saved by discount", "saved_pause": "Saved by pause",
                   "sent_to_portal": "At Stripe's portal", "canceled": "Canceled", "deflected": "Deflected"}
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class Filters:
@@ -82,13 +82,7 @@ async def login_page(request: Request) -> Response:
 
 
 def _login_form(request: Request, status_code: int = 200, error: str | None = None, email: str = "") -> Response:
-    response = Response()
-    token = login_csrf(request, response)
-    page = render(request, "login.html", status_code, csrf=token, error=error, email=email)
-    for key, value in response.headers.items():
-        if key == "set-cookie":
-            page.headers.append("set-cookie", value)
-    return page
+    return render_with_token(request, "login.html", LOGIN_CSRF_COOKIE, "/dashboard", status_code, error=error, email=email)
 
 
 async def login(request: Request) -> Response:
@@ -150,12 +144,6 @@ def _chart(render_svg):
         return Response(svg, media_type="image/svg+xml", headers={
             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'", "Cache-Control": "private, max-age=60"})
     return endpoint
-
-
-def safe_cell(value) -> str:
-    """Spreadsheets run cells that start with = + - @ as formulas; a leading quote keeps them text."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def _iso(moment) -> str:

@@ -2,11 +2,12 @@
 
 import hashlib
 import hmac
+import secrets
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 
 from cancel_flow.errors import BadRequest
 from cancel_flow.money import format_day, format_money, interval_words
@@ -51,3 +52,22 @@ async def read_form(request: Request, expected_csrf: str | None) -> dict[str, st
         raise BadRequest("This form has expired or was not sent from this page. Please go back, reload and try again.",
                          title="Please try again")
     return fields
+
+
+def double_submit_token(request: Request, response: Response, cookie: str, path: str) -> str:
+    """A form token for pages without a session yet: the same random value in a cookie and the form."""
+    token = request.cookies.get(cookie)
+    if not token or len(token) > 64:
+        token = secrets.token_urlsafe(24)
+    response.set_cookie(cookie, token, max_age=3600, httponly=True, samesite="lax",
+                        secure=request.app.state.settings.is_https, path=path)
+    return token
+
+
+def render_with_token(request: Request, template: str, cookie: str, path: str, status_code: int = 200,
+                      **context) -> HTMLResponse:
+    page = HTMLResponse()
+    token = double_submit_token(request, page, cookie, path)
+    rendered = render(request, template, status_code, csrf=token, **context)
+    rendered.headers.append("set-cookie", page.headers["set-cookie"])
+    return rendered

@@ -1,0 +1,82 @@
+"""`/`: the one link a coach pastes anywhere. Email in; links go out by email, never onto the page.
+
+The page answers the same whether or not the email is known, and the lookup and the sending
+happen after the answer, so neither the words nor the timing reveal a customer.
+"""
+
+from datetime import timedelta
+
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cancel_flow.clock import utc_now
+from cancel_flow.errors import StripeUnavailable
+from cancel_flow.logs import log_event
+from cancel_flow.mailer import Message
+from cancel_flow.minting import links_for_email
+from cancel_flow.web.pages import environment, read_form, render, render_with_token
+
+CSRF_COOKIE = "cf_form_csrf"
+PER_EMAIL_PER_HOUR = 3
+PER_ADDRESS_PER_HOUR = 20
+
+
+def _page(request: Request, status_code: int = 200, **context) -> Response:
+    return render_with_token(request, "shared_link.html", CSRF_COOKIE, "/", status_code,
+                             can_send=request.app.state.mailer.can_send, **context)
+
+
+async def ask_for_email(request: Request) -> Response:
+    return _page(request)
+
+
+def _valid_email(email: str) -> bool:
+    name, at, domain = email.partition("@")
+    return bool(at and name and "." in domain and len(email) <= 320 and not any(c.isspace() for c in email))
+
+
+async def send_links(request: Request) -> Response:
+    fields = await read_form(request, request.cookies.get(CSRF_COOKIE))
+    email = (fields.get("email") or "").strip()
+    if not _valid_email(email):
+        return _page(request, 400, error="Enter the email address you subscribed with, like name@example.com.")
+    if not request.app.state.mailer.can_send:
+        return _page(request, 503)
+    requests = request.app.state.link_requests
+    hour_ago = utc_now() - timedelta(hours=1)
+    address = request.client.host if request.client else "unknown"
+    if await run_in_threadpool(requests.count_and_record, "ip", address, hour_ago) >= PER_ADDRESS_PER_HOUR:
+        return _page(request, 429, error="Too many requests from your network. Please try again in an hour.")
+    email_allowed = await run_in_threadpool(requests.count_and_record, "email", email, hour_ago) < PER_EMAIL_PER_HOUR
+    task = BackgroundTask(_find_and_send, request.app.state, email) if email_allowed else None
+    response = render(request, "shared_link.html", sent_to=email, can_send=True)
+    response.background = task
+    return response
+
+
+async def _find_and_send(state, email: str) -> None:
+    try:
+        links = await links_for_email(state.gateway, state.signer, state.settings.base_url, email)
+    except StripeUnavailable:
+        log_event("shared_link.lookup_failed")
+        return
+    if not links:
+        log_event("shared_link.no_customer")
+        return
+    context = {"brand": state.offers.brand, "links": links, "name": None}
+    message = Message(to=email, subject=f"Your {state.offers.brand.name} subscription links",
+                      text=environment.get_template("mail_links.txt").render(**context),
+                      html=environment.get_template("mail_links.html").render(**context))
+    try:
+        await run_in_threadpool(state.mailer.send, message)
+    except OSError as error:
+        log_event("shared_link.mail_failed", error=type(error).__name__)
+
+
+routes = [
+    Route("/", ask_for_email, methods=["GET"]),
+    Route("/", send_links, methods=["POST"]),
+]
