@@ -16,8 +16,19 @@ $(STAMP): pyproject.toml
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
+# The whole suite on SQLite, then again on PostgreSQL when TEST_DATABASE_URL answers
+# (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test). REQUIRE_POSTGRES=1 makes a
+# missing PostgreSQL an error instead of a skip.
 test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@if [ -n "$$TEST_DATABASE_URL" ] && $(PY) -c "import os, sqlalchemy as sa; sa.create_engine(os.environ['TEST_DATABASE_URL']).connect().close()" 2>/dev/null; then \
+		echo "== The same suite on PostgreSQL ($$TEST_DATABASE_URL)"; \
+		$(PY) -m pytest $(PYTEST_ARGS); \
+	elif [ -n "$$REQUIRE_POSTGRES" ]; then \
+		echo "PostgreSQL is required (REQUIRE_POSTGRES=1) but TEST_DATABASE_URL='$$TEST_DATABASE_URL' does not answer."; exit 1; \
+	else \
+		echo "== SKIPPED the PostgreSQL half: set TEST_DATABASE_URL to a PostgreSQL URL that answers to run it."; \
+	fi
 
 demo: install
 	$(VENV)/bin/cancel-flow demo

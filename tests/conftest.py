@@ -16,7 +16,7 @@ import stripe
 from starlette.testclient import TestClient
 
 from cancel_flow.links import LinkSigner
-from cancel_flow.models import CancelSession, SessionOffer
+from cancel_flow.models import CancelSession, SessionOffer, SQLModel
 from cancel_flow.offers import load_offers
 from cancel_flow.settings import Settings
 from cancel_flow.store import Store, make_engine, migrate
@@ -75,18 +75,45 @@ def stripe_client(emulator, emulator_url):
                                http_client=stripe.HTTPXClient(allow_sync_methods=True, timeout=10))
 
 
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+on_postgres = pytest.mark.skipif(not POSTGRES_URL, reason="needs PostgreSQL (set TEST_DATABASE_URL)")
+
+
 @pytest.fixture(scope="session")
 def migrated_template(tmp_path_factory):
+    """SQLite: a migrated file copied per test. PostgreSQL: one database for the run, built by Alembic."""
+    if POSTGRES_URL:
+        admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        name = f"cancel_flow_test_{secrets.token_hex(4)}"
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        url = sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+        engine = make_engine(url)
+        migrate(engine)
+        engine.dispose()
+        yield url
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+        return
     path = tmp_path_factory.mktemp("db") / "template.db"
     engine = make_engine(f"sqlite:///{path}")
     migrate(engine)
     engine.dispose()
-    return path
+    yield path
 
 
 @pytest.fixture
 def database_url(migrated_template, tmp_path):
-    """A fresh database per test, built by Alembic (copied from a migrated template for speed)."""
+    """A fresh database per test, built by Alembic: a copy of the migrated SQLite file, or the run's
+    PostgreSQL database with every table emptied."""
+    if POSTGRES_URL:
+        engine = make_engine(migrated_template)
+        with engine.begin() as connection:
+            tables = [t.name for t in reversed(SQLModel.metadata.sorted_tables)]
+            connection.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+        return migrated_template
     path = tmp_path / "cancel_flow.db"
     shutil.copy(migrated_template, path)
     return f"sqlite:///{path}"

@@ -165,8 +165,8 @@ class Store:
         with self.engine.begin() as connection:
             inserted = connection.execute(insert(events).values(
                 id=event_id, type=event_type, created=created, payload=payload, received_at=utc_now(),
-            ).on_conflict_do_nothing(index_elements=["id"]))
-            if inserted.rowcount != 1:
+            ).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)).first()
+            if inserted is None:
                 return False
             if state is not None:
                 self._apply_state(connection, state)
