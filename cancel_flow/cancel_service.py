@@ -14,6 +14,7 @@ from cancel_flow.errors import BadRequest, InvalidLink, NotFound, StripeUnavaila
 from cancel_flow.flow import SubscriptionFacts
 from cancel_flow.links import CancelLink, LinkSigner
 from cancel_flow.logs import log_event
+from cancel_flow.metrics import DECISIONS
 from cancel_flow.models import CancelSession
 from cancel_flow.money import format_day
 from cancel_flow.offers import REASONS, Offer, OfferBook
@@ -110,6 +111,7 @@ class CancelService:
             self.store.release_claim(session.id, offer.id)
             raise
         if decided:
+            DECISIONS.labels(f"saved_{offer.kind}").inc()
             log_event("cancel_session.decided", session=session.id, outcome=f"saved_{offer.kind}", offer=offer.id)
 
     async def send_to_portal(self, session: CancelSession, reason: str | None, comment: str | None,
@@ -119,6 +121,7 @@ class CancelService:
         url = await self.gateway.cancel_portal_url(session.customer_id, session.subscription_id,
                                                    return_url=return_url, done_url=done_url)
         if session.outcome == "open" and self.store.record_sent_to_portal(session.id, reason, comment):
+            DECISIONS.labels("sent_to_portal").inc()
             log_event("cancel_session.decided", session=session.id, outcome="sent_to_portal", offer=None)
         return url
 

@@ -69,7 +69,8 @@ def _coach_add(args) -> int:
 def _serve(args) -> int:
     from cancel_flow.server import serve
 
-    serve(_settings(), host=args.host, port=args.port, workers=args.workers)
+    serve(_settings(), host=args.host, port=args.port, workers=args.workers,
+          forwarded_allow_ips=args.forwarded_allow_ips)
     return 0
 
 
@@ -155,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--forwarded-allow-ips", default="127.0.0.1",
+                       help="proxies whose X-Forwarded-For/Proto are trusted (comma-separated, or '*')")
     serve.set_defaults(handler=_serve)
 
     demo = commands.add_parser("demo", help="try everything locally: SQLite and the Stripe emulator with sample customers")

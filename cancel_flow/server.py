@@ -1,6 +1,8 @@
-"""`cancel-flow serve`: validate settings, migrate, then run uvicorn."""
+"""`cancel-flow serve`: validate settings, migrate once, then run uvicorn with its workers."""
 
 import os
+import shutil
+import tempfile
 
 import uvicorn
 
@@ -20,13 +22,21 @@ def app_factory():
     return create_app(sweep_every=SWEEP_EVERY)
 
 
-def serve(settings: Settings, host: str, port: int, workers: int = 1, forwarded_allow_ips: str | None = None) -> None:
+def serve(settings: Settings, host: str, port: int, workers: int = 1, forwarded_allow_ips: str = "127.0.0.1") -> None:
     settings.require_stripe()
     load_offers(settings.offers_path)
     engine = make_engine(settings.database_url)
-    migrate(engine)
+    migrate(engine)  # replicas starting together: an advisory lock lets one migrate, the others find it done
     engine.dispose()
     configure_logging()
-    uvicorn.run("cancel_flow.server:app_factory", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False, timeout_graceful_shutdown=20,
-                proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips or os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
+    metrics_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="cancel-flow-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run("cancel_flow.server:app_factory", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning", access_log=False, timeout_graceful_shutdown=30,
+                    proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

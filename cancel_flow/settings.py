@@ -26,6 +26,8 @@ class Settings:
     stripe_webhook_secret: str | None = None
     stripe_portal_configuration: str | None = None
     smtp_url: str | None = None
+    database_pool_size: int = 5
+    database_pool_timeout: int = 30
     stripe_timeout: float = 10.0
     stripe_max_network_retries: int = 2
 
@@ -105,4 +107,6 @@ def load_settings(env_file: str | Path = ".env") -> Settings:
         stripe_webhook_secret=webhook_secret,
         stripe_portal_configuration=config("STRIPE_PORTAL_CONFIGURATION", default=None) or None,
         smtp_url=_smtp_url(config),
+        database_pool_size=_positive_int(config, "DATABASE_POOL_SIZE", 5),
+        database_pool_timeout=_positive_int(config, "DATABASE_POOL_TIMEOUT", 30),
     )

@@ -9,6 +9,7 @@ from cancel_flow.clock import from_unix
 from cancel_flow.errors import NotFound, StripeUnavailable
 from cancel_flow.flow import ACTIVE, ENDED, SCHEDULED, PriceLine, StripeState, SubscriptionFacts
 from cancel_flow.logs import log_event
+from cancel_flow.metrics import STRIPE_CALLS
 from cancel_flow.offers import Offer
 from cancel_flow.settings import Settings
 
@@ -115,13 +116,17 @@ class StripeGateway:
 
     async def _call(self, operation: str, coroutine):
         try:
-            return await coroutine
-        except stripe.InvalidRequestError:
+            result = await coroutine
+        except stripe.InvalidRequestError as error:
+            STRIPE_CALLS.labels(operation, type(error).__name__).inc()
             raise
         except stripe.StripeError as error:
+            STRIPE_CALLS.labels(operation, type(error).__name__).inc()
             log_event("stripe.call_failed", operation=operation, error=type(error).__name__,
                       status=getattr(error, "http_status", None), request_id=getattr(error, "request_id", None))
             raise StripeUnavailable("We couldn't reach the payment system. Nothing was changed. Please try again in a moment.") from None
+        STRIPE_CALLS.labels(operation, "none").inc()
+        return result
 
     async def read_subscription(self, subscription_id: str) -> SubscriptionFacts:
         try:

@@ -33,7 +33,8 @@ def make_engine(url: str, pool_size: int = 5, pool_timeout: float = 30) -> Engin
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=pool_size, pool_timeout=pool_timeout)
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=pool_size, pool_timeout=pool_timeout,
+                            max_overflow=pool_size, connect_args={"connect_timeout": 5})
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:

@@ -18,6 +18,7 @@ from cancel_flow.errors import CancelFlowError
 from cancel_flow.links import LinkSigner
 from cancel_flow.logs import log_event
 from cancel_flow.mailer import Mailer
+from cancel_flow.metrics import exposition
 from cancel_flow.offers import OfferBook, load_offers
 from cancel_flow.settings import Settings, load_settings
 from cancel_flow.store import Store, make_engine
@@ -27,7 +28,7 @@ from cancel_flow.store.stats import StatsQueries
 from cancel_flow.stripe_gateway import StripeGateway
 from cancel_flow.web import (api_routes, billing_routes, cancel_routes, dashboard_routes, shared_link_routes,
                              webhook_routes)
-from cancel_flow.web.middleware import BodySizeLimit, SecurityHeaders
+from cancel_flow.web.middleware import BodySizeLimit, RequestLog, SecurityHeaders
 from cancel_flow.web.pages import csrf_token, render
 
 STATIC = Path(__file__).resolve().parents[2] / "static"
@@ -72,6 +73,24 @@ async def on_unexpected_error(request: Request, error: Exception) -> Response:
                        "Nothing was changed. Please try again in a moment.")
 
 
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    try:
+        await run_in_threadpool(request.app.state.store.ping)
+    except Exception as error:
+        log_event("readyz.database_unreachable", error=type(error).__name__)
+        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)
+
+
 async def brand_css(request: Request) -> Response:
     color = request.app.state.offers.brand.color
     return Response(f":root {{ --brand: {color}; }}\n", media_type="text/css",
@@ -104,7 +123,7 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
     settings = settings or load_settings()
     settings.require_stripe()
     offers = offers or load_offers(settings.offers_path)
-    store = Store(make_engine(settings.database_url))
+    store = Store(make_engine(settings.database_url, settings.database_pool_size, settings.database_pool_timeout))
     signer = LinkSigner(settings.secret_key, settings.link_max_age, settings.billing_link_max_age)
 
     @contextlib.asynccontextmanager
@@ -126,6 +145,9 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         *dashboard_routes.routes,
         *api_routes.routes,
         *shared_link_routes.routes,
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
         Route("/brand.css", brand_css),
         Route("/brand/logo", brand_logo),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -139,4 +161,5 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
     app.state.mailer = Mailer(settings, sender=offers.brand.support_email or f"no-reply@{urlsplit(settings.base_url).hostname}")
     app.add_middleware(BodySizeLimit)
     app.add_middleware(SecurityHeaders, https=settings.is_https)
+    app.add_middleware(RequestLog)
     return app

@@ -1,10 +1,53 @@
 """Plain ASGI middleware: security headers on every response, and a cap on request bodies."""
 
+import re
+import time
+import uuid
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cancel_flow.logs import log_event
+from cancel_flow.metrics import LATENCY, REQUESTS
 
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 MAX_BODY = 64 * 1024
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestLog:
+    """One JSON line per request: request id (from X-Request-ID or new, echoed back), method, route
+    template (never the path, which may carry a token), status, duration; and the HTTP metrics."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        sent = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
+        status = 500
+
+        async def tagged(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tagged)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            elapsed = time.perf_counter() - started
+            REQUESTS.labels(route, scope["method"], str(status)).inc()
+            LATENCY.labels(route).observe(elapsed)
+            log_event("http.request", request_id=request_id, method=scope["method"], route=route, status=status,
+                      duration_ms=round(elapsed * 1000, 2), client=(scope.get("client") or ("", 0))[0],
+                      scheme=scope.get("scheme"))
 
 
 class SecurityHeaders:
