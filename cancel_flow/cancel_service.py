@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cancel_flow import flow
-from cancel_flow.clock import utc_now
-from cancel_flow.errors import BadRequest, InvalidLink, NotFound, StripeUnavailable
+from sqlalchemy.exc import SQLAlchemyError
+
+from cancel_flow.clock import as_utc, utc_now
+from cancel_flow.errors import BadRequest, InvalidLink, NotFound, RecordPending, StripeUnavailable
 from cancel_flow.flow import SubscriptionFacts
 from cancel_flow.links import CancelLink, LinkSigner
 from cancel_flow.logs import log_event
@@ -18,7 +20,7 @@ from cancel_flow.metrics import DECISIONS
 from cancel_flow.models import CancelSession
 from cancel_flow.money import format_day
 from cancel_flow.offers import REASONS, Offer, OfferBook
-from cancel_flow.store import Store
+from cancel_flow.store import CLAIM_TIMEOUT, Store
 from cancel_flow.stripe_gateway import StripeGateway, idempotency_key
 
 MAX_COMMENT = 2000
@@ -46,12 +48,12 @@ class CancelService:
     def __init__(self, store: Store, gateway: StripeGateway, offers: OfferBook, signer: LinkSigner):
         self.store, self.gateway, self.offers, self.signer = store, gateway, offers, signer
 
-    async def visit(self, token: str) -> Visit:
+    async def visit(self, token: str, reconcile: bool = False) -> Visit:
         """Resume the link's session, or read Stripe once and open it."""
         link = self.signer.read_cancel(token)
         session = self.store.find_session(link.nonce)
         if session is not None:
-            return Visit(link, session)
+            return Visit(link, await self.reconcile(session) if reconcile else session)
         try:
             facts = await self.gateway.read_subscription(link.subscription)
         except NotFound:
@@ -93,26 +95,47 @@ class CancelService:
         offer = self.offers.find(offer_id or "")
         if offer is None or offer.id not in (session.offers_shown or []):
             raise BadRequest("That offer isn't available for this subscription.", title="Unknown offer")
-        pause_months = _pause_months(offer, months)
-        if not self.store.claim_offer(session.id, offer.id):
+        terms = _terms(offer, _pause_months(offer, months))
+        # The claim is written before Stripe is called: it names the offer being applied, so
+        # a failure between Stripe and our record can be reconciled from Stripe later.
+        if not self.store.claim_offer(session.id, offer.id, terms):
             return  # another offer is being applied right now; the done page will show it
         try:
             if offer.kind == "discount":
                 await self.gateway.apply_discount(session.subscription_id, offer, idempotency_key(session.nonce, offer.id))
-                decided = self.store.record_saved(session.id, "saved_discount", offer.id, offer.kind,
-                                                  discount_percent=offer.percent_off, discount_months=offer.months)
             else:
-                resumes_at = flow.pause_until(_start_of_day(utc_now()), pause_months)
-                key = idempotency_key(session.nonce, offer.id, str(pause_months), resumes_at.date().isoformat())
+                resumes_at = terms["pause_resumes_at"]
+                key = idempotency_key(session.nonce, offer.id, resumes_at.date().isoformat())
                 await self.gateway.apply_pause(session.subscription_id, resumes_at, key)
-                decided = self.store.record_saved(session.id, "saved_pause", offer.id, offer.kind,
-                                                  pause_resumes_at=resumes_at)
         except StripeUnavailable:
             self.store.release_claim(session.id, offer.id)
             raise
+        self._record_saved(session, offer.id, offer.kind)
+
+    def _record_saved(self, session: CancelSession, offer_id: str, kind: str) -> None:
+        try:
+            decided = self.store.record_saved(session.id, f"saved_{kind}", offer_id)
+        except SQLAlchemyError:
+            log_event("cancel_session.record_failed", level=40, session=session.id, offer=offer_id)
+            raise RecordPending("Your choice was applied, but we couldn't note it just now. "
+                                "Reload this page in a moment to see it.") from None
         if decided:
-            DECISIONS.labels(f"saved_{offer.kind}").inc()
-            log_event("cancel_session.decided", session=session.id, outcome=f"saved_{offer.kind}", offer=offer.id)
+            DECISIONS.labels(f"saved_{kind}").inc()
+            log_event("cancel_session.decided", session=session.id, outcome=f"saved_{kind}", offer=offer_id)
+
+    async def reconcile(self, session: CancelSession) -> CancelSession:
+        """An offer was claimed but never recorded (a crash, or the database failed after Stripe
+        applied it): ask Stripe whether it was applied, and record it or free the claim."""
+        if session.outcome != "open" or not session.claimed_offer:
+            return session
+        facts = await self.gateway.read_subscription(session.subscription_id)
+        applied = (session.offer_kind == "discount" and facts.has_discount and not session.had_discount) or \
+                  (session.offer_kind == "pause" and facts.paused and not session.was_paused)
+        if applied:
+            self._record_saved(session, session.claimed_offer, session.offer_kind)
+        elif utc_now() - as_utc(session.claimed_at) > CLAIM_TIMEOUT:
+            self.store.release_claim(session.id, session.claimed_offer)
+        return self.store.find_session(session.nonce)
 
     async def send_to_portal(self, session: CancelSession, reason: str | None, comment: str | None,
                              return_url: str, done_url: str) -> str:
@@ -170,6 +193,14 @@ def _session_values(link: CancelLink, facts: SubscriptionFacts) -> dict:
         "was_paused": facts.paused, "cancel_at_period_end": facts.cancel_at_period_end,
         "period_end": facts.period_end,
     }
+
+
+def _terms(offer: Offer, pause_months: int) -> dict:
+    if offer.kind == "discount":
+        return {"offer_kind": "discount", "discount_percent": offer.percent_off, "discount_months": offer.months,
+                "pause_resumes_at": None}
+    return {"offer_kind": "pause", "discount_percent": None, "discount_months": None,
+            "pause_resumes_at": flow.pause_until(_start_of_day(utc_now()), pause_months)}
 
 
 def _pause_months(offer: Offer, months: str | None) -> int:

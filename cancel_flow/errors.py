@@ -5,7 +5,8 @@ CancelFlowError            every domain error; carries the HTTP status and a mes
 ├── ExpiredLink            410 the link is too old; offers a fresh one
 ├── BadRequest             400 a form or body the flow cannot accept
 ├── NotFound               404
-└── StripeUnavailable      503 Stripe failed or timed out; nothing was changed
+├── StripeUnavailable      503 Stripe failed or timed out; nothing was changed
+└── RecordPending          503 Stripe applied the choice, our record of it failed; reconciled later
 SettingsError              a missing or invalid setting; stops start-up with one line
 """
 
@@ -48,3 +49,8 @@ class StripeUnavailable(CancelFlowError):
 
 class SettingsError(Exception):
     """A setting is missing or invalid; the message is one line naming it."""
+
+
+class RecordPending(CancelFlowError):
+    status_code = 503
+    title = "Almost done"

@@ -1,7 +1,7 @@
 """The rules of the cancel flow: amounts, eligibility, offer choice and what a decision means. No I/O."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from cancel_flow.clock import add_months
 from cancel_flow.money import format_day, format_money
@@ -121,6 +121,8 @@ class StripeState:
     feedback: str | None
     comment: str | None
     reason: str | None
+    discounted: bool = False
+    paused: bool = False
 
     @property
     def version(self) -> int:
@@ -128,21 +130,40 @@ class StripeState:
         return self.event_created * 10 + self.stage
 
 
-def state_changes(outcome: str, decided_at: datetime | None, state: StripeState) -> dict:
-    """What a Stripe state means for one session: the columns to set (none for nothing to do)."""
+@dataclass(frozen=True)
+class SessionView:
+    """The parts of a stored session that a Stripe state is compared with."""
+
+    outcome: str
+    decided_at: datetime | None = None
+    claimed_offer: str | None = None
+    offer_kind: str | None = None
+    had_discount: bool = False
+    was_paused: bool = False
+
+
+def state_changes(session: SessionView, state: StripeState) -> dict:
+    """What a Stripe state means for one session: the columns to set."""
+    changes: dict = {}
+    outcome = session.outcome
+    if outcome == "open" and session.claimed_offer and (
+            (session.offer_kind == "discount" and state.discounted and not session.had_discount)
+            or (session.offer_kind == "pause" and state.paused and not session.was_paused)):
+        # Stripe applied an offer whose record was lost: the event settles it.
+        outcome = f"saved_{session.offer_kind}"
+        changes.update(outcome=outcome, chosen_offer=session.claimed_offer,
+                       decided_at=datetime.fromtimestamp(state.event_created, timezone.utc))
     if state.stage == ACTIVE:
-        changes = {"canceled_at": None, "canceled_outside_flow": False, "stripe_cancellation_reason": None}
+        changes.update(canceled_at=None, canceled_outside_flow=False, stripe_cancellation_reason=None)
         if outcome == "canceled":
             changes["outcome"] = "sent_to_portal"  # they took the cancellation back
         return changes
-    changes = {
-        "canceled_at": state.cancel_requested_at, "stripe_feedback": state.feedback,
-        "stripe_comment": state.comment, "stripe_cancellation_reason": state.reason,
-    }
+    changes.update(canceled_at=state.cancel_requested_at, stripe_feedback=state.feedback,
+                   stripe_comment=state.comment, stripe_cancellation_reason=state.reason)
     not_churn = state.reason in NOT_CHURN_REASONS
     went_to_portal_then = outcome == "sent_to_portal" or (
-        outcome == "deflected" and decided_at is not None and state.cancel_requested_at is not None
-        and state.cancel_requested_at <= decided_at + DEFLECTION_DELAY)
+        outcome == "deflected" and session.decided_at is not None and state.cancel_requested_at is not None
+        and state.cancel_requested_at <= session.decided_at + DEFLECTION_DELAY)
     if went_to_portal_then and not not_churn:
         changes["outcome"] = "canceled"
         changes["canceled_outside_flow"] = False

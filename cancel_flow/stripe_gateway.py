@@ -61,6 +61,7 @@ def state_from_event(event: dict) -> StripeState | None:
         subscription_id=sub["id"], event_created=int(event.get("created") or 0), stage=stage,
         cancel_requested_at=from_unix(requested) if requested else None,
         feedback=details.get("feedback"), comment=details.get("comment"), reason=details.get("reason"),
+        discounted=bool(sub.get("discounts")), paused=bool(sub.get("pause_collection")),
     )
 
 

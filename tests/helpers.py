@@ -8,6 +8,3 @@ def csrf_of(html: str) -> str:
     assert match, "page has no form"
     return match.group(1)
 
-
-def path_of(url: str) -> str:
-    return "/" + url.split("/", 3)[3] if url.startswith("http") else url

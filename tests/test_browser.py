@@ -82,7 +82,7 @@ def test_continue_to_cancel_through_the_portal_in_the_browser(phone, start, stri
 
 
 def test_coach_signs_in_changes_range_sees_charts_and_downloads_csv(browser, live_server, store, tmp_path):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timezone
 
     from cancel_flow.passwords import hash_password
     from cancel_flow.store.coaches import CoachStore

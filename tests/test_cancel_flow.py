@@ -10,7 +10,7 @@ import pytest
 from freezegun import freeze_time
 
 from cancel_flow.logs import JsonLineFormatter
-from tests.helpers import csrf_of, path_of
+from tests.helpers import csrf_of
 
 COUPON = "cancel-flow_half-off-3-months_50pct_3m"
 

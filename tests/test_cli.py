@@ -42,7 +42,7 @@ def test_link_with_several_subscriptions_lists_them(cli_env, catalogue, capsys):
 
 
 def test_link_by_email_and_unknown_customer(cli_env, catalogue, capsys):
-    sub = catalogue.subscription(catalogue.customer(email="findme@example.com"))
+    catalogue.subscription(catalogue.customer(email="findme@example.com"))
     assert run(["link", "--email", "findme@example.com"]) == 0
     assert "Cancel link:" in capsys.readouterr().out
     assert run(["link", "--email", "nobody@example.com"]) == 1

@@ -1,6 +1,5 @@
 """Contract tests: the emulator, driven only through the real stripe SDK (and its documented controls)."""
 
-import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

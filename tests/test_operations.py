@@ -170,11 +170,13 @@ def _json_lines(served: Served, event: str) -> list[dict]:
 @pytest.mark.parametrize("trusted, expected", [("127.0.0.1", "203.0.113.9"), ("10.9.9.9", "127.0.0.1")])
 def test_forwarded_headers_count_only_from_trusted_proxies(serve, trusted, expected):
     served = serve("--forwarded-allow-ips", trusted)
-    httpx.get(f"{served.url}/healthz", headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"})
-    deadline = time.monotonic() + 5
-    while not _json_lines(served, "http.request") and time.monotonic() < deadline:
+    httpx.get(f"{served.url}/healthz", headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https",
+                                                "X-Request-ID": "forwarded-probe"})
+    deadline = time.monotonic() + 10
+    while not (found := [x for x in _json_lines(served, "http.request") if x["request_id"] == "forwarded-probe"]):
+        assert time.monotonic() < deadline, "no log line for the request"
         time.sleep(0.05)
-    line = _json_lines(served, "http.request")[-1]
+    line = found[0]
     assert line["client"] == expected
     assert line["scheme"] == ("https" if expected != "127.0.0.1" else "http")
 

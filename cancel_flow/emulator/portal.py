@@ -124,7 +124,7 @@ async def cancel(request: Request) -> Response:
                     account.update_subscription(sub_id, {"cancel_at_period_end": True, "cancellation_details": details}, None)
             except StripeError as error:
                 return _page("Could not cancel", f"<p>{escape(error.message)}</p>", error.status)
-        message = f"Your subscription has been canceled." if sub["status"] == "canceled" else \
+        message = "Your subscription has been canceled." if sub["status"] == "canceled" else \
             f"Your subscription will end on {_date(sub['cancel_at'])}."
     return _after_completion(session, request, message)
 

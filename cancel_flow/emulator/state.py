@@ -205,7 +205,7 @@ class Account:
         for index, item in enumerate(items):
             price_obj = self.get("prices", item.get("price"), "price", f"items[{index}][price]")
             if not price_obj["recurring"]:
-                raise StripeError(400, f"The price specified is set to `type=one_time` but this field only accepts prices with `type=recurring`.", param=f"items[{index}][price]")
+                raise StripeError(400, "The price specified is set to `type=one_time` but this field only accepts prices with `type=recurring`.", param=f"items[{index}][price]")
             prices.append((price_obj, int(item.get("quantity", 1))))
         currencies = {p["currency"] for p, _ in prices}
         intervals = {(p["recurring"]["interval"], p["recurring"]["interval_count"]) for p, _ in prices}

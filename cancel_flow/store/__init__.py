@@ -9,7 +9,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy.engine import Engine
 
 from cancel_flow.clock import as_utc, utc_now
-from cancel_flow.flow import DEFLECTION_DELAY, StripeState, state_changes
+from cancel_flow.flow import DEFLECTION_DELAY, SessionView, StripeState, state_changes
 from cancel_flow.models import SAVED_OUTCOMES, CancelSession, SessionOffer, StripeEvent
 
 sessions = CancelSession.__table__
@@ -118,25 +118,25 @@ class Store:
                     {"session_id": session_id, "offer_id": offer_id, "shown_at": now} for offer_id in offers_shown])
         return True
 
-    def claim_offer(self, session_id: int, offer_id: str) -> bool:
-        """Only one offer is applied per session; a stale claim (a crashed request) can be taken over."""
+    def claim_offer(self, session_id: int, offer_id: str, terms: dict) -> bool:
+        """Only one offer is applied per session; a stale claim (a crashed request) can be taken over.
+        `terms` (offer_kind, discount_percent, discount_months, pause_resumes_at) are kept with it."""
         now = utc_now()
         return self._update(session_id, [
             sessions.c.outcome == "open",
             sa.or_(sessions.c.claimed_offer.is_(None), sessions.c.claimed_offer == offer_id,
                    sessions.c.claimed_at < now - CLAIM_TIMEOUT),
-        ], claimed_offer=offer_id, claimed_at=now)
+        ], claimed_offer=offer_id, claimed_at=now, **terms)
 
     def release_claim(self, session_id: int, offer_id: str) -> None:
         self._update(session_id, [sessions.c.claimed_offer == offer_id, sessions.c.outcome == "open"],
-                     claimed_offer=None, claimed_at=None)
+                     claimed_offer=None, claimed_at=None, offer_kind=None, discount_percent=None,
+                     discount_months=None, pause_resumes_at=None)
 
-    def record_saved(self, session_id: int, outcome: str, offer_id: str, offer_kind: str, *,
-                     discount_percent: float | None = None, discount_months: int | None = None,
-                     pause_resumes_at: datetime | None = None) -> bool:
-        return self._update(session_id, [sessions.c.outcome == "open"], outcome=outcome, chosen_offer=offer_id,
-                            offer_kind=offer_kind, discount_percent=discount_percent, discount_months=discount_months,
-                            pause_resumes_at=pause_resumes_at, decided_at=utc_now())
+    def record_saved(self, session_id: int, outcome: str, offer_id: str) -> bool:
+        """The claimed offer is confirmed by Stripe: the decision, written once."""
+        return self._update(session_id, [sessions.c.outcome == "open", sessions.c.claimed_offer == offer_id],
+                            outcome=outcome, chosen_offer=offer_id, decided_at=utc_now())
 
     def record_sent_to_portal(self, session_id: int, reason: str | None, comment: str | None) -> bool:
         values = {"outcome": "sent_to_portal", "decided_at": utc_now()}
@@ -175,15 +175,17 @@ class Store:
         return True
 
     def _apply_state(self, connection, state: StripeState) -> None:
-        query = sa.select(sessions.c.id, sessions.c.outcome, sessions.c.decided_at, sessions.c.stripe_state_at) \
+        query = sa.select(sessions.c.id, sessions.c.outcome, sessions.c.decided_at, sessions.c.stripe_state_at,
+                          sessions.c.claimed_offer, sessions.c.offer_kind, sessions.c.had_discount, sessions.c.was_paused) \
             .where(sessions.c.subscription_id == state.subscription_id)
         if connection.dialect.name == "postgresql":
             query = query.with_for_update()
         for row in connection.execute(query).all():
             if row.stripe_state_at is not None and row.stripe_state_at > state.version:
                 continue  # an older event: never undo what a newer one said
-            decided_at = as_utc(row.decided_at) if row.decided_at else None
-            changes = state_changes(row.outcome, decided_at, state)
+            view = SessionView(row.outcome, as_utc(row.decided_at) if row.decided_at else None, row.claimed_offer,
+                               row.offer_kind, row.had_discount, row.was_paused)
+            changes = state_changes(view, state)
             connection.execute(sa.update(sessions).where(sessions.c.id == row.id).values(
                 stripe_state_at=state.version, updated_at=utc_now(), **changes))
 

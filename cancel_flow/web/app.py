@@ -5,6 +5,7 @@ import contextlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -64,6 +65,13 @@ async def on_http_error(request: Request, error: HTTPException) -> Response:
     titles = {404: "Page not found", 405: "Not allowed", 413: "That was too large"}
     return _error_page(request, error.status_code, titles.get(error.status_code, "Something went wrong"),
                        error.detail if error.status_code not in (404, 405) else "There is nothing here.")
+
+
+async def on_database_error(request: Request, error: SQLAlchemyError) -> Response:
+    log_event("database.failed", level=40, error=type(error).__name__,
+              path_template=getattr(request.scope.get("route"), "path", None))
+    return _error_page(request, 503, "We couldn't do that just now",
+                       "Our records are unavailable for a moment. Please try again shortly.")
 
 
 async def on_unexpected_error(request: Request, error: Exception) -> Response:
@@ -153,7 +161,8 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
-        CancelFlowError: on_domain_error, HTTPException: on_http_error, Exception: on_unexpected_error,
+        CancelFlowError: on_domain_error, HTTPException: on_http_error, SQLAlchemyError: on_database_error,
+        Exception: on_unexpected_error,
     })
     app.state.settings, app.state.offers, app.state.store, app.state.signer = settings, offers, store, signer
     app.state.coaches, app.state.stats = CoachStore(store.engine), StatsQueries(store.engine)

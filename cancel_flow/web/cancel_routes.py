@@ -25,7 +25,7 @@ def _page(request: Request, template: str, session, status_code: int = 200, **co
 
 
 async def show(request: Request) -> Response:
-    visit = await _service(request).visit(request.path_params["token"])
+    visit = await _service(request).visit(request.path_params["token"], reconcile=True)
     session = visit.session
     if visit.already_canceled:
         return render(request, "canceled.html")
@@ -95,7 +95,7 @@ async def keep(request: Request) -> Response:
 
 
 async def done(request: Request) -> Response:
-    visit = await _service(request).visit(request.path_params["token"])
+    visit = await _service(request).visit(request.path_params["token"], reconcile=True)
     if visit.already_canceled:
         return render(request, "canceled.html")
     session = visit.session

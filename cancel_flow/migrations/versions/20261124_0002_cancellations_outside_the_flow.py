@@ -6,7 +6,6 @@ Create Date: 2026-11-24 06:25:38.120152
 """
 from alembic import op
 import sqlalchemy as sa
-import sqlmodel
 
 
 revision = '0002'
