@@ -107,8 +107,10 @@ class CancelService:
                 resumes_at = terms["pause_resumes_at"]
                 key = idempotency_key(session.nonce, offer.id, resumes_at.date().isoformat())
                 await self.gateway.apply_pause(session.subscription_id, resumes_at, key)
-        except StripeUnavailable:
-            self.store.release_claim(session.id, offer.id)
+        except StripeUnavailable as failure:
+            if not failure.maybe_applied:
+                self.store.release_claim(session.id, offer.id)
+            # else the claim stays: the next visit (or the webhook) asks Stripe what happened
             raise
         self._record_saved(session, offer.id, offer.kind)
 

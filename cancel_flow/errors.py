@@ -45,6 +45,7 @@ class NotFound(CancelFlowError):
 class StripeUnavailable(CancelFlowError):
     status_code = 503
     title = "We couldn't do that just now"
+    maybe_applied = False  # a write that timed out may still have happened at Stripe
 
 
 class SettingsError(Exception):

@@ -125,7 +125,11 @@ class StripeGateway:
             STRIPE_CALLS.labels(operation, type(error).__name__).inc()
             log_event("stripe.call_failed", operation=operation, error=type(error).__name__,
                       status=getattr(error, "http_status", None), request_id=getattr(error, "request_id", None))
-            raise StripeUnavailable("We couldn't reach the payment system. Nothing was changed. Please try again in a moment.") from None
+            unavailable = StripeUnavailable("We couldn't reach the payment system. Nothing was changed. Please try again in a moment.")
+            # A timeout or a server error may still have been applied; a refusal (429, 4xx) was not.
+            unavailable.maybe_applied = not isinstance(error, (stripe.RateLimitError, stripe.AuthenticationError,
+                                                                stripe.PermissionError, stripe.CardError))
+            raise unavailable from None
         STRIPE_CALLS.labels(operation, "none").inc()
         return result
 

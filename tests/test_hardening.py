@@ -1,0 +1,223 @@
+"""Faults and hostile input change nothing they should not."""
+
+import json
+import logging
+import time
+from urllib.parse import quote
+
+import pytest
+import sqlalchemy as sa
+import stripe
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from cancel_flow.logs import JsonLineFormatter
+from tests.conftest import TEST_KEY
+from tests.helpers import csrf_of
+
+COUPON = "cancel-flow_half-off-3-months_50pct_3m"
+FAULTS = [pytest.param({"status": 500}, id="500"), pytest.param({"status": 429}, id="429"),
+          pytest.param({"hang_seconds": 2}, id="hang")]
+HYPOTHESIS = hypothesis_settings(max_examples=60, deadline=None, database=None,
+                                 suppress_health_check=list(HealthCheck))
+
+
+@pytest.fixture
+def impatient(make_client):
+    """The app with a 1-second Stripe timeout and one retry, as the fault tests need."""
+    return make_client(stripe_timeout=1, stripe_max_network_retries=1)
+
+
+def opened(client, catalogue, signer, reason: str | None = "too_expensive"):
+    sub = catalogue.subscription()
+    token, _ = signer.cancel_token(sub.customer, sub.id)
+    url = f"/cancel/{token}"
+    page = client.get(url)
+    if reason:
+        client.post(f"{url}/reason", data={"csrf_token": csrf_of(page.text), "reason": reason})
+    return sub, url, csrf_of(page.text), signer.read_cancel(token).nonce
+
+
+def inject(emulator, method: str, path: str, fault: dict) -> None:
+    emulator.post("/_emulator/faults", json={"method": method, "path": path, "count": 2, **fault}).raise_for_status()
+
+
+def wait_quiet(emulator, fault: dict) -> None:
+    """After a hang, let the hung requests finish at the emulator before going on."""
+    if "hang_seconds" in fault:
+        time.sleep(fault["hang_seconds"] + 0.5)
+    emulator.delete("/_emulator/faults")
+
+
+def assert_failed_politely(response) -> None:
+    assert response.status_code == 503
+    assert "Nothing was changed" in response.text and "Continue to cancel" in response.text
+    assert "Traceback" not in response.text
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_stripe_read_failure_on_first_view(impatient, catalogue, signer, emulator, fault, store):
+    sub = catalogue.subscription()
+    token, _ = signer.cancel_token(sub.customer, sub.id)
+    inject(emulator, "GET", "/v1/subscriptions/*", fault)
+    assert_failed_politely(impatient.get(f"/cancel/{token}"))
+    assert store.find_session(signer.read_cancel(token).nonce) is None
+    wait_quiet(emulator, fault)
+    assert impatient.get(f"/cancel/{token}").status_code == 200
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_stripe_update_failure_then_retry_applies_exactly_once(impatient, catalogue, signer, emulator, fault,
+                                                               stripe_client, store):
+    stripe_client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
+    sub, url, csrf, nonce = opened(impatient, catalogue, signer)
+    inject(emulator, "POST", "/v1/subscriptions/*", fault)
+    assert_failed_politely(impatient.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"}))
+    assert store.find_session(nonce).outcome == "open"
+    wait_quiet(emulator, fault)
+    retry = impatient.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"})
+    assert retry.status_code == 303
+    assert "50% off" in impatient.get(f"{url}/done").text
+    assert len(stripe_client.v1.subscriptions.retrieve(sub.id).discounts) == 1
+    assert stripe_client.v1.coupons.retrieve(COUPON).times_redeemed == 1
+    assert store.find_session(nonce).outcome == "saved_discount"
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_coupon_create_failure_then_retry_applies_exactly_once(impatient, catalogue, signer, emulator, fault,
+                                                               stripe_client, store):
+    sub, url, csrf, nonce = opened(impatient, catalogue, signer)
+    inject(emulator, "POST", "/v1/coupons", fault)
+    assert_failed_politely(impatient.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"}))
+    assert store.find_session(nonce).outcome == "open"
+    wait_quiet(emulator, fault)
+    assert impatient.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"}).status_code == 303
+    assert len(stripe_client.v1.subscriptions.retrieve(sub.id).discounts) == 1
+    assert stripe_client.v1.coupons.retrieve(COUPON).times_redeemed == 1
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_portal_session_failure_keeps_the_session_undecided(impatient, catalogue, signer, emulator, fault, store):
+    sub, url, csrf, nonce = opened(impatient, catalogue, signer, reason=None)
+    inject(emulator, "POST", "/v1/billing_portal/sessions", fault)
+    failed = impatient.post(f"{url}/cancel", data={"csrf_token": csrf})
+    assert failed.status_code == 503 and "Continue to cancel" in failed.text
+    assert store.find_session(nonce).outcome == "open"
+    wait_quiet(emulator, fault)
+    again = impatient.post(f"{url}/cancel", data={"csrf_token": csrf})
+    assert again.status_code == 303 and "/p/session/" in again.headers["location"]
+    assert store.find_session(nonce).outcome == "sent_to_portal"
+
+
+class FailingRecord:
+    """The database fails the next write of a decision (after Stripe applied it)."""
+
+    def __init__(self, engine):
+        self.armed = True
+        sa.event.listen(engine, "before_cursor_execute", self.check)
+
+    def check(self, conn, cursor, statement, parameters, context, executemany):
+        if self.armed and statement.lstrip().upper().startswith("UPDATE CANCEL_SESSION") and "saved_" in str(parameters):
+            self.armed = False
+            raise sa.exc.OperationalError(statement, parameters, Exception("the database went away"))
+
+
+def test_database_failure_after_stripe_is_reconciled_on_the_next_visit(client, catalogue, signer, stripe_client, store):
+    sub, url, csrf, nonce = opened(client, catalogue, signer)
+    FailingRecord(client.app.state.store.engine)
+    response = client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"})
+    assert response.status_code == 503 and "Reload this page" in response.text
+    assert store.find_session(nonce).outcome == "open"
+    assert "50% off for the next 3 months" in client.get(url).text
+    assert store.find_session(nonce).outcome == "saved_discount"
+    assert client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"}).status_code == 303
+    assert stripe_client.v1.coupons.retrieve(COUPON).times_redeemed == 1
+    assert len(stripe_client.v1.subscriptions.retrieve(sub.id).discounts) == 1
+
+
+def test_database_failure_after_stripe_is_reconciled_by_the_webhook(make_client, catalogue, signer, stripe_client, store):
+    secret = "whsec_hardening_" + "c" * 24
+    client = make_client(stripe_webhook_secret=secret)
+    sub, url, csrf, nonce = opened(client, catalogue, signer, reason="unused")
+    FailingRecord(client.app.state.store.engine)
+    assert client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "pause", "months": "2"}).status_code == 503
+    state = stripe_client.v1.subscriptions.retrieve(sub.id).to_dict()
+    payload = json.dumps({"id": "evt_reconcile", "object": "event", "type": "customer.subscription.updated",
+                          "created": int(time.time()), "data": {"object": state}}, default=float)
+    header = stripe.WebhookSignature.generate_signature_header(payload, secret)
+    assert client.post("/webhooks/stripe", content=payload, headers={"Stripe-Signature": header}).status_code == 200
+    session = store.find_session(nonce)
+    assert session.outcome == "saved_pause" and session.chosen_offer == "pause"
+
+
+def test_tokens_never_cause_a_500(client):
+    @given(token=st.text(max_size=3000))
+    @HYPOTHESIS
+    def check(token):
+        for path in (f"/cancel/{quote(token, safe='')}", f"/cancel/{quote(token, safe='')}/done",
+                     f"/billing/{quote(token, safe='')}"):
+            response = client.get(path)
+            assert response.status_code in (400, 404, 405, 410), (path, response.status_code)
+            assert "Traceback" not in response.text
+    check()
+
+
+def test_form_fields_never_cause_a_500_nor_a_wrong_change(client, catalogue, signer, stripe_client, store):
+    sub, url, csrf, nonce = opened(client, catalogue, signer, reason=None)
+    text = st.one_of(st.text(max_size=3000), st.sampled_from(["too_expensive", "pause", "half-off-3-months", "", "3"]))
+
+    @given(reason=text, comment=text, offer=text, months=text, target=st.sampled_from(["reason", "accept"]))
+    @HYPOTHESIS
+    def check(reason, comment, offer, months, target):
+        data = {"csrf_token": csrf, "reason": reason, "comment": comment, "offer": offer, "months": months}
+        response = client.post(f"{url}/{target}", data=data)
+        assert response.status_code in (303, 400), response.status_code
+        assert "Traceback" not in response.text
+
+    check()
+    session = store.find_session(nonce)
+    assert session.reason in (None, "too_expensive")
+    assert session.comment is None or len(session.comment) <= 2000
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe\x00reason=\xc3(", b"reason=%ff%fe&comment=%00%01", b"=" * 5000, b"&&&==&"])
+def test_undecodable_bodies_are_a_400(client, catalogue, signer, body):
+    sub, url, csrf, nonce = opened(client, catalogue, signer, reason=None)
+    response = client.post(f"{url}/reason", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400 and "Traceback" not in response.text
+
+
+def test_bodies_over_the_limit_are_413(client, catalogue, signer, store):
+    sub, url, csrf, nonce = opened(client, catalogue, signer, reason=None)
+    response = client.post(f"{url}/reason", data={"csrf_token": csrf, "reason": "other", "comment": "x" * 70_000})
+    assert response.status_code == 413
+    assert store.find_session(nonce).reason is None
+
+
+def test_no_secret_reaches_the_logs(make_client, catalogue, signer, store, caplog, emulator_url):
+    from cancel_flow.passwords import hash_password
+    from cancel_flow.store.api_keys import ApiKeyStore
+    from cancel_flow.store.coaches import CoachStore
+
+    client = make_client()
+    password, api_key = "a very secret password", "cfk_" + "s" * 40
+    CoachStore(store.engine).add("coach@example.com", hash_password(password))
+    ApiKeyStore(store.engine).add("app", api_key)
+    # What the service writes: its own JSON lines, and other libraries' warnings and errors.
+    with caplog.at_level(logging.INFO, logger="cancel_flow"):
+        sub, url, csrf, nonce = opened(client, catalogue, signer)
+        client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"})
+        client.get(f"{url}/done")
+        minted = client.post("/api/links", json={"customer": sub.customer}, headers={"Authorization": f"Bearer {api_key}"}).json()
+        client.get(minted["billing_url"].removeprefix("http://testserver"))
+        login = client.get("/dashboard/login")
+        client.post("/dashboard/login", data={"csrf_token": csrf_of(login.text), "email": "coach@example.com", "password": password})
+        client.get("/dashboard")
+    cookie = client.cookies.get("cf_coach")
+    logged = "\n".join(JsonLineFormatter().format(record) for record in caplog.records
+                        if record.name.startswith("cancel_flow") or record.levelno >= logging.WARNING)
+    assert "http.request" in logged and cookie
+    for secret in (url.split("/cancel/")[1], minted["cancel_url"].split("/cancel/")[1],
+                   minted["billing_url"].split("/billing/")[1], api_key, password, cookie, TEST_KEY, csrf):
+        assert secret not in logged
