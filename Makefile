@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package.json
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	npm install --no-audit --no-fund --silent
 	touch $(STAMP)
 
 # Headless Chromium for the browser tests, from Debian's packages.
