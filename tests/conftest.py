@@ -1,4 +1,6 @@
 import os
+import signal
+import threading
 import secrets
 from datetime import datetime
 import shutil
@@ -23,6 +25,7 @@ from cancel_flow.store import Store, make_engine, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "sk_test_cancelflow"
+WHSEC = "whsec_ops_" + "b" * 32
 SECRET = "test-secret-key-0123456789abcdef"
 
 
@@ -260,3 +263,43 @@ def history(store):
                 connection.execute(sa.insert(SessionOffer.__table__).values(session_id=session_id, offer_id=offer, shown_at=created))
         return session_id
     return add
+
+
+class Served:
+    """`cancel-flow serve` in a child process, as an operator runs it."""
+
+    def __init__(self, database_url: str, emulator_url: str, *extra: str, workers: int = 1, webhook_secret: str = WHSEC):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_FLOW_", "STRIPE_", "PROMETHEUS_"))}
+        environment.update(DATABASE_URL=database_url, CANCEL_FLOW_SECRET_KEY=SECRET, STRIPE_API_KEY=TEST_KEY,
+                           STRIPE_API_BASE=emulator_url, CANCEL_FLOW_BASE_URL=self.url, STRIPE_WEBHOOK_SECRET=webhook_secret,
+                           CANCEL_FLOW_OFFERS=str(ROOT / "offers.toml"), DATABASE_POOL_SIZE="10")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cancel_flow", "serve", "--port", str(self.port), "--workers", str(workers), *extra],
+            env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        wait_for(f"{self.url}/healthz", timeout=60)
+
+    def _read(self):
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def serve(database_url, emulator_url, emulator):
+    started = []
+
+    def start(*extra, **kw):
+        started.append(Served(kw.pop("database", database_url), emulator_url, *extra, **kw))
+        return started[-1]
+
+    yield start
+    for served in started:
+        served.stop()

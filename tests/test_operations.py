@@ -3,10 +3,7 @@
 import asyncio
 import json
 import logging
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,10 +15,9 @@ import stripe
 
 from cancel_flow.logs import JsonLineFormatter
 from cancel_flow.store import Store, make_engine
-from tests.conftest import POSTGRES_URL, ROOT, SECRET, TEST_KEY, free_port, on_postgres, wait_for
+from tests.conftest import POSTGRES_URL, WHSEC, Served, free_port, on_postgres
 from tests.helpers import csrf_of
 
-WHSEC = "whsec_ops_" + "b" * 32
 
 
 def test_healthz(client):
@@ -113,46 +109,6 @@ def test_metrics_count_requests_decisions_and_stripe_calls(client, catalogue, si
     assert 'cancel_flow_decisions_total{outcome="sent_to_portal"}' in text
     assert 'cancel_flow_stripe_calls_total{error="none",operation="billing_portal.session.create"}' in text
     assert "cancel_flow_http_request_duration_seconds_bucket" in text
-
-
-class Served:
-    """`cancel-flow serve` in a child process, as an operator runs it."""
-
-    def __init__(self, database_url: str, emulator_url: str, *extra: str, workers: int = 1, webhook_secret: str = WHSEC):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        environment = {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_FLOW_", "STRIPE_", "PROMETHEUS_"))}
-        environment.update(DATABASE_URL=database_url, CANCEL_FLOW_SECRET_KEY=SECRET, STRIPE_API_KEY=TEST_KEY,
-                           STRIPE_API_BASE=emulator_url, CANCEL_FLOW_BASE_URL=self.url, STRIPE_WEBHOOK_SECRET=webhook_secret,
-                           CANCEL_FLOW_OFFERS=str(ROOT / "offers.toml"), DATABASE_POOL_SIZE="10")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "cancel_flow", "serve", "--port", str(self.port), "--workers", str(workers), *extra],
-            env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        wait_for(f"{self.url}/healthz", timeout=60)
-
-    def _read(self):
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=30)
-
-
-@pytest.fixture
-def serve(database_url, emulator_url, emulator):
-    started = []
-
-    def start(*extra, **kw):
-        started.append(Served(kw.pop("database", database_url), emulator_url, *extra, **kw))
-        return started[-1]
-
-    yield start
-    for served in started:
-        served.stop()
 
 
 def _json_lines(served: Served, event: str) -> list[dict]:
@@ -336,3 +292,21 @@ def test_replicas_starting_together_migrate_once(serve):
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_short_load_of_subscribers_against_two_workers(serve, catalogue, signer, stripe_client, database_url):
+    """The short version of the load scenario that `make bench` runs at 200 subscribers over 60 s."""
+    from bench.load import run_load, verify
+
+    served = serve(workers=2)
+    stripe_client.v1.coupons.create(params={"id": "cancel-flow_half-off-3-months_50pct_3m", "percent_off": 50,
+                                            "duration": "repeating", "duration_in_months": 3})
+    links = []
+    for _ in range(24):
+        sub = catalogue.subscription()
+        token, _ = signer.cancel_token(sub.customer, sub.id)
+        links.append((sub.id, f"/cancel/{token}"))
+    result = asyncio.run(run_load(served.url, links, seconds=4))
+    assert result.server_errors == 0, result.statuses
+    assert set(result.actions.values()) == {"discount", "pause", "cancel"}
+    assert verify(result, stripe_client, database_url, "cancel-flow_half-off-3-months_50pct_3m") == []

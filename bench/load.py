@@ -1,0 +1,101 @@
+"""Simulated subscribers against a running cancel-flow: a mix of accept-discount, accept-pause,
+continue-to-cancel, reloads and double submits. Used by `make bench` and, shorter, by the tests."""
+
+import asyncio
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+import sqlalchemy as sa
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+ACTIONS = ("discount", "pause", "cancel")
+
+
+@dataclass
+class LoadResult:
+    subscribers: int
+    seconds: float
+    statuses: Counter = field(default_factory=Counter)
+    actions: dict = field(default_factory=dict)  # subscription id -> action
+    problems: list = field(default_factory=list)
+
+    @property
+    def server_errors(self) -> int:
+        return sum(count for status, count in self.statuses.items() if status >= 500)
+
+
+async def _subscriber(http: httpx.AsyncClient, url: str, action: str, delay: float, chance: random.Random,
+                      result: LoadResult) -> None:
+    await asyncio.sleep(delay)
+
+    async def call(method: str, target: str, **kw) -> httpx.Response:
+        response = await http.request(method, target, **kw)
+        result.statuses[response.status_code] += 1
+        return response
+
+    page = await call("GET", url)
+    if page.status_code != 200:
+        result.problems.append(f"first view {page.status_code}")
+        return
+    if chance.random() < 0.5:
+        await call("GET", url)  # a reload
+    csrf = CSRF.search(page.text).group(1)
+    if action == "cancel":
+        await call("POST", f"{url}/cancel", data={"csrf_token": csrf, "reason": "switched_service"})
+        return
+    await call("POST", f"{url}/reason", data={"csrf_token": csrf, "reason": "unused"})
+    data = {"csrf_token": csrf, "offer": "half-off-3-months" if action == "discount" else "pause", "months": "2"}
+    submits = 2 if chance.random() < 0.3 else 1  # a double submit
+    await asyncio.gather(*[call("POST", f"{url}/accept", data=data) for _ in range(submits)])
+    await call("GET", f"{url}/done")
+
+
+async def run_load(base_url: str, links: list[tuple[str, str]], seconds: float, seed: int = 1) -> LoadResult:
+    """`links` are (subscription id, cancel link path); each subscriber starts at a random moment."""
+    chance = random.Random(seed)
+    result = LoadResult(len(links), seconds)
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=httpx.Limits(max_connections=200)) as http:
+        tasks = []
+        for subscription, path in links:
+            action = chance.choice(ACTIONS)
+            result.actions[subscription] = action
+            tasks.append(_subscriber(http, path, action, chance.uniform(0, seconds), random.Random(chance.random()), result))
+        await asyncio.gather(*tasks)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def verify(result: LoadResult, stripe_client, database_url: str, coupon_id: str) -> list[str]:
+    """Every decision is in Stripe and in the database, exactly once."""
+    problems = list(result.problems)
+    engine = sa.create_engine(database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT subscription_id, outcome FROM cancel_session")).all()
+    engine.dispose()
+    outcomes: dict[str, list[str]] = {}
+    for subscription, outcome in rows:
+        outcomes.setdefault(subscription, []).append(outcome)
+    expected = {"discount": "saved_discount", "pause": "saved_pause", "cancel": "sent_to_portal"}
+    discounts = 0
+    for subscription, action in result.actions.items():
+        if outcomes.get(subscription) != [expected[action]]:
+            problems.append(f"{subscription}: database has {outcomes.get(subscription)}, wanted {expected[action]}")
+        sub = stripe_client.v1.subscriptions.retrieve(subscription)
+        if action == "discount":
+            discounts += 1
+            if len(sub.discounts) != 1:
+                problems.append(f"{subscription}: {len(sub.discounts)} discounts in Stripe")
+        elif action == "pause" and not sub.pause_collection:
+            problems.append(f"{subscription}: not paused in Stripe")
+        elif action == "cancel" and (sub.discounts or sub.pause_collection):
+            problems.append(f"{subscription}: changed in Stripe although sent to the portal")
+    if discounts:
+        redeemed = stripe_client.v1.coupons.retrieve(coupon_id).times_redeemed
+        if redeemed != discounts:
+            problems.append(f"coupon redeemed {redeemed} times for {discounts} discounts")
+    return problems
