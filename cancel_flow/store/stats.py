@@ -171,7 +171,7 @@ class StatsQueries:
             rows = connection.execute(sa.select(sessions).where(*conditions)
                                       .order_by(sessions.c.created_at.desc(), sessions.c.id.desc())
                                       .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
-        return [CancelSession(**row._mapping) for row in rows], total
+        return rows, total
 
     def export_rows(self, period: DateRange, outcome: str | None, reason: str | None):
         """Every session of the range, oldest first, streamed from the database."""
@@ -179,7 +179,7 @@ class StatsQueries:
             .order_by(sessions.c.created_at, sessions.c.id)
         with self.engine.connect() as connection:
             for row in connection.execution_options(stream_results=True, yield_per=500).execute(query):
-                yield CancelSession(**row._mapping)
+                yield row
 
 
 def day_start(day: date) -> datetime:

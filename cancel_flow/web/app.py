@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -140,6 +141,9 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         app.state.gateway = gateway
         app.state.cancel_service = CancelService(store, gateway, offers, signer)
         sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every)) if sweep_every else None
+        # Everything loaded so far (the Stripe SDK alone is thousands of classes) lives as long as
+        # the process: keep it out of the collector's full passes, which otherwise stall requests.
+        gc.freeze()
         yield
         if sweeper:
             sweeper.cancel()

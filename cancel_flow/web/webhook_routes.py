@@ -1,5 +1,6 @@
 """`POST /webhooks/stripe`: verified, stored once, applied idempotently and in order."""
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -19,8 +20,12 @@ async def stripe_webhook(request: Request) -> Response:
     state = state_from_event(event)
     if state is None:
         return JSONResponse({"received": True, "handled": False})
-    stored = request.app.state.store.record_stripe_event(
-        event["id"], event["type"], int(event.get("created") or 0), payload.decode("utf-8"), state)
+    store = request.app.state.store
+    record = (event["id"], event["type"], int(event.get("created") or 0), payload.decode("utf-8"), state)
+    # PostgreSQL commits concurrent deliveries side by side from the threadpool; SQLite has one
+    # writer, so there the short transaction runs inline.
+    stored = await run_in_threadpool(store.record_stripe_event, *record) if store.concurrent_writes \
+        else store.record_stripe_event(*record)
     log_event("webhook.received", event_id=event["id"], type=event["type"], subscription=state.subscription_id,
               duplicate=not stored)
     return JSONResponse({"received": True, "handled": True, "duplicate": not stored})
