@@ -64,10 +64,6 @@ class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    @property
-    def concurrent_writes(self) -> bool:
-        return self.engine.dialect.name != "sqlite"
-
     def ping(self) -> None:
         with self.engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
