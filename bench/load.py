@@ -70,7 +70,7 @@ async def run_load(base_url: str, links: list[tuple[str, str]], seconds: float, 
     return result
 
 
-def verify(result: LoadResult, stripe_client, database_url: str, coupon_id: str) -> list[str]:
+def verify(result: LoadResult, stripe_client, database_url: str, coupon_id: str, redeemed_before: int = 0) -> list[str]:
     """Every decision is in Stripe and in the database, exactly once."""
     problems = list(result.problems)
     engine = sa.create_engine(database_url)
@@ -95,7 +95,7 @@ def verify(result: LoadResult, stripe_client, database_url: str, coupon_id: str)
         elif action == "cancel" and (sub.discounts or sub.pause_collection):
             problems.append(f"{subscription}: changed in Stripe although sent to the portal")
     if discounts:
-        redeemed = stripe_client.v1.coupons.retrieve(coupon_id).times_redeemed
+        redeemed = stripe_client.v1.coupons.retrieve(coupon_id).times_redeemed - redeemed_before
         if redeemed != discounts:
             problems.append(f"coupon redeemed {redeemed} times for {discounts} discounts")
     return problems

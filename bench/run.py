@@ -99,6 +99,7 @@ def wrk(url: str, seconds: int, connections: int = 32, script: str | None = None
     if script:
         args += ["--", str(WRK_THREADS)]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    time.sleep(2)  # let requests still in flight when wrk stopped drain before the next run
 
     def ms(label: str) -> float:
         match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -394,9 +395,10 @@ def load_scenario(kind: str, emulator_url: str, workdir: Path, subscribers: int,
     ensure_coupon(client)
     links = signer()
     paths = [(sub.id, f"/cancel/{links.cancel_token(sub.customer, sub.id)[0]}") for sub in seed_subscriptions(client, subscribers)]
+    redeemed_before = client.v1.coupons.retrieve(COUPON).times_redeemed
     try:
         result = asyncio.run(run_load(url, paths, seconds))
-        problems = verify(result, client, database, COUPON)
+        problems = verify(result, client, database, COUPON, redeemed_before)
     finally:
         app.stop()
         drop_database(database)

@@ -180,22 +180,30 @@ def test_fifty_simultaneous_accepts_on_one_link_apply_one_discount(serve, catalo
     assert [r.status_code for r in responses] == [303] * 50
     after = stripe_client.v1.subscriptions.retrieve(sub.id)
     assert len(after.discounts) == 1
-    assert stripe_client.v1.coupons.retrieve("cancel-flow_half-off-3-months_50pct_3m").times_redeemed == 1
+    assert stripe_client.v1.coupons.retrieve(COUPON).times_redeemed == 1
     with store.engine.connect() as connection:
         decided = connection.execute(sa.text("SELECT outcome FROM cancel_session")).scalars().all()
     assert decided == ["saved_discount"]
 
 
+COUPON = "cancel-flow_half-off-3-months_50pct_3m"
+
+
+def coupon_and_links(stripe_client, catalogue, signer, count: int, base: str = "") -> list[tuple[str, str]]:
+    """The offer's coupon, and `count` subscriptions with a cancel link each: (subscription id, link)."""
+    stripe_client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
+    links = []
+    for _ in range(count):
+        sub = catalogue.subscription()
+        token, _ = signer.cancel_token(sub.customer, sub.id)
+        links.append((sub.id, f"{base}/cancel/{token}"))
+    return links
+
+
 @on_postgres
 def test_simultaneous_accepts_on_fifty_links_apply_fifty(serve, catalogue, signer, stripe_client, store):
     served = serve(workers=2)
-    stripe_client.v1.coupons.create(params={"id": "cancel-flow_half-off-3-months_50pct_3m", "percent_off": 50,
-                                            "duration": "repeating", "duration_in_months": 3})
-    links = []
-    for _ in range(50):
-        sub = catalogue.subscription()
-        token, _ = signer.cancel_token(sub.customer, sub.id)
-        links.append((sub.id, f"{served.url}/cancel/{token}"))
+    links = coupon_and_links(stripe_client, catalogue, signer, 50, served.url)
     with ThreadPoolExecutor(max_workers=10) as pool:
         tokens = list(pool.map(lambda link: _page_and_reason(link[1]), links))
 
@@ -206,7 +214,7 @@ def test_simultaneous_accepts_on_fifty_links_apply_fifty(serve, catalogue, signe
 
     assert [r.status_code for r in asyncio.run(burst())] == [303] * 50
     assert all(len(stripe_client.v1.subscriptions.retrieve(sub_id).discounts) == 1 for sub_id, _ in links)
-    assert stripe_client.v1.coupons.retrieve("cancel-flow_half-off-3-months_50pct_3m").times_redeemed == 50
+    assert stripe_client.v1.coupons.retrieve(COUPON).times_redeemed == 50
     with store.engine.connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM cancel_session WHERE outcome = 'saved_discount'")).scalar() == 50
 
@@ -299,14 +307,8 @@ def test_short_load_of_subscribers_against_two_workers(serve, catalogue, signer,
     from bench.load import run_load, verify
 
     served = serve(workers=2)
-    stripe_client.v1.coupons.create(params={"id": "cancel-flow_half-off-3-months_50pct_3m", "percent_off": 50,
-                                            "duration": "repeating", "duration_in_months": 3})
-    links = []
-    for _ in range(24):
-        sub = catalogue.subscription()
-        token, _ = signer.cancel_token(sub.customer, sub.id)
-        links.append((sub.id, f"/cancel/{token}"))
+    links = coupon_and_links(stripe_client, catalogue, signer, 24)
     result = asyncio.run(run_load(served.url, links, seconds=4))
     assert result.server_errors == 0, result.statuses
     assert set(result.actions.values()) == {"discount", "pause", "cancel"}
-    assert verify(result, stripe_client, database_url, "cancel-flow_half-off-3-months_50pct_3m") == []
+    assert verify(result, stripe_client, database_url, COUPON) == []
