@@ -1,6 +1,6 @@
 """Tables. One row per cancel link (a cancel session), and each Stripe event received once."""
 
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -47,7 +47,7 @@ class CancelSession(SQLModel, table=True):
     created_at: datetime = _when(default_factory=utc_now, index=True)
     reason_at: datetime | None = _when(default=None)
     decided_at: datetime | None = _when(default=None)
-    updated_at: datetime = _when(default_factory=utc_now)
+    updated_at: datetime = _when(default_factory=utc_now, index=True)
     kept_at: datetime | None = _when(default=None)
     # When Stripe says the subscription was canceled (or set to cancel), whatever the outcome.
     canceled_at: datetime | None = _when(default=None, index=True)
@@ -125,3 +125,40 @@ class LinkRequest(SQLModel, table=True):
     kind: str = Field(max_length=8)  # "email" or "ip"
     key_hash: str = Field(max_length=64)
     at: datetime = _when(default_factory=utc_now)
+
+
+class StatsDay(SQLModel, table=True):
+    """Daily roll-up of sessions by the day they started, so the dashboard reads days, not sessions.
+    Rebuilt for the days whose sessions changed since the last refresh (see store/stats.py)."""
+
+    __tablename__ = "stats_day"
+
+    id: int | None = Field(default=None, primary_key=True)
+    day: date = Field(index=True)
+    outcome: str = Field(max_length=20)
+    reason: str | None = Field(default=None, max_length=32)
+    currency: str = Field(max_length=3)
+    chosen_offer: str | None = Field(default=None, max_length=128)
+    sessions: int
+    monthly_amount: int
+    discount_cost: float
+    lasted_30: int
+    lasted_60: int
+    lasted_90: int
+
+
+class StatsDayOffer(SQLModel, table=True):
+    __tablename__ = "stats_day_offer"
+
+    day: date = Field(primary_key=True)
+    offer_id: str = Field(max_length=128, primary_key=True)
+    shown: int
+
+
+class StatsWatermark(SQLModel, table=True):
+    """One row: sessions updated before this moment are in the roll-ups."""
+
+    __tablename__ = "stats_watermark"
+
+    id: int = Field(default=1, primary_key=True)
+    refreshed_until: datetime = _when()

@@ -2,7 +2,7 @@ import os
 import signal
 import threading
 import secrets
-from datetime import datetime
+from datetime import datetime, timezone
 import shutil
 import socket
 import subprocess
@@ -256,7 +256,7 @@ def history(store):
                    monthly_amount=monthly, currency=currency, reason=reason, comment=comment, offers_shown=list(offers),
                    chosen_offer=chosen, offer_kind=("discount" if percent else "pause") if chosen else None,
                    discount_percent=percent, discount_months=months, outcome=outcome, created_at=created,
-                   updated_at=created, decided_at=decided, canceled_at=canceled)
+                   updated_at=datetime.now(timezone.utc), decided_at=decided, canceled_at=canceled)
         with store.engine.begin() as connection:
             session_id = connection.execute(sa.insert(CancelSession.__table__).values(row)).inserted_primary_key[0]
             for offer in offers:

@@ -214,3 +214,17 @@ def test_coach_add_command(monkeypatch, database_url, client, capsys):
     assert run_cli(["coach", "add", "Me@Example.com", "--password-stdin"], monkeypatch, PASSWORD + "\n") == 0
     assert run_cli(["coach", "add", "me@example.com", "--password-stdin"], monkeypatch, PASSWORD + "\n") == 1
     assert sign_in(client, email="me@example.com").status_code == 303
+
+
+def test_numbers_follow_sessions_that_change_after_they_were_counted(store, history):
+    """The dashboard reads daily roll-ups; a day is rebuilt when one of its sessions changes."""
+    started = datetime.now(timezone.utc) - timedelta(days=2)
+    history(started, "open", reason="other")
+    queries = StatsQueries(store.engine)
+    period = DateRange(started - timedelta(days=1), datetime.now(timezone.utc) + timedelta(days=1))
+    assert queries.stats(period).outcomes == {"open": 1}
+    assert store.sweep_deflected() == 1
+    history(started, "canceled", reason="unused", decided=started, canceled=started)
+    later = queries.stats(period)
+    assert later.outcomes == {"deflected": 1, "canceled": 1} and later.sessions == 2
+    assert queries.recent(period, "deflected", None, 1)[1] == 1

@@ -94,8 +94,9 @@ class Store:
     def bulk_insert_sessions(self, rows: list[dict], chunk: int = 5000) -> None:
         """Sessions with their offers shown, in bulk (demo history and benchmarks)."""
         with self.engine.begin() as connection:
+            written = utc_now()  # the roll-ups pick up sessions by when they were last written
             for first in range(0, len(rows), chunk):
-                part = rows[first:first + chunk]
+                part = [{**row, "updated_at": written} for row in rows[first:first + chunk]]
                 connection.execute(sa.insert(sessions), part)
                 offered = {row["nonce"]: row for row in part if row.get("offers_shown")}
                 if not offered:

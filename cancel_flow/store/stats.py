@@ -7,10 +7,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cancel_flow.clock import as_utc, utc_now
-from cancel_flow.models import SAVED_OUTCOMES, CancelSession, SessionOffer
+from cancel_flow.models import SAVED_OUTCOMES, CancelSession, SessionOffer, StatsDay, StatsDayOffer, StatsWatermark
 
 sessions = CancelSession.__table__
 session_offers = SessionOffer.__table__
+stats_days = StatsDay.__table__
+stats_day_offers = StatsDayOffer.__table__
+watermark = StatsWatermark.__table__
+WATERMARK_LAG = timedelta(seconds=60)
+_ROLLUP_LOCK = 0x726F6C6C  # PostgreSQL advisory lock id held while refreshing roll-ups
 DURABILITY_DAYS = (30, 60, 90)
 PAGE_SIZE = 25
 
@@ -73,7 +78,15 @@ def _discount_cost():
     return sa.case((interval_months.is_(None), per_month), else_=per_interval)
 
 
+def _day(dialect: str, column):
+    if dialect == "postgresql":
+        return sa.cast(sa.func.timezone("UTC", column), sa.Date)
+    return sa.func.date(column)
+
+
 class StatsQueries:
+    """Reads the daily roll-ups, after bringing up to date the days whose sessions changed."""
+
     def __init__(self, engine: Engine):
         self.engine = engine
         self.dialect = engine.dialect.name
@@ -82,67 +95,118 @@ class StatsQueries:
         with self.engine.connect() as connection:
             return connection.execute(sa.select(sessions.c.id).limit(1)).first() is not None
 
+    # roll-ups ---------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Rebuild the roll-ups of every day with a session updated since the last refresh.
+        Rebuilding a day is idempotent, so overlapping refreshes only repeat work."""
+        started = utc_now()
+        with self.engine.begin() as connection:
+            if self.dialect == "postgresql":
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _ROLLUP_LOCK})
+            mark = connection.execute(sa.select(watermark.c.refreshed_until)).scalar()
+            dirty = None
+            if mark is not None:
+                dirty = connection.execute(sa.select(_day(self.dialect, sessions.c.created_at)).distinct()
+                                           .where(sessions.c.updated_at >= as_utc(mark))).scalars().all()
+                dirty = [value if isinstance(value, date) else date.fromisoformat(str(value)[:10]) for value in dirty]
+            if dirty is None or len(dirty) > 366:
+                connection.execute(sa.delete(stats_days))
+                connection.execute(sa.delete(stats_day_offers))
+                self._build(connection, None)
+            elif dirty:
+                connection.execute(sa.delete(stats_days).where(stats_days.c.day.in_(dirty)))
+                connection.execute(sa.delete(stats_day_offers).where(stats_day_offers.c.day.in_(dirty)))
+                self._build(connection, dirty)
+            connection.execute(sa.delete(watermark))
+            # a little behind "now": writes still in flight when this started are picked up next time
+            connection.execute(sa.insert(watermark).values(id=1, refreshed_until=started - WATERMARK_LAG))
+
+    def _build(self, connection, days: list[date] | None) -> None:
+        day = _day(self.dialect, sessions.c.created_at)
+        where = sa.true() if days is None else sa.or_(*[
+            DateRange(day_start(d), day_start(d + timedelta(days=1))).contains(sessions.c.created_at) for d in days])
+        lasted = _days_between(self.dialect, sessions.c.canceled_at, sessions.c.decided_at)
+        measures = [sa.func.sum(sa.case((sa.or_(sessions.c.canceled_at.is_(None), lasted > n), 1), else_=0))
+                    for n in DURABILITY_DAYS]
+        grouping = [day, sessions.c.outcome, sessions.c.reason, sessions.c.currency, sessions.c.chosen_offer]
+        connection.execute(sa.insert(stats_days).from_select(
+            ["day", "outcome", "reason", "currency", "chosen_offer", "sessions", "monthly_amount", "discount_cost",
+             "lasted_30", "lasted_60", "lasted_90"],
+            sa.select(*grouping, sa.func.count(), sa.func.sum(sessions.c.monthly_amount),
+                      sa.func.sum(sa.case((sessions.c.outcome == "saved_discount", _discount_cost()), else_=0.0)),
+                      *measures).where(where).group_by(*grouping)))
+        connection.execute(sa.insert(stats_day_offers).from_select(
+            ["day", "offer_id", "shown"],
+            sa.select(day, session_offers.c.offer_id, sa.func.count())
+            .select_from(session_offers.join(sessions, sessions.c.id == session_offers.c.session_id))
+            .where(where).group_by(day, session_offers.c.offer_id)))
+
+    # the numbers -----------------------------------------------------------------------------------
     def stats(self, period: DateRange) -> Stats:
+        self.refresh()
         result = Stats()
-        in_range = period.contains(sessions.c.created_at)
+        days = stats_days.c
+        in_range = sa.and_(days.day >= period.start.date(), days.day < period.end.date())
+        saved = days.outcome.in_(SAVED_OUTCOMES)
         with self.engine.connect() as connection:
-            rows = connection.execute(sa.select(sessions.c.outcome, sa.func.count())
-                                      .where(in_range).group_by(sessions.c.outcome)).all()
-            result.outcomes = {outcome: count for outcome, count in rows}
+            rows = connection.execute(sa.select(days.outcome, sa.func.sum(days.sessions))
+                                      .where(in_range).group_by(days.outcome)).all()
+            result.outcomes = {outcome: int(count) for outcome, count in rows}
             result.sessions = sum(result.outcomes.values())
             result.saved = sum(result.outcomes.get(o, 0) for o in SAVED_OUTCOMES)
             result.canceled = result.outcomes.get("canceled", 0)
             result.save_rate = _rate(result.saved, result.saved + result.canceled)
 
-            money = connection.execute(sa.select(
-                sessions.c.currency, sa.func.sum(sessions.c.monthly_amount),
-                sa.func.sum(sa.case((sessions.c.outcome == "saved_discount", _discount_cost()), else_=0)),
-            ).where(in_range, sessions.c.outcome.in_(SAVED_OUTCOMES)).group_by(sessions.c.currency)
-             .order_by(sessions.c.currency)).all()
+            money = connection.execute(sa.select(days.currency, sa.func.sum(days.monthly_amount), sa.func.sum(days.discount_cost))
+                                       .where(in_range, saved).group_by(days.currency).order_by(days.currency)).all()
             result.mrr_saved = [(currency, int(mrr or 0)) for currency, mrr, _ in money]
             result.discount_cost = [(currency, round(cost or 0)) for currency, _, cost in money if cost]
 
             reasons = connection.execute(sa.select(
-                sessions.c.reason, sa.func.count(), sa.func.sum(_saved()), sa.func.sum(_is("canceled")),
-            ).where(in_range, sessions.c.reason.is_not(None)).group_by(sessions.c.reason)
-             .order_by(sa.func.count().desc(), sessions.c.reason)).all()
-            result.reasons = [{"reason": reason, "sessions": count, "saved": int(saved or 0), "canceled": int(canceled or 0),
-                               "save_rate": _rate(int(saved or 0), int(saved or 0) + int(canceled or 0))}
-                              for reason, count, saved, canceled in reasons]
+                days.reason, sa.func.sum(days.sessions),
+                sa.func.sum(sa.case((saved, days.sessions), else_=0)),
+                sa.func.sum(sa.case((days.outcome == "canceled", days.sessions), else_=0)),
+            ).where(in_range, days.reason.is_not(None)).group_by(days.reason)
+             .order_by(sa.func.sum(days.sessions).desc(), days.reason)).all()
+            result.reasons = [{"reason": reason, "sessions": int(count), "saved": int(won or 0), "canceled": int(lost or 0),
+                               "save_rate": _rate(int(won or 0), int(won or 0) + int(lost or 0))}
+                              for reason, count, won, lost in reasons]
 
-            shown = dict(connection.execute(
-                sa.select(session_offers.c.offer_id, sa.func.count())
-                .select_from(session_offers.join(sessions, sessions.c.id == session_offers.c.session_id))
-                .where(in_range).group_by(session_offers.c.offer_id)).all())
-            accepted = dict(connection.execute(
-                sa.select(sessions.c.chosen_offer, sa.func.count())
-                .where(in_range, sessions.c.outcome.in_(SAVED_OUTCOMES), sessions.c.chosen_offer.is_not(None))
-                .group_by(sessions.c.chosen_offer)).all())
+            offers = stats_day_offers.c
+            shown = {offer: int(count) for offer, count in connection.execute(
+                sa.select(offers.offer_id, sa.func.sum(offers.shown))
+                .where(offers.day >= period.start.date(), offers.day < period.end.date()).group_by(offers.offer_id)).all()}
+            accepted = {offer: int(count) for offer, count in connection.execute(
+                sa.select(days.chosen_offer, sa.func.sum(days.sessions))
+                .where(in_range, saved, days.chosen_offer.is_not(None)).group_by(days.chosen_offer)).all()}
             result.offers = [{"offer": offer, "shown": shown.get(offer, 0), "accepted": accepted.get(offer, 0),
                               "rate": _rate(accepted.get(offer, 0), shown.get(offer, 0))}
                              for offer in sorted(set(shown) | set(accepted))]
 
-            result.durability = self._durability(connection, in_range)
+            result.durability = self._durability(connection, in_range, saved)
             result.weekly = self._weekly(connection, period, in_range)
         return result
 
-    def _durability(self, connection, in_range) -> list[dict]:
-        now = utc_now()
-        lasted = _days_between(self.dialect, sessions.c.canceled_at, sessions.c.decided_at)
+    def _durability(self, connection, in_range, saved) -> list[dict]:
+        """Saves still active N days on, counted over saves whose day is more than N days ago."""
+        today = utc_now().date()
+        days = stats_days.c
         columns = []
-        for days in DURABILITY_DAYS:
-            old_enough = sessions.c.decided_at <= now - timedelta(days=days)
-            still_active = sa.or_(sessions.c.canceled_at.is_(None), lasted > days)
-            columns += [sa.func.sum(sa.case((old_enough, 1), else_=0)),
-                        sa.func.sum(sa.case((sa.and_(old_enough, still_active), 1), else_=0))]
-        row = connection.execute(sa.select(*columns).where(in_range, sessions.c.outcome.in_(SAVED_OUTCOMES))).one()
-        return [{"days": days, "saves": int(row[2 * i] or 0), "still_active": int(row[2 * i + 1] or 0),
+        for n, lasted in zip(DURABILITY_DAYS, (days.lasted_30, days.lasted_60, days.lasted_90)):
+            old_enough = days.day < today - timedelta(days=n)
+            columns += [sa.func.sum(sa.case((old_enough, days.sessions), else_=0)),
+                        sa.func.sum(sa.case((old_enough, lasted), else_=0))]
+        row = connection.execute(sa.select(*columns).where(in_range, saved)).one()
+        return [{"days": n, "saves": int(row[2 * i] or 0), "still_active": int(row[2 * i + 1] or 0),
                  "share": _rate(int(row[2 * i + 1] or 0), int(row[2 * i] or 0))}
-                for i, days in enumerate(DURABILITY_DAYS)]
+                for i, n in enumerate(DURABILITY_DAYS)]
 
     def _weekly(self, connection, period: DateRange, in_range) -> list[dict]:
-        week = _week_start(self.dialect, sessions.c.created_at).label("week")
-        rows = connection.execute(sa.select(week, sa.func.count(), sa.func.sum(_saved()), sa.func.sum(_is("canceled")))
+        days = stats_days.c
+        week = _week_start(self.dialect, days.day).label("week")
+        rows = connection.execute(sa.select(week, sa.func.sum(days.sessions),
+                                            sa.func.sum(sa.case((days.outcome.in_(SAVED_OUTCOMES), days.sessions), else_=0)),
+                                            sa.func.sum(sa.case((days.outcome == "canceled", days.sessions), else_=0)))
                                   .where(in_range).group_by(week).order_by(week)).all()
         found = {(value if isinstance(value, date) else date.fromisoformat(str(value)[:10])): (count, saves, cancels)
                  for value, count, saves, cancels in rows}
@@ -152,7 +216,7 @@ class StatsQueries:
         monday = first
         while monday <= last:
             count, saves, cancels = found.get(monday, (0, 0, 0))
-            weeks.append({"week": monday, "sessions": count, "saves": int(saves or 0), "cancels": int(cancels or 0)})
+            weeks.append({"week": monday, "sessions": int(count or 0), "saves": int(saves or 0), "cancels": int(cancels or 0)})
             monday += timedelta(days=7)
         return weeks
 
@@ -166,8 +230,15 @@ class StatsQueries:
 
     def recent(self, period: DateRange, outcome: str | None, reason: str | None, page: int) -> tuple[list, int]:
         conditions = self._filtered(period, outcome, reason)
+        self.refresh()
+        days = stats_days.c
+        counted = [days.day >= period.start.date(), days.day < period.end.date()]
+        if outcome:
+            counted.append(days.outcome == outcome)
+        if reason:
+            counted.append(days.reason == reason)
         with self.engine.connect() as connection:
-            total = connection.execute(sa.select(sa.func.count()).select_from(sessions).where(*conditions)).scalar_one()
+            total = int(connection.execute(sa.select(sa.func.coalesce(sa.func.sum(days.sessions), 0)).where(*counted)).scalar_one())
             rows = connection.execute(sa.select(sessions).where(*conditions)
                                       .order_by(sessions.c.created_at.desc(), sessions.c.id.desc())
                                       .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()

@@ -1,0 +1,62 @@
+"""daily roll-ups for the dashboard
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-24 07:31:31.656833
+"""
+from alembic import op
+import sqlalchemy as sa
+import sqlmodel
+
+
+revision = '0005'
+down_revision = '0004'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table('stats_day',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('outcome', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
+    sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
+    sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(length=3), nullable=False),
+    sa.Column('chosen_offer', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True),
+    sa.Column('sessions', sa.Integer(), nullable=False),
+    sa.Column('monthly_amount', sa.Integer(), nullable=False),
+    sa.Column('discount_cost', sa.Float(), nullable=False),
+    sa.Column('lasted_30', sa.Integer(), nullable=False),
+    sa.Column('lasted_60', sa.Integer(), nullable=False),
+    sa.Column('lasted_90', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('stats_day', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_stats_day_day'), ['day'], unique=False)
+
+    op.create_table('stats_day_offer',
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('offer_id', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+    sa.Column('shown', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('day', 'offer_id')
+    )
+    op.create_table('stats_watermark',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('refreshed_until', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('cancel_session', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_cancel_session_updated_at'), ['updated_at'], unique=False)
+
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('cancel_session', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_cancel_session_updated_at'))
+
+    op.drop_table('stats_watermark')
+    op.drop_table('stats_day_offer')
+    with op.batch_alter_table('stats_day', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_stats_day_day'))
+
+    op.drop_table('stats_day')
