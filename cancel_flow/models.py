@@ -47,7 +47,9 @@ class CancelSession(SQLModel, table=True):
     created_at: datetime = _when(default_factory=utc_now, index=True)
     reason_at: datetime | None = _when(default=None)
     decided_at: datetime | None = _when(default=None)
-    updated_at: datetime = _when(default_factory=utc_now, index=True)
+    updated_at: datetime = _when(default_factory=utc_now)
+    # False until the dashboard's daily roll-up has counted this session as it now is.
+    rolled_up: bool = Field(default=False, index=True)
     kept_at: datetime | None = _when(default=None)
     # When Stripe says the subscription was canceled (or set to cancel), whatever the outcome.
     canceled_at: datetime | None = _when(default=None, index=True)

@@ -76,7 +76,7 @@ class Store:
     def open_session(self, values: dict) -> CancelSession:
         """Insert the session for this link, or return the one a concurrent request inserted."""
         now = utc_now()
-        row = {"outcome": "open", "created_at": now, "updated_at": now, **values}
+        row = {"outcome": "open", "created_at": now, "updated_at": now, "rolled_up": False, **values}
         with self.engine.begin() as connection:
             try:
                 with connection.begin_nested():
@@ -87,6 +87,7 @@ class Store:
 
     def _update(self, session_id: int, where, **values) -> bool:
         values.setdefault("updated_at", utc_now())
+        values["rolled_up"] = False
         with self.engine.begin() as connection:
             result = connection.execute(sa.update(sessions).where(sessions.c.id == session_id, *where).values(**values))
             return result.rowcount == 1
@@ -94,9 +95,8 @@ class Store:
     def bulk_insert_sessions(self, rows: list[dict], chunk: int = 5000) -> None:
         """Sessions with their offers shown, in bulk (demo history and benchmarks)."""
         with self.engine.begin() as connection:
-            written = utc_now()  # the roll-ups pick up sessions by when they were last written
             for first in range(0, len(rows), chunk):
-                part = [{**row, "updated_at": written} for row in rows[first:first + chunk]]
+                part = [{**row, "rolled_up": False} for row in rows[first:first + chunk]]
                 connection.execute(sa.insert(sessions), part)
                 offered = {row["nonce"]: row for row in part if row.get("offers_shown")}
                 if not offered:
@@ -112,7 +112,8 @@ class Store:
         with self.engine.begin() as connection:
             updated = connection.execute(sa.update(sessions).where(
                 sessions.c.id == session_id, sessions.c.outcome == "open",
-            ).values(reason=reason, comment=comment, offers_shown=offers_shown, reason_at=now, updated_at=now))
+            ).values(reason=reason, comment=comment, offers_shown=offers_shown, reason_at=now, updated_at=now,
+                     rolled_up=False))
             if updated.rowcount != 1:
                 return False
             connection.execute(sa.delete(session_offers).where(session_offers.c.session_id == session_id))
@@ -191,7 +192,7 @@ class Store:
                                row.offer_kind, row.had_discount, row.was_paused)
             changes = state_changes(view, state)
             connection.execute(sa.update(sessions).where(sessions.c.id == row.id).values(
-                stripe_state_at=state.version, updated_at=utc_now(), **changes))
+                stripe_state_at=state.version, updated_at=utc_now(), rolled_up=False, **changes))
 
     def sweep_deflected(self) -> int:
         """Sessions left open, or sent to the portal, 24 h ago with no cancellation: deflected.
@@ -202,6 +203,6 @@ class Store:
             sessions.c.canceled_at.is_(None),
             sa.or_(sa.and_(sessions.c.outcome == "sent_to_portal", sessions.c.decided_at < cutoff),
                    sa.and_(sessions.c.outcome == "open", sessions.c.created_at < cutoff)),
-        ).values(outcome="deflected", updated_at=now)
+        ).values(outcome="deflected", updated_at=now, rolled_up=False)
         with self.engine.begin() as connection:
             return connection.execute(statement).rowcount

@@ -14,7 +14,6 @@ session_offers = SessionOffer.__table__
 stats_days = StatsDay.__table__
 stats_day_offers = StatsDayOffer.__table__
 watermark = StatsWatermark.__table__
-WATERMARK_LAG = timedelta(seconds=60)
 _ROLLUP_LOCK = 0x726F6C6C  # PostgreSQL advisory lock id held while refreshing roll-ups
 DURABILITY_DAYS = (30, 60, 90)
 PAGE_SIZE = 25
@@ -97,29 +96,30 @@ class StatsQueries:
 
     # roll-ups ---------------------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Rebuild the roll-ups of every day with a session updated since the last refresh.
-        Rebuilding a day is idempotent, so overlapping refreshes only repeat work."""
-        started = utc_now()
+        """Rebuild the roll-ups of the days that have a session not yet counted as it now is.
+        Every write to a session clears its `rolled_up` flag; this sets the flags and rebuilds those
+        days in one transaction, so a write that lands meanwhile is counted next time."""
         with self.engine.begin() as connection:
             if self.dialect == "postgresql":
                 connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _ROLLUP_LOCK})
-            mark = connection.execute(sa.select(watermark.c.refreshed_until)).scalar()
-            dirty = None
-            if mark is not None:
-                dirty = connection.execute(sa.select(_day(self.dialect, sessions.c.created_at)).distinct()
-                                           .where(sessions.c.updated_at >= as_utc(mark))).scalars().all()
-                dirty = [value if isinstance(value, date) else date.fromisoformat(str(value)[:10]) for value in dirty]
-            if dirty is None or len(dirty) > 366:
+            built = connection.execute(sa.select(watermark.c.refreshed_until)).scalar() is not None
+            if not built:
+                connection.execute(sa.update(sessions).where(sessions.c.rolled_up.is_(False)).values(rolled_up=True))
                 connection.execute(sa.delete(stats_days))
                 connection.execute(sa.delete(stats_day_offers))
                 self._build(connection, None)
-            elif dirty:
-                connection.execute(sa.delete(stats_days).where(stats_days.c.day.in_(dirty)))
-                connection.execute(sa.delete(stats_day_offers).where(stats_day_offers.c.day.in_(dirty)))
-                self._build(connection, dirty)
-            connection.execute(sa.delete(watermark))
-            # a little behind "now": writes still in flight when this started are picked up next time
-            connection.execute(sa.insert(watermark).values(id=1, refreshed_until=started - WATERMARK_LAG))
+                connection.execute(sa.insert(watermark).values(id=1, refreshed_until=utc_now()))
+                return
+            marked = connection.execute(sa.update(sessions).where(sessions.c.rolled_up.is_(False))
+                                        .values(rolled_up=True).returning(sessions.c.created_at)).scalars().all()
+            if not marked:
+                return
+            dirty = sorted({as_utc(moment).date() for moment in marked})
+            connection.execute(sa.delete(stats_days).where(stats_days.c.day.in_(dirty)))
+            connection.execute(sa.delete(stats_day_offers).where(stats_day_offers.c.day.in_(dirty)))
+            for first in range(0, len(dirty), 200):
+                self._build(connection, dirty[first:first + 200])
+            connection.execute(sa.update(watermark).values(refreshed_until=utc_now()))
 
     def _build(self, connection, days: list[date] | None) -> None:
         day = _day(self.dialect, sessions.c.created_at)

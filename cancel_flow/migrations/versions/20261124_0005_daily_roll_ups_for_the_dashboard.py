@@ -2,7 +2,7 @@
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-24 07:31:31.656833
+Create Date: 2026-11-24 07:35:14.727932
 """
 from alembic import op
 import sqlalchemy as sa
@@ -46,13 +46,15 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('cancel_session', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_cancel_session_updated_at'), ['updated_at'], unique=False)
+        batch_op.add_column(sa.Column('rolled_up', sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch_op.create_index(batch_op.f('ix_cancel_session_rolled_up'), ['rolled_up'], unique=False)
 
 
 
 def downgrade() -> None:
     with op.batch_alter_table('cancel_session', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_cancel_session_updated_at'))
+        batch_op.drop_index(batch_op.f('ix_cancel_session_rolled_up'))
+        batch_op.drop_column('rolled_up')
 
     op.drop_table('stats_watermark')
     op.drop_table('stats_day_offer')
