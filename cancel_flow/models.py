@@ -17,6 +17,9 @@ def _when(**kwargs):
 
 class CancelSession(SQLModel, table=True):
     __tablename__ = "cancel_session"
+    # Only the few sessions not yet rolled up are in this index, so finding them stays cheap.
+    __table_args__ = (sa.Index("ix_cancel_session_not_rolled_up", "rolled_up",
+                               postgresql_where=sa.text("NOT rolled_up"), sqlite_where=sa.text("NOT rolled_up")),)
 
     id: int | None = Field(default=None, primary_key=True)
     nonce: str = Field(max_length=64, unique=True)
@@ -49,7 +52,7 @@ class CancelSession(SQLModel, table=True):
     decided_at: datetime | None = _when(default=None)
     updated_at: datetime = _when(default_factory=utc_now)
     # False until the dashboard's daily roll-up has counted this session as it now is.
-    rolled_up: bool = Field(default=False, index=True)
+    rolled_up: bool = False
     kept_at: datetime | None = _when(default=None)
     # When Stripe says the subscription was canceled (or set to cancel), whatever the outcome.
     canceled_at: datetime | None = _when(default=None, index=True)

@@ -14,6 +14,8 @@ session_offers = SessionOffer.__table__
 stats_days = StatsDay.__table__
 stats_day_offers = StatsDayOffer.__table__
 watermark = StatsWatermark.__table__
+# Written exactly as the partial index's condition, so both databases use that index.
+_NOT_ROLLED_UP = sa.text("NOT rolled_up")
 _ROLLUP_LOCK = 0x726F6C6C  # PostgreSQL advisory lock id held while refreshing roll-ups
 DURABILITY_DAYS = (30, 60, 90)
 PAGE_SIZE = 25
@@ -104,13 +106,14 @@ class StatsQueries:
                 connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _ROLLUP_LOCK})
             built = connection.execute(sa.select(watermark.c.refreshed_until)).scalar() is not None
             if not built:
-                connection.execute(sa.update(sessions).where(sessions.c.rolled_up.is_(False)).values(rolled_up=True))
+                connection.execute(sa.update(sessions).where(_NOT_ROLLED_UP).values(rolled_up=True))
                 connection.execute(sa.delete(stats_days))
                 connection.execute(sa.delete(stats_day_offers))
                 self._build(connection, None)
                 connection.execute(sa.insert(watermark).values(id=1, refreshed_until=utc_now()))
+                self._restat(connection)
                 return
-            marked = connection.execute(sa.update(sessions).where(sessions.c.rolled_up.is_(False))
+            marked = connection.execute(sa.update(sessions).where(_NOT_ROLLED_UP)
                                         .values(rolled_up=True).returning(sessions.c.created_at)).scalars().all()
             if not marked:
                 return
@@ -120,6 +123,14 @@ class StatsQueries:
             for first in range(0, len(dirty), 200):
                 self._build(connection, dirty[first:first + 200])
             connection.execute(sa.update(watermark).values(refreshed_until=utc_now()))
+            if len(marked) > 10_000:
+                self._restat(connection)
+
+    def _restat(self, connection) -> None:
+        """After many sessions were marked at once, PostgreSQL's planner must learn that few are left
+        unmarked, or it keeps scanning the whole table instead of the partial index."""
+        if self.dialect == "postgresql":
+            connection.execute(sa.text("ANALYZE cancel_session"))
 
     def _build(self, connection, days: list[date] | None) -> None:
         day = _day(self.dialect, sessions.c.created_at)

@@ -2,7 +2,7 @@
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-24 07:35:14.727932
+Create Date: 2026-11-24 07:38:12.471272
 """
 from alembic import op
 import sqlalchemy as sa
@@ -47,13 +47,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('cancel_session', schema=None) as batch_op:
         batch_op.add_column(sa.Column('rolled_up', sa.Boolean(), nullable=False, server_default=sa.false()))
-        batch_op.create_index(batch_op.f('ix_cancel_session_rolled_up'), ['rolled_up'], unique=False)
+        batch_op.create_index('ix_cancel_session_not_rolled_up', ['rolled_up'], unique=False, postgresql_where=sa.text('NOT rolled_up'), sqlite_where=sa.text('NOT rolled_up'))
 
 
 
 def downgrade() -> None:
     with op.batch_alter_table('cancel_session', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_cancel_session_rolled_up'))
+        batch_op.drop_index('ix_cancel_session_not_rolled_up', postgresql_where=sa.text('NOT rolled_up'), sqlite_where=sa.text('NOT rolled_up'))
         batch_op.drop_column('rolled_up')
 
     op.drop_table('stats_watermark')
