@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from collections import deque
 import re
 import threading
 import time
@@ -54,7 +55,7 @@ class Emulator:
         self.deliverer = Deliverer()
         self.account.on_event = self.deliverer.enqueue
         self.faults = Faults()
-        self.requests: list[dict] = []
+        self.requests: deque[dict] = deque(maxlen=200_000)  # a long demo or benchmark must not grow it forever
         self.idempotency: dict[tuple, tuple] = {}
 
     def reset(self) -> None:

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from alembic.config import Config as AlembicConfig
 from sqlalchemy.engine import Engine
 
@@ -78,12 +80,17 @@ class Store:
         now = utc_now()
         row = {"outcome": "open", "created_at": now, "updated_at": now, "rolled_up": False, **values}
         with self.engine.begin() as connection:
-            try:
-                with connection.begin_nested():
-                    connection.execute(sa.insert(sessions).values(row))
-            except sa.exc.IntegrityError:
-                pass
+            inserted = connection.execute(self._insert(sessions).values(row).on_conflict_do_nothing(
+                index_elements=["nonce"]).returning(*sessions.c)).first()
+            if inserted is not None:
+                return _as_session(inserted)
             return _as_session(connection.execute(sa.select(sessions).where(sessions.c.nonce == values["nonce"])).first())
+
+    def _insert(self, table):
+        """INSERT with ON CONFLICT support, in this database's dialect."""
+        if self.engine.dialect.name == "postgresql":
+            return postgresql_insert(table)
+        return sqlite_insert(table)
 
     def _update(self, session_id: int, where, **values) -> bool:
         values.setdefault("updated_at", utc_now())
@@ -162,11 +169,7 @@ class Store:
     def record_stripe_event(self, event_id: str, event_type: str, created: int, payload: str,
                             state: StripeState | None) -> bool:
         """Store the event once and apply it, in one transaction; False for an event seen before."""
-        dialect = self.engine.dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
+        insert = self._insert
         with self.engine.begin() as connection:
             now = utc_now()
             # handled in this same transaction, so it is marked handled as it is stored
