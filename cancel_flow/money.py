@@ -1,6 +1,7 @@
 """Money in Stripe's minor units, shown per currency; dates in words."""
 
 from datetime import date, datetime
+from functools import lru_cache
 
 from babel.dates import format_date
 from babel.numbers import format_currency
@@ -14,6 +15,7 @@ def minor_unit_divisor(currency: str) -> int:
     return 1 if currency.lower() in ZERO_DECIMAL else 100
 
 
+@lru_cache(maxsize=4096)
 def format_money(amount: int, currency: str) -> str:
     divisor = minor_unit_divisor(currency)
     value = amount / divisor

@@ -20,6 +20,8 @@ session_offers = SessionOffer.__table__
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
 _MIGRATION_LOCK = 0x63616E63  # PostgreSQL advisory lock id held while migrating
 CLAIM_TIMEOUT = timedelta(seconds=60)
+# Built once: every page view of a link runs it.
+_SESSION_BY_NONCE = sa.select(sessions).where(sessions.c.nonce == sa.bindparam("nonce"))
 
 
 def make_engine(url: str, pool_size: int = 5, pool_timeout: float = 30) -> Engine:
@@ -73,7 +75,7 @@ class Store:
     # cancel sessions -------------------------------------------------------------------------
     def find_session(self, nonce: str) -> CancelSession | None:
         with self.engine.connect() as connection:
-            return _as_session(connection.execute(sa.select(sessions).where(sessions.c.nonce == nonce)).first())
+            return _as_session(connection.execute(_SESSION_BY_NONCE, {"nonce": nonce}).first())
 
     def open_session(self, values: dict) -> CancelSession:
         """Insert the session for this link, or return the one a concurrent request inserted."""

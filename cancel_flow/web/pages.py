@@ -16,8 +16,9 @@ from cancel_flow.offers import REASONS
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_FIELD = 10_000
 
+# Templates ship with the package and don't change while it runs: no file checks per render.
 environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
-                          trim_blocks=True, lstrip_blocks=True)
+                          trim_blocks=True, lstrip_blocks=True, auto_reload=False)
 environment.filters["money"] = lambda amount, currency: format_money(amount, currency)
 environment.filters["day"] = format_day
 environment.globals["interval_words"] = interval_words
