@@ -158,7 +158,8 @@ def test_tokens_never_cause_a_500(client):
         for path in (f"/cancel/{quote(token, safe='')}", f"/cancel/{quote(token, safe='')}/done",
                      f"/billing/{quote(token, safe='')}"):
             response = client.get(path)
-            assert response.status_code in (400, 404, 405, 410), (path, response.status_code)
+            # an empty token is "/cancel/", which redirects to "/cancel" (and then 404)
+            assert response.status_code in (307, 400, 404, 405, 410), (path, response.status_code)
             assert "Traceback" not in response.text
     check()
 

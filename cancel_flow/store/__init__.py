@@ -67,6 +67,14 @@ def _as_session(row) -> CancelSession | None:
 class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
+        # Built once: every webhook runs them, and building them costs more than running them.
+        self._store_event = self._insert(events).values(
+            {column: sa.bindparam(column) for column in ("id", "type", "created", "payload", "received_at", "handled_at")}
+        ).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
+        query = sa.select(sessions.c.id, sessions.c.outcome, sessions.c.decided_at, sessions.c.stripe_state_at,
+                          sessions.c.claimed_offer, sessions.c.offer_kind, sessions.c.had_discount, sessions.c.was_paused) \
+            .where(sessions.c.subscription_id == sa.bindparam("subscription"))
+        self._sessions_of_subscription = query.with_for_update() if engine.dialect.name == "postgresql" else query
 
     def ping(self) -> None:
         with self.engine.connect() as connection:
@@ -171,13 +179,12 @@ class Store:
     def record_stripe_event(self, event_id: str, event_type: str, created: int, payload: str,
                             state: StripeState | None) -> bool:
         """Store the event once and apply it, in one transaction; False for an event seen before."""
-        insert = self._insert
         with self.engine.begin() as connection:
             now = utc_now()
             # handled in this same transaction, so it is marked handled as it is stored
-            inserted = connection.execute(insert(events).values(
-                id=event_id, type=event_type, created=created, payload=payload, received_at=now, handled_at=now,
-            ).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)).first()
+            inserted = connection.execute(self._store_event, {
+                "id": event_id, "type": event_type, "created": created, "payload": payload,
+                "received_at": now, "handled_at": now}).first()
             if inserted is None:
                 return False
             if state is not None:
@@ -185,12 +192,7 @@ class Store:
         return True
 
     def _apply_state(self, connection, state: StripeState) -> None:
-        query = sa.select(sessions.c.id, sessions.c.outcome, sessions.c.decided_at, sessions.c.stripe_state_at,
-                          sessions.c.claimed_offer, sessions.c.offer_kind, sessions.c.had_discount, sessions.c.was_paused) \
-            .where(sessions.c.subscription_id == state.subscription_id)
-        if connection.dialect.name == "postgresql":
-            query = query.with_for_update()
-        for row in connection.execute(query).all():
+        for row in connection.execute(self._sessions_of_subscription, {"subscription": state.subscription_id}).all():
             if row.stripe_state_at is not None and row.stripe_state_at > state.version:
                 continue  # an older event: never undo what a newer one said
             view = SessionView(row.outcome, as_utc(row.decided_at) if row.decided_at else None, row.claimed_offer,
