@@ -7,7 +7,7 @@ from cancel_flow.errors import BadRequest, NotFound
 from cancel_flow.links import LinkSigner
 from cancel_flow.settings import Settings
 from cancel_flow.spreadsheet import safe_cell
-from cancel_flow.stripe_gateway import StripeGateway, find_customer_by_email
+from cancel_flow.stripe_gateway import StripeGateway
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ async def choose_subscription(gateway: StripeGateway, customer: str, subscriptio
 async def mint_for(gateway: StripeGateway, signer: LinkSigner, base_url: str, *, customer: str | None = None,
                    email: str | None = None, subscription: str | None = None) -> MintedLinks:
     if customer is None:
-        customer = await find_customer_by_email(gateway, email or "")
+        customer = await gateway.find_customer_by_email(email or "")
         if customer is None:
             raise NotFound("No customer with that email has an active subscription.")
     return links_for(signer, base_url, customer, await choose_subscription(gateway, customer, subscription))
@@ -62,7 +62,7 @@ async def mint_links(settings: Settings, **who) -> MintedLinks:
 
 async def links_for_email(gateway: StripeGateway, signer: LinkSigner, base_url: str, email: str) -> list[MintedLinks]:
     """Links for each live subscription of the customer Stripe's portal rule picks; none when no match."""
-    customer = await find_customer_by_email(gateway, email)
+    customer = await gateway.find_customer_by_email(email)
     if customer is None:
         return []
     return [links_for(signer, base_url, customer, facts.subscription_id)

@@ -181,6 +181,19 @@ class StripeGateway:
                     break
                 params = {**params, "starting_after": page.data[-1].id}
 
+    async def find_customer_by_email(self, email: str) -> str | None:
+        """Stripe's portal rule: of the customers with exactly this email, the most recently created
+        one with an active, trialing or past-due subscription."""
+        try:
+            customers = await self._call("customer.list", self.client.v1.customers.list_async(
+                params={"email": email, "limit": 100}))
+        except stripe.InvalidRequestError:
+            return None
+        for customer in sorted(customers.data, key=lambda c: c.created, reverse=True):
+            if await self.list_live_subscriptions(customer.id):
+                return customer.id
+        return None
+
     async def _update(self, operation: str, subscription_id: str, params: dict, key: str) -> dict:
         return await self._raw(operation, "post", f"/v1/subscriptions/{quote(subscription_id, safe='')}",
                                idempotency_key=key, **params)
@@ -301,16 +314,3 @@ class StripeSetup:
             "url": url, "enabled_events": self.WEBHOOK_EVENTS, "description": "cancel-flow"})
         return endpoint.id, endpoint.secret
 
-
-async def find_customer_by_email(gateway: StripeGateway, email: str) -> str | None:
-    """Stripe's portal rule: of the customers with exactly this email, the most recently created
-    one with an active, trialing or past-due subscription."""
-    client = gateway.client
-    try:
-        customers = await gateway._call("customer.list", client.v1.customers.list_async(params={"email": email, "limit": 100}))
-    except stripe.InvalidRequestError:
-        return None
-    for customer in sorted(customers.data, key=lambda c: c.created, reverse=True):
-        if await gateway.list_live_subscriptions(customer.id):
-            return customer.id
-    return None
