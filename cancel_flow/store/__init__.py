@@ -75,6 +75,8 @@ class Store:
                           sessions.c.claimed_offer, sessions.c.offer_kind, sessions.c.had_discount, sessions.c.was_paused) \
             .where(sessions.c.subscription_id == sa.bindparam("subscription"))
         self._sessions_of_subscription = query.with_for_update() if engine.dialect.name == "postgresql" else query
+        # Every first view of a link runs it; the values come as parameters at execution.
+        self._open_session = self._insert(sessions).on_conflict_do_nothing(index_elements=["nonce"]).returning(*sessions.c)
 
     def ping(self) -> None:
         with self.engine.connect() as connection:
@@ -90,11 +92,10 @@ class Store:
         now = utc_now()
         row = {"outcome": "open", "created_at": now, "updated_at": now, "rolled_up": False, **values}
         with self.engine.begin() as connection:
-            inserted = connection.execute(self._insert(sessions).values(row).on_conflict_do_nothing(
-                index_elements=["nonce"]).returning(*sessions.c)).first()
+            inserted = connection.execute(self._open_session, row).first()
             if inserted is not None:
                 return _as_session(inserted)
-            return _as_session(connection.execute(sa.select(sessions).where(sessions.c.nonce == values["nonce"])).first())
+            return _as_session(connection.execute(_SESSION_BY_NONCE, {"nonce": values["nonce"]}).first())
 
     def _insert(self, table):
         """INSERT with ON CONFLICT support, in this database's dialect."""
