@@ -145,10 +145,10 @@ class StripeGateway:
         return result
 
     async def _raw(self, operation: str, method: str, path: str, **params) -> dict:
-        """The SDK's raw request (same retries, idempotency and errors) read as plain JSON: on the
-        subscriber's hot path this skips building StripeObjects, which costs more than the call."""
+        """The SDK's raw request (same retries, idempotency and errors) read as the JSON the SDK already
+        parsed: on the subscriber's hot path this skips building StripeObjects, which costs more than the call."""
         response = await self._call(operation, self.client.raw_request_async(method, path, **params))
-        return json.loads(response.body)
+        return response.data
 
     async def read_subscription(self, subscription_id: str) -> SubscriptionFacts:
         try:
