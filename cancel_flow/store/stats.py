@@ -49,24 +49,10 @@ def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def _saved(column=sessions.c.outcome):
-    return sa.case((column.in_(SAVED_OUTCOMES), 1), else_=0)
-
-
-def _is(outcome: str):
-    return sa.case((sessions.c.outcome == outcome, 1), else_=0)
-
-
 def _days_between(dialect: str, later, earlier):
     if dialect == "postgresql":
         return sa.func.extract("epoch", later - earlier) / 86400.0
     return sa.func.julianday(later) - sa.func.julianday(earlier)
-
-
-def _week_start(dialect: str, column):
-    if dialect == "postgresql":
-        return sa.cast(sa.func.date_trunc("week", sa.func.timezone("UTC", column)), sa.Date)
-    return sa.func.date(column, "weekday 0", "-6 days")
 
 
 def _discount_cost():
@@ -155,81 +141,36 @@ class StatsQueries:
     # the numbers -----------------------------------------------------------------------------------
     def stats(self, period: DateRange) -> Stats:
         self.refresh()
-        result = Stats()
         days = stats_days.c
         in_range = sa.and_(days.day >= period.start.date(), days.day < period.end.date())
-        saved = days.outcome.in_(SAVED_OUTCOMES)
+        # Few passes over the range's roll-ups, each summed by the database into a handful of groups
+        # that the numbers are folded from. A GROUP BY sorts every row of the range, so an all-time
+        # view costs what its groupings cost: two narrow ones, and days (already in index order).
+        today = utc_now().date()
+        durability = []
+        for n, lasted in zip(DURABILITY_DAYS, (days.lasted_30, days.lasted_60, days.lasted_90)):
+            old_enough = days.day < today - timedelta(days=n)
+            durability += [sa.func.sum(sa.case((old_enough, days.sessions), else_=0)),
+                           sa.func.sum(sa.case((old_enough, lasted), else_=0))]
+        offers = stats_day_offers.c
         with self.engine.connect() as connection:
-            rows = connection.execute(sa.select(days.outcome, sa.func.sum(days.sessions))
-                                      .where(in_range).group_by(days.outcome)).all()
-            result.outcomes = {outcome: int(count) for outcome, count in rows}
-            result.sessions = sum(result.outcomes.values())
-            result.saved = sum(result.outcomes.get(o, 0) for o in SAVED_OUTCOMES)
-            result.canceled = result.outcomes.get("canceled", 0)
-            result.save_rate = _rate(result.saved, result.saved + result.canceled)
-
-            money = connection.execute(sa.select(days.currency, sa.func.sum(days.monthly_amount), sa.func.sum(days.discount_cost))
-                                       .where(in_range, saved).group_by(days.currency).order_by(days.currency)).all()
-            result.mrr_saved = [(currency, int(mrr or 0)) for currency, mrr, _ in money]
-            result.discount_cost = [(currency, round(cost or 0)) for currency, _, cost in money if cost]
-
-            reasons = connection.execute(sa.select(
-                days.reason, sa.func.sum(days.sessions),
-                sa.func.sum(sa.case((saved, days.sessions), else_=0)),
-                sa.func.sum(sa.case((days.outcome == "canceled", days.sessions), else_=0)),
-            ).where(in_range, days.reason.is_not(None)).group_by(days.reason)
-             .order_by(sa.func.sum(days.sessions).desc(), days.reason)).all()
-            result.reasons = [{"reason": reason, "sessions": int(count), "saved": int(won or 0), "canceled": int(lost or 0),
-                               "save_rate": _rate(int(won or 0), int(won or 0) + int(lost or 0))}
-                              for reason, count, won, lost in reasons]
-
-            offers = stats_day_offers.c
+            by_reason = connection.execute(sa.select(days.outcome, days.reason, sa.func.sum(days.sessions))
+                                           .where(in_range).group_by(days.outcome, days.reason)).all()
+            saves = connection.execute(sa.select(days.currency, days.chosen_offer, sa.func.sum(days.sessions),
+                                                 sa.func.sum(days.monthly_amount), sa.func.sum(days.discount_cost), *durability)
+                                       .where(in_range, days.outcome.in_(SAVED_OUTCOMES))
+                                       .group_by(days.currency, days.chosen_offer)).all()
             shown = {offer: int(count) for offer, count in connection.execute(
                 sa.select(offers.offer_id, sa.func.sum(offers.shown))
                 .where(offers.day >= period.start.date(), offers.day < period.end.date()).group_by(offers.offer_id)).all()}
-            accepted = {offer: int(count) for offer, count in connection.execute(
-                sa.select(days.chosen_offer, sa.func.sum(days.sessions))
-                .where(in_range, saved, days.chosen_offer.is_not(None)).group_by(days.chosen_offer)).all()}
-            result.offers = [{"offer": offer, "shown": shown.get(offer, 0), "accepted": accepted.get(offer, 0),
-                              "rate": _rate(accepted.get(offer, 0), shown.get(offer, 0))}
-                             for offer in sorted(set(shown) | set(accepted))]
-
-            result.durability = self._durability(connection, in_range, saved)
-            result.weekly = self._weekly(connection, period, in_range)
+            by_day = connection.execute(sa.select(
+                days.day, sa.func.sum(days.sessions),
+                sa.func.sum(sa.case((days.outcome.in_(SAVED_OUTCOMES), days.sessions), else_=0)),
+                sa.func.sum(sa.case((days.outcome == "canceled", days.sessions), else_=0)),
+            ).where(in_range).group_by(days.day)).all()
+        result = _fold(by_reason, saves, shown)
+        result.weekly = _weeks(period, by_day)
         return result
-
-    def _durability(self, connection, in_range, saved) -> list[dict]:
-        """Saves still active N days on, counted over saves whose day is more than N days ago."""
-        today = utc_now().date()
-        days = stats_days.c
-        columns = []
-        for n, lasted in zip(DURABILITY_DAYS, (days.lasted_30, days.lasted_60, days.lasted_90)):
-            old_enough = days.day < today - timedelta(days=n)
-            columns += [sa.func.sum(sa.case((old_enough, days.sessions), else_=0)),
-                        sa.func.sum(sa.case((old_enough, lasted), else_=0))]
-        row = connection.execute(sa.select(*columns).where(in_range, saved)).one()
-        return [{"days": n, "saves": int(row[2 * i] or 0), "still_active": int(row[2 * i + 1] or 0),
-                 "share": _rate(int(row[2 * i + 1] or 0), int(row[2 * i] or 0))}
-                for i, n in enumerate(DURABILITY_DAYS)]
-
-    def _weekly(self, connection, period: DateRange, in_range) -> list[dict]:
-        days = stats_days.c
-        week = _week_start(self.dialect, days.day).label("week")
-        rows = connection.execute(sa.select(week, sa.func.sum(days.sessions),
-                                            sa.func.sum(sa.case((days.outcome.in_(SAVED_OUTCOMES), days.sessions), else_=0)),
-                                            sa.func.sum(sa.case((days.outcome == "canceled", days.sessions), else_=0)))
-                                  .where(in_range).group_by(week).order_by(week)).all()
-        found = {(value if isinstance(value, date) else date.fromisoformat(str(value)[:10])): (count, saves, cancels)
-                 for value, count, saves, cancels in rows}
-        first = period.start.date() - timedelta(days=period.start.weekday())
-        last = (period.end - timedelta(microseconds=1)).date()
-        weeks = []
-        monday = first
-        while monday <= last:
-            count, saves, cancels = found.get(monday, (0, 0, 0))
-            weeks.append({"week": monday, "sessions": int(count or 0), "saves": int(saves or 0), "cancels": int(cancels or 0)})
-            monday += timedelta(days=7)
-        return weeks
 
     def _filtered(self, period: DateRange, outcome: str | None, reason: str | None):
         conditions = [period.contains(sessions.c.created_at)]
@@ -262,6 +203,65 @@ class StatsQueries:
         with self.engine.connect() as connection:
             for row in connection.execution_options(stream_results=True, yield_per=500).execute(query):
                 yield row
+
+
+def _fold(by_reason, saves, shown: dict[str, int]) -> Stats:
+    """The dashboard's numbers from the range's groups: (outcome, reason, sessions) for all sessions, and
+    (currency, offer, sessions, monthly amount, discount cost, durability sums) for saved ones."""
+    result = Stats()
+    outcomes, reasons = {}, {}
+    for outcome, reason, count in by_reason:
+        count = int(count or 0)
+        outcomes[outcome] = outcomes.get(outcome, 0) + count
+        if reason is not None:
+            tally = reasons.setdefault(reason, [0, 0, 0])
+            tally[0] += count
+            tally[1] += count if outcome in SAVED_OUTCOMES else 0
+            tally[2] += count if outcome == "canceled" else 0
+    money, accepted = {}, {}
+    durable = [0] * (2 * len(DURABILITY_DAYS))
+    for currency, offer, count, mrr, cost, *lasting in saves:
+        currency_mrr, currency_cost = money.get(currency, (0, 0.0))
+        money[currency] = (currency_mrr + int(mrr or 0), currency_cost + float(cost or 0))
+        if offer is not None:
+            accepted[offer] = accepted.get(offer, 0) + int(count or 0)
+        durable = [total + int(value or 0) for total, value in zip(durable, lasting)]
+    result.outcomes = dict(sorted(outcomes.items()))
+    result.sessions = sum(outcomes.values())
+    result.saved = sum(outcomes.get(o, 0) for o in SAVED_OUTCOMES)
+    result.canceled = outcomes.get("canceled", 0)
+    result.save_rate = _rate(result.saved, result.saved + result.canceled)
+    result.mrr_saved = [(currency, mrr) for currency, (mrr, _) in sorted(money.items())]
+    result.discount_cost = [(currency, round(cost)) for currency, (_, cost) in sorted(money.items()) if cost]
+    result.reasons = [{"reason": reason, "sessions": count, "saved": won, "canceled": lost, "save_rate": _rate(won, won + lost)}
+                      for reason, (count, won, lost) in sorted(reasons.items(), key=lambda item: (-item[1][0], item[0]))]
+    result.offers = [{"offer": offer, "shown": shown.get(offer, 0), "accepted": accepted.get(offer, 0),
+                      "rate": _rate(accepted.get(offer, 0), shown.get(offer, 0))}
+                     for offer in sorted(set(shown) | set(accepted))]
+    result.durability = [{"days": n, "saves": durable[2 * i], "still_active": durable[2 * i + 1],
+                          "share": _rate(durable[2 * i + 1], durable[2 * i])}
+                         for i, n in enumerate(DURABILITY_DAYS)]
+    return result
+
+
+def _weeks(period: DateRange, by_day) -> list[dict]:
+    """Every week (from Monday) of the range, with the day sums of its days added up."""
+    found: dict[date, list[int]] = {}
+    for value, count, saves, cancels in by_day:
+        day = value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+        week = found.setdefault(day - timedelta(days=day.weekday()), [0, 0, 0])
+        week[0] += int(count or 0)
+        week[1] += int(saves or 0)
+        week[2] += int(cancels or 0)
+    first = period.start.date() - timedelta(days=period.start.weekday())
+    last = (period.end - timedelta(microseconds=1)).date()
+    weeks = []
+    monday = first
+    while monday <= last:
+        count, saves, cancels = found.get(monday, (0, 0, 0))
+        weeks.append({"week": monday, "sessions": count, "saves": saves, "cancels": cancels})
+        monday += timedelta(days=7)
+    return weeks
 
 
 def day_start(day: date) -> datetime:
