@@ -222,3 +222,46 @@ def test_no_secret_reaches_the_logs(make_client, catalogue, signer, store, caplo
     for secret in (url.split("/cancel/")[1], minted["cancel_url"].split("/cancel/")[1],
                    minted["billing_url"].split("/billing/")[1], api_key, password, cookie, TEST_KEY, csrf):
         assert secret not in logged
+
+
+def test_stripe_calls_go_through_the_proxy_the_environment_names(settings, catalogue, monkeypatch):
+    import asyncio
+    import socket
+    import threading
+    from dataclasses import replace
+
+    from cancel_flow.errors import StripeUnavailable
+    from cancel_flow.stripe_gateway import StripeGateway
+
+    sub = catalogue.subscription()
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.1", 0))
+    proxy.listen()
+    request_lines = []
+
+    def answer_as_a_failing_proxy():
+        connection, _ = proxy.accept()
+        with connection:
+            request_lines.append(connection.recv(65536).split(b"\r\n", 1)[0].decode())
+            connection.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    threading.Thread(target=answer_as_a_failing_proxy, daemon=True).start()
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "https_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+
+    async def read():
+        gateway = StripeGateway(replace(settings, stripe_max_network_retries=0))
+        try:
+            return await gateway.read_subscription(sub.id)
+        finally:
+            await gateway.close()
+
+    with pytest.raises(StripeUnavailable):
+        asyncio.run(read())
+    proxy.close()
+    assert request_lines == [f"GET {settings.stripe_api_base}/v1/subscriptions/{sub.id}"
+                             "?expand%5B0%5D=items.data.price.product&expand%5B1%5D=customer HTTP/1.1"]
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert asyncio.run(read()).subscription_id == sub.id
