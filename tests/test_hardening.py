@@ -1,8 +1,12 @@
 """Faults and hostile input change nothing they should not."""
 
+import asyncio
 import json
 import logging
+import socket
+import threading
 import time
+from dataclasses import replace
 from urllib.parse import quote
 
 import pytest
@@ -12,7 +16,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from cancel_flow.errors import StripeUnavailable
 from cancel_flow.logs import JsonLineFormatter
+from cancel_flow.stripe_gateway import StripeGateway
 from tests.conftest import TEST_KEY
 from tests.helpers import csrf_of
 
@@ -225,14 +231,6 @@ def test_no_secret_reaches_the_logs(make_client, catalogue, signer, store, caplo
 
 
 def test_stripe_calls_go_through_the_proxy_the_environment_names(settings, catalogue, monkeypatch):
-    import asyncio
-    import socket
-    import threading
-    from dataclasses import replace
-
-    from cancel_flow.errors import StripeUnavailable
-    from cancel_flow.stripe_gateway import StripeGateway
-
     sub = catalogue.subscription()
     proxy = socket.socket()
     proxy.bind(("127.0.0.1", 0))

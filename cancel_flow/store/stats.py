@@ -146,6 +146,7 @@ class StatsQueries:
         # Few passes over the range's roll-ups, each summed by the database into a handful of groups
         # that the numbers are folded from. A GROUP BY sorts every row of the range, so an all-time
         # view costs what its groupings cost: two narrow ones, and days (already in index order).
+        # Durability: saves still active N days on, counted over saves whose day is more than N days ago.
         today = utc_now().date()
         durability = []
         for n, lasted in zip(DURABILITY_DAYS, (days.lasted_30, days.lasted_60, days.lasted_90)):
