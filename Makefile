@@ -31,11 +31,12 @@ test: install browser
 		echo "== SKIPPED the PostgreSQL half: set TEST_DATABASE_URL to a PostgreSQL URL that answers to run it."; \
 	fi
 
-# Benchmarks (not part of the suite): wrk from Debian's packages; PostgreSQL figures when
+# Benchmarks (not part of the suite): wrk and valgrind from Debian's packages; PostgreSQL figures when
 # BENCH_POSTGRES_URL answers (default: the local test database). QUICK=1 for a short run.
 BENCH_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 bench: install
-	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	@command -v wrk >/dev/null 2>&1 && command -v valgrind >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq wrk valgrind >/dev/null)
 	BENCH_POSTGRES_URL=$(BENCH_POSTGRES_URL) $(PY) -m bench.run $(if $(QUICK),--quick,)
 
 demo: install
