@@ -499,7 +499,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=["pages", "instructions", "calls", "webhooks", "dashboard", "load"],
                         help="scenarios to run (pages, instructions, calls, webhooks, dashboard, load)")
     args = parser.parse_args()
-    seconds, rounds = (3, 1) if args.quick else (8, 3)
+    seconds = 3 if args.quick else 8
     emulator_port = free_port()
     emulator_url = f"http://127.0.0.1:{emulator_port}"
     emulator = Process([sys.executable, "-m", "cancel_flow", "stripe-emulator", "--port", str(emulator_port)],
