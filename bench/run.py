@@ -235,7 +235,7 @@ def instruction_shares(emulator_url: str, workdir: Path, requests: int) -> None:
     if not shutil.which("valgrind"):
         print("valgrind is not installed: the instruction counts are skipped.")
         return
-    hello = callgrind_per_request(["uvicorn", "bench.hello:app", "--log-level", "warning", "--no-access-log"], None,
+    hello = callgrind_per_request(["uvicorn", "bench.hello:app", "--log-level", "warning", "--no-access-log"], "/", None,
                                   lambda: (["/"] * 50, {"hello": ["/"] * requests}))["hello"]
     sub = seed_subscriptions(sdk(emulator_url), 1)[0]
     links = signer()
@@ -244,7 +244,7 @@ def instruction_shares(emulator_url: str, workdir: Path, requests: int) -> None:
     def fresh(count: int) -> list[str]:
         return [f"/cancel/{links.cancel_token(sub.customer, sub.id)[0]}" for _ in range(count)]
 
-    pages = callgrind_per_request(["cancel_flow", "serve"], lambda url: app_env(fresh_database("sqlite", workdir), emulator_url, url),
+    pages = callgrind_per_request(["cancel_flow", "serve"], "/healthz", lambda url: app_env(fresh_database("sqlite", workdir), emulator_url, url),
                                   lambda: ([repeat] * 50 + fresh(50), {"first": fresh(requests), "repeat": [repeat] * requests}))
     figure("1. hello: CPU instructions per request (callgrind)", hello / 1e6, "info", True, "M")
     for name, label in (("first", "first view"), ("repeat", "repeat view")):
@@ -252,15 +252,14 @@ def instruction_shares(emulator_url: str, workdir: Path, requests: int) -> None:
         figure(f"1. {label}: share of 'hello' in CPU instructions", hello / pages[name], "info", True)
 
 
-def callgrind_per_request(module_args: list[str], env_for, paths_for) -> dict[str, float]:
+def callgrind_per_request(module_args: list[str], ready_path: str, env_for, paths_for) -> dict[str, float]:
     """Start `python -m <module_args>` under callgrind, warm it up, then count the instructions it
     spends per request on each list of paths (16 requests in flight)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     out = Path(tempfile.mkdtemp(prefix="callgrind-")) / "callgrind.out"
     args = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m", *module_args, "--port", str(port)]
-    ready = url + ("/healthz" if module_args[0] == "cancel_flow" else "/")
-    server = Process(args, env=env_for(url) if env_for else None, ready=ready, ready_timeout=600)
+    server = Process(args, env=env_for(url) if env_for else None, ready=url + ready_path, ready_timeout=600)
     per_request = {}
     try:
         warm_up, measured = paths_for()
