@@ -30,6 +30,11 @@ class Settings:
     database_pool_timeout: int = 30
     stripe_timeout: float = 10.0
     stripe_max_network_retries: int = 2
+    stripe_deadline: float = 8.0
+    stripe_rate_limit: float = 20.0
+    stripe_test_secret_key: str | None = None
+    timezone: str = "UTC"
+    allow_private_urls: bool = False
 
     @property
     def is_development(self) -> bool:
@@ -64,6 +69,28 @@ def _url(config: Config, name: str, default: str | None) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SettingsError(f"{name} must be an http:// or https:// address, not {value!r}")
     return value.rstrip("/")
+
+
+def _positive_number(config: Config, name: str, default: float) -> float:
+    raw = config(name, default=str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+    if not 0 < value < 1e6:
+        raise SettingsError(f"{name} must be greater than zero, not {raw!r}")
+    return value
+
+
+def _timezone(config: Config) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = config("CANCEL_FLOW_TIMEZONE", default="UTC") or "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"CANCEL_FLOW_TIMEZONE must be an IANA time zone such as Europe/Berlin, not {name!r}") from None
+    return name
 
 
 def _smtp_url(config: Config) -> str | None:
@@ -109,4 +136,9 @@ def load_settings(env_file: str | Path = ".env") -> Settings:
         smtp_url=_smtp_url(config),
         database_pool_size=_positive_int(config, "DATABASE_POOL_SIZE", 5),
         database_pool_timeout=_positive_int(config, "DATABASE_POOL_TIMEOUT", 30),
+        stripe_deadline=_positive_number(config, "STRIPE_DEADLINE", 8),
+        stripe_rate_limit=_positive_number(config, "STRIPE_RATE_LIMIT", 20),
+        stripe_test_secret_key=config("STRIPE_TEST_SECRET_KEY", default=None) or None,
+        timezone=_timezone(config),
+        allow_private_urls=config("CANCEL_FLOW_ALLOW_PRIVATE_URLS", default="") in ("1", "true", "yes"),
     )
