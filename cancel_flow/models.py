@@ -167,3 +167,62 @@ class StatsWatermark(SQLModel, table=True):
 
     id: int = Field(default=1, primary_key=True)
     refreshed_until: datetime = _when()
+
+
+# Outgoing webhooks, alerts and the outbox that delivers them ---------------------------------------
+
+class WebhookEndpoint(SQLModel, table=True):
+    """A URL that receives signed events (Standard Webhooks); added with the CLI or as a REST hook."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: str = Field(primary_key=True, max_length=32)
+    url: str = Field(max_length=2048)
+    secret: str = Field(max_length=100)
+    # Event types sent to this URL; empty: every event.
+    events: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    enabled: bool = True
+    source: str = Field(max_length=8)  # "cli" or "api"
+    # First failure of the current run of failures; cleared by a success.
+    failing_since: datetime | None = _when(default=None)
+    disabled_at: datetime | None = _when(default=None)
+    created_at: datetime = _when(default_factory=utc_now)
+
+
+class OutboxEvent(SQLModel, table=True):
+    """Something that happened, recorded in the transaction of the change; its id is the `webhook-id`."""
+
+    __tablename__ = "outbox_event"
+
+    id: str = Field(primary_key=True, max_length=40)
+    type: str = Field(max_length=64, index=True)
+    # Set by callers that may report the same happening twice (a redelivered Stripe event): one event per key.
+    key: str | None = Field(default=None, max_length=255, unique=True)
+    body: str = Field(sa_type=sa.Text)
+    created_at: datetime = _when(default_factory=utc_now)
+
+
+class OutboxDelivery(SQLModel, table=True):
+    """One message to send (webhook, Slack or email), written before it is sent and claimed by one worker."""
+
+    __tablename__ = "outbox_delivery"
+    __table_args__ = (sa.Index("ix_outbox_delivery_due", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=8)  # webhook | slack | email
+    target: str = Field(max_length=2048)  # URL or email address
+    endpoint_id: str | None = Field(default=None, max_length=32, index=True)
+    event_id: str = Field(max_length=40, index=True)
+    event_type: str = Field(max_length=64)
+    # Callers sending one message per thing (an email per invoice and day): one delivery per key.
+    key: str | None = Field(default=None, max_length=255, unique=True)
+    payload: str = Field(sa_type=sa.Text)
+    status: str = Field(default="pending", max_length=12)  # pending | delivering | delivered | failed
+    attempts: int = 0
+    next_attempt_at: datetime = _when(default_factory=utc_now)
+    claimed_at: datetime | None = _when(default=None)
+    claimed_by: str | None = Field(default=None, max_length=64)
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    created_at: datetime = _when(default_factory=utc_now, index=True)
+    delivered_at: datetime | None = _when(default=None)
