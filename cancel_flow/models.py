@@ -64,6 +64,9 @@ class CancelSession(SQLModel, table=True):
     # Version of the newest Stripe state applied (event time × 10 + how far the cancellation went),
     # so an older event never undoes a newer one.
     stripe_state_at: int | None = Field(default=None, sa_type=sa.BigInteger)
+    # The [[experiment]] this session took part in and the arm its subscription was hashed to.
+    experiment_id: str | None = Field(default=None, max_length=64, index=True)
+    experiment_arm: str | None = Field(default=None, max_length=64)
 
 
 class StripeEvent(SQLModel, table=True):
