@@ -3,8 +3,11 @@
 import secrets
 from datetime import datetime, timezone
 
+import httpx
+import jsonschema_rs
 import pytest
 import schemathesis
+from freezegun import freeze_time
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
@@ -12,7 +15,6 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from cancel_flow.store.api_keys import ApiKeyStore
 from cancel_flow.store.stats import DateRange, StatsQueries
-from cancel_flow.web.openapi import openapi_document
 
 
 @pytest.fixture
@@ -84,6 +86,40 @@ def test_malformed_bodies_are_422(api, body):
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_body"
 
 
+@pytest.mark.parametrize("body, says", [
+    ("[" * 2000 + "]" * 2000, "nested too deeply"),
+    ('{"customer": ' + "[" * 1000 + "]" * 1000 + "}", "nested too deeply"),
+    ('{"customer": {"a": {"b": {"c": 1}}}}', "'customer' must be a customer (a Stripe id starting with cus_)"),
+    ('{"customer": "cus_\u0661\u0662"}', "'customer' must be a customer"),
+    (r'{"customer": "cus_\u0661\u0662"}', "'customer' must be a customer"),
+    ('{"customer": null}', "'customer' must be"),
+    (r'{"email": "a@b.c\u0000"}', "'email' must be an email address"),
+    (r'{"customer": "cus_\ud800"}', "not valid JSON"),
+    ('{"customer": "cus_a", "' + "x" * 3000 + '": 1}', "Unknown field '" + "x" * 40 + "'; allowed"),
+    ('{"customer": "cus_a", "email": "a@b.c"}', "exactly one of 'customer' or 'email'"),
+    ('{"customer": "cus_a"}' + " " * 5000, "at most 4096 bytes"),
+])
+def test_hostile_bodies_get_a_clear_422_not_a_500(api, body, says):
+    response = api.post("/api/links", content=body.encode(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_body"
+    assert says in response.json()["error"]["message"]
+    assert "x" * 41 not in response.text
+
+
+def test_the_document_refuses_exactly_the_bodies_the_route_refuses(api):
+    """One description: for each body, the served schema and the route's validation agree."""
+    document = api.get("/api/openapi.json").json()
+    schema = {"$ref": "#/components/schemas/LinkRequest", "components": document["components"]}
+    validator = jsonschema_rs.validator_for(schema)
+    bodies = [{"customer": "cus_a"}, {"email": "a@b.c"}, {"customer": "cus_a", "subscription": "sub_b"},
+              {"customer": 5}, {"customer": "cus_a", "email": "a@b.c"}, {}, {"customer": "cus_a", "coupon": "x"},
+              {"email": "not-an-email"}, {"customer": "sub_wrong"}, {"customer": None}, {"subscription": "sub_b"},
+              {"customer": "cus_a", "subscription": "cus_b"}, {"email": "a@b.c", "subscription": None}, [1], "cus_a"]
+    for body in bodies:
+        refused = api.post("/api/links", json=body).json().get("error", {}).get("code") == "invalid_body"
+        assert validator.is_valid(body) is not refused, body
+
+
 def test_several_subscriptions_need_one_named(api, catalogue):
     customer = catalogue.customer()
     first, second = catalogue.subscription(customer), catalogue.subscription(customer)
@@ -104,6 +140,36 @@ def test_stats_are_the_dashboards_numbers(api, store, history):
     assert api.get("/api/stats?from=2026-11-31").status_code == 422
 
 
+@freeze_time("2026-11-24 12:00:00")
+@pytest.mark.parametrize("query, says", [
+    ("from=2026-11-31", "not a day of the calendar"),
+    ("from=9999-01-01&to=9999-12-31", "between 2000-01-01 and 2100-12-31"),
+    ("to=9999-12-31", "between 2000-01-01 and 2100-12-31"),
+    ("from=0001-01-01", "between 2000-01-01 and 2100-12-31"),
+    ("from=1999-12-31&to=2000-01-10", "between 2000-01-01 and 2100-12-31"),
+    ("from=2026-11-10&to=2026-11-01", "start date is after the end date"),
+    ("from=2026-12-01", "start date is after the end date"),
+    ("from=2000-01-01&to=2026-11-01", "at most ten years"),
+    ("from=20261101", "like 2026-11-24"),
+    ("from=2026-W47-1", "like 2026-11-24"),
+    ("from=\uff12\uff10\uff12\uff16-11-01", "like 2026-11-24"),
+    ("from=%00", "like 2026-11-24"),
+])
+def test_stats_refuse_dates_outside_a_sane_range(api, query, says):
+    response = api.get("/api/stats?" + query.encode().decode("unicode_escape"))
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_query"
+    assert says in response.json()["error"]["message"]
+
+
+@freeze_time("2026-11-24 12:00:00")
+def test_stats_default_to_the_30_days_ending_today_or_at_to(api):
+    assert (api.get("/api/stats").json()["from"], api.get("/api/stats").json()["to"]) == ("2026-10-26", "2026-11-24")
+    body = api.get("/api/stats?to=2025-03-01").json()
+    assert (body["from"], body["to"]) == ("2025-01-31", "2025-03-01")
+    body = api.get("/api/stats?from=2000-01-01&to=2009-12-31").json()
+    assert body["from"] == "2000-01-01" and len(body["weekly"]) == 523
+
+
 def test_unknown_api_paths_answer_json(api):
     response = api.get("/api/nothing")
     assert response.status_code == 404 and "error" in response.json()
@@ -113,7 +179,8 @@ def test_api_matches_its_openapi_document(live_server, api_key, catalogue):
     """schemathesis: generated requests to every operation; no 5xx, and every answer fits the document."""
     catalogue.subscription()
     server = live_server()
-    schema = schemathesis.openapi.from_dict(openapi_document(server.url))
+    document = httpx.get(f"{server.url}/api/openapi.json", headers={"Authorization": f"Bearer {api_key}"}).json()
+    schema = schemathesis.openapi.from_dict(document)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} == {"/api/links", "/api/stats", "/api/openapi.json"}
     for operation in operations:

@@ -1,95 +1,206 @@
-"""The OpenAPI 3 document for `/api`."""
+"""The JSON API's one description: each `ApiRoute` names the models of its request and its answers
+(cancel_flow/web/api_models.py); its requests are checked against them and `/api/openapi.json` is
+generated from the same routes, so the document and the validation cannot disagree.
+
+An endpoint is a handler `async def f(request, body=…, query=…, path=…) -> Answer` plus one `ApiRoute`
+in a routes list that the app mounts. Every ApiRoute needs an API key (401), refuses a body or
+query its models reject (422 with a message naming the field), and turns `ApiError` into the
+`Error` body.
+"""
+
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from cancel_flow.web.api_models import Error, ErrorDetail
+
+MAX_BODY = 4096
+_REF = "#/components/schemas/{model}"
 
 
-def _error(description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+class ApiError(Exception):
+    """A refusal a handler answers with; its status must be among its route's `errors`."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
 
 
-def _rate(nullable_number: str = "number") -> dict:
-    return {"type": [nullable_number, "null"]}
+def error(status: int, code: str, message: str) -> Response:
+    return _json(Error(error=ErrorDetail(code=code, message=message)), status)
 
 
-def openapi_document(base_url: str) -> dict:
-    money = {"type": "array", "items": {"type": "object", "required": ["currency", "amount"], "properties": {
-        "currency": {"type": "string"}, "amount": {"type": "integer", "description": "minor units"}}}}
+def _json(answer: BaseModel, status: int) -> Response:
+    return Response(answer.model_dump_json(by_alias=True), status_code=status, media_type="application/json")
+
+
+def _authorized(request: Request) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip() or len(key) > 200:
+        return False
+    return request.app.state.api_keys.check(key.strip()) is not None
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    summary: str
+    operation_id: str
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    path: type[BaseModel] | None
+    status: int
+    answer: type[BaseModel] | None
+    description: str
+    errors: dict[int, str] = field(default_factory=dict)
+
+    def refusals(self) -> dict[int, str]:
+        """Every error status of the operation, with what it means."""
+        found = {401: "Missing or invalid API key"}
+        if self.body or self.query or self.path:
+            found[422] = "Malformed body" if self.body else "Invalid query or path"
+        return {**found, **self.errors}
+
+
+class ApiRoute(Route):
+    """A route of the JSON API: `body`, `query` and `path` models validate the request (the handler
+    gets them as keyword arguments), `answer` describes the `status` response (None: no body),
+    `errors` the refusals besides 401 and 422."""
+
+    def __init__(self, path: str, handler: Callable[..., Awaitable[BaseModel | None]], *, method: str, summary: str,
+                 operation_id: str, answer: type[BaseModel] | None, status: int = 200, description: str = "",
+                 body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
+                 path_params: type[BaseModel] | None = None, errors: dict[int, str] | None = None):
+        self.operation = Operation(method.lower(), summary, operation_id, body, query, path_params, status, answer,
+                                   description or summary, errors or {})
+        self.handler = handler
+        super().__init__(path, self._answer, methods=[method])
+
+    async def _answer(self, request: Request) -> Response:
+        operation = self.operation
+        if not _authorized(request):
+            return error(401, "unauthorized", "Send a valid API key as 'Authorization: Bearer <key>' "
+                                              "(cancel-flow api-key create NAME).")
+        given = {}
+        if operation.body:
+            raw = await request.body()
+            if len(raw) > MAX_BODY:
+                return error(422, "invalid_body", f"The body must be at most {MAX_BODY} bytes.")
+            try:
+                given["body"] = operation.body.model_validate_json(raw)
+            except ValidationError as refused:
+                return error(422, "invalid_body", explain(refused, operation.body))
+        for name, model, values in (("query", operation.query, request.query_params),
+                                    ("path", operation.path, request.path_params)):
+            if model:
+                try:
+                    given[name] = model.model_validate(dict(values))
+                except ValidationError as refused:
+                    return error(422, f"invalid_{name}", explain(refused, model))
+        try:
+            answer = await self.handler(request, **given)
+        except ApiError as refusal:
+            return error(refusal.status, refusal.code, refusal.message)
+        return Response(status_code=operation.status) if answer is None else _json(answer, operation.status)
+
+
+def explain(refused: ValidationError, model: type[BaseModel]) -> str:
+    """The first problem of a refused request, in words, naming the field (never echoing a value)."""
+    problem = refused.errors(include_url=False, include_input=False)[0]
+    kind, where = problem["type"], ".".join(str(part) for part in problem["loc"])
+    if kind == "json_invalid":
+        too_deep = "recursion limit" in problem["msg"]
+        return "The body is nested too deeply." if too_deep else "The body is not valid JSON."
+    if not where:
+        if kind in ("model_type", "model_attributes_type", "dict_type"):
+            return "The body must be a JSON object; see /api/openapi.json."
+        return problem["msg"]
+    names = [info.alias or name for name, info in model.model_fields.items()]
+    if kind == "extra_forbidden":
+        return f"Unknown field '{where[:40]}'; allowed: {', '.join(names)}."
+    if kind == "missing":
+        return f"'{where}' is required."
+    if kind.startswith("invalid_"):  # our own rules say what is wrong in full
+        return f"'{where}' {problem['msg']}"
+    described = {info.alias or name: info.description for name, info in model.model_fields.items()}
+    if described.get(where):
+        return f"'{where}' must be {described[where]}."
+    return f"'{where}': {problem['msg']}"
+
+
+class _Schema(GenerateJsonSchema):
+    """JSON Schema as the document shows it: no per-field titles; an optional field's absent
+    default (None) is left out rather than claimed as an allowed null."""
+
+    def field_title_should_be_set(self, schema) -> bool:
+        return False
+
+    def default_schema(self, schema):
+        generated = super().default_schema(schema)
+        if generated.get("default", ...) is None and schema["schema"].get("type") != "nullable":
+            generated.pop("default")
+        return generated
+
+
+def _parameters(model: type[BaseModel], where: str) -> list[dict]:
+    generated = model.model_json_schema(by_alias=True, ref_template=_REF, schema_generator=_Schema)
+    required = set(generated.get("required", []))
+    parameters = []
+    for name, schema in generated.get("properties", {}).items():
+        schema = dict(schema)
+        described = schema.pop("description", None)
+        parameters.append({"name": name, "in": where, "required": where == "path" or name in required, "schema": schema,
+                           **({"description": described} if described else {})})
+    return parameters
+
+
+def _content(reference: dict) -> dict:
+    return {"application/json": {"schema": reference}}
+
+
+def openapi_document(base_url: str, routes: Iterable[BaseRoute]) -> dict:
+    """The OpenAPI 3.1 document of the `ApiRoute`s among `routes`."""
+    api = [route for route in routes if isinstance(route, ApiRoute)]
+    wanted = {(Error, "serialization")}
+    for route in api:
+        if route.operation.body:
+            wanted.add((route.operation.body, "validation"))
+        if route.operation.answer:
+            wanted.add((route.operation.answer, "serialization"))
+    ordered = sorted(wanted, key=lambda key: (key[0].__name__, key[1]))
+    references, schemas = models_json_schema(ordered, ref_template=_REF, schema_generator=_Schema, by_alias=True)
+    paths: dict[str, dict] = {}
+    for route in api:
+        operation = route.operation
+        responses = {str(operation.status): {"description": operation.description}}
+        if operation.answer:
+            responses[str(operation.status)]["content"] = _content(references[(operation.answer, "serialization")])
+        for status, meaning in sorted(operation.refusals().items()):
+            responses[str(status)] = {"description": meaning, "content": _content(references[(Error, "serialization")])}
+        entry: dict = {"summary": operation.summary, "operationId": operation.operation_id, "responses": responses}
+        parameters = [*(_parameters(operation.path, "path") if operation.path else []),
+                      *(_parameters(operation.query, "query") if operation.query else [])]
+        if parameters:
+            entry["parameters"] = parameters
+        if operation.body:
+            entry["requestBody"] = {"required": True, "content": _content(references[(operation.body, "validation")])}
+        paths.setdefault(re.sub(r"{(\w+):\w+}", r"{\1}", route.path), {})[operation.method] = entry
     return {
         "openapi": "3.1.0",
         "info": {"title": "cancel-flow API", "version": "1.0.0",
                  "description": "Mint cancel and billing links; read the retention numbers."},
         "servers": [{"url": base_url}],
         "security": [{"bearer": []}],
-        "paths": {
-            "/api/links": {"post": {
-                "summary": "Mint a cancel link and a billing link for a customer",
-                "operationId": "createLinks",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LinkRequest"}}}},
-                "responses": {
-                    "201": {"description": "Links minted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Links"}}}},
-                    "401": _error("Missing or invalid API key"),
-                    "404": _error("No such customer, or no active subscription"),
-                    "422": _error("Malformed body, or a subscription must be chosen"),
-                    "503": _error("Stripe could not be reached"),
-                },
-            }},
-            "/api/stats": {"get": {
-                "summary": "The dashboard's numbers for a date range (UTC, inclusive; default the last 30 days)",
-                "operationId": "getStats",
-                "parameters": [
-                    {"name": "from", "in": "query", "required": False, "schema": {"type": "string", "format": "date"}},
-                    {"name": "to", "in": "query", "required": False, "schema": {"type": "string", "format": "date"}},
-                ],
-                "responses": {
-                    "200": {"description": "Numbers", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Stats"}}}},
-                    "401": _error("Missing or invalid API key"),
-                    "422": _error("Invalid dates"),
-                },
-            }},
-            "/api/openapi.json": {"get": {
-                "summary": "This document", "operationId": "getOpenapi",
-                "responses": {"200": {"description": "OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}},
-                              "401": _error("Missing or invalid API key")},
-            }},
-        },
+        "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "cancel-flow api-key create NAME"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                    "type": "object", "required": ["code", "message"],
-                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
-                "LinkRequest": {"type": "object", "additionalProperties": False,
-                                "description": "Exactly one of customer or email.",
-                                "properties": {
-                                    "customer": {"type": "string", "pattern": "^cus_[A-Za-z0-9_]+$"},
-                                    "email": {"type": "string", "format": "email"},
-                                    "subscription": {"type": "string", "pattern": "^sub_[A-Za-z0-9_]+$"}},
-                                "oneOf": [{"required": ["customer"], "not": {"required": ["email"]}},
-                                          {"required": ["email"], "not": {"required": ["customer"]}}]},
-                "Links": {"type": "object", "required": ["cancel_url", "billing_url", "expires_at", "customer", "subscription"],
-                          "properties": {"cancel_url": {"type": "string", "format": "uri"},
-                                         "billing_url": {"type": "string", "format": "uri"},
-                                         "expires_at": {"type": "string", "format": "date-time"},
-                                         "customer": {"type": "string"}, "subscription": {"type": "string"}}},
-                "Stats": {"type": "object", "required": ["from", "to", "sessions", "outcomes", "saved", "canceled", "save_rate",
-                                                         "mrr_saved", "discount_cost", "reasons", "offers", "durability", "weekly"],
-                          "properties": {
-                              "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"},
-                              "sessions": {"type": "integer"},
-                              "outcomes": {"type": "object", "additionalProperties": {"type": "integer"}},
-                              "saved": {"type": "integer"}, "canceled": {"type": "integer"}, "save_rate": _rate(),
-                              "mrr_saved": money, "discount_cost": money,
-                              "reasons": {"type": "array", "items": {"type": "object", "properties": {
-                                  "reason": {"type": "string"}, "sessions": {"type": "integer"}, "saved": {"type": "integer"},
-                                  "canceled": {"type": "integer"}, "save_rate": _rate()}}},
-                              "offers": {"type": "array", "items": {"type": "object", "properties": {
-                                  "offer": {"type": "string"}, "shown": {"type": "integer"}, "accepted": {"type": "integer"},
-                                  "rate": _rate()}}},
-                              "durability": {"type": "array", "items": {"type": "object", "properties": {
-                                  "days": {"type": "integer"}, "saves": {"type": "integer"},
-                                  "still_active": {"type": "integer"}, "share": _rate()}}},
-                              "weekly": {"type": "array", "items": {"type": "object", "properties": {
-                                  "week": {"type": "string", "format": "date"}, "sessions": {"type": "integer"},
-                                  "saves": {"type": "integer"}, "cancels": {"type": "integer"}}}},
-                          }},
-            },
+            "schemas": schemas.get("$defs", {}),
         },
     }

@@ -1,0 +1,154 @@
+"""What `/api/…` accepts and answers, each described once: the routes validate with these models and
+`/api/openapi.json` is generated from them (cancel_flow/web/openapi.py).
+
+`Body` (a JSON request body: unknown fields refused), `Query` (a query string: unknown parameters
+ignored) and `Answer` (a response body). A field's description is also the end of the message a
+client gets when its value is refused ("'customer' must be …"), so it reads as a noun phrase.
+"""
+
+from datetime import date, timedelta
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
+
+from cancel_flow.clock import utc_now
+from cancel_flow.web.dates import EARLIEST, LATEST, BadDates, check_range, parse_day
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Query(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+
+def stripe_id(prefix: str, what: str):
+    return Annotated[str, StringConstraints(min_length=len(prefix) + 1, max_length=255, pattern=rf"^{prefix}[A-Za-z0-9_]+$"),
+                     Field(description=f"{what} (a Stripe id starting with {prefix})")]
+
+
+def _day(value: Any) -> date:
+    try:
+        return parse_day(value)
+    except BadDates as bad:
+        raise PydanticCustomError("invalid_date", bad.message.removeprefix("'date' ")) from None
+
+
+Day = Annotated[date, BeforeValidator(_day)]
+Rate = Annotated[float | None, Field(description="a share from 0 to 1; null when there is nothing to divide by")]
+Email = Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$"),
+                  Field(description="an email address")]
+
+
+# errors ------------------------------------------------------------------------------------------
+class ErrorDetail(Answer):
+    code: str = Field(description="stable, for programs: unauthorized, invalid_body, invalid_query, not_found, …")
+    message: str = Field(description="for people")
+
+
+class Error(Answer):
+    """Every refusal: 401, 404, 422, 503."""
+    error: ErrorDetail
+
+
+# POST /api/links ----------------------------------------------------------------------------------
+class LinkRequest(Body):
+    """Exactly one of customer or email; a subscription when the customer has several active ones."""
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["customer"], "not": {"required": ["email"]}},
+                                                           {"required": ["email"], "not": {"required": ["customer"]}}]})
+
+    customer: stripe_id("cus_", "a customer") = None
+    email: Email = None
+    subscription: stripe_id("sub_", "a subscription") = None
+
+    @model_validator(mode="after")
+    def _one_way_to_find(self):
+        if (self.customer is None) == (self.email is None):
+            raise PydanticCustomError("one_of", "Send exactly one of 'customer' or 'email'.")
+        return self
+
+
+class Links(Answer):
+    cancel_url: str = Field(json_schema_extra={"format": "uri"})
+    billing_url: str = Field(json_schema_extra={"format": "uri"})
+    expires_at: str = Field(json_schema_extra={"format": "date-time"})
+    customer: str
+    subscription: str
+
+
+# GET /api/stats -----------------------------------------------------------------------------------
+class StatsQuery(Query):
+    first: Day = Field(None, alias="from", description=f"the first day, UTC, from {EARLIEST} to {LATEST}; "
+                                                         "default 29 days before 'to'")
+    last: Day = Field(None, alias="to", description=f"the last day (included), UTC, up to {LATEST}; default today")
+
+    @model_validator(mode="after")
+    def _a_sane_range(self):
+        last = self.last or utc_now().date()
+        first = self.first or max(EARLIEST, last - timedelta(days=29))
+        try:
+            self.first, self.last = check_range(first, last)
+        except BadDates as bad:
+            raise PydanticCustomError("invalid_range", bad.message) from None
+        return self
+
+
+class Money(Answer):
+    currency: str
+    amount: int = Field(description="minor units")
+
+
+class ReasonNumbers(Answer):
+    reason: str
+    sessions: int
+    saved: int
+    canceled: int
+    save_rate: Rate
+
+
+class OfferNumbers(Answer):
+    offer: str
+    shown: int
+    accepted: int
+    rate: Rate
+
+
+class Durability(Answer):
+    days: int
+    saves: int
+    still_active: int
+    share: Rate
+
+
+class Week(Answer):
+    week: date = Field(description="its Monday")
+    sessions: int
+    saves: int
+    cancels: int
+
+
+class Stats(Answer):
+    first: date = Field(alias="from")
+    last: date = Field(alias="to")
+    sessions: int
+    outcomes: dict[str, int]
+    saved: int
+    canceled: int
+    save_rate: Rate
+    mrr_saved: list[Money]
+    discount_cost: list[Money]
+    reasons: list[ReasonNumbers]
+    offers: list[OfferNumbers]
+    durability: list[Durability]
+    weekly: list[Week]
+
+
+# GET /api/openapi.json ----------------------------------------------------------------------------
+class OpenApiDocument(RootModel[dict[str, Any]]):
+    """This document (OpenAPI 3.1)."""
