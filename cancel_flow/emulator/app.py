@@ -6,6 +6,7 @@ from collections import deque
 import re
 import threading
 import time
+import traceback
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -13,13 +14,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cancel_flow.emulator import portal
+from cancel_flow.emulator import portal, rules
 from cancel_flow.emulator.api import Call, find_route
 from cancel_flow.emulator.delivery import Deliverer
 from cancel_flow.emulator.forms import FormError, decode_form
 from cancel_flow.emulator.objects import API_VERSION, new_id
 from cancel_flow.emulator.params import ParamError
-from cancel_flow.emulator.state import Account, StripeError
+from cancel_flow.emulator.state import Account
+try:
+    from cancel_flow.emulator.errors import StripeError
+except ImportError:  # before errors.py existed
+    from cancel_flow.emulator.state import StripeError
 
 
 class Faults:
@@ -53,10 +58,20 @@ class Emulator:
     def __init__(self):
         self.account = Account()
         self.deliverer = Deliverer()
-        self.account.on_event = self.deliverer.enqueue
+        self.account.on_event = self._deliver
         self.faults = Faults()
         self.requests: deque[dict] = deque(maxlen=200_000)  # a long demo or benchmark must not grow it forever
-        self.idempotency: dict[tuple, tuple] = {}
+        self.idempotency = rules.Idempotency()
+        # Configuration, kept by DELETE /_emulator/data (which forgets objects, not settings):
+        self.limits = rules.RateLimiter()
+        self.permissions = rules.KeyPermissions()
+        self.locks = rules.ObjectLocks()
+        self.default_api_version = rules.DEFAULT_ACCOUNT_API_VERSION
+
+    def _deliver(self, event: dict, endpoint: dict) -> None:
+        """Each endpoint gets the event in its own API version, else the account's default."""
+        version = endpoint.get("api_version") or self.default_api_version
+        self.deliverer.enqueue(rules.render_event(event, version, self.account), endpoint)
 
     def reset(self) -> None:
         with self.account.lock:
@@ -68,6 +83,8 @@ class Emulator:
 
 
 def _error(error: StripeError, headers: dict | None = None) -> JSONResponse:
+    if error.code == "lock_timeout":
+        headers = {**(headers or {}), **rules.LOCK_TIMEOUT_HEADERS}
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
@@ -82,6 +99,16 @@ def _authenticate(request: Request) -> str:
     return key
 
 
+def _fault_error(fault: dict) -> StripeError:
+    status, code = int(fault.get("status", 500)), fault.get("code")
+    if code == "lock_timeout":
+        return rules.lock_timeout()
+    if code == "rate_limit" or (status == 429 and not code):
+        return StripeError(429, rules.RATE_LIMIT_MESSAGE, code="rate_limit")
+    kind = "api_error" if status >= 500 else "invalid_request_error"
+    return StripeError(status, "Injected fault: the emulator was told to fail this request.", type_=kind, code=code)
+
+
 async def stripe_api(request: Request) -> Response:
     emulator: Emulator = request.app.state.emulator
     path, method = request.url.path, request.method
@@ -89,54 +116,79 @@ async def stripe_api(request: Request) -> Response:
     request_id = new_id("req", 14)
     headers = {"Request-Id": request_id, "Stripe-Version": request.headers.get("stripe-version", API_VERSION)}
     fault = emulator.faults.take(method, path)
-    if fault:
-        if fault.get("hang_seconds"):
-            await asyncio.sleep(float(fault["hang_seconds"]))
-        else:
-            status = int(fault.get("status", 500))
-            kind = "api_error" if status >= 500 else "invalid_request_error"
-            error = StripeError(status, "Injected fault: the emulator was told to fail this request.",
-                                type_=kind, code="rate_limit" if status == 429 else None)
-            return _error(error, headers)
+    if fault and not fault.get("slow_seconds"):
+        # Injected failures stand for failures before Stripe executed anything: nothing is stored.
+        if not fault.get("hang_seconds"):
+            return _error(_fault_error(fault), headers)
+        await asyncio.sleep(float(fault["hang_seconds"]))
+    # Validation: none of these failures stores an idempotent result.
     try:
         key = _authenticate(request)
+        handler, ids = find_route(method, path)
+        emulator.limits.admit(method, path, handler)
+        emulator.permissions.check(key, method, path)
         body = (await request.body()).decode("utf-8", errors="strict")
         pairs = parse_qsl(request.url.query, keep_blank_values=True)
         if method == "POST":
             pairs += parse_qsl(body, keep_blank_values=True)
         params = decode_form(pairs)
+        rules.check_expand(params)
+        rules.check_required(method, path, params)
+        idem_key = request.headers.get("idempotency-key") if method == "POST" else None
+        if idem_key is not None:
+            rules.check_idempotency_key(idem_key)
     except StripeError as error:
         return _error(error, headers)
     except (FormError, UnicodeDecodeError, ValueError) as error:
         return _error(StripeError(400, f"Invalid request: {error}"), headers)
 
-    idem_key = request.headers.get("idempotency-key") if method in ("POST", "DELETE") else None
-    fingerprint = (method, path, json.dumps(params, sort_keys=True))
     base_url = str(request.base_url).rstrip("/")
-    with emulator.account.lock:
-        if idem_key:
-            headers["Idempotency-Key"] = idem_key
-            cached = emulator.idempotency.get((key, idem_key))
-            if cached:
-                if cached[0] != fingerprint:
-                    error = StripeError(400, "Keys for idempotent requests can only be used with the same parameters "
-                                             f"they were first used with. Try using a key other than '{idem_key}' if you "
-                                             "meant to execute a different request.", type_="idempotency_error")
-                    return _error(error, headers)
-                return Response(cached[2], status_code=cached[1], media_type="application/json",
-                                headers={**headers, "Idempotent-Replayed": "true", "Original-Request": cached[3]})
+    write_target = rules.object_key(path, ids) if method in ("POST", "DELETE") else None
+    if idem_key is not None:
+        headers["Idempotency-Key"] = idem_key
+        fingerprint = (method, path, json.dumps(params, sort_keys=True))
         try:
-            handler, ids = find_route(method, path)
-            result = handler(Call(emulator.account, params, ids, idem_key, base_url))
-            status, content = 200, json.dumps(result, indent=2)
-        except ParamError as error:
-            return _error(StripeError(400, str(error), code=error.code, param=error.param), headers)
+            stored = emulator.idempotency.begin(key, idem_key, fingerprint, emulator.account.now())
         except StripeError as error:
-            if error.status != 402:
-                return _error(error, headers)
-            status, content = error.status, json.dumps(error.body())
-        if idem_key:
-            emulator.idempotency[(key, idem_key)] = (fingerprint, status, content, request_id)
+            return _error(error, headers)
+        if stored is not None:
+            return Response(stored["content"], status_code=stored["status"], media_type="application/json",
+                            headers={**headers, "Idempotent-Replayed": "true", "Original-Request": stored["request_id"]})
+    status, content, store = 500, "", True
+    try:
+        if write_target and fault and fault.get("slow_seconds"):
+            # The request has begun executing and holds its object (and its idempotency key) a while.
+            emulator.locks.acquire(write_target)
+            try:
+                await asyncio.sleep(float(fault["slow_seconds"]))
+            finally:
+                emulator.locks.release(write_target)
+        elif write_target and emulator.locks.held(write_target):
+            raise rules.lock_timeout()
+        elif fault and fault.get("slow_seconds"):
+            await asyncio.sleep(float(fault["slow_seconds"]))
+        with emulator.account.lock:
+            result = handler(Call(emulator.account, params, ids, idem_key, base_url))
+        status, content = 200, json.dumps(result, indent=2)
+    except ParamError as error:
+        store = False
+        error = StripeError(400, str(error), code=error.code, param=error.param)
+        status, content = error.status, json.dumps(error.body())
+    except StripeError as error:
+        # Stripe stores what an executing request answered, 4xx included, except parameter
+        # validation and lock timeouts (a conflict with a concurrent request: nothing executed).
+        store = not rules.is_validation_error(error) and error.code != "lock_timeout"
+        if error.code == "lock_timeout":
+            headers.update(rules.LOCK_TIMEOUT_HEADERS)
+        status, content = error.status, json.dumps(error.body())
+    except Exception:  # an emulator bug: answered and stored as Stripe's 500
+        traceback.print_exc()
+        status, content = 500, json.dumps(StripeError(500, "An unknown error occurred", type_="api_error").body())
+    if idem_key is not None:
+        if store:
+            emulator.idempotency.finish(key, idem_key, status, content, request_id, emulator.account.now())
+        else:
+            emulator.idempotency.abandon(key, idem_key)
     return Response(content, status_code=status, media_type="application/json", headers=headers)
 
 
@@ -168,12 +220,18 @@ async def faults(request: Request) -> Response:
                  "count": int(rule.get("count", 1))}
         if "hang_seconds" in rule:
             clean["hang_seconds"] = float(rule["hang_seconds"])
+        elif "slow_seconds" in rule:
+            clean["slow_seconds"] = float(rule["slow_seconds"])
         else:
             clean["status"] = int(rule.get("status", 500))
+            if rule.get("code") is not None:
+                clean["code"] = str(rule["code"])
+            if clean.get("code") == "lock_timeout":
+                clean["status"] = 429
         if clean["count"] < 1 or not clean["path"].startswith("/"):
             raise ValueError
     except (ValueError, KeyError, TypeError, AttributeError):
-        return JSONResponse({"error": {"message": 'Send {"method", "path", "status" or "hang_seconds", "count"}.'}}, status_code=400)
+        return JSONResponse({"error": {"message": 'Send {"method", "path", "status" (and "code") or "hang_seconds" or "slow_seconds", "count"}.'}}, status_code=400)
     emulator.faults.add(clean)
     return JSONResponse(clean, status_code=201)
 
@@ -184,6 +242,57 @@ async def request_log(request: Request) -> Response:
 
 async def delivery_log(request: Request) -> Response:
     return JSONResponse(list(request.app.state.emulator.deliverer.attempts))
+
+
+async def limits(request: Request) -> Response:
+    """Stripe's rate limit (https://docs.stripe.com/rate-limits), off until set; `null` turns it off."""
+    emulator: Emulator = request.app.state.emulator
+    if request.method == "POST":
+        try:
+            body = await request.json()
+            value = body["requests_per_second"]
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": {"message": 'Send {"requests_per_second": N} with N >= 1, or null for no limit.'}},
+                                status_code=400)
+        emulator.limits.configure(value)
+    return JSONResponse(emulator.limits.report())
+
+
+async def keys(request: Request) -> Response:
+    """Restricted keys lacking permissions: {"key": "rk_test_…", "deny": ["POST /v1/billing_portal/sessions"]}."""
+    emulator: Emulator = request.app.state.emulator
+    if request.method == "DELETE":
+        emulator.permissions.clear()
+    elif request.method == "POST":
+        try:
+            body = await request.json()
+            key, deny = body["key"], body.get("deny", [])
+            if not isinstance(key, str) or not key.startswith(("rk_test_", "sk_test_")) or not isinstance(deny, list) \
+                    or not all(isinstance(entry, str) for entry in deny):
+                raise ValueError
+            emulator.permissions.set(key, deny)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return JSONResponse({"error": {"message": 'Send {"key": "rk_test_…", "deny": ["METHOD /v1/path", …]}.'}},
+                                status_code=400)
+    return JSONResponse({"keys": emulator.permissions.report()})
+
+
+async def account_settings(request: Request) -> Response:
+    """The account's default API version, in which events reach endpoints created without one."""
+    emulator: Emulator = request.app.state.emulator
+    if request.method == "POST":
+        try:
+            version = (await request.json())["default_api_version"]
+            if version not in rules.known_api_versions():
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": {"message": "Send {\"default_api_version\": V} with V one of Stripe's API "
+                                                      "versions (as the SDK lists them)."}}, status_code=400)
+        emulator.default_api_version = version
+    return JSONResponse({"id": rules.EMULATOR_ACCOUNT, "default_api_version": emulator.default_api_version})
 
 
 async def reset_data(request: Request) -> Response:
@@ -200,6 +309,9 @@ def create_emulator_app() -> Starlette:
         Route("/_emulator/requests", request_log, methods=["GET"]),
         Route("/_emulator/deliveries", delivery_log, methods=["GET"]),
         Route("/_emulator/data", reset_data, methods=["DELETE"]),
+        Route("/_emulator/limits", limits, methods=["GET", "POST"]),
+        Route("/_emulator/keys", keys, methods=["GET", "POST", "DELETE"]),
+        Route("/_emulator/account", account_settings, methods=["GET", "POST"]),
         *portal.routes,
     ])
     app.state.emulator = Emulator()

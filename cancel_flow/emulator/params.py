@@ -67,6 +67,11 @@ def _check(value, expected, path: str):
             if key not in hints:
                 raise ParamError(f"Received unknown parameter: {_join(path, key)}", _join(path, key), "parameter_unknown")
             checked[key] = _check(item, hints[key], _join(path, key))
+        # Keys the SDK types as required are required by Stripe too (`url` of a webhook endpoint,
+        # `flow_data[type]`, `pause_collection[behavior]`): https://docs.stripe.com/api/errors
+        for key in sorted(getattr(expected, "__required_keys__", ())):
+            if key not in value:
+                raise ParamError(f"Missing required param: {_join(path, key)}.", _join(path, key), "parameter_missing")
         return checked
     if origin is typing.Union:
         options = typing.get_args(expected)
@@ -74,13 +79,16 @@ def _check(value, expected, path: str):
         if enum_values and str in options:
             # The SDK widens enums with `str` for forward compatibility; Stripe does not.
             options = tuple(o for o in options if o is not str)
-        last_error = None
+        last_error = hash_error = None
         for option in options:
             try:
                 return _check(value, option, path)
             except ParamError as error:
                 last_error = error
-        raise last_error
+                if isinstance(value, dict) and typing_extensions.is_typeddict(option) and hash_error is None:
+                    hash_error = error
+        # A hash that fails its own shape says why, not that it is not the empty string.
+        raise hash_error or last_error
     if origin in (typing.Literal, typing_extensions.Literal):
         allowed = typing.get_args(expected)
         if value in allowed:
