@@ -61,11 +61,29 @@ def emulator_url():
         process.wait(timeout=10)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "no_portal_configuration: the emulator's account starts without a saved portal configuration")
+
+
+# What `cancel-flow stripe setup` saves (cancel_flow/stripe_gateway.py): in test mode Stripe refuses portal
+# sessions until a configuration is saved, so each test's account starts as if setup had run.
+PORTAL_CONFIGURATION = {
+    "business_profile[headline]": "Manage your subscription",
+    "features[invoice_history][enabled]": "true", "features[payment_method_update][enabled]": "true",
+    "features[subscription_cancel][enabled]": "true", "features[subscription_cancel][mode]": "at_period_end",
+    "features[subscription_cancel][proration_behavior]": "none", "metadata[cancel_flow]": "1",
+}
+
+
 @pytest.fixture
-def emulator(emulator_url):
-    """The emulator, emptied before each test; a small client for its controls."""
+def emulator(emulator_url, request):
+    """The emulator, emptied before each test (with a saved portal configuration unless the test is
+    marked `no_portal_configuration`); a small client for its controls."""
     control = httpx.Client(base_url=emulator_url, timeout=10)
     control.delete("/_emulator/data").raise_for_status()
+    if request.node.get_closest_marker("no_portal_configuration") is None:
+        control.post("/v1/billing_portal/configurations", data=PORTAL_CONFIGURATION,
+                     headers={"Authorization": f"Bearer {TEST_KEY}"}).raise_for_status()
     yield control
     control.delete("/_emulator/faults")
     control.close()
@@ -182,9 +200,22 @@ class Catalogue:
                 "recurring": {"interval": interval}})
         return self._prices[key]
 
-    def customer(self, email: str = "client@example.com", name: str = "Casey Client", card: str = "pm_card_visa"):
+    def customer(self, email: str = "client@example.com", name: str = "Casey Client", card: str = "pm_card_visa", **extra):
         return self.sdk.v1.customers.create(params={"email": email, "name": name, "payment_method": card,
-                                                    "invoice_settings": {"default_payment_method": card}})
+                                                    "invoice_settings": {"default_payment_method": card}, **extra})
+
+    def test_clock(self, frozen_time: int, name: str = "cancel-flow test"):
+        """A Stripe test clock; customers made with `customer(test_clock=clock.id)` live on it."""
+        return self.sdk.v1.test_helpers.test_clocks.create(params={"frozen_time": frozen_time, "name": name})
+
+    def advance(self, clock_id: str, frozen_time: int, timeout: float = 30):
+        """Advance a test clock and wait until it is `ready`, as against Stripe test mode."""
+        self.sdk.v1.test_helpers.test_clocks.advance(clock_id, params={"frozen_time": frozen_time})
+        deadline = time.monotonic() + timeout
+        while (clock := self.sdk.v1.test_helpers.test_clocks.retrieve(clock_id)).status != "ready":
+            assert clock.status == "advancing" and time.monotonic() < deadline, f"test clock {clock_id}: {clock.status}"
+            time.sleep(0.5)
+        return clock
 
     def subscription(self, customer=None, interval: str = "month", amount: int = 4900, currency: str = "usd", **extra):
         customer = customer or self.customer()

@@ -102,7 +102,12 @@ def test_subscription_carries_items_periods_and_expands_product_and_customer(str
 
 
 def test_declining_card_makes_an_incomplete_subscription_or_a_card_error(stripe_client, catalogue):
-    customer = catalogue.customer(card="pm_card_visa_chargeDeclined")
+    # Stripe declines 4000000000000002 (pm_card_visa_chargeDeclined) already when it is attached to a
+    # customer; 4000000000000341 (pm_card_chargeCustomerFail) attaches and declines every charge.
+    with pytest.raises(stripe.CardError) as refused:
+        catalogue.customer(card="pm_card_visa_chargeDeclined")
+    assert refused.value.code == "card_declined" and refused.value.http_status == 402
+    customer = catalogue.customer(card="pm_card_chargeCustomerFail")
     assert catalogue.subscription(customer).status == "incomplete"
     with pytest.raises(stripe.CardError) as error:
         catalogue.subscription(customer, payment_behavior="error_if_incomplete")
@@ -325,7 +330,7 @@ def test_portal_refuses_to_cancel_a_canceled_subscription(stripe_client, catalog
 
 
 def test_portal_payment_method_update_flow_changes_the_default_card(stripe_client, catalogue):
-    customer = catalogue.customer(card="pm_card_visa_chargeDeclined")
+    customer = catalogue.customer(card="pm_card_chargeCustomerFail")
     session = stripe_client.v1.billing_portal.sessions.create(params={
         "customer": customer.id, "return_url": "http://shop.example/account",
         "flow_data": {"type": "payment_method_update"}})

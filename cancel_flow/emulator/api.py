@@ -59,8 +59,7 @@ def update_customer(call: Call):
 
 def delete_customer(call: Call):
     call.checked("CustomerDeleteParams")
-    call.account.get("customers", call.ids[0], "customer")
-    del call.account.customers[call.ids[0]]
+    call.account.delete_customer(call.ids[0])
     return _deleted(call.ids[0], "customer")
 
 
@@ -69,6 +68,8 @@ def list_customers(call: Call):
     items = list(call.account.customers.values())
     if params.get("email"):
         items = [c for c in items if c["email"] == params["email"]]
+    if params.get("test_clock"):
+        items = [c for c in items if c["test_clock"] == params["test_clock"]]
     return call.account.page(items, params, "/v1/customers", "customers")
 
 
@@ -165,6 +166,45 @@ def list_events(call: Call):
     return call.account.page(items, params, "/v1/events", "events")
 
 
+def list_invoices(call: Call):
+    # https://docs.stripe.com/api/invoices/list
+    params = call.checked("InvoiceListParams")
+    return call.account.page(call.account.list_invoices(params), params, "/v1/invoices", "invoices")
+
+
+def pay_invoice(call: Call):
+    # https://docs.stripe.com/api/invoices/pay
+    params = call.checked("InvoicePayParams")
+    body = {k: v for k, v in params.items() if k != "expand"}
+    return call.render("invoices", call.account.pay_invoice(call.ids[0], body, call.idempotency_key), params)
+
+
+def preview_invoice(call: Call):
+    # https://docs.stripe.com/api/invoices/create_preview
+    params = call.checked("InvoiceCreatePreviewParams")
+    body = {k: v for k, v in params.items() if k != "expand"}
+    preview = call.account.preview_invoice(body)
+    return call.account.render("invoices", preview, params.get("expand"))
+
+
+def create_test_clock(call: Call):
+    # https://docs.stripe.com/api/test_clocks/create
+    params = call.checked("test_helpers.TestClockCreateParams")
+    return call.render("test_clocks", call.account.create_test_clock(params), params)
+
+
+def advance_test_clock(call: Call):
+    # https://docs.stripe.com/api/test_clocks/advance
+    params = call.checked("test_helpers.TestClockAdvanceParams")
+    return call.account.advance_test_clock(call.ids[0], params)
+
+
+def delete_test_clock(call: Call):
+    # https://docs.stripe.com/api/test_clocks/delete
+    call.checked("test_helpers.TestClockDeleteParams")
+    return call.account.delete_test_clock(call.ids[0])
+
+
 _ID = r"([^/]+)"
 ROUTES = [
     ("POST", "customers", _create("customers", "CustomerCreateParams", "create_customer")),
@@ -199,6 +239,16 @@ ROUTES = [
     ("GET", f"webhook_endpoints/{_ID}", _without_secret(_retrieve("webhook_endpoints", "webhook_endpoint", "WebhookEndpointRetrieveParams"))),
     ("POST", f"webhook_endpoints/{_ID}", update_webhook_endpoint),
     ("DELETE", f"webhook_endpoints/{_ID}", delete_webhook_endpoint),
+    ("GET", "invoices", list_invoices),
+    ("POST", "invoices/create_preview", preview_invoice),
+    ("GET", f"invoices/{_ID}", _retrieve("invoices", "invoice", "InvoiceRetrieveParams")),
+    ("POST", f"invoices/{_ID}/pay", pay_invoice),
+    ("GET", f"payment_intents/{_ID}", _retrieve("payment_intents", "payment_intent", "PaymentIntentRetrieveParams")),
+    ("POST", "test_helpers/test_clocks", create_test_clock),
+    ("GET", "test_helpers/test_clocks", _list("test_clocks", "test_helpers.TestClockListParams", "/v1/test_helpers/test_clocks")),
+    ("GET", f"test_helpers/test_clocks/{_ID}", _retrieve("test_clocks", "test_clock", "test_helpers.TestClockRetrieveParams")),
+    ("POST", f"test_helpers/test_clocks/{_ID}/advance", advance_test_clock),
+    ("DELETE", f"test_helpers/test_clocks/{_ID}", delete_test_clock),
     ("GET", "events", list_events),
     ("GET", f"events/{_ID}", _retrieve("events", "event", "EventRetrieveParams")),
 ]

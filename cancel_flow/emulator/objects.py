@@ -8,13 +8,17 @@ from cancel_flow.clock import add_months
 
 API_VERSION = "2026-10-28.endive"
 _ALPHABET = string.ascii_letters + string.digits
+# Stripe's test cards (https://docs.stripe.com/testing#declined-payments): 4000000000000002
+# declines every charge and is refused when attached to a customer; 4000000000000341
+# ("decline after attaching") attaches fine and declines every charge.
 DECLINING_PAYMENT_METHODS = {"pm_card_chargeDeclined", "pm_card_visa_chargeDeclined", "pm_card_chargeCustomerFail"}
+REFUSED_AT_ATTACH = {"pm_card_chargeDeclined", "pm_card_visa_chargeDeclined"}
 TEST_PAYMENT_METHODS = {
     "pm_card_visa": ("visa", "4242"),
     "pm_card_mastercard": ("mastercard", "4444"),
     "pm_card_amex": ("amex", "8431"),
     "pm_card_chargeDeclined": ("visa", "0002"),
-    "pm_card_visa_chargeDeclined": ("visa", "0341"),
+    "pm_card_visa_chargeDeclined": ("visa", "0002"),
     "pm_card_chargeCustomerFail": ("visa", "0341"),
 }
 FEEDBACK_VALUES = [
@@ -41,11 +45,20 @@ def list_object(data: list, url: str, has_more: bool = False) -> dict:
     return {"object": "list", "data": data, "has_more": has_more, "url": url}
 
 
+ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
+
+
+def address(value) -> dict | None:
+    if not value:
+        return None
+    return {field: value.get(field) or None for field in ADDRESS_FIELDS}
+
+
 def customer(now: int, params: dict) -> dict:
     settings = params.get("invoice_settings") or {}
     return {
         "id": new_id("cus", 14), "object": "customer",
-        "address": None, "balance": 0, "created": now, "currency": None,
+        "address": address(params.get("address")), "balance": 0, "created": now, "currency": None,
         "default_source": None, "delinquent": False, "description": params.get("description"),
         "discount": None, "email": params.get("email"), "invoice_prefix": new_id("X", 6)[2:].upper(),
         "invoice_settings": {
@@ -55,7 +68,7 @@ def customer(now: int, params: dict) -> dict:
         },
         "livemode": False, "metadata": dict(params.get("metadata") or {}), "name": params.get("name"),
         "next_invoice_sequence": 1, "phone": params.get("phone"), "preferred_locales": [],
-        "shipping": None, "tax_exempt": "none", "test_clock": None, "customer_account": None,
+        "shipping": None, "tax_exempt": "none", "test_clock": params.get("test_clock"), "customer_account": None,
     }
 
 
@@ -129,7 +142,7 @@ def subscription_item(now: int, subscription_id: str, price_obj: dict, quantity:
     }
 
 
-def subscription(now: int, customer_id: str, currency: str, params: dict) -> dict:
+def subscription(now: int, customer_id: str, currency: str, params: dict, test_clock: str | None = None) -> dict:
     return {
         "id": new_id("sub"), "object": "subscription", "application": None,
         "application_fee_percent": None,
@@ -149,7 +162,7 @@ def subscription(now: int, customer_id: str, currency: str, params: dict) -> dic
         "next_pending_invoice_item_invoice": None, "on_behalf_of": None, "pause_collection": None,
         "payment_settings": {"payment_method_options": None, "payment_method_types": None, "save_default_payment_method": "off"},
         "pending_invoice_item_interval": None, "pending_setup_intent": None, "pending_update": None,
-        "schedule": None, "start_date": now, "status": "active", "test_clock": None,
+        "schedule": None, "start_date": now, "status": "active", "test_clock": test_clock,
         "transfer_data": None, "trial_end": None,
         "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}}, "trial_start": None,
     }
@@ -247,6 +260,7 @@ def webhook_endpoint(now: int, params: dict) -> dict:
 
 
 def event(now: int, event_type: str, data_object: dict, previous: dict | None, idempotency_key: str | None) -> dict:
+    # https://docs.stripe.com/api/events/object
     data = {"object": data_object}
     if previous is not None:
         data["previous_attributes"] = previous
@@ -261,3 +275,119 @@ def event(now: int, event_type: str, data_object: dict, previous: dict | None, i
 def public(obj: dict) -> dict:
     """Drop the emulator's private bookkeeping (keys starting with `_`)."""
     return {key: value for key, value in obj.items() if not key.startswith("_")}
+
+
+def test_clock(now: int, params: dict) -> dict:
+    # https://docs.stripe.com/api/test_clocks/object (a clock deletes itself 30 days after creation)
+    return {
+        "id": new_id("clock"), "object": "test_helpers.test_clock", "created": now,
+        "deletes_after": now + 30 * 86400, "frozen_time": params["frozen_time"], "livemode": False,
+        "name": params.get("name"), "status": "ready", "status_details": {},
+    }
+
+
+def money(amount: int, currency: str) -> str:
+    return f"{amount / 100:,.2f} {currency.upper()}" if currency not in ZERO_DECIMAL else f"{amount:,} {currency.upper()}"
+
+
+ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
+
+
+def invoice_line(invoice_id: str, sub: dict, item: dict, price_obj: dict, product_name: str, amount: int,
+                 period: tuple[int, int], trial: bool) -> dict:
+    """One line per subscription item (https://docs.stripe.com/api/invoice-line-item/object)."""
+    recurring = price_obj["recurring"]
+    every = recurring["interval"] if recurring["interval_count"] == 1 else f"{recurring['interval_count']} {recurring['interval']}s"
+    description = f"Trial period for {product_name}" if trial else \
+        f"{item['quantity']} × {product_name} (at {money(price_obj['unit_amount'], price_obj['currency'])} / {every})"
+    return {
+        "id": new_id("il"), "object": "line_item", "amount": amount, "currency": price_obj["currency"],
+        "description": description, "discount_amounts": [], "discountable": True, "discounts": [],
+        "invoice": invoice_id, "livemode": False, "metadata": dict(item["metadata"]),
+        "parent": {
+            "invoice_item_details": None, "type": "subscription_item_details",
+            "subscription_item_details": {"invoice_item": None, "proration": False, "proration_details": {"credited_items": None},
+                                          "subscription": sub["id"], "subscription_item": item["id"]},
+        },
+        "period": {"end": period[1], "start": period[0]}, "pretax_credit_amounts": [],
+        "pricing": {"price_details": {"price": price_obj["id"], "product": price_obj["product"]},
+                    "type": "price_details", "unit_amount_decimal": price_obj["unit_amount_decimal"]},
+        "quantity": item["quantity"], "subscription": sub["id"], "subtotal": amount, "taxes": [],
+    }
+
+
+def invoice(invoice_id: str, now: int, cust: dict, sub: dict, billing_reason: str, period: tuple[int, int]) -> dict:
+    """An invoice as the current API version shapes it (https://docs.stripe.com/api/invoices/object):
+    since 2025-03-31.basil the subscription is at `parent.subscription_details.subscription`."""
+    return {
+        "id": invoice_id, "object": "invoice", "account_country": "US", "account_name": None,
+        "account_tax_ids": None, "amount_due": 0, "amount_overpaid": 0, "amount_paid": 0,
+        "amount_paid_off_stripe": None,
+        "amount_remaining": 0, "amount_shipping": 0, "application": None, "attempt_count": 0, "attempted": False,
+        "auto_advance": True,
+        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None, "provider": None, "status": None},
+        "automatically_finalizes_at": None, "billing_reason": billing_reason,
+        "collection_method": sub["collection_method"], "confirmation_secret": None, "created": now,
+        "currency": sub["currency"], "custom_fields": None, "customer": cust["id"], "customer_account": None,
+        "customer_address": copy_address(cust.get("address")), "customer_email": cust.get("email"),
+        "customer_name": cust.get("name"), "customer_phone": cust.get("phone"), "customer_shipping": None,
+        "customer_tax_exempt": "none", "customer_tax_ids": [], "default_payment_method": None,
+        "default_source": None, "default_tax_rates": [], "description": None, "discounts": [],
+        "due_date": None, "effective_at": None, "ending_balance": None, "footer": None, "from_invoice": None,
+        "hosted_invoice_url": None, "invoice_pdf": None, "issuer": {"type": "self"},
+        "last_finalization_error": None, "latest_revision": None,
+        "lines": list_object([], f"/v1/invoices/{invoice_id}/lines"), "livemode": False, "metadata": {},
+        "next_payment_attempt": None, "number": None, "on_behalf_of": None,
+        "parent": {
+            "quote_details": None, "type": "subscription_details",
+            "subscription_details": {"metadata": dict(sub["metadata"]), "subscription": sub["id"],
+                                     "subscription_proration_date": None},
+        },
+        "payment_settings": {"default_mandate": None, "payment_method_options": None, "payment_method_types": None},
+        "period_end": period[1], "period_start": period[0],
+        "post_payment_credit_notes_amount": 0, "pre_payment_credit_notes_amount": 0, "receipt_number": None,
+        "rendering": None, "shipping_cost": None, "shipping_details": None, "starting_balance": 0,
+        "statement_descriptor": None, "status": "draft", "status_details": None,
+        "status_transitions": {"finalized_at": None, "marked_uncollectible_at": None, "paid_at": None, "voided_at": None},
+        "subtotal": 0, "subtotal_excluding_tax": 0, "test_clock": sub["test_clock"], "threshold_reason": None,
+        "total": 0, "total_discount_amounts": [], "total_excluding_tax": 0, "total_pretax_credit_amounts": [],
+        "total_taxes": [], "webhooks_delivered_at": now,
+    }
+
+
+def copy_address(value) -> dict | None:
+    return dict(value) if value else None
+
+
+def payment_intent(now: int, inv: dict, pm: dict | None, error: dict | None) -> dict:
+    """The PaymentIntent an invoice's payment runs through (https://docs.stripe.com/api/payment_intents/object);
+    a decline leaves `last_payment_error` with the card that failed."""
+    return {
+        "id": new_id("pi"), "object": "payment_intent", "allowed_payment_method_types": None,
+        "amount": inv["amount_due"], "amount_capturable": 0, "amount_details": None,
+        "amount_received": 0 if error else inv["amount_due"], "application": None, "application_fee_amount": None,
+        "automatic_payment_methods": None, "canceled_at": None, "cancellation_reason": None,
+        "capture_method": "automatic", "client_secret": None, "confirmation_method": "automatic", "created": now,
+        "currency": inv["currency"], "customer": inv["customer"], "customer_account": None,
+        "description": "Subscription creation" if inv["billing_reason"] == "subscription_create" else "Subscription update",
+        "excluded_payment_method_types": None, "last_payment_error": error, "latest_charge": None,
+        "livemode": False, "metadata": {}, "next_action": None, "on_behalf_of": None, "payment_details": None,
+        "payment_method": None if error or pm is None else pm["id"], "payment_method_configuration_details": None,
+        "payment_method_options": None, "payment_method_types": ["card"], "processing": None,
+        "receipt_email": None, "review": None, "setup_future_usage": None, "shipping": None, "source": None,
+        "statement_descriptor": None, "statement_descriptor_suffix": None,
+        "status": "requires_payment_method" if error else "succeeded", "transfer_data": None, "transfer_group": None,
+    }
+
+
+def invoice_payment(now: int, inv: dict, intent: dict) -> dict:
+    # https://docs.stripe.com/api/invoice-payment/object
+    paid = intent["status"] == "succeeded"
+    return {
+        "id": new_id("inpay"), "object": "invoice_payment", "amount_paid": intent["amount"] if paid else None,
+        "amount_requested": intent["amount"], "created": now, "currency": inv["currency"], "invoice": inv["id"],
+        "is_default": True, "livemode": False,
+        "payment": {"charge": None, "payment_intent": intent["id"], "payment_record": None, "type": "payment_intent"},
+        "status": "paid" if paid else "open",
+        "status_transitions": {"canceled_at": None, "paid_at": now if paid else None},
+    }

@@ -138,7 +138,11 @@ async def update_payment_method(request: Request) -> Response:
     if choice not in TEST_PAYMENT_METHODS:
         return _page("Choose a card", "<p>Pick one of the test cards.</p>", 400)
     with account.lock:
-        account.update_customer(session["customer"], {"invoice_settings": {"default_payment_method": choice}})
+        try:
+            account.update_customer(session["customer"], {"invoice_settings": {"default_payment_method": choice}})
+        except StripeError as error:
+            # A card Stripe declines when it is attached is refused here too (https://docs.stripe.com/testing#declined-payments).
+            return _page("Card not saved", f"<p>{escape(error.message)}</p>", error.status)
     return _after_completion(session, request, "Your payment method has been updated.")
 
 

@@ -1,50 +1,45 @@
-"""The emulator's in-memory Stripe account: objects, clock, events, and the rules Stripe applies."""
+"""The emulator's in-memory Stripe account: objects, clocks, events, and the rules Stripe applies."""
 
 import copy
+import itertools
 import threading
 import time
 
 from cancel_flow.emulator import objects as build
+from cancel_flow.emulator.clocks import MAX_CUSTOMERS, MAX_SUBSCRIPTIONS, TestClocks
+from cancel_flow.emulator.errors import StripeError, missing
+from cancel_flow.emulator.invoices import Invoicing
 from cancel_flow.emulator.objects import public
+
+__all__ = ["Account", "StripeError", "missing"]
 
 SUBSCRIPTION_EVENTS = ("customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted")
 LIVE_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete", "paused")
+ENDED_STATUSES = ("canceled", "incomplete_expired")
 # Which store an expandable field's id lives in.
 EXPANDABLE = {
     "customer": "customers", "product": "products", "price": "prices", "coupon": "coupons",
-    "discounts": "discounts", "default_payment_method": "payment_methods",
-    "subscription": "subscriptions", "configuration": "portal_configurations",
+    "discounts": "discounts", "discount": "discounts", "default_payment_method": "payment_methods",
+    "payment_method": "payment_methods", "subscription": "subscriptions", "configuration": "portal_configurations",
+    "latest_invoice": "invoices", "invoice": "invoices", "payment_intent": "payment_intents",
+    "test_clock": "test_clocks",
 }
+# Stripe lets an incomplete subscription's first invoice be paid for 23 hours, then expires it
+# (https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses).
+INCOMPLETE_EXPIRES_AFTER = 23 * 3600
+# A trial (set at creation or on an active subscription) ends at most two years ahead
+# (https://docs.stripe.com/billing/subscriptions/trials#limitations: 730 days).
+MAX_TRIAL_SECONDS = 730 * 86400
+NO_PRORATIONS = ("Prorations are outside what the emulator computes: pass proration_behavior=none "
+                 "(https://docs.stripe.com/billing/subscriptions/prorations#disable-prorations).")
 
 
-class StripeError(Exception):
-    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None, decline_code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
-        self.decline_code = decline_code
-
-    def body(self) -> dict:
-        error = {"type": self.type, "message": self.message}
-        if self.code:
-            error["code"] = self.code
-            error["doc_url"] = f"https://stripe.com/docs/error-codes/{self.code.replace('_', '-')}"
-        if self.param:
-            error["param"] = self.param
-        if self.decline_code:
-            error["decline_code"] = self.decline_code
-        return {"error": error}
-
-
-def missing(kind: str, object_id: str, param: str = "id") -> StripeError:
-    return StripeError(404, f"No such {kind}: '{object_id}'", code="resource_missing", param=param)
-
-
-class Account:
+class Account(Invoicing, TestClocks):
     """One Stripe test-mode account. Every public method runs under `lock`."""
 
     STORES = ("customers", "payment_methods", "products", "prices", "subscriptions", "coupons",
-              "discounts", "portal_configurations", "portal_sessions", "webhook_endpoints", "events")
+              "discounts", "portal_configurations", "portal_sessions", "webhook_endpoints", "events",
+              "invoices", "payment_intents", "test_clocks")
 
     def __init__(self):
         self.lock = threading.RLock()
@@ -56,14 +51,16 @@ class Account:
             setattr(self, store, {})
         self.clock_offset = 0
         self.portal_secrets: dict[str, str] = {}
+        self._order = itertools.count()
 
     # time -----------------------------------------------------------------------------------
     def now(self) -> int:
+        """The emulator's own clock, for objects on no test clock."""
         return int(time.time()) + self.clock_offset
 
     def advance(self, seconds: int) -> int:
         self.clock_offset += seconds
-        self.run_due()
+        self.run_due(None, self.now())
         return self.now()
 
     # lookups ---------------------------------------------------------------------------------
@@ -79,6 +76,12 @@ class Account:
                 item["price"] = copy.deepcopy(public(self.prices[item["price"]]))
             rendered["items"]["url"] = f"/v1/subscription_items?subscription={obj['id']}"
             rendered["items"]["total_count"] = len(rendered["items"]["data"])
+        if store == "invoices":
+            rendered["lines"]["total_count"] = len(rendered["lines"]["data"])
+            if any(path == "payments" or path.startswith("payments.") for path in expand or []):
+                # `payments` is included only when asked for (https://docs.stripe.com/api/invoices/object#invoice_object-payments).
+                rendered["payments"] = build.list_object([copy.deepcopy(p) for p in obj.get("_payments", [])],
+                                                         f"/v1/invoice_payments?invoice={obj['id']}")
         for path in expand or []:
             self._expand(rendered, path.split("."))
         return rendered
@@ -102,8 +105,8 @@ class Account:
             self._expand(target, rest)
 
     def page(self, items: list[dict], params: dict, url: str, store: str) -> dict:
-        """Newest first, with limit / starting_after / ending_before as Stripe pages lists."""
-        items = sorted(items, key=lambda o: (o.get("created", 0), o.get("_seq", 0)), reverse=True)
+        """Newest first (in the order the account made them), with limit / starting_after / ending_before."""
+        items = sorted(items, key=lambda o: o.get("_seq", 0), reverse=True)
         limit = int(params.get("limit") or 10)
         if not 1 <= limit <= 100:
             raise StripeError(400, "Invalid limit: must be between 1 and 100", param="limit")
@@ -121,7 +124,7 @@ class Account:
         return build.list_object(data, url, has_more=len(items) > limit)
 
     def _stamp(self, store: str, obj: dict) -> dict:
-        obj["_seq"] = len(getattr(self, store))
+        obj["_seq"] = next(self._order)
         getattr(self, store)[obj["id"]] = obj
         return obj
 
@@ -131,10 +134,22 @@ class Account:
             return test_name
         if test_name not in build.TEST_PAYMENT_METHODS:
             raise missing("PaymentMethod", test_name, param)
+        if customer_id and test_name in build.REFUSED_AT_ATTACH:
+            # 4000000000000002 is declined when attached; 4000000000000341 (pm_card_chargeCustomerFail)
+            # attaches and declines charges (https://docs.stripe.com/testing#declined-payments).
+            raise StripeError(402, "Your card was declined.", type_="card_error", code="card_declined",
+                              decline_code="generic_decline", param=param)
         return self._stamp("payment_methods", build.payment_method(self.now(), test_name, customer_id))["id"]
 
     def create_customer(self, params: dict) -> dict:
-        cust = build.customer(self.now(), params)
+        clock_id = params.get("test_clock")
+        if clock_id:
+            self.get("test_clocks", clock_id, "test_clock", "test_clock")
+            on_clock = sum(1 for c in self.customers.values() if c["test_clock"] == clock_id)
+            if on_clock >= MAX_CUSTOMERS:
+                # https://docs.stripe.com/billing/testing/test-clocks#limitations
+                raise StripeError(400, f"A test clock can have at most {MAX_CUSTOMERS} customers.", param="test_clock")
+        cust = build.customer(self.time_for(clock_id), params)
         pm_name, pm_id = params.get("payment_method"), None
         if pm_name:
             pm_id = self._payment_method_for(pm_name, cust["id"], "payment_method")
@@ -150,6 +165,9 @@ class Account:
         for field in ("email", "name", "description", "phone"):
             if field in params:
                 cust[field] = params[field] or None
+        if "address" in params:
+            # https://docs.stripe.com/api/customers/update#update_customer-address ("" clears it)
+            cust["address"] = build.address({**(cust["address"] or {}), **params["address"]}) if params["address"] else None
         if "metadata" in params:
             cust["metadata"] = _merge_metadata(cust["metadata"], params["metadata"])
         if "invoice_settings" in params and "default_payment_method" in (params["invoice_settings"] or {}):
@@ -157,6 +175,14 @@ class Account:
             cust["invoice_settings"]["default_payment_method"] = (
                 self._payment_method_for(pm, customer_id, "invoice_settings[default_payment_method]") if pm else None)
         return cust
+
+    def delete_customer(self, customer_id: str) -> None:
+        """Deleting a customer cancels its subscriptions at once (https://docs.stripe.com/api/customers/delete)."""
+        self.get("customers", customer_id, "customer")
+        for sub in list(self.subscriptions.values()):
+            if sub["customer"] == customer_id and sub["status"] not in ENDED_STATUSES:
+                self._end(sub, self.time_for(sub["test_clock"]), None, None, "cancellation_requested")
+        del self.customers[customer_id]
 
     def search_customers(self, query: str) -> list[dict]:
         clauses = [c.strip() for c in query.split(" AND ")]
@@ -196,59 +222,103 @@ class Account:
         return created
 
     # subscriptions ------------------------------------------------------------------------------
+    def _recurring_price(self, price_id, param: str) -> dict:
+        price_obj = self.get("prices", price_id, "price", param)
+        if not price_obj["recurring"]:
+            raise StripeError(400, "The price specified is set to `type=one_time` but this field only accepts prices with `type=recurring`.", param=param)
+        return price_obj
+
+    @staticmethod
+    def _interval_of(price_obj: dict) -> tuple[str, int]:
+        return price_obj["recurring"]["interval"], price_obj["recurring"]["interval_count"]
+
+    def _trial_end_param(self, value, at: int, param: str = "trial_end") -> int:
+        if value == "now":
+            return at
+        try:
+            ts = int(value)
+        except (TypeError, ValueError):
+            raise StripeError(400, f"Invalid {param}: must be a Unix timestamp or `now`.", param=param) from None
+        if ts <= at:
+            raise StripeError(400, f"Invalid timestamp: {param} must be in the future.", param=param)
+        if ts > at + MAX_TRIAL_SECONDS:
+            # https://docs.stripe.com/billing/subscriptions/trials#limitations
+            raise StripeError(400, f"Invalid timestamp: {param} can be no more than two years (730 days) in the future.", param=param)
+        return ts
+
     def create_subscription(self, params: dict, idempotency_key: str | None) -> dict:
         cust = self.get("customers", params.get("customer"), "customer", "customer")
         items = params.get("items") or []
         if not items:
             raise StripeError(400, "Missing required param: items.", code="parameter_missing", param="items")
-        prices = []
-        for index, item in enumerate(items):
-            price_obj = self.get("prices", item.get("price"), "price", f"items[{index}][price]")
-            if not price_obj["recurring"]:
-                raise StripeError(400, "The price specified is set to `type=one_time` but this field only accepts prices with `type=recurring`.", param=f"items[{index}][price]")
-            prices.append((price_obj, int(item.get("quantity", 1))))
+        prices = [(self._recurring_price(item.get("price"), f"items[{index}][price]"), int(item.get("quantity", 1)))
+                  for index, item in enumerate(items)]
         currencies = {p["currency"] for p, _ in prices}
-        intervals = {(p["recurring"]["interval"], p["recurring"]["interval_count"]) for p, _ in prices}
+        intervals = {self._interval_of(p) for p, _ in prices}
         if len(currencies) > 1 or len(intervals) > 1:
             raise StripeError(400, "All prices on a subscription must have the same currency and recurring interval.", param="items")
-        now = self.now()
-        sub = build.subscription(now, cust["id"], prices[0][0]["currency"], params)
+        clock_id = cust["test_clock"]
+        if clock_id and sum(1 for s in self.subscriptions.values() if s["customer"] == cust["id"]) >= MAX_SUBSCRIPTIONS:
+            # https://docs.stripe.com/billing/testing/test-clocks#limitations
+            raise StripeError(400, f"A customer on a test clock can have at most {MAX_SUBSCRIPTIONS} subscriptions.", param="customer")
+        now = self.time_for(clock_id)
+        sub = build.subscription(now, cust["id"], prices[0][0]["currency"], params, clock_id)
         pm_id = params.get("default_payment_method")
         if pm_id:
             sub["default_payment_method"] = self._payment_method_for(pm_id, cust["id"], "default_payment_method")
-        trial_days = params.get("trial_period_days")
         interval, count = next(iter(intervals))
-        if trial_days:
+        trial_end = None
+        if params.get("trial_end") not in (None, ""):
+            trial_end = self._trial_end_param(params["trial_end"], now)
+        elif params.get("trial_period_days"):
+            days = int(params["trial_period_days"])
+            if days > 730:
+                raise StripeError(400, "trial_period_days can be at most 730.", param="trial_period_days")
+            trial_end = now + 86400 * days
+        trial = trial_end is not None and trial_end > now
+        behavior = params.get("payment_behavior", "allow_incomplete")
+        declines = False
+        if not trial and sub["collection_method"] == "charge_automatically":
+            payment_method = self._charging_method(sub, cust)
+            if payment_method is None and behavior != "default_incomplete":
+                raise StripeError(400, "This customer has no attached payment source or default payment method. Please consider adding a default payment method.", code="resource_missing")
+            declines = bool(payment_method and payment_method["_declines"])
+            if declines and behavior == "error_if_incomplete":
+                # https://docs.stripe.com/api/subscriptions/create#create_subscription-payment_behavior
+                raise StripeError(402, "Your card was declined.", type_="card_error", code="card_declined", decline_code="generic_decline")
+        # Periods run from the billing cycle anchor: the creation, or the trial's end
+        # (https://docs.stripe.com/billing/subscriptions/billing-cycle).
+        if trial:
             sub["status"] = "trialing"
-            sub["trial_start"], sub["trial_end"] = now, now + 86400 * int(trial_days)
-            period = (now, sub["trial_end"])
+            sub["trial_start"], sub["trial_end"] = now, trial_end
+            sub["billing_cycle_anchor"], sub["_periods"] = trial_end, 0
+            period = (now, trial_end)
         else:
+            sub["billing_cycle_anchor"], sub["_periods"] = now, 1
             period = (now, build.add_interval(now, interval, count))
-            if sub["collection_method"] == "charge_automatically":
-                payment_method = self._charging_method(sub, cust)
-                if payment_method is None:
-                    raise StripeError(400, "This customer has no attached payment source or default payment method. Please consider adding a default payment method.", code="resource_missing")
-                if payment_method["_declines"]:
-                    if params.get("payment_behavior") == "error_if_incomplete":
-                        raise StripeError(402, "Your card was declined.", type_="card_error", code="card_declined", decline_code="generic_decline")
-                    sub["status"] = "incomplete"
-        sub["_interval"], sub["_periods"] = (interval, count), 1
-        sub["billing_cycle_anchor"] = period[1] if trial_days else now
+            if declines or behavior == "default_incomplete":
+                sub["status"] = "incomplete"
+        sub["_interval"] = (interval, count)
         for price_obj, quantity in prices:
             sub["items"]["data"].append(build.subscription_item(now, sub["id"], price_obj, quantity, period))
         self._stamp("subscriptions", sub)
         for index, entry in enumerate(params.get("discounts") or []):
-            self._attach_discount(sub, entry, index)
+            self._attach_discount(sub, entry, index, now)
         if params.get("cancel_at_period_end"):
-            self._schedule_cancel(sub, period[1])
+            self._schedule_cancel(sub, period[1], now)
+            sub["cancel_at_period_end"] = True
         self.emit("customer.subscription.created", self.render("subscriptions", sub), None, idempotency_key)
+        # Creating a subscription invoices its first period at once, $0 for a trial
+        # (https://docs.stripe.com/billing/subscriptions/overview#subscription-lifecycle).
+        self._bill(sub, "subscription_create", now, (now, now), period, trial=trial, idempotency_key=idempotency_key,
+                   attempt=behavior != "default_incomplete")
         return sub
 
-    def _charging_method(self, sub: dict, cust: dict) -> dict | None:
-        pm_id = sub["default_payment_method"] or cust["invoice_settings"]["default_payment_method"]
+    def _charging_method(self, sub: dict | None, cust: dict | None) -> dict | None:
+        pm_id = (sub or {}).get("default_payment_method") or ((cust or {}).get("invoice_settings") or {}).get("default_payment_method")
         return self.payment_methods.get(pm_id) if pm_id else None
 
-    def _attach_discount(self, sub: dict, entry: dict, index: int) -> None:
+    def _attach_discount(self, sub: dict, entry: dict, index: int, now: int) -> None:
         if entry.get("discount"):
             if entry["discount"] not in sub["discounts"]:
                 raise missing("discount", entry["discount"], f"discounts[{index}][discount]")
@@ -258,13 +328,12 @@ class Account:
         coupon_obj = self.get("coupons", entry["coupon"], "coupon", f"discounts[{index}][coupon]")
         if not coupon_obj["valid"]:
             raise StripeError(400, f"Coupon expired: {coupon_obj['id']}", code="coupon_expired", param=f"discounts[{index}][coupon]")
-        now = self.now()
         if coupon_obj["duration"] == "repeating":
+            # A repeating discount ends `duration_in_months` calendar months after it starts, the day
+            # clamped to the month's end like billing periods (https://docs.stripe.com/api/discounts/object#discount_object-end).
             end = build.add_interval(now, "month", coupon_obj["duration_in_months"])
-        elif coupon_obj["duration"] == "once":
-            end = self.period_end(sub)
         else:
-            end = None
+            end = None  # once / forever: `end` is null (https://docs.stripe.com/api/discounts/object#discount_object-end)
         disc = self._stamp("discounts", build.discount(now, coupon_obj, sub, end))
         sub["discounts"].append(disc["id"])
         coupon_obj["times_redeemed"] += 1
@@ -275,24 +344,39 @@ class Account:
     def period_end(sub: dict) -> int:
         return sub["items"]["data"][0]["current_period_end"]
 
-    def _schedule_cancel(self, sub: dict, at: int) -> None:
-        sub["cancel_at"], sub["canceled_at"] = at, self.now()
+    @staticmethod
+    def _next_period(sub: dict) -> tuple[int, int]:
+        """Renewal k ends at billing_cycle_anchor + k intervals, the day clamped to the month's end
+        (anchor 31 January: 28/29 February, 31 March, 30 April; https://docs.stripe.com/billing/subscriptions/billing-cycle)."""
+        interval, count = sub["_interval"]
+        start = Account.period_end(sub)
+        return start, build.add_interval(sub["billing_cycle_anchor"], interval, count * (sub["_periods"] + 1))
+
+    def _schedule_cancel(self, sub: dict, at: int, now: int) -> None:
+        sub["cancel_at"], sub["canceled_at"] = at, now
         sub["cancellation_details"]["reason"] = "cancellation_requested"
 
     def update_subscription(self, sub_id: str, params: dict, idempotency_key: str | None) -> dict:
         sub = self.get("subscriptions", sub_id, "subscription")
+        now = self.time_for(sub["test_clock"])
         before = self.render("subscriptions", sub)
-        if sub["status"] in ("canceled", "incomplete_expired"):
+        if sub["status"] in ENDED_STATUSES:
             allowed = {"metadata", "cancellation_details", "expand"}
             if set(params) - allowed:
                 raise StripeError(400, "A canceled subscription can only update its cancellation_details and metadata.")
+        proration = params.get("proration_behavior", "create_prorations")
+        bill_now = False
+        if "items" in params:
+            bill_now = self._change_items(sub, params["items"] or [], proration, now)
+        if params.get("trial_end") not in (None, ""):
+            bill_now = self._set_trial_end(sub, params["trial_end"], proration, now) or bill_now
         if "discounts" in params:
             previous = list(sub["discounts"])
             kept = {e["discount"] for e in params["discounts"] or [] if isinstance(e, dict) and e.get("discount")}
             sub["discounts"] = [d for d in previous if d in kept]
             for index, entry in enumerate(params["discounts"] or []):
                 if not entry.get("discount"):
-                    self._attach_discount(sub, entry, index)
+                    self._attach_discount(sub, entry, index, now)
         if "pause_collection" in params:
             pause = params["pause_collection"]
             if pause == "":
@@ -300,10 +384,12 @@ class Account:
             else:
                 if pause.get("behavior") is None:
                     raise StripeError(400, "Missing required param: pause_collection[behavior].", code="parameter_missing", param="pause_collection[behavior]")
-                sub["pause_collection"] = {"behavior": pause["behavior"], "resumes_at": pause.get("resumes_at")}
+                if pause.get("resumes_at") not in (None, "") and int(pause["resumes_at"]) <= now:
+                    raise StripeError(400, "Invalid timestamp: pause_collection[resumes_at] must be in the future.", param="pause_collection[resumes_at]")
+                sub["pause_collection"] = {"behavior": pause["behavior"], "resumes_at": pause.get("resumes_at") or None}
         if "cancel_at_period_end" in params:
             if params["cancel_at_period_end"]:
-                self._schedule_cancel(sub, self.period_end(sub))
+                self._schedule_cancel(sub, self.period_end(sub), now)
                 sub["cancel_at_period_end"] = True
             else:
                 sub["cancel_at_period_end"] = False
@@ -318,9 +404,9 @@ class Account:
             else:
                 if at in ("max_period_end", "min_period_end", "max_billed_until"):
                     at = self.period_end(sub)
-                if at <= self.now():
+                if at <= now:
                     raise StripeError(400, "cancel_at must be in the future.", param="cancel_at")
-                self._schedule_cancel(sub, at)
+                self._schedule_cancel(sub, at, now)
                 sub["cancel_at_period_end"] = at == self.period_end(sub)
         if "cancellation_details" in params:
             details = params["cancellation_details"] or {}
@@ -329,24 +415,109 @@ class Account:
                     sub["cancellation_details"][field] = details[field] or None
         if "metadata" in params:
             sub["metadata"] = _merge_metadata(sub["metadata"], params["metadata"])
-        for field in ("description", "default_payment_method"):
-            if field in params:
-                sub[field] = params[field] or None
+        if "description" in params:
+            sub["description"] = params["description"] or None
+        if "default_payment_method" in params:
+            pm = params["default_payment_method"]
+            sub["default_payment_method"] = self._payment_method_for(pm, sub["customer"], "default_payment_method") if pm else None
         self._emit_update(sub, before, idempotency_key)
+        if bill_now:
+            self.run_due(sub["test_clock"], now, only=sub["id"])
         return sub
 
-    def _emit_update(self, sub: dict, before: dict, idempotency_key: str | None) -> None:
+    def _change_items(self, sub: dict, entries: list, proration: str, now: int) -> bool:
+        """Price and quantity changes (https://docs.stripe.com/billing/subscriptions/change-price). With
+        proration_behavior=none the new price is billed from the next renewal; a price with another
+        interval resets the billing cycle to now and invoices at once
+        (https://docs.stripe.com/billing/subscriptions/billing-cycle#changing)."""
+        items = sub["items"]["data"]
+        changed = False
+        for index, entry in enumerate(entries):
+            if entry.get("id"):
+                item = next((i for i in items if i["id"] == entry["id"]), None)
+                if item is None:
+                    raise missing("subscription item", entry["id"], f"items[{index}][id]")
+                if entry.get("deleted"):
+                    items.remove(item)
+                    changed = True
+                    continue
+            else:
+                if not entry.get("price"):
+                    raise StripeError(400, "Missing required param: items[{index}][price].", code="parameter_missing", param=f"items[{index}][price]")
+                item = build.subscription_item(now, sub["id"], self._recurring_price(entry["price"], f"items[{index}][price]"),
+                                               1, (items[0]["current_period_start"], items[0]["current_period_end"]))
+                items.append(item)
+                changed = True
+            if entry.get("price") and entry["price"] != item["price"]:
+                price_obj = self._recurring_price(entry["price"], f"items[{index}][price]")
+                if price_obj["currency"] != sub["currency"]:
+                    raise StripeError(400, "The price's currency must match the subscription's currency.", param=f"items[{index}][price]")
+                item["price"], item["plan"] = price_obj["id"], build.plan_from_price(price_obj)
+                changed = True
+            if entry.get("quantity") is not None and int(entry["quantity"]) != item["quantity"]:
+                item["quantity"] = int(entry["quantity"])
+                changed = True
+            if "metadata" in entry:
+                item["metadata"] = _merge_metadata(item["metadata"], entry["metadata"])
+        if not items:
+            raise StripeError(400, "A subscription must keep at least one item.", param="items")
+        intervals = {self._interval_of(self.prices[i["price"]]) for i in items}
+        if len(intervals) > 1:
+            raise StripeError(400, "All prices on a subscription must have the same currency and recurring interval.", param="items")
+        if changed and proration != "none":
+            raise StripeError(400, NO_PRORATIONS, param="proration_behavior")
+        interval = next(iter(intervals))
+        if interval == sub["_interval"]:
+            return False
+        if sub["status"] == "trialing":
+            sub["_interval"] = interval
+            return False
+        sub["_interval"], sub["_reset"] = interval, True
+        sub["billing_cycle_anchor"], sub["_periods"] = now, 0
+        for item in items:
+            item["current_period_end"] = now
+        return True
+
+    def _set_trial_end(self, sub: dict, value, proration: str, now: int) -> bool:
+        """`trial_end` on a subscription (https://docs.stripe.com/billing/subscriptions/trials#extend-trials
+        and /billing/subscriptions/billing-cycle#using-a-trial-to-change-the-billing-cycle): status trialing
+        until then, the current period ends at trial_end, nothing billed until trial_end."""
+        ts = self._trial_end_param(value, now)
+        if sub["status"] not in ("active", "trialing"):
+            raise StripeError(400, f"A trial can't be set on a subscription with status {sub['status']}.", param="trial_end")
+        if ts == now:
+            if sub["status"] != "trialing":
+                return False
+            sub["trial_end"] = now
+            sub["billing_cycle_anchor"], sub["_periods"] = now, 0
+            for item in sub["items"]["data"]:
+                item["current_period_end"] = now
+            return True
+        if proration != "none":
+            raise StripeError(400, NO_PRORATIONS, param="proration_behavior")
+        if sub["status"] != "trialing":
+            sub["trial_start"] = now
+        sub["status"] = "trialing"
+        sub["trial_end"] = ts
+        sub["billing_cycle_anchor"], sub["_periods"] = ts, 0
+        for item in sub["items"]["data"]:
+            item["current_period_end"] = ts
+        if sub["cancel_at_period_end"]:
+            sub["cancel_at"] = ts
+        return False
+
+    def _emit_update(self, sub: dict, before: dict, idempotency_key: str | None, at: int | None = None) -> None:
         after = self.render("subscriptions", sub)
         previous = {key: before[key] for key in after if before.get(key) != after[key]}
         if previous:
-            self.emit("customer.subscription.updated", after, previous, idempotency_key)
+            self.emit("customer.subscription.updated", after, previous, idempotency_key, at=at)
 
     def cancel_subscription(self, sub_id: str, params: dict, idempotency_key: str | None) -> dict:
         sub = self.get("subscriptions", sub_id, "subscription")
         if sub["status"] == "canceled":
             raise StripeError(400, f"This subscription has already been canceled: {sub_id}", code="resource_missing")
         details = params.get("cancellation_details") or {}
-        self._end(sub, self.now(), details.get("feedback"), details.get("comment"), "cancellation_requested", idempotency_key)
+        self._end(sub, self.time_for(sub["test_clock"]), details.get("feedback"), details.get("comment"), "cancellation_requested", idempotency_key)
         return sub
 
     def _end(self, sub: dict, at: int, feedback, comment, reason: str, idempotency_key: str | None = None) -> None:
@@ -362,7 +533,7 @@ class Account:
             details["comment"] = comment
         after = self.render("subscriptions", sub)
         previous = {key: before[key] for key in after if before.get(key) != after[key]}
-        self.emit("customer.subscription.deleted", after, previous, idempotency_key)
+        self.emit("customer.subscription.deleted", after, previous, idempotency_key, at=at)
 
     def list_subscriptions(self, params: dict) -> list[dict]:
         status = params.get("status")
@@ -371,65 +542,99 @@ class Account:
             subs = [s for s in subs if s["customer"] == params["customer"]]
         if params.get("price"):
             subs = [s for s in subs if any(i["price"] == params["price"] for i in s["items"]["data"])]
+        if params.get("test_clock"):
+            subs = [s for s in subs if s["test_clock"] == params["test_clock"]]
         if status in (None, ""):
-            subs = [s for s in subs if s["status"] != "canceled"]
+            subs = [s for s in subs if s["status"] not in ENDED_STATUSES]
         elif status == "ended":
-            subs = [s for s in subs if s["status"] in ("canceled", "incomplete_expired")]
+            subs = [s for s in subs if s["status"] in ENDED_STATUSES]
         elif status != "all":
             subs = [s for s in subs if s["status"] == status]
         return subs
 
-    # what falls due when the clock moves -----------------------------------------------------------
-    def run_due(self) -> None:
-        now = self.now()
+    # what falls due when a clock moves ------------------------------------------------------------
+    def run_due(self, clock_id: str | None, until: int, only: str | None = None) -> None:
+        """Everything that falls due up to `until` for subscriptions on that clock (None: the emulator's
+        own), in time order per subscription."""
         for sub in list(self.subscriptions.values()):
-            while sub["status"] not in ("canceled", "incomplete", "incomplete_expired"):
-                before = self.render("subscriptions", sub)
-                next_due = self._next_due(sub)
-                if next_due is None or next_due > now:
+            if sub["test_clock"] != clock_id or (only and sub["id"] != only):
+                continue
+            while sub["id"] in self.subscriptions:
+                due = self._next_due(sub)
+                if due is None or due[0] > until:
                     break
-                self._apply_due(sub, next_due)
-                if sub["status"] != "canceled":
-                    self._emit_update(sub, before, None)
+                self._apply_due(sub, *due)
 
-    def _next_due(self, sub: dict) -> int | None:
-        moments = [self.period_end(sub)]
+    def _next_due(self, sub: dict):
+        """(moment, rank, what, detail) of the subscription's next scheduled change. At one moment a
+        cancellation comes first, then a pause's end (a renewal at or after resumes_at is charged),
+        then discount ends (an invoice made at a discount's end is not discounted), then renewals."""
+        status = sub["status"]
+        if status in ENDED_STATUSES:
+            return None
+        if status == "incomplete":
+            return (sub["created"] + INCOMPLETE_EXPIRES_AFTER, 0, "expire", None)
+        moments = [(self.period_end(sub), 4, "renew", None)]
         if sub["cancel_at"]:
-            moments.append(sub["cancel_at"])
-        if sub["pause_collection"] and sub["pause_collection"].get("resumes_at"):
-            moments.append(sub["pause_collection"]["resumes_at"])
-        moments += [self.discounts[d]["end"] for d in sub["discounts"] if self.discounts[d]["end"]]
+            moments.append((sub["cancel_at"], 0, "cancel", None))
+        pause = sub["pause_collection"]
+        if pause and pause.get("resumes_at"):
+            moments.append((pause["resumes_at"], 1, "resume", None))
+        moments += [(self.discounts[d]["end"], 2, "discount_end", d) for d in sub["discounts"] if self.discounts[d]["end"]]
+        moments += [(inv["automatically_finalizes_at"], 3, "finalize", inv["id"]) for inv in self._drafts(sub)]
         return min(moments)
 
-    def _apply_due(self, sub: dict, at: int) -> None:
-        if sub["cancel_at"] and sub["cancel_at"] <= at:
+    def _drafts(self, sub: dict) -> list[dict]:
+        return [inv for inv in self.invoices.values()
+                if inv["status"] == "draft" and inv["automatically_finalizes_at"]
+                and inv["parent"]["subscription_details"]["subscription"] == sub["id"]]
+
+    def _apply_due(self, sub: dict, at: int, rank: int, what: str, detail) -> None:
+        before = self.render("subscriptions", sub)
+        if what == "cancel":
             self._end(sub, sub["cancel_at"], None, None, "cancellation_requested")
             return
-        pause = sub["pause_collection"]
-        if pause and pause.get("resumes_at") and pause["resumes_at"] <= at:
+        if what == "expire":
+            # https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses
+            sub["status"] = "incomplete_expired"
+            sub["ended_at"] = at
+            latest = self.invoices.get(sub["latest_invoice"])
+            if latest and latest["status"] == "open":
+                self._void(latest, at)
+        elif what == "resume":
+            # https://docs.stripe.com/billing/subscriptions/pause-payment#resuming-payment-collection
             sub["pause_collection"] = None
-        sub["discounts"] = [d for d in sub["discounts"] if not self.discounts[d]["end"] or self.discounts[d]["end"] > at]
-        if self.period_end(sub) <= at:
-            self._renew(sub)
+        elif what == "discount_end":
+            sub["discounts"] = [d for d in sub["discounts"] if d != detail]
+            self.emit("customer.discount.deleted", self.render("discounts", self.discounts[detail]), None, None, at=at)
+        elif what == "finalize":
+            self._finalize(self.invoices[detail], at)
+            return
+        else:
+            self._renew(sub, at)
+            return
+        self._emit_update(sub, before, None, at=at)
 
-    def _renew(self, sub: dict) -> None:
-        interval, count = sub["_interval"]
+    def _renew(self, sub: dict, at: int) -> None:
+        """A new period starts and is invoiced (https://docs.stripe.com/billing/subscriptions/overview#recurring-charges);
+        the invoice's period_start/end look back on the period that just ended
+        (https://docs.stripe.com/api/invoices/object#invoice_object-period_start)."""
+        before = self.render("subscriptions", sub)
+        start, end = self._next_period(sub)
+        previous_start = sub["items"]["data"][0]["current_period_start"]
         sub["_periods"] += 1
-        start = self.period_end(sub)
-        end = build.add_interval(sub["billing_cycle_anchor"], interval, count * sub["_periods"]) \
-            if sub["status"] != "trialing" else build.add_interval(start, interval, count)
-        if sub["status"] == "trialing":
-            sub["billing_cycle_anchor"], sub["_periods"] = start, 1
         for item in sub["items"]["data"]:
             item["current_period_start"], item["current_period_end"] = start, end
-        if sub["pause_collection"]:
-            return
-        payment_method = self._charging_method(sub, self.customers[sub["customer"]])
-        declined = payment_method is None or payment_method["_declines"]
-        if sub["collection_method"] == "charge_automatically":
-            sub["status"] = "past_due" if declined else "active"
-        elif sub["status"] == "trialing":
-            sub["status"] = "active"
+        reason = "subscription_cycle"
+        if sub["status"] == "trialing":
+            sub["status"] = "active"  # https://docs.stripe.com/billing/subscriptions/trials#how-trials-work
+        elif sub.pop("_reset", False):
+            reason = "subscription_update"  # the billing cycle was reset by a change of interval
+        self._emit_update(sub, before, None, at=at)
+        if reason == "subscription_update":
+            self._bill(sub, reason, at, (at, at), (start, end))
+        else:
+            self._bill(sub, reason, at, (previous_start, start), (start, end))
 
     # coupons, portal, webhooks ---------------------------------------------------------------------
     def create_coupon(self, params: dict) -> dict:
@@ -449,10 +654,13 @@ class Account:
         return self._stamp("coupons", build.coupon(self.now(), params))
 
     def default_portal_configuration(self) -> dict:
+        """The account's default configuration: the first one saved. Stripe refuses test-mode portal
+        sessions until one is saved (https://docs.stripe.com/customer-management/activate-no-code-customer-portal)."""
         for config in self.portal_configurations.values():
             if config["is_default"]:
                 return config
-        return self._stamp("portal_configurations", build.portal_configuration(self.now(), {}, is_default=True))
+        raise StripeError(400, "You can't create a portal session in test mode until you save your customer portal "
+                               "settings in test mode at https://dashboard.stripe.com/test/settings/billing/portal.")
 
     def create_portal_configuration(self, params: dict) -> dict:
         return self._stamp("portal_configurations", build.portal_configuration(
@@ -486,6 +694,12 @@ class Account:
                     raise StripeError(400, "The subscription does not belong to this customer.", param="flow_data[subscription_cancel][subscription]")
                 if sub["status"] == "canceled":
                     raise StripeError(400, "You can't create a portal session to cancel a subscription that is already canceled.", param="flow_data[subscription_cancel][subscription]")
+                if sub["cancel_at_period_end"] or sub["cancel_at"]:
+                    # Stripe refuses a cancel flow for a subscription already set to cancel
+                    # (https://docs.stripe.com/customer-management/portal-deep-links#flow-types; the message
+                    # as Stripe answers it, see ../shared/notes/stripe.md).
+                    raise StripeError(400, f"The subscription {sub['id']} is already set to be canceled at period end.",
+                                      param="flow_data[subscription_cancel][subscription]")
                 if not config["features"]["subscription_cancel"]["enabled"]:
                     raise StripeError(400, "Subscription cancellation is not enabled in this portal configuration.", param="flow_data[type]")
                 retention = details.get("retention")
@@ -511,8 +725,14 @@ class Account:
                 raise StripeError(400, f"Missing required param: {name}.", code="parameter_missing", param=name)
         return self._stamp("webhook_endpoints", build.webhook_endpoint(self.now(), params))
 
-    def emit(self, event_type: str, data_object: dict, previous: dict | None, idempotency_key: str | None) -> dict:
-        evt = self._stamp("events", build.event(self.now(), event_type, data_object, previous, idempotency_key))
+    def emit(self, event_type: str, data_object: dict, previous: dict | None, idempotency_key: str | None,
+             at: int | None = None) -> dict:
+        """Record an event and hand it to every endpoint that listens for it. `created` is when it happened:
+        on a test clock, the clock's time (https://docs.stripe.com/billing/testing/test-clocks)."""
+        if at is None:
+            clock = data_object.get("test_clock")
+            at = self.time_for(clock if isinstance(clock, str) else (clock or {}).get("id"))
+        evt = self._stamp("events", build.event(at, event_type, data_object, previous, idempotency_key))
         for endpoint in self.webhook_endpoints.values():
             if endpoint["status"] == "enabled" and ("*" in endpoint["enabled_events"] or event_type in endpoint["enabled_events"]):
                 evt["pending_webhooks"] += 1
