@@ -1,0 +1,1 @@
+"""One module a scenario of `make bench`, each with `run(bench)`; bench/run.py lists them in order."""

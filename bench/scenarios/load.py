@@ -1,0 +1,35 @@
+"""6: simulated subscribers (bench/load.py) through two workers; every decision applied once."""
+
+import asyncio
+from pathlib import Path
+
+from bench.harness import (COUPON, Bench, drop_database, ensure_coupon, figure, migrated_database, sdk,
+                           seed_subscriptions, serve, signer)
+from bench.load import run_load, verify
+
+
+def load_scenario(kind: str, emulator_url: str, workdir: Path, subscribers: int, seconds: int) -> None:
+    database = migrated_database(kind, workdir)
+    app, url = serve(database, emulator_url, workers=2)
+    client = sdk(emulator_url)
+    ensure_coupon(client)
+    links = signer()
+    paths = [(sub.id, f"/cancel/{links.cancel_token(sub.customer, sub.id)[0]}") for sub in seed_subscriptions(client, subscribers)]
+    redeemed_before = client.v1.coupons.retrieve(COUPON).times_redeemed
+    try:
+        result = asyncio.run(run_load(url, paths, seconds))
+        problems = verify(result, client, database, COUPON, redeemed_before)
+    finally:
+        app.stop()
+        drop_database(database)
+    figure(f"6. load on {kind}: 5xx among {sum(result.statuses.values())} requests", result.server_errors, "0",
+           result.server_errors == 0)
+    figure(f"6. load on {kind}: decisions missing or doubled", len(problems), "0", not problems)
+    for problem in problems[:10]:
+        print(f"     {problem}")
+
+
+def run(bench: Bench) -> None:
+    for kind in bench.databases:
+        load_scenario(kind, bench.emulator_url, bench.workdir, subscribers=50 if bench.quick else 200,
+                      seconds=15 if bench.quick else 60)
