@@ -34,35 +34,65 @@ def _sweep(args) -> int:
     return 0
 
 
-def _coach_add(args) -> int:
+def _coach_email(raw: str) -> str | None:
+    email = raw.strip().lower()
+    if "@" not in email or len(email) > 320:
+        print(f"cancel-flow: {raw!r} is not an email address", file=sys.stderr)
+        return None
+    return email
+
+
+def _new_password(args) -> str | None:
+    """From standard input (--password-stdin) or typed twice at a prompt; None (after saying why) if unusable."""
     import getpass
 
-    from cancel_flow.passwords import MIN_LENGTH, hash_password
-    from cancel_flow.store import make_engine, migrate
-    from cancel_flow.store.coaches import CoachStore
+    from cancel_flow.passwords import MIN_LENGTH
 
-    email = args.email.strip().lower()
-    if "@" not in email or len(email) > 320:
-        print(f"cancel-flow: {args.email!r} is not an email address", file=sys.stderr)
-        return 1
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = getpass.getpass("Password: ")
         if getpass.getpass("Password again: ") != password:
             print("cancel-flow: the passwords differ", file=sys.stderr)
-            return 1
+            return None
     if len(password) < MIN_LENGTH:
         print(f"cancel-flow: the password must be at least {MIN_LENGTH} characters", file=sys.stderr)
+        return None
+    return password
+
+
+def _coach(args) -> int:
+    from cancel_flow.passwords import hash_password
+    from cancel_flow.store import make_engine, migrate
+    from cancel_flow.store.coaches import CoachStore
+
+    email = _coach_email(args.email)
+    if email is None:
+        return 1
+    password = _new_password(args) if args.coach_command in ("add", "password") else None
+    if args.coach_command in ("add", "password") and password is None:
         return 1
     engine = make_engine(_settings().database_url)
-    migrate(engine)
-    added = CoachStore(engine).add(email, hash_password(password))
-    engine.dispose()
-    if not added:
-        print(f"cancel-flow: a coach with email {email} exists already", file=sys.stderr)
-        return 1
-    print(f"Coach {email} can now sign in at /dashboard/login.")
+    try:
+        migrate(engine)
+        coaches = CoachStore(engine)
+        if args.coach_command == "add":
+            if not coaches.add(email, hash_password(password)):
+                print(f"cancel-flow: a coach with email {email} exists already", file=sys.stderr)
+                return 1
+            print(f"Coach {email} can now sign in at /dashboard/login.")
+        elif args.coach_command == "password":
+            if not coaches.set_password(email, hash_password(password)):
+                print(f"cancel-flow: no coach with email {email}", file=sys.stderr)
+                return 1
+            print(f"New password set for {email}; every session signed in before has ended.")
+        else:
+            if not coaches.remove(email):
+                print(f"cancel-flow: no coach with email {email}", file=sys.stderr)
+                return 1
+            print(f"Coach {email} removed; their sessions have ended.")
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -191,7 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     coach_add = coach_sub.add_parser("add", help="create a dashboard login")
     coach_add.add_argument("email")
     coach_add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    coach_add.set_defaults(handler=_coach_add)
+    coach_password = coach_sub.add_parser("password", help="set a new password (ends every session of that login)")
+    coach_password.add_argument("email")
+    coach_password.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    coach_remove = coach_sub.add_parser("remove", help="remove a dashboard login (ends its sessions)")
+    coach_remove.add_argument("email")
+    coach.set_defaults(handler=_coach)
 
     stripe_cmd = commands.add_parser("stripe", help="Stripe account set-up")
     stripe_sub = stripe_cmd.add_subparsers(dest="stripe_command", required=True, metavar="ACTION")

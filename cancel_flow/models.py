@@ -97,16 +97,20 @@ class Coach(SQLModel, table=True):
     email: str = Field(max_length=320, unique=True)
     password_hash: str = Field(max_length=512)
     created_at: datetime = _when(default_factory=utc_now)
+    # Carried in the session cookie; logout and a new password raise it, which ends every session at once.
+    session_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class LoginAttempt(SQLModel, table=True):
-    """Failed dashboard logins, for throttling across every worker."""
+    """Dashboard login attempts counted per window, per (email, address) and per address, for every worker.
+    One row per key, raised by a single conditional upsert, so parallel guesses can't pass the count."""
 
     __tablename__ = "login_attempt"
 
-    id: int | None = Field(default=None, primary_key=True)
-    email: str = Field(max_length=320, index=True)
-    at: datetime = _when(default_factory=utc_now, index=True)
+    key_hash: str = Field(primary_key=True, max_length=64)  # SHA-256 of kind, email and/or address
+    kind: str = Field(max_length=8)  # "pair" or "address"
+    failures: int = 0
+    window_start: datetime = _when(default_factory=utc_now, index=True)
 
 
 class ApiKey(SQLModel, table=True):
@@ -124,15 +128,15 @@ class ApiKey(SQLModel, table=True):
 
 
 class LinkRequest(SQLModel, table=True):
-    """A request for links by email on the shared page, by hashed email and by hashed client address."""
+    """Requests for links on the shared page in the current hour, by hashed email and by hashed client
+    address; one row per key, counted by a single conditional upsert."""
 
     __tablename__ = "link_request"
-    __table_args__ = (sa.Index("ix_link_request_lookup", "kind", "key_hash", "at"),)
 
-    id: int | None = Field(default=None, primary_key=True)
+    key_hash: str = Field(primary_key=True, max_length=64)
     kind: str = Field(max_length=8)  # "email" or "ip"
-    key_hash: str = Field(max_length=64)
-    at: datetime = _when(default_factory=utc_now)
+    requests: int = 0
+    window_start: datetime = _when(default_factory=utc_now, index=True)
 
 
 class StatsDay(SQLModel, table=True):

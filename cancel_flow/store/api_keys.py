@@ -1,10 +1,12 @@
 """JSON API keys (hashed) and the shared page's request counts."""
 
 import hashlib
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
 
 from cancel_flow.clock import utc_now
 from cancel_flow.models import ApiKey, LinkRequest
@@ -15,6 +17,34 @@ requests = LinkRequest.__table__
 
 def digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def window_counter(engine: Engine, table: sa.Table, column: str):
+    """One statement that counts one more for a key in its current window (or opens a new window) while
+    the count is under :limit, and returns the new count; it returns no row when the limit is reached.
+
+    Parameters: key_hash, kind, now, opened_after (windows that opened before it are over), limit.
+    A single INSERT … ON CONFLICT DO UPDATE locks the key's row, so parallel requests count one by one."""
+    insert = postgresql_insert if engine.dialect.name == "postgresql" else sqlite_insert
+    count, opened = table.c[column], table.c.window_start
+    over = opened < sa.bindparam("opened_after", type_=opened.type)
+    statement = insert(table).values({"key_hash": sa.bindparam("key_hash"), "kind": sa.bindparam("kind"), column: 1,
+                                      "window_start": sa.bindparam("now", type_=opened.type)})
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.key_hash],
+        set_={column: sa.case((over, 1), else_=count + 1),
+              "window_start": sa.case((over, statement.excluded.window_start), else_=opened)},
+        where=sa.or_(over, count < sa.bindparam("limit")),
+    ).returning(count)
+
+
+def prune_windows(connection: Connection, table: sa.Table, before: datetime) -> int:
+    """Delete the keys whose window opened before `before`; rows a request holds right now are left for
+    the next round (PostgreSQL: SKIP LOCKED), so pruning never waits on, or deadlocks with, a request."""
+    old = sa.select(table.c.key_hash).where(table.c.window_start < before)
+    if connection.dialect.name == "postgresql":
+        old = old.with_for_update(skip_locked=True)
+    return connection.execute(sa.delete(table).where(table.c.key_hash.in_(old.scalar_subquery()))).rowcount
 
 
 class ApiKeyStore:
@@ -53,13 +83,19 @@ class ApiKeyStore:
 class LinkRequestStore:
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._count = window_counter(engine, requests, "requests")
 
-    def count_and_record(self, kind: str, value: str, since: datetime) -> int:
-        """How many requests this email or address made since `since`, before this one; records this one."""
-        hashed = digest(value.lower())
+    def allow(self, kind: str, value: str, limit: int, window: timedelta) -> bool:
+        """Count this request for the email or address ("email"/"ip") unless `limit` were counted in the
+        window already; False then (and nothing is counted)."""
+        now = utc_now()
         with self.engine.begin() as connection:
-            earlier = connection.execute(sa.select(sa.func.count()).select_from(requests).where(
-                requests.c.kind == kind, requests.c.key_hash == hashed, requests.c.at >= since)).scalar_one()
-            connection.execute(sa.insert(requests).values(kind=kind, key_hash=hashed, at=utc_now()))
-            connection.execute(sa.delete(requests).where(requests.c.at < since))
-        return earlier
+            counted = connection.execute(self._count, {
+                "key_hash": digest(f"{kind}|{value.lower()}"), "kind": kind, "now": now,
+                "opened_after": now - window, "limit": limit}).first()
+        return counted is not None
+
+    def prune(self, window: timedelta) -> int:
+        """Forget counts whose window is over."""
+        with self.engine.begin() as connection:
+            return prune_windows(connection, requests, utc_now() - window)

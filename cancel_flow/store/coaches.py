@@ -1,20 +1,42 @@
-"""Coach accounts and failed-login records."""
+"""Coach accounts, their session generations, and the login throttle's counters."""
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cancel_flow.clock import utc_now
 from cancel_flow.models import Coach, LoginAttempt
+from cancel_flow.store.api_keys import digest, prune_windows, window_counter
 
 coaches = Coach.__table__
 attempts = LoginAttempt.__table__
 
 
+@dataclass(frozen=True)
+class Throttle:
+    """How many failed logins a window allows per (email, address) and per address."""
+
+    per_pair: int
+    per_address: int
+    window: timedelta
+
+
+@dataclass(frozen=True)
+class Attempt:
+    refused_by: str | None  # "pair" or "address" when the throttle refused it (nothing was counted then)
+    coach: object | None  # the coach row for the email, if any (only looked up when not refused)
+
+
+def _keys(email: str, address: str) -> tuple[str, str]:
+    return digest(f"pair|{email}|{address}"), digest(f"address|{address}")
+
+
 class CoachStore:
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._count_failure = window_counter(engine, attempts, "failures")
 
     def add(self, email: str, password_hash: str) -> bool:
         """False when a coach with that email exists already."""
@@ -26,9 +48,21 @@ class CoachStore:
             return False
         return True
 
-    def set_password(self, email: str, password_hash: str) -> None:
+    def set_password(self, email: str, password_hash: str) -> bool:
+        """The new password, and every session signed in with the old one ends; False for an unknown email."""
         with self.engine.begin() as connection:
-            connection.execute(sa.update(coaches).where(coaches.c.email == email).values(password_hash=password_hash))
+            return connection.execute(sa.update(coaches).where(coaches.c.email == email).values(
+                password_hash=password_hash, session_generation=coaches.c.session_generation + 1)).rowcount == 1
+
+    def remove(self, email: str) -> bool:
+        with self.engine.begin() as connection:
+            return connection.execute(sa.delete(coaches).where(coaches.c.email == email)).rowcount == 1
+
+    def end_sessions(self, coach_id: int) -> None:
+        """Every cookie this coach holds, on any device, stops working."""
+        with self.engine.begin() as connection:
+            connection.execute(sa.update(coaches).where(coaches.c.id == coach_id).values(
+                session_generation=coaches.c.session_generation + 1))
 
     def find(self, email: str):
         with self.engine.connect() as connection:
@@ -42,15 +76,41 @@ class CoachStore:
         with self.engine.connect() as connection:
             return connection.execute(sa.select(coaches.c.id).limit(1)).first() is not None
 
-    def record_failure(self, email: str) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(sa.insert(attempts).values(email=email, at=utc_now()))
-
-    def failures_since(self, email: str, since: datetime) -> int:
+    # the login throttle ----------------------------------------------------------------------
+    def start_attempt(self, email: str, address: str, throttle: Throttle) -> Attempt:
+        """Count this attempt as a failure in advance, per (email, address) and per address, unless either
+        is at its limit; then nothing is counted and the attempt is refused. Counting before the password
+        check, in one transaction holding both rows, is what keeps parallel guesses within the limit."""
+        now = utc_now()
+        pair_key, address_key = _keys(email, address)
         with self.engine.connect() as connection:
-            return connection.execute(sa.select(sa.func.count()).select_from(attempts).where(
-                attempts.c.email == email, attempts.c.at >= since)).scalar_one()
+            transaction = connection.begin()
+            for kind, key, limit in (("pair", pair_key, throttle.per_pair), ("address", address_key, throttle.per_address)):
+                counted = connection.execute(self._count_failure, {
+                    "key_hash": key, "kind": kind, "now": now, "opened_after": now - throttle.window, "limit": limit}).first()
+                if counted is None:
+                    transaction.rollback()
+                    return Attempt(kind, None)
+            coach = connection.execute(sa.select(coaches).where(coaches.c.email == email)).first()
+            transaction.commit()
+        return Attempt(None, coach)
 
-    def forget_failures(self, email: str) -> None:
+    def attempt_succeeded(self, email: str, address: str) -> None:
+        """A right password: the (email, address) count starts over, and the address gets its attempt back."""
+        pair_key, address_key = _keys(email, address)
         with self.engine.begin() as connection:
-            connection.execute(sa.delete(attempts).where(attempts.c.email == email))
+            connection.execute(sa.delete(attempts).where(attempts.c.key_hash == pair_key))
+            connection.execute(sa.update(attempts).where(attempts.c.key_hash == address_key, attempts.c.failures > 0)
+                               .values(failures=attempts.c.failures - 1))
+
+    def attempt_not_checked(self, email: str, address: str) -> None:
+        """The password was never checked (too busy): give both counts their attempt back."""
+        with self.engine.begin() as connection:
+            for key in _keys(email, address):  # in the order start_attempt locks them
+                connection.execute(sa.update(attempts).where(attempts.c.key_hash == key, attempts.c.failures > 0)
+                                   .values(failures=attempts.c.failures - 1))
+
+    def prune_attempts(self, window: timedelta) -> int:
+        """Forget counts whose window is over."""
+        with self.engine.begin() as connection:
+            return prune_windows(connection, attempts, utc_now() - window)

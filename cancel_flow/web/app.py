@@ -6,6 +6,8 @@ import gc
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -14,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from cancel_flow.cancel_service import CancelService
 from cancel_flow.errors import CancelFlowError
@@ -30,7 +33,9 @@ from cancel_flow.store.stats import StatsQueries
 from cancel_flow.stripe_gateway import StripeGateway
 from cancel_flow.web import (api_routes, billing_routes, cancel_routes, dashboard_routes, shared_link_routes,
                              webhook_routes)
-from cancel_flow.web.middleware import BodySizeLimit, RequestLog, SecurityHeaders
+from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
+from cancel_flow.web.coach_auth import FAILURE_WINDOW
+from cancel_flow.web.middleware import REQUEST_ID, BodySizeLimit, RequestLog, SecurityHeaders, UnexpectedErrors
 from cancel_flow.web.pages import csrf_token, render
 
 STATIC = Path(__file__).resolve().parents[2] / "static"
@@ -69,30 +74,73 @@ async def on_http_error(request: Request, error: HTTPException) -> Response:
 
 
 async def on_database_error(request: Request, error: SQLAlchemyError) -> Response:
-    log_event("database.failed", level=40, error=type(error).__name__,
+    log_event("database.failed", level=40, request_id=request.scope.get(REQUEST_ID), error=type(error).__name__,
               path_template=getattr(request.scope.get("route"), "path", None))
     return _error_page(request, 503, "We couldn't do that just now",
                        "Our records are unavailable for a moment. Please try again shortly.")
 
 
-async def on_unexpected_error(request: Request, error: Exception) -> Response:
-    log_event("request.failed", level=40, path_template=getattr(request.scope.get("route"), "path", None),
-              error=type(error).__name__)
-    return _error_page(request, 500, "Something went wrong",
-                       "Nothing was changed. Please try again in a moment.")
+async def unexpected_error_page(scope: Scope, request_id: str) -> Response:
+    """What an unexpected exception shows (UnexpectedErrors has logged it): the reference to quote."""
+    response = _error_page(Request(scope), 500, "Something went wrong",
+                           f"Nothing was changed. Please try again in a moment. If it keeps happening, "
+                           f"tell us this reference: {request_id}.")
+    response.headers["x-request-id"] = request_id
+    return response
 
 
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+READY_WAIT = 2  # seconds readyz waits for a lock before saying the database is locked
+_READ_ONLY, _LOCKED = {"25006"}, {"55P03", "57014", "40P01"}
+
+
+def _database_takes_a_write(engine: Engine) -> None:
+    """Raise unless the database takes a write now. The write is an UPDATE of the one-row alembic_version
+    table, rolled back, so it leaves nothing behind but needs what any write needs: PostgreSQL refuses
+    it in a read-only database or transaction, and waits at most READY_WAIT for a lock another
+    connection holds; SQLite refuses it in a read-only file and while another connection holds the
+    write lock (for READY_WAIT)."""
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            busy = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
+            connection.exec_driver_sql(f"PRAGMA busy_timeout = {READY_WAIT * 1000}")
+        else:
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{READY_WAIT}s'")
+            connection.exec_driver_sql(f"SET LOCAL statement_timeout = '{READY_WAIT + 1}s'")
+        try:
+            connection.execute(sa.text("UPDATE alembic_version SET version_num = version_num"))
+        finally:
+            connection.rollback()
+            if sqlite:
+                connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(busy)}")
+
+
+def _database_problem(error: Exception) -> str:
+    code = getattr(getattr(error, "orig", None), "sqlstate", None)
+    text = str(getattr(error, "orig", error)).lower()
+    if code in _READ_ONLY or "readonly" in text or "read-only" in text:
+        return "read_only"
+    if code in _LOCKED or "locked" in text:
+        return "locked"
+    return "unreachable"
+
+
 async def readyz(request: Request) -> Response:
+    """200 when the database takes a write and the offers file is loaded; 503 naming what is wrong."""
+    offers = request.app.state.offers
+    if not isinstance(offers, OfferBook) or not offers.offers:
+        return JSONResponse({"status": "unavailable", "offers": "not_loaded"}, status_code=503)
     try:
-        await run_in_threadpool(request.app.state.store.ping)
+        await run_in_threadpool(_database_takes_a_write, request.app.state.store.engine)
     except Exception as error:
-        log_event("readyz.database_unreachable", error=type(error).__name__)
-        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
-    return JSONResponse({"status": "ok", "database": "ok"})
+        problem = _database_problem(error)
+        log_event("readyz.database_" + problem, level=30, error=type(error).__name__)
+        return JSONResponse({"status": "unavailable", "database": problem, "offers": "loaded"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok", "offers": "loaded"})
 
 
 async def metrics(request: Request) -> Response:
@@ -113,7 +161,11 @@ async def brand_logo(request: Request) -> Response:
     return FileResponse(logo, headers={"Cache-Control": "public, max-age=3600"})
 
 
-async def _sweep_periodically(store: Store, every: float) -> None:
+def _prune_counts(coaches: CoachStore, link_requests: LinkRequestStore) -> int:
+    return coaches.prune_attempts(FAILURE_WINDOW) + link_requests.prune(LINK_REQUEST_WINDOW)
+
+
+async def _sweep_periodically(store: Store, every: float, coaches: CoachStore, link_requests: LinkRequestStore) -> None:
     while True:
         await asyncio.sleep(every)
         try:
@@ -122,6 +174,12 @@ async def _sweep_periodically(store: Store, every: float) -> None:
                 log_event("sweep.deflected", sessions=marked)
         except Exception as error:  # the next round tries again
             log_event("sweep.failed", level=40, error=type(error).__name__)
+        try:
+            pruned = await run_in_threadpool(_prune_counts, coaches, link_requests)
+            if pruned:
+                log_event("sweep.counts_pruned", rows=pruned)
+        except Exception as error:
+            log_event("sweep.prune_failed", level=40, error=type(error).__name__)
 
 
 def create_app(settings: Settings | None = None, offers: OfferBook | None = None,
@@ -140,7 +198,8 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         gateway = StripeGateway(settings)
         app.state.gateway = gateway
         app.state.cancel_service = CancelService(store, gateway, offers, signer)
-        sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every)) if sweep_every else None
+        sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every, app.state.coaches, app.state.link_requests)) \
+            if sweep_every else None
         # Everything loaded so far (the Stripe SDK alone is thousands of classes) lives as long as
         # the process: keep it out of the collector's full passes, which otherwise stall requests.
         gc.freeze()
@@ -166,13 +225,13 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         CancelFlowError: on_domain_error, HTTPException: on_http_error, SQLAlchemyError: on_database_error,
-        Exception: on_unexpected_error,
     })
     app.state.settings, app.state.offers, app.state.store, app.state.signer = settings, offers, store, signer
     app.state.coaches, app.state.stats = CoachStore(store.engine), StatsQueries(store.engine)
     app.state.api_keys, app.state.link_requests = ApiKeyStore(store.engine), LinkRequestStore(store.engine)
     app.state.mailer = Mailer(settings, sender=offers.brand.support_email or f"no-reply@{urlsplit(settings.base_url).hostname}")
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(UnexpectedErrors, page=unexpected_error_page)
     app.add_middleware(SecurityHeaders, https=settings.is_https)
     app.add_middleware(RequestLog)
     return app

@@ -1,22 +1,26 @@
-"""Coach sign-in: a signed, HttpOnly, SameSite=Lax cookie; failed logins throttled per email."""
+"""Coach sign-in: a signed, HttpOnly, SameSite=Lax cookie that carries the coach's session generation
+(logout and a new password raise it, ending every session at once); failed logins throttled per
+(email, address) and per address, so guesses from elsewhere never lock the coach out of their own."""
 
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cancel_flow.clock import utc_now
-from cancel_flow.passwords import DECOY_HASH, verify_password
-from cancel_flow.store.coaches import CoachStore
+from cancel_flow.passwords import DECOY_HASH, PASSWORD_CHECKS, HashingBusy
+from cancel_flow.store.coaches import Throttle
 
 SESSION_COOKIE = "cf_coach"
 LOGIN_CSRF_COOKIE = "cf_login_csrf"
 SESSION_MAX_AGE = 12 * 3600
-MAX_FAILURES = 5
+MAX_FAILURES = 5  # per email from one address
+MAX_ADDRESS_FAILURES = 20  # per address, whatever the emails
 FAILURE_WINDOW = timedelta(minutes=15)
+THROTTLE = Throttle(MAX_FAILURES, MAX_ADDRESS_FAILURES, FAILURE_WINDOW)
 
 
 @dataclass(frozen=True)
@@ -31,39 +35,58 @@ class NotSignedIn(Exception):
 
 
 class TooManyAttempts(Exception):
-    pass
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class SignInBusy(Exception):
+    """Too many sign-ins are being checked right now; nothing was counted."""
 
 
 def _serializer(secret_key: str) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(secret_key, salt="cancel-flow.coach-session")
 
 
-def current_coach(request: Request) -> SignedInCoach:
+def client_address(request: Request) -> str:
+    """The client's address (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
+    return (request.client.host if request.client else "") or "unknown"
+
+
+async def current_coach(request: Request) -> SignedInCoach:
     raw = request.cookies.get(SESSION_COOKIE)
     if not raw or len(raw) > 512:
         raise NotSignedIn
     try:
         data = _serializer(request.app.state.settings.secret_key).loads(raw, max_age=SESSION_MAX_AGE)
-        coach = request.app.state.coaches.get(int(data["c"]))
-        session_key = str(data["k"])
+        coach_id, generation, session_key = int(data["c"]), int(data["g"]), str(data["k"])
     except (BadSignature, KeyError, TypeError, ValueError):
         raise NotSignedIn from None
-    if coach is None:
+    coach = await run_in_threadpool(request.app.state.coaches.get, coach_id)
+    if coach is None or coach.session_generation != generation:
         raise NotSignedIn
     return SignedInCoach(coach.id, coach.email, session_key)
 
 
-def check_credentials(coaches: CoachStore, email: str, password: str) -> int | None:
-    """The coach's id for a right password; raises TooManyAttempts inside a throttled window."""
-    if coaches.failures_since(email, utc_now() - FAILURE_WINDOW) >= MAX_FAILURES:
-        raise TooManyAttempts
-    coach = coaches.find(email)
-    if coach is not None and verify_password(password, coach.password_hash):
-        coaches.forget_failures(email)
-        return coach.id
-    if coach is None:
-        verify_password(password, DECOY_HASH)  # same time either way: don't reveal which emails exist
-    coaches.record_failure(email)
+async def check_credentials(request: Request, email: str, password: str):
+    """The coach row for a right password, None for a wrong one; TooManyAttempts inside a throttled
+    window, SignInBusy when the password checks are all taken."""
+    coaches, address = request.app.state.coaches, client_address(request)
+    attempt = await run_in_threadpool(coaches.start_attempt, email, address, THROTTLE)
+    if attempt.refused_by == "pair":
+        raise TooManyAttempts("Too many failed attempts for this email. Wait 15 minutes and try again.")
+    if attempt.refused_by == "address":
+        raise TooManyAttempts("Too many failed attempts from your network. Wait 15 minutes and try again.")
+    coach = attempt.coach
+    try:
+        # An unknown email costs the same check, so the timing doesn't reveal which emails exist.
+        right = await PASSWORD_CHECKS.verify(password, coach.password_hash if coach else DECOY_HASH)
+    except HashingBusy:
+        await run_in_threadpool(coaches.attempt_not_checked, email, address)
+        raise SignInBusy from None
+    if coach is not None and right:
+        await run_in_threadpool(coaches.attempt_succeeded, email, address)
+        return coach
     return None
 
 
@@ -71,11 +94,14 @@ def _cookie_options(request: Request) -> dict:
     return {"httponly": True, "samesite": "lax", "secure": request.app.state.settings.is_https, "path": "/"}
 
 
-def sign_in(request: Request, response: Response, coach_id: int) -> None:
-    value = _serializer(request.app.state.settings.secret_key).dumps({"c": coach_id, "k": secrets.token_urlsafe(16)})
+def sign_in(request: Request, response: Response, coach) -> None:
+    value = _serializer(request.app.state.settings.secret_key).dumps(
+        {"c": coach.id, "g": coach.session_generation, "k": secrets.token_urlsafe(16)})
     response.set_cookie(SESSION_COOKIE, value, max_age=SESSION_MAX_AGE, **_cookie_options(request))
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/dashboard")
 
 
-def sign_out(request: Request, response: Response) -> None:
+async def sign_out(request: Request, response: Response, coach: SignedInCoach) -> None:
+    """Ends every session of this coach, here and on any other device."""
+    await run_in_threadpool(request.app.state.coaches.end_sessions, coach.id)
     response.delete_cookie(SESSION_COOKIE, **_cookie_options(request))

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 from datetime import date, timedelta
 from urllib.parse import urlencode
 
@@ -18,13 +19,44 @@ from cancel_flow.offers import REASONS
 from cancel_flow.spreadsheet import safe_cell
 from cancel_flow.store.stats import PAGE_SIZE, DateRange, day_start
 from cancel_flow.web import charts
-from cancel_flow.web.coach_auth import (LOGIN_CSRF_COOKIE, NotSignedIn, TooManyAttempts, check_credentials,
-                                        current_coach, sign_in, sign_out)
+from cancel_flow.web.coach_auth import (LOGIN_CSRF_COOKIE, NotSignedIn, SignInBusy, TooManyAttempts,
+                                        check_credentials, current_coach, sign_in, sign_out)
 from cancel_flow.web.pages import csrf_token, read_form, render, render_with_token
 
 PRESETS = (7, 30, 90)
+FIRST_YEAR, LAST_YEAR = 2000, 2100
+MAX_RANGE_DAYS = 3660  # about ten years
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 OUTCOME_LABELS = {"open": "Still open", "saved_discount": "Saved by discount", "saved_pause": "Saved by pause",
                   "sent_to_portal": "At Stripe's portal", "canceled": "Canceled", "deflected": "Deflected"}
+
+
+def parse_day(text: str, name: str) -> date:
+    """A day written as YYYY-MM-DD with ASCII digits, in the years 2000–2100; BadRequest otherwise."""
+    try:
+        if not _ISO_DAY.fullmatch(text):
+            raise ValueError
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"'{name}' must be a date like 2026-11-24.") from None
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise BadRequest(f"'{name}' must be a date between {FIRST_YEAR} and {LAST_YEAR}.")
+    return day
+
+
+def parse_day_range(start: str | None, end: str | None, default_days: int = 30,
+                    today: date | None = None) -> tuple[date, date]:
+    """The first and last day (both included) of a range given as 'from' and 'to' texts (YYYY-MM-DD);
+    a missing 'to' is today, a missing 'from' is `default_days` before 'to'. BadRequest (400, a message
+    for people) unless both days are in 2000–2100, 'from' is not after 'to' and the range is at most
+    about ten years."""
+    last = parse_day(end, "to") if end else (today or utc_now().date())
+    first = parse_day(start, "from") if start else max(last - timedelta(days=default_days - 1), date(FIRST_YEAR, 1, 1))
+    if first > last:
+        raise BadRequest("The start date is after the end date.")
+    if (last - first).days >= MAX_RANGE_DAYS:
+        raise BadRequest("That range is too long: choose at most ten years.")
+    return first, last
 
 
 class Filters:
@@ -32,24 +64,19 @@ class Filters:
 
     def __init__(self, request: Request):
         query = request.query_params
-        today = utc_now().date()
-        try:
-            if query.get("from") or query.get("to"):
-                first = date.fromisoformat(query.get("from") or "")
-                last = date.fromisoformat(query.get("to") or "")
-                self.preset = None
-            else:
-                self.preset = int(query.get("range") or 30)
-                if self.preset not in PRESETS:
-                    raise ValueError
-                first, last = today - timedelta(days=self.preset - 1), today
-            self.page = int(query.get("page") or 1)
-        except ValueError:
-            raise BadRequest("Dates must look like 2026-11-24, the range must be 7, 30 or 90 days, and the page a number.") from None
-        if first > last:
-            raise BadRequest("The start date is after the end date.")
-        if (last - first).days > 3660 or self.page < 1 or self.page > 100_000:
-            raise BadRequest("That range or page is too large.")
+        if query.get("from") or query.get("to"):
+            first, last = parse_day_range(query.get("from"), query.get("to"))
+            self.preset = None
+        else:
+            preset = query.get("range") or "30"
+            if preset not in {str(days) for days in PRESETS}:
+                raise BadRequest("The range must be 7, 30 or 90 days.")
+            self.preset = int(preset)
+            first, last = parse_day_range(None, None, self.preset)
+        page = query.get("page") or "1"
+        if not (page.isascii() and page.isdigit() and len(page) <= 6 and 1 <= int(page) <= 100_000):
+            raise BadRequest("The page must be a number from 1 to 100000.")
+        self.page = int(page)
         self.first, self.last = first, last
         self.period = DateRange(day_start(first), day_start(last + timedelta(days=1)))
         self.outcome = query.get("outcome") or None
@@ -64,9 +91,9 @@ class Filters:
         return urlencode({k: v for k, v in values.items() if v not in ("", None)})
 
 
-def _coach_or_redirect(request: Request):
+async def _coach_or_redirect(request: Request):
     try:
-        return current_coach(request)
+        return await current_coach(request)
     except NotSignedIn:
         return None
 
@@ -76,7 +103,7 @@ def _to_login(request: Request) -> Response:
 
 
 async def login_page(request: Request) -> Response:
-    if _coach_or_redirect(request):
+    if await _coach_or_redirect(request):
         return RedirectResponse("/dashboard", status_code=303)
     return _login_form(request)
 
@@ -89,25 +116,28 @@ async def login(request: Request) -> Response:
     fields = await read_form(request, request.cookies.get(LOGIN_CSRF_COOKIE))
     email = (fields.get("email") or "").strip().lower()[:320]
     password = fields.get("password") or ""
-    coaches = request.app.state.coaches
     try:
-        coach_id = await run_in_threadpool(check_credentials, coaches, email, password)
-    except TooManyAttempts:
-        return _login_form(request, 429, "Too many failed attempts for this email. Wait 15 minutes and try again.", email)
-    if coach_id is None:
+        coach = await check_credentials(request, email, password)
+    except TooManyAttempts as refused:
+        return _login_form(request, 429, refused.message, email)
+    except SignInBusy:
+        busy = _login_form(request, 503, "Sign-in is busy right now. Please try again in a few seconds.", email)
+        busy.headers["Retry-After"] = "5"
+        return busy
+    if coach is None:
         return _login_form(request, 401, "That email and password don't match.", email)
     response = RedirectResponse("/dashboard", status_code=303)
-    sign_in(request, response, coach_id)
+    sign_in(request, response, coach)
     return response
 
 
 async def logout(request: Request) -> Response:
-    coach = _coach_or_redirect(request)
+    coach = await _coach_or_redirect(request)
     if coach is None:
         return _to_login(request)
     await read_form(request, csrf_token(request.app.state.settings.secret_key, f"coach|{coach.session_key}"))
     response = RedirectResponse("/dashboard/login", status_code=303)
-    sign_out(request, response)
+    await sign_out(request, response, coach)
     return response
 
 
@@ -116,7 +146,7 @@ def _money_list(pairs) -> str:
 
 
 async def dashboard(request: Request) -> Response:
-    coach = _coach_or_redirect(request)
+    coach = await _coach_or_redirect(request)
     if coach is None:
         return _to_login(request)
     filters = Filters(request)
@@ -135,7 +165,7 @@ async def dashboard(request: Request) -> Response:
 
 def _chart(render_svg):
     async def endpoint(request: Request) -> Response:
-        if _coach_or_redirect(request) is None:
+        if await _coach_or_redirect(request) is None:
             return _to_login(request)
         filters = Filters(request)
         stats = await run_in_threadpool(request.app.state.stats.stats, filters.period)
@@ -176,7 +206,7 @@ def _csv_lines(rows):
 
 
 async def export_csv(request: Request) -> Response:
-    if _coach_or_redirect(request) is None:
+    if await _coach_or_redirect(request) is None:
         return _to_login(request)
     filters = Filters(request)
     rows = request.app.state.stats.export_rows(filters.period, filters.outcome, filters.reason)

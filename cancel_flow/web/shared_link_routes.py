@@ -12,7 +12,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cancel_flow.clock import utc_now
 from cancel_flow.errors import StripeUnavailable
 from cancel_flow.logs import log_event
 from cancel_flow.mailer import Message
@@ -22,6 +21,7 @@ from cancel_flow.web.pages import environment, read_form, render, render_with_to
 CSRF_COOKIE = "cf_form_csrf"
 PER_EMAIL_PER_HOUR = 3
 PER_ADDRESS_PER_HOUR = 20
+WINDOW = timedelta(hours=1)
 
 
 def _page(request: Request, status_code: int = 200, **context) -> Response:
@@ -46,11 +46,11 @@ async def send_links(request: Request) -> Response:
     if not request.app.state.mailer.can_send:
         return _page(request, 503)
     requests = request.app.state.link_requests
-    hour_ago = utc_now() - timedelta(hours=1)
     address = request.client.host if request.client else "unknown"
-    if await run_in_threadpool(requests.count_and_record, "ip", address, hour_ago) >= PER_ADDRESS_PER_HOUR:
+    # Each count is one conditional statement: parallel requests can't slip past a limit.
+    if not await run_in_threadpool(requests.allow, "ip", address, PER_ADDRESS_PER_HOUR, WINDOW):
         return _page(request, 429, error="Too many requests from your network. Please try again in an hour.")
-    email_allowed = await run_in_threadpool(requests.count_and_record, "email", email, hour_ago) < PER_EMAIL_PER_HOUR
+    email_allowed = await run_in_threadpool(requests.allow, "email", email, PER_EMAIL_PER_HOUR, WINDOW)
     task = BackgroundTask(_find_and_send, request.app.state, email) if email_allowed else None
     response = render(request, "shared_link.html", sent_to=email, can_send=True)
     response.background = task
