@@ -1,24 +1,27 @@
 """The subscriber's steps: read Stripe through the gateway, decide through the flow rules, record through the store.
 
-A decision is written only after Stripe confirmed it, by a conditional UPDATE that succeeds once;
-Stripe writes carry idempotency keys derived from the session and the offer, so repeats and
-concurrent requests apply once.
+One live offer per customer: an offer is claimed for the customer in one locked transaction before
+Stripe is called, written as decided only after Stripe confirmed it, and the promise recorded is the
+one computed from Stripe's billing (cancel_flow/billing.py). Stripe writes carry idempotency keys
+derived from the session, the offer and the attempt, so repeats apply once and a retry after a
+stored failure gets a new key.
 """
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from cancel_flow import flow
 from sqlalchemy.exc import SQLAlchemyError
 
+from cancel_flow import billing, flow
 from cancel_flow.clock import as_utc, utc_now
-from cancel_flow.errors import BadRequest, InvalidLink, NotFound, RecordPending, StripeUnavailable
-from cancel_flow.flow import SubscriptionFacts
+from cancel_flow.errors import (BadRequest, Conflict, InvalidLink, NotFound, PortalRefused, RecordPending,
+                                StripeUnavailable)
+from cancel_flow.flow import SubscriptionFacts, TargetPrice
 from cancel_flow.links import CancelLink, LinkSigner
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import DECISIONS
 from cancel_flow.models import CancelSession
-from cancel_flow.money import format_day
+from cancel_flow.money import format_day, format_money
 from cancel_flow.offers import REASONS, Offer, OfferBook
 from cancel_flow.store import CLAIM_TIMEOUT, Store
 from cancel_flow.stripe_gateway import StripeGateway, idempotency_key
@@ -42,12 +45,23 @@ class Outcome:
     headline: str
     detail: str
     can_still_cancel: bool
+    next_step: str | None = None
+
+
+@dataclass
+class Card:
+    """One offer on the offers page, with what it promises (per pause length for a pause)."""
+
+    offer: Offer
+    promise: billing.Promise | None
+    choices: list[tuple[int, billing.Promise]]
 
 
 class CancelService:
     def __init__(self, store: Store, gateway: StripeGateway, offers: OfferBook, signer: LinkSigner):
         self.store, self.gateway, self.offers, self.signer = store, gateway, offers, signer
 
+    # reading ----------------------------------------------------------------------------------------
     async def visit(self, token: str, reconcile: bool = False) -> Visit:
         """Resume the link's session, or read Stripe once and open it."""
         link = self.signer.read_cancel(token)
@@ -70,6 +84,21 @@ class CancelService:
             raise BadRequest("This subscription is already canceled.", title="Already canceled")
         return visit.link, visit.session
 
+    def snapshot(self, session: CancelSession) -> SubscriptionFacts | None:
+        """The subscription as Stripe last told it for this session, whatever its age."""
+        return flow.facts_from_json(session.stripe_snapshot) if session.stripe_snapshot else None
+
+    async def facts(self, session: CancelSession) -> SubscriptionFacts:
+        """The subscription now: the answer Stripe gave this link a few seconds ago, or a fresh read.
+        Our own writes and Stripe's webhooks drop the kept answer at once."""
+        if session.stripe_snapshot and session.snapshot_at and \
+                utc_now() - as_utc(session.snapshot_at) < flow.SNAPSHOT_TTL:
+            return flow.facts_from_json(session.stripe_snapshot)
+        facts = await self.gateway.read_subscription(session.subscription_id)
+        self.store.save_snapshot(session.id, flow.facts_to_json(facts))
+        return facts
+
+    # the reason and the offers ------------------------------------------------------------------------
     def check_answer(self, reason: str | None, comment: str | None) -> tuple[str, str | None]:
         if reason not in REASONS:
             raise BadRequest("Choose one of the reasons in the list.")
@@ -80,43 +109,122 @@ class CancelService:
             raise BadRequest("Your comment contains characters we can't store. Please retype it.")
         return reason, comment
 
-    def record_reason(self, session: CancelSession, reason: str, comment: str | None) -> list[Offer]:
+    async def _target_prices(self, offers) -> dict[str, TargetPrice]:
+        prices = {}
+        for offer in offers:
+            if offer.kind == "switch" and offer.price not in prices:
+                price = await self.gateway.read_price(offer.price)
+                if price is not None:
+                    prices[offer.price] = price
+        return prices
+
+    async def record_reason(self, session: CancelSession, reason: str, comment: str | None) -> list[Offer]:
+        facts = self.snapshot(session) or await self.facts(session)
         recent = self.store.accepted_offer_since(session.customer_id, flow.cooldown_start(self.offers, utc_now()))
-        offers = flow.eligible_offers(
-            self.offers, reason, has_discount=session.had_discount, paused=session.was_paused,
-            interval=session.interval, interval_count=session.interval_count, accepted_offer_recently=recent)
+        prices = await self._target_prices([o for o in self.offers.offers if o.fits(reason)])
+        offers = flow.eligible_offers(self.offers, reason, facts, utc_now(), accepted_offer_recently=recent, prices=prices)
         self.store.record_reason(session.id, reason, comment, [offer.id for offer in offers])
         return offers
 
     def offers_shown(self, session: CancelSession) -> list[Offer]:
         return [offer for offer_id in session.offers_shown or [] if (offer := self.offers.find(offer_id))]
 
-    async def accept(self, session: CancelSession, offer_id: str | None, months: str | None) -> None:
+    async def cards(self, session: CancelSession) -> list[Card]:
+        """The offers shown, each with the promise the subscriber reads on its card."""
+        facts = self.snapshot(session)
+        now = utc_now()
+        cards = []
+        for offer in self.offers_shown(session):
+            if facts is None:
+                cards.append(Card(offer, None, []))
+                continue
+            if offer.kind == "pause":
+                cards.append(Card(offer, None, billing.pause_choices(facts.plan, offer.max_payments, now)))
+            else:
+                cards.append(Card(offer, await self._promise(offer, facts, now, None), []))
+        return cards
+
+    async def _promise(self, offer: Offer, facts: SubscriptionFacts, now: datetime, skip: int | None):
+        plan = facts.plan
+        if offer.kind == "discount":
+            return billing.discount_promise(plan, offer.percent_off, offer.payments, now)
+        if offer.kind == "pause":
+            return billing.pause_promise(plan, skip or offer.max_payments, now)
+        if offer.kind == "free_period":
+            return billing.free_period_promise(plan, offer.months, now)
+        if offer.kind == "switch":
+            target = (await self._target_prices([offer])).get(offer.price)
+            if target is None:
+                return None
+            return billing.switch_promise(plan, target.unit_amount, target.name or offer.title, now)
+        return None
+
+    # accepting an offer ------------------------------------------------------------------------------
+    async def accept(self, session: CancelSession, offer_id: str | None, payments: str | None) -> str | None:
+        """Apply the chosen offer through Stripe. Returns the address to send the subscriber to for a
+        `contact` offer, else None (the done page)."""
         offer = self.offers.find(offer_id or "")
         if offer is None or offer.id not in (session.offers_shown or []):
             raise BadRequest("That offer isn't available for this subscription.", title="Unknown offer")
-        terms = _terms(offer, _pause_months(offer, months))
-        # The claim is written before Stripe is called: it names the offer being applied, so
-        # a failure between Stripe and our record can be reconciled from Stripe later.
-        if not self.store.claim_offer(session.id, offer.id, terms):
-            return  # another offer is being applied right now; the done page will show it
+        if offer.kind == "contact":
+            if self.store.record_contact(session.id, session.subscription_id, offer.id):
+                DECISIONS.labels("contact_requested").inc()
+                log_event("cancel_session.decided", session=session.id, outcome="contact_requested", offer=offer.id)
+            return offer.url
+        skip = _pause_length(offer, payments)
+        facts = await self.facts(session)
+        now = utc_now()
+        cooldown = flow.cooldown_start(self.offers, now)
+        recent = self.store.accepted_offer_since(session.customer_id, cooldown)
+        why = flow.why_not(offer, facts, now, reason=None, accepted_offer_recently=recent,
+                           prices=await self._target_prices([offer]))
+        if why is not None:
+            if recent or facts.has_discount or facts.paused:
+                raise Conflict("An offer is already in place for this subscription, so this one can't be added. "
+                               "Your subscription is unchanged.")
+            raise Conflict(f"This offer is no longer available ({why}). Nothing was changed.", title="Offer no longer available")
+        promise = await self._promise(offer, facts, now, skip)
+        if promise is None:
+            raise Conflict("This offer is no longer available. Nothing was changed.", title="Offer no longer available")
+        terms = _terms(offer, promise, skip)
+        claim = self.store.claim_offer(session, offer.id, terms, cooldown)
+        if claim.status == "stale":
+            other = self.store.find_session(claim.other_nonce)
+            if other is not None:
+                await self.reconcile(other, force=True)
+            claim = self.store.claim_offer(session, offer.id, terms, cooldown)
+        if claim.status == "busy":
+            raise Conflict("Your earlier choice is still being applied. Reload this page in a minute to see it.",
+                           title="One moment")
+        if claim.status != "claimed":
+            if claim.other_nonce == session.nonce:
+                return None
+            raise Conflict("An offer was already accepted for this subscription, so this one can't be added. "
+                           "Your subscription is unchanged.")
+        key = idempotency_key(session.nonce, offer.id, _terms_key(terms), str(claim.attempt))
         try:
-            if offer.kind == "discount":
-                await self.gateway.apply_discount(session.subscription_id, offer, idempotency_key(session.nonce, offer.id))
-            else:
-                resumes_at = terms["pause_resumes_at"]
-                key = idempotency_key(session.nonce, offer.id, resumes_at.date().isoformat())
-                await self.gateway.apply_pause(session.subscription_id, resumes_at, key)
+            applied = await self._apply(offer, session, facts, promise, key)
         except StripeUnavailable as failure:
             if not failure.maybe_applied:
                 self.store.release_claim(session.id, offer.id)
             # else the claim stays: the next visit (or the webhook) asks Stripe what happened
             raise
-        self._record_saved(session, offer.id, offer.kind)
+        self._record_saved(session, offer.id, offer.kind, terms, flow.facts_to_json(applied))
+        return None
 
-    def _record_saved(self, session: CancelSession, offer_id: str, kind: str) -> None:
+    async def _apply(self, offer: Offer, session: CancelSession, facts: SubscriptionFacts,
+                     promise: billing.Promise, key: str) -> SubscriptionFacts:
+        if offer.kind == "discount":
+            return await self.gateway.apply_discount(session.subscription_id, offer, promise.coupon_months, key)
+        if offer.kind == "pause":
+            return await self.gateway.apply_pause(session.subscription_id, promise.resumes_at, key)
+        if offer.kind == "switch":
+            return await self.gateway.apply_switch(session.subscription_id, facts.item_ids[0], offer.price, key)
+        return await self.gateway.apply_free_period(session.subscription_id, promise.trial_end, key)
+
+    def _record_saved(self, session: CancelSession, offer_id: str, kind: str, terms: dict, snapshot: str | None) -> None:
         try:
-            decided = self.store.record_saved(session.id, f"saved_{kind}", offer_id)
+            decided = self.store.record_saved(session.id, session.subscription_id, f"saved_{kind}", offer_id, terms, snapshot)
         except SQLAlchemyError:
             log_event("cancel_session.record_failed", level=40, session=session.id, offer=offer_id)
             raise RecordPending("Your choice was applied, but we couldn't note it just now. "
@@ -125,56 +233,105 @@ class CancelService:
             DECISIONS.labels(f"saved_{kind}").inc()
             log_event("cancel_session.decided", session=session.id, outcome=f"saved_{kind}", offer=offer_id)
 
-    async def reconcile(self, session: CancelSession) -> CancelSession:
-        """An offer was claimed but never recorded (a crash, or the database failed after Stripe
-        applied it): ask Stripe whether it was applied, and record it or free the claim."""
+    async def reconcile(self, session: CancelSession, force: bool = False) -> CancelSession:
+        """An offer was claimed but never recorded (a crash, a lost answer, or the database failed after
+        Stripe applied it): ask Stripe whether it was applied, and record it or free a stale claim."""
         if session.outcome != "open" or not session.claimed_offer:
             return session
+        stale = utc_now() - as_utc(session.claimed_at) > CLAIM_TIMEOUT
+        if not (stale or force or session.claim_attempt):
+            return session
         facts = await self.gateway.read_subscription(session.subscription_id)
-        applied = (session.offer_kind == "discount" and facts.has_discount and not session.had_discount) or \
-                  (session.offer_kind == "pause" and facts.paused and not session.was_paused)
-        if applied:
-            self._record_saved(session, session.claimed_offer, session.offer_kind)
-        elif utc_now() - as_utc(session.claimed_at) > CLAIM_TIMEOUT:
+        self.store.save_snapshot(session.id, flow.facts_to_json(facts))
+        if _applied(session, facts):
+            self._record_saved(session, session.claimed_offer, session.offer_kind, {}, flow.facts_to_json(facts))
+        elif stale:
             self.store.release_claim(session.id, session.claimed_offer)
         return self.store.find_session(session.nonce)
 
+    # cancelling and keeping -------------------------------------------------------------------------
     async def send_to_portal(self, session: CancelSession, reason: str | None, comment: str | None,
                              return_url: str, done_url: str) -> str:
         if reason is not None:
             reason, comment = self.check_answer(reason, comment)
-        url = await self.gateway.cancel_portal_url(session.customer_id, session.subscription_id,
-                                                   return_url=return_url, done_url=done_url)
-        if session.outcome == "open" and self.store.record_sent_to_portal(session.id, reason, comment):
+            if session.reason is None and session.outcome == "open":
+                self.store.record_reason_only(session.id, reason, comment)  # kept if Stripe fails below
+        try:
+            url = await self.gateway.cancel_portal_url(session.customer_id, session.subscription_id,
+                                                       return_url=return_url, done_url=done_url)
+        except PortalRefused:
+            # Stripe refuses a cancellation flow for a subscription already set to cancel (or canceled):
+            # the done page says what Stripe has.
+            facts = await self.gateway.read_subscription(session.subscription_id)
+            self.store.save_snapshot(session.id, flow.facts_to_json(facts))
+            if facts.cancel_at_period_end or facts.status not in flow.LIVE_STATUSES:
+                return done_url
+            raise
+        if session.outcome in ("open", "contact_requested") and self.store.record_sent_to_portal(
+                session.id, session.subscription_id, reason, comment, ("open", "contact_requested")):
             DECISIONS.labels("sent_to_portal").inc()
             log_event("cancel_session.decided", session=session.id, outcome="sent_to_portal", offer=None)
         return url
 
     async def keep(self, session: CancelSession) -> None:
-        if not session.cancel_at_period_end:
+        facts = await self.gateway.read_subscription(session.subscription_id)
+        if not facts.cancel_at_period_end or facts.status not in flow.LIVE_STATUSES:
+            self.store.save_snapshot(session.id, flow.facts_to_json(facts))
             return
-        await self.gateway.keep_subscription(session.subscription_id, idempotency_key(session.nonce, "keep"))
-        self.store.record_kept(session.id)
+        kept = await self.gateway.keep_subscription(session.subscription_id, facts,
+                                                    idempotency_key(session.nonce, "keep", str(int(utc_now().timestamp()) // 60)))
+        self.store.record_kept(session.id, session.subscription_id, flow.facts_to_json(kept))
+        DECISIONS.labels("saved_keep").inc()
         log_event("cancel_session.kept", session=session.id)
 
+    # the done page ------------------------------------------------------------------------------------
     async def outcome(self, session: CancelSession) -> Outcome | None:
-        """The done page's words; None while nothing is decided yet."""
-        if session.outcome == "saved_discount":
-            return Outcome("Thanks for staying!", flow.describe_discount(
-                session.discount_percent, session.discount_months, session.price_amount, session.currency), True)
-        if session.outcome == "saved_pause":
-            return Outcome("Your break has started", flow.describe_pause(session.pause_resumes_at)
-                           + ". You keep your access meanwhile.", True)
-        if session.kept_at and session.outcome == "open":
-            return Outcome("Your subscription continues", "We've removed the scheduled cancellation.", True)
-        if session.outcome == "open":
+        """The done page's words, from Stripe's state now; None while nothing is decided yet."""
+        if session.outcome == "open" and not session.kept_at:
             return None
+        if session.outcome == "contact_requested":
+            offer = self.offers.find(session.chosen_offer or "")
+            return Outcome("Your coach will be glad to talk", "Your subscription is unchanged. If you still want "
+                           "to cancel after talking, you can do it here at any time.", True,
+                           next_step=offer.url if offer else None)
         try:
-            facts = await self.gateway.read_subscription(session.subscription_id)
+            facts = await self.facts(session)
         except (StripeUnavailable, NotFound):
             return Outcome("Thanks for letting us know",
                            "If you confirmed the cancellation, Stripe will email you a confirmation.", True)
+        if facts.status not in flow.LIVE_STATUSES or facts.cancel_at_period_end:
+            return describe_stripe_state(facts)
+        kind = session.outcome.removeprefix("saved_") if session.outcome.startswith("saved_") else None
+        still = {"discount": facts.has_discount, "pause": facts.paused,
+                 "switch": session.switch_price in facts.price_ids, "free_period": facts.status == "trialing",
+                 "keep": True}
+        if kind in still and not still[kind]:
+            return Outcome("Your subscription continues", "The offer you accepted no longer applies to your "
+                           f"subscription: {_regular(facts)}", True)
+        if kind == "keep":
+            return Outcome("Your subscription continues", f"We've removed the scheduled cancellation. {_regular(facts)}", True)
+        headlines = {"discount": "Thanks for staying!", "pause": "Your break has started",
+                     "switch": "Your plan is changing", "free_period": "Enjoy your free time"}
+        if kind in headlines:
+            return Outcome(headlines[kind], session.promise or "Your offer is in place.", True)
         return describe_stripe_state(facts)
+
+
+def _regular(facts: SubscriptionFacts) -> str:
+    if facts.next_payment is None:
+        return ""
+    return (f"Your next payment is {format_money(facts.price_amount, facts.currency)} on "
+            f"{format_day(facts.next_payment)}.")
+
+
+def _applied(session: CancelSession, facts: SubscriptionFacts) -> bool:
+    """Whether Stripe shows the claimed offer applied (it wasn't before the session began)."""
+    kind = session.offer_kind
+    return (kind == "discount" and facts.has_discount and not session.had_discount) or \
+        (kind == "pause" and facts.paused and not session.was_paused) or \
+        (kind == "switch" and session.switch_price in facts.price_ids) or \
+        (kind == "free_period" and facts.status == "trialing" and session.next_payment_at is not None
+         and facts.next_payment is not None and abs((facts.next_payment - as_utc(session.next_payment_at)).total_seconds()) < 86400)
 
 
 def describe_stripe_state(facts: SubscriptionFacts) -> Outcome:
@@ -193,27 +350,39 @@ def _session_values(link: CancelLink, facts: SubscriptionFacts) -> dict:
         "price_amount": facts.price_amount, "interval": facts.interval, "interval_count": facts.interval_count,
         "monthly_amount": facts.monthly_amount, "currency": facts.currency, "had_discount": facts.has_discount,
         "was_paused": facts.paused, "cancel_at_period_end": facts.cancel_at_period_end,
-        "period_end": facts.period_end,
+        "period_end": facts.period_end, "stripe_snapshot": flow.facts_to_json(facts),
     }
 
 
-def _terms(offer: Offer, pause_months: int) -> dict:
+def _terms(offer: Offer, promise: billing.Promise, skip: int | None) -> dict:
+    """The columns an accepted offer writes: what Stripe will bill, and the words for it."""
+    terms = {"offer_kind": offer.kind, "discount_percent": None, "discount_months": None, "discount_payments": None,
+             "pause_payments": None, "pause_resumes_at": None, "coupon_id": None, "switch_price": None,
+             "free_months": None, "promise": promise.text, "offer_cost": promise.cost,
+             "next_payment_at": promise.next_payment.at if promise.next_payment else None}
     if offer.kind == "discount":
-        return {"offer_kind": "discount", "discount_percent": offer.percent_off, "discount_months": offer.months,
-                "pause_resumes_at": None}
-    return {"offer_kind": "pause", "discount_percent": None, "discount_months": None,
-            "pause_resumes_at": flow.pause_until(_start_of_day(utc_now()), pause_months)}
+        terms.update(discount_percent=offer.percent_off, discount_months=promise.coupon_months,
+                     discount_payments=offer.payments, coupon_id=offer.coupon_id(promise.coupon_months))
+    elif offer.kind == "pause":
+        terms.update(pause_payments=skip, pause_resumes_at=promise.resumes_at)
+    elif offer.kind == "switch":
+        terms.update(switch_price=offer.price)
+    elif offer.kind == "free_period":
+        terms.update(free_months=offer.months, next_payment_at=promise.trial_end)
+    return terms
 
 
-def _pause_months(offer: Offer, months: str | None) -> int:
+def _terms_key(terms: dict) -> str:
+    moment = terms.get("pause_resumes_at") or terms.get("next_payment_at")
+    return f"{terms.get('coupon_id') or terms.get('switch_price') or ''}|{moment.date().isoformat() if moment else ''}"
+
+
+def _pause_length(offer: Offer, payments: str | None) -> int | None:
+    """The number of payments to skip, as chosen on the page (ASCII digits only)."""
     if offer.kind != "pause":
-        return 0
-    if months in (None, ""):
-        return offer.max_months
-    if not months.isdigit() or not 1 <= int(months) <= offer.max_months:
-        raise BadRequest(f"Choose a pause from 1 to {offer.max_months} months.")
-    return int(months)
-
-
-def _start_of_day(moment: datetime) -> datetime:
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        return None
+    if payments in (None, ""):
+        return offer.max_payments
+    if not (payments.isascii() and payments.isdigit()) or len(payments) > 3 or not 1 <= int(payments) <= offer.max_payments:
+        raise BadRequest(f"Choose to skip from 1 to {offer.max_payments} payments.")
+    return int(payments)

@@ -5,6 +5,7 @@ CancelFlowError            every domain error; carries the HTTP status and a mes
 ├── ExpiredLink            410 the link is too old; offers a fresh one
 ├── BadRequest             400 a form or body the flow cannot accept
 ├── NotFound               404
+├── Conflict               409 another decision for this subscription came first, or is being applied
 ├── StripeUnavailable      503 Stripe failed or timed out; nothing was changed
 └── RecordPending          503 Stripe applied the choice, our record of it failed; reconciled later
 SettingsError              a missing or invalid setting; stops start-up with one line
@@ -42,6 +43,11 @@ class NotFound(CancelFlowError):
     title = "Not found"
 
 
+class Conflict(CancelFlowError):
+    status_code = 409
+    title = "Already decided"
+
+
 class StripeUnavailable(CancelFlowError):
     status_code = 503
     title = "We couldn't do that just now"
@@ -55,3 +61,7 @@ class SettingsError(Exception):
 class RecordPending(CancelFlowError):
     status_code = 503
     title = "Almost done"
+
+
+class PortalRefused(StripeUnavailable):
+    """Stripe refused to open a portal session (e.g. the subscription is already set to cancel)."""

@@ -3,9 +3,9 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from cancel_flow.clock import add_months
-from cancel_flow.money import format_day, format_money
+from cancel_flow import billing
 from cancel_flow.offers import Offer, OfferBook
+from cancel_flow.targeting import Subject, first_failed
 
 LIVE_STATUSES = ("active", "trialing", "past_due")
 
@@ -33,6 +33,33 @@ class SubscriptionFacts:
     paused: bool
     cancel_at_period_end: bool
     period_end: datetime | None
+    anchor: datetime | None = None
+    next_payment: datetime | None = None
+    price_ids: tuple[str, ...] = ()
+    product_ids: tuple[str, ...] = ()
+    item_ids: tuple[str, ...] = ()
+    started_at: datetime | None = None
+    country: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    on_schedule: bool = False
+    taxed: bool = False
+    customer_name: str | None = None
+    discount_coupons: tuple[str, ...] = ()
+    pause_resumes_at: datetime | None = None
+    cancel_at: datetime | None = None
+    cancel_at_period_end_flag: bool = False
+
+    @property
+    def plan(self) -> billing.Plan:
+        return billing.Plan(self.currency, tuple(billing.Line(l.unit_amount, l.quantity) for l in self.lines),
+                            self.interval, self.interval_count, self.anchor or self.next_payment or self.period_end,
+                            None if self.cancel_at_period_end or self.status not in LIVE_STATUSES else self.next_payment,
+                            self.taxed)
+
+    @property
+    def subject(self) -> Subject:
+        return Subject(self.interval, self.price_ids, self.product_ids, self.started_at, self.monthly_amount,
+                       self.currency, self.country, dict(self.metadata))
 
     @property
     def price_amount(self) -> int:
@@ -64,44 +91,78 @@ def is_yearly(interval: str, interval_count: int) -> bool:
     return interval == "year" or (interval == "month" and interval_count >= 12)
 
 
-def eligible_offers(book: OfferBook, reason: str, *, has_discount: bool, paused: bool, interval: str,
-                    interval_count: int, accepted_offer_recently: bool) -> list[Offer]:
-    """Offers that fit the reason, minus those the subscription cannot take."""
+@dataclass(frozen=True)
+class TargetPrice:
+    """A price a `switch` offer moves to, as Stripe has it."""
+
+    id: str
+    unit_amount: int
+    currency: str
+    interval: str
+    interval_count: int
+    active: bool = True
+    name: str | None = None
+
+
+def why_not(offer: Offer, facts: SubscriptionFacts, now: datetime, *, reason: str | None,
+            accepted_offer_recently: bool, prices: dict[str, TargetPrice] | None = None) -> str | None:
+    """The first reason this subscription can't be shown this offer, in words; None when it can."""
+    if reason is not None and not offer.fits(reason):
+        return f"shown for other reasons ({', '.join(offer.reasons)})"
+    failed = first_failed(offer.when, facts.subject, now)
+    if failed:
+        return f"condition not met: {failed}"
+    if offer.kind == "contact":
+        return None
     if accepted_offer_recently:
-        return []
-    chosen = []
-    for offer in book.offers:
-        if not offer.fits(reason):
-            continue
-        if offer.kind == "discount" and has_discount:
-            continue
-        if offer.kind == "pause" and (paused or is_yearly(interval, interval_count)):
-            continue
-        chosen.append(offer)
-    return chosen
+        return "accepted an offer within the cooldown"
+    if facts.status != "active" or facts.cancel_at_period_end:
+        return f"subscription is {facts.status if facts.status != 'active' else 'set to cancel'}"
+    if facts.paused:
+        return "payments are paused"
+    plan = facts.plan
+    if offer.kind == "discount":
+        if facts.has_discount:
+            return "already has a discount"
+        if billing.discount_promise(plan, offer.percent_off, offer.payments, now) is None:
+            return "no coupon can discount exactly those payments on this billing period"
+    elif offer.kind == "pause":
+        if is_yearly(facts.interval, facts.interval_count):
+            return "yearly plans are not paused"
+        if not billing.pause_choices(plan, offer.max_payments, now):
+            return "no payment to skip on this billing period"
+    elif offer.kind == "switch":
+        if len(facts.lines) != 1:
+            return "the subscription has several items"
+        if facts.on_schedule:
+            return "the subscription is on a schedule"
+        target = (prices or {}).get(offer.price)
+        if target is None or not target.active:
+            return f"price {offer.price} is not available"
+        if offer.price in facts.price_ids:
+            return "already on that price"
+        if (target.currency, target.interval, target.interval_count) != (
+                facts.currency, facts.interval, facts.interval_count):
+            return "that price has another currency or billing interval"
+        if target.unit_amount * facts.lines[0].quantity >= facts.price_amount:
+            return "that price is not cheaper"
+    elif offer.kind == "free_period":
+        if billing.free_period_promise(plan, offer.months, now) is None:
+            return "the next payment can't move that far"
+    return None
+
+
+def eligible_offers(book: OfferBook, reason: str, facts: SubscriptionFacts, now: datetime, *,
+                    accepted_offer_recently: bool, prices: dict[str, TargetPrice] | None = None) -> list[Offer]:
+    """Offers that fit the reason and the subscription, in file order, at most `max_offers`."""
+    chosen = [offer for offer in book.offers
+              if why_not(offer, facts, now, reason=reason, accepted_offer_recently=accepted_offer_recently,
+                         prices=prices) is None]
+    return chosen[:book.max_offers]
 
 
 def cooldown_start(book: OfferBook, now: datetime) -> datetime:
     return now - timedelta(days=book.offer_cooldown_days)
-
-
-def pause_until(now: datetime, months: int) -> datetime:
-    return add_months(now, months)
-
-
-def discounted_amount(price_amount: int, percent_off: float) -> int:
-    return round(price_amount * (100 - percent_off) / 100)
-
-
-def describe_discount(percent_off: float, months: int, price_amount: int, currency: str) -> str:
-    """"50% off for the next 3 months: $24.50 instead of $49.00"."""
-    period = "the next month" if months == 1 else f"the next {months} months"
-    new_price = format_money(discounted_amount(price_amount, percent_off), currency)
-    return f"{percent_off:g}% off for {period}: {new_price} instead of {format_money(price_amount, currency)}"
-
-
-def describe_pause(resumes_at: datetime) -> str:
-    return f"Payments paused until {format_day(resumes_at)}"
 
 
 # Webhooks -----------------------------------------------------------------------------------------
@@ -161,7 +222,7 @@ def state_changes(session: SessionView, state: StripeState) -> dict:
     changes.update(canceled_at=state.cancel_requested_at, stripe_feedback=state.feedback,
                    stripe_comment=state.comment, stripe_cancellation_reason=state.reason)
     not_churn = state.reason in NOT_CHURN_REASONS
-    went_to_portal_then = outcome == "sent_to_portal" or (
+    went_to_portal_then = outcome in ("sent_to_portal", "contact_requested") or (
         outcome == "deflected" and session.decided_at is not None and state.cancel_requested_at is not None
         and state.cancel_requested_at <= session.decided_at + DEFLECTION_DELAY)
     if went_to_portal_then and not not_churn:
@@ -170,3 +231,32 @@ def state_changes(session: SessionView, state: StripeState) -> dict:
     elif outcome in ("open", "deflected") or not_churn:
         changes["canceled_outside_flow"] = True
     return changes
+
+
+# A subscription's facts kept on the session for a few seconds (reloads reuse them) -----------------
+SNAPSHOT_TTL = timedelta(seconds=10)
+
+
+def facts_to_json(facts: SubscriptionFacts) -> str:
+    import json
+    from dataclasses import asdict
+
+    def plain(value):
+        return value.isoformat() if isinstance(value, datetime) else value
+
+    data = {key: plain(value) for key, value in asdict(facts).items()}
+    return json.dumps(data, default=str)
+
+
+def facts_from_json(text: str) -> SubscriptionFacts:
+    import json
+
+    data = json.loads(text)
+    for key in ("period_end", "anchor", "next_payment", "started_at", "pause_resumes_at", "cancel_at"):
+        if data.get(key):
+            data[key] = datetime.fromisoformat(data[key])
+    data["lines"] = tuple(PriceLine(**line) for line in data["lines"])
+    data["metadata"] = tuple(tuple(pair) for pair in data.get("metadata") or ())
+    for key in ("price_ids", "product_ids", "item_ids", "discount_coupons"):
+        data[key] = tuple(data.get(key) or ())
+    return SubscriptionFacts(**data)

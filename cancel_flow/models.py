@@ -7,8 +7,10 @@ from sqlmodel import Field, SQLModel
 
 from cancel_flow.clock import utc_now
 
-OUTCOMES = ("open", "saved_discount", "saved_pause", "sent_to_portal", "canceled", "deflected")
-SAVED_OUTCOMES = ("saved_discount", "saved_pause")
+SAVED_OUTCOMES = ("saved_discount", "saved_pause", "saved_switch", "saved_free_period", "saved_keep")
+# Saves by an accepted offer: these start the offer cooldown.
+OFFER_OUTCOMES = ("saved_discount", "saved_pause", "saved_switch", "saved_free_period")
+OUTCOMES = ("open", *SAVED_OUTCOMES, "contact_requested", "sent_to_portal", "canceled", "deflected")
 
 
 def _when(**kwargs):
@@ -67,6 +69,49 @@ class CancelSession(SQLModel, table=True):
     # The [[experiment]] this session took part in and the arm its subscription was hashed to.
     experiment_id: str | None = Field(default=None, max_length=64, index=True)
     experiment_arm: str | None = Field(default=None, max_length=64)
+    # The accepted offer's terms as Stripe bills them, and the words the subscriber was shown.
+    discount_payments: int | None = None
+    pause_payments: int | None = None
+    coupon_id: str | None = Field(default=None, max_length=128)
+    switch_price: str | None = Field(default=None, max_length=255)
+    free_months: int | None = None
+    next_payment_at: datetime | None = _when(default=None)
+    promise: str | None = Field(default=None, sa_type=sa.Text)
+    offer_cost: int | None = None
+    # Each new try at applying an offer after a failure gets a new idempotency key.
+    claim_attempt: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # A later session of the same subscription decided: the dashboard counts that one instead.
+    superseded: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # The subscription as Stripe last told it, reused by reloads for a few seconds; cleared by webhooks.
+    stripe_snapshot: str | None = Field(default=None, sa_type=sa.Text)
+    snapshot_at: datetime | None = _when(default=None)
+
+
+class InvoiceRecord(SQLModel, table=True):
+    """A Stripe invoice as its `invoice.*` webhooks told it: discounts billed, failed and recovered payments."""
+
+    __tablename__ = "invoice_record"
+
+    id: str = Field(primary_key=True, max_length=255)
+    customer_id: str = Field(max_length=255, index=True)
+    subscription_id: str | None = Field(default=None, max_length=255, index=True)
+    status: str = Field(max_length=20)
+    billing_reason: str | None = Field(default=None, max_length=40)
+    currency: str = Field(max_length=3)
+    subtotal: int = Field(sa_type=sa.BigInteger)
+    total_discount: int = Field(sa_type=sa.BigInteger)
+    amount_due: int = Field(sa_type=sa.BigInteger)
+    amount_paid: int = Field(sa_type=sa.BigInteger)
+    attempt_count: int = 0
+    created: datetime = _when(index=True)
+    first_failed_at: datetime | None = _when(default=None)
+    paid_at: datetime | None = _when(default=None)
+    voided_at: datetime | None = _when(default=None)
+    failure_message: str | None = Field(default=None, max_length=500)
+    card_brand: str | None = Field(default=None, max_length=32)
+    card_last4: str | None = Field(default=None, max_length=4)
+    event_created: int = Field(default=0, sa_type=sa.BigInteger)
+    updated_at: datetime = _when(default_factory=utc_now)
 
 
 class StripeEvent(SQLModel, table=True):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cancel_flow.errors import SettingsError
+from cancel_flow.targeting import Conditions, parse_conditions
 
 REASONS = {
     "too_expensive": "It's too expensive",
@@ -29,6 +30,11 @@ class Brand:
     support_email: str | None = None
 
 
+KINDS = ("discount", "pause", "switch", "free_period", "contact")
+# Fields of earlier versions, refused with the name of what replaced them.
+RENAMED = {"months": "payments", "max_months": "max_payments"}
+
+
 @dataclass(frozen=True)
 class Offer:
     id: str
@@ -36,18 +42,22 @@ class Offer:
     title: str
     reasons: tuple[str, ...] = ()
     percent_off: float | None = None
-    months: int | None = None
-    max_months: int | None = None
+    payments: int | None = None  # discount: the next N payments
+    max_payments: int | None = None  # pause: skip 1..N payments
+    price: str | None = None  # switch: the cheaper price
+    months: int | None = None  # free_period: the next payment moves this many months later
+    url: str | None = None  # contact: booking page or mailto:
     description: str | None = None
+    when: Conditions = field(default_factory=Conditions)
 
     def fits(self, reason: str) -> bool:
         return not self.reasons or reason in self.reasons
 
-    @property
-    def coupon_id(self) -> str:
-        """Stable per offer and terms: editing the terms makes a new coupon instead of changing an old one."""
+    def coupon_id(self, months: int) -> str:
+        """Stable per offer, terms and coupon length: editing the terms makes a new coupon instead of
+        changing an old one, and each billing period gets the length that covers its payments."""
         percent = f"{self.percent_off:g}".replace(".", "_")
-        return f"cancel-flow_{self.id}_{percent}pct_{self.months}m"
+        return f"cancel-flow_{self.id}_{percent}pct_{months}m"
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,10 @@ class OfferBook:
     brand: Brand = field(default_factory=Brand)
     offers: tuple[Offer, ...] = ()
     offer_cooldown_days: int = 365
+    max_offers: int = 2
+    experiments: tuple = ()
+    emails: dict = field(default_factory=dict)
+    alerts: dict = field(default_factory=dict)
 
     def find(self, offer_id: str) -> Offer | None:
         return next((offer for offer in self.offers if offer.id == offer_id), None)
@@ -95,13 +109,14 @@ def load_offers(path: Path) -> OfferBook:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise SettingsError(f"{path}: not valid TOML: {error}") from None
     check = _Checker(path)
-    check.table(data, "top level", {"brand", "rules", "offer"})
+    check.table(data, "top level", {"brand", "rules", "offer", "experiment", "emails", "alerts"})
     brand = _brand(data.get("brand", {}), check, path.parent)
     rules = data.get("rules", {})
     if not isinstance(rules, dict):
         check.fail("[rules]", "must be a table")
-    check.table(rules, "[rules]", {"offer_cooldown_days"})
+    check.table(rules, "[rules]", {"offer_cooldown_days", "max_offers"})
     cooldown = check.whole(rules, "offer_cooldown_days", "[rules]", 0, 3650) if "offer_cooldown_days" in rules else 365
+    max_offers = check.whole(rules, "max_offers", "[rules]", 1, 10) if "max_offers" in rules else 2
     raw_offers = data.get("offer", [])
     if not isinstance(raw_offers, list):
         check.fail("[[offer]]", "offers are written as [[offer]] tables")
@@ -112,7 +127,11 @@ def load_offers(path: Path) -> OfferBook:
             check.fail(f"offer '{offer.id}'", "field 'id' is used by an earlier offer; ids must be unique")
         seen.add(offer.id)
         offers.append(offer)
-    return OfferBook(brand=brand, offers=tuple(offers), offer_cooldown_days=cooldown)
+    for section in ("emails", "alerts"):
+        if not isinstance(data.get(section, {}), dict):
+            check.fail(f"[{section}]", "must be a table")
+    return OfferBook(brand=brand, offers=tuple(offers), offer_cooldown_days=cooldown, max_offers=max_offers,
+                     emails=data.get("emails", {}), alerts=data.get("alerts", {}))
 
 
 def _brand(raw, check: _Checker, base: Path) -> Brand:
@@ -144,20 +163,40 @@ def _offer(raw, index: int, check: _Checker) -> Offer:
         check.fail(where, "field 'id' must be 1-40 lowercase letters, digits, '-' or '_'")
     where = f"offer '{offer_id}'"
     kind = raw.get("kind")
-    common = {"id", "kind", "title", "reasons", "description"}
+    for old, new in RENAMED.items():
+        if old in raw and not (kind == "free_period" and old == "months"):
+            check.fail(where, f"field '{old}' is no longer used: offers are written in payments, use '{new}' "
+                              f"(the number of payments, whatever the billing period)")
+    common = {"id", "kind", "title", "reasons", "description", "when"}
     if kind == "discount":
-        check.table(raw, where, common | {"percent_off", "months"})
+        check.table(raw, where, common | {"percent_off", "payments"})
         percent = raw.get("percent_off")
         if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
             check.fail(where, "field 'percent_off' must be a number above 0 and at most 100")
-        extra = {"percent_off": float(percent), "months": check.whole(raw, "months", where, 1, 36)}
+        extra = {"percent_off": float(percent), "payments": check.whole(raw, "payments", where, 1, 36)}
     elif kind == "pause":
-        check.table(raw, where, common | {"max_months"})
-        extra = {"max_months": check.whole(raw, "max_months", where, 1, 12)}
+        check.table(raw, where, common | {"max_payments"})
+        extra = {"max_payments": check.whole(raw, "max_payments", where, 1, 12)}
+    elif kind == "switch":
+        check.table(raw, where, common | {"price"})
+        price = check.text(raw, "price", where)
+        if not price.startswith("price_"):
+            check.fail(where, f"field 'price' must be a Stripe price id (price_…), not {price!r}")
+        extra = {"price": price}
+    elif kind == "free_period":
+        check.table(raw, where, common | {"months"})
+        extra = {"months": check.whole(raw, "months", where, 1, 12)}
+    elif kind == "contact":
+        check.table(raw, where, common | {"url"})
+        url = check.text(raw, "url", where)
+        if not re.match(r"^(https://[^\s/]+\S*|mailto:[^\s@]+@[^\s@]+)$", url):
+            check.fail(where, f"field 'url' must be an https:// booking page or a mailto: address, not {url!r}")
+        extra = {"url": url}
     else:
-        check.fail(where, "field 'kind' must be 'discount' or 'pause'")
+        check.fail(where, f"field 'kind' must be one of: {', '.join(KINDS)}")
     reasons = raw.get("reasons", [])
     if not isinstance(reasons, list) or any(r not in REASONS for r in reasons):
         check.fail(where, f"field 'reasons' must list reasons from: {', '.join(REASONS)}")
+    when = parse_conditions(raw.get("when", {}), f"{where} [offer.when]", check.fail)
     return Offer(id=offer_id, kind=kind, title=check.text(raw, "title", where), reasons=tuple(reasons),
-                 description=check.text(raw, "description", where, required=False), **extra)
+                 description=check.text(raw, "description", where, required=False), when=when, **extra)

@@ -5,20 +5,24 @@ from cancel_flow.settings import Settings
 from cancel_flow.stripe_gateway import StripeGateway, StripeSetup
 
 
-async def run_stripe_setup(settings: Settings) -> list[str]:
+async def run_stripe_setup(settings: Settings, recreate_webhook: bool = False) -> list[str]:
     offers = load_offers(settings.offers_path)
     gateway = StripeGateway(settings)
     lines = []
     try:
         for offer in offers.offers:
             if offer.kind == "discount":
-                await gateway.ensure_coupon(offer)
-                lines.append(f"Coupon {offer.coupon_id} ready for offer '{offer.id}'.")
+                # one coupon per billing period it can serve: monthly, quarterly and yearly plans
+                for per_payment in (1, 3, 12):
+                    coupon = await gateway.ensure_coupon(offer, offer.payments * per_payment)
+                    lines.append(f"Coupon {coupon} ready for offer '{offer.id}'.")
         setup = StripeSetup(gateway)
         configuration = await setup.portal_configuration(settings.return_url)
         lines.append(f"Portal configuration {configuration} allows cancellation at period end.")
-        endpoint_id, secret = await setup.webhook_endpoint(f"{settings.base_url}/webhooks/stripe")
-        lines.append(f"Webhook endpoint {endpoint_id} sends subscription events to {settings.base_url}/webhooks/stripe.")
+        endpoint_id, secret, warning = await setup.webhook_endpoint(f"{settings.base_url}/webhooks/stripe", recreate_webhook)
+        lines.append(f"Webhook endpoint {endpoint_id} sends subscription and invoice events to {settings.base_url}/webhooks/stripe.")
+        if warning:
+            lines.append(f"WARNING: {warning}")
         lines.append("")
         lines.append("Add these settings to the environment (or .env):")
         lines.append(f"STRIPE_PORTAL_CONFIGURATION={configuration}")

@@ -10,14 +10,17 @@ import aiohttp
 import stripe
 
 from cancel_flow.clock import from_unix
-from cancel_flow.errors import NotFound, StripeUnavailable
-from cancel_flow.flow import ACTIVE, ENDED, SCHEDULED, PriceLine, StripeState, SubscriptionFacts
+from cancel_flow.errors import NotFound, PortalRefused, StripeUnavailable
+from cancel_flow.flow import ACTIVE, ENDED, SCHEDULED, PriceLine, StripeState, SubscriptionFacts, TargetPrice
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import STRIPE_CALLS
 from cancel_flow.offers import Offer
 from cancel_flow.settings import Settings
 
+# Stripe expands at most four levels, `data.` of a list included
+# (https://docs.stripe.com/api/expanding_objects): a retrieve reaches the product, a list only the price.
 SUBSCRIPTION_EXPAND = ["items.data.price.product", "customer"]
+LIST_EXPAND = ["data.items.data.price", "data.customer"]
 HANDLED_EVENTS = ("customer.subscription.updated", "customer.subscription.deleted")
 
 
@@ -84,20 +87,27 @@ def _is_missing(error: stripe.StripeError, param_prefix: str = "") -> bool:
         and (error.param or "").startswith(param_prefix)
 
 
-def facts_from(subscription) -> SubscriptionFacts:
+def facts_from(subscription, product_names: dict[str, str] | None = None) -> SubscriptionFacts:
     data = subscription.to_dict() if hasattr(subscription, "to_dict") else subscription
     items = data["items"]["data"]
-    lines, names = [], []
+    lines, names, price_ids, product_ids = [], [], [], []
     for item in items:
         price = item["price"]
         recurring = price.get("recurring") or {"interval": "month", "interval_count": 1}
         lines.append(PriceLine(price.get("unit_amount") or 0, item.get("quantity") or 1,
                                recurring["interval"], recurring.get("interval_count") or 1))
         product = price.get("product")
-        name = product.get("name") if isinstance(product, dict) else None
+        product_id = product.get("id") if isinstance(product, dict) else product
+        name = product.get("name") if isinstance(product, dict) else (product_names or {}).get(product_id)
         names.append(name or price.get("nickname") or "Subscription")
+        price_ids.append(price.get("id"))
+        product_ids.append(product_id)
     customer = data["customer"]
     period_ends = [item["current_period_end"] for item in items if item.get("current_period_end")]
+    address = (customer.get("address") if isinstance(customer, dict) else None) or {}
+    metadata = {**((customer.get("metadata") if isinstance(customer, dict) else None) or {}), **(data.get("metadata") or {})}
+    tax = data.get("automatic_tax") or {}
+    pause = data.get("pause_collection") or {}
     return SubscriptionFacts(
         subscription_id=data["id"],
         customer_id=customer["id"] if isinstance(customer, dict) else customer,
@@ -110,6 +120,16 @@ def facts_from(subscription) -> SubscriptionFacts:
         paused=bool(data.get("pause_collection")),
         cancel_at_period_end=bool(data.get("cancel_at_period_end") or data.get("cancel_at")),
         period_end=from_unix(data["cancel_at"]) if data.get("cancel_at") else (from_unix(min(period_ends)) if period_ends else None),
+        anchor=from_unix(data["billing_cycle_anchor"]) if data.get("billing_cycle_anchor") else None,
+        next_payment=from_unix(min(period_ends)) if period_ends else None,
+        price_ids=tuple(price_ids), product_ids=tuple(p for p in product_ids if p), item_ids=tuple(i["id"] for i in items),
+        started_at=from_unix(data["start_date"]) if data.get("start_date") else None,
+        country=address.get("country"), metadata=tuple(sorted((str(k), str(v)) for k, v in metadata.items())),
+        on_schedule=bool(data.get("schedule")), taxed=bool(tax.get("enabled") or data.get("default_tax_rates")),
+        customer_name=customer.get("name") if isinstance(customer, dict) else None,
+        pause_resumes_at=from_unix(pause["resumes_at"]) if pause.get("resumes_at") else None,
+        cancel_at=from_unix(data["cancel_at"]) if data.get("cancel_at") else None,
+        cancel_at_period_end_flag=bool(data.get("cancel_at_period_end")),
     )
 
 
@@ -171,93 +191,156 @@ class StripeGateway:
             raise StripeUnavailable("The payment system refused to show this subscription.") from None
         return facts_from(sub)
 
+    async def _product_names(self, subscriptions) -> dict[str, str]:
+        """Names of the products of listed subscriptions, in one call (a list can't expand that deep)."""
+        ids = sorted({item["price"]["product"] for sub in subscriptions for item in sub["items"]["data"]
+                      if isinstance(item["price"].get("product"), str)})
+        names = {}
+        for first in range(0, len(ids), 100):
+            page = await self._raw("product.list", "get", "/v1/products", ids=ids[first:first + 100], limit=100)
+            names.update({product["id"]: product.get("name") for product in page["data"]})
+        return names
+
     async def list_live_subscriptions(self, customer_id: str) -> list[SubscriptionFacts]:
         try:
-            page = await self._call("subscription.list", self.client.v1.subscriptions.list_async(
-                params={"customer": customer_id, "status": "all", "limit": 100,
-                        "expand": [f"data.{path}" for path in SUBSCRIPTION_EXPAND]}))
+            page = await self._raw("subscription.list", "get", "/v1/subscriptions", customer=customer_id,
+                                   status="all", limit=100, expand=LIST_EXPAND)
         except stripe.InvalidRequestError:
             raise NotFound(f"No customer {customer_id} in Stripe.") from None
-        return [facts_from(sub) for sub in page.data if sub.status in ("active", "trialing", "past_due")]
+        live = [sub for sub in page["data"] if sub["status"] in ("active", "trialing", "past_due")]
+        names = await self._product_names(live) if live else {}
+        return [facts_from(sub, names) for sub in live]
 
     async def customers_with_live_subscriptions(self):
         """(customer as a dict, facts of their newest live subscription), once per customer."""
         seen = set()
         for status in ("active", "trialing", "past_due"):
-            params = {"status": status, "limit": 100, "expand": [f"data.{path}" for path in SUBSCRIPTION_EXPAND]}
+            params = {"status": status, "limit": 100, "expand": LIST_EXPAND}
             while True:
-                page = await self._call("subscription.list", self.client.v1.subscriptions.list_async(params=params))
-                for sub in page.data:
-                    customer = sub.customer.to_dict()
+                page = await self._raw("subscription.list", "get", "/v1/subscriptions", **params)
+                names = await self._product_names(page["data"]) if page["data"] else {}
+                for sub in page["data"]:
+                    customer = sub["customer"]
                     if customer["id"] not in seen:
                         seen.add(customer["id"])
-                        yield customer, facts_from(sub)
-                if not page.has_more:
+                        yield customer, facts_from(sub, names)
+                if not page["has_more"]:
                     break
-                params = {**params, "starting_after": page.data[-1].id}
+                params = {**params, "starting_after": page["data"][-1]["id"]}
 
     async def find_customer_by_email(self, email: str) -> str | None:
-        """Stripe's portal rule: of the customers with exactly this email, the most recently created
-        one with an active, trialing or past-due subscription."""
+        """Stripe's portal rule: of the customers with this email, the most recently created one with an
+        active, trialing or past-due subscription. Stripe's `email` filter is case-sensitive
+        (https://docs.stripe.com/api/customers/list#list_customers-email), so the address is asked as
+        typed and in lower case, then through Search, which ignores case but can lag writes
+        (https://docs.stripe.com/search#data-freshness)."""
+        found: dict[str, dict] = {}
         try:
-            customers = await self._call("customer.list", self.client.v1.customers.list_async(
-                params={"email": email, "limit": 100}))
+            for variant in dict.fromkeys([email, email.lower()]):
+                page = await self._raw("customer.list", "get", "/v1/customers", email=variant, limit=100)
+                found.update({c["id"]: c for c in page["data"]})
+            if not found:
+                query = "email:'" + email.replace("\\", "").replace("'", "\\'") + "'"
+                page = await self._raw("customer.search", "get", "/v1/customers/search", query=query, limit=100)
+                found.update({c["id"]: c for c in page["data"] if (c.get("email") or "").lower() == email.lower()})
         except stripe.InvalidRequestError:
             return None
-        for customer in sorted(customers.data, key=lambda c: c.created, reverse=True):
-            if await self.list_live_subscriptions(customer.id):
-                return customer.id
+        for customer in sorted(found.values(), key=lambda c: c["created"], reverse=True):
+            if await self.list_live_subscriptions(customer["id"]):
+                return customer["id"]
         return None
 
     async def _update(self, operation: str, subscription_id: str, params: dict, key: str) -> dict:
         return await self._raw(operation, "post", f"/v1/subscriptions/{quote(subscription_id, safe='')}",
                                idempotency_key=key, **params)
 
-    async def ensure_coupon(self, offer: Offer) -> None:
-        """Create the offer's coupon if Stripe does not have it (safe to repeat)."""
+    async def coupon_exists(self, coupon_id: str) -> bool:
         try:
-            await self._call("coupon.retrieve", self.client.v1.coupons.retrieve_async(offer.coupon_id))
-            return
+            await self._raw("coupon.retrieve", "get", f"/v1/coupons/{quote(coupon_id, safe='')}")
+            return True
         except stripe.InvalidRequestError as error:
             if not _is_missing(error):
                 raise StripeUnavailable("The payment system refused the coupon.") from None
+            return False
+
+    async def ensure_coupon(self, offer: Offer, months: int) -> str:
+        """Create the offer's coupon of this length if Stripe does not have it (safe to repeat)."""
+        coupon_id = offer.coupon_id(months)
+        if await self.coupon_exists(coupon_id):
+            return coupon_id
         try:
-            await self._call("coupon.create", self.client.v1.coupons.create_async(
-                params={"id": offer.coupon_id, "percent_off": offer.percent_off, "duration": "repeating",
-                        "duration_in_months": offer.months, "name": offer.title[:40],
-                        "metadata": {"cancel_flow_offer": offer.id}},
-                options={"idempotency_key": idempotency_key("coupon", offer.coupon_id)}))
+            await self._raw("coupon.create", "post", "/v1/coupons", id=coupon_id, percent_off=offer.percent_off,
+                            duration="repeating", duration_in_months=months, name=offer.title[:40],
+                            metadata={"cancel_flow_offer": offer.id},
+                            idempotency_key=idempotency_key("coupon", coupon_id))
         except stripe.InvalidRequestError as error:
             if error.code != "resource_already_exists":
                 raise StripeUnavailable("The payment system refused to create the coupon.") from None
+        return coupon_id
 
-    async def apply_discount(self, subscription_id: str, offer: Offer, key: str) -> None:
-        params = {"discounts": [{"coupon": offer.coupon_id}]}
+    async def apply_discount(self, subscription_id: str, offer: Offer, months: int, key: str) -> SubscriptionFacts:
+        params = {"discounts": [{"coupon": offer.coupon_id(months)}], "expand": SUBSCRIPTION_EXPAND}
         try:
-            await self._update("subscription.update_discount", subscription_id, params, key)
+            return facts_from(await self._update("subscription.update_discount", subscription_id, params, key))
         except stripe.InvalidRequestError as error:
             if not _is_missing(error, "discounts"):
                 raise StripeUnavailable("The payment system refused the discount. Nothing was changed.") from None
-            # Stripe keeps no idempotent result for a request that failed validation, so the
-            # same key is reused: concurrent first uses then still apply the discount once.
-            await self.ensure_coupon(offer)
-            try:
-                await self._update("subscription.update_discount", subscription_id, params, key)
-            except stripe.InvalidRequestError:
-                raise StripeUnavailable("The payment system refused the discount. Nothing was changed.") from None
-
-    async def apply_pause(self, subscription_id: str, resumes_at: datetime, key: str) -> None:
-        params = {"pause_collection": {"behavior": "void", "resumes_at": int(resumes_at.timestamp())}}
+        # Whether Stripe stored that refusal under the key or not (https://docs.stripe.com/api/idempotent_requests),
+        # the retry gets a key of its own, derived from the first: concurrent first uses still apply once.
+        await self.ensure_coupon(offer, months)
         try:
-            await self._update("subscription.update_pause", subscription_id, params, key)
+            return facts_from(await self._update("subscription.update_discount", subscription_id, params,
+                                                 idempotency_key(key, "coupon-created")))
         except stripe.InvalidRequestError:
-            raise StripeUnavailable("The payment system refused the pause. Nothing was changed.") from None
+            raise StripeUnavailable("The payment system refused the discount. Nothing was changed.") from None
 
-    async def keep_subscription(self, subscription_id: str, key: str) -> None:
+    async def _apply(self, operation: str, subscription_id: str, params: dict, key: str, refused: str) -> SubscriptionFacts:
         try:
-            await self._update("subscription.update_keep", subscription_id, {"cancel_at_period_end": False}, key)
+            return facts_from(await self._update(operation, subscription_id, {**params, "expand": SUBSCRIPTION_EXPAND}, key))
         except stripe.InvalidRequestError:
-            raise StripeUnavailable("The payment system refused the change. Nothing was changed.") from None
+            raise StripeUnavailable(refused) from None
+
+    async def apply_pause(self, subscription_id: str, resumes_at: datetime, key: str) -> SubscriptionFacts:
+        # https://docs.stripe.com/billing/subscriptions/pause-payment: invoices until resumes_at are voided
+        return await self._apply("subscription.update_pause", subscription_id, {
+            "pause_collection": {"behavior": "void", "resumes_at": int(resumes_at.timestamp())}}, key,
+            "The payment system refused the pause. Nothing was changed.")
+
+    async def apply_switch(self, subscription_id: str, item_id: str, price_id: str, key: str) -> SubscriptionFacts:
+        # https://docs.stripe.com/billing/subscriptions/change-price: no proration, the new price from the next invoice
+        return await self._apply("subscription.update_switch", subscription_id, {
+            "items": [{"id": item_id, "price": price_id}], "proration_behavior": "none"}, key,
+            "The payment system refused the plan change. Nothing was changed.")
+
+    async def apply_free_period(self, subscription_id: str, trial_end: datetime, key: str) -> SubscriptionFacts:
+        # https://docs.stripe.com/billing/subscriptions/trials#extend-trials: the next payment moves to trial_end
+        return await self._apply("subscription.update_free_period", subscription_id, {
+            "trial_end": int(trial_end.timestamp()), "proration_behavior": "none"}, key,
+            "The payment system refused to move the next payment. Nothing was changed.")
+
+    async def keep_subscription(self, subscription_id: str, facts: SubscriptionFacts, key: str) -> SubscriptionFacts:
+        """Undo a scheduled cancellation, whichever way it was scheduled: the portal sets `cancel_at`
+        (and in recent API versions may leave `cancel_at_period_end` false)."""
+        params = {"cancel_at": ""} if facts.cancel_at and not facts.cancel_at_period_end_flag else {"cancel_at_period_end": False}
+        return await self._apply("subscription.update_keep", subscription_id, params, key,
+                                 "The payment system refused the change. Nothing was changed.")
+
+    async def record_cancellation_details(self, subscription_id: str, feedback: str, comment: str | None) -> None:
+        """The reason the subscriber gave us, on the subscription where Stripe's reports read it."""
+        details = {"feedback": feedback, "comment": (comment or "")[:500]}
+        await self._update("subscription.update_cancellation_details", subscription_id,
+                           {"cancellation_details": details}, idempotency_key("details", subscription_id, feedback, comment or ""))
+
+    async def read_price(self, price_id: str) -> TargetPrice | None:
+        try:
+            price = await self._raw("price.retrieve", "get", f"/v1/prices/{quote(price_id, safe='')}", expand=["product"])
+        except stripe.InvalidRequestError:
+            return None
+        recurring = price.get("recurring") or {}
+        product = price.get("product")
+        return TargetPrice(price["id"], price.get("unit_amount") or 0, price["currency"], recurring.get("interval", ""),
+                           recurring.get("interval_count") or 1, bool(price.get("active")),
+                           product.get("name") if isinstance(product, dict) else None)
 
     async def portal_url(self, customer_id: str, *, return_url: str, flow_data: dict | None = None) -> str:
         params = {"customer": customer_id, "return_url": return_url}
@@ -270,7 +353,7 @@ class StripeGateway:
                                        self.client.v1.billing_portal.sessions.create_async(params=params))
         except stripe.InvalidRequestError as error:
             log_event("stripe.portal_refused", code=error.code, param=error.param)
-            raise StripeUnavailable("The payment system could not open your billing page.") from None
+            raise PortalRefused("The payment system could not open your billing page.") from None
         return session.url
 
     async def cancel_portal_url(self, customer_id: str, subscription_id: str, *, return_url: str, done_url: str) -> str:
@@ -287,43 +370,82 @@ class StripeGateway:
 class StripeSetup:
     """What `cancel-flow stripe setup` and the demo do once per Stripe account; every step safe to repeat."""
 
-    WEBHOOK_EVENTS = ["customer.subscription.updated", "customer.subscription.deleted"]
+    WEBHOOK_EVENTS = ["customer.subscription.updated", "customer.subscription.deleted",
+                      "invoice.payment_failed", "invoice.paid", "invoice.voided"]
+    # Events are rendered in the endpoint's api_version, else in the account's default version, which can
+    # be years older (https://docs.stripe.com/webhooks/versioning): the endpoint is pinned to the SDK's.
+    API_VERSION = stripe.api_version
 
     def __init__(self, gateway: StripeGateway):
         self.gateway, self.client = gateway, gateway.client
 
+    @staticmethod
+    def configuration_problems(config: dict) -> list[str]:
+        """What keeps a portal configuration from serving cancel-flow, in words."""
+        cancel = (config.get("features") or {}).get("subscription_cancel") or {}
+        problems = []
+        if not config.get("active"):
+            problems.append("it is not active")
+        if not cancel.get("enabled"):
+            problems.append("cancellation is turned off")
+        elif cancel.get("mode") != "at_period_end":
+            problems.append("it cancels immediately instead of at the end of the period")
+        if (cancel.get("cancellation_reason") or {}).get("enabled"):
+            problems.append("it asks the cancellation reason again (cancel-flow already asked it)")
+        return problems
+
     async def portal_configuration(self, return_url: str) -> str:
         configs = await self.client.v1.billing_portal.configurations.list_async(params={"limit": 100})
         for config in configs.data:
-            if (config.to_dict().get("metadata") or {}).get("cancel_flow") == "1" and config.active:
+            data = config.to_dict()
+            if (data.get("metadata") or {}).get("cancel_flow") == "1" and config.active:
+                if self.configuration_problems(data):
+                    await self.client.v1.billing_portal.configurations.update_async(config.id, params={
+                        "features": self._features()})
                 return config.id
         config = await self.client.v1.billing_portal.configurations.create_async(params={
             "business_profile": {"headline": "Manage your subscription"},
             "default_return_url": return_url,
-            "features": {
-                "invoice_history": {"enabled": True},
-                "payment_method_update": {"enabled": True},
-                "subscription_cancel": {
-                    "enabled": True, "mode": "at_period_end", "proration_behavior": "none",
-                    "cancellation_reason": {"enabled": True, "options": [
-                        "too_expensive", "missing_features", "switched_service", "unused",
-                        "customer_service", "too_complex", "low_quality", "other"]},
-                },
-            },
+            "features": self._features(),
             "metadata": {"cancel_flow": "1"},
         })
         return config.id
 
-    async def webhook_endpoint(self, url: str) -> tuple[str, str | None]:
-        """The endpoint's id, and its signing secret when it was created now (Stripe shows it only once)."""
-        endpoints = await self.client.v1.webhook_endpoints.list_async(params={"limit": 100})
-        for endpoint in endpoints.data:
-            if endpoint.url == url:
-                if set(self.WEBHOOK_EVENTS) - set(endpoint.enabled_events) and "*" not in endpoint.enabled_events:
-                    await self.client.v1.webhook_endpoints.update_async(endpoint.id, params={
-                        "enabled_events": sorted(set(endpoint.enabled_events) | set(self.WEBHOOK_EVENTS))})
-                return endpoint.id, None
-        endpoint = await self.client.v1.webhook_endpoints.create_async(params={
-            "url": url, "enabled_events": self.WEBHOOK_EVENTS, "description": "cancel-flow"})
-        return endpoint.id, endpoint.secret
+    @staticmethod
+    def _features() -> dict:
+        # The reason was asked on our page and reaches Stripe as cancellation_details: the portal
+        # doesn't ask it again (https://docs.stripe.com/customer-management/configure-portal).
+        return {
+            "invoice_history": {"enabled": True},
+            "payment_method_update": {"enabled": True},
+            "subscription_cancel": {"enabled": True, "mode": "at_period_end", "proration_behavior": "none",
+                                    "cancellation_reason": {"enabled": False, "options": []}},
+        }
 
+    async def find_webhook_endpoint(self, url: str) -> dict | None:
+        endpoints = await self.client.v1.webhook_endpoints.list_async(params={"limit": 100})
+        return next((e.to_dict() for e in endpoints.data if e.url == url), None)
+
+    async def webhook_endpoint(self, url: str, recreate: bool = False) -> tuple[str, str | None, str | None]:
+        """The endpoint's id, its signing secret when it was created now (Stripe shows it only once),
+        and a warning when the existing endpoint's api_version is not the SDK's (it can't be changed
+        at Stripe: only deleting and recreating the endpoint, with `recreate`, fixes it)."""
+        endpoint = await self.find_webhook_endpoint(url)
+        if endpoint is not None and endpoint.get("api_version") != self.API_VERSION:
+            if not recreate:
+                return endpoint["id"], None, (
+                    f"Webhook endpoint {endpoint['id']} sends events in API version "
+                    f"{endpoint.get('api_version') or 'of the account default'}, not {self.API_VERSION}. "
+                    "Run `cancel-flow stripe setup --recreate-webhook` to replace it (a new signing secret is printed).")
+            await self.client.v1.webhook_endpoints.delete_async(endpoint["id"])
+            endpoint = None
+        if endpoint is not None:
+            enabled = set(endpoint.get("enabled_events") or [])
+            if set(self.WEBHOOK_EVENTS) - enabled and "*" not in enabled:
+                await self.client.v1.webhook_endpoints.update_async(endpoint["id"], params={
+                    "enabled_events": sorted(enabled | set(self.WEBHOOK_EVENTS))})
+            return endpoint["id"], None, None
+        created = await self.client.v1.webhook_endpoints.create_async(params={
+            "url": url, "enabled_events": self.WEBHOOK_EVENTS, "description": "cancel-flow",
+            "api_version": self.API_VERSION})
+        return created.id, created.secret, None

@@ -12,7 +12,7 @@ from freezegun import freeze_time
 from cancel_flow.logs import JsonLineFormatter
 from tests.helpers import csrf_of
 
-COUPON = "cancel-flow_half-off-3-months_50pct_3m"
+COUPON = "cancel-flow_half-off-3-payments_50pct_3m"
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_offers_match_the_reason(client, catalogue, link, reason, shown):
 
 
 def test_reason_without_offers_still_offers_cancel(client, catalogue, link):
-    page = give_reason(client, link(catalogue.subscription()), "missing_features")
+    page = give_reason(client, link(catalogue.subscription()), "switched_service")
     assert "sorry to see you go" in page.text and "Continue to cancel" in page.text and "Accept" not in page.text
 
 
@@ -72,7 +72,7 @@ def test_accept_discount_attaches_coupon_and_done_page_states_the_new_price(clie
     sub = catalogue.subscription()
     url = link(sub)
     give_reason(client, url, "too_expensive", "money is tight")
-    response = accept(client, url, "half-off-3-months")
+    response = accept(client, url, "half-off-3-payments")
     assert response.status_code == 303 and response.headers["location"] == f"{url}/done"
     done = client.get(f"{url}/done")
     assert "50% off for the next 3 months: $24.50 instead of $49.00" in done.text
@@ -81,7 +81,7 @@ def test_accept_discount_attaches_coupon_and_done_page_states_the_new_price(clie
     coupon = after.discounts[0].source.coupon
     assert coupon.id == COUPON and coupon.percent_off == 50 and coupon.duration_in_months == 3
     session = store.find_session(url.rsplit(".", 1)[0] and _nonce(url))
-    assert session.outcome == "saved_discount" and session.chosen_offer == "half-off-3-months"
+    assert session.outcome == "saved_discount" and session.chosen_offer == "half-off-3-payments"
     assert session.reason == "too_expensive" and session.comment == "money is tight"
     assert session.monthly_amount == 4900 and session.customer_email == "client@example.com"
 
@@ -148,11 +148,11 @@ def test_reopening_a_decided_link_shows_the_decision_and_applies_nothing_twice(c
     sub = catalogue.subscription()
     url = link(sub)
     give_reason(client, url, "too_expensive")
-    accept(client, url, "half-off-3-months")
+    accept(client, url, "half-off-3-payments")
     writes = subscription_posts(emulator, sub.id)
     again = client.get(url)
     assert "50% off for the next 3 months" in again.text
-    repeat = client.post(f"{url}/accept", data={"csrf_token": csrf_of(again.text), "offer": "half-off-3-months"})
+    repeat = client.post(f"{url}/accept", data={"csrf_token": csrf_of(again.text), "offer": "half-off-3-payments"})
     assert repeat.status_code == 303
     assert subscription_posts(emulator, sub.id) == writes
     assert stripe_client.v1.coupons.retrieve(COUPON).times_redeemed == 1
@@ -169,7 +169,7 @@ def test_concurrent_accepts_on_one_link_apply_once(live_server, catalogue, link,
 
     def post(_):
         with httpx.Client(timeout=30) as http:
-            return http.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"}).status_code
+            return http.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-payments"}).status_code
 
     with ThreadPoolExecutor(max_workers=10) as pool:
         statuses = list(pool.map(post, range(10)))
@@ -184,7 +184,7 @@ def test_coupon_is_created_once_with_a_stable_id_and_reused(client, catalogue, l
         sub = catalogue.subscription(catalogue.customer(email=email))
         url = link(sub)
         give_reason(client, url, "too_expensive")
-        assert accept(client, url, "half-off-3-months").status_code == 303
+        assert accept(client, url, "half-off-3-payments").status_code == 303
     coupons = stripe_client.v1.coupons.list().data
     assert [c.id for c in coupons] == [COUPON] and coupons[0].times_redeemed == 2
 
@@ -195,7 +195,7 @@ def test_once_coupons_exist_accepting_a_discount_costs_two_stripe_calls(client, 
     emulator.delete("/_emulator/faults")
     before = len(emulator.get("/_emulator/requests").json())
     give_reason(client, url, "too_expensive")
-    accept(client, url, "half-off-3-months")
+    accept(client, url, "half-off-3-payments")
     client.get(f"{url}/done")
     calls = emulator.get("/_emulator/requests").json()[before:]
     assert [(c["method"], c["path"].split("/")[2]) for c in calls] == [("GET", "subscriptions"), ("POST", "subscriptions")]
@@ -224,7 +224,7 @@ def test_no_offer_inside_the_cooldown_after_an_accepted_offer(client, catalogue,
     customer = catalogue.customer()
     first = link(catalogue.subscription(customer))
     give_reason(client, first, "too_expensive")
-    accept(client, first, "half-off-3-months")
+    accept(client, first, "half-off-3-payments")
     second = link(catalogue.subscription(customer))
     page = give_reason(client, second, "unused")
     assert "Take a break instead" not in page.text and "Stay for half price" not in page.text
@@ -278,7 +278,7 @@ def test_expired_link_shows_410_and_applies_nothing(client, catalogue, signer, e
         frozen.tick(settings.link_max_age + 1)
         before = len(emulator.get("/_emulator/requests").json())
         page = client.get(f"/cancel/{token}")
-        posted = client.post(f"/cancel/{token}/accept", data={"offer": "half-off-3-months"})
+        posted = client.post(f"/cancel/{token}/accept", data={"offer": "half-off-3-payments"})
     assert page.status_code == 410 and "expired" in page.text and "fresh link" in page.text
     assert posted.status_code == 410
     assert len(emulator.get("/_emulator/requests").json()) == before
@@ -299,7 +299,7 @@ def test_missing_or_wrong_csrf_token_is_400_and_changes_nothing(client, catalogu
     sub = catalogue.subscription()
     url = link(sub)
     give_reason(client, url, "too_expensive")
-    assert client.post(f"{url}/accept", data={"offer": "half-off-3-months"}).status_code == 400
+    assert client.post(f"{url}/accept", data={"offer": "half-off-3-payments"}).status_code == 400
     assert client.post(f"{url}/cancel", data={"csrf_token": "0" * 40}).status_code == 400
     assert stripe_client.v1.subscriptions.retrieve(sub.id).discounts == []
     assert store.find_session(_nonce(url)).outcome == "open"
@@ -340,11 +340,11 @@ def test_stripe_outage_shows_503_keeps_cancel_and_a_retry_applies_once(client, c
     url = link(sub)
     give_reason(client, url, "too_expensive")
     emulator.post("/_emulator/faults", json={"method": "POST", "path": "/v1/subscriptions/*", "status": 500, "count": 5})
-    failed = accept(client, url, "half-off-3-months")
+    failed = accept(client, url, "half-off-3-payments")
     assert failed.status_code == 503 and "Nothing was changed" in failed.text and "Continue to cancel" in failed.text
     assert store.find_session(_nonce(url)).outcome == "open"
     emulator.delete("/_emulator/faults")
-    assert accept(client, url, "half-off-3-months").status_code == 303
+    assert accept(client, url, "half-off-3-payments").status_code == 303
     assert len(stripe_client.v1.subscriptions.retrieve(sub.id).discounts) == 1
 
 
@@ -352,11 +352,11 @@ def test_each_decision_is_one_json_log_line_without_the_token(client, catalogue,
     url = link(catalogue.subscription())
     with caplog.at_level(logging.INFO, logger="cancel_flow"):
         give_reason(client, url, "too_expensive")
-        accept(client, url, "half-off-3-months")
+        accept(client, url, "half-off-3-payments")
     lines = [JsonLineFormatter().format(r) for r in caplog.records if r.getMessage() == "cancel_session.decided"]
     assert len(lines) == 1
     decided = json.loads(lines[0])
-    assert decided["outcome"] == "saved_discount" and decided["offer"] == "half-off-3-months" and decided["session"]
+    assert decided["outcome"] == "saved_discount" and decided["offer"] == "half-off-3-payments" and decided["session"]
     token = url.split("/cancel/")[1]
     assert all(token not in JsonLineFormatter().format(r) for r in caplog.records)
 

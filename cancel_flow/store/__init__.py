@@ -1,5 +1,6 @@
 """Every database query. Decisions are single conditional UPDATEs, so concurrent requests decide once."""
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -12,11 +13,14 @@ from sqlalchemy.engine import Engine
 
 from cancel_flow.clock import as_utc, utc_now
 from cancel_flow.flow import DEFLECTION_DELAY, SessionView, StripeState, state_changes
-from cancel_flow.models import SAVED_OUTCOMES, CancelSession, SessionOffer, StripeEvent
+from cancel_flow.models import OFFER_OUTCOMES, CancelSession, InvoiceRecord, SessionOffer, StripeEvent
 
 sessions = CancelSession.__table__
 events = StripeEvent.__table__
 session_offers = SessionOffer.__table__
+invoices = InvoiceRecord.__table__
+# Outcomes a later session of the same subscription replaces in the dashboard's counts.
+UNDECIDED = ("open", "deflected")
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
 _MIGRATION_LOCK = 0x63616E63  # PostgreSQL advisory lock id held while migrating
 CLAIM_TIMEOUT = timedelta(seconds=60)
@@ -58,6 +62,17 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+@dataclass(frozen=True)
+class Claim:
+    """How a claim on an offer went: claimed (with its attempt number), busy (another offer is being
+    applied), stale (a claim left by a failed request: ask Stripe first) or decided (an offer was
+    already accepted for this customer)."""
+
+    status: str
+    attempt: int = 0
+    other_nonce: str | None = None
+
+
 def _as_session(row) -> CancelSession | None:
     """The row itself: it reads like a CancelSession (same attribute names) and, unlike building an
     ORM instance, costs nothing on the subscriber's hot path."""
@@ -88,14 +103,34 @@ class Store:
             return _as_session(connection.execute(_SESSION_BY_NONCE, {"nonce": nonce}).first())
 
     def open_session(self, values: dict) -> CancelSession:
-        """Insert the session for this link, or return the one a concurrent request inserted."""
+        """Insert the session for this link, or return the one a concurrent request inserted. Earlier
+        undecided sessions of the subscription step aside: the dashboard counts subscriptions, not links."""
         now = utc_now()
-        row = {"outcome": "open", "created_at": now, "updated_at": now, "rolled_up": False, **values}
+        row = {"outcome": "open", "created_at": now, "updated_at": now, "rolled_up": False, "claim_attempt": 0,
+               "superseded": False, "snapshot_at": now, **values}
         with self.engine.begin() as connection:
             inserted = connection.execute(self._open_session, row).first()
             if inserted is not None:
+                connection.execute(sa.update(sessions).where(
+                    sessions.c.subscription_id == inserted.subscription_id, sessions.c.id != inserted.id,
+                    sessions.c.superseded.is_(False), sessions.c.outcome.in_(UNDECIDED),
+                ).values(superseded=True, rolled_up=False))
                 return _as_session(inserted)
             return _as_session(connection.execute(_SESSION_BY_NONCE, {"nonce": values["nonce"]}).first())
+
+    def save_snapshot(self, session_id: int, snapshot: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(sa.update(sessions).where(sessions.c.id == session_id)
+                               .values(stripe_snapshot=snapshot, snapshot_at=utc_now()))
+
+    @staticmethod
+    def _supersede_others(connection, session_id: int, subscription_id: str) -> None:
+        """A decision in this session: the subscription's other sessions no longer count."""
+        connection.execute(sa.update(sessions).where(
+            sessions.c.subscription_id == subscription_id, sessions.c.id != session_id,
+            sessions.c.superseded.is_(False)).values(superseded=True, rolled_up=False))
+        connection.execute(sa.update(sessions).where(sessions.c.id == session_id, sessions.c.superseded.is_(True))
+                           .values(superseded=False, rolled_up=False))
 
     def _insert(self, table):
         """INSERT with ON CONFLICT support, in this database's dialect."""
@@ -140,41 +175,106 @@ class Store:
                     {"session_id": session_id, "offer_id": offer_id, "shown_at": now} for offer_id in offers_shown])
         return True
 
-    def claim_offer(self, session_id: int, offer_id: str, terms: dict) -> bool:
-        """Only one offer is applied per session; a stale claim (a crashed request) can be taken over.
-        `terms` (offer_kind, discount_percent, discount_months, pause_resumes_at) are kept with it."""
+    def claim_offer(self, session: CancelSession, offer_id: str, terms: dict, cooldown_since: datetime) -> Claim:
+        """One live offer per customer, across all their links and workers: the customer's sessions are
+        locked, checked and the claim written in one transaction. `terms` are kept with the claim, so a
+        failure between Stripe and our record can be reconciled from Stripe later."""
         now = utc_now()
-        return self._update(session_id, [
-            sessions.c.outcome == "open",
-            sa.or_(sessions.c.claimed_offer.is_(None), sessions.c.claimed_offer == offer_id,
-                   sessions.c.claimed_at < now - CLAIM_TIMEOUT),
-        ], claimed_offer=offer_id, claimed_at=now, **terms)
+        with self.engine.begin() as connection:
+            # Take the write lock first: SQLite serialises writers, PostgreSQL locks the customer's rows.
+            connection.execute(sa.update(sessions).where(sessions.c.id == session.id).values(updated_at=now))
+            query = sa.select(sessions.c.id, sessions.c.nonce, sessions.c.outcome, sessions.c.claimed_offer,
+                              sessions.c.claimed_at, sessions.c.decided_at) \
+                .where(sessions.c.customer_id == session.customer_id).order_by(sessions.c.id)
+            if self.engine.dialect.name == "postgresql":
+                query = query.with_for_update()
+            rows = connection.execute(query).all()
+            for row in rows:
+                if row.id != session.id and row.outcome in OFFER_OUTCOMES and row.decided_at \
+                        and as_utc(row.decided_at) >= cooldown_since:
+                    return Claim("decided", other_nonce=row.nonce)
+            for row in rows:
+                if row.outcome == "open" and row.claimed_offer:
+                    if as_utc(row.claimed_at) >= now - CLAIM_TIMEOUT:
+                        return Claim("busy", other_nonce=row.nonce)
+                    return Claim("stale", other_nonce=row.nonce)
+            mine = next((row for row in rows if row.id == session.id), None)
+            if mine is None or mine.outcome != "open":
+                return Claim("decided", other_nonce=session.nonce)
+            attempt = connection.execute(sa.update(sessions).where(sessions.c.id == session.id).values(
+                claimed_offer=offer_id, claimed_at=now, claim_attempt=sessions.c.claim_attempt + 1, rolled_up=False,
+                **terms).returning(sessions.c.claim_attempt)).scalar_one()
+            return Claim("claimed", attempt=attempt)
 
     def release_claim(self, session_id: int, offer_id: str) -> None:
         self._update(session_id, [sessions.c.claimed_offer == offer_id, sessions.c.outcome == "open"],
                      claimed_offer=None, claimed_at=None, offer_kind=None, discount_percent=None,
-                     discount_months=None, pause_resumes_at=None)
+                     discount_months=None, discount_payments=None, pause_payments=None, pause_resumes_at=None,
+                     coupon_id=None, switch_price=None, free_months=None, promise=None, offer_cost=None,
+                     next_payment_at=None)
 
-    def record_saved(self, session_id: int, outcome: str, offer_id: str) -> bool:
-        """The claimed offer is confirmed by Stripe: the decision, written once."""
-        return self._update(session_id, [sessions.c.outcome == "open", sessions.c.claimed_offer == offer_id],
-                            outcome=outcome, chosen_offer=offer_id, decided_at=utc_now())
+    def record_saved(self, session_id: int, subscription_id: str, outcome: str, offer_id: str, terms: dict,
+                     snapshot: str | None = None) -> bool:
+        """The claimed offer is confirmed by Stripe: the decision, written once, with the terms as Stripe has them."""
+        now = utc_now()
+        with self.engine.begin() as connection:
+            done = connection.execute(sa.update(sessions).where(
+                sessions.c.id == session_id, sessions.c.outcome == "open", sessions.c.claimed_offer == offer_id,
+            ).values(outcome=outcome, chosen_offer=offer_id, decided_at=now, updated_at=now, rolled_up=False,
+                     stripe_snapshot=snapshot, snapshot_at=now if snapshot else None, **terms)).rowcount == 1
+            if done:
+                self._supersede_others(connection, session_id, subscription_id)
+        return done
 
-    def record_sent_to_portal(self, session_id: int, reason: str | None, comment: str | None) -> bool:
-        values = {"outcome": "sent_to_portal", "decided_at": utc_now()}
+    def record_sent_to_portal(self, session_id: int, subscription_id: str, reason: str | None, comment: str | None,
+                              outcomes: tuple[str, ...] = ("open",)) -> bool:
+        values = {"outcome": "sent_to_portal", "decided_at": utc_now(), "updated_at": utc_now(), "rolled_up": False}
         if reason:
             values.update(reason=reason, comment=comment, reason_at=utc_now())
-        return self._update(session_id, [sessions.c.outcome == "open"], **values)
+        with self.engine.begin() as connection:
+            done = connection.execute(sa.update(sessions).where(
+                sessions.c.id == session_id, sessions.c.outcome.in_(outcomes)).values(**values)).rowcount == 1
+            if done:
+                self._supersede_others(connection, session_id, subscription_id)
+        return done
 
-    def record_kept(self, session_id: int) -> None:
-        self._update(session_id, [], cancel_at_period_end=False, kept_at=utc_now())
+    def record_reason_only(self, session_id: int, reason: str, comment: str | None) -> None:
+        """The reason given on a form that then failed (e.g. Stripe unavailable): kept for the retry."""
+        self._update(session_id, [sessions.c.outcome == "open"], reason=reason, comment=comment, reason_at=utc_now())
+
+    def record_kept(self, session_id: int, subscription_id: str, snapshot: str | None = None) -> None:
+        """A scheduled cancellation undone: a save (`saved_keep`) when nothing else was decided here."""
+        now = utc_now()
+        with self.engine.begin() as connection:
+            connection.execute(sa.update(sessions).where(sessions.c.id == session_id).values(
+                cancel_at_period_end=False, kept_at=now, updated_at=now, rolled_up=False,
+                stripe_snapshot=snapshot, snapshot_at=now if snapshot else None))
+            kept = connection.execute(sa.update(sessions).where(
+                sessions.c.id == session_id, sessions.c.outcome.in_(("open", "sent_to_portal", "canceled", "deflected")),
+            ).values(outcome="saved_keep", decided_at=now, canceled_at=None)).rowcount == 1
+            if kept:
+                self._supersede_others(connection, session_id, subscription_id)
+
+    def record_contact(self, session_id: int, subscription_id: str, offer_id: str) -> bool:
+        now = utc_now()
+        with self.engine.begin() as connection:
+            done = connection.execute(sa.update(sessions).where(
+                sessions.c.id == session_id, sessions.c.outcome == "open").values(
+                outcome="contact_requested", chosen_offer=offer_id, offer_kind="contact", decided_at=now,
+                updated_at=now, rolled_up=False)).rowcount == 1
+            if done:
+                self._supersede_others(connection, session_id, subscription_id)
+        return done
 
     def accepted_offer_since(self, customer_id: str, since: datetime) -> bool:
         query = sa.select(sa.literal(1)).where(
-            sessions.c.customer_id == customer_id, sessions.c.outcome.in_(SAVED_OUTCOMES),
+            sessions.c.customer_id == customer_id, sessions.c.outcome.in_(OFFER_OUTCOMES),
             sessions.c.decided_at >= since).limit(1)
         with self.engine.connect() as connection:
             return connection.execute(query).first() is not None
+
+    def find_by_nonce(self, nonce: str) -> CancelSession | None:
+        return self.find_session(nonce)
 
     # Stripe events ------------------------------------------------------------------------------
     def record_stripe_event(self, event_id: str, event_type: str, created: int, payload: str,
@@ -200,7 +300,7 @@ class Store:
                                row.offer_kind, row.had_discount, row.was_paused)
             changes = state_changes(view, state)
             connection.execute(sa.update(sessions).where(sessions.c.id == row.id).values(
-                stripe_state_at=state.version, updated_at=utc_now(), rolled_up=False, **changes))
+                stripe_state_at=state.version, updated_at=utc_now(), rolled_up=False, snapshot_at=None, **changes))
 
     def sweep_deflected(self) -> int:
         """Sessions left open, or sent to the portal, 24 h ago with no cancellation: deflected.
@@ -209,7 +309,7 @@ class Store:
         cutoff = now - DEFLECTION_DELAY
         statement = sa.update(sessions).where(
             sessions.c.canceled_at.is_(None),
-            sa.or_(sa.and_(sessions.c.outcome == "sent_to_portal", sessions.c.decided_at < cutoff),
+            sa.or_(sa.and_(sessions.c.outcome.in_(("sent_to_portal", "contact_requested")), sessions.c.decided_at < cutoff),
                    sa.and_(sessions.c.outcome == "open", sessions.c.created_at < cutoff)),
         ).values(outcome="deflected", updated_at=now, rolled_up=False)
         with self.engine.begin() as connection:

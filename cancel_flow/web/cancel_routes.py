@@ -6,7 +6,6 @@ from starlette.routing import Route
 
 from cancel_flow.cancel_service import MAX_COMMENT, CancelService
 from cancel_flow.errors import BadRequest
-from cancel_flow.flow import discounted_amount
 from cancel_flow.web.pages import csrf_token, read_form, render
 
 
@@ -31,18 +30,18 @@ async def show(request: Request) -> Response:
         return render(request, "canceled.html")
     if session.outcome != "open" or session.kept_at:
         return await done(request)
+    if session.reason is not None and request.query_params.get("change") == "reason":
+        return _page(request, "reason.html", session, chosen=session.reason, comment=session.comment or "")
     if session.cancel_at_period_end:
         return _page(request, "scheduled.html", session)
     if session.reason is None:
         return _page(request, "reason.html", session)
-    return _offers_page(request, session)
+    return await _offers_page(request, session)
 
 
-def _offers_page(request: Request, session, status_code: int = 200, error: str | None = None) -> Response:
-    offers = _service(request).offers_shown(session)
-    priced = {offer.id: discounted_amount(session.price_amount, offer.percent_off)
-              for offer in offers if offer.kind == "discount"}
-    return _page(request, "offers.html", session, status_code, offers=offers, discounted=priced, error=error)
+async def _offers_page(request: Request, session, status_code: int = 200, error: str | None = None) -> Response:
+    cards = await _service(request).cards(session)
+    return _page(request, "offers.html", session, status_code, cards=cards, error=error)
 
 
 async def _form(request: Request):
@@ -61,14 +60,16 @@ async def reason(request: Request) -> Response:
     except BadRequest as error:
         return _page(request, "reason.html", session, 400, error=error.message,
                      chosen=fields.get("reason"), comment=fields.get("comment", "")[:MAX_COMMENT * 2])
-    service.record_reason(session, answer, comment)
+    await service.record_reason(session, answer, comment)
     return RedirectResponse(_here(request), status_code=303)
 
 
 async def accept(request: Request) -> Response:
     session, fields = await _form(request)
     if session.outcome == "open":
-        await _service(request).accept(session, fields.get("offer"), fields.get("months"))
+        elsewhere = await _service(request).accept(session, fields.get("offer"), fields.get("payments"))
+        if elsewhere:
+            return RedirectResponse(elsewhere, status_code=303)
     return RedirectResponse(_here(request, "/done"), status_code=303)
 
 

@@ -1,0 +1,267 @@
+"""What Stripe will bill: the next payment dates of a subscription, how an offer changes them, and the
+one wording function that the offer cards, the done page and the emails all use. No I/O.
+
+The rules follow Stripe's billing, and the emulator's invoices are the check (tests/test_billing_truth.py):
+- Renewals fall on the billing cycle anchor plus whole intervals; an anchor on the 29th–31st bills on
+  the last day of shorter months and goes back to its day after
+  (https://docs.stripe.com/billing/subscriptions/billing-cycle).
+- A repeating coupon's discount lasts `duration_in_months` calendar months from the moment it is
+  attached (discount.start → discount.end); an invoice is discounted when it is made before the end
+  (https://docs.stripe.com/billing/subscriptions/coupons#coupon-duration).
+- Pausing collection with `behavior=void` voids the invoices made until `resumes_at`
+  (https://docs.stripe.com/billing/subscriptions/pause-payment).
+- Coupons last whole months, so a discount is offered only where whole months cover exactly the
+  promised payments (monthly and longer periods); weekly and daily plans get no discount offer.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from cancel_flow.clock import add_months
+from cancel_flow.money import format_day, format_money
+
+# Collection resumes this long after the last skipped renewal: past the hour in which Stripe
+# finalises a renewal's draft invoice, and well before the next renewal.
+RESUME_AFTER_RENEWAL = timedelta(days=1)
+MAX_PAYMENTS_AHEAD = 240
+
+
+@dataclass(frozen=True)
+class Line:
+    unit_amount: int
+    quantity: int
+
+    @property
+    def amount(self) -> int:
+        return self.unit_amount * self.quantity
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What billing needs to know about a subscription."""
+
+    currency: str
+    lines: tuple[Line, ...]
+    interval: str
+    interval_count: int
+    anchor: datetime  # billing_cycle_anchor
+    next_payment: datetime | None  # the current period's end: the next renewal
+    taxed: bool = False
+
+    @property
+    def amount(self) -> int:
+        return sum(line.amount for line in self.lines)
+
+    @property
+    def months_per_payment(self) -> int | None:
+        """Whole months between two payments; None for weekly and daily plans."""
+        if self.interval == "month":
+            return self.interval_count
+        if self.interval == "year":
+            return 12 * self.interval_count
+        return None
+
+    def step(self, moment: datetime, count: int) -> datetime:
+        if self.interval == "day":
+            return moment + timedelta(days=count * self.interval_count)
+        if self.interval == "week":
+            return moment + timedelta(weeks=count * self.interval_count)
+        return add_months(moment, count * self.months_per_payment)
+
+    def payments(self, count: int) -> list[datetime]:
+        """The next `count` renewal moments, from the anchor (so month ends come back to their day)."""
+        if self.next_payment is None:
+            return []
+        anchor, index = self.anchor, 0
+        while index < 100_000:
+            moment = self.step(anchor, index)
+            if moment >= self.next_payment:
+                break
+            index += 1
+        if self.step(anchor, index) != self.next_payment:
+            anchor, index = self.next_payment, 0  # a trial end or a reset anchor: count from the next payment
+        return [self.step(anchor, index + k) for k in range(count)]
+
+
+@dataclass(frozen=True)
+class Payment:
+    at: datetime
+    amount: int  # what Stripe will charge
+    regular: int  # what it would charge without the offer
+
+    @property
+    def skipped(self) -> bool:
+        return self.amount == 0 and self.regular > 0
+
+
+@dataclass(frozen=True)
+class Promise:
+    """An offer's effect on the next payments, and its words."""
+
+    kind: str
+    changed: tuple[Payment, ...]  # the payments the offer changes
+    next_regular: Payment | None  # the first payment back at the regular price (None: the change stays)
+    text: str  # the full promise: dates and amounts
+    card: str  # the short line on an offer card
+    cost: int  # what the offer costs the coach (for a switch: per payment)
+    coupon_months: int | None = None
+    resumes_at: datetime | None = None
+    trial_end: datetime | None = None
+
+    @property
+    def next_payment(self) -> Payment | None:
+        """The first payment that will be charged after accepting."""
+        charged = [p for p in self.changed if p.amount > 0]
+        return charged[0] if charged else self.next_regular
+
+
+def percent_of(amount: int, percent: float) -> int:
+    """A percentage of an amount in minor units, rounded half up to the minor unit."""
+    return int((Decimal(amount) * Decimal(str(percent)) / 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def discounted(plan: Plan, percent: float) -> int:
+    """One payment with a percent-off coupon: each line's discount rounded to the minor unit."""
+    return sum(line.amount - percent_of(line.amount, percent) for line in plan.lines)
+
+
+def covered(payments: list[datetime], start: datetime, end: datetime) -> int:
+    return sum(1 for at in payments if start <= at < end)
+
+
+def coupon_months(plan: Plan, payments: int, start: datetime) -> int | None:
+    """The repeating coupon's length in months that discounts exactly the next `payments` payments,
+    or None when no whole number of months does."""
+    per_payment = plan.months_per_payment
+    if per_payment is None or plan.next_payment is None:
+        return None
+    upcoming = plan.payments(payments + 1)
+    wanted = payments * per_payment
+    for months in [wanted, *range(max(1, wanted - per_payment + 1), wanted + per_payment + 1)]:
+        if covered(upcoming, start, add_months(start, months)) == payments:
+            return months
+    return None
+
+
+def _day(moment: datetime, with_year: bool = True) -> str:
+    text = format_day(moment)
+    return text if with_year else text.rsplit(" ", 1)[0]
+
+
+def _dates(moments: list[datetime]) -> str:
+    same_year = len({m.year for m in moments}) == 1
+    words = [_day(m, with_year=False) for m in moments] if same_year and len(moments) > 1 else [_day(m) for m in moments]
+    if same_year and len(moments) > 1:
+        words[-1] = _day(moments[-1])
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _per(plan: Plan) -> str:
+    if plan.interval_count == 1:
+        return f"/{plan.interval}"
+    return f" every {plan.interval_count} {plan.interval}s"
+
+
+def _tax(plan: Plan) -> str:
+    return " (before tax)" if plan.taxed else ""
+
+
+def discount_promise(plan: Plan, percent: float, payments: int, now: datetime) -> Promise | None:
+    """`percent` off the next `payments` payments, or None when a coupon can't do exactly that."""
+    months = coupon_months(plan, payments, now)
+    if months is None:
+        return None
+    upcoming = plan.payments(payments + 1)
+    price, lowered = plan.amount, discounted(plan, percent)
+    changed = tuple(Payment(at, lowered, price) for at in upcoming[:payments])
+    back = Payment(upcoming[payments], price, price)
+    pct = f"{percent:g}%"
+    money = lambda amount: format_money(amount, plan.currency)  # noqa: E731
+    if payments == 1:
+        text = (f"{pct} off your {'renewal' if (plan.months_per_payment or 0) >= 12 else 'payment'} on "
+                f"{_day(changed[0].at)}: {money(lowered)} instead of {money(price)}{_tax(plan)}, "
+                f"then {money(price)}{_per(plan)} from {_day(back.at)}")
+        card = f"{money(lowered)} for your next payment, then {money(price)}{_per(plan)}"
+    else:
+        text = (f"{pct} off your next {payments} payments ({_dates([p.at for p in changed])}): "
+                f"{money(lowered)}{_per(plan)}{_tax(plan)}, then {money(price)}{_per(plan)} from {_day(back.at)}")
+        card = f"{money(lowered)}{_per(plan)} for {payments} payments, then {money(price)}{_per(plan)}"
+    return Promise("discount", changed, back, text, card, cost=(price - lowered) * payments, coupon_months=months)
+
+
+def pause_promise(plan: Plan, skip: int, now: datetime) -> Promise | None:
+    """Skip the next `skip` payments; collection resumes right after the last skipped renewal."""
+    if plan.next_payment is None or plan.interval == "day" or skip < 1:
+        return None
+    upcoming = plan.payments(skip + 1)
+    if upcoming[0] <= now:
+        return None
+    price = plan.amount
+    changed = tuple(Payment(at, 0, price) for at in upcoming[:skip])
+    back = Payment(upcoming[skip], price, price)
+    resumes_at = upcoming[skip - 1] + min(RESUME_AFTER_RENEWAL, (upcoming[skip] - upcoming[skip - 1]) / 2)
+    noun = "payment" if skip == 1 else "payments"
+    text = (f"Skip your {noun} of {_dates([p.at for p in changed])}; your next payment is "
+            f"{format_money(price, plan.currency)}{_tax(plan)} on {_day(back.at)}. You keep your access meanwhile.")
+    card = f"Skip {skip} {noun}; next payment {_day(back.at)}"
+    return Promise("pause", changed, back, text, card, cost=price * skip, resumes_at=resumes_at)
+
+
+def pause_choices(plan: Plan, max_payments: int, now: datetime) -> list[tuple[int, Promise]]:
+    """Each pause length the subscriber may choose, with its promise."""
+    choices = []
+    for skip in range(1, max_payments + 1):
+        promise = pause_promise(plan, skip, now)
+        if promise is not None:
+            choices.append((skip, promise))
+    return choices
+
+
+def switch_promise(plan: Plan, new_unit_amount: int, new_name: str, now: datetime) -> Promise | None:
+    """Move to a cheaper price from the next payment; the current period is not refunded
+    (https://docs.stripe.com/billing/subscriptions/prorations: proration_behavior=none)."""
+    if plan.next_payment is None or len(plan.lines) != 1:
+        return None
+    quantity = plan.lines[0].quantity
+    new_amount, price = new_unit_amount * quantity, plan.amount
+    if new_amount >= price:
+        return None
+    upcoming = plan.payments(2)
+    money = lambda amount: format_money(amount, plan.currency)  # noqa: E731
+    changed = tuple(Payment(at, new_amount, price) for at in upcoming)
+    text = (f"Your plan changes to {new_name}: {money(new_amount)}{_per(plan)}{_tax(plan)} instead of "
+            f"{money(price)}, from your next payment on {_day(upcoming[0])}. Nothing changes before then.")
+    card = f"{money(new_amount)}{_per(plan)} instead of {money(price)}, from {_day(upcoming[0])}"
+    return Promise("switch", changed, None, text, card, cost=price - new_amount)
+
+
+MAX_TRIAL_AHEAD = timedelta(days=730)
+
+
+def free_period_promise(plan: Plan, months: int, now: datetime) -> Promise | None:
+    """The next payment moves `months` calendar months later (a trial until then; Stripe allows a
+    trial_end at most two years ahead: https://docs.stripe.com/billing/subscriptions/trials)."""
+    if plan.next_payment is None or plan.interval in ("day", "week"):
+        return None
+    moved = add_months(plan.next_payment, months)
+    if moved - now > MAX_TRIAL_AHEAD:
+        return None
+    price = plan.amount
+    skipped = [at for at in plan.payments(months * 12 + 1) if at < moved]
+    changed = tuple(Payment(at, 0, price) for at in skipped)
+    after = Plan(plan.currency, plan.lines, plan.interval, plan.interval_count, moved, moved, plan.taxed)
+    back = Payment(moved, price, price)
+    money = format_money(price, plan.currency)
+    per_month = price / (plan.months_per_payment or 1)
+    if len(skipped) > 1:
+        text = (f"{months} months free: your payments of {_dates(skipped)} are skipped and your next payment "
+                f"moves from {_day(plan.next_payment)} to {_day(moved)} ({money}{_tax(plan)}), "
+                f"then every {plan.interval if plan.interval_count == 1 else f'{plan.interval_count} {plan.interval}s'} from there.")
+    else:
+        text = (f"Your next payment moves from {_day(plan.next_payment)} to {_day(moved)} ({money}{_tax(plan)}); "
+                f"after that you are billed on {_day(after.payments(2)[1])} and so on.")
+    card = f"{months} month{'s' if months > 1 else ''} free: next payment {_day(moved)}"
+    return Promise("free_period", changed, back, text, card, cost=round(per_month * months), trial_end=moved)
