@@ -237,8 +237,9 @@ def object_key(path: str, ids: tuple) -> str | None:
 
 
 # --- Restricted keys ----------------------------------------------------------------------------
-# https://docs.stripe.com/keys#limit-access : a restricted key without the permission an endpoint
-# needs is refused with 403, type invalid_request_error, "The provided key 'rk_test_…' does not have
+# https://docs.stripe.com/keys/restricted-api-keys : "If a restricted API key lacks the permissions
+# required to complete an API request, Stripe returns an invalid request error" — a 403 with type
+# invalid_request_error, "The provided key 'rk_test_…' does not have
 # the required permissions for this endpoint on account 'acct_…'. Having the 'rak_…' permission
 # would allow this request to continue." (wording as seen in public error reports).
 _RAK_NAMES = {
