@@ -297,6 +297,18 @@ def test_events_reach_an_endpoint_without_api_version_in_the_accounts_older_defa
     assert "discount" not in new_event["data"]["previous_attributes"]
 
 
+def test_invoice_events_before_basil_name_their_subscription_at_the_top(stripe_client, catalogue, hooks):
+    old, new = hooks(), hooks()
+    stripe_client.v1.webhook_endpoints.create(params={"url": old.url, "enabled_events": ["invoice.paid"]})
+    stripe_client.v1.webhook_endpoints.create(params={"url": new.url, "enabled_events": ["invoice.paid"],
+                                                      "api_version": SDK_VERSION})
+    sub = catalogue.subscription()
+    (old_event,), (new_event,) = old.wait_for(1), new.wait_for(1)
+    before, after = old_event["data"]["object"], new_event["data"]["object"]
+    assert before["subscription"] == sub.id and "parent" not in before
+    assert after["parent"]["subscription_details"]["subscription"] == sub.id and "subscription" not in after
+
+
 def test_the_accounts_default_version_can_be_set(stripe_client, catalogue, hooks, emulator):
     try:
         assert emulator.post("/_emulator/account", json={"default_api_version": "1999-01-01"}).status_code == 400
