@@ -88,11 +88,12 @@ class CancelService:
         """The subscription as Stripe last told it for this session, whatever its age."""
         return flow.facts_from_json(session.stripe_snapshot) if session.stripe_snapshot else None
 
-    async def facts(self, session: CancelSession) -> SubscriptionFacts:
-        """The subscription now: the answer Stripe gave this link a few seconds ago, or a fresh read.
-        Our own writes and Stripe's webhooks drop the kept answer at once."""
+    async def facts(self, session: CancelSession, newer_than: datetime | None = None) -> SubscriptionFacts:
+        """The subscription now: the answer Stripe gave this link a few seconds ago (and after
+        `newer_than`), or a fresh read. Our own writes and Stripe's webhooks drop the kept answer at once."""
         if session.stripe_snapshot and session.snapshot_at and \
-                utc_now() - as_utc(session.snapshot_at) < flow.SNAPSHOT_TTL:
+                utc_now() - as_utc(session.snapshot_at) < flow.SNAPSHOT_TTL and \
+                (newer_than is None or as_utc(session.snapshot_at) > as_utc(newer_than)):
             return flow.facts_from_json(session.stripe_snapshot)
         facts = await self.gateway.read_subscription(session.subscription_id)
         self.store.save_snapshot(session.id, flow.facts_to_json(facts))
@@ -193,6 +194,10 @@ class CancelService:
             if other is not None:
                 await self.reconcile(other, force=True)
             claim = self.store.claim_offer(session, offer.id, terms, cooldown)
+        if claim.status == "busy" and claim.other_nonce == session.nonce:
+            # A double submit of this page: the first request is applying it; show its result.
+            if await self._wait_for_decision(session):
+                return None
         if claim.status == "busy":
             raise Conflict("Your earlier choice is still being applied. Reload this page in a minute to see it.",
                            title="One moment")
@@ -207,10 +212,23 @@ class CancelService:
         except StripeUnavailable as failure:
             if not failure.maybe_applied:
                 self.store.release_claim(session.id, offer.id)
-            # else the claim stays: the next visit (or the webhook) asks Stripe what happened
+            else:
+                # Nothing is in flight any more, but Stripe may have applied it: the next try asks
+                # Stripe first (reconcile), then retries with a new idempotency key.
+                self.store.mark_claim_unsure(session.id, offer.id)
             raise
         self._record_saved(session, offer.id, offer.kind, terms, flow.facts_to_json(applied))
         return None
+
+    async def _wait_for_decision(self, session: CancelSession, seconds: float = 5.0) -> bool:
+        import asyncio
+
+        for _ in range(int(seconds / 0.1)):
+            await asyncio.sleep(0.1)
+            current = self.store.find_session(session.nonce)
+            if current is None or current.outcome != "open" or not current.claimed_offer:
+                return current is not None and current.outcome != "open"
+        return False
 
     async def _apply(self, offer: Offer, session: CancelSession, facts: SubscriptionFacts,
                      promise: billing.Promise, key: str) -> SubscriptionFacts:
@@ -295,7 +313,8 @@ class CancelService:
                            "to cancel after talking, you can do it here at any time.", True,
                            next_step=offer.url if offer else None)
         try:
-            facts = await self.facts(session)
+            # Back from the portal: what Stripe says since the subscriber went there.
+            facts = await self.facts(session, newer_than=session.decided_at if session.outcome == "sent_to_portal" else None)
         except (StripeUnavailable, NotFound):
             return Outcome("Thanks for letting us know",
                            "If you confirmed the cancellation, Stripe will email you a confirmation.", True)

@@ -3,7 +3,7 @@
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -75,7 +75,7 @@ def test_accept_discount_attaches_coupon_and_done_page_states_the_new_price(clie
     response = accept(client, url, "half-off-3-payments")
     assert response.status_code == 303 and response.headers["location"] == f"{url}/done"
     done = client.get(f"{url}/done")
-    assert "50% off for the next 3 months: $24.50 instead of $49.00" in done.text
+    assert "50% off your next 3 payments (" in done.text and "$24.50/month, then $49.00/month from" in done.text
     assert "Continue to cancel" in done.text
     after = stripe_client.v1.subscriptions.retrieve(sub.id, params={"expand": ["discounts.source.coupon"]})
     coupon = after.discounts[0].source.coupon
@@ -95,24 +95,29 @@ def _nonce(url: str) -> str:
 
 def test_accept_pause_sets_pause_collection_and_states_the_resume_date(client, catalogue, link, stripe_client, signer):
     sub = catalogue.subscription()
-    with freeze_time("2026-11-24 15:30:00", real_asyncio=True):
-        url = link(sub)
-        give_reason(client, url, "unused")
-        response = accept(client, url, "pause", months="3")
-        assert response.status_code == 303
-        done = client.get(f"{url}/done")
-    assert "Payments paused until 24 February 2027" in done.text
+    renews = datetime.fromtimestamp(sub["items"].data[0].current_period_end, timezone.utc)
+    url = link(sub)
+    give_reason(client, url, "unused")
+    page = client.get(url)
+    assert "Skip your payment of" in page.text and "Skip your payments of" in page.text
+    response = accept(client, url, "pause", payments="2")
+    assert response.status_code == 303
+    done = client.get(f"{url}/done")
+    assert "Your break has started" in done.text and "Skip your payments of" in done.text
     pause = stripe_client.v1.subscriptions.retrieve(sub.id).pause_collection
     assert pause.behavior == "void"
-    assert pause.resumes_at == int(datetime(2027, 2, 24, tzinfo=timezone.utc).timestamp())
+    # resumes the day after the second skipped renewal
+    second = renews.replace(month=renews.month % 12 + 1, year=renews.year + (renews.month == 12))
+    assert datetime.fromtimestamp(pause.resumes_at, timezone.utc).date() == (second + timedelta(days=1)).date()
 
 
 def test_pause_length_is_bounded_by_the_offer(client, catalogue, link, stripe_client):
     sub = catalogue.subscription()
     url = link(sub)
     give_reason(client, url, "unused")
-    response = accept(client, url, "pause", months="7")
-    assert response.status_code == 400 and "1 to 3 months" in response.text
+    response = accept(client, url, "pause", payments="7")
+    assert response.status_code == 400 and "from 1 to 3 payments" in response.text
+    assert accept(client, url, "pause", payments="\u0662").status_code == 400  # ARABIC-INDIC DIGIT TWO
     assert stripe_client.v1.subscriptions.retrieve(sub.id).pause_collection is None
 
 
@@ -151,7 +156,7 @@ def test_reopening_a_decided_link_shows_the_decision_and_applies_nothing_twice(c
     accept(client, url, "half-off-3-payments")
     writes = subscription_posts(emulator, sub.id)
     again = client.get(url)
-    assert "50% off for the next 3 months" in again.text
+    assert "50% off your next 3 payments" in again.text
     repeat = client.post(f"{url}/accept", data={"csrf_token": csrf_of(again.text), "offer": "half-off-3-payments"})
     assert repeat.status_code == 303
     assert subscription_posts(emulator, sub.id) == writes
@@ -235,7 +240,7 @@ def test_cooldown_ends_after_its_days(client, catalogue, link):
     with freeze_time("2025-01-10 10:00:00", real_asyncio=True):
         first = link(catalogue.subscription(customer))
         give_reason(client, first, "unused")
-        accept(client, first, "pause", months="1")
+        accept(client, first, "pause", payments="1")
     with freeze_time("2026-01-15 10:00:00", real_asyncio=True):
         page = give_reason(client, link(catalogue.subscription(customer)), "unused")
     assert "Take a break instead" in page.text

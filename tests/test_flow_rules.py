@@ -1,6 +1,8 @@
 from datetime import datetime, timezone
 
-from cancel_flow.flow import PriceLine, describe_discount, describe_pause, eligible_offers, monthly_amount, pause_until
+from cancel_flow.flow import PriceLine, SubscriptionFacts, TargetPrice, eligible_offers, monthly_amount, why_not
+
+NOW = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
 
 
 def test_monthly_amount_brings_every_interval_to_a_month():
@@ -11,25 +13,53 @@ def test_monthly_amount_brings_every_interval_to_a_month():
     assert monthly_amount([PriceLine(2000, 2, "month", 1), PriceLine(500, 1, "month", 1)]) == 4500
 
 
-def test_discount_and_pause_are_described_exactly():
-    assert describe_discount(50, 3, 4900, "usd") == "50% off for the next 3 months: $24.50 instead of $49.00"
-    assert describe_discount(25, 1, 1000, "eur") == "25% off for the next month: €7.50 instead of €10.00"
-    assert describe_pause(datetime(2027, 2, 24, tzinfo=timezone.utc)) == "Payments paused until 24 February 2027"
-
-
-def test_pause_until_keeps_the_day_or_the_month_end():
-    assert pause_until(datetime(2026, 11, 24, tzinfo=timezone.utc), 3) == datetime(2027, 2, 24, tzinfo=timezone.utc)
-    assert pause_until(datetime(2026, 11, 30, tzinfo=timezone.utc), 3) == datetime(2027, 2, 28, tzinfo=timezone.utc)
+def facts(interval="month", count=1, amount=4900, **changes) -> SubscriptionFacts:
+    base = dict(subscription_id="sub_1", customer_id="cus_1", customer_email="a@example.com", status="active",
+                plan_name="Coaching", currency="usd", lines=(PriceLine(amount, 1, interval, count),),
+                has_discount=False, paused=False, cancel_at_period_end=False,
+                period_end=datetime(2026, 11, 25, 10, tzinfo=timezone.utc),
+                anchor=datetime(2026, 10, 25, 10, tzinfo=timezone.utc),
+                next_payment=datetime(2026, 11, 25, 10, tzinfo=timezone.utc),
+                price_ids=("price_1",), product_ids=("prod_1",), item_ids=("si_1",),
+                started_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    if interval == "week":
+        base.update(anchor=datetime(2026, 11, 18, 10, tzinfo=timezone.utc))
+    return SubscriptionFacts(**{**base, **changes})
 
 
 def test_eligibility(offers):
-    def ids(**kw):
-        base = dict(has_discount=False, paused=False, interval="month", interval_count=1, accepted_offer_recently=False)
-        return [o.id for o in eligible_offers(offers, "unused", **{**base, **kw})]
+    def ids(reason="unused", recent=False, **kw):
+        return [o.id for o in eligible_offers(offers, reason, facts(**kw), NOW, accepted_offer_recently=recent)]
 
-    assert ids() == ["half-off-3-months", "pause"]
+    assert ids() == ["half-off-3-payments", "pause"]
     assert ids(has_discount=True) == ["pause"]
-    assert ids(paused=True) == ["half-off-3-months"]
-    assert ids(interval="year") == ["half-off-3-months"]
-    assert ids(interval="month", interval_count=12) == ["half-off-3-months"]
-    assert ids(accepted_offer_recently=True) == []
+    assert ids(paused=True) == []
+    assert ids(interval="year", anchor=datetime(2025, 11, 25, 10, tzinfo=timezone.utc)) == ["half-off-3-payments"]
+    assert ids(interval="week") == ["pause"]  # coupons last whole months: no honest discount on a weekly plan
+    assert ids(recent=True) == []
+    assert ids(reason="too_complex", recent=True) == ["talk"]  # a conversation is never cooled down
+    assert ids(status="past_due") == []
+
+
+def test_why_not_names_the_first_condition_that_failed(offers):
+    switch = [o for o in offers.offers if o.kind == "discount"][0]
+    assert why_not(switch, facts(has_discount=True), NOW, reason="unused", accepted_offer_recently=False) == "already has a discount"
+    assert "other reasons" in why_not(switch, facts(), NOW, reason="switched_service", accepted_offer_recently=False)
+
+
+def test_switch_needs_a_cheaper_price_of_the_same_period(tmp_path):
+    from cancel_flow.offers import load_offers
+
+    path = tmp_path / "offers.toml"
+    path.write_text('[brand]\nname = "C"\n[[offer]]\nid = "lite"\nkind = "switch"\nprice = "price_lite"\ntitle = "Lite"\n')
+    offer = load_offers(path).offers[0]
+    cheap = {"price_lite": TargetPrice("price_lite", 2900, "usd", "month", 1)}
+    dear = {"price_lite": TargetPrice("price_lite", 5900, "usd", "month", 1)}
+    yearly = {"price_lite": TargetPrice("price_lite", 2900, "usd", "year", 1)}
+    ok = dict(reason="other", accepted_offer_recently=False)
+    assert why_not(offer, facts(), NOW, prices=cheap, **ok) is None
+    assert why_not(offer, facts(), NOW, prices=dear, **ok) == "that price is not cheaper"
+    assert "billing interval" in why_not(offer, facts(), NOW, prices=yearly, **ok)
+    two = facts(lines=(PriceLine(4900, 1, "month", 1), PriceLine(1000, 1, "month", 1)))
+    assert why_not(offer, two, NOW, prices=cheap, **ok) == "the subscription has several items"
+    assert why_not(offer, facts(on_schedule=True), NOW, prices=cheap, **ok) == "the subscription is on a schedule"

@@ -12,7 +12,7 @@ name = "Coach"
 id = "half"
 kind = "discount"
 percent_off = 50
-months = 3
+payments = 3
 title = "Half price"
 """
 
@@ -25,7 +25,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_the_shipped_offers_file_loads():
     book = load_offers(Path(__file__).resolve().parents[1] / "offers.toml")
-    assert [o.id for o in book.offers] == ["half-off-3-months", "pause"]
+    assert [o.id for o in book.offers] == ["half-off-3-payments", "pause", "talk"]
     assert book.offer_cooldown_days == 365 and book.brand.logo.is_file()
 
 
@@ -36,7 +36,17 @@ def test_offer_without_reasons_fits_every_reason(tmp_path):
 
 @pytest.mark.parametrize("change, names", [
     (("percent_off = 50", "percent_off = 150"), ["offer 'half'", "percent_off"]),
-    (("months = 3", "months = 0"), ["offer 'half'", "months"]),
+    (("payments = 3", "payments = 0"), ["offer 'half'", "payments"]),
+    (("payments = 3", "months = 3"), ["offer 'half'", "'months' is no longer used", "'payments'"]),
+    (('kind = "discount"\npercent_off = 50\npayments = 3', 'kind = "pause"\nmax_months = 2'),
+     ["offer 'half'", "'max_months' is no longer used", "'max_payments'"]),
+    (('payments = 3', 'payments = 3\n[offer.when]\ninterval = ["fortnight"]'), ["[offer.when]", "interval"]),
+    (('payments = 3', 'payments = 3\n[offer.when]\nmonthly_amount_min = 5000\nmonthly_amount_max = 100'),
+     ["[offer.when]", "monthly_amount_min"]),
+    (('payments = 3', 'payments = 3\n[offer.when]\ncolour = "red"'), ["[offer.when]", "colour"]),
+    (('kind = "discount"\npercent_off = 50\npayments = 3', 'kind = "switch"\nprice = "cheap"'), ["offer 'half'", "price"]),
+    (('kind = "discount"\npercent_off = 50\npayments = 3', 'kind = "free_period"\nmonths = 40'), ["offer 'half'", "months"]),
+    (('kind = "discount"\npercent_off = 50\npayments = 3', 'kind = "contact"\nurl = "javascript:alert(1)"'), ["offer 'half'", "url"]),
     (('kind = "discount"', 'kind = "gift"'), ["offer 'half'", "kind"]),
     (('title = "Half price"', 'title = "Half"\nreasons = ["bored"]'), ["offer 'half'", "reasons"]),
     (('title = "Half price"', 'title = "Half"\npercent = 3'), ["offer 'half'", "percent"]),

@@ -206,6 +206,12 @@ class Store:
                 **terms).returning(sessions.c.claim_attempt)).scalar_one()
             return Claim("claimed", attempt=attempt)
 
+    def mark_claim_unsure(self, session_id: int, offer_id: str) -> None:
+        """The request applying this claim ended without knowing whether Stripe applied it: the claim is
+        made stale at once, so the next try asks Stripe instead of waiting out the timeout."""
+        self._update(session_id, [sessions.c.claimed_offer == offer_id, sessions.c.outcome == "open"],
+                     claimed_at=utc_now() - CLAIM_TIMEOUT - timedelta(seconds=1))
+
     def release_claim(self, session_id: int, offer_id: str) -> None:
         self._update(session_id, [sessions.c.claimed_offer == offer_id, sessions.c.outcome == "open"],
                      claimed_offer=None, claimed_at=None, offer_kind=None, discount_percent=None,
