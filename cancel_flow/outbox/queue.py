@@ -1,0 +1,155 @@
+"""The outbox's rows: events written in the caller's transaction, deliveries claimed by one worker at a time."""
+
+import json
+import secrets
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+
+from cancel_flow.clock import as_utc, utc_now
+from cancel_flow.hooks import EVENTS, Alerts, email_message, event_body, new_event_id, slack_message
+from cancel_flow.models import OutboxDelivery, OutboxEvent, WebhookEndpoint
+
+deliveries = OutboxDelivery.__table__
+events = OutboxEvent.__table__
+endpoints = WebhookEndpoint.__table__
+
+RETRY_FOR = timedelta(days=3)
+FIRST_RETRY = timedelta(seconds=30)
+LONGEST_WAIT = timedelta(hours=12)
+# Longer than any one delivery can take (10 s per HTTP exchange, SMTP's own timeouts), so a claim
+# still held is a delivery still in flight; a worker that died leaves its claim to expire.
+LEASE = timedelta(minutes=2)
+KINDS = ("webhook", "slack", "email")
+DUE_STATUSES = ("pending", "delivering")
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Wait after the `attempts`-th failed attempt: 30 s, 1 min, 2 min, … doubling, at most 12 h."""
+    return min(FIRST_RETRY * 2 ** max(attempts - 1, 0), LONGEST_WAIT)
+
+
+def next_attempt(created_at: datetime, attempts: int, now: datetime) -> datetime | None:
+    """When to try again, or None once 3 days have passed since the delivery was written.
+    The last try falls exactly at the 3-day mark."""
+    give_up_at = as_utc(created_at) + RETRY_FOR
+    if now >= give_up_at:
+        return None
+    return min(now + retry_delay(attempts), give_up_at)
+
+
+def _insert(connection: Connection, table):
+    return (postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+def _delivery(kind: str, target: str, event_id: str, event_type: str, payload: str, now: datetime, **extra) -> dict:
+    return {"kind": kind, "target": target, "event_id": event_id, "event_type": event_type, "payload": payload,
+            "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now, "endpoint_id": None,
+            "key": None, **extra}
+
+
+def emit(connection: Connection, event_type: str, data: dict, alerts: Alerts | None = None, *,
+         key: str | None = None) -> str | None:
+    """Record an event and one delivery per subscribed endpoint and alert, in the caller's transaction.
+
+    Returns the event id (the `webhook-id` every delivery of it carries), or None when an event with
+    the same `key` was recorded before (a Stripe event delivered twice emits once)."""
+    if event_type not in EVENTS:
+        raise ValueError(f"unknown event type {event_type!r}")
+    now = utc_now()
+    event_id = new_event_id()
+    body = event_body(event_id, event_type, data, now)
+    row = {"id": event_id, "type": event_type, "key": key, "body": body, "created_at": now}
+    if key is None:
+        connection.execute(sa.insert(events).values(row))
+    elif connection.execute(_insert(connection, events).values(row).on_conflict_do_nothing(index_elements=["key"])
+                            .returning(events.c.id)).first() is None:
+        return None
+    rows = [
+        _delivery("webhook", url, event_id, event_type, body, now, endpoint_id=endpoint_id)
+        for endpoint_id, url, wanted in connection.execute(
+            sa.select(endpoints.c.id, endpoints.c.url, endpoints.c.events).where(endpoints.c.enabled))
+        if not wanted or event_type in wanted
+    ]
+    if alerts is not None and alerts.wants(event_type):
+        if alerts.slack_webhook_url:
+            rows.append(_delivery("slack", alerts.slack_webhook_url, event_id, event_type,
+                                  json.dumps(slack_message(event_type, data)), now))
+        if alerts.email:
+            rows.append(_delivery("email", alerts.email, event_id, event_type,
+                                  json.dumps(email_message(event_type, data)), now))
+    if rows:
+        connection.execute(sa.insert(deliveries), rows)
+    return event_id
+
+
+def enqueue_email(connection: Connection, to: str, subject: str, text: str, html: str, *, key: str | None = None,
+                  event_type: str = "email", event_id: str | None = None) -> int | None:
+    """An email sent by the outbox (retried with back-off, recorded), in the caller's transaction.
+    With `key`, at most one email per key is ever written: None when it was written before."""
+    now = utc_now()
+    payload = json.dumps({"subject": subject, "text": text, "html": html})
+    row = _delivery("email", to, event_id or "eml_" + secrets.token_hex(12), event_type, payload, now, key=key)
+    statement = _insert(connection, deliveries).values(row)
+    if key is not None:
+        statement = statement.on_conflict_do_nothing(index_elements=["key"])
+    found = connection.execute(statement.returning(deliveries.c.id)).first()
+    return found[0] if found else None
+
+
+def claim(engine: Engine, worker: str, limit: int, lease: timedelta = LEASE) -> list:
+    """Take up to `limit` due deliveries for this worker: none is held by two workers at once.
+
+    PostgreSQL skips rows another worker is claiming (FOR UPDATE SKIP LOCKED); SQLite runs one
+    write at a time, so the conditional UPDATE alone decides. A claim whose lease ran out (its
+    worker died between claiming and recording) is due again and goes out with the same webhook-id."""
+    now = utc_now()
+    due = (sa.select(deliveries.c.id)
+           .where(deliveries.c.status.in_(DUE_STATUSES), deliveries.c.next_attempt_at <= now)
+           .order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit))
+    if engine.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    # A materialized CTE, run once: written as `id IN (subquery)`, PostgreSQL claimed more than `limit` rows.
+    due = due.cte("due").prefix_with("MATERIALIZED")
+    token = f"{worker[:40]}:{secrets.token_hex(6)}"
+    with engine.begin() as connection:
+        return list(connection.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.id == due.c.id, deliveries.c.status.in_(DUE_STATUSES), deliveries.c.next_attempt_at <= now)
+            .values(status="delivering", claimed_at=now, claimed_by=token, attempts=deliveries.c.attempts + 1,
+                    next_attempt_at=now + lease)
+            .returning(*deliveries.c)).all())
+
+
+def endpoint_secret(engine: Engine, endpoint_id: str | None) -> str | None:
+    if endpoint_id is None:
+        return None
+    with engine.connect() as connection:
+        return connection.execute(sa.select(endpoints.c.secret).where(endpoints.c.id == endpoint_id)).scalar()
+
+
+def resend(engine: Engine, delivery_id: int) -> int | None:
+    """A new delivery of the same message (same webhook-id), due now; None if there is no such delivery."""
+    now = utc_now()
+    with engine.begin() as connection:
+        old = connection.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id)).first()
+        if old is None:
+            return None
+        target = old.target
+        if old.kind == "webhook":
+            target = connection.execute(sa.select(endpoints.c.url).where(endpoints.c.id == old.endpoint_id)).scalar()
+            if target is None:
+                return None
+        row = _delivery(old.kind, target, old.event_id, old.event_type, old.payload, now, endpoint_id=old.endpoint_id)
+        return connection.execute(sa.insert(deliveries).values(row).returning(deliveries.c.id)).scalar_one()
+
+
+def recent_deliveries(engine: Engine, limit: int = 100, before_id: int | None = None) -> list:
+    query = sa.select(deliveries).order_by(deliveries.c.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(deliveries.c.id < before_id)
+    with engine.connect() as connection:
+        return list(connection.execute(query).all())
