@@ -108,6 +108,7 @@ class Invoicing:
             self._finalize(inv, at, attempt=attempt, idempotency_key=idempotency_key)
         else:
             inv["automatically_finalizes_at"] = inv["next_payment_attempt"] = at + FINALIZE_AFTER
+            sub.setdefault("_drafts", []).append(inv["id"])
         return inv
 
     # lifecycle ---------------------------------------------------------------------------------------

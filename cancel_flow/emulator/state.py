@@ -585,9 +585,10 @@ class Account(Invoicing, TestClocks):
         return min(moments)
 
     def _drafts(self, sub: dict) -> list[dict]:
-        return [inv for inv in self.invoices.values()
-                if inv["status"] == "draft" and inv["automatically_finalizes_at"]
-                and inv["parent"]["subscription_details"]["subscription"] == sub["id"]]
+        """The subscription's draft invoices waiting for their automatic finalization."""
+        pending = [self.invoices[i] for i in sub.get("_drafts", []) if i in self.invoices]
+        sub["_drafts"] = [inv["id"] for inv in pending if inv["status"] == "draft" and inv["automatically_finalizes_at"]]
+        return [self.invoices[i] for i in sub["_drafts"]]
 
     def _apply_due(self, sub: dict, at: int, rank: int, what: str, detail) -> None:
         before = self.render("subscriptions", sub)
