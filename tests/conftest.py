@@ -71,7 +71,9 @@ PORTAL_CONFIGURATION = {
     "business_profile[headline]": "Manage your subscription",
     "features[invoice_history][enabled]": "true", "features[payment_method_update][enabled]": "true",
     "features[subscription_cancel][enabled]": "true", "features[subscription_cancel][mode]": "at_period_end",
-    "features[subscription_cancel][proration_behavior]": "none", "metadata[cancel_flow]": "1",
+    "features[subscription_cancel][proration_behavior]": "none",
+    "features[subscription_cancel][cancellation_reason][enabled]": "false",
+    "features[subscription_cancel][cancellation_reason][options]": "", "metadata[cancel_flow]": "1",
 }
 
 
