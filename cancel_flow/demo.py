@@ -47,7 +47,9 @@ _BLANK_SESSION = dict(
     claimed_at=None, chosen_offer=None, offer_kind=None, discount_percent=None, discount_months=None,
     pause_resumes_at=None, outcome="open", reason_at=None, decided_at=None, kept_at=None, canceled_at=None,
     canceled_outside_flow=False, stripe_feedback=None, stripe_comment=None, stripe_cancellation_reason=None,
-    stripe_state_at=None)
+    stripe_state_at=None, discount_payments=None, pause_payments=None, coupon_id=None, switch_price=None,
+    free_months=None, next_payment_at=None, promise=None, offer_cost=None, claim_attempt=0, superseded=False,
+    stripe_snapshot=None, snapshot_at=None)
 
 
 def history_rows(now: datetime, weeks: int = 8, per_week: int = 15, seed: int = 7) -> list[dict]:

@@ -419,7 +419,9 @@ class StripeSetup:
             "invoice_history": {"enabled": True},
             "payment_method_update": {"enabled": True},
             "subscription_cancel": {"enabled": True, "mode": "at_period_end", "proration_behavior": "none",
-                                    "cancellation_reason": {"enabled": False, "options": []}},
+                                    "cancellation_reason": {"enabled": False, "options": [
+                                        "too_expensive", "missing_features", "switched_service", "unused",
+                                        "customer_service", "too_complex", "low_quality", "other"]}},
         }
 
     async def find_webhook_endpoint(self, url: str) -> dict | None:

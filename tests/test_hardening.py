@@ -22,7 +22,7 @@ from cancel_flow.stripe_gateway import StripeGateway
 from tests.conftest import TEST_KEY
 from tests.helpers import csrf_of
 
-COUPON = "cancel-flow_half-off-3-months_50pct_3m"
+COUPON = "cancel-flow_half-off-3-payments_50pct_3m"
 FAULTS = [pytest.param({"status": 500}, id="500"), pytest.param({"status": 429}, id="429"),
           pytest.param({"hang_seconds": 2}, id="hang")]
 HYPOTHESIS = hypothesis_settings(max_examples=60, deadline=None, database=None,
@@ -79,10 +79,10 @@ def test_stripe_update_failure_then_retry_applies_exactly_once(impatient, catalo
     stripe_client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
     sub, url, csrf, nonce = opened(impatient, catalogue, signer)
     inject(emulator, "POST", "/v1/subscriptions/*", fault)
-    assert_failed_politely(impatient.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"}))
+    assert_failed_politely(impatient.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-payments"}))
     assert store.find_session(nonce).outcome == "open"
     wait_quiet(emulator, fault)
-    retry = impatient.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"})
+    retry = impatient.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-payments"})
     assert retry.status_code == 303
     assert "50% off" in impatient.get(f"{url}/done").text
     assert len(stripe_client.v1.subscriptions.retrieve(sub.id).discounts) == 1
@@ -95,10 +95,10 @@ def test_coupon_create_failure_then_retry_applies_exactly_once(impatient, catalo
                                                                stripe_client, store):
     sub, url, csrf, nonce = opened(impatient, catalogue, signer)
     inject(emulator, "POST", "/v1/coupons", fault)
-    assert_failed_politely(impatient.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"}))
+    assert_failed_politely(impatient.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-payments"}))
     assert store.find_session(nonce).outcome == "open"
     wait_quiet(emulator, fault)
-    assert impatient.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"}).status_code == 303
+    assert impatient.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-payments"}).status_code == 303
     assert len(stripe_client.v1.subscriptions.retrieve(sub.id).discounts) == 1
     assert stripe_client.v1.coupons.retrieve(COUPON).times_redeemed == 1
 
@@ -132,12 +132,12 @@ class FailingRecord:
 def test_database_failure_after_stripe_is_reconciled_on_the_next_visit(client, catalogue, signer, stripe_client, store):
     sub, url, csrf, nonce = opened(client, catalogue, signer)
     FailingRecord(client.app.state.store.engine)
-    response = client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"})
+    response = client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-payments"})
     assert response.status_code == 503 and "Reload this page" in response.text
     assert store.find_session(nonce).outcome == "open"
-    assert "50% off for the next 3 months" in client.get(url).text
+    assert "50% off your next 3 payments" in client.get(url).text
     assert store.find_session(nonce).outcome == "saved_discount"
-    assert client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"}).status_code == 303
+    assert client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-payments"}).status_code == 303
     assert stripe_client.v1.coupons.retrieve(COUPON).times_redeemed == 1
     assert len(stripe_client.v1.subscriptions.retrieve(sub.id).discounts) == 1
 
@@ -147,7 +147,7 @@ def test_database_failure_after_stripe_is_reconciled_by_the_webhook(make_client,
     client = make_client(stripe_webhook_secret=secret)
     sub, url, csrf, nonce = opened(client, catalogue, signer, reason="unused")
     FailingRecord(client.app.state.store.engine)
-    assert client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "pause", "months": "2"}).status_code == 503
+    assert client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "pause", "payments": "2"}).status_code == 503
     state = stripe_client.v1.subscriptions.retrieve(sub.id).to_dict()
     payload = json.dumps({"id": "evt_reconcile", "object": "event", "type": "customer.subscription.updated",
                           "created": int(time.time()), "data": {"object": state}}, default=float)
@@ -172,14 +172,14 @@ def test_tokens_never_cause_a_500(client):
 
 def test_form_fields_never_cause_a_500_nor_a_wrong_change(client, catalogue, signer, stripe_client, store):
     sub, url, csrf, nonce = opened(client, catalogue, signer, reason=None)
-    text = st.one_of(st.text(max_size=3000), st.sampled_from(["too_expensive", "pause", "half-off-3-months", "", "3"]))
+    text = st.one_of(st.text(max_size=3000), st.sampled_from(["too_expensive", "pause", "half-off-3-payments", "", "3"]))
 
-    @given(reason=text, comment=text, offer=text, months=text, target=st.sampled_from(["reason", "accept"]))
+    @given(reason=text, comment=text, offer=text, payments=text, target=st.sampled_from(["reason", "accept"]))
     @HYPOTHESIS
-    def check(reason, comment, offer, months, target):
-        data = {"csrf_token": csrf, "reason": reason, "comment": comment, "offer": offer, "months": months}
+    def check(reason, comment, offer, payments, target):
+        data = {"csrf_token": csrf, "reason": reason, "comment": comment, "offer": offer, "payments": payments}
         response = client.post(f"{url}/{target}", data=data)
-        assert response.status_code in (303, 400), response.status_code
+        assert response.status_code in (303, 400, 409), response.status_code
         assert "Traceback" not in response.text
 
     check()
@@ -214,7 +214,7 @@ def test_no_secret_reaches_the_logs(make_client, catalogue, signer, store, caplo
     # What the service writes: its own JSON lines, and other libraries' warnings and errors.
     with caplog.at_level(logging.INFO, logger="cancel_flow"):
         sub, url, csrf, nonce = opened(client, catalogue, signer)
-        client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"})
+        client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-payments"})
         client.get(f"{url}/done")
         minted = client.post("/api/links", json={"customer": sub.customer}, headers={"Authorization": f"Bearer {api_key}"}).json()
         client.get(minted["billing_url"].removeprefix("http://testserver"))
