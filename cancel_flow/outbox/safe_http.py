@@ -6,6 +6,7 @@ connection (DNS rebinding) cannot reach a private address. No redirects, no prox
 environment, no cookies; one deadline for the whole exchange; at most MAX_ANSWER bytes read back.
 """
 
+import concurrent.futures
 import ipaddress
 import socket
 import ssl
@@ -18,7 +19,9 @@ import httpx
 TIMEOUT = 10.0
 MAX_ANSWER = 4096
 USER_AGENT = "cancel-flow-webhooks/1"
+REGISTRATION_LOOKUP_TIMEOUT = 3.0
 _SSL = ssl.create_default_context()
+_LOOKUPS = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="hook-lookup")
 
 
 class DeliveryRefused(Exception):
@@ -73,15 +76,16 @@ def allowed_addresses(host: str, port: int, allow_private: bool) -> list[str]:
 
 def registration_problem(url: str, allow_private: bool) -> str | None:
     """At sign-up of an address: refuse it when it names or resolves only to forbidden addresses.
-    An address that does not resolve yet is accepted; sending checks again every time."""
+    A name that does not resolve (soon enough) is accepted; sending checks again every time."""
     if allow_private:
         return None
     parts = httpx.URL(url)
+    lookup = _LOOKUPS.submit(allowed_addresses, parts.host, parts.port or (443 if parts.scheme == "https" else 80), False)
     try:
-        allowed_addresses(parts.host, parts.port or (443 if parts.scheme == "https" else 80), False)
+        lookup.result(timeout=REGISTRATION_LOOKUP_TIMEOUT)
     except DeliveryRefused as refused:
         return str(refused)
-    except DeliveryFailed:
+    except (DeliveryFailed, concurrent.futures.TimeoutError):
         return None
     return None
 

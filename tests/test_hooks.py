@@ -1,0 +1,221 @@
+"""Webhook endpoints as Zapier, Make and the coach manage them: REST hooks, the CLI, the deliveries page, [alerts]."""
+
+import argparse
+import json
+import re
+import secrets
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from cancel_flow.hooks import EVENTS, parse_alerts, sample_event, session_data
+from cancel_flow.outbox import Dispatcher, emit
+from cancel_flow.passwords import hash_password
+from cancel_flow.store.api_keys import ApiKeyStore
+from cancel_flow.store.coaches import CoachStore
+from cancel_flow.web import hook_routes
+from tests.conftest import ROOT
+from tests.helpers import csrf_of
+from tests.test_outbox import a_session, receivers  # noqa: F401  (fixture)
+
+PASSWORD = "correct horse battery"
+
+
+def _with_hook_routes(client):
+    if not any(getattr(route, "path", None) == "/api/hooks" for route in client.app.router.routes):
+        client.app.router.routes.extend(hook_routes.routes)
+    return client
+
+
+@pytest.fixture
+def hooks_client(make_client):
+    return _with_hook_routes(make_client(allow_private_urls=True))
+
+
+@pytest.fixture
+def api_key(store):
+    key = "cfk_" + secrets.token_urlsafe(32)
+    ApiKeyStore(store.engine).add("zapier", key)
+    return key
+
+
+def deliver(client) -> int:
+    dispatcher = Dispatcher(client.app.state.store.engine, client.app.state.settings)
+    try:
+        return dispatcher.run_due()
+    finally:
+        dispatcher.close()
+
+
+def emit_for(client, event_type: str) -> str:
+    engine = client.app.state.store.engine
+    session = a_session(engine)
+    with engine.begin() as connection:
+        return emit(connection, event_type, session_data(session, test_mode=True, customer_name="Casey Client"))
+
+
+def test_zapier_subscribes_gets_signed_events_and_unsubscribes(hooks_client, api_key, receivers):
+    receiver = receivers()
+    auth = {"Authorization": f"Bearer {api_key}"}
+    subscribed = hooks_client.post("/api/hooks", headers=auth, json={
+        "target_url": receiver.url + "/hooks/catch/123/abc/", "event": "session.canceled"})
+    assert subscribed.status_code == 201
+    hook = subscribed.json()
+    assert set(hook) == {"id", "secret"} and hook["secret"].startswith("whsec_")
+    emit_for(hooks_client, "session.saved")
+    canceled = emit_for(hooks_client, "session.canceled")
+    deliver(hooks_client)
+    [request] = receiver.requests
+    assert request["path"] == "/hooks/catch/123/abc/"
+    payload = Webhook(hook["secret"]).verify(request["body"], request["headers"])
+    assert payload["id"] == canceled and payload["type"] == "session.canceled"
+
+    assert hooks_client.delete(f"/api/hooks/{hook['id']}", headers=auth).status_code == 204
+    assert hooks_client.delete(f"/api/hooks/{hook['id']}", headers=auth).status_code == 404
+    emit_for(hooks_client, "session.canceled")
+    deliver(hooks_client)
+    assert len(receiver.requests) == 1
+
+
+def test_rest_hooks_need_a_key_and_a_body_they_can_use(make_client, api_key, receivers):
+    client = _with_hook_routes(make_client())  # private addresses not allowed
+    for method, path in (("post", "/api/hooks"), ("get", "/api/hooks/sample?event=session.saved"),
+                         ("delete", "/api/hooks/ep_0123456789abcdef")):
+        response = getattr(client, method)(path, headers={"Authorization": "Bearer nope"})
+        assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
+    auth = {"Authorization": f"Bearer {api_key}"}
+    receiver = receivers()
+    bad_bodies = [
+        (b"not json", "not valid JSON"),
+        (b"[]", "JSON object"),
+        (json.dumps({"target_url": "https://hooks.example.com/x", "event": "session.canceled", "x": 1}).encode(), "Unknown field 'x'"),
+        (json.dumps({"target_url": "https://hooks.example.com/x"}).encode(), "'event' is required"),
+        (json.dumps({"target_url": "https://hooks.example.com/x", "event": "session.exploded"}).encode(), "'event' must be one of"),
+        (json.dumps({"target_url": "ftp://hooks.example.com/x", "event": "session.saved"}).encode(), "https://"),
+        (json.dumps({"target_url": 42, "event": "session.saved"}).encode(), "'target_url' must be the URL"),
+        (json.dumps({"target_url": receiver.url, "event": "session.saved"}).encode(), "private, loopback or link-local"),
+        (json.dumps({"target_url": "http://169.254.169.254/latest", "event": "session.saved"}).encode(), "private"),
+    ]
+    for body, message in bad_bodies:
+        response = client.post("/api/hooks", headers={**auth, "content-type": "application/json"}, content=body)
+        assert response.status_code == 422, body
+        assert message in response.json()["error"]["message"], body
+    assert client.get("/api/hooks/sample?event=nope", headers=auth).status_code == 422
+    assert client.get("/api/hooks/sample", headers=auth).status_code == 422
+    assert client.delete("/api/hooks/" + "x" * 40, headers=auth).status_code == 422
+    assert client.delete("/api/hooks/ep_0000000000000000", headers=auth).status_code == 404
+
+
+def test_samples_are_lists_of_one_event_shaped_like_real_deliveries(hooks_client, api_key, store):
+    auth = {"Authorization": f"Bearer {api_key}"}
+    real = session_data(a_session(store.engine), test_mode=True, customer_name="Casey Client")
+    for event_type in EVENTS:
+        response = hooks_client.get(f"/api/hooks/sample?event={event_type}", headers=auth)
+        assert response.status_code == 200
+        [sample] = response.json()
+        assert sample["type"] == event_type and set(sample) == {"id", "type", "timestamp", "data"}
+        assert set(sample["data"]["customer"]) == {"id", "email", "name", "stripe_url"}
+        if event_type.startswith(("session.", "contact.")):
+            assert set(sample["data"]) == set(real)
+        assert sample == sample_event(event_type)
+
+
+def run_webhook_cli(args: list[str]) -> int:
+    from cancel_flow import cli, hooks_cli
+
+    parser = cli.build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    if "webhook" not in commands.choices:
+        hooks_cli.register(commands)
+    parsed = parser.parse_args(args)
+    return parsed.handler(parsed)
+
+
+def test_webhook_command_adds_lists_delivers_and_removes(monkeypatch, database_url, capsys, receivers, store):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("CANCEL_FLOW_ENV", "development")
+    monkeypatch.setenv("CANCEL_FLOW_OFFERS", str(ROOT / "offers.toml"))
+    receiver = receivers()
+    assert run_webhook_cli(["webhook", "add", receiver.url]) == 1
+    assert "private, loopback or link-local" in capsys.readouterr().err
+    monkeypatch.setenv("CANCEL_FLOW_ALLOW_PRIVATE_URLS", "1")
+    assert run_webhook_cli(["webhook", "add", receiver.url + "/in", "--events", "session.canceled,contact.requested"]) == 0
+    out = capsys.readouterr().out
+    endpoint_id = re.search(r"Endpoint (ep_\w+) added for session.canceled, contact.requested", out).group(1)
+    secret = re.search(r"(whsec_\S+)", out).group(1)
+    assert run_webhook_cli(["webhook", "add", receiver.url, "--events", "session.cancelled"]) == 1
+    assert "Unknown event 'session.cancelled'" in capsys.readouterr().err
+    assert run_webhook_cli(["webhook", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert f"{endpoint_id}\t{receiver.url}/in\tsession.canceled,contact.requested\tenabled\tcli" in listed
+    assert secret not in listed
+
+    session = a_session(store.engine)
+    with store.engine.begin() as connection:
+        event_id = emit(connection, "contact.requested", session_data(session, test_mode=True))
+    assert run_webhook_cli(["webhook", "deliver"]) == 0
+    assert "1 delivery attempt(s) made." in capsys.readouterr().out
+    [request] = receiver.requests
+    assert Webhook(secret).verify(request["body"], request["headers"])["id"] == event_id
+
+    assert run_webhook_cli(["webhook", "remove", endpoint_id]) == 0
+    assert run_webhook_cli(["webhook", "remove", endpoint_id]) == 1
+    assert "no webhook endpoint with id" in capsys.readouterr().err
+
+
+def sign_in(client):
+    CoachStore(client.app.state.store.engine).add("coach@example.com", hash_password(PASSWORD))
+    page = client.get("/dashboard/login")
+    return client.post("/dashboard/login", data={"csrf_token": csrf_of(page.text), "email": "coach@example.com",
+                                                 "password": PASSWORD})
+
+
+def test_deliveries_page_shows_status_answer_and_attempts_and_resends(hooks_client, api_key, receivers):
+    assert hooks_client.get("/dashboard/deliveries").headers["location"] == "/dashboard/login"
+    receiver = receivers(status=500)
+    auth = {"Authorization": f"Bearer {api_key}"}
+    hook = hooks_client.post("/api/hooks", headers=auth, json={"target_url": receiver.url, "event": "session.canceled"}).json()
+    event_id = emit_for(hooks_client, "session.canceled")
+    deliver(hooks_client)
+    assert sign_in(hooks_client).status_code == 303
+    page = hooks_client.get("/dashboard/deliveries")
+    assert page.status_code == 200
+    row = re.search(r'<tr data-delivery="(\d+)">(.*?)</tr>', page.text, re.S)
+    delivery_id, cells = row.group(1), re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row.group(2)))
+    assert "session.canceled" in cells and event_id in cells and "Waiting to retry" in cells
+    assert " 500 " in cells and "HTTP 500: ok" in cells and cells.strip().endswith("1 Resend")
+    assert hook["id"] in page.text and "Failing since" in page.text
+
+    assert hooks_client.post(f"/dashboard/deliveries/{delivery_id}/resend", data={}).status_code == 400
+    receiver.status = 200
+    resent = hooks_client.post(f"/dashboard/deliveries/{delivery_id}/resend", data={"csrf_token": csrf_of(page.text)})
+    assert resent.status_code == 303
+    deliver(hooks_client)
+    assert receiver.ids()[-1] == event_id  # the same message, so the receiver can tell it is a repeat
+    Webhook(hook["secret"]).verify(receiver.requests[-1]["body"], receiver.requests[-1]["headers"])
+    page = hooks_client.get("/dashboard/deliveries")
+    assert "Delivered" in page.text and "Working" in page.text
+    missing = hooks_client.post("/dashboard/deliveries/999999/resend", data={"csrf_token": csrf_of(page.text)})
+    assert missing.status_code == 400
+
+
+def test_alerts_section_is_checked_field_by_field():
+    problems = []
+
+    def fail(where, message):
+        problems.append(f"{where}: {message}")
+        raise ValueError
+
+    alerts = parse_alerts({"slack_webhook_url": "https://hooks.slack.com/services/T/B/X", "email": "coach@example.com"}, fail)
+    assert alerts.events == ("session.canceled", "contact.requested", "payment.failed")
+    assert alerts.wants("session.canceled") and not alerts.wants("session.saved")
+    assert not parse_alerts(None, fail).wants("session.canceled")
+    for raw, message in (({"slak": "x"}, "unknown field 'slak'"),
+                         ({"email": "not-an-address"}, "field 'email' must be an email address"),
+                         ({"events": ["session.cancelled"]}, "field 'events' must list events from"),
+                         ({"events": "session.canceled"}, "field 'events' must list events from"),
+                         ({"slack_webhook_url": "hooks.slack.com/x"}, "field 'slack_webhook_url'"),
+                         ("nope", "must be a table")):
+        with pytest.raises(ValueError):
+            parse_alerts(raw, fail)
+        assert problems[-1].startswith("[alerts]: ") and message in problems[-1]
