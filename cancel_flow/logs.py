@@ -13,6 +13,12 @@ from cancel_flow.clock import utc_now
 
 _logger = logging.getLogger("cancel_flow")
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_PLUMBING = os.path.join(_PACKAGE, "web", "middleware.py")  # every request passes through it: never the place
+
+
+def _ours(filename: str) -> bool:
+    path = os.path.abspath(filename)
+    return path.startswith(_PACKAGE + os.sep) and path != _PLUMBING
 
 
 def where_raised(error: BaseException) -> str:
@@ -21,7 +27,7 @@ def where_raised(error: BaseException) -> str:
     frames = traceback.extract_tb(error.__traceback__)
     if not frames:
         return "unknown"
-    ours = [frame for frame in frames if os.path.abspath(frame.filename).startswith(_PACKAGE + os.sep)]
+    ours = [frame for frame in frames if _ours(frame.filename)]
     frame = (ours or frames)[-1]
     if ours:
         name = "cancel_flow/" + os.path.relpath(os.path.abspath(frame.filename), _PACKAGE).replace(os.sep, "/")

@@ -85,8 +85,7 @@ async def unexpected_error_page(scope: Scope, request_id: str) -> Response:
     response = _error_page(Request(scope), 500, "Something went wrong",
                            f"Nothing was changed. Please try again in a moment. If it keeps happening, "
                            f"tell us this reference: {request_id}.")
-    response.headers["x-request-id"] = request_id
-    return response
+    return response  # RequestLog adds the X-Request-ID header
 
 
 async def healthz(request: Request) -> Response:
