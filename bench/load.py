@@ -48,7 +48,7 @@ async def _subscriber(http: httpx.AsyncClient, url: str, action: str, delay: flo
         await call("POST", f"{url}/cancel", data={"csrf_token": csrf, "reason": "switched_service"})
         return
     await call("POST", f"{url}/reason", data={"csrf_token": csrf, "reason": "unused"})
-    data = {"csrf_token": csrf, "offer": "half-off-3-months" if action == "discount" else "pause", "months": "2"}
+    data = {"csrf_token": csrf, "offer": "half-off-3-payments" if action == "discount" else "pause", "payments": "2"}
     submits = 2 if chance.random() < 0.3 else 1  # a double submit
     await asyncio.gather(*[call("POST", f"{url}/accept", data=data) for _ in range(submits)])
     await call("GET", f"{url}/done")

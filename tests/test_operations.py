@@ -173,7 +173,7 @@ def test_fifty_simultaneous_accepts_on_one_link_apply_one_discount(serve, catalo
 
     async def burst():
         async with httpx.AsyncClient(timeout=60) as http:
-            return await asyncio.gather(*[http.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"})
+            return await asyncio.gather(*[http.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-payments"})
                                           for _ in range(50)])
 
     responses = asyncio.run(burst())
@@ -186,7 +186,7 @@ def test_fifty_simultaneous_accepts_on_one_link_apply_one_discount(serve, catalo
     assert decided == ["saved_discount"]
 
 
-COUPON = "cancel-flow_half-off-3-months_50pct_3m"
+COUPON = "cancel-flow_half-off-3-payments_50pct_3m"
 
 
 def coupon_and_links(stripe_client, catalogue, signer, count: int, base: str = "") -> list[tuple[str, str]]:
@@ -209,7 +209,7 @@ def test_simultaneous_accepts_on_fifty_links_apply_fifty(serve, catalogue, signe
 
     async def burst():
         async with httpx.AsyncClient(timeout=60) as http:
-            return await asyncio.gather(*[http.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-months"})
+            return await asyncio.gather(*[http.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-payments"})
                                           for (_, url), csrf in zip(links, tokens)])
 
     assert [r.status_code for r in asyncio.run(burst())] == [303] * 50

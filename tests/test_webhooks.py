@@ -152,7 +152,7 @@ def test_a_save_canceled_later_keeps_its_outcome_and_records_when(hooked, catalo
     token, _ = signer.cancel_token(sub.customer, sub.id)
     page = hooked.get(f"/cancel/{token}")
     hooked.post(f"/cancel/{token}/reason", data={"csrf_token": csrf_of(page.text), "reason": "too_expensive"})
-    hooked.post(f"/cancel/{token}/accept", data={"csrf_token": csrf_of(page.text), "offer": "half-off-3-months"})
+    hooked.post(f"/cancel/{token}/accept", data={"csrf_token": csrf_of(page.text), "offer": "half-off-3-payments"})
     later = int(time.time()) + 40 * 86400
     post_event(hooked, event("customer.subscription.deleted", sub.id, later, status="canceled", canceled_at=later))
     session = store.find_session(_nonce(signer, token))
