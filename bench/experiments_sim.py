@@ -97,20 +97,21 @@ def simulate_ab(runs: int, *, seed: int = 2, metric: str = "save_rate", days: in
     return outcomes
 
 
-def false_winner_rate(outcomes: list[Outcome]) -> float:
-    return sum(o.arm is not None for o in outcomes) / len(outcomes)
+def false_winner_rate(outcomes: list[Outcome], within_days: int = 365) -> float:
+    return sum(o.day is not None and o.day <= within_days for o in outcomes) / len(outcomes)
 
 
-def power(outcomes: list[Outcome]) -> float:
-    return sum(o.arm is not None and o.arm == o.better for o in outcomes) / len(outcomes)
+def power(outcomes: list[Outcome], within_days: int = 365) -> float:
+    """Share of runs that named the truly better arm within `within_days`."""
+    return sum(o.day is not None and o.day <= within_days and o.arm == o.better for o in outcomes) / len(outcomes)
 
 
-def wrong_rate(outcomes: list[Outcome]) -> float:
-    return sum(o.arm is not None and o.arm != o.better for o in outcomes) / len(outcomes)
+def wrong_rate(outcomes: list[Outcome], within_days: int = 365) -> float:
+    return sum(o.day is not None and o.day <= within_days and o.arm != o.better for o in outcomes) / len(outcomes)
 
 
 def decided_by(outcomes: list[Outcome], week: float) -> float:
-    return sum(o.day is not None and o.day <= week * 7 for o in outcomes) / len(outcomes)
+    return power(outcomes, within_days=round(week * 7))
 
 
 def median_weeks(outcomes: list[Outcome]) -> float | None:
@@ -158,6 +159,12 @@ def simulate_aa_verdicts(runs: int, *, seed: int = 3, weeks: int = 104, weekly: 
     return verdicts
 
 
+def _percentile_week(outcomes: list[Outcome], share: float) -> int | str:
+    days = sorted(o.day for o in outcomes if o.day is not None and o.arm == o.better)
+    index = math.ceil(share * len(outcomes)) - 1
+    return math.ceil(days[index] / 7) if index < len(days) else "over 2 years"
+
+
 def _wilson(rate: float, n: int) -> tuple[float, float]:
     z = 1.96
     centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
@@ -188,18 +195,20 @@ def main(argv: list[str] | None = None) -> int:
               rate <= 0.05)
     for metric in ("save_rate", "revenue"):
         for control in (0.10, 0.20, 0.30, 0.40):
-            outcomes = simulate_ab(ab_runs, seed=12, metric=metric, control=control)
+            outcomes = simulate_ab(ab_runs, seed=12, metric=metric, control=control, days=2 * 364)
             found, wrong = power(outcomes), wrong_rate(outcomes)
-            ok &= found >= 0.80 and wrong <= 0.01
-            _line(f"A/B {metric}, 30 sessions/week, {control:.0%} vs {control + 0.1:.0%}: better arm named",
+            if metric == "save_rate":  # the goal is stated for a 10-point save-rate difference
+                ok &= found >= 0.80 and wrong <= 0.01
+            _line(f"A/B {metric}, 30 sessions/week, {control:.0%} vs {control + 0.1:.0%}: better arm named in a year",
                   found, ab_runs, ">= 80%", found >= 0.80)
-            _line(f"A/B {metric}, 30 sessions/week, {control:.0%} vs {control + 0.1:.0%}: worse arm named",
+            _line(f"A/B {metric}, 30 sessions/week, {control:.0%} vs {control + 0.1:.0%}: worse arm named in a year",
                   wrong, ab_runs, "<= 1%", wrong <= 0.01)
             weeks = median_weeks(outcomes)
             plan = planned_weeks(30, control, 0.10, metric)
-            by_plan = decided_by(outcomes, plan) if plan is not None else float("nan")
-            print(f"    median weeks to the verdict {weeks if weeks is None else round(weeks, 1)}; "
-                  f"planner: {plan} weeks, by which {by_plan:.0%} had decided (planner aims at 80%)", flush=True)
+            by_plan = f"by which {decided_by(outcomes, plan):.0%} had named it" if plan is not None and plan <= 104 else ""
+            print(f"    median weeks to naming it {'-' if weeks is None else round(weeks, 1)}; 80% had by week "
+                  f"{_percentile_week(outcomes, 0.8)}; the planner said {plan} weeks at the start, {by_plan}",
+                  flush=True)
     verdicts = simulate_aa_verdicts(verdict_runs, seed=13)
     kinds = Counter(kind for kind, _ in verdicts)
     weeks = sorted(week for kind, week in verdicts if kind == "no_difference")
