@@ -22,6 +22,8 @@ from cancel_flow.settings import Settings
 SUBSCRIPTION_EXPAND = ["items.data.price.product", "customer"]
 LIST_EXPAND = ["data.items.data.price", "data.customer"]
 HANDLED_EVENTS = ("customer.subscription.updated", "customer.subscription.deleted")
+INVOICE_EVENTS = ("invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded",
+                  "invoice.payment_failed", "invoice.voided", "invoice.marked_uncollectible")
 
 
 class WebhookRefused(Exception):
@@ -51,7 +53,19 @@ def verify_webhook(payload: bytes, signature: str | None, secret: str | None) ->
         raise WebhookRefused(400, "The body is not a Stripe event.") from None
     if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str):
         raise WebhookRefused(400, "The body is not a Stripe event.")
+    created, body = data.get("created", 0), data.get("data")
+    if isinstance(created, bool) or not isinstance(created, int) or not 0 <= created < 2**40:
+        raise WebhookRefused(400, "The event's 'created' must be a Unix timestamp.")
+    if not isinstance(body, dict) or not isinstance(body.get("object", {}), dict):
+        raise WebhookRefused(400, "The event's 'data.object' must be an object.")
     return data
+
+
+def _typed(obj: dict, field: str, kind, default=None):
+    value = obj.get(field, default)
+    if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+        raise WebhookRefused(400, f"The event's field '{field}' has the wrong type.")
+    return value
 
 
 def state_from_event(event: dict) -> StripeState | None:
@@ -61,6 +75,9 @@ def state_from_event(event: dict) -> StripeState | None:
     sub = (event.get("data") or {}).get("object") or {}
     if sub.get("object") != "subscription" or not isinstance(sub.get("id"), str):
         return None
+    for field, kind in (("status", str), ("canceled_at", int), ("cancel_at", int), ("cancellation_details", dict),
+                        ("pause_collection", dict), ("discounts", list)):
+        _typed(sub, field, kind)
     details = sub.get("cancellation_details") or {}
     if event["type"] == "customer.subscription.deleted" or sub.get("status") in ("canceled", "incomplete_expired"):
         stage = ENDED
@@ -75,6 +92,40 @@ def state_from_event(event: dict) -> StripeState | None:
         feedback=details.get("feedback"), comment=details.get("comment"), reason=details.get("reason"),
         discounted=bool(sub.get("discounts")), paused=bool(sub.get("pause_collection")),
     )
+
+
+def invoice_from_event(event: dict) -> dict | None:
+    """The invoice an `invoice.*` event carries, as the columns of our record; None for other events.
+    Both shapes are read: `parent.subscription_details` (since 2025-03-31.basil) and the older
+    top-level `subscription` (https://docs.stripe.com/changelog/basil/2025-03-31/adds-new-parent-field-to-invoicing-objects)."""
+    if event["type"] not in INVOICE_EVENTS:
+        return None
+    invoice = (event.get("data") or {}).get("object") or {}
+    if invoice.get("object") != "invoice" or not isinstance(invoice.get("id"), str):
+        return None
+    for field, kind in (("customer", str), ("status", str), ("currency", str), ("subtotal", int), ("amount_due", int),
+                        ("amount_paid", int), ("created", int), ("attempt_count", int), ("parent", dict),
+                        ("total_discount_amounts", list), ("status_transitions", dict)):
+        _typed(invoice, field, kind)
+    details = ((invoice.get("parent") or {}).get("subscription_details") or {})
+    subscription = details.get("subscription") or invoice.get("subscription")
+    if isinstance(subscription, dict):
+        subscription = subscription.get("id")
+    discount = sum(int(d.get("amount") or 0) for d in invoice.get("total_discount_amounts") or [] if isinstance(d, dict))
+    transitions = invoice.get("status_transitions") or {}
+    created = int(event.get("created") or 0)
+    return {
+        "id": invoice["id"], "customer_id": invoice.get("customer") or "", "subscription_id": subscription,
+        "status": invoice.get("status") or "draft", "billing_reason": invoice.get("billing_reason"),
+        "currency": (invoice.get("currency") or "usd")[:3], "subtotal": int(invoice.get("subtotal") or 0),
+        "total_discount": discount, "amount_due": int(invoice.get("amount_due") or 0),
+        "amount_paid": int(invoice.get("amount_paid") or 0), "attempt_count": int(invoice.get("attempt_count") or 0),
+        "created": from_unix(int(invoice.get("created") or created)),
+        "first_failed_at": from_unix(created) if event["type"] == "invoice.payment_failed" else None,
+        "paid_at": from_unix(transitions["paid_at"]) if isinstance(transitions.get("paid_at"), int) else None,
+        "voided_at": from_unix(transitions["voided_at"]) if isinstance(transitions.get("voided_at"), int) else None,
+        "event_created": created,
+    }
 
 
 def idempotency_key(*parts: str) -> str:

@@ -284,7 +284,7 @@ class Store:
 
     # Stripe events ------------------------------------------------------------------------------
     def record_stripe_event(self, event_id: str, event_type: str, created: int, payload: str,
-                            state: StripeState | None) -> bool:
+                            state: StripeState | None, invoice: dict | None = None) -> bool:
         """Store the event once and apply it, in one transaction; False for an event seen before."""
         with self.engine.begin() as connection:
             now = utc_now()
@@ -296,7 +296,44 @@ class Store:
                 return False
             if state is not None:
                 self._apply_state(connection, state)
+            if invoice is not None:
+                self._apply_invoice(connection, invoice)
         return True
+
+    # Later states win over earlier ones at the same event second (paid after failed, void after open).
+    _INVOICE_RANK = {"draft": 0, "open": 1, "uncollectible": 2, "paid": 3, "void": 3}
+
+    def _apply_invoice(self, connection, invoice: dict) -> None:
+        """Keep our record of the invoice as its newest event tells it; events may arrive out of order."""
+        now = utc_now()
+        current = connection.execute(sa.select(invoices).where(invoices.c.id == invoice["id"])).first()
+        if current is None:
+            connection.execute(sa.insert(invoices).values(**invoice, updated_at=now))
+            return
+        newer = (invoice["event_created"], self._INVOICE_RANK.get(invoice["status"], 0)) >= (
+            current.event_created, self._INVOICE_RANK.get(current.status, 0))
+        values = {"updated_at": now,
+                  # the first failure and the payment are facts, whatever order their events come in
+                  "first_failed_at": min(filter(None, [current.first_failed_at and as_utc(current.first_failed_at),
+                                                       invoice["first_failed_at"]]), default=None),
+                  "paid_at": current.paid_at or invoice["paid_at"], "voided_at": current.voided_at or invoice["voided_at"]}
+        if newer:
+            values.update({k: v for k, v in invoice.items() if k not in ("id", "first_failed_at", "paid_at", "voided_at")})
+        connection.execute(sa.update(invoices).where(invoices.c.id == invoice["id"]).values(**values))
+
+    def reason_to_report(self, subscription_id: str) -> tuple[str, str | None] | None:
+        """The reason a subscriber gave us before canceling this subscription, for Stripe's own records."""
+        query = sa.select(sessions.c.reason, sessions.c.comment).where(
+            sessions.c.subscription_id == subscription_id, sessions.c.outcome == "canceled",
+            sessions.c.reason.is_not(None)).order_by(sessions.c.decided_at.desc()).limit(1)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return (row.reason, row.comment) if row else None
+
+    def invoices_of(self, subscription_id: str) -> list:
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(invoices).where(invoices.c.subscription_id == subscription_id)
+                                      .order_by(invoices.c.created)).all()
 
     def _apply_state(self, connection, state: StripeState) -> None:
         for row in connection.execute(self._sessions_of_subscription, {"subscription": state.subscription_id}).all():

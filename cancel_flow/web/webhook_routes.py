@@ -4,8 +4,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+import stripe
+
+from cancel_flow.errors import StripeUnavailable
+from cancel_flow.flow import ACTIVE
 from cancel_flow.logs import log_event
-from cancel_flow.stripe_gateway import WebhookRefused, state_from_event, verify_webhook
+from cancel_flow.stripe_gateway import WebhookRefused, invoice_from_event, state_from_event, verify_webhook
 
 
 async def stripe_webhook(request: Request) -> Response:
@@ -16,16 +20,33 @@ async def stripe_webhook(request: Request) -> Response:
     except WebhookRefused as refused:
         log_event("webhook.refused", status=refused.status)
         return JSONResponse({"error": {"code": "webhook_refused", "message": refused.message}}, status_code=refused.status)
-    state = state_from_event(event)
-    if state is None:
+    try:
+        state, invoice = state_from_event(event), invoice_from_event(event)
+    except WebhookRefused as refused:
+        log_event("webhook.refused", status=refused.status, type=event["type"])
+        return JSONResponse({"error": {"code": "webhook_refused", "message": refused.message}}, status_code=refused.status)
+    if state is None and invoice is None:
         return JSONResponse({"received": True, "handled": False})
     # One short transaction, inline like the flow's own writes: measured faster here than a
     # threadpool hop on both databases (see BENCHMARKS.md).
     stored = request.app.state.store.record_stripe_event(
-        event["id"], event["type"], int(event.get("created") or 0), payload.decode("utf-8"), state)
-    log_event("webhook.received", event_id=event["id"], type=event["type"], subscription=state.subscription_id,
-              duplicate=not stored)
+        event["id"], event["type"], int(event.get("created") or 0), payload.decode("utf-8"), state, invoice)
+    log_event("webhook.received", event_id=event["id"], type=event["type"],
+              subscription=state.subscription_id if state else invoice["subscription_id"], duplicate=not stored)
+    if stored and state is not None and state.stage != ACTIVE and not state.feedback:
+        await _report_reason(request, state.subscription_id)
     return JSONResponse({"received": True, "handled": True, "duplicate": not stored})
+
+
+async def _report_reason(request: Request, subscription_id: str) -> None:
+    """The reason asked on our page reaches Stripe's cancellation_details (the portal doesn't ask it again)."""
+    given = request.app.state.store.reason_to_report(subscription_id)
+    if given is None:
+        return
+    try:
+        await request.app.state.gateway.record_cancellation_details(subscription_id, *given)
+    except (StripeUnavailable, stripe.StripeError) as error:
+        log_event("stripe.cancellation_details_failed", subscription=subscription_id, error=type(error).__name__)
 
 
 routes = [Route("/webhooks/stripe", stripe_webhook, methods=["POST"])]
