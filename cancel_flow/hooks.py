@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 from cancel_flow.clock import unix_now, utc_now
 from cancel_flow.money import format_money
-from cancel_flow.offers import REASONS
 
 EVENTS = {
     "session.saved": "a subscriber accepted an offer and stays",
@@ -81,6 +80,8 @@ def event_data(*, customer_id: str, test_mode: bool, customer_email: str | None 
                monthly_amount: int | None = None, currency: str | None = None, reason: str | None = None,
                comment: str | None = None, **extra) -> dict:
     """The fields every event carries; `extra` adds the event's own (offer, invoice, session…)."""
+    from cancel_flow.offers import REASONS  # offers.py reads [alerts] with this module
+
     return {
         "customer": {"id": customer_id, "email": customer_email, "name": customer_name,
                      "stripe_url": stripe_customer_url(customer_id, test_mode)},

@@ -219,3 +219,38 @@ def test_alerts_section_is_checked_field_by_field():
         with pytest.raises(ValueError):
             parse_alerts(raw, fail)
         assert problems[-1].startswith("[alerts]: ") and message in problems[-1]
+
+
+def _serve_runs_the_outbox() -> bool:
+    import inspect
+
+    from cancel_flow.web import app
+
+    return "dispatch_periodically" in inspect.getsource(app)
+
+
+@pytest.mark.skipif(not _serve_runs_the_outbox(), reason="the app does not run the outbox's sender yet")
+def test_the_served_app_delivers_an_event_within_seconds_and_lists_it(settings, receivers, store, api_key):
+    from dataclasses import replace
+
+    import httpx
+
+    from cancel_flow.web.app import create_app
+    from tests.conftest import LiveServer
+
+    receiver = receivers()
+    server = LiveServer(lambda url: create_app(replace(settings, base_url=url, allow_private_urls=True), sweep_every=600))
+    try:
+        auth = {"Authorization": f"Bearer {api_key}"}
+        hook = httpx.post(f"{server.url}/api/hooks", headers=auth,
+                          json={"target_url": receiver.url, "event": "contact.requested"}).json()
+        session = a_session(store.engine)
+        with store.engine.begin() as connection:
+            event_id = emit(connection, "contact.requested", session_data(session, test_mode=True))
+        assert receiver.arrived.wait(5)
+        assert receiver.ids() == [event_id]
+        Webhook(hook["secret"]).verify(receiver.requests[0]["body"], receiver.requests[0]["headers"])
+        document = httpx.get(f"{server.url}/api/openapi.json", headers=auth).json()
+        assert {"/api/hooks", "/api/hooks/{hook_id}", "/api/hooks/sample"} <= set(document["paths"])
+    finally:
+        server.stop()

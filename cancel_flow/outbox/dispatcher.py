@@ -59,9 +59,8 @@ class Dispatcher:
     @classmethod
     def for_offers(cls, engine: Engine, settings: Settings, offers, **options) -> "Dispatcher":
         """Coach notices go to `[alerts] email`, else the brand's support email; mail comes from the latter."""
-        alerts = getattr(offers, "alerts", None)
         support = offers.brand.support_email
-        return cls(engine, settings, notify_email=(alerts.email if alerts and alerts.email else support),
+        return cls(engine, settings, notify_email=getattr(getattr(offers, "alerts", None), "email", None) or support,
                    sender=support, **options)
 
     def close(self, wait: bool = True) -> None:

@@ -79,8 +79,14 @@ def registration_problem(url: str, allow_private: bool) -> str | None:
     A name that does not resolve (soon enough) is accepted; sending checks again every time."""
     if allow_private:
         return None
-    parts = httpx.URL(url)
-    lookup = _LOOKUPS.submit(allowed_addresses, parts.host, parts.port or (443 if parts.scheme == "https" else 80), False)
+    try:
+        parts = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "the URL is not valid"
+    host = parts.raw_host.decode("ascii", "replace")
+    if not host:
+        return "the URL needs a host name"
+    lookup = _LOOKUPS.submit(allowed_addresses, host, parts.port or (443 if parts.scheme == "https" else 80), False)
     try:
         lookup.result(timeout=REGISTRATION_LOOKUP_TIMEOUT)
     except DeliveryRefused as refused:
@@ -164,7 +170,7 @@ def post(url: str, body: bytes, headers: dict[str, str], *, allow_private: bool,
         parts = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as error:
         raise DeliveryRefused(f"not a valid URL ({error})") from None
-    if parts.scheme not in ("http", "https") or not parts.host or parts.userinfo:
+    if parts.scheme not in ("http", "https") or not parts.raw_host or parts.userinfo:
         raise DeliveryRefused("only http:// and https:// URLs without user names are delivered to")
     default_port = 443 if parts.scheme == "https" else 80
     host_header = parts.raw_host.decode("ascii")
