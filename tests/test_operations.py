@@ -84,6 +84,62 @@ def test_readyz_is_503_while_the_database_is_down_and_200_when_back(make_client,
     assert client.get("/readyz").status_code == 200
 
 
+def test_readyz_names_the_database_and_the_offers(client):
+    assert client.get("/readyz").json() == {"status": "ok", "database": "ok", "offers": "loaded"}
+
+
+def _hold_the_write_lock(database_url: str):
+    """Another connection that holds what every write needs; returns a function that lets go."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        holder = sqlite3.connect(sa.engine.make_url(database_url).database, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+    else:
+        engine = make_engine(database_url)
+        holder = engine.connect()
+        holder.execute(sa.text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
+
+    def release():
+        if database_url.startswith("sqlite"):
+            holder.execute("ROLLBACK")
+        else:
+            holder.rollback()
+            engine.dispose()
+        holder.close()
+    return release
+
+
+def test_readyz_is_503_while_another_connection_holds_the_write_lock(client, database_url):
+    assert client.get("/readyz").status_code == 200
+    release = _hold_the_write_lock(database_url)
+    try:
+        started = time.monotonic()
+        locked = client.get("/readyz")
+        assert time.monotonic() - started < 10
+        assert locked.status_code == 503 and locked.json()["database"] == "locked"
+        assert client.get("/healthz").status_code == 200
+    finally:
+        release()
+    assert client.get("/readyz").status_code == 200
+
+
+@on_postgres
+def test_readyz_is_503_while_the_database_is_read_only(make_client, database_url):
+    name = sa.engine.make_url(database_url).database
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+        read_only = make_client().get("/readyz")  # a new app: its connections start read-only
+        assert read_only.status_code == 503 and read_only.json()["database"] == "read_only"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'ALTER DATABASE "{name}" RESET default_transaction_read_only'))
+        admin.dispose()
+    assert make_client().get("/readyz").status_code == 200
+
+
 def test_every_request_is_one_json_line_with_an_echoed_request_id_and_no_token(client, catalogue, signer, caplog):
     sub = catalogue.subscription()
     token, _ = signer.cancel_token(sub.customer, sub.id)
