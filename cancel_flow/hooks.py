@@ -121,6 +121,12 @@ def session_data(session, *, test_mode: bool, customer_name: str | None = None, 
         **extra)
 
 
+def invoice_fields(invoice_id: str, amount: int, currency: str, failure_message: str | None = None) -> dict:
+    """The `invoice` of payment.failed / payment.recovered: pass as `event_data(..., invoice=…)`."""
+    return {"id": invoice_id, "amount": amount, "currency": currency, "amount_text": format_money(amount, currency),
+            "failure_message": failure_message}
+
+
 def sample_data(event_type: str) -> dict:
     """Realistic data for an event, for Zapier's and Make's set-up screens."""
     session_events = {"session.saved", "session.canceled", "session.deflected", "contact.requested"}
@@ -136,8 +142,8 @@ def sample_data(event_type: str) -> dict:
         extra["offer"] = offers.get(event_type)
         extra["session"] = {"id": 1042, "outcome": outcomes[event_type], "started_at": "2026-11-24T09:30:00+00:00"}
     else:
-        extra["invoice"] = {"id": "in_1SampleInvoice", "amount": 4900, "currency": "usd", "amount_text": "$49.00",
-                            "failure_message": "Your card was declined." if event_type == "payment.failed" else None}
+        extra["invoice"] = invoice_fields("in_1SampleInvoice", 4900, "usd",
+                                          "Your card was declined." if event_type == "payment.failed" else None)
     return event_data(
         customer_id="cus_SampleCustomer", test_mode=True, customer_email="casey@example.com",
         customer_name="Casey Client", subscription_id="sub_SampleSubscription", plan="Coaching Plan",

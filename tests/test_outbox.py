@@ -479,3 +479,18 @@ def test_an_email_with_a_key_is_written_once_and_an_smtp_outage_delays_it(engine
 def test_test_and_live_keys_link_to_the_matching_stripe_dashboard():
     assert is_test_mode("sk_test_abc") and is_test_mode("rk_test_abc")
     assert not is_test_mode("sk_live_abc") and not is_test_mode("rk_live_abc") and not is_test_mode(None)
+
+
+def test_payment_alerts_give_the_amount_and_why_it_failed():
+    from cancel_flow.hooks import email_message, event_data, invoice_fields
+
+    data = event_data(customer_id="cus_Casey123", test_mode=True, customer_email="casey@example.com",
+                      customer_name="Casey Client", subscription_id="sub_Casey123", plan="Coaching Plan",
+                      monthly_amount=4900, currency="usd",
+                      invoice=invoice_fields("in_123", 4900, "usd", "Your card has insufficient funds."))
+    failed = email_message("payment.failed", data)
+    assert failed["subject"] == "Casey Client (casey@example.com): a payment of $49.00 for Coaching Plan failed"
+    assert "Why: Your card has insufficient funds.\n" in failed["text"]
+    data["invoice"]["failure_message"] = None
+    assert email_message("payment.recovered", data)["subject"] == \
+        "Casey Client (casey@example.com): the payment of $49.00 for Coaching Plan went through"

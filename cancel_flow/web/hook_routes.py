@@ -1,6 +1,7 @@
 """REST hooks for Zapier and Make (`/api/hooks…`, API key) and the coach's deliveries page (login)."""
 
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, RootModel
 from starlette.concurrency import run_in_threadpool
@@ -8,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from cancel_flow.clock import as_utc
 from cancel_flow.errors import BadRequest
 from cancel_flow.hooks import EVENTS, MAX_URL, sample_event
 from cancel_flow.outbox import queue
@@ -92,8 +94,15 @@ async def deliveries_page(request: Request) -> Response:
     engine = request.app.state.store.engine
     rows = await run_in_threadpool(queue.recent_deliveries, engine, PAGE_SIZE, int(before) if before else None)
     hooks = await run_in_threadpool(list_endpoints, engine)
-    csrf = csrf_token(request.app.state.settings.secret_key, f"coach|{coach.session_key}")
-    return render(request, "deliveries.html", coach=coach, csrf=csrf, deliveries=rows, endpoints=hooks,
+    settings = request.app.state.settings
+    csrf = csrf_token(settings.secret_key, f"coach|{coach.session_key}")
+    zone = ZoneInfo(settings.timezone)
+
+    def local(moment) -> str:
+        return as_utc(moment).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+    return render(request, "deliveries.html", coach=coach, csrf=csrf, deliveries=rows, endpoints=hooks, local=local,
+                  zone=settings.timezone,
                   labels=STATUS_LABELS, resent=request.query_params.get("resent"),
                   older=rows[-1].id if len(rows) == PAGE_SIZE else None)
 
