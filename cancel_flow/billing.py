@@ -109,6 +109,11 @@ class Promise:
     resumes_at: datetime | None = None
     trial_end: datetime | None = None
 
+    def schedule(self) -> list[list]:
+        """The payments named, for storing: [[ISO moment, amount, regular amount], …]."""
+        payments = [*self.changed, *([self.next_regular] if self.next_regular else [])]
+        return [[p.at.isoformat(), p.amount, p.regular] for p in payments]
+
     @property
     def next_payment(self) -> Payment | None:
         """The first payment that will be charged after accepting."""

@@ -46,6 +46,7 @@ class Outcome:
     detail: str
     can_still_cancel: bool
     next_step: str | None = None
+    schedule: list[tuple[str, str]] | None = None  # (date, what is charged then)
 
 
 @dataclass
@@ -332,8 +333,26 @@ class CancelService:
         headlines = {"discount": "Thanks for staying!", "pause": "Your break has started",
                      "switch": "Your plan is changing", "free_period": "Enjoy your free time"}
         if kind in headlines:
-            return Outcome(headlines[kind], session.promise or "Your offer is in place.", True)
+            return Outcome(headlines[kind], session.promise or "Your offer is in place.", True,
+                           schedule=_schedule_lines(session))
         return describe_stripe_state(facts)
+
+
+def _schedule_lines(session: CancelSession) -> list[tuple[str, str]] | None:
+    """The promised payments, one line each, for the done page."""
+    if not session.schedule:
+        return None
+    lines = []
+    for moment, amount, regular in session.schedule:
+        when = format_day(datetime.fromisoformat(moment))
+        charged = format_money(amount, session.currency)
+        if amount == 0 and regular:
+            lines.append((when, f"nothing (instead of {format_money(regular, session.currency)})"))
+        elif amount != regular:
+            lines.append((when, f"{charged} (instead of {format_money(regular, session.currency)})"))
+        else:
+            lines.append((when, charged))
+    return lines
 
 
 def _regular(facts: SubscriptionFacts) -> str:
@@ -377,7 +396,7 @@ def _terms(offer: Offer, promise: billing.Promise, skip: int | None) -> dict:
     """The columns an accepted offer writes: what Stripe will bill, and the words for it."""
     terms = {"offer_kind": offer.kind, "discount_percent": None, "discount_months": None, "discount_payments": None,
              "pause_payments": None, "pause_resumes_at": None, "coupon_id": None, "switch_price": None,
-             "free_months": None, "promise": promise.text, "offer_cost": promise.cost,
+             "free_months": None, "promise": promise.text, "offer_cost": promise.cost, "schedule": promise.schedule(),
              "next_payment_at": promise.next_payment.at if promise.next_payment else None}
     if offer.kind == "discount":
         terms.update(discount_percent=offer.percent_off, discount_months=promise.coupon_months,

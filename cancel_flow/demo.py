@@ -48,7 +48,7 @@ _BLANK_SESSION = dict(
     pause_resumes_at=None, outcome="open", reason_at=None, decided_at=None, kept_at=None, canceled_at=None,
     canceled_outside_flow=False, stripe_feedback=None, stripe_comment=None, stripe_cancellation_reason=None,
     stripe_state_at=None, discount_payments=None, pause_payments=None, coupon_id=None, switch_price=None,
-    free_months=None, next_payment_at=None, promise=None, offer_cost=None, claim_attempt=0, superseded=False,
+    free_months=None, next_payment_at=None, promise=None, schedule=None, offer_cost=None, claim_attempt=0, superseded=False,
     stripe_snapshot=None, snapshot_at=None)
 
 

@@ -77,6 +77,8 @@ class CancelSession(SQLModel, table=True):
     free_months: int | None = None
     next_payment_at: datetime | None = _when(default=None)
     promise: str | None = Field(default=None, sa_type=sa.Text)
+    # The payments the promise names: [[ISO moment, amount, regular amount], …], the last at the regular price.
+    schedule: list | None = Field(default=None, sa_type=sa.JSON)
     offer_cost: int | None = None
     # Each new try at applying an offer after a failure gets a new idempotency key.
     claim_attempt: int = Field(default=0, sa_column_kwargs={"server_default": "0"})

@@ -23,6 +23,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("free_months", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("next_payment_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("promise", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("schedule", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("offer_cost", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("claim_attempt", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("superseded", sa.Boolean(), nullable=False, server_default=sa.false()))
@@ -56,6 +57,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("invoice_record")
     with op.batch_alter_table("cancel_session") as batch:
-        for column in ("snapshot_at", "stripe_snapshot", "superseded", "claim_attempt", "offer_cost", "promise", "next_payment_at", "free_months",
+        for column in ("snapshot_at", "stripe_snapshot", "superseded", "claim_attempt", "offer_cost", "promise", "next_payment_at", "schedule", "free_months",
                        "switch_price", "coupon_id", "pause_payments", "discount_payments"):
             batch.drop_column(column)

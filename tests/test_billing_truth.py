@@ -1,0 +1,192 @@
+"""Every promise is what Stripe bills: each offer kind × billing period × moment of acceptance × item count,
+accepted over HTTP, then the emulator's test clock moved until the promise has played out and one payment
+beyond, and every invoice compared with the promise, payment by payment."""
+
+import html
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from freezegun import freeze_time
+
+from cancel_flow.clock import add_months
+from tests.helpers import csrf_of
+
+UTC = timezone.utc
+PERIODS = {"month": ("month", 1), "quarter": ("month", 3), "year": ("year", 1), "week": ("week", 1)}
+# Which offers an honest promise allows, per billing period (coupons last whole months; yearly plans aren't paused).
+OFFERED = {
+    "discount": {"month", "quarter", "year"},
+    "pause": {"month", "quarter", "week"},
+    "free_period": {"month", "quarter", "year"},
+    "switch": {"month", "quarter", "year", "week"},
+}
+
+
+def step(moment: datetime, period: str, count: int = 1) -> datetime:
+    interval, every = PERIODS[period]
+    if interval == "week":
+        return moment + timedelta(weeks=count * every)
+    return add_months(moment, count * every * (12 if interval == "year" else 1))
+
+
+OFFERS = """
+[brand]
+name = "Peak Performance Coaching"
+[rules]
+max_offers = 4
+[[offer]]
+id = "half"
+kind = "discount"
+percent_off = 50
+payments = 3
+title = "Stay for half price"
+[[offer]]
+id = "pause"
+kind = "pause"
+max_payments = 2
+title = "Take a break"
+[[offer]]
+id = "free"
+kind = "free_period"
+months = 2
+title = "Two months on us"
+[[offer]]
+id = "lite"
+kind = "switch"
+price = "{price}"
+title = "Switch to Lite"
+"""
+
+
+@dataclass
+class Case:
+    kind: str
+    period: str
+    when: str  # "after" (the day after a renewal) or "before" (the day before one)
+    items: int
+    anchor: datetime = datetime(2027, 1, 31, 10, tzinfo=UTC)
+    accepted: datetime | None = None
+
+    def accept_at(self) -> datetime:
+        if self.accepted:
+            return self.accepted
+        if self.when == "after":
+            return self.anchor + timedelta(days=1)
+        return step(self.anchor, self.period) - timedelta(days=1)
+
+
+def price(stripe_client, period: str, amount: int, name: str):
+    interval, count = PERIODS[period]
+    product = stripe_client.v1.products.create(params={"name": name})
+    return stripe_client.v1.prices.create(params={"product": product.id, "unit_amount": amount, "currency": "usd",
+                                                  "recurring": {"interval": interval, "interval_count": count}})
+
+
+def run(case: Case, stripe_client, catalogue, make_client, signer, store, tmp_path):
+    main = price(stripe_client, case.period, 4900, "Coaching")
+    extra = price(stripe_client, case.period, 1000, "Nutrition add-on")
+    lite = price(stripe_client, case.period, 2900, "Lite")
+    offers = tmp_path / "offers.toml"
+    offers.write_text(OFFERS.replace("{price}", lite.id))
+    client = make_client(offers_path=offers)
+
+    clock = catalogue.test_clock(int(case.anchor.timestamp()))
+    customer = catalogue.customer(test_clock=clock.id)
+    items = [{"price": main.id}] + ([{"price": extra.id}] if case.items == 2 else [])
+    sub = stripe_client.v1.subscriptions.create(params={"customer": customer.id, "items": items})
+    now = case.accept_at()
+    advance(catalogue, clock.id, case.anchor, now, case.period)
+
+    with freeze_time(now, real_asyncio=True):
+        token, _ = signer.cancel_token(customer.id, sub.id)
+        url = f"/cancel/{token}"
+        page = client.get(url)
+        client.post(f"{url}/reason", data={"csrf_token": csrf_of(page.text), "reason": "other"})
+        offers_page = client.get(url)
+        card = {"discount": "Stay for half price", "pause": "Take a break", "free_period": "Two months on us",
+                "switch": "Switch to Lite"}[case.kind]
+        offered = case.period in OFFERED[case.kind] and not (case.kind == "switch" and case.items == 2)
+        assert (card in offers_page.text) == offered, offers_page.text
+        if not offered:
+            return None
+        fields = {"payments": "2"} if case.kind == "pause" else {}
+        ids = {"discount": "half", "pause": "pause", "free_period": "free", "switch": "lite"}
+        accepted = client.post(f"{url}/accept", data={"csrf_token": csrf_of(offers_page.text), "offer": ids[case.kind], **fields})
+        assert accepted.status_code == 303, accepted.text
+        done = html.unescape(client.get(f"{url}/done").text)
+    session = store.find_session(_nonce(token))
+    assert session.outcome == f"saved_{case.kind}" and session.promise in done
+    schedule = [(datetime.fromisoformat(at), amount, regular) for at, amount, regular in session.schedule]
+    for at, amount, _regular in schedule:
+        assert at.strftime("%-d %B %Y") in done
+
+    last = schedule[-1][0]
+    advance(catalogue, clock.id, now, last + timedelta(hours=2), case.period)
+    invoices = stripe_client.v1.invoices.list(params={"subscription": sub.id, "limit": 100}).data
+    cycle = {inv.created: inv for inv in invoices if inv.billing_reason == "subscription_cycle"}
+    moments = {int(at.timestamp()) for at, _a, _r in schedule}
+    # no payment the promise doesn't name between the acceptance and its last payment
+    assert {t for t in cycle if int(now.timestamp()) < t <= int(last.timestamp())} <= moments
+    discount_total = 0
+    for at, amount, regular in schedule:
+        invoice = cycle.get(int(at.timestamp()))
+        if amount == 0 and case.kind == "free_period":
+            assert invoice is None, f"{at}: charged {invoice.amount_due} during the free months"
+            continue
+        assert invoice is not None, f"no invoice on {at} ({sorted(cycle)})"
+        if amount == 0:
+            assert invoice.status == "void", f"{at}: {invoice.status} {invoice.amount_due}"
+        else:
+            assert invoice.status == "paid" and invoice.amount_paid == amount, (at, invoice.status, invoice.amount_paid, amount)
+        discount_total += sum(d.amount for d in invoice.total_discount_amounts or [])
+    if case.kind == "discount":
+        assert discount_total == session.offer_cost
+    return session
+
+
+def advance(catalogue, clock_id: str, start: datetime, end: datetime, period: str) -> None:
+    """Move the test clock to `end` in steps of at most one billing interval (Stripe allows two)."""
+    span = {"month": timedelta(days=28), "quarter": timedelta(days=89), "year": timedelta(days=365),
+            "week": timedelta(days=7)}[period]
+    moment = start
+    while moment < end:
+        moment = min(end, moment + span)
+        catalogue.advance(clock_id, int(moment.timestamp()))
+
+
+def _nonce(token: str) -> str:
+    import base64
+    import json
+
+    payload = token.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["n"]
+
+
+MATRIX = [Case(kind, period, when, items) for kind in OFFERED for period in PERIODS
+          for when in ("after", "before") for items in (1, 2)]
+
+
+@pytest.mark.parametrize("case", MATRIX, ids=lambda c: f"{c.kind}-{c.period}-{c.when}-{c.items}item")
+def test_every_promise_is_what_stripe_bills(case, stripe_client, catalogue, make_client, signer, store, tmp_path):
+    run(case, stripe_client, catalogue, make_client, signer, store, tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["discount", "pause", "free_period"])
+@pytest.mark.parametrize("anchor, accepted", [
+    (datetime(2026, 12, 31, 10, tzinfo=UTC), datetime(2027, 1, 31, 15, tzinfo=UTC)),  # accepted on 31 January
+    (datetime(2027, 1, 31, 10, tzinfo=UTC), datetime(2027, 2, 28, 15, tzinfo=UTC)),  # accepted on 28 February
+])
+def test_month_end_promises_are_what_stripe_bills(kind, anchor, accepted, stripe_client, catalogue, make_client, signer,
+                                                  store, tmp_path):
+    session = run(Case(kind, "month", "after", 1, anchor=anchor, accepted=accepted), stripe_client, catalogue,
+                  make_client, signer, store, tmp_path)
+    if kind == "discount":
+        # three payments discounted, whatever the month lengths: the coupon's months were chosen for that
+        assert [amount for _at, amount, _r in session.schedule] == [2450, 2450, 2450, 4900]
+
+
+def test_a_yearly_discount_is_on_the_next_renewal_not_on_months_that_bill_nothing(stripe_client, catalogue, make_client,
+                                                                                   signer, store, tmp_path):
+    session = run(Case("discount", "year", "after", 1), stripe_client, catalogue, make_client, signer, store, tmp_path)
+    assert session.discount_months == 36 and [a for _t, a, _r in session.schedule] == [2450, 2450, 2450, 4900]
