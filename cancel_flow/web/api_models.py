@@ -3,7 +3,8 @@
 
 `Body` (a JSON request body: unknown fields refused), `Query` (a query string: unknown parameters
 ignored) and `Answer` (a response body). A field's description is also the end of the message a
-client gets when its value is refused ("'customer' must be …"), so it reads as a noun phrase.
+client gets when its value is refused ("'customer' must be …"), so it reads as a noun phrase; a
+rule of our own raises `PydanticCustomError("refused", message)` and its message is shown whole.
 """
 
 from datetime import date, timedelta
@@ -37,7 +38,7 @@ def _day(value: Any) -> date:
     try:
         return parse_day(value)
     except BadDates as bad:
-        raise PydanticCustomError("invalid_date", bad.message.removeprefix("'date' ")) from None
+        raise PydanticCustomError("refused", bad.message.removeprefix("'date' ")) from None
 
 
 Day = Annotated[date, BeforeValidator(_day)]
@@ -70,7 +71,7 @@ class LinkRequest(Body):
     @model_validator(mode="after")
     def _one_way_to_find(self):
         if (self.customer is None) == (self.email is None):
-            raise PydanticCustomError("one_of", "Send exactly one of 'customer' or 'email'.")
+            raise PydanticCustomError("refused", "Send exactly one of 'customer' or 'email'.")
         return self
 
 
@@ -95,7 +96,7 @@ class StatsQuery(Query):
         try:
             self.first, self.last = check_range(first, last)
         except BadDates as bad:
-            raise PydanticCustomError("invalid_range", bad.message) from None
+            raise PydanticCustomError("refused", bad.message) from None
         return self
 
 

@@ -127,7 +127,7 @@ def explain(refused: ValidationError, model: type[BaseModel]) -> str:
         return f"Unknown field '{where[:40]}'; allowed: {', '.join(names)}."
     if kind == "missing":
         return f"'{where}' is required."
-    if kind.startswith("invalid_"):  # our own rules say what is wrong in full
+    if kind == "refused":  # our own rules (api_models.py) say what is wrong in full
         return f"'{where}' {problem['msg']}"
     described = {info.alias or name: info.description for name, info in model.model_fields.items()}
     if described.get(where):
