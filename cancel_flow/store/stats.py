@@ -7,10 +7,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cancel_flow.clock import as_utc, utc_now
-from cancel_flow.models import SAVED_OUTCOMES, CancelSession, SessionOffer, StatsDay, StatsDayOffer, StatsWatermark
+from cancel_flow.models import (SAVED_OUTCOMES, CancelSession, InvoiceRecord, SessionOffer, StatsDay, StatsDayOffer,
+                                StatsWatermark)
 
 sessions = CancelSession.__table__
 session_offers = SessionOffer.__table__
+invoices = InvoiceRecord.__table__
+# The dashboard counts subscriptions, not links: a session a later one of the same subscription replaced
+# (see Store._supersede_others) is left out of every number.
+_COUNTED = sessions.c.superseded.is_(False)
 stats_days = StatsDay.__table__
 stats_day_offers = StatsDayOffer.__table__
 watermark = StatsWatermark.__table__
@@ -56,7 +61,18 @@ def _days_between(dialect: str, later, earlier):
 
 
 def _discount_cost():
-    """What a discount costs over its months: price × percent × the invoices it covers."""
+    """What a discount costs: the discount amounts of the invoices it covers. While the subscription lives,
+    the promise's total (billed so far and still to come, as the billing model computes it and the
+    emulator's invoices confirm); once it is canceled, what the invoices since the decision billed."""
+    billed = sa.select(sa.func.coalesce(sa.func.sum(invoices.c.total_discount), 0)).where(
+        invoices.c.subscription_id == sessions.c.subscription_id, invoices.c.created >= sessions.c.decided_at,
+        invoices.c.status.in_(("open", "paid"))).scalar_subquery()
+    return sa.case((sessions.c.offer_cost.is_(None), _estimated_discount_cost()),
+                   (sessions.c.canceled_at.is_(None), sessions.c.offer_cost), else_=billed)
+
+
+def _estimated_discount_cost():
+    """Sessions decided before costs were recorded: price × percent × the invoices the coupon covers."""
     interval_months = sa.case((sessions.c.interval == "year", 12 * sessions.c.interval_count),
                               (sessions.c.interval == "month", sessions.c.interval_count), else_=None)
     invoices = (sessions.c.discount_months + interval_months - 1) // interval_months
@@ -131,12 +147,12 @@ class StatsQueries:
              "lasted_30", "lasted_60", "lasted_90"],
             sa.select(*grouping, sa.func.count(), sa.func.sum(sessions.c.monthly_amount),
                       sa.func.sum(sa.case((sessions.c.outcome == "saved_discount", _discount_cost()), else_=0.0)),
-                      *measures).where(where).group_by(*grouping)))
+                      *measures).where(where, _COUNTED).group_by(*grouping)))
         connection.execute(sa.insert(stats_day_offers).from_select(
             ["day", "offer_id", "shown"],
             sa.select(day, session_offers.c.offer_id, sa.func.count())
             .select_from(session_offers.join(sessions, sessions.c.id == session_offers.c.session_id))
-            .where(where).group_by(day, session_offers.c.offer_id)))
+            .where(where, _COUNTED).group_by(day, session_offers.c.offer_id)))
 
     # the numbers -----------------------------------------------------------------------------------
     def stats(self, period: DateRange) -> Stats:
@@ -174,7 +190,7 @@ class StatsQueries:
         return result
 
     def _filtered(self, period: DateRange, outcome: str | None, reason: str | None):
-        conditions = [period.contains(sessions.c.created_at)]
+        conditions = [period.contains(sessions.c.created_at), _COUNTED]
         if outcome:
             conditions.append(sessions.c.outcome == outcome)
         if reason:
