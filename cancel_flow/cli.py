@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import sys
 
+from cancel_flow import hooks_cli
 from cancel_flow.errors import CancelFlowError, SettingsError
 
 
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=12111)
     emulator.set_defaults(handler=_stripe_emulator)
+    hooks_cli.register(commands)
     return parser
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cancel_flow.errors import SettingsError
+from cancel_flow.hooks import Alerts, parse_alerts
 from cancel_flow.targeting import Conditions, parse_conditions
 
 REASONS = {
@@ -68,7 +69,7 @@ class OfferBook:
     max_offers: int = 2
     experiments: tuple = ()
     emails: dict = field(default_factory=dict)
-    alerts: dict = field(default_factory=dict)
+    alerts: Alerts = field(default_factory=Alerts)
 
     def find(self, offer_id: str) -> Offer | None:
         return next((offer for offer in self.offers if offer.id == offer_id), None)
@@ -127,11 +128,10 @@ def load_offers(path: Path) -> OfferBook:
             check.fail(f"offer '{offer.id}'", "field 'id' is used by an earlier offer; ids must be unique")
         seen.add(offer.id)
         offers.append(offer)
-    for section in ("emails", "alerts"):
-        if not isinstance(data.get(section, {}), dict):
-            check.fail(f"[{section}]", "must be a table")
+    if not isinstance(data.get("emails", {}), dict):
+        check.fail("[emails]", "must be a table")
     return OfferBook(brand=brand, offers=tuple(offers), offer_cooldown_days=cooldown, max_offers=max_offers,
-                     emails=data.get("emails", {}), alerts=data.get("alerts", {}))
+                     emails=data.get("emails", {}), alerts=parse_alerts(data.get("alerts"), check.fail))
 
 
 def _brand(raw, check: _Checker, base: Path) -> Brand:

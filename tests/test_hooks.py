@@ -13,7 +13,6 @@ from cancel_flow.outbox import Dispatcher, emit
 from cancel_flow.passwords import hash_password
 from cancel_flow.store.api_keys import ApiKeyStore
 from cancel_flow.store.coaches import CoachStore
-from cancel_flow.web import hook_routes
 from tests.conftest import ROOT
 from tests.helpers import csrf_of
 from tests.test_outbox import a_session, receivers  # noqa: F401  (fixture)
@@ -21,15 +20,9 @@ from tests.test_outbox import a_session, receivers  # noqa: F401  (fixture)
 PASSWORD = "correct horse battery"
 
 
-def _with_hook_routes(client):
-    if not any(getattr(route, "path", None) == "/api/hooks" for route in client.app.router.routes):
-        client.app.router.routes.extend(hook_routes.routes)
-    return client
-
-
 @pytest.fixture
 def hooks_client(make_client):
-    return _with_hook_routes(make_client(allow_private_urls=True))
+    return make_client(allow_private_urls=True)
 
 
 @pytest.fixture
@@ -78,7 +71,7 @@ def test_zapier_subscribes_gets_signed_events_and_unsubscribes(hooks_client, api
 
 
 def test_rest_hooks_need_a_key_and_a_body_they_can_use(make_client, api_key, receivers):
-    client = _with_hook_routes(make_client())  # private addresses not allowed
+    client = make_client()  # private addresses not allowed
     for method, path in (("post", "/api/hooks"), ("get", "/api/hooks/sample?event=session.saved"),
                          ("delete", "/api/hooks/ep_0123456789abcdef")):
         response = getattr(client, method)(path, headers={"Authorization": "Bearer nope"})
@@ -221,15 +214,6 @@ def test_alerts_section_is_checked_field_by_field():
         assert problems[-1].startswith("[alerts]: ") and message in problems[-1]
 
 
-def _serve_runs_the_outbox() -> bool:
-    import inspect
-
-    from cancel_flow.web import app
-
-    return "dispatch_periodically" in inspect.getsource(app)
-
-
-@pytest.mark.skipif(not _serve_runs_the_outbox(), reason="the app does not run the outbox's sender yet")
 def test_the_served_app_delivers_an_event_within_seconds_and_lists_it(settings, receivers, store, api_key):
     from dataclasses import replace
 

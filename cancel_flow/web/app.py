@@ -31,7 +31,8 @@ from cancel_flow.store.api_keys import ApiKeyStore, LinkRequestStore
 from cancel_flow.store.coaches import CoachStore
 from cancel_flow.store.stats import StatsQueries
 from cancel_flow.stripe_gateway import StripeGateway
-from cancel_flow.web import (api_routes, billing_routes, cancel_routes, dashboard_routes, shared_link_routes,
+from cancel_flow.outbox import Dispatcher, dispatch_periodically
+from cancel_flow.web import (api_routes, billing_routes, cancel_routes, dashboard_routes, hook_routes, shared_link_routes,
                              webhook_routes)
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
 from cancel_flow.web.coach_auth import FAILURE_WINDOW
@@ -199,12 +200,16 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         app.state.cancel_service = CancelService(store, gateway, offers, signer)
         sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every, app.state.coaches, app.state.link_requests)) \
             if sweep_every else None
+        # Outgoing webhooks, alerts and emails: any worker delivers what is due (see cancel_flow/outbox).
+        sender = asyncio.create_task(dispatch_periodically(Dispatcher.for_offers(store.engine, settings, offers))) \
+            if sweep_every else None
         # Everything loaded so far (the Stripe SDK alone is thousands of classes) lives as long as
         # the process: keep it out of the collector's full passes, which otherwise stall requests.
         gc.freeze()
         yield
-        if sweeper:
-            sweeper.cancel()
+        for task in (sweeper, sender):
+            if task:
+                task.cancel()
         await gateway.close()
         store.engine.dispose()
 
@@ -212,6 +217,7 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         *cancel_routes.routes,
         *billing_routes.routes,
         *webhook_routes.routes,
+        *hook_routes.routes,
         *dashboard_routes.routes,
         *api_routes.routes,
         *shared_link_routes.routes,
