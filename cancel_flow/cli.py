@@ -26,10 +26,15 @@ def _migrate(args) -> int:
 
 
 def _sweep(args) -> int:
+    from cancel_flow.hooks import is_test_mode
+    from cancel_flow.offers import load_offers
+    from cancel_flow.outbox.session_events import SessionEvents
     from cancel_flow.store import Store, make_engine
 
-    engine = make_engine(_settings().database_url)
-    marked = Store(engine).sweep_deflected()
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    events = SessionEvents(load_offers(settings.offers_path), is_test_mode(settings.stripe_api_key))
+    marked = Store(engine, on_event=events).sweep_deflected()
     engine.dispose()
     print(f"{marked} session(s) marked deflected.")
     return 0

@@ -238,3 +238,32 @@ def test_the_served_app_delivers_an_event_within_seconds_and_lists_it(settings, 
         assert {"/api/hooks", "/api/hooks/{hook_id}", "/api/hooks/sample"} <= set(document["paths"])
     finally:
         server.stop()
+
+
+def test_each_decision_in_the_flow_is_one_event_written_with_it(make_client, catalogue, signer, store, settings):
+    """A save, a contact request and a cancellation each leave their event in the outbox, once."""
+    import sqlalchemy as sa
+
+    from cancel_flow.models import OutboxEvent
+
+    client = make_client()
+    def decide(reason, offer, email):
+        sub = catalogue.subscription(catalogue.customer(email=email))
+        token, _ = signer.cancel_token(sub.customer, sub.id)
+        url = f"/cancel/{token}"
+        page = client.get(url)
+        client.post(f"{url}/reason", data={"csrf_token": csrf_of(page.text), "reason": reason})
+        page = client.get(url)
+        return client.post(f"{url}/accept", data={"csrf_token": csrf_of(page.text), "offer": offer})
+
+    assert decide("too_expensive", "half-off-3-payments", "a@example.com").status_code == 303
+    talk = decide("too_complex", "talk", "b@example.com")
+    assert talk.status_code == 303 and talk.headers["location"] == "mailto:coach@example.com"
+    decide("too_complex", "talk", "b@example.com")  # the same decision again on a new link: a new session
+    with store.engine.connect() as connection:
+        rows = connection.execute(sa.select(OutboxEvent.__table__.c.type, OutboxEvent.__table__.c.body)).all()
+    types = sorted(row.type for row in rows)
+    assert types == ["contact.requested", "contact.requested", "session.saved"]
+    saved = json.loads(next(row.body for row in rows if row.type == "session.saved"))
+    assert saved["data"]["offer"]["id"] == "half-off-3-payments" and "50% off your next 3 payments" in saved["data"]["offer"]["terms"]
+    assert saved["data"]["customer"]["email"] == "a@example.com" and saved["data"]["customer"]["name"] == "Casey Client"

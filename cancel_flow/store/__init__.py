@@ -80,8 +80,11 @@ def _as_session(row) -> CancelSession | None:
 
 
 class Store:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, on_event=None):
         self.engine = engine
+        # Called as on_event(connection, event_type, session_id) inside a decision's transaction
+        # (cancel_flow/outbox/session_events.py): the change and its outgoing event commit together.
+        self.on_event = on_event
         # Built once: every webhook runs them, and building them costs more than running them.
         self._store_event = self._insert(events).values(
             {column: sa.bindparam(column) for column in ("id", "type", "created", "payload", "received_at", "handled_at")}
@@ -122,6 +125,10 @@ class Store:
         with self.engine.begin() as connection:
             connection.execute(sa.update(sessions).where(sessions.c.id == session_id)
                                .values(stripe_snapshot=snapshot, snapshot_at=utc_now()))
+
+    def _event(self, connection, event_type: str, session_id: int) -> None:
+        if self.on_event is not None:
+            self.on_event(connection, event_type, session_id)
 
     @staticmethod
     def _supersede_others(connection, session_id: int, subscription_id: str) -> None:
@@ -230,6 +237,7 @@ class Store:
                      stripe_snapshot=snapshot, snapshot_at=now if snapshot else None, **terms)).rowcount == 1
             if done:
                 self._supersede_others(connection, session_id, subscription_id)
+                self._event(connection, "session.saved", session_id)
         return done
 
     def record_sent_to_portal(self, session_id: int, subscription_id: str, reason: str | None, comment: str | None,
@@ -260,6 +268,7 @@ class Store:
             ).values(outcome="saved_keep", decided_at=now, canceled_at=None)).rowcount == 1
             if kept:
                 self._supersede_others(connection, session_id, subscription_id)
+                self._event(connection, "session.saved", session_id)
 
     def record_contact(self, session_id: int, subscription_id: str, offer_id: str) -> bool:
         now = utc_now()
@@ -270,6 +279,7 @@ class Store:
                 updated_at=now, rolled_up=False)).rowcount == 1
             if done:
                 self._supersede_others(connection, session_id, subscription_id)
+                self._event(connection, "contact.requested", session_id)
         return done
 
     def accepted_offer_since(self, customer_id: str, since: datetime) -> bool:
@@ -344,6 +354,8 @@ class Store:
             changes = state_changes(view, state)
             connection.execute(sa.update(sessions).where(sessions.c.id == row.id).values(
                 stripe_state_at=state.version, updated_at=utc_now(), rolled_up=False, snapshot_at=None, **changes))
+            if changes.get("outcome") == "canceled" and row.outcome != "canceled":
+                self._event(connection, "session.canceled", row.id)
 
     def sweep_deflected(self) -> int:
         """Sessions left open, or sent to the portal, 24 h ago with no cancellation: deflected.
@@ -354,6 +366,9 @@ class Store:
             sessions.c.canceled_at.is_(None),
             sa.or_(sa.and_(sessions.c.outcome.in_(("sent_to_portal", "contact_requested")), sessions.c.decided_at < cutoff),
                    sa.and_(sessions.c.outcome == "open", sessions.c.created_at < cutoff)),
-        ).values(outcome="deflected", updated_at=now, rolled_up=False)
+        ).values(outcome="deflected", updated_at=now, rolled_up=False).returning(sessions.c.id)
         with self.engine.begin() as connection:
-            return connection.execute(statement).rowcount
+            marked = connection.execute(statement).scalars().all()
+            for session_id in marked:
+                self._event(connection, "session.deflected", session_id)
+            return len(marked)

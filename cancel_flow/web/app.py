@@ -31,7 +31,9 @@ from cancel_flow.store.api_keys import ApiKeyStore, LinkRequestStore
 from cancel_flow.store.coaches import CoachStore
 from cancel_flow.store.stats import StatsQueries
 from cancel_flow.stripe_gateway import StripeGateway
+from cancel_flow.hooks import is_test_mode
 from cancel_flow.outbox import Dispatcher, dispatch_periodically
+from cancel_flow.outbox.session_events import SessionEvents
 from cancel_flow.web import (api_routes, billing_routes, cancel_routes, dashboard_routes, hook_routes, shared_link_routes,
                              webhook_routes)
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
@@ -190,7 +192,8 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
     settings = settings or load_settings()
     settings.require_stripe()
     offers = offers or load_offers(settings.offers_path)
-    store = Store(make_engine(settings.database_url, settings.database_pool_size, settings.database_pool_timeout))
+    store = Store(make_engine(settings.database_url, settings.database_pool_size, settings.database_pool_timeout),
+                  on_event=SessionEvents(offers, is_test_mode(settings.stripe_api_key)))
     signer = LinkSigner(settings.secret_key, settings.link_max_age, settings.billing_link_max_age)
 
     @contextlib.asynccontextmanager
