@@ -280,3 +280,50 @@ class OutboxDelivery(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=500)
     created_at: datetime = _when(default_factory=utc_now, index=True)
     delivered_at: datetime | None = _when(default=None)
+
+
+# Billing emails (failed payments, renewal and discount reminders, confirmations) -------------------
+
+class BillingEmail(SQLModel, table=True):
+    """One email to a subscriber, written (with its outbox delivery) before anything is sent: one row per
+    key (an invoice and day, a renewal, a discount, a session), so no worker or restart sends it twice."""
+
+    __tablename__ = "billing_email"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=255, unique=True)
+    kind: str = Field(max_length=32, index=True)
+    customer_id: str = Field(max_length=255, index=True)
+    email: str | None = Field(default=None, max_length=512)
+    invoice_id: str | None = Field(default=None, max_length=255, index=True)
+    subscription_id: str | None = Field(default=None, max_length=255)
+    session_id: int | None = None
+    # Days after the first failure (failed payments) or before the date (reminders).
+    step: int | None = None
+    delivery_id: int | None = None
+    # pending | sending | sent | failed | skipped | unknown (the sender stopped during SMTP: not sent again)
+    status: str = Field(default="pending", max_length=12)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=500)
+    created_at: datetime = _when(default_factory=utc_now, index=True)
+    sending_at: datetime | None = _when(default=None)
+    sent_at: datetime | None = _when(default=None)
+
+
+class EmailUnsubscribe(SQLModel, table=True):
+    """A subscriber's one-click 'stop these emails', per customer and kind."""
+
+    __tablename__ = "email_unsubscribe"
+
+    customer_id: str = Field(primary_key=True, max_length=255)
+    kind: str = Field(primary_key=True, max_length=32)
+    created_at: datetime = _when(default_factory=utc_now)
+
+
+class EmailScan(SQLModel, table=True):
+    """When a scan of Stripe's subscriptions for reminders last started: one worker scans per period."""
+
+    __tablename__ = "email_scan"
+
+    name: str = Field(primary_key=True, max_length=32)
+    started_at: datetime = _when()
