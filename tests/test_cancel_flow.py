@@ -380,3 +380,85 @@ def test_billing_link_redirects_to_a_fresh_portal_session(client, catalogue, sig
     assert first.status_code == second.status_code == 303
     assert first.headers["location"] != second.headers["location"]
     assert "Update payment method" in httpx.get(second.headers["location"]).text
+
+
+def test_two_links_for_one_subscription_get_one_offer_and_the_second_sees_the_first(client, catalogue, link, stripe_client, store):
+    sub = catalogue.subscription()
+    first, second = link(sub), link(sub)
+    give_reason(client, first, "unused")
+    give_reason(client, second, "unused")
+    assert accept(client, first, "pause", payments="1").status_code == 303
+    refused = accept(client, second, "half-off-3-payments")
+    assert refused.status_code == 409 and "Continue to cancel" in refused.text
+    after = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert after.pause_collection is not None and not after.discounts
+    # the same offer again on the second link neither restarts nor replaces it
+    again = accept(client, second, "pause", payments="2")
+    assert again.status_code == 409
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).pause_collection.resumes_at == after.pause_collection.resumes_at
+    outcomes = sorted(store.find_session(_nonce(url)).outcome for url in (first, second))
+    assert outcomes == ["open", "saved_pause"]
+
+
+def test_concurrent_accepts_of_different_offers_on_two_links_apply_exactly_one(live_server, catalogue, link, stripe_client, store):
+    server = live_server()
+    sub = catalogue.subscription()
+    urls = [server.url + link(sub) for _ in range(6)]
+    forms = []
+    with httpx.Client() as http:
+        for url in urls:
+            page = http.get(url)
+            http.post(f"{url}/reason", data={"csrf_token": csrf_of(page.text), "reason": "unused"})
+            forms.append((url, csrf_of(http.get(url).text)))
+
+    def post(index):
+        url, csrf = forms[index]
+        data = {"csrf_token": csrf, "offer": "pause", "payments": str(1 + index % 2)} if index % 3 else \
+            {"csrf_token": csrf, "offer": "half-off-3-payments"}
+        with httpx.Client(timeout=30) as http:
+            return http.post(f"{url}/accept", data=data).status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(pool.map(post, range(6)))
+    assert statuses.count(303) >= 1 and set(statuses) <= {303, 409}
+    decided = [s for s in (store.find_session(_nonce(u)) for u in urls) if s.outcome != "open"]
+    assert len(decided) == 1
+    after = stripe_client.v1.subscriptions.retrieve(sub.id)
+    if decided[0].outcome == "saved_discount":
+        assert len(after.discounts) == 1 and after.pause_collection is None
+    else:
+        assert not after.discounts and after.pause_collection.resumes_at == int(decided[0].pause_resumes_at.replace(tzinfo=timezone.utc).timestamp())
+
+
+def test_save_then_cancel_in_the_portal_the_done_page_says_canceled(client, catalogue, link, stripe_client):
+    sub = catalogue.subscription()
+    url = link(sub)
+    give_reason(client, url, "unused")
+    accept(client, url, "pause", payments="1")
+    done = client.get(f"{url}/done")
+    assert "Your break has started" in done.text
+    csrf = csrf_of(done.text)
+    to_portal = client.post(f"{url}/cancel", data={"csrf_token": csrf})
+    assert to_portal.status_code == 303
+    assert httpx.post(to_portal.headers["location"] + "/cancel").status_code == 303
+    with freeze_time(datetime.now(timezone.utc) + timedelta(seconds=30), real_asyncio=True):
+        done = client.get(f"{url}/done")
+    assert "Your subscription is canceled" in done.text and "Your break has started" not in done.text
+    # and "Continue to cancel" again (the browser's back button) ends on that page, not an error
+    again = client.post(f"{url}/cancel", data={"csrf_token": csrf})
+    assert again.status_code == 303 and again.headers["location"].endswith(f"{url}/done")
+
+
+def test_keep_my_subscription_is_a_save_and_undoes_a_cancel_at_too(client, catalogue, link, stripe_client, store):
+    sub = catalogue.subscription()
+    at = sub["items"].data[0].current_period_end
+    stripe_client.v1.subscriptions.update(sub.id, params={"cancel_at": at})
+    url = link(sub)
+    page = client.get(url)
+    assert "Keep my subscription" in page.text
+    client.post(f"{url}/keep", data={"csrf_token": csrf_of(page.text)})
+    after = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert after.cancel_at is None and after.cancel_at_period_end is False
+    session = store.find_session(_nonce(url))
+    assert session.outcome == "saved_keep"
+    assert "Your subscription continues" in client.get(f"{url}/done").text

@@ -54,7 +54,7 @@ def _error_page(request: Request, status: int, title: str, message: str) -> Resp
     if _wants_json(request):
         return JSONResponse({"error": {"code": title.lower().replace(" ", "_"), "message": message}}, status_code=status)
     token = request.path_params.get("token") if request.path_params else None
-    cancel_action = f"/cancel/{token}/cancel" if token and status == 503 else None
+    cancel_action = f"/cancel/{token}/cancel" if token and status in (409, 503) else None
     csrf = None
     if cancel_action:
         try:
