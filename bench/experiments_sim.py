@@ -172,10 +172,10 @@ def _wilson(rate: float, n: int) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _line(name: str, value: float, n: int, goal: str, passed: bool) -> None:
+def _line(name: str, value: float, n: int, goal: str | None, passed: bool = True) -> None:
     low, high = _wilson(value, n)
-    print(f"{name:<66} {value:7.2%}  (95% {low:.1%}-{high:.1%}, n={n})  goal {goal:<8} {'PASS' if passed else 'FAIL'}",
-          flush=True)
+    verdict = f"goal {goal:<8} {'PASS' if passed else 'FAIL'}" if goal else "(no goal: for information)"
+    print(f"{name:<72} {value:7.2%}  (95% {low:.1%}-{high:.1%}, n={n})  {verdict}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tenth of the runs")
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
-    aa_runs, ab_runs, verdict_runs = 10_000 // scale, 2_000 // scale, 400 // scale
+    aa_runs, ab_runs, verdict_runs = 10_000 // scale, 2_000 // scale, 200 // scale
     ok = True
     started = time.perf_counter()
     print("Experiments: the decision rule checked every day for a year (Poisson arrivals, two arms 50/50)")
@@ -197,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         for control in (0.10, 0.20, 0.30, 0.40):
             outcomes = simulate_ab(ab_runs, seed=12, metric=metric, control=control, days=2 * 364)
             found, wrong = power(outcomes), wrong_rate(outcomes)
-            if metric == "save_rate":  # the goal is stated for a 10-point save-rate difference
-                ok &= found >= 0.80 and wrong <= 0.01
+            # The power goal is stated for a 10-point save-rate difference; revenue is shown for information.
+            goal = ">= 80%" if metric == "save_rate" else None
+            ok &= wrong <= 0.01 and (goal is None or found >= 0.80)
             _line(f"A/B {metric}, 30 sessions/week, {control:.0%} vs {control + 0.1:.0%}: better arm named in a year",
-                  found, ab_runs, ">= 80%", found >= 0.80)
+                  found, ab_runs, goal, found >= 0.80)
             _line(f"A/B {metric}, 30 sessions/week, {control:.0%} vs {control + 0.1:.0%}: worse arm named in a year",
                   wrong, ab_runs, "<= 1%", wrong <= 0.01)
             weeks = median_weeks(outcomes)

@@ -450,7 +450,7 @@ def _leader_evidence(posteriors: Sequence[Posterior]) -> tuple[int, float, float
 def winner(posteriors: Sequence[Posterior], *, loss_threshold: float, min_sessions: int = MIN_SESSIONS_PER_ARM,
            alpha: float = ALPHA, comparison: Comparison | Callable[[], Comparison] | None = None) -> int | None:
     """The index of the arm the rule calls better, or None. Cheap unless the evidence is already there."""
-    if len(posteriors) < 2 or any(p.n < min_sessions for p in posteriors):
+    if len(posteriors) < 2 or any(p.n < max(min_sessions, 1) for p in posteriors):
         return None
     lead, weakest, bound = _leader_evidence(posteriors)
     if weakest < math.log(evidence_needed(len(posteriors), alpha)):
@@ -472,7 +472,7 @@ def decide(posteriors: Sequence[Posterior], names: Sequence[str], *, loss_thresh
     if len(posteriors) < 2:
         return Verdict("keep_running", "keep running", "an experiment needs at least two arms")
     fewest = min(range(len(posteriors)), key=lambda i: posteriors[i].n)
-    if posteriors[fewest].n < min_sessions:
+    if posteriors[fewest].n < max(min_sessions, 1):
         return Verdict("keep_running", "keep running",
                        f"waiting for {min_sessions} sessions with a known outcome in every arm "
                        f"({names[fewest]} has {posteriors[fewest].n})", evidence_needed=needed)
