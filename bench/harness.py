@@ -153,10 +153,18 @@ def seed_subscriptions(client: stripe.StripeClient, count: int) -> list[stripe.S
 
 
 def ensure_coupon(client: stripe.StripeClient) -> None:
+    """The offer's coupon, and a saved portal configuration (Stripe's test mode refuses portal sessions
+    without one), as `cancel-flow stripe setup` makes them."""
     try:
         client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
     except stripe.InvalidRequestError:
         pass  # made by an earlier scenario
+    if not client.v1.billing_portal.configurations.list(params={"limit": 1}).data:
+        from cancel_flow.stripe_gateway import StripeSetup
+
+        client.v1.billing_portal.configurations.create(params={
+            "business_profile": {"headline": "Manage your subscription"}, "features": StripeSetup._features(),
+            "metadata": {"cancel_flow": "1"}})
 
 
 def signer():
