@@ -1,0 +1,154 @@
+"""`cancel-flow stripe check` against the emulator: a set-up account passes, each broken part fails with its fix."""
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+
+from cancel_flow.setup import run_stripe_setup
+from cancel_flow.stripe_check import is_public_https, run_stripe_check
+from cancel_flow.web.app import create_app
+from tests.conftest import LiveServer
+
+RESTRICTED = "rk_test_" + "c" * 24 + "4321"
+
+
+def after_setup(settings):
+    """The settings `cancel-flow stripe setup` tells the operator to add."""
+    printed = dict(line.split("=", 1) for line in asyncio.run(run_stripe_setup(settings)) if "=" in line and " " not in line)
+    return replace(settings, stripe_portal_configuration=printed["STRIPE_PORTAL_CONFIGURATION"],
+                   stripe_webhook_secret=printed["STRIPE_WEBHOOK_SECRET"])
+
+
+@pytest.fixture
+def deploy(settings):
+    """The service on a real port, its account set up by `stripe setup` (then changed by `change`, which
+    gets and returns the settings), and the settings it serves with."""
+    servers = []
+
+    def start(change=lambda s: s):
+        made = {}
+
+        def make_app(url):
+            made["settings"] = change(after_setup(replace(settings, base_url=url, return_url=f"{url}/account")))
+            return create_app(made["settings"])
+
+        servers.append(LiveServer(make_app))
+        return made["settings"]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def check(settings, **timeouts):
+    lines, ok = run_stripe_check(settings, on_line=print, **{"events_timeout": 5, "delivery_timeout": 10, **timeouts})
+    return {line.split(":", 1)[0][6:]: line for line in lines[:-1]}, lines[-1], ok
+
+
+def assert_left_nothing(stripe_client):
+    assert stripe_client.v1.customers.list().data == []
+    assert stripe_client.v1.test_helpers.test_clocks.list().data == []
+    assert stripe_client.v1.subscriptions.list(params={"status": "all"}).data == []
+    assert not [c.id for c in stripe_client.v1.coupons.list(params={"limit": 100}).data if c.id.startswith("cancel-flow-check")]
+
+
+def test_a_set_up_account_passes_every_check_and_the_check_leaves_nothing_behind(deploy, stripe_client, store):
+    settings = deploy()
+    results, last, ok = check(settings)
+    assert ok is True and last.startswith("OK: ") and "0 failed" in last
+    assert [line for line in results.values() if not line.startswith("PASS ")] == []
+    assert set(results) >= {"API key", "base URL", "read customers", "read subscriptions", "read products and prices",
+                            "read coupons", "portal configuration", "webhook endpoint", "webhook events",
+                            "webhook API version", "webhook secret", "write coupons", "coupons of offer 'half-off-3-payments'",
+                            "read a subscription", "discount", "pause", "portal session", "cancellation",
+                            "keep subscription", "subscription ended", "events", "webhook delivery", "clean-up"}
+    assert "found in its database" in results["webhook delivery"]
+    assert "customer.subscription.deleted" in results["events"]
+    assert_left_nothing(stripe_client)
+
+
+def test_a_key_without_the_portal_permission_fails_and_names_the_permission(deploy, stripe_client, emulator):
+    emulator.post("/_emulator/keys", json={"key": RESTRICTED, "deny": ["POST /v1/billing_portal/sessions"]}).raise_for_status()
+    try:
+        settings = deploy()
+        results, last, ok = check(replace(settings, stripe_api_key=RESTRICTED))
+    finally:
+        emulator.delete("/_emulator/keys")
+    assert ok is False and last.startswith("FAILED: ") and "1 failed" in last
+    line = results["portal session"]
+    assert line.startswith("FAIL ") and "403" in line and "'Customer portal: Write'" in line
+    assert "To fix: edit the restricted key in Stripe's dashboard" in line
+    assert results["discount"].startswith("PASS") and results["cancellation"].startswith("PASS")
+    assert "restricted key" in results["API key"] and "…4321" in results["API key"] and RESTRICTED not in "".join(results.values())
+    assert_left_nothing(stripe_client)
+
+
+def test_a_portal_configuration_with_cancellation_off_fails(deploy, stripe_client):
+    def cancellation_off(settings):
+        stripe_client.v1.billing_portal.configurations.update(settings.stripe_portal_configuration, params={
+            "features": {"subscription_cancel": {"enabled": False}}})
+        return settings
+
+    settings = deploy(cancellation_off)
+    results, _, ok = check(settings)
+    assert ok is False
+    line = results["portal configuration"]
+    assert line.startswith("FAIL ") and "cancellation is turned off" in line and settings.stripe_portal_configuration in line
+    assert "To fix: run `cancel-flow stripe setup`" in line
+    portal = results["portal session"]
+    assert portal.startswith("FAIL ") and "To fix: run `cancel-flow stripe setup`" in portal
+    assert_left_nothing(stripe_client)
+
+
+def test_a_webhook_endpoint_without_api_version_fails_with_the_way_to_replace_it(deploy, stripe_client):
+    def endpoint_without_version(settings):
+        url = f"{settings.base_url}/webhooks/stripe"
+        for endpoint in stripe_client.v1.webhook_endpoints.list().data:
+            stripe_client.v1.webhook_endpoints.delete(endpoint.id)
+        created = stripe_client.v1.webhook_endpoints.create(params={
+            "url": url, "enabled_events": ["customer.subscription.updated", "customer.subscription.deleted",
+                                           "invoice.payment_failed", "invoice.paid", "invoice.voided"]})
+        return replace(settings, stripe_webhook_secret=created.secret)
+
+    settings = deploy(endpoint_without_version)
+    results, _, ok = check(settings)
+    assert ok is False
+    line = results["webhook API version"]
+    assert line.startswith("FAIL ") and "account's default version" in line
+    assert "`cancel-flow stripe setup --recreate-webhook`" in line and "STRIPE_WEBHOOK_SECRET" in line
+    assert results["webhook endpoint"].startswith("PASS") and results["webhook delivery"].startswith("PASS")
+    assert [name for name, line in results.items() if line.startswith("FAIL")] == ["webhook API version"]
+
+
+def test_a_missing_webhook_endpoint_fails_and_delivery_is_not_claimed(deploy, stripe_client):
+    def no_endpoint(settings):
+        for endpoint in stripe_client.v1.webhook_endpoints.list().data:
+            stripe_client.v1.webhook_endpoints.delete(endpoint.id)
+        return settings
+
+    settings = deploy(no_endpoint)
+    results, _, ok = check(settings)
+    assert ok is False
+    line = results["webhook endpoint"]
+    assert line.startswith("FAIL ") and f"no webhook endpoint sends events to {settings.base_url}/webhooks/stripe" in line
+    assert "To fix: run `cancel-flow stripe setup`" in line
+    assert results["webhook delivery"].startswith("WARN") and "not checked" in results["webhook delivery"]
+    assert_left_nothing(stripe_client)
+
+
+def test_a_service_that_does_not_receive_the_webhooks_fails_delivery(deploy, stripe_client):
+    settings = deploy(lambda s: replace(s, stripe_webhook_secret="whsec_" + "x" * 32))  # not the endpoint's secret
+    results, _, ok = check(settings, delivery_timeout=2)
+    assert ok is False
+    line = results["webhook delivery"]
+    assert line.startswith("FAIL ") and "0 of" in line and "STRIPE_WEBHOOK_SECRET is this endpoint's signing secret" in line
+
+
+@pytest.mark.parametrize("url, public", [
+    ("https://cancel.example.com", True), ("https://203.0.113.9", False), ("https://8.8.8.8", True),
+    ("http://cancel.example.com", False), ("https://localhost:8000", False), ("https://127.0.0.1", False),
+    ("https://10.0.0.5", False), ("https://cancel.internal", False), ("https://intranet", False),
+])
+def test_public_https_addresses(url, public):
+    assert is_public_https(url) is public
