@@ -6,6 +6,7 @@ import sys
 
 from cancel_flow import hooks_cli
 from cancel_flow.errors import CancelFlowError, SettingsError
+from cancel_flow.offers import REASONS
 
 
 def _settings():
@@ -22,6 +23,14 @@ def _migrate(args) -> int:
     migrate(engine)
     engine.dispose()
     print("Database is up to date.")
+    return 0
+
+
+def _offers_explain(args) -> int:
+    from cancel_flow.explain import explain_offers
+
+    for line in asyncio.run(explain_offers(_settings(), args.customer, args.reason)):
+        print(line)
     return 0
 
 
@@ -242,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=12111)
     emulator.set_defaults(handler=_stripe_emulator)
+    offers_cmd = commands.add_parser("offers", help="the offers file")
+    offers_sub = offers_cmd.add_subparsers(dest="offers_command", required=True, metavar="ACTION")
+    explain = offers_sub.add_parser("explain", help="which offers a customer would see, and why not the others")
+    explain.add_argument("--customer", required=True, help="Stripe customer id (cus_…)")
+    explain.add_argument("--reason", choices=sorted(REASONS), help="the reason they would give (default: any)")
+    explain.set_defaults(handler=_offers_explain)
     hooks_cli.register(commands)
     return parser
 

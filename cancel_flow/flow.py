@@ -161,6 +161,19 @@ def eligible_offers(book: OfferBook, reason: str, facts: SubscriptionFacts, now:
     return chosen[:book.max_offers]
 
 
+def explain(book: OfferBook, reason: str | None, facts: SubscriptionFacts, now: datetime, *,
+            accepted_offer_recently: bool, prices: dict[str, TargetPrice] | None = None) -> list[tuple[Offer, str | None]]:
+    """Every offer in file order with why it isn't shown (None: shown), as `cancel-flow offers explain` prints."""
+    result, shown = [], 0
+    for offer in book.offers:
+        why = why_not(offer, facts, now, reason=reason, accepted_offer_recently=accepted_offer_recently, prices=prices)
+        if why is None and shown >= book.max_offers:
+            why = f"{book.max_offers} offers (max_offers) are shown before it"
+        shown += why is None
+        result.append((offer, why))
+    return result
+
+
 def cooldown_start(book: OfferBook, now: datetime) -> datetime:
     return now - timedelta(days=book.offer_cooldown_days)
 
