@@ -67,6 +67,9 @@ class Case:
     items: int
     anchor: datetime = datetime(2027, 1, 31, 10, tzinfo=UTC)
     accepted: datetime | None = None
+    clock_id: str | None = None
+    subscription_id: str | None = None
+    reached: datetime | None = None
 
     def accept_at(self) -> datetime:
         if self.accepted:
@@ -142,6 +145,7 @@ def run(case: Case, stripe_client, catalogue, make_client, signer, store, tmp_pa
         discount_total += sum(d.amount for d in invoice.total_discount_amounts or [])
     if case.kind == "discount":
         assert discount_total == session.offer_cost
+    case.clock_id, case.subscription_id, case.reached = clock.id, sub.id, last + timedelta(hours=2)
     return session
 
 
@@ -190,3 +194,31 @@ def test_a_yearly_discount_is_on_the_next_renewal_not_on_months_that_bill_nothin
                                                                                    signer, store, tmp_path):
     session = run(Case("discount", "year", "after", 1), stripe_client, catalogue, make_client, signer, store, tmp_path)
     assert session.discount_months == 36 and [a for _t, a, _r in session.schedule] == [2450, 2450, 2450, 4900]
+
+
+@pytest.mark.parametrize("kind", ["discount", "pause", "free_period", "switch"])
+@pytest.mark.parametrize("period", ["month", "year"])
+def test_two_years_after_an_offer_every_invoice_is_as_promised_then_regular(kind, period, stripe_client, catalogue,
+                                                                            make_client, signer, store, tmp_path):
+    """After the promise has played out, the subscription bills its regular price (the new one after a
+    switch) on its billing dates, for two years."""
+    from cancel_flow.billing import Line, Plan
+
+    if period not in OFFERED[kind]:
+        pytest.skip(f"{kind} is not offered on a {period} plan (asserted by the matrix)")
+    case = Case(kind, period, "after", 1)
+    session = run(case, stripe_client, catalogue, make_client, signer, store, tmp_path)
+    horizon = case.accept_at() + timedelta(days=2 * 366)
+    advance(catalogue, case.clock_id, case.reached, horizon, period)
+    last_at, last_amount, _ = session.schedule[-1]
+    last_at = datetime.fromisoformat(last_at)
+    anchor = last_at if kind == "free_period" else case.anchor
+    interval, count = PERIODS[period]
+    plan = Plan("usd", (Line(last_amount, 1),), interval, count, anchor, last_at)
+    expected = {int(at.timestamp()): last_amount for at in plan.payments(40) if at <= horizon}
+    expected.update({int(datetime.fromisoformat(at).timestamp()): amount for at, amount, _r in session.schedule})
+    invoices = stripe_client.v1.invoices.list(params={"subscription": case.subscription_id, "limit": 100}).data
+    billed = {inv.created: (inv.amount_due if inv.status != "void" else 0) for inv in invoices
+              if inv.billing_reason == "subscription_cycle" and inv.created > int(case.accept_at().timestamp())}
+    wanted = {at: amount for at, amount in expected.items() if at in billed or amount}
+    assert billed == wanted
