@@ -73,13 +73,14 @@ def simulate_run(rng: random.Random, weekly: float, rates: tuple[float, float], 
 
 
 def simulate_aa(runs: int, *, seed: int = 1, metric: str = "save_rate", days: int = 365,
-                weekly: tuple[float, float] = (10, 100), rates: tuple[float, float] = (0.10, 0.40)) -> list[Outcome]:
+                weekly: tuple[float, float] = (10, 100), rates: tuple[float, float] = (0.10, 0.40),
+                min_sessions: int = MIN_SESSIONS_PER_ARM) -> list[Outcome]:
     """A/A experiments with volumes and save rates drawn uniformly from the given ranges."""
     rng = random.Random(seed)
     outcomes = []
     for _ in range(runs):
         volume, rate = rng.uniform(*weekly), rng.uniform(*rates)
-        day, arm = simulate_run(rng, volume, (rate, rate), metric=metric, days=days)
+        day, arm = simulate_run(rng, volume, (rate, rate), metric=metric, days=days, min_sessions=min_sessions)
         outcomes.append(Outcome(day, arm, None))
     return outcomes
 
@@ -193,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         ok &= rate <= 0.05
         _line(f"A/A false-winner rate, {metric}, 10-100 sessions/week, rates 10-40%", rate, aa_runs, "<= 5%",
               rate <= 0.05)
+    outcomes = simulate_aa(aa_runs // 5, seed=14, min_sessions=20)
+    rate = false_winner_rate(outcomes)
+    ok &= rate <= 0.05
+    _line("A/A false-winner rate, save_rate, as above with min_sessions_per_arm = 20", rate, len(outcomes), "<= 5%",
+          rate <= 0.05)
     for metric in ("save_rate", "revenue"):
         for control in (0.10, 0.20, 0.30, 0.40):
             outcomes = simulate_ab(ab_runs, seed=12, metric=metric, control=control, days=2 * 364)
