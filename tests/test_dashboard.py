@@ -45,11 +45,75 @@ def test_stats_on_a_known_month(store, november):
     by_reason = {row["reason"]: row for row in stats.reasons}
     assert by_reason["too_expensive"] == {"reason": "too_expensive", "sessions": 3, "saved": 1, "canceled": 1, "save_rate": 0.5}
     assert by_reason["unused"]["save_rate"] == 0.5 and by_reason["other"]["save_rate"] is None
-    assert stats.offers == [{"offer": "half", "shown": 2, "accepted": 1, "rate": 0.5},
-                            {"offer": "pause", "shown": 2, "accepted": 1, "rate": 0.5}]
+    assert [{k: row[k] for k in ("offer", "kind", "shown", "accepted", "rate")} for row in stats.offers] == [
+        {"offer": "half", "kind": "discount", "shown": 2, "accepted": 1, "rate": 0.5},
+        {"offer": "pause", "kind": "pause", "shown": 2, "accepted": 1, "rate": 0.5}]
+    assert stats.previous == {"sessions": 1, "saved": 1, "canceled": 0, "save_rate": 1.0, "mrr_saved": [("usd", 4900)]}
     assert [d["share"] for d in stats.durability] == [None, None, None]
     assert [w["week"].isoformat() for w in stats.weekly] == ["2026-10-26", "2026-11-02", "2026-11-09", "2026-11-16", "2026-11-23", "2026-11-30"]
     assert [(w["sessions"], w["saves"], w["cancels"]) for w in stats.weekly] == [(0, 0, 0), (2, 2, 0), (2, 0, 2), (2, 0, 0), (1, 0, 0), (0, 0, 0)]
+    assert [w["days"] for w in stats.weekly] == [1, 7, 7, 7, 7, 1]  # 1 November is a Sunday, 30th a Monday
+
+
+def set_cost(store, session_id, cost):
+    import sqlalchemy as sa
+
+    from cancel_flow.models import CancelSession
+
+    with store.engine.begin() as connection:
+        connection.execute(sa.update(CancelSession.__table__).where(CancelSession.__table__.c.id == session_id)
+                           .values(offer_cost=cost, rolled_up=False))
+
+
+def test_figures_per_offer_and_per_kind(store, history):
+    """Shown, accepted, still active after 30/60/90 days, and revenue kept in the 90 days after accepting
+    (a month's amount per 30 days still active) net of what the offer cost; replaced sessions left out."""
+    old, recent = NOW - timedelta(days=120), NOW - timedelta(days=40)
+    kept = history(old, "saved_discount", offers=["half"], chosen="half", percent=50, months=3, decided=old)
+    set_cost(store, kept, 7350)  # 3 payments at half of $49.00
+    gone = history(old, "saved_pause", offers=["pause"], chosen="pause", decided=old, canceled=old + timedelta(days=45))
+    set_cost(store, gone, 9800)  # 2 skipped payments of $49.00
+    set_cost(store, history(recent, "saved_pause", offers=["pause", "half"], chosen="pause", decided=recent), 4900)
+    talk = history(old, "deflected", offers=["talk"], chosen="talk", decided=old)
+    history(old, "canceled", offers=["half"], decided=old, canceled=old)
+    replaced = history(old, "saved_discount", offers=["half"], chosen="half", percent=50, months=3, decided=old)
+    import sqlalchemy as sa
+
+    from cancel_flow.models import CancelSession
+    with store.engine.begin() as connection:
+        connection.execute(sa.update(CancelSession.__table__).where(CancelSession.__table__.c.id == replaced)
+                           .values(superseded=True, rolled_up=False))
+    with freeze_time(NOW):
+        stats = StatsQueries(store.engine).stats(DateRange(NOW - timedelta(days=365), NOW + timedelta(days=1)),
+                                                 kinds={"talk": "contact"})
+    offers = {row["offer"]: row for row in stats.offers}
+    half, pause, talk_row = offers["half"], offers["pause"], offers["talk"]
+    assert (half["kind"], half["shown"], half["accepted"]) == ("discount", 3, 1)
+    assert [(d["saves"], d["still_active"]) for d in half["durability"]] == [(1, 1), (1, 1), (1, 1)]
+    # $49.00 × 3 months kept − $73.50 of discounts
+    assert half["money"] == [{"currency": "usd", "mrr": 4900, "cost": 7350, "revenue_kept_90": 14700,
+                              "net_revenue_kept_90": 7350}]
+    assert (pause["kind"], pause["shown"], pause["accepted"]) == ("pause", 2, 2)
+    assert [(d["saves"], d["still_active"]) for d in pause["durability"]] == [(2, 2), (1, 0), (1, 0)]
+    # only the old pause is 90+ days old: 1 month kept (active at 30 days, canceled at 45) − 2 skipped payments
+    assert pause["money"] == [{"currency": "usd", "mrr": 9800, "cost": 14700, "revenue_kept_90": 4900,
+                               "net_revenue_kept_90": 4900 - 9800}]
+    assert (talk_row["kind"], talk_row["accepted"], talk_row["money"][0]["cost"]) == ("contact", 1, 0)
+    assert talk_row["money"][0]["revenue_kept_90"] == 3 * 4900
+    kinds = {row["kind"]: row for row in stats.offer_kinds}
+    assert set(kinds) == {"discount", "pause", "contact"}
+    assert (kinds["pause"]["shown"], kinds["pause"]["accepted"]) == (2, 2)
+    assert stats.offer_cost == [("usd", 7350 + 9800 + 4900)] and stats.discount_cost == [("usd", 7350)]
+
+
+def test_offer_figures_are_unknown_until_90_days_have_passed(store, history):
+    history(NOW - timedelta(days=10), "saved_discount", offers=["half"], chosen="half", percent=50, months=3,
+            decided=NOW - timedelta(days=10))
+    with freeze_time(NOW):
+        stats = StatsQueries(store.engine).stats(DateRange(NOW - timedelta(days=30), NOW + timedelta(days=1)))
+    (half,) = stats.offers
+    assert half["money"][0]["revenue_kept_90"] is None and half["money"][0]["net_revenue_kept_90"] is None
+    assert [d["share"] for d in half["durability"]] == [None, None, None]
 
 
 def test_empty_range_has_zeros_and_no_rate(store, november):

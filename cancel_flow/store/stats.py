@@ -48,6 +48,12 @@ class Stats:
     offers: list[dict] = field(default_factory=list)
     durability: list[dict] = field(default_factory=list)
     weekly: list[dict] = field(default_factory=list)
+    # Everything an accepted offer cost (discount amounts, skipped or free payments, price differences), per currency.
+    offer_cost: list[tuple[str, int]] = field(default_factory=list)
+    # Per offer kind: the same figures as `offers`, added up over the offers of that kind.
+    offer_kinds: list[dict] = field(default_factory=list)
+    # The previous period of the same length: sessions, saved, canceled, save_rate, mrr_saved.
+    previous: dict = field(default_factory=dict)
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -79,6 +85,21 @@ def _estimated_discount_cost():
     per_interval = sessions.c.price_amount * sessions.c.discount_percent / 100.0 * invoices
     per_month = sessions.c.monthly_amount * sessions.c.discount_percent / 100.0 * sessions.c.discount_months
     return sa.case((interval_months.is_(None), per_month), else_=per_interval)
+
+
+def _offer_cost():
+    """What an accepted offer costs: discounts as `_discount_cost` says; a pause, a free period or a switch
+    what the promise counted (the skipped or free payments, the price difference); a conversation nothing."""
+    outcome = sessions.c.outcome
+    return sa.case((outcome == "saved_discount", _discount_cost()),
+                   (outcome.in_(("saved_pause", "saved_switch", "saved_free_period")),
+                    sa.func.coalesce(sessions.c.offer_cost, 0)), else_=0.0)
+
+
+def offer_kind_of(outcome: str) -> str:
+    """The kind of the offer a session chose, from its outcome: a saved_* outcome names it; a chosen offer
+    that is no save (contact_requested, then deflected or canceled) was a conversation."""
+    return outcome[len("saved_"):] if outcome.startswith("saved_") else "contact"
 
 
 def _day(dialect: str, column):
@@ -142,12 +163,15 @@ class StatsQueries:
         measures = [sa.func.sum(sa.case((sa.or_(sessions.c.canceled_at.is_(None), lasted > n), 1), else_=0))
                     for n in DURABILITY_DAYS]
         grouping = [day, sessions.c.outcome, sessions.c.reason, sessions.c.currency, sessions.c.chosen_offer]
+        # Grouped by the monthly amount as well (not stored: a row's monthly amount ÷ its sessions is each
+        # one's), so revenue kept = monthly amount × months still active is exact. `discount_cost` holds the
+        # cost of whatever offer the row's outcome says was accepted (see _offer_cost).
         connection.execute(sa.insert(stats_days).from_select(
             ["day", "outcome", "reason", "currency", "chosen_offer", "sessions", "monthly_amount", "discount_cost",
              "lasted_30", "lasted_60", "lasted_90"],
             sa.select(*grouping, sa.func.count(), sa.func.sum(sessions.c.monthly_amount),
-                      sa.func.sum(sa.case((sessions.c.outcome == "saved_discount", _discount_cost()), else_=0.0)),
-                      *measures).where(where, _COUNTED).group_by(*grouping)))
+                      sa.func.sum(_offer_cost()), *measures)
+            .where(where, _COUNTED).group_by(*grouping, sessions.c.monthly_amount)))
         connection.execute(sa.insert(stats_day_offers).from_select(
             ["day", "offer_id", "shown"],
             sa.select(day, session_offers.c.offer_id, sa.func.count())
@@ -155,28 +179,36 @@ class StatsQueries:
             .where(where, _COUNTED).group_by(day, session_offers.c.offer_id)))
 
     # the numbers -----------------------------------------------------------------------------------
-    def stats(self, period: DateRange) -> Stats:
+    def stats(self, period: DateRange, kinds: dict[str, str] | None = None) -> Stats:
+        """`kinds`: offer id → kind from the offers file, for offers shown but never accepted in the range."""
         self.refresh()
         days = stats_days.c
         in_range = sa.and_(days.day >= period.start.date(), days.day < period.end.date())
         # Few passes over the range's roll-ups, each summed by the database into a handful of groups
         # that the numbers are folded from. A GROUP BY sorts every row of the range, so an all-time
-        # view costs what its groupings cost: two narrow ones, and days (already in index order).
-        # Durability: saves still active N days on, counted over saves whose day is more than N days ago.
+        # view costs what its groupings cost: narrow ones, and days (already in index order).
+        # Durability: still active N days on, counted over sessions whose day is more than N days ago.
         today = utc_now().date()
         durability = []
         for n, lasted in zip(DURABILITY_DAYS, (days.lasted_30, days.lasted_60, days.lasted_90)):
             old_enough = days.day < today - timedelta(days=n)
             durability += [sa.func.sum(sa.case((old_enough, days.sessions), else_=0)),
                            sa.func.sum(sa.case((old_enough, lasted), else_=0))]
+        # Revenue kept in the 90 days after the decision: a month's amount for each 30 days the subscription
+        # stayed (each row's sessions share one monthly amount), over sessions old enough; and their offers' cost.
+        settled = days.day < today - timedelta(days=DURABILITY_DAYS[-1])
+        kept = sa.func.sum(sa.case((settled, days.monthly_amount * 1.0 / days.sessions
+                                    * (days.lasted_30 + days.lasted_60 + days.lasted_90)), else_=0))
+        settled_cost = sa.func.sum(sa.case((settled, days.discount_cost), else_=0))
         offers = stats_day_offers.c
         with self.engine.connect() as connection:
             by_reason = connection.execute(sa.select(days.outcome, days.reason, sa.func.sum(days.sessions))
                                            .where(in_range).group_by(days.outcome, days.reason)).all()
-            saves = connection.execute(sa.select(days.currency, days.chosen_offer, sa.func.sum(days.sessions),
-                                                 sa.func.sum(days.monthly_amount), sa.func.sum(days.discount_cost), *durability)
-                                       .where(in_range, days.outcome.in_(SAVED_OUTCOMES))
-                                       .group_by(days.currency, days.chosen_offer)).all()
+            saves = connection.execute(sa.select(days.currency, days.chosen_offer, days.outcome, sa.func.sum(days.sessions),
+                                                 sa.func.sum(days.monthly_amount), sa.func.sum(days.discount_cost),
+                                                 kept, settled_cost, *durability)
+                                       .where(in_range, sa.or_(days.outcome.in_(SAVED_OUTCOMES), days.chosen_offer.is_not(None)))
+                                       .group_by(days.currency, days.chosen_offer, days.outcome)).all()
             shown = {offer: int(count) for offer, count in connection.execute(
                 sa.select(offers.offer_id, sa.func.sum(offers.shown))
                 .where(offers.day >= period.start.date(), offers.day < period.end.date()).group_by(offers.offer_id)).all()}
@@ -185,8 +217,14 @@ class StatsQueries:
                 sa.func.sum(sa.case((days.outcome.in_(SAVED_OUTCOMES), days.sessions), else_=0)),
                 sa.func.sum(sa.case((days.outcome == "canceled", days.sessions), else_=0)),
             ).where(in_range).group_by(days.day)).all()
-        result = _fold(by_reason, saves, shown)
+            length = period.end - period.start
+            before = sa.and_(days.day >= (period.start - length).date(), days.day < period.start.date())
+            previous = connection.execute(sa.select(days.outcome, days.currency, sa.func.sum(days.sessions),
+                                                    sa.func.sum(days.monthly_amount))
+                                          .where(before).group_by(days.outcome, days.currency)).all()
+        result = _fold(by_reason, saves, shown, kinds or {})
         result.weekly = _weeks(period, by_day)
+        result.previous = _previous(previous)
         return result
 
     def _filtered(self, period: DateRange, outcome: str | None, reason: str | None):
@@ -222,9 +260,10 @@ class StatsQueries:
                 yield row
 
 
-def _fold(by_reason, saves, shown: dict[str, int]) -> Stats:
+def _fold(by_reason, saves, shown: dict[str, int], kinds: dict[str, str]) -> Stats:
     """The dashboard's numbers from the range's groups: (outcome, reason, sessions) for all sessions, and
-    (currency, offer, sessions, monthly amount, discount cost, durability sums) for saved ones."""
+    (currency, offer, outcome, sessions, monthly amount, offer cost, revenue kept at 90 days, its offers' cost,
+    durability sums) for saved sessions and those that chose an offer."""
     result = Stats()
     outcomes, reasons = {}, {}
     for outcome, reason, count in by_reason:
@@ -235,34 +274,104 @@ def _fold(by_reason, saves, shown: dict[str, int]) -> Stats:
             tally[0] += count
             tally[1] += count if outcome in SAVED_OUTCOMES else 0
             tally[2] += count if outcome == "canceled" else 0
-    money, accepted = {}, {}
+    money = {}
     durable = [0] * (2 * len(DURABILITY_DAYS))
-    for currency, offer, count, mrr, cost, *lasting in saves:
-        currency_mrr, currency_cost = money.get(currency, (0, 0.0))
-        money[currency] = (currency_mrr + int(mrr or 0), currency_cost + float(cost or 0))
-        if offer is not None:
-            accepted[offer] = accepted.get(offer, 0) + int(count or 0)
-        durable = [total + int(value or 0) for total, value in zip(durable, lasting)]
+    per_offer: dict[str, dict] = {}
+    for currency, offer, outcome, count, mrr, cost, kept, kept_cost, *lasting in saves:
+        count, mrr, cost = int(count or 0), int(mrr or 0), float(cost or 0)
+        if outcome in SAVED_OUTCOMES:
+            tally = money.setdefault(currency, [0, 0.0, 0.0])
+            tally[0] += mrr
+            tally[1] += cost if outcome == "saved_discount" else 0.0
+            tally[2] += cost
+            durable = [total + int(value or 0) for total, value in zip(durable, lasting)]
+        if offer is None:
+            continue
+        entry = per_offer.setdefault(offer, {"kind": offer_kind_of(outcome), "accepted": 0,
+                                             "lasting": [0] * (2 * len(DURABILITY_DAYS)), "money": {}})
+        entry["accepted"] += count
+        entry["lasting"] = [total + int(value or 0) for total, value in zip(entry["lasting"], lasting)]
+        figures = entry["money"].setdefault(currency, [0, 0.0, 0.0, 0.0])
+        figures[0] += mrr
+        figures[1] += cost
+        figures[2] += float(kept or 0)
+        figures[3] += float(kept_cost or 0)
     result.outcomes = dict(sorted(outcomes.items()))
     result.sessions = sum(outcomes.values())
     result.saved = sum(outcomes.get(o, 0) for o in SAVED_OUTCOMES)
     result.canceled = outcomes.get("canceled", 0)
     result.save_rate = _rate(result.saved, result.saved + result.canceled)
-    result.mrr_saved = [(currency, mrr) for currency, (mrr, _) in sorted(money.items())]
-    result.discount_cost = [(currency, round(cost)) for currency, (_, cost) in sorted(money.items()) if cost]
+    result.mrr_saved = [(currency, mrr) for currency, (mrr, _, _) in sorted(money.items())]
+    result.discount_cost = [(currency, round(cost)) for currency, (_, cost, _) in sorted(money.items()) if cost]
+    result.offer_cost = [(currency, round(cost)) for currency, (_, _, cost) in sorted(money.items()) if cost]
     result.reasons = [{"reason": reason, "sessions": count, "saved": won, "canceled": lost, "save_rate": _rate(won, won + lost)}
                       for reason, (count, won, lost) in sorted(reasons.items(), key=lambda item: (-item[1][0], item[0]))]
-    result.offers = [{"offer": offer, "shown": shown.get(offer, 0), "accepted": accepted.get(offer, 0),
-                      "rate": _rate(accepted.get(offer, 0), shown.get(offer, 0))}
-                     for offer in sorted(set(shown) | set(accepted))]
-    result.durability = [{"days": n, "saves": durable[2 * i], "still_active": durable[2 * i + 1],
-                          "share": _rate(durable[2 * i + 1], durable[2 * i])}
-                         for i, n in enumerate(DURABILITY_DAYS)]
+    result.durability = _durability(durable)
+    offers = []
+    for offer in sorted(set(shown) | set(per_offer)):
+        entry = per_offer.setdefault(offer, {"kind": kinds.get(offer), "accepted": 0,
+                                             "lasting": [0] * (2 * len(DURABILITY_DAYS)), "money": {}})
+        offers.append(_offer_figures({"offer": offer, "kind": entry["kind"]}, shown.get(offer, 0), entry))
+    result.offers = offers
+    result.offer_kinds = _by_kind(offers, per_offer)
     return result
 
 
+def _durability(lasting: list[int]) -> list[dict]:
+    return [{"days": n, "saves": lasting[2 * i], "still_active": lasting[2 * i + 1],
+             "share": _rate(lasting[2 * i + 1], lasting[2 * i])} for i, n in enumerate(DURABILITY_DAYS)]
+
+
+def _offer_figures(head: dict, shown: int, entry: dict) -> dict:
+    """Shown, accepted, still active after 30/60/90 days, and per currency: MRR kept, what the offers cost,
+    and the revenue kept in the 90 days after accepting net of the cost (over acceptances 90+ days old)."""
+    accepted = entry["accepted"]
+    known = entry["lasting"][-2] > 0  # some acceptances are 90+ days old
+    return {**head, "shown": shown, "accepted": accepted, "rate": _rate(accepted, shown),
+            "durability": _durability(entry["lasting"]),
+            "money": [{"currency": currency, "mrr": mrr, "cost": round(cost),
+                       "revenue_kept_90": round(kept) if known else None,
+                       "net_revenue_kept_90": round(kept - kept_cost) if known else None}
+                      for currency, (mrr, cost, kept, kept_cost) in sorted(entry["money"].items())]}
+
+
+def _by_kind(offers: list[dict], per_offer: dict) -> list[dict]:
+    kinds: dict[str, dict] = {}
+    shown_by_kind: dict[str, int] = {}
+    for row in offers:
+        if row["kind"] is None:
+            continue
+        kind = kinds.setdefault(row["kind"], {"accepted": 0, "lasting": [0] * (2 * len(DURABILITY_DAYS)), "money": {}})
+        shown_by_kind[row["kind"]] = shown_by_kind.get(row["kind"], 0) + row["shown"]
+        entry = per_offer[row["offer"]]
+        kind["accepted"] += entry["accepted"]
+        kind["lasting"] = [a + b for a, b in zip(kind["lasting"], entry["lasting"])]
+        for currency, figures in entry["money"].items():
+            into = kind["money"].setdefault(currency, [0, 0.0, 0.0, 0.0])
+            for i, value in enumerate(figures):
+                into[i] += value
+    return [_offer_figures({"kind": kind}, shown_by_kind[kind], kinds[kind]) for kind in sorted(kinds)]
+
+
+def _previous(groups) -> dict:
+    """The summary of the period before: sessions, saved, canceled, save rate, MRR saved per currency."""
+    sessions_count = saved = canceled = 0
+    mrr: dict[str, int] = {}
+    for outcome, currency, count, monthly in groups:
+        count = int(count or 0)
+        sessions_count += count
+        if outcome in SAVED_OUTCOMES:
+            saved += count
+            mrr[currency] = mrr.get(currency, 0) + int(monthly or 0)
+        elif outcome == "canceled":
+            canceled += count
+    return {"sessions": sessions_count, "saved": saved, "canceled": canceled,
+            "save_rate": _rate(saved, saved + canceled), "mrr_saved": sorted(mrr.items())}
+
+
 def _weeks(period: DateRange, by_day) -> list[dict]:
-    """Every week (from Monday) of the range, with the day sums of its days added up."""
+    """Every week (from Monday) of the range, with the day sums of its days added up, and how many of its
+    days are inside the range (below 7: a partial week at either end)."""
     found: dict[date, list[int]] = {}
     for value, count, saves, cancels in by_day:
         day = value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
@@ -276,7 +385,8 @@ def _weeks(period: DateRange, by_day) -> list[dict]:
     monday = first
     while monday <= last:
         count, saves, cancels = found.get(monday, (0, 0, 0))
-        weeks.append({"week": monday, "sessions": count, "saves": saves, "cancels": cancels})
+        inside = (min(monday + timedelta(days=6), last) - max(monday, period.start.date())).days + 1
+        weeks.append({"week": monday, "sessions": count, "saves": saves, "cancels": cancels, "days": inside})
         monday += timedelta(days=7)
     return weeks
 

@@ -113,22 +113,54 @@ class ReasonNumbers(Answer):
     save_rate: Rate
 
 
-class OfferNumbers(Answer):
-    offer: str
-    shown: int
-    accepted: int
-    rate: Rate
-
-
 class Durability(Answer):
     days: int
-    saves: int
+    saves: int = Field(description="saves (or accepted offers) whose day is more than `days` days ago")
     still_active: int
     share: Rate
 
 
+class OfferMoney(Answer):
+    currency: str
+    mrr: int = Field(description="monthly amount of the subscriptions that accepted, minor units")
+    cost: int = Field(description="what the offers cost: discount amounts, skipped or free payments, price "
+                                  "differences (the promise while the subscription lives, the invoices once "
+                                  "canceled), minor units")
+    revenue_kept_90: int | None = Field(description="over acceptances 90+ days old: a month's amount for each 30 "
+                                                    "days the subscription stayed, up to three; null until then")
+    net_revenue_kept_90: int | None = Field(description="revenue_kept_90 minus those acceptances' cost")
+
+
+class OfferNumbers(Answer):
+    offer: str
+    kind: str | None = Field(description="discount | pause | switch | free_period | contact")
+    shown: int
+    accepted: int
+    rate: Rate
+    durability: list[Durability] = Field(description="accepted subscriptions still active 30, 60 and 90 days on")
+    money: list[OfferMoney]
+
+
+class KindNumbers(Answer):
+    kind: str
+    shown: int
+    accepted: int
+    rate: Rate
+    durability: list[Durability]
+    money: list[OfferMoney]
+
+
+class PreviousPeriod(Answer):
+    sessions: int
+    saved: int
+    canceled: int
+    save_rate: Rate
+    mrr_saved: list[Money]
+
+
 class Week(Answer):
     week: date = Field(description="its Monday")
+    days: int = Field(description="days of the week inside the range: below 7 for a partial week at either end")
     sessions: int
     saves: int
     cancels: int
@@ -144,10 +176,13 @@ class Stats(Answer):
     save_rate: Rate
     mrr_saved: list[Money]
     discount_cost: list[Money]
+    offer_cost: list[Money] = Field(description="what every accepted offer cost, discounts included")
     reasons: list[ReasonNumbers]
     offers: list[OfferNumbers]
+    offer_kinds: list[KindNumbers]
     durability: list[Durability]
     weekly: list[Week]
+    previous: PreviousPeriod = Field(description="the period of the same length just before 'from'")
 
 
 # GET /api/openapi.json ----------------------------------------------------------------------------

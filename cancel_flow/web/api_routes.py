@@ -34,11 +34,15 @@ async def create_links(request: Request, body: LinkRequest) -> Links:
 
 async def stats(request: Request, query: StatsQuery) -> Stats:
     period = DateRange(day_start(query.first), day_start(query.last + timedelta(days=1)))
-    numbers = await run_in_threadpool(request.app.state.stats.stats, period)
+    kinds = {offer.id: offer.kind for offer in request.app.state.offers.offers}
+    numbers = await run_in_threadpool(request.app.state.stats.stats, period, kinds)
+    previous = numbers.previous
     return Stats.model_validate({
         **asdict(numbers), "from": query.first, "to": query.last,
         "mrr_saved": [{"currency": c, "amount": a} for c, a in numbers.mrr_saved],
         "discount_cost": [{"currency": c, "amount": a} for c, a in numbers.discount_cost],
+        "offer_cost": [{"currency": c, "amount": a} for c, a in numbers.offer_cost],
+        "previous": {**previous, "mrr_saved": [{"currency": c, "amount": a} for c, a in previous["mrr_saved"]]},
     })
 
 
