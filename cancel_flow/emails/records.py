@@ -1,0 +1,190 @@
+"""The billing emails' rows: each email written once per key with its outbox delivery, the send guard
+that keeps a crash from sending twice, unsubscribes, and the once-per-period reminder scans."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+
+from cancel_flow.clock import utc_now
+from cancel_flow.models import (OFFER_OUTCOMES, BillingEmail, CancelSession, EmailScan, EmailUnsubscribe,
+                                InvoiceRecord)
+from cancel_flow.outbox import enqueue_email
+
+emails = BillingEmail.__table__
+unsubscribes = EmailUnsubscribe.__table__
+scans = EmailScan.__table__
+invoices = InvoiceRecord.__table__
+sessions = CancelSession.__table__
+UNPAID = ("open", "uncollectible")
+
+
+def _insert(connection: Connection, table):
+    return (postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+@dataclass
+class Planned:
+    """Who an email goes to and what it is about (the columns of its row)."""
+
+    key: str
+    kind: str
+    customer_id: str
+    email: str | None
+    invoice_id: str | None = None
+    subscription_id: str | None = None
+    session_id: int | None = None
+    step: int | None = None
+
+
+def _row(planned: Planned, status: str, now: datetime, error: str | None = None) -> dict:
+    return {"key": planned.key, "kind": planned.kind, "customer_id": planned.customer_id, "email": planned.email,
+            "invoice_id": planned.invoice_id, "subscription_id": planned.subscription_id,
+            "session_id": planned.session_id, "step": planned.step, "status": status, "attempts": 0,
+            "last_error": error, "created_at": now}
+
+
+def write(engine: Engine, planned: Planned, subject: str, text: str, html: str) -> bool:
+    """The email and its outbox delivery, in one transaction; False when this key was written before."""
+    now = utc_now()
+    with engine.begin() as connection:
+        inserted = connection.execute(_insert(connection, emails).values(_row(planned, "pending", now))
+                                      .on_conflict_do_nothing(index_elements=["key"]).returning(emails.c.id)).first()
+        if inserted is None:
+            return False
+        delivery = enqueue_email(connection, planned.email, subject, text, html, key=planned.key,
+                                 event_type=f"email.{planned.kind}")
+        connection.execute(sa.update(emails).where(emails.c.id == inserted.id).values(delivery_id=delivery))
+    return True
+
+
+def skip(engine: Engine, planned: Planned, reason: str) -> None:
+    """Nothing to send for this key (and nothing to ask Stripe again about it)."""
+    with engine.begin() as connection:
+        connection.execute(_insert(connection, emails).values(_row(planned, "skipped", utc_now(), reason[:500]))
+                           .on_conflict_do_nothing(index_elements=["key"]))
+
+
+def known_keys(engine: Engine, keys: list[str]) -> set[str]:
+    if not keys:
+        return set()
+    found = set()
+    with engine.connect() as connection:
+        for first in range(0, len(keys), 500):
+            found |= set(connection.execute(sa.select(emails.c.key).where(emails.c.key.in_(keys[first:first + 500])))
+                         .scalars())
+    return found
+
+
+# Sending: record the intent, then send -------------------------------------------------------------
+
+def begin_send(engine: Engine, key: str) -> str:
+    """Before the SMTP exchange: 'send' (marked as being sent, in its own transaction), 'sent' (a previous
+    attempt sent it and stopped before the outbox recorded it), 'unknown' (a previous attempt stopped during
+    the exchange: it may have arrived, so it is never sent again), or 'skip: …' (no longer wanted)."""
+    now = utc_now()
+    with engine.begin() as connection:
+        row = connection.execute(sa.select(emails).where(emails.c.key == key)).first()
+        if row is None:
+            return "send"  # not one of ours
+        if row.status == "sent":
+            return "sent"
+        if row.status in ("sending", "unknown"):
+            connection.execute(sa.update(emails).where(emails.c.id == row.id, emails.c.status == "sending").values(
+                status="unknown", last_error="The sender stopped while sending; not sent again so it can't arrive twice."))
+            return "unknown"
+        if row.status in ("skipped", "failed"):
+            return f"skip: {row.last_error or row.status}"
+        reason = _no_longer_wanted(connection, row)
+        if reason:
+            connection.execute(sa.update(emails).where(emails.c.id == row.id).values(status="skipped", last_error=reason))
+            return f"skip: {reason}"
+        marked = connection.execute(sa.update(emails).where(emails.c.id == row.id, emails.c.status == "pending").values(
+            status="sending", sending_at=now, attempts=emails.c.attempts + 1)).rowcount
+        return "send" if marked == 1 else "unknown"
+
+
+def _no_longer_wanted(connection: Connection, row) -> str | None:
+    if row.kind == "payment_failed" and row.invoice_id:
+        invoice = connection.execute(sa.select(invoices.c.status, invoices.c.paid_at, invoices.c.voided_at)
+                                     .where(invoices.c.id == row.invoice_id)).first()
+        if invoice is not None and (invoice.paid_at or invoice.voided_at or invoice.status not in UNPAID):
+            return f"Not sent: the invoice is {invoice.status} now."
+    elif connection.execute(sa.select(sa.literal(1)).where(unsubscribes.c.customer_id == row.customer_id,
+                                                          unsubscribes.c.kind == row.kind)).first():
+        return "Not sent: the subscriber turned these emails off."
+    return None
+
+
+def finish_send(engine: Engine, key: str, sent: bool, error: str | None = None) -> None:
+    now = utc_now()
+    with engine.begin() as connection:
+        if sent:
+            connection.execute(sa.update(emails).where(emails.c.key == key, emails.c.status.in_(("sending", "unknown")))
+                               .values(status="sent", sent_at=now, last_error=None))
+        else:
+            connection.execute(sa.update(emails).where(emails.c.key == key, emails.c.status == "sending")
+                               .values(status="pending", last_error=(error or "")[:500]))
+
+
+def give_up(engine: Engine, key: str, error: str | None) -> None:
+    """The outbox stopped retrying (3 days of failures)."""
+    with engine.begin() as connection:
+        connection.execute(sa.update(emails).where(emails.c.key == key, emails.c.status == "pending")
+                           .values(status="failed", last_error=(error or "")[:500]))
+
+
+# Unsubscribes -------------------------------------------------------------------------------------
+
+def unsubscribe(engine: Engine, customer_id: str, kind: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(_insert(connection, unsubscribes).values(customer_id=customer_id, kind=kind,
+                                                                    created_at=utc_now())
+                           .on_conflict_do_nothing(index_elements=["customer_id", "kind"]))
+
+
+def resubscribe(engine: Engine, customer_id: str, kind: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(sa.delete(unsubscribes).where(unsubscribes.c.customer_id == customer_id,
+                                                         unsubscribes.c.kind == kind))
+
+
+def unsubscribed(engine: Engine, customer_id: str, kind: str) -> bool:
+    with engine.connect() as connection:
+        return connection.execute(sa.select(sa.literal(1)).where(unsubscribes.c.customer_id == customer_id,
+                                                                 unsubscribes.c.kind == kind)).first() is not None
+
+
+# What is due ----------------------------------------------------------------------------------------
+
+def failing_invoices(engine: Engine, since: datetime) -> list:
+    """Subscription invoices that failed since `since` and are still unpaid, as their webhooks told it."""
+    query = sa.select(invoices).where(
+        invoices.c.subscription_id.is_not(None), invoices.c.first_failed_at.is_not(None),
+        invoices.c.first_failed_at >= since, invoices.c.paid_at.is_(None), invoices.c.voided_at.is_(None),
+        invoices.c.status.in_(UNPAID), invoices.c.amount_due > 0).order_by(invoices.c.first_failed_at)
+    with engine.connect() as connection:
+        return connection.execute(query).all()
+
+
+def sessions_to_confirm(engine: Engine, since: datetime) -> tuple[list, list]:
+    """Sessions with an offer accepted, and sessions whose cancellation Stripe confirmed, since `since`."""
+    saved = sa.select(sessions).where(sessions.c.outcome.in_(OFFER_OUTCOMES), sessions.c.decided_at >= since,
+                                      sessions.c.promise.is_not(None))
+    canceled = sa.select(sessions).where(sessions.c.outcome == "canceled", sessions.c.canceled_at.is_not(None),
+                                         sessions.c.canceled_at >= since, sessions.c.canceled_outside_flow.is_(False))
+    with engine.connect() as connection:
+        return connection.execute(saved).all(), connection.execute(canceled).all()
+
+
+def start_scan(engine: Engine, name: str, every: timedelta) -> bool:
+    """True for the one worker that starts this scan in this period (a conditional upsert decides)."""
+    now = utc_now()
+    with engine.begin() as connection:
+        statement = _insert(connection, scans).values(name=name, started_at=now)
+        statement = statement.on_conflict_do_update(index_elements=["name"], set_={"started_at": now},
+                                                    where=scans.c.started_at <= now - every)
+        return connection.execute(statement.returning(scans.c.name)).first() is not None

@@ -1,0 +1,112 @@
+"""Pages the billing emails lead to: back from the card update (the open invoice is paid at once) and
+the one-click unsubscribe (no login)."""
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from cancel_flow.emails import records
+from cancel_flow.emails.compose import TEMPLATES as EMAIL_TEMPLATES
+from cancel_flow.emails.config import UNSUBSCRIBABLE
+from cancel_flow.emails.tokens import read_unsubscribe
+from cancel_flow.errors import BadRequest
+from cancel_flow.logs import log_event
+from cancel_flow.money import format_money
+from cancel_flow.stripe_billing import StripeBilling
+from cancel_flow.web.pages import TEMPLATES as WEB_TEMPLATES
+
+environment = Environment(loader=FileSystemLoader([EMAIL_TEMPLATES, WEB_TEMPLATES]), autoescape=select_autoescape(["html"]),
+                          trim_blocks=True, lstrip_blocks=True, auto_reload=False)
+KIND_WORDS = {"renewal_reminder": "renewal reminders", "discount_ending": "reminders that a discount is ending",
+              "offer_accepted": "confirmations of offers you accept", "cancellation_confirmed": "cancellation confirmations"}
+
+
+def card_update_flow(base_url: str, token: str) -> dict:
+    """The portal's card-update flow that comes back to our page when the card is saved
+    (https://docs.stripe.com/customer-management/portal-deep-links#after-completion)."""
+    return {"type": "payment_method_update",
+            "after_completion": {"type": "redirect", "redirect": {"return_url": f"{base_url}/billing/{token}/updated"}}}
+
+
+def _page(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
+    state = request.app.state
+    html = environment.get_template(template).render(brand=state.offers.brand, return_url=state.settings.return_url,
+                                                     **context)
+    return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+async def card_updated(request: Request) -> Response:
+    """Where the portal returns after a card update: every open invoice is paid now, with the new card."""
+    token = request.path_params["token"]
+    link = request.app.state.signer.read_billing(token)
+    billing = StripeBilling(request.app.state.gateway)
+    customer = await billing.customer(link.customer)
+    card = (customer.get("invoice_settings") or {}).get("default_payment_method")
+    card = card.get("id") if isinstance(card, dict) else card
+    payments = [await billing.pay(invoice, card) for invoice in await billing.open_invoices(link.customer)]
+    paid = [p for p in payments if p.paid]
+    declined = [p for p in payments if not p.paid]
+    log_event("billing.card_updated_paid", customer=link.customer, paid=len(paid), declined=len(declined))
+    lines = []
+    if not payments:
+        title, lines = "Your card was updated", ["Your card was updated. There is nothing to pay right now."]
+    elif not declined:
+        title = "Your payment went through"
+        amounts = " and ".join(format_money(p.amount, p.currency) for p in paid)
+        lines.append(f"Your card was updated and your payment of {amounts} went through. Thank you!")
+    else:
+        title = "Your payment didn't go through"
+        for p in declined:
+            reason = p.failure.in_words if p.failure else "the payment was declined"
+            card_words = f" ({p.failure.card})" if p.failure and p.failure.card else ""
+            lines.append(f"Your card was updated, but the payment of {format_money(p.amount, p.currency)} didn't go "
+                         f"through{card_words}: {reason}.")
+        if paid:
+            lines.append("Your payment of " + " and ".join(format_money(p.amount, p.currency) for p in paid)
+                         + " went through.")
+        lines.append("Please try another card, or contact your bank and try again.")
+    retry = f"/billing/{token}?flow=payment_method_update" if declined else None
+    return _page(request, "card_updated.html", title=title, lines=lines, retry_url=retry)
+
+
+async def unsubscribe(request: Request) -> Response:
+    """GET stops that kind of email at once (one click); the page offers to undo it. POST with
+    `action=unsubscribe` (mail clients' one-click, RFC 8058) or `action=resubscribe`."""
+    token = request.path_params["token"]
+    link = read_unsubscribe(request.app.state.settings.secret_key, token)
+    engine = request.app.state.store.engine
+    subscribed = False
+    if request.method == "POST":
+        try:
+            form = await request.form(max_files=0, max_fields=5, max_part_size=1000)
+        except Exception:
+            raise BadRequest("We couldn't read that form. Please go back and try again.") from None
+        action = form.get("action") or "unsubscribe"
+        if action not in ("unsubscribe", "resubscribe"):
+            raise BadRequest("That is not something this page can do.")
+        subscribed = action == "resubscribe"
+    if subscribed:
+        await run_in_threadpool(records.resubscribe, engine, link.customer, link.kind)
+    else:
+        await run_in_threadpool(records.unsubscribe, engine, link.customer, link.kind)
+    log_event("emails.unsubscribe" if not subscribed else "emails.resubscribe", customer=link.customer, kind=link.kind)
+    words = KIND_WORDS[link.kind] if link.kind in UNSUBSCRIBABLE else "these emails"
+    if subscribed:
+        return _page(request, "unsubscribed.html", title="You're back on the list", subscribed=True,
+                     message=f"You'll get {words} again.", button=f"Stop {words}", action=f"/emails/unsubscribe/{token}")
+    return _page(request, "unsubscribed.html", title="You won't get these emails any more", subscribed=False,
+                 message=f"You won't get {words} from {request.app.state.offers.brand.name} any more. Emails about "
+                         "a failed payment still reach you, as they concern your account.",
+                 button=f"Keep getting {words}", action=f"/emails/unsubscribe/{token}")
+
+
+routes = [
+    Route("/billing/{token}/updated", card_updated, methods=["GET"]),
+    Route("/emails/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
+]
