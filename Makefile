@@ -31,6 +31,19 @@ test: install browser
 		echo "== SKIPPED the PostgreSQL half: set TEST_DATABASE_URL to a PostgreSQL URL that answers to run it."; \
 	fi
 
+# The Stripe contract tests against Stripe test mode (SPEC §12): STRIPE_TEST_SECRET_KEY=sk_test_… make test-stripe.
+# Each test makes its objects on test clocks or deletes them afterwards; the tests that need the
+# emulator's own controls are skipped, each with its reason. Without the key the tests run in `make test`,
+# against the emulator.
+CONTRACT_TESTS := tests/test_emulator.py tests/test_emulator_billing.py tests/test_emulator_rules.py
+.PHONY: test-stripe
+test-stripe: install
+	@if [ -z "$$STRIPE_TEST_SECRET_KEY" ]; then \
+		echo "make test-stripe needs STRIPE_TEST_SECRET_KEY: a Stripe test-mode secret key (sk_test_…) from https://dashboard.stripe.com/test/apikeys"; \
+		exit 2; \
+	fi
+	$(PY) -m pytest $(CONTRACT_TESTS) --stripe-test-mode -rs $(PYTEST_ARGS)
+
 # Benchmarks (not part of the suite): wrk and valgrind from Debian's packages; PostgreSQL figures when
 # BENCH_POSTGRES_URL answers (default: the local test database). QUICK=1 for a short run.
 BENCH_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test

@@ -1,3 +1,5 @@
+import inspect
+import json
 import os
 import signal
 import threading
@@ -10,6 +12,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -63,6 +66,8 @@ def emulator_url():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "no_portal_configuration: the emulator's account starts without a saved portal configuration")
+    config.addinivalue_line("markers", "emulator_only(reason): a Stripe contract test that `make test-stripe` runs against the emulator only")
+    configure_stripe_test_mode(config)
 
 
 # What `cancel-flow stripe setup` saves (cancel_flow/stripe_gateway.py): in test mode Stripe refuses portal
@@ -92,10 +97,16 @@ def emulator(emulator_url, request):
 
 
 @pytest.fixture
-def stripe_client(emulator, emulator_url):
-    """The real SDK, pointed at the emulator."""
-    return stripe.StripeClient(TEST_KEY, base_addresses={"api": emulator_url}, max_network_retries=0,
-                               http_client=stripe.HTTPXClient(allow_sync_methods=True, timeout=10))
+def stripe_client(request):
+    """The real SDK, pointed at the emulator; in a `make test-stripe` run, a contract test's client is
+    pointed at Stripe test mode instead (see the end of this file)."""
+    key = request.config.stripe_test_key
+    if key and is_contract_test(request.node):
+        yield from stripe_test_mode_client(key)
+        return
+    request.getfixturevalue("emulator")
+    yield stripe.StripeClient(TEST_KEY, base_addresses={"api": request.getfixturevalue("emulator_url")},
+                              max_network_retries=0, http_client=stripe.HTTPXClient(allow_sync_methods=True, timeout=10))
 
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
@@ -336,3 +347,158 @@ def serve(database_url, emulator_url, emulator):
     yield start
     for served in started:
         served.stop()
+
+
+# --- The Stripe contract tests against Stripe test mode (`make test-stripe`, SPEC §12) ---------------
+# The contract tests drive the emulator through the SDK. With --stripe-test-mode and
+# STRIPE_TEST_SECRET_KEY, `stripe_client` drives Stripe test mode instead, so the emulator is held to
+# what Stripe answers. Tests that need the emulator's controls, a loopback webhook receiver or an
+# empty account stay emulator-only, and the run says why it skipped each.
+CONTRACT_MODULES = ("test_emulator", "test_emulator_billing", "test_emulator_rules")
+STRIPE_API = "https://api.stripe.com"
+_NO_LOOPBACK = "has webhooks delivered to a loopback receiver, which Stripe can't reach"
+EMULATOR_ONLY_FIXTURES = {  # the first one a test uses names the reason
+    "limits": "sets the emulator's rate limit (/_emulator/limits)",
+    "restricted": "marks a key's permissions with /_emulator/keys",
+    "receiver": _NO_LOOPBACK,
+    "hooks": _NO_LOOPBACK,
+    "emulator": "uses the emulator's controls (/_emulator/…)",
+    "emulator_url": "talks to the emulator directly",
+}
+LEFT_IN_STRIPE: list[str] = []
+
+
+def pytest_addoption(parser):
+    parser.addoption("--stripe-test-mode", action="store_true", default=False,
+                     help="run the Stripe contract tests against Stripe test mode with STRIPE_TEST_SECRET_KEY (make test-stripe)")
+
+
+def configure_stripe_test_mode(config) -> None:
+    config.stripe_test_key = None
+    if not config.getoption("--stripe-test-mode", default=False):
+        return
+    key = os.environ.get("STRIPE_TEST_SECRET_KEY", "")
+    if not key:
+        raise pytest.UsageError("--stripe-test-mode needs STRIPE_TEST_SECRET_KEY: a Stripe test-mode secret key (sk_test_…)")
+    if not key.startswith(("sk_test_", "rk_test_")):
+        raise pytest.UsageError("STRIPE_TEST_SECRET_KEY must be a test-mode key (sk_test_…): the contract tests create and "
+                                "delete objects")
+    config.stripe_test_key = key
+
+
+def is_contract_test(node) -> bool:
+    module = getattr(node, "module", None)
+    return module is not None and module.__name__.rsplit(".", 1)[-1] in CONTRACT_MODULES
+
+
+def emulator_only_reason(item) -> str | None:
+    marker = item.get_closest_marker("emulator_only")
+    if marker is not None:
+        return marker.args[0] if marker.args else marker.kwargs.get("reason", "runs against the emulator only")
+    if item.get_closest_marker("no_portal_configuration") is not None:
+        return "needs an account without a saved portal configuration"
+    function = getattr(item, "function", None)
+    arguments = inspect.signature(function).parameters if function is not None else {}
+    return next((why for name, why in EMULATOR_ONLY_FIXTURES.items() if name in arguments), None)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.stripe_test_key:
+        return
+    for item in items:
+        reason = emulator_only_reason(item) if is_contract_test(item) else None
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=f"emulator only: {reason}"))
+
+
+def contract_target(config) -> str:
+    key = config.stripe_test_key
+    if key:
+        return (f"Stripe contract tests: against Stripe test mode at {STRIPE_API} (STRIPE_TEST_SECRET_KEY "
+                f"{key[:8]}…{key[-4:]}); the emulator-only ones are skipped with their reason")
+    if os.environ.get("STRIPE_TEST_SECRET_KEY"):
+        return "Stripe contract tests: against the local emulator only (`make test-stripe` runs them against Stripe test mode)"
+    return ("Stripe contract tests: against the local emulator only (set STRIPE_TEST_SECRET_KEY and run "
+            "`make test-stripe` to run them against Stripe test mode)")
+
+
+def pytest_report_header(config):
+    return [contract_target(config)]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    ran = [report for reports in terminalreporter.stats.values() for report in reports
+           if getattr(report, "nodeid", "").split("::")[0].rsplit("/", 1)[-1][:-3] in CONTRACT_MODULES]
+    if ran:
+        terminalreporter.write_line(contract_target(config))
+    for left in LEFT_IN_STRIPE:
+        terminalreporter.write_line(f"Left in the Stripe test account (delete it in the dashboard): {left}")
+
+
+class StripeTestModeHTTP(stripe.HTTPXClient):
+    """The SDK's HTTP client for Stripe test mode. It notes each object a test creates, for deletion
+    afterwards, and makes idempotency keys unique to the run: Stripe keeps a key 24 hours
+    (https://docs.stripe.com/api/idempotent_requests), so a test's fixed key would replay an earlier run."""
+
+    CREATES = ("/v1/test_helpers/test_clocks", "/v1/customers", "/v1/webhook_endpoints", "/v1/coupons",
+               "/v1/billing_portal/configurations", "/v1/prices", "/v1/products")
+
+    def __init__(self):
+        super().__init__(allow_sync_methods=True, timeout=60)
+        self.run_id = "contract-" + secrets.token_hex(6)
+        self.created: list[tuple[str, str]] = []
+
+    def request(self, method, url, headers, post_data=None):
+        headers = {name: f"{self.run_id}-{value}" if name.lower() == "idempotency-key" else value
+                   for name, value in headers.items()}
+        content, status, response_headers = super().request(method, url, headers, post_data)
+        path = urlsplit(url).path
+        if method.lower() == "post" and status == 200 and path in self.CREATES:
+            try:
+                self.created.append((path, json.loads(content)["id"]))
+            except (ValueError, KeyError, TypeError):
+                pass
+        return content, status, response_headers
+
+
+# What removes each kind of object: a test clock takes its customers and subscriptions along
+# (https://docs.stripe.com/api/test_clocks/delete), a customer its subscriptions; prices can't be
+# deleted and portal configurations neither, so they are archived; a product with prices is archived.
+_CLEAN_UP = [("/v1/test_helpers/test_clocks", "delete", {}), ("/v1/customers", "delete", {}),
+             ("/v1/webhook_endpoints", "delete", {}), ("/v1/coupons", "delete", {}),
+             ("/v1/billing_portal/configurations", "post", {"active": False}), ("/v1/prices", "post", {"active": False}),
+             ("/v1/products", "delete", {})]
+
+
+def clean_stripe_test_account(key: str, created: list[tuple[str, str]]) -> list[str]:
+    """Remove what a test created; what could not be removed, by id."""
+    client = stripe.StripeClient(key, base_addresses={"api": STRIPE_API}, max_network_retries=2,
+                                 http_client=stripe.HTTPXClient(allow_sync_methods=True, timeout=60))
+    left = []
+    for kind, method, params in _CLEAN_UP:
+        for path, object_id in created:
+            if path != kind:
+                continue
+            try:
+                client.raw_request(method, f"{path}/{object_id}", **params)
+            except stripe.InvalidRequestError as error:
+                if error.code == "resource_missing":
+                    continue
+                try:
+                    if kind != "/v1/products":
+                        raise
+                    client.raw_request("post", f"{path}/{object_id}", active=False)
+                except stripe.StripeError:
+                    left.append(object_id)
+            except stripe.StripeError:
+                left.append(object_id)
+    return left
+
+
+def stripe_test_mode_client(key: str):
+    http = StripeTestModeHTTP()
+    try:
+        yield stripe.StripeClient(key, base_addresses={"api": STRIPE_API}, max_network_retries=2, http_client=http)
+    finally:
+        if http.created:
+            LEFT_IN_STRIPE.extend(clean_stripe_test_account(key, http.created))

@@ -60,6 +60,8 @@ def receiver():
         item.close()
 
 
+@pytest.mark.emulator_only("lists and searches by an email other runs use too, and Stripe's search lags writes "
+                           "(https://docs.stripe.com/search#data-freshness)")
 def test_customer_create_retrieve_update_list_and_search(stripe_client):
     created = stripe_client.v1.customers.create(params={"email": "ann@example.com", "name": "Ann",
                                                         "payment_method": "pm_card_visa",
@@ -76,6 +78,7 @@ def test_customer_create_retrieve_update_list_and_search(stripe_client):
     assert found.object == "search_result" and [c.id for c in found.data] == [created.id]
 
 
+@pytest.mark.emulator_only("pages through all of the account's products")
 def test_lists_are_newest_first_and_page(stripe_client):
     ids = [stripe_client.v1.products.create(params={"name": f"P{i}"}).id for i in range(3)]
     first = stripe_client.v1.products.list(params={"limit": 2})
@@ -114,6 +117,7 @@ def test_declining_card_makes_an_incomplete_subscription_or_a_card_error(stripe_
     assert error.value.code == "card_declined" and error.value.http_status == 402
 
 
+@pytest.mark.emulator_only("lists every canceled subscription of the account")
 def test_subscription_list_filters_by_customer_and_status(stripe_client, catalogue):
     customer = catalogue.customer()
     live = catalogue.subscription(customer)
@@ -329,6 +333,7 @@ def test_portal_refuses_to_cancel_a_canceled_subscription(stripe_client, catalog
             "flow_data": {"type": "subscription_cancel", "subscription_cancel": {"subscription": sub.id}}})
 
 
+@pytest.mark.emulator_only("drives the emulator's hosted portal page")
 def test_portal_payment_method_update_flow_changes_the_default_card(stripe_client, catalogue):
     customer = catalogue.customer(card="pm_card_chargeCustomerFail")
     session = stripe_client.v1.billing_portal.sessions.create(params={

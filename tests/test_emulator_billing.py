@@ -75,6 +75,7 @@ def test_creation_and_each_renewal_make_a_paid_invoice_on_month_end_dates(stripe
     assert stripe_client.v1.subscriptions.retrieve(sub.id)["items"].data[0].current_period_end == at(2027, 6, 30)
 
 
+@pytest.mark.emulator_only("has webhooks delivered to a loopback receiver, which Stripe can't reach")
 def test_invoice_events_are_emitted_in_order_and_delivered_signed(stripe_client, catalogue):
     hook = Receiver()
     try:
@@ -118,6 +119,7 @@ def test_a_test_clock_advances_at_most_two_intervals_of_its_shortest_subscriptio
     assert catalogue.advance(clock.id, at(2027, 2, 15)).frozen_time == at(2027, 2, 15)
 
 
+@pytest.mark.emulator_only("lists every test clock and test clock event of the account")
 def test_test_clock_create_retrieve_list_events_limits_and_delete(stripe_client, catalogue):
     clock = catalogue.test_clock(at(2027, 6, 1), name="renewals")
     assert clock.object == "test_helpers.test_clock" and clock.status == "ready" and clock.name == "renewals"
@@ -226,7 +228,8 @@ def test_void_pause_skips_exactly_the_renewals_before_resumes_at(stripe_client, 
     assert billed[1].amount_paid == 0 and billed[1].status_transitions.voided_at == at(2027, 2, 10)
     after = stripe_client.v1.subscriptions.retrieve(sub.id)
     assert after.pause_collection is None and after.status == "active"
-    voided = stripe_client.v1.events.list(params={"type": "invoice.voided"}).data
+    voided = [e for e in stripe_client.v1.events.list(params={"type": "invoice.voided"}).data
+              if e.data.object.customer == customer.id]
     assert [e.data.object.id for e in voided] == [billed[1].id]
 
 
@@ -286,7 +289,7 @@ def test_invoice_list_filters_and_pages(stripe_client, catalogue):
     first_page = stripe_client.v1.invoices.list(params={"customer": customer.id, "limit": 2})
     rest = stripe_client.v1.invoices.list(params={"customer": customer.id, "limit": 2, "starting_after": first_page.data[-1].id})
     assert first_page.has_more is True and len(rest.data) == 1 and rest.has_more is False
-    assert stripe_client.v1.invoices.list(params={"status": "open"}).data == []
+    assert stripe_client.v1.invoices.list(params={"status": "open", "customer": customer.id}).data == []
     with pytest.raises(stripe.InvalidRequestError) as unknown:
         stripe_client.v1.invoices.list(params={"subscriptions": sub.id})
     assert unknown.value.code == "parameter_unknown"

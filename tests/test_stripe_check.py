@@ -1,14 +1,20 @@
 """`cancel-flow stripe check` against the emulator: a set-up account passes, each broken part fails with its fix."""
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 from dataclasses import replace
+from xml.etree import ElementTree
 
+import httpx
 import pytest
 
 from cancel_flow.setup import run_stripe_setup
 from cancel_flow.stripe_check import is_public_https, run_stripe_check
 from cancel_flow.web.app import create_app
-from tests.conftest import LiveServer
+from tests.conftest import ROOT, LiveServer, configure_stripe_test_mode, contract_target, stripe_test_mode_client
 
 RESTRICTED = "rk_test_" + "c" * 24 + "4321"
 
@@ -152,3 +158,97 @@ def test_a_service_that_does_not_receive_the_webhooks_fails_delivery(deploy, str
 ])
 def test_public_https_addresses(url, public):
     assert is_public_https(url) is public
+
+
+# `make test-stripe`: the contract tests' switch to Stripe test mode, checked without reaching Stripe.
+
+CONTRACT = ["tests/test_emulator.py", "tests/test_emulator_billing.py", "tests/test_emulator_rules.py"]
+FAKE_KEY = "sk_test_" + "f" * 20 + "9999"
+
+
+def pytest_in_a_child(*args: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "STRIPE_TEST_SECRET_KEY": FAKE_KEY}
+    # a dead proxy: should anything try to reach Stripe, it fails instead
+    environment.update(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="")
+    return subprocess.run([sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider"], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_stripe_test_mode_runs_the_contract_tests_at_stripe_and_skips_the_emulator_only_ones_saying_why(tmp_path):
+    report = tmp_path / "report.xml"
+    run = pytest_in_a_child(*CONTRACT, "--stripe-test-mode", "--setup-only", f"--junitxml={report}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    header = "Stripe contract tests: against Stripe test mode at https://api.stripe.com (STRIPE_TEST_SECRET_KEY sk_test_…9999)"
+    assert run.stdout.count(header) == 2  # the header and the summary
+    assert FAKE_KEY not in run.stdout
+    assert "emulator_url" not in run.stdout  # no emulator is started
+    skipped, at_stripe = {}, set()
+    for case in ElementTree.parse(report).iter("testcase"):
+        name = f"{case.get('classname').rsplit('.', 1)[-1]}::{case.get('name')}"
+        skip = case.find("skipped")
+        if skip is None:
+            at_stripe.add(name)
+        else:
+            skipped[name] = skip.get("message").removeprefix("emulator only: ")
+    assert skipped["test_emulator::test_pause_collection_sets_clears_and_resumes_with_the_clock"] == \
+        "uses the emulator's controls (/_emulator/…)"
+    assert skipped["test_emulator::test_signed_webhooks_verify_with_construct_event_and_carry_previous_attributes"] == \
+        "has webhooks delivered to a loopback receiver, which Stripe can't reach"
+    assert skipped["test_emulator_rules::test_a_restricted_key_without_a_permission_is_refused_with_403"] == \
+        "marks a key's permissions with /_emulator/keys"
+    assert skipped["test_emulator_billing::test_portal_sessions_need_a_saved_configuration_and_the_first_becomes_default"] == \
+        "needs an account without a saved portal configuration"
+    assert skipped["test_emulator::test_portal_payment_method_update_flow_changes_the_default_card"] == \
+        "drives the emulator's hosted portal page"
+    assert {"test_emulator_billing::test_void_pause_skips_exactly_the_renewals_before_resumes_at",
+            "test_emulator_rules::test_list_expand_of_five_levels_is_refused_and_four_are_served",
+            "test_emulator_billing::test_creation_and_each_renewal_make_a_paid_invoice_on_month_end_dates"} <= at_stripe
+    print(f"{len(at_stripe)} contract tests at Stripe, {len(skipped)} emulator only")
+
+
+class PytestOptions:
+    """pytest's config as `configure_stripe_test_mode` reads it."""
+
+    def __init__(self, stripe_test_mode: bool):
+        self.stripe_test_mode = stripe_test_mode
+
+    def getoption(self, name, default=None):
+        return self.stripe_test_mode if name == "--stripe-test-mode" else default
+
+
+def test_without_the_flag_the_contract_tests_say_they_run_against_the_emulator_and_the_flag_needs_a_test_key(monkeypatch):
+    monkeypatch.setenv("STRIPE_TEST_SECRET_KEY", FAKE_KEY)
+    config = PytestOptions(False)
+    configure_stripe_test_mode(config)
+    assert config.stripe_test_key is None
+    assert contract_target(config) == ("Stripe contract tests: against the local emulator only "
+                                       "(`make test-stripe` runs them against Stripe test mode)")
+    monkeypatch.delenv("STRIPE_TEST_SECRET_KEY")
+    assert "set STRIPE_TEST_SECRET_KEY and run `make test-stripe`" in contract_target(config)
+    with pytest.raises(pytest.UsageError, match="--stripe-test-mode needs STRIPE_TEST_SECRET_KEY"):
+        configure_stripe_test_mode(PytestOptions(True))
+    monkeypatch.setenv("STRIPE_TEST_SECRET_KEY", "sk_live_" + "x" * 24)
+    with pytest.raises(pytest.UsageError, match="must be a test-mode key"):
+        configure_stripe_test_mode(PytestOptions(True))
+
+
+def test_the_stripe_test_mode_client_talks_to_stripe_with_run_unique_idempotency_keys_and_notes_what_it_creates():
+    seen = []
+
+    def stripe_api(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"id": "cus_made", "object": "customer"})
+
+    making = stripe_test_mode_client(FAKE_KEY)
+    client = next(making)
+    http = client._requestor._client
+    http._client = httpx.Client(transport=httpx.MockTransport(stripe_api))  # the transport seam: nothing leaves
+    client.v1.customers.create(params={"email": "a@example.com"}, options={"idempotency_key": "fixed"})
+    client.v1.customers.retrieve("cus_made")
+    assert [(r.method, r.url.host, r.url.path) for r in seen] == [
+        ("POST", "api.stripe.com", "/v1/customers"), ("GET", "api.stripe.com", "/v1/customers/cus_made")]
+    assert seen[0].headers["Idempotency-Key"] == f"{http.run_id}-fixed" and http.run_id.startswith("contract-")
+    assert http.created == [("/v1/customers", "cus_made")]
+    http.created.clear()  # nothing to delete: closing makes no call
+    making.close()
+    assert len(seen) == 2
