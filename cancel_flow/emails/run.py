@@ -49,11 +49,11 @@ async def send_emails_periodically(engine, settings, offers, every: float = EVER
     """`serve`'s background pass: writes what is due (the app's outbox dispatcher, a GuardedDispatcher, sends
     it within a second). Safe in every worker at once: each email has one key, the outbox claims each row."""
     while True:
+        await asyncio.sleep(every)
         try:
             await run_in_threadpool(run_pass, engine, settings, offers, send=False)
         except Exception as error:  # Stripe or the database is away: the next pass tries again
             log_event("emails.pass_failed", level=40, error=type(error).__name__)
-        await asyncio.sleep(every)
 
 
 # `cancel-flow send-due-emails` ----------------------------------------------------------------------------
