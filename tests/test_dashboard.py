@@ -161,7 +161,7 @@ def test_sign_in_sets_a_safe_cookie_and_shows_the_numbers(client, coach, novembe
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax") and "Secure" not in cookie
     page = client.get("/dashboard?from=2026-11-01&to=2026-11-30")
     assert page.status_code == 200
-    assert '<dd id="stat-sessions">7</dd>' in page.text and '<dd id="stat-save-rate">50%</dd>' in page.text
+    assert 'id="stat-sessions">7<' in page.text and 'id="stat-save-rate">50%<' in page.text
     assert "€20.00, $49.00" in page.text and "$73.50" in page.text
 
 
@@ -229,9 +229,10 @@ def test_recent_sessions_filter_and_paginate(client, coach, history):
                 reason="unused" if day % 2 else "other")
     sign_in(client)
     page = client.get("/dashboard?outcome=canceled")
-    assert "10 sessions, page 1 of 1" in page.text
+    assert "10 sessions, newest first, page 1 of 1" in page.text
     first = client.get("/dashboard")
-    assert "30 sessions, page 1 of 2" in first.text and "Older" in first.text
+    assert "30 sessions, newest first, page 1 of 2" in first.text and "Older" in first.text
+    assert 'aria-label="Page 2"' in first.text
     assert client.get("/dashboard?outcome=nonsense").status_code == 400
     assert client.get("/dashboard?from=2026-13-01&to=2026-01-01").status_code == 400
 
@@ -244,12 +245,35 @@ def test_csv_export_has_one_row_per_session_and_is_formula_safe(client, coach, h
     sign_in(client)
     response = client.get("/dashboard/export.csv?from=2026-11-01&to=2026-11-10")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(response.text)))
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
     assert len(rows) == 2
-    assert rows[0]["comment"] == "'=HYPERLINK(\"http://evil\")" and rows[1]["comment"] == "'@SUM(A1)"
-    assert rows[1]["customer_email"] == "'+1@example.com"
-    assert rows[0]["created_at"] == "2026-11-02T10:00:00+00:00" and rows[0]["monthly_amount"] == "4900"
-    assert rows[0]["currency"] == "usd" and rows[0]["outcome"] == "saved_discount"
+    newest, oldest = rows
+    assert newest["comment"] == "'@SUM(A1)" and oldest["comment"] == "'=HYPERLINK(\"http://evil\")"
+    assert newest["customer_email"] == "'+1@example.com"
+    assert oldest["currency"] == "USD" and oldest["outcome"] == "saved_discount"
+
+
+def test_csv_is_newest_first_in_major_units_and_the_coaches_time_zone_with_a_bom(make_client, coach, history, store):
+    import sqlalchemy as sa
+
+    from cancel_flow.models import CancelSession
+    table = CancelSession.__table__
+    first = history(datetime(2026, 11, 2, 10, 0, 0, 123456, tzinfo=timezone.utc), "saved_pause", chosen="pause",
+                    decided=nov(2), comment="Zürich, déjà vu")
+    history(nov(4), "open", currency="jpy", price=5000)
+    with store.engine.begin() as connection:
+        connection.execute(sa.update(table).where(table.c.id == first).values(offer_cost=9800))
+    client = make_client(timezone="Europe/Paris")
+    sign_in(client)
+    response = client.get("/dashboard/export.csv?from=2026-11-01&to=2026-11-10")
+    assert response.content.startswith(b"\xef\xbb\xbf")  # UTF-8 byte-order mark: Excel reads the accents right
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
+    yen, pause = rows
+    assert yen["currency"] == "JPY" and yen["price"] == "5000" and yen["price_minor"] == "5000"
+    assert pause["created_at"] == "2026-11-02T11:00:00+01:00" and pause["time_zone"] == "Europe/Paris"
+    assert (pause["price"], pause["price_minor"], pause["monthly_amount"], pause["monthly_amount_minor"]) == ("49.00", "4900", "49.00", "4900")
+    assert (pause["offer_cost"], pause["offer_cost_minor"], pause["offer_kind"]) == ("98.00", "9800", "pause")
+    assert pause["comment"] == "Zürich, déjà vu"
 
 
 def test_charts_are_svg_drawn_by_the_service(client, coach, november):

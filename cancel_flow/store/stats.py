@@ -252,9 +252,9 @@ class StatsQueries:
         return rows, total
 
     def export_rows(self, period: DateRange, outcome: str | None, reason: str | None):
-        """Every session of the range, oldest first, streamed from the database."""
+        """Every session of the range, newest first like the dashboard's list, streamed from the database."""
         query = sa.select(sessions).where(*self._filtered(period, outcome, reason)) \
-            .order_by(sessions.c.created_at, sessions.c.id)
+            .order_by(sessions.c.created_at.desc(), sessions.c.id.desc())
         with self.engine.connect() as connection:
             for row in connection.execution_options(stream_results=True, yield_per=500).execute(query):
                 yield row

@@ -5,6 +5,7 @@ import io
 import re
 from datetime import date, timedelta
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -14,7 +15,7 @@ from starlette.routing import Route
 from cancel_flow.clock import as_utc, utc_now
 from cancel_flow.errors import BadRequest
 from cancel_flow.models import OUTCOMES
-from cancel_flow.money import format_money
+from cancel_flow.money import format_money, minor_unit_divisor
 from cancel_flow.offers import REASONS
 from cancel_flow.spreadsheet import safe_cell
 from cancel_flow.store.stats import PAGE_SIZE, DateRange, day_start
@@ -27,8 +28,26 @@ PRESETS = (7, 30, 90)
 FIRST_YEAR, LAST_YEAR = 2000, 2100
 MAX_RANGE_DAYS = 3660  # about ten years
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
-OUTCOME_LABELS = {"open": "Still open", "saved_discount": "Saved by discount", "saved_pause": "Saved by pause",
-                  "sent_to_portal": "At Stripe's portal", "canceled": "Canceled", "deflected": "Deflected"}
+OUTCOME_LABELS = {"saved_discount": "Saved by discount", "saved_pause": "Saved by pause",
+                  "saved_switch": "Saved by plan switch", "saved_free_period": "Saved by free time",
+                  "saved_keep": "Kept after scheduling a cancel", "contact_requested": "Asked to talk to you",
+                  "canceled": "Canceled", "deflected": "Deflected", "sent_to_portal": "At Stripe's portal",
+                  "open": "Still open"}
+# Each term explained where it appears.
+OUTCOME_HINTS = {
+    "saved_discount": "accepted a discount, confirmed by Stripe",
+    "saved_pause": "paused their payments instead of leaving",
+    "saved_switch": "moved to the cheaper plan you offered",
+    "saved_free_period": "took the free time you offered",
+    "saved_keep": "had a cancellation scheduled and pressed \"Keep my subscription\"",
+    "contact_requested": "chose to talk to you first; becomes deflected or canceled after 24 hours",
+    "canceled": "Stripe confirmed the cancellation (now or at the end of the period)",
+    "deflected": "went to cancel, or opened the link, but 24 hours later the subscription was still active",
+    "sent_to_portal": "pressed \"Continue to cancel\" and is on Stripe's cancel page; not confirmed yet",
+    "open": "opened the link and has not decided yet",
+}
+KIND_LABELS = {"discount": "Discount", "pause": "Pause", "switch": "Plan switch", "free_period": "Free time",
+               "contact": "Talk to you"}
 
 
 def parse_day(text: str, name: str) -> date:
@@ -84,10 +103,23 @@ class Filters:
         if self.outcome not in (None, *OUTCOMES) or self.reason not in (None, *REASONS):
             raise BadRequest("Filter by one of the listed outcomes and reasons.")
 
+    @property
+    def active_preset(self) -> int | None:
+        """The preset this range is (also when typed as dates ending today), or None for a custom range."""
+        if self.preset:
+            return self.preset
+        today = utc_now().date()
+        return next((days for days in PRESETS if self.last == today and (self.last - self.first).days == days - 1), None)
+
     def query(self, **changes) -> str:
         values = {"from": self.first.isoformat(), "to": self.last.isoformat(), "outcome": self.outcome or "",
                   "reason": self.reason or "", "page": self.page}
         values.update(changes)
+        return urlencode({k: v for k, v in values.items() if v not in ("", None)})
+
+    def preset_query(self, days: int) -> str:
+        """A preset's link: the same outcome and reason filters, the first page."""
+        values = {"range": days, "outcome": self.outcome or "", "reason": self.reason or ""}
         return urlencode({k: v for k, v in values.items() if v not in ("", None)})
 
 
@@ -145,22 +177,98 @@ def _money_list(pairs) -> str:
     return ", ".join(format_money(amount, currency) for currency, amount in pairs) or format_money(0, "usd")
 
 
+def _change(now, before, kind: str) -> dict | None:
+    """The change against the previous period: {"words", "direction"}; None when there is nothing to compare."""
+    if now is None or before is None:
+        return None
+    if kind == "rate":
+        points = round((now - before) * 100)
+        words = f"{points:+d} points" if points else "no change"
+    else:
+        if before == 0:
+            return {"words": "new" if now else "no change", "direction": "up" if now else "same"}
+        percent = round((now - before) / before * 100)
+        words = f"{percent:+d}%" if percent else "no change"
+    direction = "same" if words == "no change" else ("up" if now > before else "down")
+    return {"words": words, "direction": direction}
+
+
+def _pages(current: int, last: int) -> list[int | None]:
+    """Page numbers to link: the first, the last, and two either side of the current one (None: a gap)."""
+    wanted = sorted({1, last, *range(max(1, current - 2), min(last, current + 2) + 1)})
+    shown: list[int | None] = []
+    for number in wanted:
+        if shown and number - shown[-1] > 1:
+            shown.append(None)
+        shown.append(number)
+    return shown
+
+
+def stripe_customer_url(api_key: str | None, customer_id: str) -> str:
+    """The customer in Stripe's dashboard: test-mode keys open the test-mode page."""
+    test = (api_key or "").startswith(("sk_test_", "rk_test_"))
+    return f"https://dashboard.stripe.com/{'test/' if test else ''}customers/{customer_id}"
+
+
+def local_clock(zone_name: str):
+    zone = ZoneInfo(zone_name)
+
+    def local(moment, pattern: str = "%d %b %Y, %H:%M") -> str:
+        return as_utc(moment).astimezone(zone).strftime(pattern) if moment else ""
+    return local
+
+
+def recovered_payments(request: Request, period) -> dict | None:
+    """Failed payments recovered in the range, once billing emails provide the figures: a callable on
+    `app.state.recovered_payments(period)` answering {"count", "amounts": [(currency, minor units)],
+    "previous_count"} or None. The summary shows its card only when there is one."""
+    figures = getattr(request.app.state, "recovered_payments", None)
+    return figures(period) if callable(figures) else None
+
+
+def _offer_titles(request: Request) -> dict[str, str]:
+    return {offer.id: offer.title for offer in request.app.state.offers.offers}
+
+
 async def dashboard(request: Request) -> Response:
     coach = await _coach_or_redirect(request)
     if coach is None:
         return _to_login(request)
     filters = Filters(request)
     queries = request.app.state.stats
-    csrf = csrf_token(request.app.state.settings.secret_key, f"coach|{coach.session_key}")
+    settings = request.app.state.settings
+    csrf = csrf_token(settings.secret_key, f"coach|{coach.session_key}")
     if not await run_in_threadpool(queries.any_session):
         return render(request, "dashboard_empty.html", coach=coach, csrf=csrf)
-    stats = await run_in_threadpool(queries.stats, filters.period)
+    kinds = {offer.id: offer.kind for offer in request.app.state.offers.offers}
+    stats = await run_in_threadpool(queries.stats, filters.period, kinds)
     recent, total = await run_in_threadpool(queries.recent, filters.period, filters.outcome, filters.reason, filters.page)
+    recovered = await run_in_threadpool(recovered_payments, request, filters.period)
     pages = max(1, -(-total // PAGE_SIZE))
+    previous = stats.previous
+    mrr_now = sum(amount for _, amount in stats.mrr_saved) if len(stats.mrr_saved) <= 1 else None
+    mrr_before = sum(amount for _, amount in previous["mrr_saved"]) if len(previous["mrr_saved"]) <= 1 else None
+    same_currency = {c for c, _ in stats.mrr_saved} | {c for c, _ in previous["mrr_saved"]}
+    changes = {
+        "sessions": _change(stats.sessions, previous["sessions"], "count"),
+        "save_rate": _change(stats.save_rate, previous["save_rate"], "rate"),
+        "mrr": _change(mrr_now, mrr_before, "count") if len(same_currency) <= 1 else None,
+    }
+    if recovered:
+        changes["recovered"] = _change(recovered.get("count"), recovered.get("previous_count"), "count")
+    length = (filters.last - filters.first).days + 1
+    chart_query = urlencode({"from": filters.first.isoformat(), "to": filters.last.isoformat()})
     return render(request, "dashboard.html", coach=coach, csrf=csrf, stats=stats, filters=filters, recent=recent,
-                  total=total, pages=pages, presets=PRESETS, outcome_labels=OUTCOME_LABELS,
+                  total=total, pages=pages, page_links=_pages(filters.page, pages), presets=PRESETS,
+                  outcome_labels=OUTCOME_LABELS, outcome_hints=OUTCOME_HINTS, kind_labels=KIND_LABELS,
+                  offer_titles=_offer_titles(request), changes=changes, previous_length=length,
+                  previous_first=filters.first - timedelta(days=length), previous_last=filters.first - timedelta(days=1),
                   mrr_saved=_money_list(stats.mrr_saved), discount_cost=_money_list(stats.discount_cost),
-                  chart_query=urlencode({"from": filters.first.isoformat(), "to": filters.last.isoformat()}))
+                  offer_cost=_money_list(stats.offer_cost), recovered=recovered,
+                  local=local_clock(settings.timezone), zone=settings.timezone,
+                  customer_url=lambda customer: stripe_customer_url(settings.stripe_api_key, customer),
+                  reasons_size=charts.reasons_size,
+                  chart_query=chart_query)
 
 
 def _chart(render_svg):
@@ -168,35 +276,59 @@ def _chart(render_svg):
         if await _coach_or_redirect(request) is None:
             return _to_login(request)
         filters = Filters(request)
+        size = request.query_params.get("size") or "wide"
+        if size not in charts.SIZES:
+            raise BadRequest("The chart size must be 'wide' or 'narrow'.")
         stats = await run_in_threadpool(request.app.state.stats.stats, filters.period)
-        svg = render_svg(stats, request.app.state.offers.brand.color)
-        # Shown as an <img>, where scripts never run; pygal styles the SVG inline.
+        svg = render_svg(stats, request.app.state.offers.brand.color, size)
+        # Shown as an <img>, where scripts never run; the SVG carries no script and no outside reference.
         return Response(svg, media_type="image/svg+xml", headers={
             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'", "Cache-Control": "private, max-age=60"})
     return endpoint
 
 
-def _iso(moment) -> str:
-    return as_utc(moment).isoformat() if moment else ""
-
-
 CSV_HEADER = ["session_id", "created_at", "customer_id", "customer_email", "subscription_id", "plan",
-              "price_amount", "interval", "monthly_amount", "currency", "reason", "comment", "offers_shown",
-              "chosen_offer", "outcome", "decided_at", "canceled_at", "canceled_outside_flow", "stripe_feedback"]
+              "price", "interval", "monthly_amount", "currency", "reason", "comment", "offers_shown",
+              "chosen_offer", "offer_kind", "outcome", "decided_at", "canceled_at", "canceled_outside_flow",
+              "stripe_feedback", "offer_cost", "price_minor", "monthly_amount_minor", "offer_cost_minor", "time_zone"]
 
 
-def _csv_lines(rows):
+def _major(amount, currency: str) -> str:
+    """Minor units as a plain decimal number in major units (4900 usd → 49.00; 500 jpy → 500)."""
+    if amount is None:
+        return ""
+    divisor = minor_unit_divisor(currency)
+    if divisor == 1:
+        return str(int(amount))
+    digits = len(str(divisor)) - 1
+    sign = "-" if amount < 0 else ""
+    whole, part = divmod(abs(int(amount)), divisor)
+    return f"{sign}{whole}.{part:0{digits}d}"
+
+
+def _csv_lines(rows, zone_name: str):
+    """UTF-8 with a byte-order mark (so Excel reads the accents right), newest first; times in the coach's
+    time zone to the second, with its offset; money in major units, and again in minor units for machines."""
+    zone = ZoneInfo(zone_name)
+
+    def when(moment) -> str:
+        return as_utc(moment).astimezone(zone).replace(microsecond=0).isoformat() if moment else ""
+
     buffer = io.StringIO()
+    buffer.write("\ufeff")
     writer = csv.writer(buffer)
     writer.writerow(CSV_HEADER)
     for index, session in enumerate(rows):
+        currency = session.currency
         writer.writerow([
-            session.id, _iso(session.created_at), safe_cell(session.customer_id), safe_cell(session.customer_email),
-            safe_cell(session.subscription_id), safe_cell(session.plan_name), session.price_amount, session.interval,
-            session.monthly_amount, session.currency, safe_cell(session.reason), safe_cell(session.comment),
-            safe_cell(" ".join(session.offers_shown or [])), safe_cell(session.chosen_offer), session.outcome,
-            _iso(session.decided_at), _iso(session.canceled_at), str(session.canceled_outside_flow).lower(),
-            safe_cell(session.stripe_feedback),
+            session.id, when(session.created_at), safe_cell(session.customer_id), safe_cell(session.customer_email),
+            safe_cell(session.subscription_id), safe_cell(session.plan_name), _major(session.price_amount, currency),
+            session.interval, _major(session.monthly_amount, currency), currency.upper(), safe_cell(session.reason),
+            safe_cell(session.comment), safe_cell(" ".join(session.offers_shown or [])), safe_cell(session.chosen_offer),
+            session.offer_kind or "", session.outcome, when(session.decided_at), when(session.canceled_at),
+            str(session.canceled_outside_flow).lower(), safe_cell(session.stripe_feedback),
+            _major(session.offer_cost, currency), session.price_amount, session.monthly_amount,
+            "" if session.offer_cost is None else session.offer_cost, zone_name,
         ])
         if index % 200 == 0:
             yield buffer.getvalue()
@@ -211,7 +343,7 @@ async def export_csv(request: Request) -> Response:
     filters = Filters(request)
     rows = request.app.state.stats.export_rows(filters.period, filters.outcome, filters.reason)
     name = f"cancel-sessions-{filters.first.isoformat()}-to-{filters.last.isoformat()}.csv"
-    return StreamingResponse(_csv_lines(rows), media_type="text/csv; charset=utf-8",
+    return StreamingResponse(_csv_lines(rows, request.app.state.settings.timezone), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
@@ -221,6 +353,6 @@ routes = [
     Route("/dashboard/logout", logout, methods=["POST"]),
     Route("/dashboard", dashboard, methods=["GET"]),
     Route("/dashboard/export.csv", export_csv, methods=["GET"]),
-    Route("/dashboard/charts/weekly.svg", _chart(lambda stats, color: charts.weekly_trend_svg(stats.weekly, color))),
-    Route("/dashboard/charts/reasons.svg", _chart(lambda stats, color: charts.reasons_svg(stats.reasons, color))),
+    Route("/dashboard/charts/weekly.svg", _chart(lambda stats, color, size: charts.weekly_trend_svg(stats.weekly, color, size))),
+    Route("/dashboard/charts/reasons.svg", _chart(lambda stats, color, size: charts.reasons_svg(stats.reasons, color, size))),
 ]
