@@ -10,6 +10,7 @@ reads. One line per check: PASS, WARN or FAIL, and for each failure what to do.
 
 import asyncio
 import ipaddress
+import os
 import re
 import secrets
 import time
@@ -458,8 +459,14 @@ class StripeCheck:
                                  "/v1/subscriptions", customer=subscription["customer"], status="all", limit=100,
                                  expand=LIST_EXPAND)
         if read is not None and listed is not None:
-            facts = facts_from(read)
-            self.report("PASS", "read a subscription", f"{sub_id} read with its plan '{facts.plan_name}' and customer.")
+            try:
+                facts = facts_from(read)
+            except (KeyError, TypeError, IndexError) as error:
+                self.report("FAIL", "read a subscription", f"{sub_id} came back in a shape cancel-flow can't read "
+                            f"(missing {error}): is STRIPE_API_BASE pointing at Stripe?",
+                            "unset STRIPE_API_BASE (or point it at Stripe's API), then run the check again.")
+            else:
+                self.report("PASS", "read a subscription", f"{sub_id} read with its plan '{facts.plan_name}' and customer.")
         if coupon_id is None:
             self.report("WARN", "discount", "not tried: no coupon could be created (see 'write coupons').",
                         "give the key 'Coupons: Write', then run the check again.")
@@ -543,8 +550,11 @@ class StripeCheck:
         from cancel_flow.store import make_engine
 
         try:
+            url = sa.engine.make_url(self.settings.database_url)
+            if url.get_backend_name() == "sqlite" and not (url.database and os.path.exists(url.database)):
+                return None  # connecting would create an empty database file here
             engine = make_engine(self.settings.database_url)
-        except Exception:
+        except (sa.exc.ArgumentError, ValueError, ImportError):
             return None
         try:
             with engine.connect() as connection:
