@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 import stripe
 
+from cancel_flow.errors import StripeUnavailable
 from cancel_flow.stripe_gateway import StripeGateway, idempotency_key
 
 # The failed payment sits on the invoice's payment's PaymentIntent
@@ -136,7 +137,7 @@ class StripeBilling:
                                answer.user_message)
             try:  # the card's brand and last four are on the invoice's payment
                 recorded = failure_of(await self.invoice(invoice["id"]))
-            except Exception:
+            except (StripeUnavailable, stripe.StripeError):
                 recorded = Failure()
             return Payment(False, amount, currency, Failure(
                 declined.code or recorded.code, declined.decline_code or recorded.decline_code,

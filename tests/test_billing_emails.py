@@ -494,3 +494,16 @@ def test_each_email_renders_at_360_px_with_its_button_and_brand(billing, inbox, 
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 5000
         browser.close()
+
+
+def test_the_demo_declines_a_renewal_and_the_email_goes_out(billing, inbox):
+    import io
+
+    from cancel_flow.emails.run import demo_failed_payment
+
+    out = io.StringIO()
+    customer = demo_failed_payment(billing.settings, billing.offers, out=out)
+    assert customer and "the card declines" in out.getvalue() and "Update my card" in out.getvalue()
+    [notice] = inbox.messages
+    assert notice["To"] == "riley@example.com" and "Hi Riley Brooks," in text_of(notice)
+    assert "Peak Coaching Membership" in notice["Subject"]

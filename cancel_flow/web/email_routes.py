@@ -37,10 +37,6 @@ def _page(request: Request, template: str, status_code: int = 200, **context) ->
     return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
 
 
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
 async def card_updated(request: Request) -> Response:
     """Where the portal returns after a card update: every open invoice is paid now, with the new card."""
     token = request.path_params["token"]
