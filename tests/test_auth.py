@@ -102,6 +102,12 @@ def test_one_address_guessing_many_emails_is_stopped(client_at, coach):
     assert sign_in(office).status_code == 303
 
 
+def test_rotating_through_one_ipv6_network_counts_as_one_address(client_at, coach):
+    statuses = [sign_in(client_at(f"2001:db8:1:2::{n + 1:x}"), password="a wrong password").status_code for n in range(6)]
+    assert statuses == [401] * 5 + [429]
+    assert sign_in(client_at("2001:db8:1:3::1")).status_code == 303
+
+
 def _login_form(base_url: str):
     page = httpx.get(f"{base_url}/dashboard/login")
     return page.cookies, csrf_of(page.text)
@@ -293,8 +299,8 @@ def test_parse_day_range_defaults_and_limits():
     assert parse_day_range(None, None, today=today) == (date(2026, 11, 1), today)
     assert parse_day_range("2026-11-10", None, today=today) == (date(2026, 11, 10), today)
     assert parse_day_range(None, "2026-01-31", 7, today=today) == (date(2026, 1, 25), date(2026, 1, 31))
-    assert parse_day_range("2016-11-23", "2026-11-30") == (date(2016, 11, 23), date(2026, 11, 30))  # 3659 days
-    for start, end in [("2016-11-22", "2026-11-30"), ("2100-12-31", None), ("2000-01-01", "2101-01-01")]:
+    assert parse_day_range("2016-11-22", "2026-11-30") == (date(2016, 11, 22), date(2026, 11, 30))  # 3660 days
+    for start, end in [("2016-11-21", "2026-11-30"), ("2100-12-31", None), ("2000-01-01", "2101-01-01")]:
         with pytest.raises(BadRequest):
             parse_day_range(start, end, today=today)
 

@@ -2,6 +2,7 @@
 (logout and a new password raise it, ending every session at once); failed logins throttled per
 (email, address) and per address, so guesses from elsewhere never lock the coach out of their own."""
 
+import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -49,8 +50,18 @@ def _serializer(secret_key: str) -> URLSafeTimedSerializer:
 
 
 def client_address(request: Request) -> str:
-    """The client's address (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
-    return (request.client.host if request.client else "") or "unknown"
+    """Whom a limit counts: the client's address (uvicorn puts a trusted proxy's X-Forwarded-For here);
+    for IPv6 its /64, which one subscriber line usually holds whole and could otherwise rotate through."""
+    host = (request.client.host if request.client else "") or "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 4:
+        return str(address)
+    if address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{address}/64", strict=False))
 
 
 async def current_coach(request: Request) -> SignedInCoach:

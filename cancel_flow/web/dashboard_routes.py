@@ -2,7 +2,6 @@
 
 import csv
 import io
-import re
 from datetime import date, timedelta
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -22,12 +21,10 @@ from cancel_flow.store.stats import PAGE_SIZE, DateRange, day_start
 from cancel_flow.web import charts
 from cancel_flow.web.coach_auth import (LOGIN_CSRF_COOKIE, NotSignedIn, SignInBusy, TooManyAttempts,
                                         check_credentials, current_coach, sign_in, sign_out)
+from cancel_flow.web.dates import EARLIEST, check_range, parse_day
 from cancel_flow.web.pages import csrf_token, read_form, render, render_with_token
 
 PRESETS = (7, 30, 90)
-FIRST_YEAR, LAST_YEAR = 2000, 2100
-MAX_RANGE_DAYS = 3660  # about ten years
-_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 OUTCOME_LABELS = {"saved_discount": "Saved by discount", "saved_pause": "Saved by pause",
                   "saved_switch": "Saved by plan switch", "saved_free_period": "Saved by free time",
                   "saved_keep": "Kept after scheduling a cancel", "contact_requested": "Asked to talk to you",
@@ -50,32 +47,15 @@ KIND_LABELS = {"discount": "Discount", "pause": "Pause", "switch": "Plan switch"
                "contact": "Talk to you"}
 
 
-def parse_day(text: str, name: str) -> date:
-    """A day written as YYYY-MM-DD with ASCII digits, in the years 2000–2100; BadRequest otherwise."""
-    try:
-        if not _ISO_DAY.fullmatch(text):
-            raise ValueError
-        day = date.fromisoformat(text)
-    except ValueError:
-        raise BadRequest(f"'{name}' must be a date like 2026-11-24.") from None
-    if not FIRST_YEAR <= day.year <= LAST_YEAR:
-        raise BadRequest(f"'{name}' must be a date between {FIRST_YEAR} and {LAST_YEAR}.")
-    return day
-
-
 def parse_day_range(start: str | None, end: str | None, default_days: int = 30,
                     today: date | None = None) -> tuple[date, date]:
     """The first and last day (both included) of a range given as 'from' and 'to' texts (YYYY-MM-DD);
-    a missing 'to' is today, a missing 'from' is `default_days` before 'to'. BadRequest (400, a message
-    for people) unless both days are in 2000–2100, 'from' is not after 'to' and the range is at most
-    about ten years."""
+    a missing 'to' is today, a missing 'from' is `default_days` before 'to'. BadDates (a 400 with a
+    message for people) unless both days follow the rule of cancel_flow.web.dates: 2000–2100, 'from'
+    not after 'to', at most ten years."""
     last = parse_day(end, "to") if end else (today or utc_now().date())
-    first = parse_day(start, "from") if start else max(last - timedelta(days=default_days - 1), date(FIRST_YEAR, 1, 1))
-    if first > last:
-        raise BadRequest("The start date is after the end date.")
-    if (last - first).days >= MAX_RANGE_DAYS:
-        raise BadRequest("That range is too long: choose at most ten years.")
-    return first, last
+    first = parse_day(start, "from") if start else max(last - timedelta(days=default_days - 1), EARLIEST)
+    return check_range(first, last)
 
 
 class Filters:

@@ -16,6 +16,7 @@ from cancel_flow.errors import StripeUnavailable
 from cancel_flow.logs import log_event
 from cancel_flow.mailer import Message
 from cancel_flow.minting import links_for_email
+from cancel_flow.web.coach_auth import client_address
 from cancel_flow.web.pages import environment, read_form, render, render_with_token
 
 CSRF_COOKIE = "cf_form_csrf"
@@ -46,7 +47,7 @@ async def send_links(request: Request) -> Response:
     if not request.app.state.mailer.can_send:
         return _page(request, 503)
     requests = request.app.state.link_requests
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request)
     # Each count is one conditional statement: parallel requests can't slip past a limit.
     if not await run_in_threadpool(requests.allow, "ip", address, PER_ADDRESS_PER_HOUR, WINDOW):
         return _page(request, 429, error="Too many requests from your network. Please try again in an hour.")
