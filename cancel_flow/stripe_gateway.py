@@ -1,8 +1,12 @@
 """Every call to Stripe: typed, with explicit timeouts, retries and idempotency keys; one error type out."""
 
+import asyncio
 import hashlib
 import json
+import random
+import time
 import urllib.request
+import uuid
 from datetime import datetime
 from urllib.parse import quote, urlsplit
 
@@ -16,6 +20,7 @@ from cancel_flow.logs import log_event
 from cancel_flow.metrics import STRIPE_CALLS
 from cancel_flow.offers import Offer
 from cancel_flow.settings import Settings
+from cancel_flow.stripe_budget import StripeBudget, StripeBusy
 
 # Stripe expands at most four levels, `data.` of a list included
 # (https://docs.stripe.com/api/expanding_objects): a retrieve reaches the product, a list only the price.
@@ -193,6 +198,28 @@ def proxy_for(url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
+# Retries within the deadline: back-off before the first retry, doubling up to the most, each drawn between
+# half and all of it (jitter spreads the retries of a burst); an attempt needs at least MIN_ATTEMPT seconds.
+RETRY_FIRST, RETRY_MAX, MIN_ATTEMPT = 0.25, 2.0, 0.2
+UNREACHABLE = "We couldn't reach the payment system. Nothing was changed. Please try again in a moment."
+BUSY = "A lot of people are doing this at the same moment. Nothing was changed. Please try again in a few seconds."
+# Refusals Stripe made before doing anything; any other failure of a write may have been applied.
+REFUSALS = (stripe.RateLimitError, stripe.AuthenticationError, stripe.PermissionError, stripe.CardError)
+
+
+def _retryable(error: stripe.StripeError) -> bool:
+    """What Stripe's SDKs retry (a lost connection, 409, 5xx, or Stripe-Should-Retry: true), and 429: a lock
+    timeout or the rate limit (https://docs.stripe.com/rate-limits#handling-limiting-gracefully)."""
+    if isinstance(error, stripe.RateLimitError):
+        return True
+    if isinstance(error, stripe.APIConnectionError):
+        return bool(getattr(error, "should_retry", True))
+    should = (error.headers or {}).get("stripe-should-retry") if hasattr(error, "headers") else None
+    if should in ("true", "false"):
+        return should == "true"
+    return (error.http_status or 0) == 409 or (error.http_status or 0) >= 500
+
+
 class StripeGateway:
     def __init__(self, settings: Settings):
         base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
@@ -201,35 +228,89 @@ class StripeGateway:
         # (BENCHMARKS.md), and the Stripe read is most of a subscriber's first view.
         self.http_client = stripe.AIOHTTPClient(timeout=aiohttp.ClientTimeout(total=settings.stripe_timeout),
                                                 proxy=proxy_for(settings.stripe_api_base or stripe.api_base))
+        # With the SDK's own retries, for the one-off commands (stripe setup, stripe check, demo).
         self.client = stripe.StripeClient(
             settings.require_stripe(),
             base_addresses=base,
             max_network_retries=settings.stripe_max_network_retries,
             http_client=self.http_client,
         )
+        # One attempt per call: `_call` retries, so that every attempt fits one deadline and takes its place
+        # in the request budget.
+        self._once = stripe.StripeClient(settings.require_stripe(), base_addresses=base, max_network_retries=0,
+                                         http_client=self.http_client)
+        self.budget = StripeBudget.for_deployment(settings.stripe_rate_limit, settings.database_url,
+                                                  settings.stripe_api_key)
 
-    async def _call(self, operation: str, coroutine):
-        try:
-            result = await coroutine
-        except stripe.InvalidRequestError as error:
-            STRIPE_CALLS.labels(operation, type(error).__name__).inc()
-            raise
-        except stripe.StripeError as error:
-            STRIPE_CALLS.labels(operation, type(error).__name__).inc()
-            log_event("stripe.call_failed", operation=operation, error=type(error).__name__,
-                      status=getattr(error, "http_status", None), request_id=getattr(error, "request_id", None))
-            unavailable = StripeUnavailable("We couldn't reach the payment system. Nothing was changed. Please try again in a moment.")
-            # A timeout or a server error may still have been applied; a refusal (429, 4xx) was not.
-            unavailable.maybe_applied = not isinstance(error, (stripe.RateLimitError, stripe.AuthenticationError,
-                                                                stripe.PermissionError, stripe.CardError))
-            raise unavailable from None
-        STRIPE_CALLS.labels(operation, "none").inc()
-        return result
+    async def _call(self, operation: str, request):
+        """One request to Stripe, with one deadline (STRIPE_DEADLINE) for all its attempts, each sent when the
+        request budget (STRIPE_RATE_LIMIT) has room. `request` is a function making one attempt (retried here
+        after a 429, a lost connection, 409 or 5xx, with back-off and jitter, up to STRIPE_MAX_NETWORK_RETRIES
+        times while the deadline allows) or a coroutine (one attempt, within the deadline)."""
+        settings, clock = self.settings, time.monotonic
+        started = clock()
+        deadline = started + settings.stripe_deadline
+        attempts, maybe_applied, failure = 0, False, None
+        while True:
+            wait = self.budget.reserve(deadline - clock() - MIN_ATTEMPT)
+            if wait is None:
+                if not callable(request):
+                    request.close()
+                raise self._failed(operation, "rate_limited" if isinstance(failure, stripe.RateLimitError) else "budget",
+                                   failure, started, attempts, maybe_applied)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if callable(request):
+                attempt, limit = request(), min(settings.stripe_timeout, deadline - clock())
+            else:
+                attempt, limit = request, deadline - clock()
+            attempts += 1
+            try:
+                async with asyncio.timeout(limit):
+                    result = await attempt
+            except stripe.InvalidRequestError as error:
+                STRIPE_CALLS.labels(operation, type(error).__name__).inc()
+                raise
+            except stripe.StripeError as error:
+                failure, retry = error, _retryable(error)
+                maybe_applied = maybe_applied or not isinstance(error, REFUSALS)
+            except TimeoutError:
+                failure, retry, maybe_applied = "timeout", True, True
+            else:
+                STRIPE_CALLS.labels(operation, "none").inc()
+                return result
+            pause = min(RETRY_MAX, RETRY_FIRST * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)
+            if not (retry and callable(request) and attempts <= settings.stripe_max_network_retries
+                    and clock() + pause + MIN_ATTEMPT < deadline):
+                reason = "rate_limited" if isinstance(failure, stripe.RateLimitError) else \
+                    "deadline" if clock() + MIN_ATTEMPT >= deadline else "failed"
+                raise self._failed(operation, reason, failure, started, attempts, maybe_applied)
+            await asyncio.sleep(pause)
+
+    @staticmethod
+    def _failed(operation: str, reason: str, failure, started: float, attempts: int,
+                maybe_applied: bool) -> StripeUnavailable:
+        """The error a failed call ends in, logged as one line: busy (our budget, or Stripe's 429, had no room
+        in time) or unavailable; `maybe_applied` when an attempt may have reached Stripe and been applied."""
+        error = failure if isinstance(failure, stripe.StripeError) else None
+        kind = "StripeBusy" if reason in ("budget", "rate_limited") else type(error).__name__ if error else "Timeout"
+        STRIPE_CALLS.labels(operation, kind).inc()
+        log_event("stripe.busy" if kind == "StripeBusy" else "stripe.call_failed", level=30, operation=operation,
+                  reason=reason, error=type(error).__name__ if error else failure, attempts=attempts,
+                  seconds=round(time.monotonic() - started, 3), status=getattr(error, "http_status", None),
+                  code=getattr(error, "code", None), request_id=getattr(error, "request_id", None))
+        unavailable = StripeBusy(BUSY) if kind == "StripeBusy" else StripeUnavailable(UNREACHABLE)
+        # A timeout or a server error may still have been applied; a refusal (429, 4xx) was not.
+        unavailable.maybe_applied = maybe_applied
+        return unavailable
 
     async def _raw(self, operation: str, method: str, path: str, **params) -> dict:
-        """The SDK's raw request (same retries, idempotency and errors) read as the JSON the SDK already
-        parsed: on the subscriber's hot path this skips building StripeObjects, which costs more than the call."""
-        response = await self._call(operation, self.client.raw_request_async(method, path, **params))
+        """The SDK's raw request (its errors and idempotency, our retries) read as the JSON the SDK already
+        parsed: on the subscriber's hot path this skips building StripeObjects, which costs more than the call.
+        A POST without a key gets one of its own, the same for every attempt."""
+        if method == "post" and not params.get("idempotency_key"):
+            params["idempotency_key"] = f"cancel-flow-{uuid.uuid4().hex}"
+        response = await self._call(operation, lambda: self._once.raw_request_async(method, path, **params))
         return response.data
 
     async def read_subscription(self, subscription_id: str) -> SubscriptionFacts:
@@ -400,8 +481,9 @@ class StripeGateway:
         if flow_data:
             params["flow_data"] = flow_data
         try:
-            session = await self._call("billing_portal.session.create",
-                                       self.client.v1.billing_portal.sessions.create_async(params=params))
+            options = {"idempotency_key": f"cancel-flow-{uuid.uuid4().hex}"}  # the same for every attempt
+            session = await self._call("billing_portal.session.create", lambda: self._once.v1.billing_portal.sessions
+                                       .create_async(params=params, options=options))
         except stripe.InvalidRequestError as error:
             log_event("stripe.portal_refused", code=error.code, param=error.param)
             raise PortalRefused("The payment system could not open your billing page.") from None
@@ -415,6 +497,7 @@ class StripeGateway:
         })
 
     async def close(self) -> None:
+        self.budget.close()
         await self.http_client.close_async()
 
 

@@ -63,7 +63,22 @@ def _error_page(request: Request, status: int, title: str, message: str) -> Resp
         except CancelFlowError:
             cancel_action = None
     return render(request, "error.html", status, status=status, title=title, message=message,
-                  cancel_action=cancel_action, csrf=csrf)
+                  cancel_action=cancel_action, csrf=csrf, **_try_again(request, status, token))
+
+
+def _try_again(request: Request, status: int, token: str | None) -> dict:
+    """A 503 offers to send the same request again: a GET as a link to the same address, a subscriber's
+    form as the same fields (its CSRF token included). Other forms (a coach's login) are not re-sent."""
+    if status != 503:
+        return {}
+    if request.method in ("GET", "HEAD") and not request.url.path.startswith("//"):
+        query = request.url.query
+        return {"retry_url": request.url.path + (f"?{query}" if query else "")}
+    form = getattr(request, "_form", None)  # what the route already read; never read again here
+    if request.method == "POST" and token and request.url.path.startswith("/cancel/") and form is not None:
+        return {"retry_action": request.url.path,
+                "retry_fields": [(key, value) for key, value in form.multi_items() if isinstance(value, str)]}
+    return {}
 
 
 async def on_domain_error(request: Request, error: CancelFlowError) -> Response:
