@@ -63,7 +63,7 @@ def weekly_trend_svg(weeks: list[dict], color: str, size: str = "wide") -> str:
             half = step / 2 if count > 1 else plot_w / 2
             x0, x1 = max(left, x_of(index) - half), min(left + plot_w, x_of(index) + half)
             body.append(f'<rect x="{x0:.1f}" y="{top}" width="{x1 - x0:.1f}" height="{plot_h}" fill="#eaeef2"/>')
-            body.append(_text(x_of(index), top + 12, f"{week['days']} d", 11, "middle", fill=MUTED))
+            body.append(_text(x_of(index), top + 12, f"{week['days']} d", 12, "middle", fill=MUTED))
     every = 1 if count <= (5 if narrow else 10) else -(-count // (5 if narrow else 10))
     for index, week in enumerate(weeks):
         if index % every == 0 or index == count - 1:
@@ -135,5 +135,5 @@ def reasons_svg(reasons: list[dict], color: str, size: str = "wide") -> str:
             body.append(f'<rect x="{bar_left}" y="{bar_y}" width="{saved:.1f}" height="{bar_h}" fill="url(#saved)"/>')
         if not narrow:
             body.append(_text(bar_left + length + 6, y + 17, f"{row['sessions']} ({row['saved']} saved)", 12))
-    body.append(_text(12, height - 10, "Hatched part of each bar: sessions saved.", 11, fill=MUTED))
+    body.append(_text(12, height - 10, "Hatched part of each bar: sessions saved.", 12, fill=MUTED))
     return _svg(width, height, title, body)

@@ -1,0 +1,271 @@
+"""Every page at 360 px and 1280 px in headless Chromium: nothing wider than the screen, and axe-core
+finds no violation of any impact (minor included). With SCREENSHOTS_DIR set (`make screenshots`), a
+full-page PNG of each page goes to SCREENSHOTS_DIR/<width>/<nn>-<page>.png for review."""
+
+import os
+import re
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from freezegun import freeze_time
+
+from tests.test_browser import AXE, browser  # noqa: F401  (the module's Chromium)
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = os.environ.get("SCREENSHOTS_DIR")
+CONTACT_URL = "https://calendly.example.com/coach/15min"
+
+
+class Review:
+    """Checks the page in front of it and, when asked, keeps a screenshot; collects every problem."""
+
+    def __init__(self, page, width: int):
+        self.page, self.width, self.problems, self.count = page, width, [], 0
+
+    def __call__(self, name: str) -> None:
+        page = self.page
+        page.wait_for_load_state("load")
+        self.count += 1
+        wide = page.evaluate("document.documentElement.scrollWidth")
+        if wide > self.width:
+            culprits = page.evaluate("""w => [...document.querySelectorAll('body *')]
+                .filter(e => e.getBoundingClientRect().right > w + 1).slice(0, 3)
+                .map(e => e.tagName + '.' + e.className)""", self.width)
+            self.problems.append(f"{name}: {wide} px wide at {self.width} px ({culprits})")
+        if page.evaluate("typeof axe") == "undefined":
+            page.add_script_tag(path=str(AXE))
+        result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+        for violation in result["violations"]:
+            targets = [node["target"] for node in violation["nodes"]][:3]
+            self.problems.append(f"{name}: axe {violation['id']} ({violation['impact']}) at {targets}")
+        if SHOTS:
+            folder = Path(SHOTS) / str(self.width)
+            folder.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(folder / f"{self.count:02d}-{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def screens_offers(tmp_path, catalogue):
+    """Every offer kind, two per reason, so each offers and done page can be seen."""
+    lite = catalogue.price(amount=2900, name="Coaching Lite")
+    path = tmp_path / "offers.toml"
+    path.write_text(textwrap.dedent(f"""
+        [brand]
+        name = "Peak Performance Coaching"
+        color = "#1f6feb"
+        logo = "{ROOT / 'static' / 'logo.svg'}"
+        support_email = "coach@example.com"
+
+        [rules]
+        max_offers = 2
+
+        [[offer]]
+        id = "half-off-3-payments"
+        kind = "discount"
+        percent_off = 50
+        payments = 3
+        reasons = ["too_expensive"]
+        title = "Stay for half price"
+
+        [[offer]]
+        id = "lite"
+        kind = "switch"
+        price = "{lite.id}"
+        reasons = ["too_expensive"]
+        title = "Switch to Coaching Lite"
+        description = "The same weekly plan, without the live calls."
+
+        [[offer]]
+        id = "pause"
+        kind = "pause"
+        max_payments = 3
+        reasons = ["unused"]
+        title = "Take a break instead"
+
+        [[offer]]
+        id = "month-free"
+        kind = "free_period"
+        months = 1
+        reasons = ["unused", "other"]
+        title = "Have a month on us"
+
+        [[offer]]
+        id = "talk"
+        kind = "contact"
+        url = "{CONTACT_URL}"
+        reasons = ["missing_features"]
+        title = "Talk to your coach first"
+        description = "Tell me what isn't working: most things can be fixed in a short conversation."
+    """))
+    return path
+
+
+@pytest.mark.parametrize("width", [360, 1280])
+def test_every_subscriber_page_fits_and_passes_axe(width, browser, live_server, screens_offers, catalogue, signer,  # noqa: F811
+                                                    stripe_client, emulator):
+    server = live_server(offers_path=screens_offers)
+    context = browser.new_context(viewport={"width": width, "height": 800}, bypass_csp=True, is_mobile=width < 600)
+    context.route(CONTACT_URL, lambda route: route.fulfill(status=200, body="<title>Booking</title>Booking page",
+                                                           content_type="text/html"))
+    page = context.new_page()
+    review = Review(page, width)
+
+    def link(reason: str | None = None, **subscription):
+        sub = catalogue.subscription(**subscription)
+        token, _ = signer.cancel_token(sub.customer, sub.id)
+        url = f"{server.url}/cancel/{token}"
+        page.goto(url)
+        if reason:
+            page.get_by_label(REASON_LABELS[reason]).check()
+            page.get_by_role("button", name="Next").click()
+            page.wait_for_url(url)
+        return sub, url
+
+    _, url = link()
+    review("reason")
+    page.get_by_role("button", name="Next").click()
+    review("reason-missing")
+    page.get_by_label(REASON_LABELS["too_expensive"]).check()
+    page.get_by_role("button", name="Next").click()
+    review("offers-discount-and-switch")
+    page.get_by_role("button", name="Accept 50% off").click()
+    page.wait_for_url(f"{url}/done")
+    review("done-discount")
+
+    link("too_expensive")
+    page.get_by_role("button", name="Switch my plan").click()
+    review("done-switch")
+
+    link("unused")
+    review("offers-pause-and-free-time")
+    page.locator("input[name=payments]").first.check()
+    page.get_by_role("button", name="Pause my payments").click()
+    review("done-pause")
+
+    link("unused")
+    page.locator("section.offer", has_text="Have a month on us").get_by_role("button").click()
+    review("done-free-time")
+
+    _, url = link("missing_features")
+    review("offers-contact")
+    page.get_by_role("button", name="Talk to your coach first").click()
+    page.wait_for_url(CONTACT_URL)
+    page.goto(f"{url}/done")
+    review("done-contact")
+
+    link("switched_service")
+    review("offers-none-fit")
+    page.get_by_role("button", name="Continue to cancel").click()
+    page.wait_for_url(re.compile(r".*/portal/.*|.*billing.*|.*/p/.*|.*session.*"))
+    review("stripe-portal")
+    page.get_by_role("button", name="Cancel subscription").click()
+    page.wait_for_url(re.compile(r".*/done$"))
+    review("done-canceled")
+
+    link(cancel_at_period_end=True)
+    review("scheduled")
+    page.get_by_role("button", name="Keep my subscription").click()
+    review("done-kept")
+
+    sub = catalogue.subscription()
+    stripe_client.v1.subscriptions.cancel(sub.id)
+    token, _ = signer.cancel_token(sub.customer, sub.id)
+    page.goto(f"{server.url}/cancel/{token}")
+    review("already-canceled")
+
+    _, url = link("too_expensive")
+    emulator.post("/_emulator/faults", json={"method": "POST", "path": "/v1/subscriptions/*", "status": 500, "count": 20})
+    page.get_by_role("button", name="Accept 50% off").click()
+    review("stripe-down")
+    emulator.delete("/_emulator/faults")
+
+    page.goto(f"{server.url}/cancel/not-a-real-link")
+    review("link-not-valid")
+    sub = catalogue.subscription()
+    with freeze_time(datetime.now(timezone.utc) - timedelta(days=3)):
+        token, _ = signer.cancel_token(sub.customer, sub.id)
+    page.goto(f"{server.url}/cancel/{token}")
+    review("link-expired")
+    page.goto(f"{server.url}/nowhere")
+    review("not-found")
+    page.goto(f"{server.url}/")
+    review("shared-link")
+    context.close()
+    assert not review.problems, "\n".join(review.problems)
+
+
+from cancel_flow.offers import REASONS as REASON_LABELS  # noqa: E402
+
+
+@pytest.mark.parametrize("width", [360, 1280])
+def test_every_coach_page_fits_and_passes_axe(width, browser, live_server, store, screens_offers):  # noqa: F811
+    from cancel_flow.demo import history_rows
+    from cancel_flow.passwords import hash_password
+    from cancel_flow.store.coaches import CoachStore
+
+    CoachStore(store.engine).add("coach@example.com", hash_password("correct horse battery"))
+    server = live_server(offers_path=screens_offers, timezone="Europe/Paris")
+    context = browser.new_context(viewport={"width": width, "height": 900}, bypass_csp=True, is_mobile=width < 600)
+    page = context.new_page()
+    review = Review(page, width)
+    page.goto(f"{server.url}/dashboard/login")
+    review("login")
+    page.get_by_label("Email").fill("coach@example.com")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    review("login-refused")
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{server.url}/dashboard")
+    review("dashboard-empty")
+    store.bulk_insert_sessions(history_rows(datetime.now(timezone.utc), weeks=20, per_week=14))
+    page.goto(f"{server.url}/dashboard?range=90")
+    wait_for_charts(page)
+    review("dashboard")
+    page.goto(f"{server.url}/dashboard?from=2025-01-01&to={datetime.now(timezone.utc).date()}&outcome=canceled&page=2")
+    wait_for_charts(page)
+    review("dashboard-custom-range-filtered")
+    page.goto(f"{server.url}/dashboard/deliveries")
+    review("deliveries")
+    context.close()
+    assert not review.problems, "\n".join(review.problems)
+
+
+def wait_for_charts(page) -> None:
+    for image in page.locator("img.chart").element_handles():
+        image.scroll_into_view_if_needed()
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image)
+
+
+@pytest.mark.parametrize("width", [360, 1280])
+def test_chart_text_is_at_least_11_px_as_shown(width, browser, live_server, store, screens_offers):  # noqa: F811
+    """The charts' smallest text, scaled as the page shows the image, is at least 11 px."""
+    from cancel_flow.demo import history_rows
+    from cancel_flow.passwords import hash_password
+    from cancel_flow.store.coaches import CoachStore
+
+    CoachStore(store.engine).add("coach@example.com", hash_password("correct horse battery"))
+    store.bulk_insert_sessions(history_rows(datetime.now(timezone.utc), weeks=10, per_week=10))
+    server = live_server(offers_path=screens_offers)
+    context = browser.new_context(viewport={"width": width, "height": 900}, is_mobile=width < 600)
+    page = context.new_page()
+    page.goto(f"{server.url}/dashboard/login")
+    page.get_by_label("Email").fill("coach@example.com")
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{server.url}/dashboard")
+    wait_for_charts(page)
+    cookies = {c["name"]: c["value"] for c in context.cookies()}
+    for image in page.locator("img.chart").element_handles():
+        source, shown = image.evaluate("img => [img.currentSrc, img.getBoundingClientRect().width]")
+        svg = httpx.get(source, cookies=cookies).text
+        drawn = float(re.search(r'viewBox="0 0 ([\d.]+) ', svg).group(1))
+        smallest = min(float(size) for size in re.findall(r'font-size="([\d.]+)"', svg))
+        assert smallest * shown / drawn >= 11, (source, smallest, shown, drawn)
+        if width == 360:
+            assert "size=narrow" in source
+    context.close()
