@@ -24,9 +24,12 @@ from cancel_flow.models import CancelSession
 from cancel_flow.money import format_day, format_money
 from cancel_flow.offers import REASONS, Offer, OfferBook
 from cancel_flow.store import CLAIM_TIMEOUT, Store
+from cancel_flow.store.offload import Offloaded
 from cancel_flow.stripe_gateway import StripeGateway, idempotency_key
 
 MAX_COMMENT = 2000
+# Queries in flight at once from one worker; more wait for a thread (off the event loop), never the loop.
+DATABASE_THREADS = 10
 
 
 @dataclass
@@ -61,12 +64,14 @@ class Card:
 class CancelService:
     def __init__(self, store: Store, gateway: StripeGateway, offers: OfferBook, signer: LinkSigner):
         self.store, self.gateway, self.offers, self.signer = store, gateway, offers, signer
+        # every query from here runs off the event loop (a locked table must not stall the worker)
+        self.db = Offloaded(store, threads=DATABASE_THREADS)
 
     # reading ----------------------------------------------------------------------------------------
     async def visit(self, token: str, reconcile: bool = False) -> Visit:
         """Resume the link's session, or read Stripe once and open it."""
         link = self.signer.read_cancel(token)
-        session = self.store.find_session(link.nonce)
+        session = await self.db.find_session(link.nonce)
         if session is not None:
             return Visit(link, await self.reconcile(session) if reconcile else session)
         try:
@@ -77,7 +82,7 @@ class CancelService:
             raise InvalidLink("This link is not valid. Ask for a new one.")
         if facts.status not in flow.LIVE_STATUSES:
             return Visit(link, None, already_canceled=True)
-        return Visit(link, self.store.open_session(_session_values(link, facts)))
+        return Visit(link, await self.db.open_session(_session_values(link, facts)))
 
     async def open_session(self, token: str) -> tuple[CancelLink, CancelSession]:
         visit = await self.visit(token)
@@ -97,7 +102,7 @@ class CancelService:
                 (newer_than is None or as_utc(session.snapshot_at) > as_utc(newer_than)):
             return flow.facts_from_json(session.stripe_snapshot)
         facts = await self.gateway.read_subscription(session.subscription_id)
-        self.store.save_snapshot(session.id, flow.facts_to_json(facts))
+        await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
         return facts
 
     # the reason and the offers ------------------------------------------------------------------------
@@ -122,10 +127,10 @@ class CancelService:
 
     async def record_reason(self, session: CancelSession, reason: str, comment: str | None) -> list[Offer]:
         facts = self.snapshot(session) or await self.facts(session)
-        recent = self.store.accepted_offer_since(session.customer_id, flow.cooldown_start(self.offers, utc_now()))
+        recent = await self.db.accepted_offer_since(session.customer_id, flow.cooldown_start(self.offers, utc_now()))
         prices = await self._target_prices([o for o in self.offers.offers if o.fits(reason)])
         offers = flow.eligible_offers(self.offers, reason, facts, utc_now(), accepted_offer_recently=recent, prices=prices)
-        self.store.record_reason(session.id, reason, comment, [offer.id for offer in offers])
+        await self.db.record_reason(session.id, reason, comment, [offer.id for offer in offers])
         return offers
 
     def offers_shown(self, session: CancelSession) -> list[Offer]:
@@ -169,7 +174,7 @@ class CancelService:
         if offer is None or offer.id not in (session.offers_shown or []):
             raise BadRequest("That offer isn't available for this subscription.", title="Unknown offer")
         if offer.kind == "contact":
-            if self.store.record_contact(session.id, session.subscription_id, offer.id):
+            if await self.db.record_contact(session.id, session.subscription_id, offer.id):
                 DECISIONS.labels("contact_requested").inc()
                 log_event("cancel_session.decided", session=session.id, outcome="contact_requested", offer=offer.id)
             return offer.url
@@ -177,10 +182,13 @@ class CancelService:
         facts = await self.facts(session)
         now = utc_now()
         cooldown = flow.cooldown_start(self.offers, now)
-        recent = self.store.accepted_offer_since(session.customer_id, cooldown)
+        recent = await self.db.accepted_offer_since(session.customer_id, cooldown)
         why = flow.why_not(offer, facts, now, reason=None, accepted_offer_recently=recent,
                            prices=await self._target_prices([offer]))
         if why is not None:
+            current = await self.db.find_session(session.nonce)
+            if current is not None and current.outcome != "open":
+                return None  # this link's own decision landed meanwhile (a double submit): show it
             if recent or facts.has_discount or facts.paused:
                 raise Conflict("An offer is already in place for this subscription, so this one can't be added. "
                                "Your subscription is unchanged.")
@@ -189,12 +197,12 @@ class CancelService:
         if promise is None:
             raise Conflict("This offer is no longer available. Nothing was changed.", title="Offer no longer available")
         terms = _terms(offer, promise, skip)
-        claim = self.store.claim_offer(session, offer.id, terms, cooldown)
+        claim = await self.db.claim_offer(session, offer.id, terms, cooldown)
         if claim.status == "stale":
-            other = self.store.find_session(claim.other_nonce)
+            other = await self.db.find_session(claim.other_nonce)
             if other is not None:
                 await self.reconcile(other, force=True)
-            claim = self.store.claim_offer(session, offer.id, terms, cooldown)
+            claim = await self.db.claim_offer(session, offer.id, terms, cooldown)
         if claim.status == "busy" and claim.other_nonce == session.nonce:
             # A double submit of this page: the first request is applying it; show its result.
             if await self._wait_for_decision(session):
@@ -212,13 +220,13 @@ class CancelService:
             applied = await self._apply(offer, session, facts, promise, key)
         except StripeUnavailable as failure:
             if not failure.maybe_applied:
-                self.store.release_claim(session.id, offer.id)
+                await self.db.release_claim(session.id, offer.id)
             else:
                 # Nothing is in flight any more, but Stripe may have applied it: the next try asks
                 # Stripe first (reconcile), then retries with a new idempotency key.
-                self.store.mark_claim_unsure(session.id, offer.id)
+                await self.db.mark_claim_unsure(session.id, offer.id)
             raise
-        self._record_saved(session, offer.id, offer.kind, terms, flow.facts_to_json(applied))
+        await self._record_saved(session, offer.id, offer.kind, terms, flow.facts_to_json(applied))
         return None
 
     async def _wait_for_decision(self, session: CancelSession, seconds: float = 5.0) -> bool:
@@ -226,7 +234,7 @@ class CancelService:
 
         for _ in range(int(seconds / 0.1)):
             await asyncio.sleep(0.1)
-            current = self.store.find_session(session.nonce)
+            current = await self.db.find_session(session.nonce)
             if current is None or current.outcome != "open" or not current.claimed_offer:
                 return current is not None and current.outcome != "open"
         return False
@@ -241,9 +249,9 @@ class CancelService:
             return await self.gateway.apply_switch(session.subscription_id, facts.item_ids[0], offer.price, key)
         return await self.gateway.apply_free_period(session.subscription_id, promise.trial_end, key)
 
-    def _record_saved(self, session: CancelSession, offer_id: str, kind: str, terms: dict, snapshot: str | None) -> None:
+    async def _record_saved(self, session: CancelSession, offer_id: str, kind: str, terms: dict, snapshot: str | None) -> None:
         try:
-            decided = self.store.record_saved(session.id, session.subscription_id, f"saved_{kind}", offer_id, terms, snapshot)
+            decided = await self.db.record_saved(session.id, session.subscription_id, f"saved_{kind}", offer_id, terms, snapshot)
         except SQLAlchemyError:
             log_event("cancel_session.record_failed", level=40, session=session.id, offer=offer_id)
             raise RecordPending("Your choice was applied, but we couldn't note it just now. "
@@ -261,12 +269,12 @@ class CancelService:
         if not (stale or force or session.claim_attempt):
             return session
         facts = await self.gateway.read_subscription(session.subscription_id)
-        self.store.save_snapshot(session.id, flow.facts_to_json(facts))
+        await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
         if _applied(session, facts):
-            self._record_saved(session, session.claimed_offer, session.offer_kind, {}, flow.facts_to_json(facts))
+            await self._record_saved(session, session.claimed_offer, session.offer_kind, {}, flow.facts_to_json(facts))
         elif stale:
-            self.store.release_claim(session.id, session.claimed_offer)
-        return self.store.find_session(session.nonce)
+            await self.db.release_claim(session.id, session.claimed_offer)
+        return await self.db.find_session(session.nonce)
 
     # cancelling and keeping -------------------------------------------------------------------------
     async def send_to_portal(self, session: CancelSession, reason: str | None, comment: str | None,
@@ -274,7 +282,7 @@ class CancelService:
         if reason is not None:
             reason, comment = self.check_answer(reason, comment)
             if session.reason is None and session.outcome == "open":
-                self.store.record_reason_only(session.id, reason, comment)  # kept if Stripe fails below
+                await self.db.record_reason_only(session.id, reason, comment)  # kept if Stripe fails below
         try:
             url = await self.gateway.cancel_portal_url(session.customer_id, session.subscription_id,
                                                        return_url=return_url, done_url=done_url)
@@ -282,11 +290,11 @@ class CancelService:
             # Stripe refuses a cancellation flow for a subscription already set to cancel (or canceled):
             # the done page says what Stripe has.
             facts = await self.gateway.read_subscription(session.subscription_id)
-            self.store.save_snapshot(session.id, flow.facts_to_json(facts))
+            await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
             if facts.cancel_at_period_end or facts.status not in flow.LIVE_STATUSES:
                 return done_url
             raise
-        if session.outcome in ("open", "contact_requested") and self.store.record_sent_to_portal(
+        if session.outcome in ("open", "contact_requested") and await self.db.record_sent_to_portal(
                 session.id, session.subscription_id, reason, comment, ("open", "contact_requested")):
             DECISIONS.labels("sent_to_portal").inc()
             log_event("cancel_session.decided", session=session.id, outcome="sent_to_portal", offer=None)
@@ -295,11 +303,11 @@ class CancelService:
     async def keep(self, session: CancelSession) -> None:
         facts = await self.gateway.read_subscription(session.subscription_id)
         if not facts.cancel_at_period_end or facts.status not in flow.LIVE_STATUSES:
-            self.store.save_snapshot(session.id, flow.facts_to_json(facts))
+            await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
             return
         kept = await self.gateway.keep_subscription(session.subscription_id, facts,
                                                     idempotency_key(session.nonce, "keep", str(int(utc_now().timestamp()) // 60)))
-        self.store.record_kept(session.id, session.subscription_id, flow.facts_to_json(kept))
+        await self.db.record_kept(session.id, session.subscription_id, flow.facts_to_json(kept))
         DECISIONS.labels("saved_keep").inc()
         log_event("cancel_session.kept", session=session.id)
 

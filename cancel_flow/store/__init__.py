@@ -28,21 +28,30 @@ CLAIM_TIMEOUT = timedelta(seconds=60)
 _SESSION_BY_NONCE = sa.select(sessions).where(sessions.c.nonce == sa.bindparam("nonce"))
 
 
+# A statement waits at most this long for a lock, and runs at most STATEMENT_TIMEOUT; the request that
+# hits either gets the 503 page instead of hanging (PostgreSQL lock_timeout / statement_timeout, SQLite
+# busy timeout). Migrations lift both for their own transaction.
+LOCK_TIMEOUT_MS = 5000
+STATEMENT_TIMEOUT_MS = 30000
+
+
 def make_engine(url: str, pool_size: int = 5, pool_timeout: float = 30) -> Engine:
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = sa.create_engine(url, connect_args={"timeout": LOCK_TIMEOUT_MS / 1000, "check_same_thread": False})
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={LOCK_TIMEOUT_MS}")
             cursor.close()
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=pool_size, pool_timeout=pool_timeout,
-                            max_overflow=pool_size, connect_args={"connect_timeout": 5})
+                            max_overflow=pool_size, connect_args={
+                                "connect_timeout": 5,
+                                "options": f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"})
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
@@ -57,6 +66,8 @@ def migrate(engine: Engine) -> None:
     config = alembic_config(engine)
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
+            connection.execute(sa.text("SET LOCAL lock_timeout = 0"))
+            connection.execute(sa.text("SET LOCAL statement_timeout = 0"))
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
@@ -188,13 +199,15 @@ class Store:
         failure between Stripe and our record can be reconciled from Stripe later."""
         now = utc_now()
         with self.engine.begin() as connection:
-            # Take the write lock first: SQLite serialises writers, PostgreSQL locks the customer's rows.
-            connection.execute(sa.update(sessions).where(sessions.c.id == session.id).values(updated_at=now))
+            # SQLite: take the database's write lock before reading, so no other writer reads the same.
+            # PostgreSQL: lock the customer's rows, always in id order (no deadlock between two links).
             query = sa.select(sessions.c.id, sessions.c.nonce, sessions.c.outcome, sessions.c.claimed_offer,
                               sessions.c.claimed_at, sessions.c.decided_at) \
                 .where(sessions.c.customer_id == session.customer_id).order_by(sessions.c.id)
             if self.engine.dialect.name == "postgresql":
                 query = query.with_for_update()
+            else:
+                connection.execute(sa.update(sessions).where(sessions.c.id == session.id).values(updated_at=now))
             rows = connection.execute(query).all()
             for row in rows:
                 if row.id != session.id and row.outcome in OFFER_OUTCOMES and row.decided_at \

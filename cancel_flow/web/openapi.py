@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -40,12 +41,12 @@ def _json(answer: BaseModel, status: int) -> Response:
     return Response(answer.model_dump_json(by_alias=True), status_code=status, media_type="application/json")
 
 
-def _authorized(request: Request) -> bool:
+async def _authorized(request: Request) -> bool:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip() or len(key) > 200:
         return False
-    return request.app.state.api_keys.check(key.strip()) is not None
+    return await run_in_threadpool(request.app.state.api_keys.check, key.strip()) is not None
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class ApiRoute(Route):
 
     async def _answer(self, request: Request) -> Response:
         operation = self.operation
-        if not _authorized(request):
+        if not await _authorized(request):
             return error(401, "unauthorized", "Send a valid API key as 'Authorization: Bearer <key>' "
                                               "(cancel-flow api-key create NAME).")
         given = {}

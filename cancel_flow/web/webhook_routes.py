@@ -5,6 +5,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import stripe
+from starlette.concurrency import run_in_threadpool
 
 from cancel_flow.errors import StripeUnavailable
 from cancel_flow.flow import ACTIVE
@@ -27,9 +28,8 @@ async def stripe_webhook(request: Request) -> Response:
         return JSONResponse({"error": {"code": "webhook_refused", "message": refused.message}}, status_code=refused.status)
     if state is None and invoice is None:
         return JSONResponse({"received": True, "handled": False})
-    # One short transaction, inline like the flow's own writes: measured faster here than a
-    # threadpool hop on both databases (see BENCHMARKS.md).
-    stored = request.app.state.store.record_stripe_event(
+    # One short transaction, off the event loop: a locked table must not stall the worker.
+    stored = await run_in_threadpool(request.app.state.store.record_stripe_event,
         event["id"], event["type"], int(event.get("created") or 0), payload.decode("utf-8"), state, invoice)
     log_event("webhook.received", event_id=event["id"], type=event["type"],
               subscription=state.subscription_id if state else invoice["subscription_id"], duplicate=not stored)
@@ -40,7 +40,7 @@ async def stripe_webhook(request: Request) -> Response:
 
 async def _report_reason(request: Request, subscription_id: str) -> None:
     """The reason asked on our page reaches Stripe's cancellation_details (the portal doesn't ask it again)."""
-    given = request.app.state.store.reason_to_report(subscription_id)
+    given = await run_in_threadpool(request.app.state.store.reason_to_report, subscription_id)
     if given is None:
         return
     try:
