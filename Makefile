@@ -51,6 +51,7 @@ bench: install
 	@command -v wrk >/dev/null 2>&1 && command -v valgrind >/dev/null 2>&1 || \
 		(apt-get update -qq && apt-get install -y -qq wrk valgrind >/dev/null)
 	BENCH_POSTGRES_URL=$(BENCH_POSTGRES_URL) $(PY) -m bench.run $(if $(QUICK),--quick,)
+	$(PY) -m bench.experiments_sim $(if $(QUICK),--quick,)
 
 demo: install
 	$(VENV)/bin/cancel-flow demo

@@ -5,6 +5,7 @@ import asyncio
 import sys
 
 from cancel_flow import hooks_cli
+from cancel_flow.emails.run import register as register_emails
 from cancel_flow.errors import CancelFlowError, SettingsError
 from cancel_flow.offers import REASONS
 
@@ -32,6 +33,13 @@ def _offers_explain(args) -> int:
     for line in asyncio.run(explain_offers(_settings(), args.customer, args.reason)):
         print(line)
     return 0
+
+
+def _stripe_check(args) -> int:
+    from cancel_flow.stripe_check import run_stripe_check
+
+    _, ok = run_stripe_check(_settings(), on_line=lambda line: print(line, flush=True))
+    return 0 if ok else 1
 
 
 def _sweep(args) -> int:
@@ -172,7 +180,7 @@ def _link(args) -> int:
 def _stripe_setup(args) -> int:
     from cancel_flow.setup import run_stripe_setup
 
-    for line in asyncio.run(run_stripe_setup(_settings())):
+    for line in asyncio.run(run_stripe_setup(_settings(), recreate_webhook=args.recreate_webhook)):
         print(line)
     return 0
 
@@ -245,7 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     stripe_cmd = commands.add_parser("stripe", help="Stripe account set-up")
     stripe_sub = stripe_cmd.add_subparsers(dest="stripe_command", required=True, metavar="ACTION")
-    stripe_sub.add_parser("setup", help="create coupons, a portal configuration and the webhook endpoint").set_defaults(handler=_stripe_setup)
+    setup = stripe_sub.add_parser("setup", help="create coupons, a portal configuration and the webhook endpoint")
+    setup.add_argument("--recreate-webhook", action="store_true",
+                       help="replace a webhook endpoint whose API version is not the SDK's (prints a new signing secret)")
+    setup.set_defaults(handler=_stripe_setup)
+    stripe_sub.add_parser("check", help="check the Stripe account end to end: PASS/WARN/FAIL per line, non-zero on failure").set_defaults(handler=_stripe_check)
 
     emulator = commands.add_parser("stripe-emulator", help="run the local Stripe emulator")
     emulator.add_argument("--host", default="127.0.0.1")
@@ -258,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--reason", choices=sorted(REASONS), help="the reason they would give (default: any)")
     explain.set_defaults(handler=_offers_explain)
     hooks_cli.register(commands)
+    register_emails(commands)
     return parser
 
 

@@ -67,7 +67,7 @@ def _remove(args) -> int:
 
 def _deliver(args) -> int:
     from cancel_flow.offers import load_offers
-    from cancel_flow.outbox import Dispatcher
+    from cancel_flow.emails.sending import GuardedDispatcher as Dispatcher
 
     settings, engine = _engine()
     dispatcher = Dispatcher.for_offers(engine, settings, load_offers(settings.offers_path))

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cancel_flow.errors import SettingsError
+from cancel_flow.emails.config import EmailSchedule, parse_emails
+from cancel_flow.experiments import parse_experiments
 from cancel_flow.hooks import Alerts, parse_alerts
 from cancel_flow.targeting import Conditions, parse_conditions
 
@@ -68,7 +70,7 @@ class OfferBook:
     offer_cooldown_days: int = 365
     max_offers: int = 2
     experiments: tuple = ()
-    emails: dict = field(default_factory=dict)
+    emails: EmailSchedule = field(default_factory=EmailSchedule)
     alerts: Alerts = field(default_factory=Alerts)
 
     def find(self, offer_id: str) -> Offer | None:
@@ -128,10 +130,13 @@ def load_offers(path: Path) -> OfferBook:
             check.fail(f"offer '{offer.id}'", "field 'id' is used by an earlier offer; ids must be unique")
         seen.add(offer.id)
         offers.append(offer)
-    if not isinstance(data.get("emails", {}), dict):
-        check.fail("[emails]", "must be a table")
+    experiments = parse_experiments(data.get("experiment"), {o.id for o in offers}, check.fail, reasons=REASONS)
+    for experiment in experiments:
+        if experiment.when:
+            parse_conditions(experiment.when, f"experiment '{experiment.id}' [experiment.when]", check.fail)
     return OfferBook(brand=brand, offers=tuple(offers), offer_cooldown_days=cooldown, max_offers=max_offers,
-                     emails=data.get("emails", {}), alerts=parse_alerts(data.get("alerts"), check.fail))
+                     experiments=experiments, emails=parse_emails(data.get("emails", {}), check.fail),
+                     alerts=parse_alerts(data.get("alerts"), check.fail))
 
 
 def _brand(raw, check: _Checker, base: Path) -> Brand:

@@ -32,9 +32,11 @@ from cancel_flow.store.coaches import CoachStore
 from cancel_flow.store.stats import StatsQueries
 from cancel_flow.stripe_gateway import StripeGateway
 from cancel_flow.hooks import is_test_mode
-from cancel_flow.outbox import Dispatcher, dispatch_periodically
+from cancel_flow.emails.run import send_emails_periodically
+from cancel_flow.emails.sending import GuardedDispatcher
+from cancel_flow.outbox import dispatch_periodically
 from cancel_flow.outbox.session_events import SessionEvents
-from cancel_flow.web import (api_routes, billing_routes, cancel_routes, dashboard_routes, hook_routes, shared_link_routes,
+from cancel_flow.web import (api_routes, billing_routes, cancel_routes, dashboard_routes, email_routes, hook_routes, shared_link_routes,
                              webhook_routes)
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
 from cancel_flow.web.coach_auth import FAILURE_WINDOW
@@ -219,13 +221,15 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every, app.state.coaches, app.state.link_requests)) \
             if sweep_every else None
         # Outgoing webhooks, alerts and emails: any worker delivers what is due (see cancel_flow/outbox).
-        sender = asyncio.create_task(dispatch_periodically(Dispatcher.for_offers(store.engine, settings, offers))) \
+        # (a GuardedDispatcher: billing emails are marked as sending before SMTP, so none goes out twice)
+        sender = asyncio.create_task(dispatch_periodically(GuardedDispatcher.for_offers(store.engine, settings, offers))) \
             if sweep_every else None
+        emailer = asyncio.create_task(send_emails_periodically(store.engine, settings, offers)) if sweep_every else None
         # Everything loaded so far (the Stripe SDK alone is thousands of classes) lives as long as
         # the process: keep it out of the collector's full passes, which otherwise stall requests.
         gc.freeze()
         yield
-        for task in (sweeper, sender):
+        for task in (sweeper, sender, emailer):
             if task:
                 task.cancel()
         await gateway.close()
@@ -234,6 +238,7 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
     routes = [
         *cancel_routes.routes,
         *billing_routes.routes,
+        *email_routes.routes,
         *webhook_routes.routes,
         *hook_routes.routes,
         *dashboard_routes.routes,

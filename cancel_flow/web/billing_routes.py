@@ -5,6 +5,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from cancel_flow.errors import BadRequest
+from cancel_flow.web.email_routes import card_update_flow
 
 
 async def billing(request: Request) -> Response:
@@ -13,7 +14,8 @@ async def billing(request: Request) -> Response:
     if flow not in (None, "", "payment_method_update"):
         raise BadRequest("This billing link asks for a page that doesn't exist.")
     settings = request.app.state.settings
-    flow_data = {"type": "payment_method_update"} if flow else None
+    # after the card update the portal returns to our page, which pays the open invoice at once
+    flow_data = card_update_flow(settings.base_url, request.path_params["token"]) if flow else None
     url = await request.app.state.gateway.portal_url(link.customer, return_url=settings.return_url, flow_data=flow_data)
     return RedirectResponse(url, status_code=303)
 
