@@ -274,19 +274,22 @@ def test_removed_coach_is_signed_out_at_once_and_cannot_sign_in(cli_env, monkeyp
 
 # --- date ranges --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("query", [
+BAD_RANGES = [
     "from=9999-12-01&to=9999-12-31", "from=2026-11-01&to=9999-12-31", "from=1999-12-31&to=2000-01-05",
     "from=2026-11-30&to=2026-11-01", "from=2001-01-01&to=2026-11-01", "from=２０２６-11-01&to=2026-11-30",
     "from=2026-1-01&to=2026-11-30", "from=20261101&to=20261130", "from=2026-02-30&to=2026-03-01",
     "range=5", "range=٣٠", "page=0", "page=١", "page=99999999999999999999",
-])
+]
+
+
 @pytest.mark.parametrize("path", ["/dashboard", "/dashboard/export.csv", "/dashboard/charts/weekly.svg", "/dashboard/charts/reasons.svg"])
-def test_dates_outside_a_sane_range_are_a_clear_400(client_at, coach, path, query):
+def test_dates_outside_a_sane_range_are_a_clear_400(client_at, coach, path):
     browser = client_at(OFFICE)
     sign_in(browser)
-    response = browser.get(f"{path}?{query}")
-    assert response.status_code == 400, response.text
-    assert "Traceback" not in response.text and "<h1" in response.text
+    for query in BAD_RANGES:
+        response = browser.get(f"{path}?{query}")
+        assert response.status_code == 400, (query, response.text)
+        assert "Traceback" not in response.text and "<h1" in response.text
 
 
 def test_parse_day_range_defaults_and_limits():
