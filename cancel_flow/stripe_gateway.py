@@ -130,6 +130,9 @@ def invoice_from_event(event: dict) -> dict | None:
         "paid_at": from_unix(transitions["paid_at"]) if isinstance(transitions.get("paid_at"), int) else None,
         "voided_at": from_unix(transitions["voided_at"]) if isinstance(transitions.get("voided_at"), int) else None,
         "event_created": created,
+        # for the payment.failed / payment.recovered events, not stored
+        "_customer_email": invoice.get("customer_email") if isinstance(invoice.get("customer_email"), str) else None,
+        "_customer_name": invoice.get("customer_name") if isinstance(invoice.get("customer_name"), str) else None,
     }
 
 

@@ -267,3 +267,39 @@ def test_each_decision_in_the_flow_is_one_event_written_with_it(make_client, cat
     saved = json.loads(next(row.body for row in rows if row.type == "session.saved"))
     assert saved["data"]["offer"]["id"] == "half-off-3-payments" and "50% off your next 3 payments" in saved["data"]["offer"]["terms"]
     assert saved["data"]["customer"]["email"] == "a@example.com" and saved["data"]["customer"]["name"] == "Casey Client"
+
+
+def test_a_failed_renewal_and_its_recovery_are_payment_events(make_client, catalogue, stripe_client, store):
+    """invoice.payment_failed then invoice.paid (from the emulator's own billing) emit payment.failed and
+    payment.recovered once each, even when Stripe delivers the events twice."""
+    import sqlalchemy as sa
+    import stripe as stripe_sdk
+
+    from cancel_flow.models import OutboxEvent
+
+    secret = "whsec_payments_" + "d" * 24
+    client = make_client(stripe_webhook_secret=secret)
+    clock = catalogue.test_clock(1798000000)
+    customer = catalogue.customer(email="late@example.com", test_clock=clock.id)
+    sub = catalogue.subscription(customer)
+    stripe_client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": "pm_card_chargeCustomerFail"}})
+    catalogue.advance(clock.id, sub["items"].data[0].current_period_end + 2 * 3600)
+    failed = stripe_client.v1.invoices.list(params={"subscription": sub.id, "status": "open"}).data[0]
+    stripe_client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    stripe_client.v1.invoices.pay(failed.id)
+
+    def deliver(event_type):
+        event = next(e for e in stripe_client.v1.events.list(params={"type": event_type, "limit": 100}).data
+                     if e.data.object.id == failed.id)
+        payload = json.dumps(event.to_dict(), default=str)
+        header = stripe_sdk.WebhookSignature.generate_signature_header(payload, secret)
+        for _ in range(2):
+            assert client.post("/webhooks/stripe", content=payload, headers={"Stripe-Signature": header}).status_code == 200
+
+    deliver("invoice.payment_failed")
+    deliver("invoice.paid")
+    with store.engine.connect() as connection:
+        rows = connection.execute(sa.select(OutboxEvent.__table__.c.type, OutboxEvent.__table__.c.body)).all()
+    assert sorted(row.type for row in rows) == ["payment.failed", "payment.recovered"]
+    body = json.loads(next(row.body for row in rows if row.type == "payment.failed"))
+    assert body["data"]["customer"]["email"] == "late@example.com" and body["data"]["invoice"]["amount"] == 4900

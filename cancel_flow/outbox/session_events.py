@@ -4,7 +4,7 @@ contact.requested), written in the decision's own transaction so the change and 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cancel_flow.hooks import session_data
+from cancel_flow.hooks import event_data, invoice_fields, session_data
 from cancel_flow.models import CancelSession
 from cancel_flow.outbox.queue import emit
 
@@ -23,6 +23,22 @@ class SessionEvents:
         emit(connection, event_type, session_data(row, test_mode=self.test_mode, customer_name=_customer_name(row),
                                                   offer_title=offer.title if offer else None),
              self.offers.alerts, key=f"{event_type}:{row.id}")
+
+
+    def payment(self, connection: Connection, event_type: str, invoice: dict) -> None:
+        """payment.failed / payment.recovered for a subscription invoice, with what we know of the plan."""
+        latest = connection.execute(sa.select(sessions).where(sessions.c.subscription_id == invoice["subscription_id"])
+                                    .order_by(sessions.c.id.desc()).limit(1)).first()
+        amount = invoice["amount_due"] if event_type == "payment.failed" else (invoice["amount_paid"] or invoice["amount_due"])
+        data = event_data(
+            customer_id=invoice["customer_id"], test_mode=self.test_mode,
+            customer_email=invoice.get("_customer_email") or (latest.customer_email if latest else None),
+            customer_name=invoice.get("_customer_name"), subscription_id=invoice["subscription_id"],
+            plan=latest.plan_name if latest else None, monthly_amount=latest.monthly_amount if latest else None,
+            currency=invoice["currency"], reason=latest.reason if latest else None,
+            comment=latest.comment if latest else None,
+            invoice=invoice_fields(invoice["id"], amount, invoice["currency"], invoice.get("failure_message")))
+        emit(connection, event_type, data, self.offers.alerts, key=f"{event_type}:{invoice['id']}")
 
 
 def _customer_name(row) -> str | None:

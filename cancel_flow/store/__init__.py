@@ -327,9 +327,21 @@ class Store:
     _INVOICE_RANK = {"draft": 0, "open": 1, "uncollectible": 2, "paid": 3, "void": 3}
 
     def _apply_invoice(self, connection, invoice: dict) -> None:
-        """Keep our record of the invoice as its newest event tells it; events may arrive out of order."""
+        """Keep our record of the invoice as its newest event tells it; events may arrive out of order.
+        The first failure of a subscription invoice is a payment.failed event, its payment after a failure
+        a payment.recovered one, written in the same transaction."""
         now = utc_now()
+        who = {key: invoice.pop(key) for key in list(invoice) if key.startswith("_")}
         current = connection.execute(sa.select(invoices).where(invoices.c.id == invoice["id"])).first()
+        failed_before = current is not None and current.first_failed_at is not None
+        paid_before = current is not None and current.paid_at is not None
+        if invoice["subscription_id"] and self.on_event is not None and hasattr(self.on_event, "payment"):
+            failed_now = invoice["first_failed_at"] is not None
+            paid_now = invoice["paid_at"] is not None or invoice["status"] == "paid"
+            if failed_now and not failed_before and not paid_before:
+                self.on_event.payment(connection, "payment.failed", {**invoice, **who})
+            if paid_now and not paid_before and (failed_before or failed_now):
+                self.on_event.payment(connection, "payment.recovered", {**invoice, **who})
         if current is None:
             connection.execute(sa.insert(invoices).values(**invoice, updated_at=now))
             return
