@@ -38,7 +38,7 @@ def weekly_trend_svg(weeks: list[dict], color: str, size: str = "wide") -> str:
     """Sessions, saves and cancels per week; weeks only partly inside the range are shaded and marked."""
     width, height = SIZES.get(size, SIZES["wide"])
     narrow = size == "narrow"
-    left, right, top, bottom = 34, (64 if narrow else 84), 30, 52
+    left, right, top, bottom = 30, (80 if narrow else 96), 30, 52
     plot_w, plot_h = width - left - right, height - top - bottom
     title = "Sessions, saves and cancels per week"
     body = [_text(left, 18, title, 13, weight="600")]
@@ -63,11 +63,20 @@ def weekly_trend_svg(weeks: list[dict], color: str, size: str = "wide") -> str:
             half = step / 2 if count > 1 else plot_w / 2
             x0, x1 = max(left, x_of(index) - half), min(left + plot_w, x_of(index) + half)
             body.append(f'<rect x="{x0:.1f}" y="{top}" width="{x1 - x0:.1f}" height="{plot_h}" fill="#eaeef2"/>')
-            body.append(_text(x_of(index), top + 12, f"{week['days']} d", 12, "middle", fill=MUTED))
-    every = 1 if count <= (5 if narrow else 10) else -(-count // (5 if narrow else 10))
-    for index, week in enumerate(weeks):
-        if index % every == 0 or index == count - 1:
-            body.append(_text(x_of(index), top + plot_h + 18, week["week"].strftime("%d %b"), 12, "middle", fill=MUTED))
+            at_end = index == count - 1 and count > 1
+            body.append(_text(x1 - 2 if at_end else x0 + 2, top + 14, f"{week['days']} d", 12, "end" if at_end else "start", fill=MUTED))
+    # Week labels, as many as fit without touching (about 48 units each), the last one always.
+    room = 48
+    shown = [i for i in range(count) if i == count - 1 or x_of(count - 1) - x_of(i) >= room]
+    kept, last_x = [], None
+    for index in shown:
+        if last_x is None or x_of(index) - last_x >= room or index == count - 1:
+            if index == count - 1 and kept and x_of(index) - x_of(kept[-1]) < room:
+                kept.pop()
+            kept.append(index)
+            last_x = x_of(index)
+    for index in kept:
+        body.append(_text(x_of(index), top + plot_h + 18, weeks[index]["week"].strftime("%d %b"), 12, "middle", fill=MUTED))
     series = (("Sessions", "sessions", color, "", "circle"), ("Saves", "saves", SAVES_COLOUR, "6 3", "square"),
               ("Cancels", "cancels", CANCELS_COLOUR, "2 3", "triangle"))
     ends = []
@@ -81,13 +90,18 @@ def weekly_trend_svg(weeks: list[dict], color: str, size: str = "wide") -> str:
         for x, y in points:
             body.append(_marker(marker, x, y, colour))
         ends.append([points[-1][1], name, colour, weeks[-1][key]])
-    # Labels where the lines end, pushed apart so they never overlap.
+    # Labels where the lines end, pushed apart so they never overlap, and kept inside the plot's height.
     ends.sort()
     for i in range(1, len(ends)):
         ends[i][0] = max(ends[i][0], ends[i - 1][0] + 15)
+    overflow = (ends[-1][0] - (top + plot_h)) if ends else 0
+    if overflow > 0:
+        for end in ends:
+            end[0] -= overflow
     for y, name, colour, value in ends:
-        body.append(_text(left + plot_w + 8, min(y, top + plot_h + 10) + 4, f"{name} {value}", 12, weight="600", fill=colour))
-    body.append(_text(left, height - 10, "Shaded: a week only partly inside the range (its days shown).", 11, fill=MUTED))
+        body.append(_text(left + plot_w + 8, y + 4, f"{name} {value}", 12, weight="600", fill=colour))
+    note = "Shaded: partial week (days in range)" if narrow else "Shaded: a week only partly inside the range (its days in range shown)."
+    body.append(_text(8 if narrow else left, height - 10, note, 12, fill=MUTED))
     return _svg(width, height, title, body)
 
 
@@ -116,9 +130,9 @@ def reasons_svg(reasons: list[dict], color: str, size: str = "wide") -> str:
             '<defs><pattern id="saved" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
             f'<rect width="6" height="6" fill="{SAVES_COLOUR}"/><line x1="0" y1="0" x2="0" y2="6" stroke="#fff" stroke-width="2"/></pattern></defs>']
     peak = max([1] + [row["sessions"] for row in reasons])
-    label_w = 0 if narrow else 190
+    label_w = 0 if narrow else 270
     bar_left = 12 + label_w
-    bar_w = width - bar_left - (110 if not narrow else 12)
+    bar_w = width - bar_left - (120 if not narrow else 12)
     for index, row in enumerate(reasons):
         name = REASONS.get(row["reason"], row["reason"])
         y = top + index * row_h
