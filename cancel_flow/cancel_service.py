@@ -16,6 +16,7 @@ from cancel_flow import billing, flow
 from cancel_flow.clock import as_utc, utc_now
 from cancel_flow.errors import (BadRequest, Conflict, InvalidLink, NotFound, PortalRefused, RecordPending,
                                 StripeUnavailable)
+from cancel_flow.experiments import assign_arm
 from cancel_flow.flow import SubscriptionFacts, TargetPrice
 from cancel_flow.links import CancelLink, LinkSigner
 from cancel_flow.logs import log_event
@@ -128,8 +129,19 @@ class CancelService:
     async def record_reason(self, session: CancelSession, reason: str, comment: str | None) -> list[Offer]:
         facts = self.snapshot(session) or await self.facts(session)
         recent = await self.db.accepted_offer_since(session.customer_id, flow.cooldown_start(self.offers, utc_now()))
+        now = utc_now()
+        experiment = flow.experiment_for(self.offers, reason, facts, now)
+        if experiment is not None:
+            # the arm stays the subscription's on every link, even if the weights change later
+            stored = await self.db.experiment_arm_of(session.subscription_id, experiment.id)
+            arm = (experiment.arm(stored) if stored else None) or assign_arm(experiment, session.subscription_id)
+            prices = await self._target_prices([self.offers.find(o) for o in arm.offers if self.offers.find(o)])
+            offers = flow.arm_offers(self.offers, arm, facts, now, accepted_offer_recently=recent, prices=prices)
+            await self.db.record_reason(session.id, reason, comment, [offer.id for offer in offers],
+                                        experiment=(experiment.id, arm.name))
+            return offers
         prices = await self._target_prices([o for o in self.offers.offers if o.fits(reason)])
-        offers = flow.eligible_offers(self.offers, reason, facts, utc_now(), accepted_offer_recently=recent, prices=prices)
+        offers = flow.eligible_offers(self.offers, reason, facts, now, accepted_offer_recently=recent, prices=prices)
         await self.db.record_reason(session.id, reason, comment, [offer.id for offer in offers])
         return offers
 

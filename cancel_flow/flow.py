@@ -174,6 +174,32 @@ def explain(book: OfferBook, reason: str | None, facts: SubscriptionFacts, now: 
     return result
 
 
+def experiment_for(book: OfferBook, reason: str, facts: SubscriptionFacts, now: datetime):
+    """The first running experiment whose reasons and `when` conditions fit this subscription, or None."""
+    from cancel_flow.experiments import is_running
+    from cancel_flow.targeting import parse_conditions
+
+    def refuse(where, message):
+        raise ValueError(f"{where}: {message}")
+
+    for experiment in book.experiments:
+        if not is_running(experiment, now.date()) or not experiment.fits(reason):
+            continue
+        if experiment.when and first_failed(parse_conditions(experiment.when, "when", refuse), facts.subject, now):
+            continue
+        return experiment
+    return None
+
+
+def arm_offers(book: OfferBook, arm, facts: SubscriptionFacts, now: datetime, *, accepted_offer_recently: bool,
+               prices: dict[str, TargetPrice] | None = None) -> list[Offer]:
+    """An experiment arm's offers that this subscription can take (none for a holdout), at most `max_offers`."""
+    chosen = [offer for offer in (book.find(offer_id) for offer_id in arm.offers)
+              if offer and why_not(offer, facts, now, reason=None, accepted_offer_recently=accepted_offer_recently,
+                                   prices=prices) is None]
+    return chosen[:book.max_offers]
+
+
 def cooldown_start(book: OfferBook, now: datetime) -> datetime:
     return now - timedelta(days=book.offer_cooldown_days)
 

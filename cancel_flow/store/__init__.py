@@ -178,13 +178,15 @@ class Store:
                     {"session_id": session_id, "offer_id": offer, "shown_at": offered[nonce]["created_at"]}
                     for nonce, session_id in ids for offer in offered[nonce]["offers_shown"]])
 
-    def record_reason(self, session_id: int, reason: str, comment: str | None, offers_shown: list[str]) -> bool:
+    def record_reason(self, session_id: int, reason: str, comment: str | None, offers_shown: list[str],
+                      experiment: tuple[str, str] | None = None) -> bool:
         now = utc_now()
+        experiment_id, arm = experiment or (None, None)
         with self.engine.begin() as connection:
             updated = connection.execute(sa.update(sessions).where(
                 sessions.c.id == session_id, sessions.c.outcome == "open",
             ).values(reason=reason, comment=comment, offers_shown=offers_shown, reason_at=now, updated_at=now,
-                     rolled_up=False))
+                     rolled_up=False, experiment_id=experiment_id, experiment_arm=arm))
             if updated.rowcount != 1:
                 return False
             connection.execute(sa.delete(session_offers).where(session_offers.c.session_id == session_id))
@@ -355,6 +357,14 @@ class Store:
         if newer:
             values.update({k: v for k, v in invoice.items() if k not in ("id", "first_failed_at", "paid_at", "voided_at")})
         connection.execute(sa.update(invoices).where(invoices.c.id == invoice["id"]).values(**values))
+
+    def experiment_arm_of(self, subscription_id: str, experiment_id: str) -> str | None:
+        """The arm this subscription already has in the experiment (from any of its links)."""
+        query = sa.select(sessions.c.experiment_arm).where(
+            sessions.c.subscription_id == subscription_id, sessions.c.experiment_id == experiment_id,
+            sessions.c.experiment_arm.is_not(None)).order_by(sessions.c.id).limit(1)
+        with self.engine.connect() as connection:
+            return connection.execute(query).scalar()
 
     def reason_to_report(self, subscription_id: str) -> tuple[str, str | None] | None:
         """The reason a subscriber gave us before canceling this subscription, for Stripe's own records."""
