@@ -1,10 +1,13 @@
 """`cancel-flow demo`: the whole product on one machine, no Stripe account needed.
 
 Starts the Stripe emulator as a child process, seeds sample customers, runs `stripe setup` against
-it, serves cancel-flow on SQLite, and prints a ready-to-click link per customer. Ctrl-C stops both.
+it, serves cancel-flow on SQLite, and prints a ready-to-click link per customer and the shared link.
+Its development settings go to a `.env`, so `cancel-flow link …` works from another shell; request
+logs go to demo-data/requests.log; emails are printed as readable blocks. Ctrl-C stops both.
 """
 
 import asyncio
+import logging
 import os
 import random
 import socket
@@ -26,6 +29,12 @@ from cancel_flow.store.coaches import CoachStore
 from cancel_flow.stripe_gateway import StripeGateway
 
 DEMO_DIR = Path("demo-data")
+ENV_FILE = Path(".env")
+ENV_MARK = "# Written by `cancel-flow demo`: its development settings, so cancel-flow commands in another shell use them."
+# The settings another shell needs to reach the demo's database and emulator.
+ENV_KEYS = ("CANCEL_FLOW_ENV", "DATABASE_URL", "CANCEL_FLOW_BASE_URL", "CANCEL_FLOW_RETURN_URL", "CANCEL_FLOW_OFFERS",
+            "STRIPE_API_KEY", "STRIPE_API_BASE", "STRIPE_PORTAL_CONFIGURATION", "STRIPE_WEBHOOK_SECRET",
+            "CANCEL_FLOW_ALLOW_PRIVATE_URLS")
 EXAMPLE_OFFERS = Path(__file__).parent / "examples" / "offers.toml"
 CUSTOMERS = [
     # (name, email, plan, note)
@@ -70,7 +79,12 @@ def history_rows(now: datetime, weeks: int = 8, per_week: int = 15, seed: int = 
                    updated_at=created, reason_at=created)
         decided = created + timedelta(minutes=chance.uniform(1, 10))
         roll = chance.random()
-        if offers and roll < 0.4:
+        if reason in ("missing_features", "customer_service", "too_complex") and roll < 0.25:
+            row.update(offers_shown=["talk"], chosen_offer="talk", offer_kind="contact", decided_at=decided,
+                       outcome="deflected" if chance.random() < 0.7 else "canceled")
+            if row["outcome"] == "canceled":
+                row["canceled_at"] = decided + timedelta(days=chance.uniform(1, 5))
+        elif offers and roll < 0.4:
             offer = chance.choice(offers)
             row.update(chosen_offer=offer, decided_at=decided)
             if offer == "pause":
@@ -89,6 +103,61 @@ def history_rows(now: datetime, weeks: int = 8, per_week: int = 15, seed: int = 
             row.update(outcome="deflected", decided_at=decided)
         rows.append(row)
     return rows
+
+
+def write_env_file(path: Path = ENV_FILE) -> Path | None:
+    """The demo's settings as a `.env`, so `cancel-flow link …` in another shell reaches the same database and
+    emulator. A `.env` the demo didn't write is left alone: they go to demo-data/demo.env instead."""
+    lines = [ENV_MARK] + [f"{key}={os.environ[key]}" for key in ENV_KEYS if os.environ.get(key)]
+    if path.exists() and not path.read_text(errors="replace").startswith(ENV_MARK):
+        path = DEMO_DIR / "demo.env"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def email_block(to: str, subject: str, text: str, width: int = 72) -> str:
+    """An email as a block that stands out from everything else on the console."""
+    rule = "─" * width
+    body = "\n".join(f"│ {line}" for line in text.rstrip().splitlines())
+    return f"\n┌{rule}\n│ Email to: {to}\n│ Subject:  {subject}\n├{rule}\n{body}\n└{rule}\n"
+
+
+def _print_emails_as_blocks() -> None:
+    """Without SMTP the demo prints the emails it would send; as blocks, not log-like lines."""
+    from cancel_flow import mailer
+
+    original = mailer.Mailer.send
+
+    def send(self, message):
+        if self.settings.smtp_url or not self.settings.is_development:
+            return original(self, message)
+        print(email_block(message.to, message.subject, message.text), flush=True)
+    mailer.Mailer.send = send
+
+
+def _logs_to_file(path: Path) -> None:
+    """Our JSON log lines and the server's request lines go to a file; the console keeps links and emails."""
+    from cancel_flow.logs import JsonLineFormatter
+
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonLineFormatter())
+    for name in ("cancel_flow", ""):
+        logging.getLogger(name).handlers[:] = [handler]
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger().setLevel(logging.INFO)
+
+
+def demo_account_routes(minted: list, base_url: str):
+    """`GET /account`: the small account page "Back to my account" goes to in the demo."""
+    from starlette.routing import Route
+
+    from cancel_flow.web.pages import render
+
+    async def account(request):
+        return render(request, "demo_account.html", customers=minted, shared_link=f"{base_url}/")
+    return [Route("/account", account, methods=["GET"])]
 
 
 def _port_free(port: int) -> bool:
@@ -149,12 +218,12 @@ def run_demo(port: int = 8000, emulator_port: int = 12111) -> int:
     base_url = f"http://127.0.0.1:{port}"
     os.environ.update({
         "CANCEL_FLOW_ENV": "development", "DATABASE_URL": f"sqlite:///{database.resolve()}",
-        "CANCEL_FLOW_BASE_URL": base_url, "STRIPE_API_KEY": "sk_test_demo",
-        "STRIPE_API_BASE": f"http://127.0.0.1:{emulator_port}",
+        "CANCEL_FLOW_BASE_URL": base_url, "CANCEL_FLOW_RETURN_URL": f"{base_url}/account",
+        "STRIPE_API_KEY": "sk_test_demo", "STRIPE_API_BASE": f"http://127.0.0.1:{emulator_port}",
     })
     os.environ.pop("CANCEL_FLOW_SECRET_KEY", None)
-    if not Path(os.environ.get("CANCEL_FLOW_OFFERS", "offers.toml")).is_file():
-        os.environ["CANCEL_FLOW_OFFERS"] = str(EXAMPLE_OFFERS)
+    offers_file = Path(os.environ.get("CANCEL_FLOW_OFFERS", "offers.toml"))
+    os.environ["CANCEL_FLOW_OFFERS"] = str(offers_file.resolve() if offers_file.is_file() else EXAMPLE_OFFERS)
     emulator = _start_emulator(emulator_port)
     try:
         settings = load_settings()
@@ -186,17 +255,32 @@ def run_demo(port: int = 8000, emulator_port: int = 12111) -> int:
                 await gateway.close()
 
         minted = asyncio.run(seed_and_mint())
+        env_file = write_env_file()
+        log_file = DEMO_DIR / "requests.log"
         print("\ncancel-flow demo is running (Ctrl-C stops it and the Stripe emulator).\n")
-        print(f"Stripe emulator: http://127.0.0.1:{emulator_port}   database: {database}\n")
+        print(f"Stripe emulator: http://127.0.0.1:{emulator_port}   database: {database}")
+        print(f"Request logs:    {log_file}   settings for other shells: {env_file}\n")
         print(f"Coach dashboard: {base_url}/dashboard  (sign in as {DEMO_COACH[0]} / {DEMO_COACH[1]})\n")
+        print(f"Shared link for every client: {base_url}/")
+        print("  a client enters their email there and gets a fresh cancel link and billing link by email")
+        print("  (printed below while the demo runs). That is how to get more links, or in another shell in")
+        print("  this directory: cancel-flow link --email maya@example.com\n")
         for name, note, links in minted:
             print(f"{name} ({note})\n  cancel:  {links.cancel_url}\n  billing: {links.billing_url}\n")
+        print(f"\"Back to my account\" opens the demo's account page: {base_url}/account\n")
         sys.stdout.flush()
         from cancel_flow.web.app import create_app
 
         configure_logging()
-        uvicorn.run(create_app(settings, sweep_every=600), host="127.0.0.1", port=port, log_level="warning")
+        _logs_to_file(log_file)
+        _print_emails_as_blocks()
+        app = create_app(settings, sweep_every=600)
+        for route in demo_account_routes(minted, base_url):
+            app.router.routes.insert(0, route)
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="info", log_config=None)
     finally:
+        if ENV_FILE.exists() and ENV_FILE.read_text(errors="replace").startswith(ENV_MARK):
+            ENV_FILE.unlink()  # its emulator and database are gone with the demo
         emulator.terminate()
         try:
             emulator.wait(timeout=5)
