@@ -194,3 +194,11 @@ def test_api_matches_its_openapi_document(live_server, api_key, catalogue):
                                    excluded_checks=[positive_data_acceptance])
 
         conforms()
+
+
+def test_a_link_by_email_finds_the_customer_whatever_the_case(api, catalogue):
+    """Stripe's email filter is case-sensitive; the subscriber types their address as they like."""
+    sub = catalogue.subscription(catalogue.customer(email="sam@example.com"))
+    response = api.post("/api/links", json={"email": "Sam@Example.COM"})
+    assert response.status_code == 201, response.text
+    assert response.json()["customer"] == sub.customer

@@ -10,6 +10,7 @@ import pytest
 from freezegun import freeze_time
 
 from cancel_flow.clock import add_months
+from cancel_flow.store.stats import DateRange, StatsQueries
 from tests.helpers import csrf_of
 
 UTC = timezone.utc
@@ -145,6 +146,10 @@ def run(case: Case, stripe_client, catalogue, make_client, signer, store, tmp_pa
         discount_total += sum(d.amount for d in invoice.total_discount_amounts or [])
     if case.kind == "discount":
         assert discount_total == session.offer_cost
+        # the dashboard's discount cost is those invoices' discount amounts
+        period = DateRange(now - timedelta(days=1), now + timedelta(days=1))
+        with freeze_time(now):
+            assert StatsQueries(store.engine).stats(period).discount_cost == [("usd", discount_total)]
     case.clock_id, case.subscription_id, case.reached = clock.id, sub.id, last + timedelta(hours=2)
     return session
 

@@ -462,3 +462,17 @@ def test_keep_my_subscription_is_a_save_and_undoes_a_cancel_at_too(client, catal
     session = store.find_session(_nonce(url))
     assert session.outcome == "saved_keep"
     assert "Your subscription continues" in client.get(f"{url}/done").text
+
+
+def test_a_reason_given_on_the_cancel_form_is_kept_when_the_portal_fails(client, catalogue, link, emulator, store):
+    url = link(catalogue.subscription())
+    page = client.get(url)
+    emulator.post("/_emulator/faults", json={"method": "POST", "path": "/v1/billing_portal/sessions", "status": 500, "count": 5})
+    failed = client.post(f"{url}/cancel", data={"csrf_token": csrf_of(page.text), "reason": "too_complex", "comment": "too many apps"})
+    assert failed.status_code == 503 and "Continue to cancel" in failed.text
+    session = store.find_session(_nonce(url))
+    assert session.reason == "too_complex" and session.comment == "too many apps" and session.outcome == "open"
+    emulator.delete("/_emulator/faults")
+    retried = client.post(f"{url}/cancel", data={"csrf_token": csrf_of(page.text)})
+    assert retried.status_code == 303
+    assert store.find_session(_nonce(url)).reason == "too_complex"
