@@ -52,6 +52,13 @@ def _sweep(args) -> int:
     engine = make_engine(settings.database_url)
     events = SessionEvents(load_offers(settings.offers_path), is_test_mode(settings.stripe_api_key))
     marked = Store(engine, on_event=events).sweep_deflected()
+    from cancel_flow.store.api_keys import LinkRequestStore
+    from cancel_flow.store.coaches import CoachStore
+    from cancel_flow.web.coach_auth import FAILURE_WINDOW
+    from cancel_flow.web.shared_link_routes import WINDOW
+
+    CoachStore(engine).prune_attempts(FAILURE_WINDOW)  # old throttle counters, as serve's sweep does
+    LinkRequestStore(engine).prune(WINDOW)
     engine.dispose()
     print(f"{marked} session(s) marked deflected.")
     return 0
