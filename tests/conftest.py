@@ -502,3 +502,36 @@ def stripe_test_mode_client(key: str):
     finally:
         if http.created:
             LEFT_IN_STRIPE.extend(clean_stripe_test_account(key, http.created))
+
+
+class Inbox:
+    """A real SMTP server (aiosmtpd) that keeps what it receives; `down` answers every message with a
+    temporary failure."""
+
+    def __init__(self):
+        self.messages: list = []
+        self.down = False
+
+    async def handle_DATA(self, server, session, envelope):
+        import email
+        from email import policy
+
+        if self.down:
+            return "451 4.3.0 Mail server temporarily unavailable"
+        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+        return "250 Message accepted"
+
+    def subjects(self) -> list[str]:
+        return [m["Subject"] for m in self.messages]
+
+
+@pytest.fixture
+def inbox():
+    from aiosmtpd.controller import Controller
+
+    box = Inbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    box.url = f"smtp://127.0.0.1:{controller.port}"
+    yield box
+    controller.stop()

@@ -1,7 +1,6 @@
 """Billing emails end to end: the app and the Stripe emulator over HTTP, a real SMTP server (aiosmtpd),
 our clock moved by freezegun and Stripe's by test clocks."""
 
-import email
 import html
 import json
 import re
@@ -9,13 +8,11 @@ import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from email import policy
 
 import httpx
 import pytest
 import sqlalchemy as sa
 import stripe
-from aiosmtpd.controller import Controller
 from freezegun import freeze_time
 
 from cancel_flow.clock import add_months, from_unix
@@ -29,7 +26,7 @@ from cancel_flow.outbox.queue import claim
 from cancel_flow.store import make_engine
 from cancel_flow.store.billing_stats import billing_stats
 from cancel_flow.store.stats import DateRange
-from tests.conftest import TEST_KEY, free_port
+from tests.conftest import TEST_KEY
 from tests.helpers import csrf_of
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
@@ -38,32 +35,6 @@ EVENTS = ["customer.subscription.updated", "customer.subscription.deleted", "inv
 emails_table = BillingEmail.__table__
 invoices_table = InvoiceRecord.__table__
 
-
-class Inbox:
-    """An SMTP server that keeps what it receives; `down` answers every message with a temporary failure."""
-
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-        self.down = False
-
-    async def handle_DATA(self, server, session, envelope):
-        if self.down:
-            return "451 4.3.0 Mail server temporarily unavailable"
-        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
-        return "250 Message accepted"
-
-    def subjects(self) -> list[str]:
-        return [m["Subject"] for m in self.messages]
-
-
-@pytest.fixture
-def inbox():
-    box = Inbox()
-    controller = Controller(box, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    box.url = f"smtp://127.0.0.1:{controller.port}"
-    yield box
-    controller.stop()
 
 
 def text_of(message) -> str:

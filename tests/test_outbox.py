@@ -1,7 +1,6 @@
 """The outbox against real local receivers: signed deliveries, retries, two workers, crashes, unsafe addresses."""
 
 import asyncio
-import email
 import http.server
 import json
 import secrets
@@ -9,11 +8,9 @@ import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
-from email import policy
 
 import pytest
 import sqlalchemy as sa
-from aiosmtpd.controller import Controller
 from freezegun import freeze_time
 from standardwebhooks.webhooks import Webhook
 
@@ -92,24 +89,6 @@ def receivers():
     for receiver in started:
         receiver.stop()
 
-
-class Inbox:
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
-        return "250 Message accepted"
-
-
-@pytest.fixture
-def inbox():
-    box = Inbox()
-    controller = Controller(box, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    box.url = f"smtp://127.0.0.1:{controller.port}"
-    yield box
-    controller.stop()
 
 
 @pytest.fixture

@@ -1,33 +1,11 @@
 """The one shared link: email in, links out by email (a real SMTP server receives them)."""
 
-import email
 import re
-from email import policy
 
 import pytest
-from aiosmtpd.controller import Controller
 
-from tests.conftest import free_port
 from tests.helpers import csrf_of
 
-
-class Inbox:
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
-        return "250 Message accepted"
-
-
-@pytest.fixture
-def inbox():
-    box = Inbox()
-    controller = Controller(box, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    box.url = f"smtp://127.0.0.1:{controller.port}"
-    yield box
-    controller.stop()
 
 
 @pytest.fixture
