@@ -50,15 +50,23 @@ class Settings:
         return self.stripe_api_key
 
 
-def _positive_int(config: Config, name: str, default: int) -> int:
+def _positive(config: Config, name: str, default, kind, words: str):
     raw = config(name, default=str(default))
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a whole number of seconds, not {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(f"{name} must be greater than zero, not {value}")
+        raise SettingsError(f"{name} must be {words}, not {raw!r}") from None
+    if not 0 < value < 1e9:
+        raise SettingsError(f"{name} must be greater than zero, not {raw!r}")
     return value
+
+
+def _positive_int(config: Config, name: str, default: int) -> int:
+    return _positive(config, name, default, int, "a whole number of seconds")
+
+
+def _positive_number(config: Config, name: str, default: float) -> float:
+    return _positive(config, name, default, float, "a number")
 
 
 def _url(config: Config, name: str, default: str | None) -> str | None:
@@ -69,17 +77,6 @@ def _url(config: Config, name: str, default: str | None) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SettingsError(f"{name} must be an http:// or https:// address, not {value!r}")
     return value.rstrip("/")
-
-
-def _positive_number(config: Config, name: str, default: float) -> float:
-    raw = config(name, default=str(default))
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
-    if not 0 < value < 1e6:
-        raise SettingsError(f"{name} must be greater than zero, not {raw!r}")
-    return value
 
 
 def _timezone(config: Config) -> str:
