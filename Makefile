@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench browser clean
+.PHONY: install test demo bench browser screenshots clean
 
 install: $(STAMP)
 
@@ -55,6 +55,14 @@ bench: install
 
 demo: install
 	$(VENV)/bin/cancel-flow demo
+
+# Every page at 360 px and 1280 px as PNGs in $(SCREENSHOTS)/360 and $(SCREENSHOTS)/1280 (not committed), for a
+# person to review the look in a minute; the same run checks each page for overflow and axe violations.
+SCREENSHOTS ?= screenshots
+screenshots: install browser
+	rm -rf $(SCREENSHOTS)
+	SCREENSHOTS_DIR=$(abspath $(SCREENSHOTS)) $(PY) -m pytest tests/test_screens.py -q -p no:cacheprovider -k "every"
+	@echo "Screenshots: $(abspath $(SCREENSHOTS))/360 and $(abspath $(SCREENSHOTS))/1280"
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

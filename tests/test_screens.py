@@ -1,6 +1,6 @@
 """Every page at 360 px and 1280 px in headless Chromium: nothing wider than the screen, and axe-core
 finds no violation of any impact (minor included). With SCREENSHOTS_DIR set (`make screenshots`), a
-full-page PNG of each page goes to SCREENSHOTS_DIR/<width>/<nn>-<page>.png for review."""
+full-page PNG of each page goes to SCREENSHOTS_DIR/<width>/<subscriber|coach>-<nn>-<page>.png for review."""
 
 import os
 import re
@@ -23,8 +23,8 @@ CONTACT_URL = "https://calendly.example.com/coach/15min"
 class Review:
     """Checks the page in front of it and, when asked, keeps a screenshot; collects every problem."""
 
-    def __init__(self, page, width: int):
-        self.page, self.width, self.problems, self.count = page, width, [], 0
+    def __init__(self, page, width: int, prefix: str):
+        self.page, self.width, self.prefix, self.problems, self.count = page, width, prefix, [], 0
 
     def __call__(self, name: str) -> None:
         page = self.page
@@ -45,7 +45,7 @@ class Review:
         if SHOTS:
             folder = Path(SHOTS) / str(self.width)
             folder.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(folder / f"{self.count:02d}-{name}.png"), full_page=True)
+            page.screenshot(path=str(folder / f"{self.prefix}{self.count:02d}-{name}.png"), full_page=True)
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_every_subscriber_page_fits_and_passes_axe(width, browser, live_server, 
     context.route(CONTACT_URL, lambda route: route.fulfill(status=200, body="<title>Booking</title>Booking page",
                                                            content_type="text/html"))
     page = context.new_page()
-    review = Review(page, width)
+    review = Review(page, width, "subscriber-")
 
     def link(reason: str | None = None, **subscription):
         sub = catalogue.subscription(**subscription)
@@ -211,7 +211,7 @@ def test_every_coach_page_fits_and_passes_axe(width, browser, live_server, store
     server = live_server(offers_path=screens_offers, timezone="Europe/Paris")
     context = browser.new_context(viewport={"width": width, "height": 900}, bypass_csp=True, is_mobile=width < 600)
     page = context.new_page()
-    review = Review(page, width)
+    review = Review(page, width, "coach-")
     page.goto(f"{server.url}/dashboard/login")
     review("login")
     page.get_by_label("Email").fill("coach@example.com")
