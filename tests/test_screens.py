@@ -230,6 +230,16 @@ def test_every_coach_page_fits_and_passes_axe(width, browser, live_server, store
     wait_for_charts(page)
     review("dashboard-custom-range-filtered")
     page.goto(f"{server.url}/dashboard/deliveries")
+    review("deliveries-empty")
+    import sqlalchemy as sa
+
+    from cancel_flow.models import OutboxDelivery
+    with store.engine.begin() as connection:
+        connection.execute(sa.insert(OutboxDelivery.__table__).values(
+            kind="webhook", target="https://hooks.example.com/a/rather/long/path/for/the/coach/automation?token=abc",
+            event_id="evt_0123456789abcdef0123456789", event_type="session.canceled", payload="{}", status="failed",
+            attempts=3, last_status_code=500, last_error="500 Internal Server Error from the receiving end"))
+    page.goto(f"{server.url}/dashboard/deliveries")
     review("deliveries")
     context.close()
     assert not review.problems, "\n".join(review.problems)
