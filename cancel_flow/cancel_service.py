@@ -7,6 +7,7 @@ derived from the session, the offer and the attempt, so repeats apply once and a
 stored failure gets a new key.
 """
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -163,7 +164,8 @@ class CancelService:
                 cards.append(Card(offer, await self._promise(offer, facts, now, None), []))
         return cards
 
-    async def _promise(self, offer: Offer, facts: SubscriptionFacts, now: datetime, skip: int | None):
+    async def _promise(self, offer: Offer, facts: SubscriptionFacts, now: datetime, skip: int | None,
+                       prices: dict[str, TargetPrice] | None = None):
         plan = facts.plan
         if offer.kind == "discount":
             return billing.discount_promise(plan, offer.percent_off, offer.payments, now)
@@ -172,7 +174,7 @@ class CancelService:
         if offer.kind == "free_period":
             return billing.free_period_promise(plan, offer.months, now)
         if offer.kind == "switch":
-            target = (await self._target_prices([offer])).get(offer.price)
+            target = (prices if prices is not None else await self._target_prices([offer])).get(offer.price)
             if target is None:
                 return None
             return billing.switch_promise(plan, target.unit_amount, target.name or offer.title, now)
@@ -195,8 +197,8 @@ class CancelService:
         now = utc_now()
         cooldown = flow.cooldown_start(self.offers, now)
         recent = await self.db.accepted_offer_since(session.customer_id, cooldown)
-        why = flow.why_not(offer, facts, now, reason=None, accepted_offer_recently=recent,
-                           prices=await self._target_prices([offer]))
+        prices = await self._target_prices([offer])
+        why = flow.why_not(offer, facts, now, reason=None, accepted_offer_recently=recent, prices=prices)
         if why is not None:
             current = await self.db.find_session(session.nonce)
             if current is not None and current.outcome != "open":
@@ -205,7 +207,7 @@ class CancelService:
                 raise Conflict("An offer is already in place for this subscription, so this one can't be added. "
                                "Your subscription is unchanged.")
             raise Conflict(f"This offer is no longer available ({why}). Nothing was changed.", title="Offer no longer available")
-        promise = await self._promise(offer, facts, now, skip)
+        promise = await self._promise(offer, facts, now, skip, prices)
         if promise is None:
             raise Conflict("This offer is no longer available. Nothing was changed.", title="Offer no longer available")
         terms = _terms(offer, promise, skip)
@@ -242,8 +244,6 @@ class CancelService:
         return None
 
     async def _wait_for_decision(self, session: CancelSession, seconds: float = 5.0) -> bool:
-        import asyncio
-
         for _ in range(int(seconds / 0.1)):
             await asyncio.sleep(0.1)
             current = await self.db.find_session(session.nonce)

@@ -476,3 +476,4 @@ def test_a_reason_given_on_the_cancel_form_is_kept_when_the_portal_fails(client,
     retried = client.post(f"{url}/cancel", data={"csrf_token": csrf_of(page.text)})
     assert retried.status_code == 303
     assert store.find_session(_nonce(url)).reason == "too_complex"
+
