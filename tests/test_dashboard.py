@@ -1,6 +1,7 @@
 """The coach's dashboard: numbers on hand-built histories, sign-in, CSV, charts."""
 
 import csv
+import re
 import io
 from datetime import datetime, timedelta, timezone
 
@@ -316,3 +317,81 @@ def test_numbers_follow_sessions_that_change_after_they_were_counted(store, hist
     later = queries.stats(period)
     assert later.outcomes == {"deflected": 1, "canceled": 1} and later.sessions == 2
     assert queries.recent(period, "deflected", None, 1)[1] == 1
+
+
+def test_the_page_explains_its_terms_names_offers_by_title_and_compares_with_the_period_before(client, coach, history):
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    for days_ago in (3, 4):
+        history(today - timedelta(days=days_ago) + timedelta(hours=10), "saved_discount", reason="too_expensive",
+                offers=["half-off-3-payments"], chosen="half-off-3-payments", percent=50, months=3,
+                decided=today - timedelta(days=days_ago))
+    history(today - timedelta(days=40), "canceled", reason="unused", decided=today - timedelta(days=40),
+            canceled=today - timedelta(days=40))
+    history(today - timedelta(days=5), "deflected", reason="other", offers=["retired-offer"])
+    sign_in(client)
+    page = client.get("/dashboard").text
+    assert "Stay for half price" in page and ">half-off-3-payments<" not in page  # titles, not ids
+    assert "retired-offer" in page and "(no longer offered)" in page
+    for term in ("Deflected", "At Stripe&#39;s portal", "Save rate"):
+        assert term in page
+    assert "24 hours later the subscription was still active" in page  # deflected, explained
+    assert "is on Stripe&#39;s cancel page; not confirmed yet" in page  # at Stripe's portal, explained
+    assert "Saved ÷ (saved + canceled)" in page  # save rate, explained
+    # 3 sessions now against 1 in the 30 days before; save rate 100% against 0%
+    assert re.search(r'id="stat-sessions">3<.*?\+200%', page, re.S)
+    assert re.search(r'id="stat-save-rate">100%<.*?\+100 points', page, re.S)
+    assert "vs previous 30 days" in page
+
+
+def test_presets_keep_the_filters_and_the_active_range_is_marked(client, coach, history):
+    history(datetime.now(timezone.utc) - timedelta(days=1), "canceled", reason="unused")
+    sign_in(client)
+    page = client.get("/dashboard?outcome=canceled&reason=unused").text
+    assert 'href="/dashboard?range=7&amp;outcome=canceled&amp;reason=unused"' in page
+    assert re.search(r'href="/dashboard\?range=30[^"]*" aria-current="true"', page)
+    today = datetime.now(timezone.utc).date()
+    typed = client.get(f"/dashboard?from={today - timedelta(days=6)}&to={today}").text
+    assert re.search(r'href="/dashboard\?range=7[^"]*" aria-current="true"', typed)  # typed dates that are a preset
+    custom = client.get("/dashboard?from=2026-01-01&to=2026-01-31").text
+    assert "aria-current=\"true\"" not in custom and 'class="custom-range is-active"' in custom
+
+
+@pytest.mark.parametrize("key, address", [("sk_test_abc", "https://dashboard.stripe.com/test/customers/"),
+                                          ("rk_test_abc", "https://dashboard.stripe.com/test/customers/"),
+                                          ("sk_live_abc", "https://dashboard.stripe.com/customers/")])
+def test_sessions_link_to_the_customer_in_stripe_and_show_the_coaches_time(make_client, coach, history, key, address):
+    history(datetime(2026, 11, 20, 23, 30, tzinfo=timezone.utc), "open", email="late@example.com")
+    client = make_client(stripe_api_key=key, timezone="Asia/Tokyo")
+    sign_in(client)
+    page = client.get("/dashboard?from=2026-11-01&to=2026-11-30").text
+    assert re.search(re.escape(address) + r'cus_\w+"', page)
+    assert "21 Nov 2026, 08:30" in page and "Started (Asia/Tokyo)" in page  # 23:30 UTC is 08:30 the next day in Tokyo
+
+
+def test_recovered_payments_card_shows_once_figures_exist(make_client, coach, history):
+    history(datetime.now(timezone.utc) - timedelta(days=1), "open")
+    client = make_client()
+    sign_in(client)
+    assert "Recovered payments" not in client.get("/dashboard").text
+    client.app.state.recovered_payments = lambda period: {"count": 4, "amounts": [("usd", 19600)], "previous_count": 2}
+    page = client.get("/dashboard").text
+    assert "Recovered payments" in page and 'id="stat-recovered">4<' in page and "$196.00" in page and "+100%" in page
+
+
+def test_api_stats_carry_the_per_offer_figures_of_the_page(client, store, history):
+    import secrets as _secrets
+
+    from cancel_flow.store.api_keys import ApiKeyStore
+
+    key = "cfk_" + _secrets.token_urlsafe(32)
+    ApiKeyStore(store.engine).add("app", key)
+    day = datetime(2026, 11, 2, 10, tzinfo=timezone.utc)
+    history(day, "saved_pause", reason="unused", offers=["pause", "half-off-3-payments"], chosen="pause", decided=day)
+    body = client.get("/api/stats?from=2026-11-01&to=2026-11-30", headers={"Authorization": f"Bearer {key}"}).json()
+    offers = {row["offer"]: row for row in body["offers"]}
+    assert offers["pause"]["kind"] == "pause" and offers["pause"]["accepted"] == 1
+    assert offers["half-off-3-payments"]["kind"] == "discount" and offers["half-off-3-payments"]["accepted"] == 0
+    assert [d["days"] for d in offers["pause"]["durability"]] == [30, 60, 90]
+    assert offers["pause"]["money"][0]["currency"] == "usd" and offers["pause"]["money"][0]["mrr"] == 4900
+    assert {row["kind"] for row in body["offer_kinds"]} == {"discount", "pause"}
+    assert body["previous"]["sessions"] == 0 and body["weekly"][0]["days"] == 1
