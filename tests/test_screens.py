@@ -229,6 +229,8 @@ def test_every_coach_page_fits_and_passes_axe(width, browser, live_server, store
     page.goto(f"{server.url}/dashboard?from=2025-01-01&to={datetime.now(timezone.utc).date()}&outcome=canceled&page=2")
     wait_for_charts(page)
     review("dashboard-custom-range-filtered")
+    page.goto(f"{server.url}/dashboard/experiments")
+    review("experiments")
     page.goto(f"{server.url}/dashboard/deliveries")
     review("deliveries-empty")
     import sqlalchemy as sa

@@ -23,8 +23,9 @@ environment.filters["money"] = lambda amount, currency: format_money(amount, cur
 environment.filters["day"] = format_day
 environment.globals["interval_words"] = interval_words
 environment.globals["REASONS"] = REASONS
-# The coach's pages, in the navigation's order; the experiments page joins this list when it exists.
-environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/deliveries", "Webhooks and alerts"))
+# The coach's pages, in the navigation's order.
+environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/experiments", "Experiments"),
+                                     ("/dashboard/deliveries", "Webhooks and alerts"))
 
 
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
