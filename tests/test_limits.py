@@ -11,7 +11,6 @@ from freezegun import freeze_time
 from cancel_flow.models import LinkRequest
 from cancel_flow.store.api_keys import LinkRequestStore
 from tests.helpers import csrf_of
-from tests.test_shared_link import inbox  # noqa: F401  (fixture: a real SMTP server)
 
 
 def _shared_page(served):
