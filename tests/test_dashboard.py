@@ -368,14 +368,32 @@ def test_sessions_link_to_the_customer_in_stripe_and_show_the_coaches_time(make_
     assert "21 Nov 2026, 08:30" in page and "Started (Asia/Tokyo)" in page  # 23:30 UTC is 08:30 the next day in Tokyo
 
 
-def test_recovered_payments_card_shows_once_figures_exist(make_client, coach, history):
-    history(datetime.now(timezone.utc) - timedelta(days=1), "open")
+def test_recovered_payments_card_shows_once_figures_exist(make_client, coach, history, store):
+    import sqlalchemy as sa
+
+    from cancel_flow.models import InvoiceRecord
+
+    now = datetime.now(timezone.utc)
+    history(now - timedelta(days=1), "open")
     client = make_client()
     sign_in(client)
     assert "Recovered payments" not in client.get("/dashboard").text
-    client.app.state.recovered_payments = lambda period: {"count": 4, "amounts": [("usd", 19600)], "previous_count": 2}
+
+    def invoice(number, failed, paid=None, amount=4900):
+        return dict(id=f"in_{number}", customer_id="cus_1", subscription_id=f"sub_{number}", status="paid" if paid else "open",
+                    billing_reason="subscription_cycle", currency="usd", subtotal=amount, total_discount=0,
+                    amount_due=amount, amount_paid=amount if paid else 0, attempt_count=1, created=failed,
+                    first_failed_at=failed, paid_at=paid, event_created=0, updated_at=now)
+    with store.engine.begin() as connection:
+        connection.execute(sa.insert(InvoiceRecord.__table__), [
+            invoice(1, now - timedelta(days=3), now - timedelta(days=2)),
+            invoice(2, now - timedelta(days=4), now - timedelta(days=1), amount=14700),
+            invoice(3, now - timedelta(days=5)),
+            invoice(4, now - timedelta(days=40), now - timedelta(days=38)),  # the period before
+        ])
     page = client.get("/dashboard").text
-    assert "Recovered payments" in page and 'id="stat-recovered">4<' in page and "$196.00" in page and "+100%" in page
+    assert "Recovered payments" in page and 'id="stat-recovered">2<' in page and "$196.00" in page and "+100%" in page
+    assert "Recovery rate" in page and "67%" in page and "Still unpaid" in page
 
 
 def test_api_stats_carry_the_per_offer_figures_of_the_page(client, store, history):

@@ -115,3 +115,26 @@ def test_the_experiment_page_shows_the_hand_computed_numbers(make_client, store,
     assert ">12<" in text and ">10<" in text  # sessions per arm
     assert "no offer (holdout)" in text and "Stay for half price" in text
     assert "Bayes factor" in text  # the stated rule
+
+
+def test_the_same_figures_in_the_api_and_the_arm_in_the_csv(make_client, store, offers_file, coach, catalogue, signer):  # noqa: F811
+    client = make_client(offers_path=offers_file)
+    sub = catalogue.subscription()
+    token, _ = signer.cancel_token(sub.customer, sub.id)
+    give_reason(client, f"/cancel/{token}")
+    arm = assign_arm(load_offers(offers_file).experiments[0], sub.id).name
+    from cancel_flow.store.api_keys import ApiKeyStore
+
+    key = "cfk_" + secrets.token_urlsafe(32)
+    ApiKeyStore(store.engine).add("reader", key)
+    api = make_client(offers_path=offers_file)
+    api.headers["Authorization"] = f"Bearer {key}"
+    body = api.get("/api/stats", params={"experiment": "discount-vs-holdout"}).json()
+    arms = {a["name"]: a for a in body["experiment"]["arms"]}
+    assert arms[arm]["sessions"] == 1 and body["experiment"]["verdict"]["kind"] == "keep_running"
+    assert api.get("/api/stats", params={"experiment": "nope"}).status_code == 404
+    sign_in(client)
+    rows = client.get("/dashboard/export.csv").text.lstrip("\ufeff").splitlines()
+    header = rows[0].split(",")
+    line = next(r for r in rows[1:] if sub.id in r).split(",")
+    assert line[header.index("experiment")] == "discount-vs-holdout" and line[header.index("experiment_arm")] == arm

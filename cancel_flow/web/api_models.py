@@ -88,6 +88,8 @@ class StatsQuery(Query):
     first: Day = Field(None, alias="from", description=f"the first day, UTC, from {EARLIEST} to {LATEST}; "
                                                          "default 29 days before 'to'")
     last: Day = Field(None, alias="to", description=f"the last day (included), UTC, up to {LATEST}; default today")
+    experiment: str | None = Field(None, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$",
+                                   description="an experiment id: its per-arm figures in 'experiment'")
 
     @model_validator(mode="after")
     def _a_sane_range(self):
@@ -183,6 +185,11 @@ class Stats(Answer):
     durability: list[Durability]
     weekly: list[Week]
     previous: PreviousPeriod = Field(description="the period of the same length just before 'from'")
+    payments: dict[str, Any] = Field(description="failed payments whose first failure is in the range: failed_payments, "
+                                                 "failed_amount, recovered, recovered_amount, recovery_rate, still_open, "
+                                                 "emails_sent by kind (amounts in minor units per currency)")
+    experiment: dict[str, Any] | None = Field(None, description="with ?experiment=ID: per arm sessions, saves, rates and "
+                                                                "their posteriors, the verdict, the rule and the planner")
 
 
 # GET /api/openapi.json ----------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from starlette.requests import Request
 from cancel_flow.errors import BadRequest, NotFound, StripeUnavailable
 from cancel_flow.minting import mint_for
 from cancel_flow.store.stats import DateRange, day_start
+from cancel_flow.store.billing_stats import billing_stats
+from cancel_flow.web.experiment_routes import experiment_report
 from cancel_flow.web.api_models import LinkRequest, Links, OpenApiDocument, Stats, StatsQuery
 from cancel_flow.web.openapi import ApiError, ApiRoute, openapi_document
 
@@ -36,6 +38,12 @@ async def stats(request: Request, query: StatsQuery) -> Stats:
     period = DateRange(day_start(query.first), day_start(query.last + timedelta(days=1)))
     kinds = {offer.id: offer.kind for offer in request.app.state.offers.offers}
     numbers = await run_in_threadpool(request.app.state.stats.stats, period, kinds)
+    payments = await run_in_threadpool(billing_stats, request.app.state.store.engine, period)
+    experiment = None
+    if query.experiment:
+        experiment = await run_in_threadpool(experiment_report, request, query.experiment)
+        if experiment is None:
+            raise ApiError(404, "not_found", f"No experiment '{query.experiment}' in offers.toml or in the history.")
     previous = numbers.previous
     return Stats.model_validate({
         **asdict(numbers), "from": query.first, "to": query.last,
@@ -43,6 +51,7 @@ async def stats(request: Request, query: StatsQuery) -> Stats:
         "discount_cost": [{"currency": c, "amount": a} for c, a in numbers.discount_cost],
         "offer_cost": [{"currency": c, "amount": a} for c, a in numbers.offer_cost],
         "previous": {**previous, "mrr_saved": [{"currency": c, "amount": a} for c, a in previous["mrr_saved"]]},
+        "payments": payments, "experiment": experiment,
     })
 
 
@@ -63,7 +72,8 @@ routes = [
     ApiRoute("/api/stats", stats, method="GET", query=StatsQuery, answer=Stats,
              summary="The dashboard's numbers for a date range (UTC, inclusive; default the last 30 days)",
              operation_id="getStats", description="Numbers",
-             errors={422: "Invalid dates: not YYYY-MM-DD, outside 2000–2100, 'from' after 'to', or over ten years"}),
+             errors={404: "No such experiment (in offers.toml or in the history)",
+                     422: "Invalid dates: not YYYY-MM-DD, outside 2000–2100, 'from' after 'to', or over ten years"}),
     ApiRoute("/api/openapi.json", openapi, method="GET", answer=OpenApiDocument,
              summary="This document", operation_id="getOpenapi", description="OpenAPI document"),
 ]

@@ -17,6 +17,7 @@ from cancel_flow.models import OUTCOMES
 from cancel_flow.money import format_money, minor_unit_divisor
 from cancel_flow.offers import REASONS
 from cancel_flow.spreadsheet import safe_cell
+from cancel_flow.store.billing_stats import billing_stats
 from cancel_flow.store.stats import PAGE_SIZE, DateRange, day_start
 from cancel_flow.web import charts
 from cancel_flow.web.coach_auth import (LOGIN_CSRF_COOKIE, NotSignedIn, SignInBusy, TooManyAttempts,
@@ -199,11 +200,17 @@ def local_clock(zone_name: str):
 
 
 def recovered_payments(request: Request, period) -> dict | None:
-    """Failed payments recovered in the range, once billing emails provide the figures: a callable on
-    `app.state.recovered_payments(period)` answering {"count", "amounts": [(currency, minor units)],
-    "previous_count"} or None. The summary shows its card only when there is one."""
-    figures = getattr(request.app.state, "recovered_payments", None)
-    return figures(period) if callable(figures) else None
+    """Failed payments of the range and how many were recovered (paid after a failure), with the billing
+    emails sent (cancel_flow/store/billing_stats.py); None when no payment failed in this range or the
+    one before, so the summary shows the card only where it means something."""
+    engine = request.app.state.store.engine
+    now = billing_stats(engine, period)
+    length = period.end - period.start
+    before = billing_stats(engine, DateRange(period.start - length, period.start))
+    if not now["failed_payments"] and not before["failed_payments"] and not any(now["emails_sent"].values()):
+        return None
+    return {"count": now["recovered"], "amounts": sorted(now["recovered_amount"].items()),
+            "previous_count": before["recovered"], "billing": now}
 
 
 def _offer_titles(request: Request) -> dict[str, str]:
@@ -270,7 +277,8 @@ def _chart(render_svg):
 CSV_HEADER = ["session_id", "created_at", "customer_id", "customer_email", "subscription_id", "plan",
               "price", "interval", "monthly_amount", "currency", "reason", "comment", "offers_shown",
               "chosen_offer", "offer_kind", "outcome", "decided_at", "canceled_at", "canceled_outside_flow",
-              "stripe_feedback", "offer_cost", "price_minor", "monthly_amount_minor", "offer_cost_minor", "time_zone"]
+              "stripe_feedback", "offer_cost", "price_minor", "monthly_amount_minor", "offer_cost_minor", "time_zone",
+              "experiment", "experiment_arm"]
 
 
 def _major(amount, currency: str) -> str:
@@ -309,6 +317,7 @@ def _csv_lines(rows, zone_name: str):
             str(session.canceled_outside_flow).lower(), safe_cell(session.stripe_feedback),
             _major(session.offer_cost, currency), session.price_amount, session.monthly_amount,
             "" if session.offer_cost is None else session.offer_cost, zone_name,
+            safe_cell(session.experiment_id), safe_cell(session.experiment_arm),
         ])
         if index % 200 == 0:
             yield buffer.getvalue()
