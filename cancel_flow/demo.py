@@ -21,6 +21,7 @@ import httpx
 import uvicorn
 
 from cancel_flow.logs import configure_logging
+from cancel_flow.offers import load_offers
 from cancel_flow.settings import load_settings
 from cancel_flow.setup import run_stripe_setup
 from cancel_flow.passwords import hash_password
@@ -277,6 +278,13 @@ def run_demo(port: int = 8000, emulator_port: int = 12111) -> int:
         app = create_app(settings, sweep_every=600)
         for route in demo_account_routes(minted, base_url):
             app.router.routes.insert(0, route)
+        # a client whose card declines at the renewal: the clock moves, the failed-payment email is
+        # printed, and its button's card update recovers the payment
+        import threading
+
+        from cancel_flow.emails.run import demo_failed_payment
+
+        threading.Thread(target=demo_failed_payment, args=(settings, load_offers(settings.offers_path)), daemon=True).start()
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="info", log_config=None)
     finally:
         if ENV_FILE.exists() and ENV_FILE.read_text(errors="replace").startswith(ENV_MARK):
