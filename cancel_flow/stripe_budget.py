@@ -6,13 +6,13 @@ Stripe limits an account to 25 requests/s in test mode and 100 in live mode
 ourselves, so a burst of subscribers waits a moment here (never past the request's deadline) instead
 of being refused by Stripe.
 
-The budget is a sliding log: the moments of the last N requests (N = a quarter of the limit), and a
-request may go at the earliest a quarter of a second after the N-th request before it. Any quarter
-of a second therefore holds at most N requests and any second at most the limit; a burst of up to N
-goes at once; a request that would have to wait past its deadline is refused at once ("busy")
-without taking a place. (With whole seconds, a burst of the full limit followed by the next one a
-second later arrived at Stripe as 27 requests in one second for a limit of 20: the first burst
-reaches Stripe spread out, the next one packed.)
+The budget is a sliding log: the moments of the last N requests (N = a tenth of the limit), and a
+request may go at the earliest a tenth of a second after the N-th request before it. Any tenth of a
+second therefore holds at most N requests and any second at most the limit; a burst of up to N goes
+at once; a request that would have to wait past its deadline is refused at once ("busy") without
+taking a place; a request woken late for its place takes a new one (see the gateway). Stripe counts
+requests as they arrive, after the way there: with whole-second windows, a burst of the full limit
+followed by the next one a second later arrived as 27 requests in one second for a limit of 20.
 
 The workers of one `serve` share the log through a small memory-mapped file of the deployment
 (beside a SQLite database; else in the temporary directory, named after the database and key), locked with `flock` for the
@@ -38,7 +38,7 @@ from cancel_flow.logs import log_event
 MAGIC = b"cfbudg01"
 HEADER = struct.Struct("<8sQdQ")  # magic, slots, window seconds, next slot index
 SLOT = struct.Struct("<d")
-WINDOWS = 4  # windows a second
+WINDOWS = 10  # windows a second
 MAX_SLOTS = 10_000  # above 10,000 requests/s the window shrinks instead (the exact count no longer matters)
 STALE = 3600.0  # a reservation this far ahead can only be a clock stepped back: the log starts anew
 
@@ -57,8 +57,8 @@ def now() -> float:
 
 def shape(rate: float) -> tuple[int, float]:
     """(N, window): at most N requests in any `window` seconds, so never more than `rate` in any one second.
-    Four windows a second: a burst goes at once up to a quarter of the rate, and Stripe, which counts
-    requests as they arrive, never sees two full bursts squeezed into one second by the way there."""
+    Ten windows a second: a burst goes at once up to a tenth of the rate, so that Stripe, which counts
+    requests as they arrive, sees few more in a second when some of them were delayed on the way."""
     if rate < 1:
         return 1, 1.0 / rate
     per_second = min(WINDOWS, int(rate))

@@ -204,6 +204,7 @@ def proxy_for(url: str) -> str | None:
 # Retries within the deadline: back-off before the first retry, doubling up to the most, each drawn between
 # half and all of it (jitter spreads the retries of a burst); an attempt needs at least MIN_ATTEMPT seconds.
 RETRY_FIRST, RETRY_MAX, MIN_ATTEMPT = 0.25, 2.0, 0.2
+LATE = 0.05  # seconds after its place in the budget a request may still go
 UNREACHABLE = "We couldn't reach the payment system. Nothing was changed. Please try again in a moment."
 BUSY = "A lot of people are doing this at the same moment. Nothing was changed. Please try again in a few seconds."
 # Refusals Stripe made before doing anything; any other failure of a write may have been applied.
@@ -261,8 +262,14 @@ class StripeGateway:
                     request.close()
                 raise self._failed(operation, "rate_limited" if isinstance(failure, stripe.RateLimitError) else "budget",
                                    failure, started, attempts, maybe_applied)
-            if wait > 0:
+            while wait > 0:
+                due = clock() + wait
                 await asyncio.sleep(wait)
+                # Woken late (a busy event loop): the place has passed, and going now would send this request
+                # together with the next places' ones; it takes a new place instead.
+                wait = self.budget.reserve(deadline - clock() - MIN_ATTEMPT) if clock() - due > LATE else 0
+                if wait is None:
+                    raise self._failed(operation, "budget", failure, started, attempts, maybe_applied)
             if callable(request):
                 attempt, limit = request(), min(settings.stripe_timeout, deadline - clock())
             else:
