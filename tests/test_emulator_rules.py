@@ -354,3 +354,36 @@ def test_required_parameters_are_required(stripe_client, catalogue, call, param)
 def test_loopback_and_plain_http_webhook_urls_are_accepted(stripe_client):
     for url in ("http://127.0.0.1:9/hook", "http://localhost:8000/webhooks/stripe"):
         assert stripe_client.v1.webhook_endpoints.create(params={"url": url, "enabled_events": ["*"]}).url == url
+
+
+def test_an_events_pending_webhooks_counts_down_as_deliveries_succeed(stripe_client, emulator, catalogue):
+    """event.pending_webhooks: the deliveries not yet successful
+    (https://docs.stripe.com/api/events/object#event_object-pending_webhooks)."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        stripe_client.v1.webhook_endpoints.create(params={"url": f"http://127.0.0.1:{server.server_port}/hook",
+                                                         "enabled_events": ["customer.subscription.created"]})
+        catalogue.subscription()
+        deadline = time.monotonic() + 10
+        while True:
+            event = stripe_client.v1.events.list(params={"type": "customer.subscription.created"}).data[0]
+            if event.pending_webhooks == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert event.pending_webhooks == 0
+    finally:
+        server.shutdown()

@@ -57,7 +57,7 @@ class Faults:
 class Emulator:
     def __init__(self):
         self.account = Account()
-        self.deliverer = Deliverer()
+        self.deliverer = Deliverer(on_delivered=self._delivered)
         self.account.on_event = self._deliver
         self.faults = Faults()
         self.requests: deque[dict] = deque(maxlen=200_000)  # a long demo or benchmark must not grow it forever
@@ -67,6 +67,12 @@ class Emulator:
         self.permissions = rules.KeyPermissions()
         self.locks = rules.ObjectLocks()
         self.default_api_version = rules.DEFAULT_ACCOUNT_API_VERSION
+
+    def _delivered(self, event_id: str) -> None:
+        with self.account.lock:
+            event = self.account.events.get(event_id)
+            if event is not None and event.get("pending_webhooks", 0) > 0:
+                event["pending_webhooks"] -= 1
 
     def _deliver(self, event: dict, endpoint: dict) -> None:
         """Each endpoint gets the event in its own API version, else the account's default."""

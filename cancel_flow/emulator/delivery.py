@@ -21,7 +21,10 @@ def signature_header(payload: str, secret: str, timestamp: int | None = None) ->
 
 
 class Deliverer:
-    def __init__(self, timeout: float = 10.0):
+    def __init__(self, timeout: float = 10.0, on_delivered=None):
+        # called with the event id after each successful delivery: Stripe's event.pending_webhooks counts
+        # the deliveries not yet successful (https://docs.stripe.com/api/events/object#event_object-pending_webhooks)
+        self._on_delivered = on_delivered
         self._queue: list = []
         self._order = itertools.count()
         self._wake = threading.Condition()
@@ -52,14 +55,17 @@ class Deliverer:
                         self._wake.wait(None if not self._queue else self._queue[0][0] - time.monotonic())
                     due, order, generation, payload, event_id, url, secret, attempt = heapq.heappop(self._queue)
                 status = self._post(client, url, payload, secret)
+                delivered = isinstance(status, int) and 200 <= status < 300
                 with self._wake:
                     if generation != self._generation:
                         continue
                     self.attempts.append({"event": event_id, "url": url, "attempt": attempt + 1,
                                           "status": status, "at": time.time()})
-                    if not (isinstance(status, int) and 200 <= status < 300) and attempt < len(RETRY_DELAYS):
+                    if not delivered and attempt < len(RETRY_DELAYS):
                         heapq.heappush(self._queue, (time.monotonic() + RETRY_DELAYS[attempt], order, generation,
                                                      payload, event_id, url, secret, attempt + 1))
+                if delivered and self._on_delivered is not None:
+                    self._on_delivered(event_id)  # outside our lock: it takes the account's
 
     @staticmethod
     def _post(client: httpx.Client, url: str, payload: str, secret: str):
