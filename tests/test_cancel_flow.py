@@ -2,6 +2,7 @@
 
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
@@ -477,3 +478,22 @@ def test_a_reason_given_on_the_cancel_form_is_kept_when_the_portal_fails(client,
     assert retried.status_code == 303
     assert store.find_session(_nonce(url)).reason == "too_complex"
 
+
+
+def test_a_lost_answer_then_another_offer_asks_stripe_first(client, catalogue, link, emulator, stripe_client, store):
+    """Stripe applied the discount but its answer never came back (the request outlived our timeout);
+    choosing the pause next must find the discount in Stripe, not add a pause on top of it."""
+    stripe_client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
+    sub = catalogue.subscription()
+    url = link(sub)
+    give_reason(client, url, "unused")
+    emulator.post("/_emulator/faults", json={"method": "POST", "path": f"/v1/subscriptions/{sub.id}",
+                                             "slow_seconds": 4, "count": 1})
+    lost = accept(client, url, "half-off-3-payments")
+    assert lost.status_code == 503 and "Continue to cancel" in lost.text
+    time.sleep(4.5)  # the slow request has now been applied by Stripe
+    second = accept(client, url, "pause", payments="1")
+    assert second.status_code == 303 and second.headers["location"].endswith("/done")
+    after = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert len(after.discounts) == 1 and after.pause_collection is None
+    assert store.find_session(_nonce(url)).outcome == "saved_discount"

@@ -58,6 +58,7 @@ class Emulator:
     def __init__(self):
         self.account = Account()
         self.deliverer = Deliverer(on_delivered=self._delivered)
+        self.running: set = set()  # requests executing, kept until they finish
         self.account.on_event = self._deliver
         self.faults = Faults()
         self.requests: deque[dict] = deque(maxlen=200_000)  # a long demo or benchmark must not grow it forever
@@ -160,41 +161,51 @@ async def stripe_api(request: Request) -> Response:
         if stored is not None:
             return Response(stored["content"], status_code=stored["status"], media_type="application/json",
                             headers={**headers, "Idempotent-Replayed": "true", "Original-Request": stored["request_id"]})
-    status, content, store = 500, "", True
-    try:
-        if write_target and fault and fault.get("slow_seconds"):
-            # The request has begun executing and holds its object (and its idempotency key) a while.
-            emulator.locks.acquire(write_target)
-            try:
+    async def execute() -> tuple[int, str]:
+        status, content, store = 500, "", True
+        try:
+            if write_target and fault and fault.get("slow_seconds"):
+                # The request has begun executing and holds its object (and its idempotency key) a while.
+                emulator.locks.acquire(write_target)
+                try:
+                    await asyncio.sleep(float(fault["slow_seconds"]))
+                finally:
+                    emulator.locks.release(write_target)
+            elif write_target and emulator.locks.held(write_target):
+                raise rules.lock_timeout()
+            elif fault and fault.get("slow_seconds"):
                 await asyncio.sleep(float(fault["slow_seconds"]))
-            finally:
-                emulator.locks.release(write_target)
-        elif write_target and emulator.locks.held(write_target):
-            raise rules.lock_timeout()
-        elif fault and fault.get("slow_seconds"):
-            await asyncio.sleep(float(fault["slow_seconds"]))
-        with emulator.account.lock:
-            result = handler(Call(emulator.account, params, ids, idem_key, base_url))
-        status, content = 200, json.dumps(result, indent=2)
-    except ParamError as error:
-        store = False
-        error = StripeError(400, str(error), code=error.code, param=error.param)
-        status, content = error.status, json.dumps(error.body())
-    except StripeError as error:
-        # Stripe stores what an executing request answered, 4xx included, except parameter
-        # validation and lock timeouts (a conflict with a concurrent request: nothing executed).
-        store = not rules.is_validation_error(error) and error.code != "lock_timeout"
-        if error.code == "lock_timeout":
-            headers.update(rules.LOCK_TIMEOUT_HEADERS)
-        status, content = error.status, json.dumps(error.body())
-    except Exception:  # an emulator bug: answered and stored as Stripe's 500
-        traceback.print_exc()
-        status, content = 500, json.dumps(StripeError(500, "An unknown error occurred", type_="api_error").body())
-    if idem_key is not None:
-        if store:
-            emulator.idempotency.finish(key, idem_key, status, content, request_id, emulator.account.now())
-        else:
-            emulator.idempotency.abandon(key, idem_key)
+            with emulator.account.lock:
+                result = handler(Call(emulator.account, params, ids, idem_key, base_url))
+            status, content = 200, json.dumps(result, indent=2)
+        except ParamError as error:
+            store = False
+            error = StripeError(400, str(error), code=error.code, param=error.param)
+            status, content = error.status, json.dumps(error.body())
+        except StripeError as error:
+            # Stripe stores what an executing request answered, 4xx included, except parameter
+            # validation and lock timeouts (a conflict with a concurrent request: nothing executed).
+            store = not rules.is_validation_error(error) and error.code != "lock_timeout"
+            if error.code == "lock_timeout":
+                headers.update(rules.LOCK_TIMEOUT_HEADERS)
+            status, content = error.status, json.dumps(error.body())
+        except Exception:  # an emulator bug: answered and stored as Stripe's 500
+            traceback.print_exc()
+            status, content = 500, json.dumps(StripeError(500, "An unknown error occurred", type_="api_error").body())
+        if idem_key is not None:
+            if store:
+                emulator.idempotency.finish(key, idem_key, status, content, request_id, emulator.account.now())
+            else:
+                emulator.idempotency.abandon(key, idem_key)
+        return status, content
+
+    # A request that began executing finishes at Stripe even when its caller gives up waiting (a
+    # timeout, a dropped connection): its result is applied and stored under its idempotency key
+    # (https://docs.stripe.com/api/idempotent_requests). Shielded, the work outlives the caller.
+    task = asyncio.ensure_future(execute())
+    emulator.running.add(task)
+    task.add_done_callback(emulator.running.discard)
+    status, content = await asyncio.shield(task)
     return Response(content, status_code=status, media_type="application/json", headers=headers)
 
 
