@@ -64,10 +64,11 @@ class Card:
 
 
 class CancelService:
-    def __init__(self, store: Store, gateway: StripeGateway, offers: OfferBook, signer: LinkSigner):
+    def __init__(self, store: Store, gateway: StripeGateway, offers: OfferBook, signer: LinkSigner,
+                 quick_store: Store | None = None):
         self.store, self.gateway, self.offers, self.signer = store, gateway, offers, signer
-        # every query from here runs off the event loop (a locked table must not stall the worker)
-        self.db = Offloaded(store, threads=DATABASE_THREADS)
+        # a query that would wait on a lock or a slow database runs off the event loop (store/offload.py)
+        self.db = Offloaded(store, threads=DATABASE_THREADS, quick=quick_store)
 
     # reading ----------------------------------------------------------------------------------------
     async def visit(self, token: str, reconcile: bool = False) -> Visit:

@@ -1,5 +1,6 @@
 """The rules of the cancel flow: amounts, eligibility, offer choice and what a decision means. No I/O."""
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -277,19 +278,16 @@ SNAPSHOT_TTL = timedelta(seconds=10)
 
 
 def facts_to_json(facts: SubscriptionFacts) -> str:
-    import json
-    from dataclasses import asdict
-
-    def plain(value):
-        return value.isoformat() if isinstance(value, datetime) else value
-
-    data = {key: plain(value) for key, value in asdict(facts).items()}
-    return json.dumps(data, default=str)
+    # a shallow copy, not dataclasses.asdict: this runs on every first view of a link
+    data = dict(facts.__dict__)
+    data["lines"] = [line.__dict__ for line in facts.lines]
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            data[key] = value.isoformat()
+    return json.dumps(data)
 
 
 def facts_from_json(text: str) -> SubscriptionFacts:
-    import json
-
     data = json.loads(text)
     for key in ("period_end", "anchor", "next_payment", "started_at", "pause_resumes_at", "cancel_at"):
         if data.get(key):

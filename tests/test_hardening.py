@@ -119,9 +119,10 @@ def test_portal_session_failure_keeps_the_session_undecided(impatient, catalogue
 class FailingRecord:
     """The database fails the next write of a decision (after Stripe applied it)."""
 
-    def __init__(self, engine):
+    def __init__(self, app):
         self.armed = True
-        sa.event.listen(engine, "before_cursor_execute", self.check)
+        for store in (app.state.store, app.state.quick_store):  # the loop's quick connections and the pool's
+            sa.event.listen(store.engine, "before_cursor_execute", self.check)
 
     def check(self, conn, cursor, statement, parameters, context, executemany):
         if self.armed and statement.lstrip().upper().startswith("UPDATE CANCEL_SESSION") and "saved_" in str(parameters):
@@ -131,7 +132,7 @@ class FailingRecord:
 
 def test_database_failure_after_stripe_is_reconciled_on_the_next_visit(client, catalogue, signer, stripe_client, store):
     sub, url, csrf, nonce = opened(client, catalogue, signer)
-    FailingRecord(client.app.state.store.engine)
+    FailingRecord(client.app)
     response = client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-payments"})
     assert response.status_code == 503 and "Reload this page" in response.text
     assert store.find_session(nonce).outcome == "open"
@@ -146,7 +147,7 @@ def test_database_failure_after_stripe_is_reconciled_by_the_webhook(make_client,
     secret = "whsec_hardening_" + "c" * 24
     client = make_client(stripe_webhook_secret=secret)
     sub, url, csrf, nonce = opened(client, catalogue, signer, reason="unused")
-    FailingRecord(client.app.state.store.engine)
+    FailingRecord(client.app)
     assert client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "pause", "payments": "2"}).status_code == 503
     state = stripe_client.v1.subscriptions.retrieve(sub.id).to_dict()
     payload = json.dumps({"id": "evt_reconcile", "object": "event", "type": "customer.subscription.updated",

@@ -33,25 +33,37 @@ _SESSION_BY_NONCE = sa.select(sessions).where(sessions.c.nonce == sa.bindparam("
 # busy timeout). Migrations lift both for their own transaction.
 LOCK_TIMEOUT_MS = 5000
 STATEMENT_TIMEOUT_MS = 30000
+# The event loop's own connections (store/offload.py): they give up at once instead of waiting.
+QUICK_LOCK_TIMEOUT_MS = 20
+QUICK_STATEMENT_TIMEOUT_MS = 250
 
 
-def make_engine(url: str, pool_size: int = 5, pool_timeout: float = 30) -> Engine:
+def make_engine(url: str, pool_size: int = 5, pool_timeout: float = 30, *, lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+                statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> Engine:
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": LOCK_TIMEOUT_MS / 1000, "check_same_thread": False})
+        # SQLite's only wait is for the write lock (WAL readers never wait): a quick engine doesn't wait at all
+        busy = 0 if lock_timeout_ms < LOCK_TIMEOUT_MS else lock_timeout_ms
+        engine = sa.create_engine(url, connect_args={"timeout": busy / 1000, "check_same_thread": False})
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute(f"PRAGMA busy_timeout={LOCK_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout={busy}")
             cursor.close()
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=pool_size, pool_timeout=pool_timeout,
                             max_overflow=pool_size, connect_args={
                                 "connect_timeout": 5,
-                                "options": f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"})
+                                "options": f"-c lock_timeout={lock_timeout_ms} -c statement_timeout={statement_timeout_ms}"})
+
+
+def make_quick_engine(url: str, pool_size: int = 5) -> Engine:
+    """Connections for calls made on the event loop: a lock or a slow statement fails them at once."""
+    return make_engine(url, pool_size, pool_timeout=0.05, lock_timeout_ms=QUICK_LOCK_TIMEOUT_MS,
+                       statement_timeout_ms=QUICK_STATEMENT_TIMEOUT_MS)
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
@@ -106,6 +118,9 @@ class Store:
         self._sessions_of_subscription = query.with_for_update() if engine.dialect.name == "postgresql" else query
         # Every first view of a link runs it; the values come as parameters at execution.
         self._open_session = self._insert(sessions).on_conflict_do_nothing(index_elements=["nonce"]).returning(*sessions.c)
+        self._undecided_step_aside = sa.update(sessions).where(
+            sessions.c.subscription_id == sa.bindparam("b_subscription"), sessions.c.id != sa.bindparam("b_id"),
+            sessions.c.superseded.is_(False), sessions.c.outcome.in_(UNDECIDED)).values(superseded=True, rolled_up=False)
 
     def ping(self) -> None:
         with self.engine.connect() as connection:
@@ -125,10 +140,8 @@ class Store:
         with self.engine.begin() as connection:
             inserted = connection.execute(self._open_session, row).first()
             if inserted is not None:
-                connection.execute(sa.update(sessions).where(
-                    sessions.c.subscription_id == inserted.subscription_id, sessions.c.id != inserted.id,
-                    sessions.c.superseded.is_(False), sessions.c.outcome.in_(UNDECIDED),
-                ).values(superseded=True, rolled_up=False))
+                connection.execute(self._undecided_step_aside, {"b_subscription": inserted.subscription_id,
+                                                                "b_id": inserted.id})
                 return _as_session(inserted)
             return _as_session(connection.execute(_SESSION_BY_NONCE, {"nonce": values["nonce"]}).first())
 

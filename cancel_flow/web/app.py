@@ -26,7 +26,7 @@ from cancel_flow.mailer import Mailer
 from cancel_flow.metrics import exposition
 from cancel_flow.offers import OfferBook, load_offers
 from cancel_flow.settings import Settings, load_settings
-from cancel_flow.store import Store, make_engine
+from cancel_flow.store import Store, make_engine, make_quick_engine
 from cancel_flow.store.api_keys import ApiKeyStore, LinkRequestStore
 from cancel_flow.store.coaches import CoachStore
 from cancel_flow.store.stats import StatsQueries
@@ -210,15 +210,17 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
     settings = settings or load_settings()
     settings.require_stripe()
     offers = offers or load_offers(settings.offers_path)
+    events = SessionEvents(offers, is_test_mode(settings.stripe_api_key))
     store = Store(make_engine(settings.database_url, settings.database_pool_size, settings.database_pool_timeout),
-                  on_event=SessionEvents(offers, is_test_mode(settings.stripe_api_key)))
+                  on_event=events)
+    quick_store = Store(make_quick_engine(settings.database_url, settings.database_pool_size), on_event=events)
     signer = LinkSigner(settings.secret_key, settings.link_max_age, settings.billing_link_max_age)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         gateway = StripeGateway(settings)
         app.state.gateway = gateway
-        app.state.cancel_service = CancelService(store, gateway, offers, signer)
+        app.state.cancel_service = CancelService(store, gateway, offers, signer, quick_store=quick_store)
         sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every, app.state.coaches, app.state.link_requests)) \
             if sweep_every else None
         # Outgoing webhooks, alerts and emails: any worker delivers what is due (see cancel_flow/outbox).
@@ -235,6 +237,7 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
                 task.cancel()
         await gateway.close()
         store.engine.dispose()
+        quick_store.engine.dispose()
 
     routes = [
         *cancel_routes.routes,
@@ -257,6 +260,7 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         CancelFlowError: on_domain_error, HTTPException: on_http_error, SQLAlchemyError: on_database_error,
     })
     app.state.settings, app.state.offers, app.state.store, app.state.signer = settings, offers, store, signer
+    app.state.quick_store = quick_store
     app.state.coaches, app.state.stats = CoachStore(store.engine), StatsQueries(store.engine)
     app.state.api_keys, app.state.link_requests = ApiKeyStore(store.engine), LinkRequestStore(store.engine)
     app.state.mailer = Mailer(settings, sender=offers.brand.support_email or f"no-reply@{urlsplit(settings.base_url).hostname}")
