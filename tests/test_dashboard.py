@@ -413,3 +413,19 @@ def test_api_stats_carry_the_per_offer_figures_of_the_page(client, store, histor
     assert offers["pause"]["money"][0]["currency"] == "usd" and offers["pause"]["money"][0]["mrr"] == 4900
     assert {row["kind"] for row in body["offer_kinds"]} == {"discount", "pause"}
     assert body["previous"]["sessions"] == 0 and body["weekly"][0]["days"] == 1
+
+
+def test_three_links_and_one_cancellation_are_one_subscription_on_the_dashboard(client, catalogue, signer, store):
+    sub = catalogue.subscription()
+    urls = [f"/cancel/{signer.cancel_token(sub.customer, sub.id)[0]}" for _ in range(3)]
+    for url in urls:
+        assert client.get(url).status_code == 200
+    today = datetime.now(timezone.utc)
+    period = DateRange(today - timedelta(days=1), today + timedelta(days=1))
+    assert StatsQueries(store.engine).stats(period).outcomes == {"open": 1}  # three links, one subscription
+    page = client.get(urls[-1])
+    assert client.post(f"{urls[-1]}/cancel", data={"csrf_token": csrf_of(page.text), "reason": "unused"}).status_code == 303
+    other = catalogue.subscription(catalogue.customer(email="other@example.com"))
+    client.get(f"/cancel/{signer.cancel_token(other.customer, other.id)[0]}")
+    stats = StatsQueries(store.engine).stats(period)
+    assert stats.sessions == 2 and stats.outcomes == {"open": 1, "sent_to_portal": 1}

@@ -118,9 +118,6 @@ class Store:
         self._sessions_of_subscription = query.with_for_update() if engine.dialect.name == "postgresql" else query
         # Every first view of a link runs it; the values come as parameters at execution.
         self._open_session = self._insert(sessions).on_conflict_do_nothing(index_elements=["nonce"]).returning(*sessions.c)
-        self._undecided_step_aside = sa.update(sessions).where(
-            sessions.c.subscription_id == sa.bindparam("b_subscription"), sessions.c.id != sa.bindparam("b_id"),
-            sessions.c.superseded.is_(False), sessions.c.outcome.in_(UNDECIDED)).values(superseded=True, rolled_up=False)
 
     def ping(self) -> None:
         with self.engine.connect() as connection:
@@ -132,16 +129,15 @@ class Store:
             return _as_session(connection.execute(_SESSION_BY_NONCE, {"nonce": nonce}).first())
 
     def open_session(self, values: dict) -> CancelSession:
-        """Insert the session for this link, or return the one a concurrent request inserted. Earlier
-        undecided sessions of the subscription step aside: the dashboard counts subscriptions, not links."""
+        """Insert the session for this link, or return the one a concurrent request inserted."""
         now = utc_now()
         row = {"outcome": "open", "created_at": now, "updated_at": now, "rolled_up": False, "claim_attempt": 0,
                "superseded": False, "snapshot_at": now, **values}
         with self.engine.begin() as connection:
             inserted = connection.execute(self._open_session, row).first()
             if inserted is not None:
-                connection.execute(self._undecided_step_aside, {"b_subscription": inserted.subscription_id,
-                                                                "b_id": inserted.id})
+                # earlier undecided sessions of the subscription step aside when the roll-ups are next
+                # refreshed (store/stats.py), not here on the subscriber's first view
                 return _as_session(inserted)
             return _as_session(connection.execute(_SESSION_BY_NONCE, {"nonce": values["nonce"]}).first())
 

@@ -23,6 +23,24 @@ watermark = StatsWatermark.__table__
 _NOT_ROLLED_UP = sa.text("NOT rolled_up")
 _ROLLUP_LOCK = 0x726F6C6C  # PostgreSQL advisory lock id held while refreshing roll-ups
 DURABILITY_DAYS = (30, 60, 90)
+_later = sessions.alias("later")
+# The dashboard counts subscriptions, not links: an undecided session (open, deflected) of a subscription
+# that has a later session steps aside. Done here, for the subscriptions whose sessions changed, rather
+# than on the subscriber's first view.
+_STEPS_ASIDE = [sessions.c.superseded.is_(False), sessions.c.outcome.in_(("open", "deflected")),
+                sa.exists(sa.select(_later.c.id).where(_later.c.subscription_id == sessions.c.subscription_id,
+                                                       _later.c.id > sessions.c.id))]
+_STEP_ASIDE = sa.update(sessions).where(
+    sessions.c.subscription_id.in_(sa.bindparam("subscriptions", expanding=True)), *_STEPS_ASIDE,
+).values(superseded=True).returning(sessions.c.created_at)
+
+
+def _step_aside(connection, subscriptions) -> list:
+    """Mark the replaced sessions of these subscriptions; their days, to rebuild."""
+    subscriptions, moved = sorted(set(subscriptions)), []
+    for first in range(0, len(subscriptions), 500):
+        moved += connection.execute(_STEP_ASIDE, {"subscriptions": subscriptions[first:first + 500]}).scalars().all()
+    return moved
 PAGE_SIZE = 25
 
 
@@ -129,6 +147,7 @@ class StatsQueries:
                 connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _ROLLUP_LOCK})
             built = connection.execute(sa.select(watermark.c.refreshed_until)).scalar() is not None
             if not built:
+                connection.execute(sa.update(sessions).where(*_STEPS_ASIDE).values(superseded=True))
                 connection.execute(sa.update(sessions).where(_NOT_ROLLED_UP).values(rolled_up=True))
                 connection.execute(sa.delete(stats_days))
                 connection.execute(sa.delete(stats_day_offers))
@@ -136,10 +155,12 @@ class StatsQueries:
                 connection.execute(sa.insert(watermark).values(id=1, refreshed_until=utc_now()))
                 self._restat(connection)
                 return
-            marked = connection.execute(sa.update(sessions).where(_NOT_ROLLED_UP)
-                                        .values(rolled_up=True).returning(sessions.c.created_at)).scalars().all()
+            marked = connection.execute(sa.update(sessions).where(_NOT_ROLLED_UP).values(rolled_up=True)
+                                        .returning(sessions.c.created_at, sessions.c.subscription_id)).all()
             if not marked:
                 return
+            moved = _step_aside(connection, [row.subscription_id for row in marked])
+            marked = [row.created_at for row in marked] + moved
             dirty = sorted({as_utc(moment).date() for moment in marked})
             connection.execute(sa.delete(stats_days).where(stats_days.c.day.in_(dirty)))
             connection.execute(sa.delete(stats_day_offers).where(stats_day_offers.c.day.in_(dirty)))
