@@ -202,16 +202,17 @@ def test_a_yearly_discount_is_on_the_next_renewal_not_on_months_that_bill_nothin
 
 
 @pytest.mark.parametrize("kind", ["discount", "pause", "free_period", "switch"])
-@pytest.mark.parametrize("period", ["month", "year"])
+@pytest.mark.parametrize("period", ["month", "quarter", "year", "week"])
 def test_two_years_after_an_offer_every_invoice_is_as_promised_then_regular(kind, period, stripe_client, catalogue,
                                                                             make_client, signer, store, tmp_path):
     """After the promise has played out, the subscription bills its regular price (the new one after a
     switch) on its billing dates, for two years."""
     from cancel_flow.billing import Line, Plan
 
-    if period not in OFFERED[kind]:
-        pytest.skip(f"{kind} is not offered on a {period} plan (asserted by the matrix)")
     case = Case(kind, period, "after", 1)
+    if period not in OFFERED[kind]:
+        assert run(case, stripe_client, catalogue, make_client, signer, store, tmp_path) is None  # not offered
+        return
     session = run(case, stripe_client, catalogue, make_client, signer, store, tmp_path)
     horizon = case.accept_at() + timedelta(days=2 * 366)
     advance(catalogue, case.clock_id, case.reached, horizon, period)
@@ -220,9 +221,10 @@ def test_two_years_after_an_offer_every_invoice_is_as_promised_then_regular(kind
     anchor = last_at if kind == "free_period" else case.anchor
     interval, count = PERIODS[period]
     plan = Plan("usd", (Line(last_amount, 1),), interval, count, anchor, last_at)
-    expected = {int(at.timestamp()): last_amount for at in plan.payments(40) if at <= horizon}
+    expected = {int(at.timestamp()): last_amount for at in plan.payments(120) if at <= horizon}
     expected.update({int(datetime.fromisoformat(at).timestamp()): amount for at, amount, _r in session.schedule})
-    invoices = stripe_client.v1.invoices.list(params={"subscription": case.subscription_id, "limit": 100}).data
+    invoices = list(stripe_client.v1.invoices.list(params={"subscription": case.subscription_id, "limit": 100})
+                    .auto_paging_iter())
     billed = {inv.created: (inv.amount_due if inv.status != "void" else 0) for inv in invoices
               if inv.billing_reason == "subscription_cycle" and inv.created > int(case.accept_at().timestamp())}
     wanted = {at: amount for at, amount in expected.items() if at in billed or amount}
