@@ -138,3 +138,24 @@ def test_the_same_figures_in_the_api_and_the_arm_in_the_csv(make_client, store, 
     header = rows[0].split(",")
     line = next(r for r in rows[1:] if sub.id in r).split(",")
     assert line[header.index("experiment")] == "discount-vs-holdout" and line[header.index("experiment_arm")] == arm
+
+
+def test_an_ended_experiment_keeps_its_history_readable(make_client, store, offers_file, coach):  # noqa: F811
+    """Removed from offers.toml (its winner moved into the plain offers): the page still shows its arms."""
+    now = datetime(2026, 11, 30, 12, tzinfo=timezone.utc)
+    rows = [dict(nonce=secrets.token_hex(8), customer_id=f"cus_{i}", subscription_id=f"sub_old{i}", customer_email=None,
+                 plan_name="Coaching", price_amount=4900, interval="month", interval_count=1, monthly_amount=4900,
+                 currency="usd", outcome="saved_pause" if i % 2 else "canceled", created_at=now - timedelta(days=200),
+                 updated_at=now, decided_at=now - timedelta(days=200), reason="unused", superseded=False,
+                 claim_attempt=0, experiment_id="pause-trial", experiment_arm="pause" if i < 6 else "holdout")
+            for i in range(10)]
+    with store.engine.begin() as connection:
+        connection.execute(sa.insert(CancelSession.__table__), rows)
+    client = make_client(offers_path=offers_file)
+    with freeze_time(now):
+        sign_in(client)
+        page = client.get("/dashboard/experiments/pause-trial")
+        listing = client.get("/dashboard/experiments")
+    assert page.status_code == 200 and "no longer in offers.toml" in page.text
+    assert page.text.count("(retired)") == 2  # both arms, shown as they ended
+    assert "pause-trial" in listing.text and "discount-vs-holdout" in listing.text
