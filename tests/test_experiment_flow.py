@@ -157,5 +157,6 @@ def test_an_ended_experiment_keeps_its_history_readable(make_client, store, offe
         page = client.get("/dashboard/experiments/pause-trial")
         listing = client.get("/dashboard/experiments")
     assert page.status_code == 200 and "no longer in offers.toml" in page.text
-    assert page.text.count("(retired)") == 2  # both arms, shown as they ended
+    assert '<th scope="row">pause' in page.text and '<th scope="row">holdout' in page.text  # both arms, as they ended
+    assert "50.0%" in page.text  # pause arm: 3 saved of 6 decided
     assert "pause-trial" in listing.text and "discount-vs-holdout" in listing.text
