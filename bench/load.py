@@ -70,9 +70,8 @@ async def run_load(base_url: str, links: list[tuple[str, str]], seconds: float, 
     return result
 
 
-def verify(result: LoadResult, stripe_client, database_url: str, coupon_id: str, redeemed_before: int = 0) -> list[str]:
-    """Every decision is in Stripe and in the database, exactly once."""
-    problems = list(result.problems)
+def recorded_outcomes(database_url: str) -> dict[str, list[str]]:
+    """Each subscription's session outcomes, as the database has them."""
     engine = sa.create_engine(database_url)
     with engine.connect() as connection:
         rows = connection.execute(sa.text("SELECT subscription_id, outcome FROM cancel_session")).all()
@@ -80,6 +79,13 @@ def verify(result: LoadResult, stripe_client, database_url: str, coupon_id: str,
     outcomes: dict[str, list[str]] = {}
     for subscription, outcome in rows:
         outcomes.setdefault(subscription, []).append(outcome)
+    return outcomes
+
+
+def verify(result: LoadResult, stripe_client, database_url: str, coupon_id: str, redeemed_before: int = 0) -> list[str]:
+    """Every decision is in Stripe and in the database, exactly once."""
+    problems = list(result.problems)
+    outcomes = recorded_outcomes(database_url)
     expected = {"discount": "saved_discount", "pause": "saved_pause", "cancel": "sent_to_portal"}
     discounts = 0
     for subscription, action in result.actions.items():

@@ -20,10 +20,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
-import sqlalchemy as sa
 
 from bench.harness import (COUPON, Bench, Process, app_env, drop_database, ensure_coupon, figure, free_port,
                            migrated_database, sdk, seed_subscriptions, signer)
+from bench.load import recorded_outcomes
 from cancel_flow.settings import Settings
 
 STRIPE_TEST_LIMIT = 25  # requests/s (https://docs.stripe.com/rate-limits)
@@ -151,13 +151,7 @@ async def run_storm(base_url: str, links: list[tuple[str, str]], seconds: float,
 def verify(storm: Storm, stripe_client, database_url: str, redeemed_before: int) -> list[str]:
     """Every decision made is in Stripe and in the database exactly once; those who gave up changed nothing."""
     problems = list(storm.problems)
-    engine = sa.create_engine(database_url)
-    with engine.connect() as connection:
-        rows = connection.execute(sa.text("SELECT subscription_id, outcome FROM cancel_session")).all()
-    engine.dispose()
-    outcomes: dict[str, list[str]] = {}
-    for subscription, outcome in rows:
-        outcomes.setdefault(subscription, []).append(outcome)
+    outcomes = recorded_outcomes(database_url)
     discounts = 0
     for subscription, action in storm.actions.items():
         decided = subscription in storm.decided
