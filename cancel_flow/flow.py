@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from cancel_flow import billing
+from cancel_flow.clock import from_unix
 from cancel_flow.offers import Offer, OfferBook
 from cancel_flow.targeting import Subject, first_failed
 
@@ -277,23 +278,32 @@ def state_changes(session: SessionView, state: StripeState) -> dict:
 SNAPSHOT_TTL = timedelta(seconds=10)
 
 
+_MOMENTS = ("period_end", "anchor", "next_payment", "started_at", "pause_resumes_at", "cancel_at")
+_LISTS = ("price_ids", "product_ids", "item_ids", "discount_coupons")
+_SNAPSHOT_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
 def facts_to_json(facts: SubscriptionFacts) -> str:
-    # a shallow copy, not dataclasses.asdict: this runs on every first view of a link
+    """The facts as the session keeps them: moments as Unix seconds and price lines as lists (this runs on
+    every first view of a link, and ISO dates cost more to write than the rest together)."""
     data = dict(facts.__dict__)
-    data["lines"] = [line.__dict__ for line in facts.lines]
-    for key, value in data.items():
-        if isinstance(value, datetime):
-            data[key] = value.isoformat()
-    return json.dumps(data)
+    data["lines"] = [(line.unit_amount, line.quantity, line.interval, line.interval_count) for line in facts.lines]
+    for key in _MOMENTS:
+        moment = data[key]
+        if moment is not None:
+            data[key] = moment.timestamp()
+    return _SNAPSHOT_JSON(data)
 
 
 def facts_from_json(text: str) -> SubscriptionFacts:
+    """`facts_to_json` read back; snapshots written before it used ISO dates and price lines as objects."""
     data = json.loads(text)
-    for key in ("period_end", "anchor", "next_payment", "started_at", "pause_resumes_at", "cancel_at"):
-        if data.get(key):
-            data[key] = datetime.fromisoformat(data[key])
-    data["lines"] = tuple(PriceLine(**line) for line in data["lines"])
+    for key in _MOMENTS:
+        moment = data.get(key)
+        if moment is not None:
+            data[key] = from_unix(moment) if isinstance(moment, (int, float)) else datetime.fromisoformat(moment)
+    data["lines"] = tuple(PriceLine(**line) if isinstance(line, dict) else PriceLine(*line) for line in data["lines"])
     data["metadata"] = tuple(tuple(pair) for pair in data.get("metadata") or ())
-    for key in ("price_ids", "product_ids", "item_ids", "discount_coupons"):
+    for key in _LISTS:
         data[key] = tuple(data.get(key) or ())
     return SubscriptionFacts(**data)

@@ -60,9 +60,14 @@ def configure_logging(level: int = logging.INFO) -> None:
     _logger.handlers[:] = [handler]
     _logger.setLevel(level)
     _logger.propagate = False
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # RequestLog writes one line per request: uvicorn's access log is off, and with no handler to reach it
+    # uvicorn doesn't even build its lines (it asks `hasHandlers()` per connection)
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = []
+    access.propagate = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.WARNING))

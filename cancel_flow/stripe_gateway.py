@@ -162,32 +162,35 @@ def facts_from(subscription, product_names: dict[str, str] | None = None) -> Sub
         price_ids.append(price.get("id"))
         product_ids.append(product_id)
     customer = data["customer"]
+    expanded = isinstance(customer, dict)
     period_ends = [item["current_period_end"] for item in items if item.get("current_period_end")]
-    address = (customer.get("address") if isinstance(customer, dict) else None) or {}
-    metadata = {**((customer.get("metadata") if isinstance(customer, dict) else None) or {}), **(data.get("metadata") or {})}
+    next_payment = from_unix(min(period_ends)) if period_ends else None
+    cancel_at = from_unix(data["cancel_at"]) if data.get("cancel_at") else None
+    metadata = {**((customer.get("metadata") if expanded else None) or {}), **(data.get("metadata") or {})}
     tax = data.get("automatic_tax") or {}
     pause = data.get("pause_collection") or {}
     return SubscriptionFacts(
         subscription_id=data["id"],
-        customer_id=customer["id"] if isinstance(customer, dict) else customer,
-        customer_email=customer.get("email") if isinstance(customer, dict) else None,
+        customer_id=customer["id"] if expanded else customer,
+        customer_email=customer.get("email") if expanded else None,
         status=data["status"],
         plan_name=" + ".join(dict.fromkeys(names)) or "Subscription",
         currency=data.get("currency") or items[0]["price"]["currency"],
         lines=tuple(lines),
         has_discount=bool(data.get("discounts")),
-        paused=bool(data.get("pause_collection")),
-        cancel_at_period_end=bool(data.get("cancel_at_period_end") or data.get("cancel_at")),
-        period_end=from_unix(data["cancel_at"]) if data.get("cancel_at") else (from_unix(min(period_ends)) if period_ends else None),
+        paused=bool(pause),
+        cancel_at_period_end=bool(data.get("cancel_at_period_end") or cancel_at),
+        period_end=cancel_at or next_payment,
         anchor=from_unix(data["billing_cycle_anchor"]) if data.get("billing_cycle_anchor") else None,
-        next_payment=from_unix(min(period_ends)) if period_ends else None,
+        next_payment=next_payment,
         price_ids=tuple(price_ids), product_ids=tuple(p for p in product_ids if p), item_ids=tuple(i["id"] for i in items),
         started_at=from_unix(data["start_date"]) if data.get("start_date") else None,
-        country=address.get("country"), metadata=tuple(sorted((str(k), str(v)) for k, v in metadata.items())),
+        country=((customer.get("address") if expanded else None) or {}).get("country"),
+        metadata=tuple(sorted((str(k), str(v)) for k, v in metadata.items())) if metadata else (),
         on_schedule=bool(data.get("schedule")), taxed=bool(tax.get("enabled") or data.get("default_tax_rates")),
-        customer_name=customer.get("name") if isinstance(customer, dict) else None,
+        customer_name=customer.get("name") if expanded else None,
         pause_resumes_at=from_unix(pause["resumes_at"]) if pause.get("resumes_at") else None,
-        cancel_at=from_unix(data["cancel_at"]) if data.get("cancel_at") else None,
+        cancel_at=cancel_at,
         cancel_at_period_end_flag=bool(data.get("cancel_at_period_end")),
     )
 

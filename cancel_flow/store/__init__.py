@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import sqlalchemy as sa
 from alembic import command
@@ -102,6 +103,17 @@ def _as_session(row) -> CancelSession | None:
     return row
 
 
+# A new session's columns before its first write: the table's constant defaults, else NULL. The columns with
+# computed defaults (created_at, updated_at) are always given by open_session.
+_UNSET = {column.name: column.default.arg if column.default is not None and column.default.is_scalar else None
+          for column in sessions.c}
+
+
+class OpenedSession(SimpleNamespace):
+    """A session just inserted, read like the row `find_session` returns (same attribute names and
+    values, times in UTC) without reading every column back: the subscriber's first view writes it."""
+
+
 class Store:
     def __init__(self, engine: Engine, on_event=None):
         self.engine = engine
@@ -117,7 +129,7 @@ class Store:
             .where(sessions.c.subscription_id == sa.bindparam("subscription"))
         self._sessions_of_subscription = query.with_for_update() if engine.dialect.name == "postgresql" else query
         # Every first view of a link runs it; the values come as parameters at execution.
-        self._open_session = self._insert(sessions).on_conflict_do_nothing(index_elements=["nonce"]).returning(*sessions.c)
+        self._open_session = self._insert(sessions).on_conflict_do_nothing(index_elements=["nonce"]).returning(sessions.c.id)
 
     def ping(self) -> None:
         with self.engine.connect() as connection:
@@ -134,11 +146,11 @@ class Store:
         row = {"outcome": "open", "created_at": now, "updated_at": now, "rolled_up": False, "claim_attempt": 0,
                "superseded": False, "snapshot_at": now, **values}
         with self.engine.begin() as connection:
-            inserted = connection.execute(self._open_session, row).first()
+            inserted = connection.execute(self._open_session, row).scalar()
             if inserted is not None:
                 # earlier undecided sessions of the subscription step aside when the roll-ups are next
                 # refreshed (store/stats.py), not here on the subscriber's first view
-                return _as_session(inserted)
+                return OpenedSession(**{**_UNSET, **row, "id": inserted})
             return _as_session(connection.execute(_SESSION_BY_NONCE, {"nonce": values["nonce"]}).first())
 
     def save_snapshot(self, session_id: int, snapshot: str) -> None:

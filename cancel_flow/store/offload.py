@@ -50,4 +50,5 @@ class Offloaded:
             return await anyio.to_thread.run_sync(functools.partial(method, *args, **kwargs), limiter=self._limiter)
 
         call.__name__ = name
+        setattr(self, name, call)  # found directly from now on: no lookup and no new function per call
         return call

@@ -31,7 +31,7 @@ environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/e
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
     state = request.app.state
     html = environment.get_template(template).render(brand=state.offers.brand, return_url=state.settings.return_url,
-                                                     request_path=request.url.path, **context)
+                                                     request_path=request.scope["path"], **context)
     return HTMLResponse(html, status_code=status_code)
 
 
