@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 ACTIONS = ("discount", "pause", "cancel")
+EXPECTED = {"discount": "saved_discount", "pause": "saved_pause", "cancel": "sent_to_portal"}  # the outcome each records
 
 
 @dataclass
@@ -82,24 +83,30 @@ def recorded_outcomes(database_url: str) -> dict[str, list[str]]:
     return outcomes
 
 
+def stripe_disagrees(subscription: str, action: str, sub, untouched_because: str) -> str | None:
+    """What is wrong with Stripe's subscription after `action` ("cancel": left unchanged), or None."""
+    if action == "discount" and len(sub.discounts) != 1:
+        return f"{subscription}: {len(sub.discounts)} discounts in Stripe"
+    if action == "pause" and not sub.pause_collection:
+        return f"{subscription}: not paused in Stripe"
+    if action == "cancel" and (sub.discounts or sub.pause_collection):
+        return f"{subscription}: changed in Stripe {untouched_because}"
+    return None
+
+
 def verify(result: LoadResult, stripe_client, database_url: str, coupon_id: str, redeemed_before: int = 0) -> list[str]:
     """Every decision is in Stripe and in the database, exactly once."""
     problems = list(result.problems)
     outcomes = recorded_outcomes(database_url)
-    expected = {"discount": "saved_discount", "pause": "saved_pause", "cancel": "sent_to_portal"}
     discounts = 0
     for subscription, action in result.actions.items():
-        if outcomes.get(subscription) != [expected[action]]:
-            problems.append(f"{subscription}: database has {outcomes.get(subscription)}, wanted {expected[action]}")
+        if outcomes.get(subscription) != [EXPECTED[action]]:
+            problems.append(f"{subscription}: database has {outcomes.get(subscription)}, wanted {EXPECTED[action]}")
         sub = stripe_client.v1.subscriptions.retrieve(subscription)
         if action == "discount":
             discounts += 1
-            if len(sub.discounts) != 1:
-                problems.append(f"{subscription}: {len(sub.discounts)} discounts in Stripe")
-        elif action == "pause" and not sub.pause_collection:
-            problems.append(f"{subscription}: not paused in Stripe")
-        elif action == "cancel" and (sub.discounts or sub.pause_collection):
-            problems.append(f"{subscription}: changed in Stripe although sent to the portal")
+        if problem := stripe_disagrees(subscription, action, sub, "although sent to the portal"):
+            problems.append(problem)
     if discounts:
         redeemed = stripe_client.v1.coupons.retrieve(coupon_id).times_redeemed - redeemed_before
         if redeemed != discounts:

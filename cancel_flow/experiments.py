@@ -118,13 +118,18 @@ def _stop(fail: Fail, where: str, message: str) -> NoReturn:
     raise ValueError(f"{where}: {message}")  # in case the callback returned
 
 
-def _experiment(raw, index: int, known_offers: set[str], known_reasons, fail: Fail) -> Experiment:
-    where = f"experiment #{index}"
+def _named_table(raw, where: str, field: str, fail: Fail) -> str:
+    """The table's name in `field`; until it is known, `where` names the table by its place."""
     if not isinstance(raw, dict):
         _stop(fail, where, "must be a table")
-    experiment_id = raw.get("id")
-    if not isinstance(experiment_id, str) or not _NAME.match(experiment_id):
-        _stop(fail, where, "field 'id' must be 1-64 lowercase letters, digits, '-' or '_'")
+    name = raw.get(field)
+    if not isinstance(name, str) or not _NAME.match(name):
+        _stop(fail, where, f"field '{field}' must be 1-64 lowercase letters, digits, '-' or '_'")
+    return name
+
+
+def _experiment(raw, index: int, known_offers: set[str], known_reasons, fail: Fail) -> Experiment:
+    experiment_id = _named_table(raw, f"experiment #{index}", "id", fail)
     where = f"experiment '{experiment_id}'"
     allowed = {"id", "start", "end", "optimise", "reasons", "when", "arms",
                "loss_threshold", "min_sessions_per_arm"}
@@ -182,12 +187,7 @@ def _arms(raw, where: str, known_offers: set[str], fail: Fail) -> tuple[Arm, ...
         _stop(fail, where, "needs at least two [[experiment.arms]] tables")
     arms, names = [], set()
     for index, entry in enumerate(raw, start=1):
-        arm_where = f"{where} arm #{index}"
-        if not isinstance(entry, dict):
-            _stop(fail, arm_where, "must be a table")
-        name = entry.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            _stop(fail, arm_where, "field 'name' must be 1-64 lowercase letters, digits, '-' or '_'")
+        name = _named_table(entry, f"{where} arm #{index}", "name", fail)
         arm_where = f"{where} arm '{name}'"
         if name in names:
             _stop(fail, arm_where, "field 'name' is used by an earlier arm; arm names must be unique")

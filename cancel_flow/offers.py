@@ -33,7 +33,10 @@ class Brand:
     support_email: str | None = None
 
 
-KINDS = ("discount", "pause", "switch", "free_period", "contact")
+# Each kind's own fields, besides the ones every offer has.
+TERMS = {"discount": {"percent_off", "payments"}, "pause": {"max_payments"}, "switch": {"price"},
+         "free_period": {"months"}, "contact": {"url"}}
+KINDS = tuple(TERMS)
 # Fields of earlier versions, refused with the name of what replaced them.
 RENAMED = {"months": "payments", "max_months": "max_payments"}
 
@@ -172,33 +175,28 @@ def _offer(raw, index: int, check: _Checker) -> Offer:
         if old in raw and not (kind == "free_period" and old == "months"):
             check.fail(where, f"field '{old}' is no longer used: offers are written in payments, use '{new}' "
                               f"(the number of payments, whatever the billing period)")
-    common = {"id", "kind", "title", "reasons", "description", "when"}
+    if not isinstance(kind, str) or kind not in TERMS:
+        check.fail(where, f"field 'kind' must be one of: {', '.join(KINDS)}")
+    check.table(raw, where, {"id", "kind", "title", "reasons", "description", "when"} | TERMS[kind])
     if kind == "discount":
-        check.table(raw, where, common | {"percent_off", "payments"})
         percent = raw.get("percent_off")
         if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
             check.fail(where, "field 'percent_off' must be a number above 0 and at most 100")
         extra = {"percent_off": float(percent), "payments": check.whole(raw, "payments", where, 1, 36)}
     elif kind == "pause":
-        check.table(raw, where, common | {"max_payments"})
         extra = {"max_payments": check.whole(raw, "max_payments", where, 1, 12)}
     elif kind == "switch":
-        check.table(raw, where, common | {"price"})
         price = check.text(raw, "price", where)
         if not price.startswith("price_"):
             check.fail(where, f"field 'price' must be a Stripe price id (price_…), not {price!r}")
         extra = {"price": price}
     elif kind == "free_period":
-        check.table(raw, where, common | {"months"})
         extra = {"months": check.whole(raw, "months", where, 1, 12)}
-    elif kind == "contact":
-        check.table(raw, where, common | {"url"})
+    else:  # contact
         url = check.text(raw, "url", where)
         if not re.match(r"^(https://[^\s/]+\S*|mailto:[^\s@]+@[^\s@]+)$", url):
             check.fail(where, f"field 'url' must be an https:// booking page or a mailto: address, not {url!r}")
         extra = {"url": url}
-    else:
-        check.fail(where, f"field 'kind' must be one of: {', '.join(KINDS)}")
     reasons = raw.get("reasons", [])
     if not isinstance(reasons, list) or any(r not in REASONS for r in reasons):
         check.fail(where, f"field 'reasons' must list reasons from: {', '.join(REASONS)}")

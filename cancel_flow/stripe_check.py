@@ -607,18 +607,16 @@ class StripeCheck:
 
     async def clean_up(self, clock_id: str | None, coupon_id: str | None) -> None:
         removed, left = [], []
-        if clock_id:
+        made = (("/v1/test_helpers/test_clocks", "test clock", clock_id, " (with its customer and subscription)"),
+                ("/v1/coupons", "coupon", coupon_id, ""))
+        for collection, noun, object_id, along_with in made:
+            if not object_id:
+                continue
             try:
-                await self.call("delete", f"/v1/test_helpers/test_clocks/{quote(clock_id, safe='')}")
-                removed.append(f"test clock {clock_id} (with its customer and subscription)")
+                await self.call("delete", f"{collection}/{quote(object_id, safe='')}")
+                removed.append(f"{noun} {object_id}{along_with}")
             except stripe.StripeError:
-                left.append(f"test clock {clock_id}")
-        if coupon_id:
-            try:
-                await self.call("delete", f"/v1/coupons/{quote(coupon_id, safe='')}")
-                removed.append(f"coupon {coupon_id}")
-            except stripe.StripeError:
-                left.append(f"coupon {coupon_id}")
+                left.append(f"{noun} {object_id}")
         if left:
             self.report("WARN", "clean-up", f"could not delete {', '.join(left)}.",
                         "delete them in Stripe's dashboard (test mode); a test clock also deletes itself after 30 days.")

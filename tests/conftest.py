@@ -6,7 +6,6 @@ import threading
 import secrets
 from datetime import datetime, timezone
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,34 +19,18 @@ import sqlalchemy as sa
 import stripe
 from starlette.testclient import TestClient
 
+from bench.harness import free_port, wait_for
 from cancel_flow.links import LinkSigner
 from cancel_flow.models import CancelSession, SessionOffer, SQLModel
 from cancel_flow.offers import load_offers
 from cancel_flow.settings import Settings
 from cancel_flow.store import Store, make_engine, migrate
+from tests.helpers import stopped_afterwards
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "sk_test_cancelflow"
 WHSEC = "whsec_ops_" + "b" * 32
 SECRET = "test-secret-key-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(url: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +40,7 @@ def emulator_url():
                                stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(f"{url}/_emulator/clock")
+        wait_for(f"{url}/_emulator/clock", timeout=20)
         yield url
     finally:
         process.terminate()
@@ -176,20 +159,20 @@ def signer(settings):
 
 @pytest.fixture
 def make_client(settings):
+    """A client of its own app (settings overridden as asked), all on the one database; `client_address` is
+    where its requests come from."""
     from cancel_flow.web.app import create_app
 
-    clients = []
-
-    def make(**overrides):
-        client = TestClient(create_app(replace(settings, **overrides)), follow_redirects=False,
-                            raise_server_exceptions=bool(os.environ.get("RAISE_SERVER_EXCEPTIONS")))
+    def open_client(client_address: str = "testclient", raise_server_exceptions: bool | None = None, **overrides):
+        if raise_server_exceptions is None:
+            raise_server_exceptions = bool(os.environ.get("RAISE_SERVER_EXCEPTIONS"))
+        client = TestClient(create_app(replace(settings, **overrides)), client=(client_address, 50000),
+                            follow_redirects=False, raise_server_exceptions=raise_server_exceptions)
         client.__enter__()
-        clients.append(client)
         return client
 
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    with stopped_afterwards(open_client, stop=lambda client: client.__exit__(None, None, None)) as make:
+        yield make
 
 
 @pytest.fixture
@@ -277,15 +260,11 @@ class LiveServer:
 def live_server(settings):
     from cancel_flow.web.app import create_app
 
-    servers = []
-
     def start(**overrides):
-        servers.append(LiveServer(lambda url: create_app(replace(settings, base_url=url, **overrides))))
-        return servers[-1]
+        return LiveServer(lambda url: create_app(replace(settings, base_url=url, **overrides)))
 
-    yield start
-    for server in servers:
-        server.stop()
+    with stopped_afterwards(start) as starting:
+        yield starting
 
 
 @pytest.fixture
@@ -338,15 +317,11 @@ class Served:
 
 @pytest.fixture
 def serve(database_url, emulator_url, emulator):
-    started = []
-
     def start(*extra, **kw):
-        started.append(Served(kw.pop("database", database_url), emulator_url, *extra, **kw))
-        return started[-1]
+        return Served(kw.pop("database", database_url), emulator_url, *extra, **kw)
 
-    yield start
-    for served in started:
-        served.stop()
+    with stopped_afterwards(start) as starting:
+        yield starting
 
 
 # --- The Stripe contract tests against Stripe test mode (`make test-stripe`, SPEC §12) ---------------

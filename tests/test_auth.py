@@ -2,14 +2,12 @@
 guesses, a bounded pool for password checks, sessions that end everywhere at once, coach commands,
 sane date ranges, and unexpected errors as one log line with a reference."""
 
-import io
 import json
 import logging
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import timedelta
 
 import httpx
@@ -19,12 +17,11 @@ from freezegun import freeze_time
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from cancel_flow.cli import main
 from cancel_flow.logs import JsonLineFormatter
 from cancel_flow.models import LoginAttempt
 from cancel_flow.passwords import hash_password
 from cancel_flow.store.coaches import CoachStore
-from tests.helpers import csrf_of
+from tests.helpers import csrf_of, run_cli
 
 PASSWORD = "correct horse battery"
 EMAIL = "coach@example.com"
@@ -38,22 +35,11 @@ def coach(store):
 
 
 @pytest.fixture
-def client_at(settings):
+def client_at(make_client):
     """A browser at a given client address (each its own app, all on the one database)."""
-    from cancel_flow.web.app import create_app
-
-    clients = []
-
     def make(address: str, **overrides) -> TestClient:
-        client = TestClient(create_app(replace(settings, **overrides)), client=(address, 50000), follow_redirects=False,
-                            raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+        return make_client(client_address=address, raise_server_exceptions=False, **overrides)
+    return make
 
 
 def sign_in(client, email=EMAIL, password=PASSWORD):
@@ -220,14 +206,6 @@ def test_logout_ends_the_session_on_every_device_and_the_old_cookie_is_refused(c
     assert signed_in_page(laptop).status_code == 303
     assert laptop.get("/dashboard/export.csv").status_code == 303
     assert sign_in(laptop).status_code == 303 and signed_in_page(laptop).status_code == 200
-
-
-def run_cli(args, monkeypatch, stdin_text=None):
-    if stdin_text is not None:
-        monkeypatch.setattr("sys.stdin", io.StringIO(stdin_text))
-    with pytest.raises(SystemExit) as done:
-        main(args)
-    return done.value.code
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from freezegun import freeze_time
 
 from cancel_flow.clock import add_months
 from cancel_flow.store.stats import DateRange, StatsQueries
-from tests.helpers import csrf_of
+from tests.helpers import HALF_PRICE_OFFER, PAUSE_OFFER, csrf_of
 
 UTC = timezone.utc
 PERIODS = {"month": ("month", 1), "quarter": ("month", 3), "year": ("year", 1), "week": ("week", 1)}
@@ -36,18 +36,7 @@ OFFERS = """
 name = "Peak Performance Coaching"
 [rules]
 max_offers = 4
-[[offer]]
-id = "half"
-kind = "discount"
-percent_off = 50
-payments = 3
-title = "Stay for half price"
-[[offer]]
-id = "pause"
-kind = "pause"
-max_payments = 2
-title = "Take a break"
-[[offer]]
+""" + HALF_PRICE_OFFER + PAUSE_OFFER + """[[offer]]
 id = "free"
 kind = "free_period"
 months = 2

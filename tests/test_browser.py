@@ -84,34 +84,51 @@ def test_continue_to_cancel_through_the_portal_in_the_browser(phone, start, stri
     assert stripe_client.v1.subscriptions.retrieve(sub.id).cancel_at_period_end is True
 
 
-def test_coach_signs_in_changes_range_sees_charts_and_downloads_csv(browser, live_server, store, tmp_path):
-    from datetime import datetime, timezone
+COACH_EMAIL, COACH_PASSWORD = "coach@example.com", "correct horse battery"
 
+
+@pytest.fixture
+def coach(store):
+    """The coach's account, COACH_EMAIL with COACH_PASSWORD."""
     from cancel_flow.passwords import hash_password
     from cancel_flow.store.coaches import CoachStore
+
+    CoachStore(store.engine).add(COACH_EMAIL, hash_password(COACH_PASSWORD))
+
+
+def coach_signs_in(page, server_url: str, first_page: str = "/dashboard/login") -> None:
+    """Sign in on the form `first_page` leads to, and land on the dashboard."""
+    page.goto(f"{server_url}{first_page}")
+    page.get_by_label("Email").fill(COACH_EMAIL)
+    page.get_by_label("Password").fill(COACH_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{server_url}/dashboard")
+
+
+def wait_for_charts(page) -> None:
+    for image in page.locator("img.chart").element_handles():
+        image.scroll_into_view_if_needed()
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image)
+
+
+def test_coach_signs_in_changes_range_sees_charts_and_downloads_csv(browser, live_server, store, coach, tmp_path):
+    from datetime import datetime, timezone
+
     from cancel_flow.demo import history_rows
 
-    CoachStore(store.engine).add("coach@example.com", hash_password("correct horse battery"))
     store.bulk_insert_sessions(history_rows(datetime.now(timezone.utc), weeks=6, per_week=12))
     server = live_server()
     context = browser.new_context(viewport={"width": 1200, "height": 900}, accept_downloads=True)
     page = context.new_page()
-    page.goto(f"{server.url}/dashboard")
-    page.get_by_label("Email").fill("coach@example.com")
-    page.get_by_label("Password").fill("correct horse battery")
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{server.url}/dashboard")
+    coach_signs_in(page, server.url, first_page="/dashboard")  # the dashboard asks for the sign-in first
     page.get_by_label("Reason").select_option("too_expensive")
     page.get_by_role("button", name="Filter").click()
     page.get_by_role("link", name="Last 90 days").click()
     page.wait_for_url("**range=90**")
     assert "reason=too_expensive" in page.url  # a preset keeps the filters
     assert page.get_by_role("link", name="Last 90 days").get_attribute("aria-current") == "true"
-    charts = page.locator("img.chart")
-    assert charts.count() == 2
-    for index in range(2):
-        charts.nth(index).scroll_into_view_if_needed()
-        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=charts.nth(index).element_handle())
+    assert page.locator("img.chart").count() == 2
+    wait_for_charts(page)
     with page.expect_download() as download:
         page.get_by_role("link", name="Download these sessions as CSV").click()
     saved = tmp_path / "sessions.csv"
@@ -131,6 +148,17 @@ def tab_to(page, name: str, limit: int = 40) -> None:
     raise AssertionError(f"{name!r} is not reachable with Tab")
 
 
+def press_by_keyboard(page, name: str, lands_on: str | None = None) -> None:
+    """Tab to `name` and press Enter, then wait for the page it opens (`lands_on`: the URL it ends at after redirects)."""
+    tab_to(page, name)
+    if lands_on is None:
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+    else:
+        page.keyboard.press("Enter")
+        page.wait_for_url(lands_on)
+
+
 def test_the_whole_flow_works_with_the_keyboard_alone(phone, start, stripe_client):
     sub, url = start()
     phone.goto(url)
@@ -141,12 +169,8 @@ def test_the_whole_flow_works_with_the_keyboard_alone(phone, start, stripe_clien
         phone.keyboard.press("Tab")
     phone.keyboard.press("Space")
     assert phone.evaluate("document.activeElement.value") == "too_expensive"
-    tab_to(phone, "Next")
-    with phone.expect_navigation():
-        phone.keyboard.press("Enter")
-    tab_to(phone, "Accept 50% off")
-    phone.keyboard.press("Enter")
-    phone.wait_for_url(f"{url}/done")
+    press_by_keyboard(phone, "Next")
+    press_by_keyboard(phone, "Accept 50% off", lands_on=f"{url}/done")
     assert "50% off your next 3 payments" in phone.locator("main").inner_text()
     assert len(stripe_client.v1.subscriptions.retrieve(sub.id).discounts) == 1
 
@@ -157,28 +181,20 @@ def test_every_exit_works_with_the_keyboard_alone(phone, start, stripe_client):
         status=200, body="<title>Account</title><h1>My account</h1>", content_type="text/html"))
     sub, url = start()
     phone.goto(url)
-    tab_to(phone, "Never mind, keep my subscription")
-    with phone.expect_navigation():
-        phone.keyboard.press("Enter")
+    press_by_keyboard(phone, "Never mind, keep my subscription")
     assert phone.url == "http://testserver/account"
 
     phone.goto(url)
     phone.get_by_label("It's too expensive").check()
     phone.get_by_role("button", name="Next").click()
-    tab_to(phone, "Change my reason")
-    with phone.expect_navigation():
-        phone.keyboard.press("Enter")
+    press_by_keyboard(phone, "Change my reason")
     assert phone.get_by_label("It's too expensive").is_checked()  # the reason given stays chosen
     phone.get_by_label("I don't use it enough").check()
     phone.get_by_role("button", name="Next").click()
     assert phone.get_by_role("button", name="Pause my payments").is_visible()
 
-    tab_to(phone, "Continue to cancel")
-    with phone.expect_navigation():
-        phone.keyboard.press("Enter")
-    tab_to(phone, "Cancel subscription")
-    phone.keyboard.press("Enter")
-    phone.wait_for_url(f"{url}/done")
+    press_by_keyboard(phone, "Continue to cancel")
+    press_by_keyboard(phone, "Cancel subscription", lands_on=f"{url}/done")
     assert stripe_client.v1.subscriptions.retrieve(sub.id).cancel_at_period_end is True
 
 
@@ -193,9 +209,7 @@ def test_try_again_after_stripe_failed_works_with_the_keyboard_alone(phone, star
     assert "Nothing was changed" in phone.locator("main").inner_text()
     assert not stripe_client.v1.subscriptions.retrieve(sub.id).discounts
     emulator.delete("/_emulator/faults")
-    tab_to(phone, "Try again")
-    phone.keyboard.press("Enter")
-    phone.wait_for_url(f"{url}/done")
+    press_by_keyboard(phone, "Try again", lands_on=f"{url}/done")
     assert len(stripe_client.v1.subscriptions.retrieve(sub.id).discounts) == 1
 
 

@@ -8,11 +8,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from freezegun import freeze_time
 
-from cancel_flow.cli import main
 from cancel_flow.passwords import hash_password
 from cancel_flow.store.coaches import CoachStore
 from cancel_flow.store.stats import DateRange, StatsQueries
-from tests.helpers import csrf_of
+from tests.helpers import csrf_of, run_cli
 
 PASSWORD = "correct horse battery"
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
@@ -283,16 +282,6 @@ def test_charts_are_svg_drawn_by_the_service(client, coach, november):
     assert chart.status_code == 200 and chart.headers["content-type"].startswith("image/svg+xml")
     assert "<svg" in chart.text and "Sessions" in chart.text
     assert "Why people leave" in client.get("/dashboard/charts/reasons.svg?from=2026-11-01&to=2026-11-30").text
-
-
-def run_cli(args, monkeypatch, stdin_text=None):
-    import io as _io
-
-    if stdin_text is not None:
-        monkeypatch.setattr("sys.stdin", _io.StringIO(stdin_text))
-    with pytest.raises(SystemExit) as done:
-        main(args)
-    return done.value.code
 
 
 def test_coach_add_command(monkeypatch, database_url, client, capsys):

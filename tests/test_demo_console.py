@@ -1,9 +1,7 @@
 """`cancel-flow demo` as someone trying it: the shared link printed, a `.env` another shell can use,
 request logs in a file rather than on the console, emails as readable blocks, and a demo account page."""
 
-import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -11,21 +9,17 @@ import time
 
 import httpx
 
-from tests.conftest import free_port
 from tests.helpers import csrf_of
+from tests.test_demo import demo_running
 
 
 def test_demo_prints_the_shared_link_writes_env_logs_to_a_file_and_has_an_account_page(tmp_path):
-    port, emulator_port = free_port(), free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_FLOW_", "STRIPE_", "DATABASE_"))}
-    process = subprocess.Popen([sys.executable, "-m", "cancel_flow", "demo", "--port", str(port),
-                                "--emulator-port", str(emulator_port)], cwd=tmp_path, env=environment,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
-    reader.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with demo_running(tmp_path) as demo:
+        process, environment = demo.process, demo.environment
+        reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
+        reader.start()
+        base = f"http://127.0.0.1:{demo.port}"
         deadline = time.monotonic() + 90
         while "Back to my account" not in "".join(lines):
             assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
@@ -41,7 +35,7 @@ def test_demo_prints_the_shared_link_writes_env_logs_to_a_file_and_has_an_accoun
 
         # another shell, in the same directory, with none of the demo's variables: `.env` carries them
         env_file = (tmp_path / ".env").read_text()
-        assert "DATABASE_URL=sqlite:///" in env_file and f"STRIPE_API_BASE=http://127.0.0.1:{emulator_port}" in env_file
+        assert "DATABASE_URL=sqlite:///" in env_file and f"STRIPE_API_BASE=http://127.0.0.1:{demo.emulator_port}" in env_file
         other_shell = subprocess.run([sys.executable, "-m", "cancel_flow", "link", "--email", "maya@example.com"],
                                      cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=60)
         assert other_shell.returncode == 0, other_shell.stderr
@@ -64,7 +58,4 @@ def test_demo_prints_the_shared_link_writes_env_logs_to_a_file_and_has_an_accoun
         assert '"GET /account' not in console and "GET /account" not in console  # requests are not on the console
         log = (tmp_path / "demo-data" / "requests.log").read_text()
         assert "/account" in log
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=20)
     assert not (tmp_path / ".env").exists()  # its settings pointed at what just stopped

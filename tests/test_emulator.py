@@ -9,6 +9,7 @@ import pytest
 import stripe
 
 from tests.conftest import TEST_KEY, free_port
+from tests.helpers import stopped_afterwards
 
 DAY = 86400
 
@@ -49,15 +50,8 @@ class Receiver:
 
 @pytest.fixture
 def receiver():
-    made = []
-
-    def make(fail_first: int = 0) -> Receiver:
-        made.append(Receiver(fail_first))
-        return made[-1]
-
-    yield make
-    for item in made:
-        item.close()
+    with stopped_afterwards(Receiver, stop=Receiver.close) as make:
+        yield make
 
 
 @pytest.mark.emulator_only("lists and searches by an email other runs use too, and Stripe's search lags writes "

@@ -11,6 +11,7 @@ import pytest
 import stripe
 
 from tests.conftest import TEST_KEY, free_port
+from tests.helpers import stopped_afterwards
 
 DAY = 86400
 SDK_VERSION = stripe.api_version
@@ -53,15 +54,8 @@ class Hook:
 
 @pytest.fixture
 def hooks():
-    made = []
-
-    def make() -> Hook:
-        made.append(Hook())
-        return made[-1]
-
-    yield make
-    for hook in made:
-        hook.server.shutdown()
+    with stopped_afterwards(Hook, stop=lambda hook: hook.server.shutdown()) as make:
+        yield make
 
 
 @pytest.fixture

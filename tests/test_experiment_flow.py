@@ -12,39 +12,20 @@ from freezegun import freeze_time
 from cancel_flow.experiments import assign_arm
 from cancel_flow.models import CancelSession
 from cancel_flow.offers import load_offers
-from tests.helpers import csrf_of
+from tests.helpers import HALF_PRICE_OFFER, PAUSE_OFFER, arm_tables, csrf_of
 from tests.test_dashboard import PASSWORD, sign_in  # noqa: F401
 from tests.test_dashboard import coach  # noqa: F401  (fixture)
 
 OFFERS = """
 [brand]
 name = "Coach"
-[[offer]]
-id = "half"
-kind = "discount"
-percent_off = 50
-payments = 3
-title = "Stay for half price"
-[[offer]]
-id = "pause"
-kind = "pause"
-max_payments = 2
-title = "Take a break"
-[[experiment]]
+""" + HALF_PRICE_OFFER + PAUSE_OFFER + """[[experiment]]
 id = "discount-vs-holdout"
 start = "2026-01-01"
 optimise = "save_rate"
 reasons = ["unused"]
 min_sessions_per_arm = 20
-[[experiment.arms]]
-name = "discount"
-offers = ["half"]
-weight = 50
-[[experiment.arms]]
-name = "holdout"
-offers = []
-weight = 50
-"""
+""" + arm_tables(("discount", ["half"], 50), ("holdout", [], 50))
 
 
 @pytest.fixture
@@ -52,6 +33,24 @@ def offers_file(tmp_path):
     path = tmp_path / "offers.toml"
     path.write_text(OFFERS)
     return path
+
+
+def arm_session(index: int, experiment_id: str, arm: str, outcome: str, created: datetime) -> dict:
+    """A session of the experiment's `arm` on a $49 monthly plan, for the reason "unused", decided when it started
+    (unless still open)."""
+    return dict(nonce=secrets.token_hex(8), customer_id=f"cus_{index}", subscription_id=f"sub_{index}",
+                customer_email=None, plan_name="Coaching", price_amount=4900, interval="month", interval_count=1,
+                monthly_amount=4900, currency="usd", outcome=outcome, created_at=created, updated_at=created,
+                decided_at=created if outcome != "open" else None,
+                canceled_at=created if outcome == "canceled" else None, reason="unused",
+                experiment_id=experiment_id, experiment_arm=arm, superseded=False, claim_attempt=0)
+
+
+def signed_in_pages(client, now: datetime, *paths: str) -> list:
+    """The coach's pages at `paths`, signed in at the moment `now`."""
+    with freeze_time(now):
+        sign_in(client)
+        return [client.get(path) for path in paths]
 
 
 def give_reason(client, url, reason="unused"):
@@ -93,21 +92,9 @@ def test_the_experiment_page_shows_the_hand_computed_numbers(make_client, store,
     # discount arm: 12 sessions, 6 saved, 3 canceled, 3 undecided; holdout: 10 sessions, 2 saved, 6 canceled
     plan = [("discount", "saved_discount")] * 6 + [("discount", "canceled")] * 3 + [("discount", "deflected")] * 3 + \
            [("holdout", "saved_keep")] * 2 + [("holdout", "canceled")] * 6 + [("holdout", "open")] * 2
-    rows = []
-    for index, (arm, outcome) in enumerate(plan):
-        created = now - timedelta(days=100 - index)
-        rows.append(dict(nonce=secrets.token_hex(8), customer_id=f"cus_{index}", subscription_id=f"sub_{index}",
-                         customer_email=None, plan_name="Coaching", price_amount=4900, interval="month", interval_count=1,
-                         monthly_amount=4900, currency="usd", outcome=outcome, created_at=created, updated_at=created,
-                         decided_at=created if outcome != "open" else None,
-                         canceled_at=created if outcome == "canceled" else None, reason="unused",
-                         experiment_id="discount-vs-holdout", experiment_arm=arm, superseded=False, claim_attempt=0))
-    with store.engine.begin() as connection:
-        connection.execute(sa.insert(CancelSession.__table__), rows)
-    client = make_client(offers_path=offers_file)
-    with freeze_time(now):
-        sign_in(client)
-        page = client.get("/dashboard/experiments/discount-vs-holdout")
+    store.bulk_insert_sessions([arm_session(index, "discount-vs-holdout", arm, outcome, now - timedelta(days=100 - index))
+                                for index, (arm, outcome) in enumerate(plan)])
+    [page] = signed_in_pages(make_client(offers_path=offers_file), now, "/dashboard/experiments/discount-vs-holdout")
     assert page.status_code == 200
     text = page.text
     # save rate = saved / (saved + canceled): 6/9 = 66.7 %, 2/8 = 25.0 %
@@ -143,19 +130,11 @@ def test_the_same_figures_in_the_api_and_the_arm_in_the_csv(make_client, store, 
 def test_an_ended_experiment_keeps_its_history_readable(make_client, store, offers_file, coach):  # noqa: F811
     """Removed from offers.toml (its winner moved into the plain offers): the page still shows its arms."""
     now = datetime(2026, 11, 30, 12, tzinfo=timezone.utc)
-    rows = [dict(nonce=secrets.token_hex(8), customer_id=f"cus_{i}", subscription_id=f"sub_old{i}", customer_email=None,
-                 plan_name="Coaching", price_amount=4900, interval="month", interval_count=1, monthly_amount=4900,
-                 currency="usd", outcome="saved_pause" if i % 2 else "canceled", created_at=now - timedelta(days=200),
-                 updated_at=now, decided_at=now - timedelta(days=200), reason="unused", superseded=False,
-                 claim_attempt=0, experiment_id="pause-trial", experiment_arm="pause" if i < 6 else "holdout")
-            for i in range(10)]
-    with store.engine.begin() as connection:
-        connection.execute(sa.insert(CancelSession.__table__), rows)
-    client = make_client(offers_path=offers_file)
-    with freeze_time(now):
-        sign_in(client)
-        page = client.get("/dashboard/experiments/pause-trial")
-        listing = client.get("/dashboard/experiments")
+    store.bulk_insert_sessions([arm_session(i, "pause-trial", "pause" if i < 6 else "holdout",
+                                            "saved_pause" if i % 2 else "canceled", now - timedelta(days=200))
+                                for i in range(10)])
+    page, listing = signed_in_pages(make_client(offers_path=offers_file), now, "/dashboard/experiments/pause-trial",
+                                    "/dashboard/experiments")
     assert page.status_code == 200 and "no longer in offers.toml" in page.text
     assert '<th scope="row">pause' in page.text and '<th scope="row">holdout' in page.text  # both arms, as they ended
     assert "50.0%" in page.text  # pause arm: 3 saved of 6 decided

@@ -19,6 +19,7 @@ from bench.experiments_sim import (decided_by, false_winner_rate, planned_weeks,
 from cancel_flow.experiments import (Experiment, MeanPosterior, RatePosterior, SessionResult, analyse,
                                      analyse_experiment, assign_arm, beta_cdf, compare, decide, is_running,
                                      parse_experiments, weeks_to_resolve)
+from tests.helpers import arm_tables
 
 OFFERS = {"half-off-3-payments", "pause", "talk"}
 REASONS = ["too_expensive", "unused", "other"]
@@ -27,15 +28,7 @@ SPEC_EXAMPLE = """
 id = "pause-vs-discount"
 start = "2026-12-01"
 reasons = ["unused"]
-[[experiment.arms]]
-name = "discount"
-offers = ["half-off-3-payments"]
-weight = 50
-[[experiment.arms]]
-name = "holdout"
-offers = []
-weight = 50
-"""
+""" + arm_tables(("discount", ["half-off-3-payments"], 50), ("holdout", [], 50))
 
 
 class ConfigError(Exception):
@@ -51,7 +44,7 @@ def parse(text: str):
 
 
 def experiment(weights=(1, 1), experiment_id="exp") -> Experiment:
-    arms = "".join(f'[[experiment.arms]]\nname = "arm{i}"\noffers = []\nweight = {w}\n' for i, w in enumerate(weights))
+    arms = arm_tables(*((f"arm{i}", [], w) for i, w in enumerate(weights)))
     return parse(f'[[experiment]]\nid = "{experiment_id}"\nstart = 2026-12-01\n{arms}')[0]
 
 
@@ -79,50 +72,44 @@ def test_optional_fields_and_targeting_are_kept():
     assert parse("") == ()
 
 
+def added(line: str) -> tuple[str, str]:
+    """The change to the spec's example that adds `line` to the experiment's own fields."""
+    return 'reasons = ["unused"]', f'reasons = ["unused"]\n{line}'
+
+
 @pytest.mark.parametrize("change, where, message", [
-    (('offers = ["half-off-3-payments"]', 'offers = ["nope"]'), "experiment 'pause-vs-discount' arm 'discount'",
-     "field 'offers' names 'nope', which is not an [[offer]] id"),
-    (('start = "2026-12-01"', 'start = "2026-12-01"\noptimise = "profit"'), "experiment 'pause-vs-discount'",
-     "field 'optimise' must be 'revenue' or 'save_rate'"),
-    (('start = "2026-12-01"', 'start = "2026-12-01"\noptimize = "revenue"'), "experiment 'pause-vs-discount'",
-     "unknown field 'optimize'"),
-    (('start = "2026-12-01"', 'start = "1 December"'), "experiment 'pause-vs-discount'",
-     "field 'start' must be a date"),
-    (('start = "2026-12-01"', 'start = "2026-12-01"\nend = 2026-11-01'), "experiment 'pause-vs-discount'",
-     "field 'end' (2026-11-01) must not be before 'start'"),
-    (('weight = 50\n[[experiment.arms]]', 'weight = 0\n[[experiment.arms]]'),
-     "experiment 'pause-vs-discount' arm 'discount'", "field 'weight' must be a number above 0"),
-    (('name = "holdout"', 'name = "discount"'), "experiment 'pause-vs-discount' arm 'discount'",
-     "arm names must be unique"),
-    (('reasons = ["unused"]', 'reasons = ["bored"]'), "experiment 'pause-vs-discount'",
-     "field 'reasons' must list reasons from: too_expensive, unused, other"),
-    (('reasons = ["unused"]', 'loss_threshold = 1'), "experiment 'pause-vs-discount'", None),
-    (('reasons = ["unused"]', 'optimise = "save_rate"\nloss_threshold = 1'), "experiment 'pause-vs-discount'",
-     "0.01 is one percentage point"),
-    (('reasons = ["unused"]', 'min_sessions_per_arm = 5'), "experiment 'pause-vs-discount'",
-     "field 'min_sessions_per_arm' must be a whole number from 20"),
-    (('reasons = ["unused"]', 'when = "monthly"'), "experiment 'pause-vs-discount' [experiment.when]",
-     "must be a table"),
-    (('id = "pause-vs-discount"', 'id = "Pause vs Discount"'), "experiment #1", "field 'id' must be"),
-    (('offers = []', 'offers = "none"'), "experiment 'pause-vs-discount' arm 'holdout'",
-     "field 'offers' must list offer ids ([] for a no-offer holdout)"),
+    (('offers = ["half-off-3-payments"]', 'offers = ["nope"]'), " arm 'discount'", "field 'offers' names 'nope', which is not an [[offer]] id"),
+    (('start = "2026-12-01"', 'start = "1 December"'), "", "field 'start' must be a date"),
+    (('weight = 50\n[[experiment.arms]]', 'weight = 0\n[[experiment.arms]]'), " arm 'discount'", "field 'weight' must be a number above 0"),
+    (('name = "holdout"', 'name = "discount"'), " arm 'discount'", "arm names must be unique"),
+    (('reasons = ["unused"]', 'reasons = ["bored"]'), "", "field 'reasons' must list reasons from: too_expensive, unused, other"),
+    (('offers = []', 'offers = "none"'), " arm 'holdout'", "field 'offers' must list offer ids ([] for a no-offer holdout)"),
+    (added('optimise = "profit"'), "", "field 'optimise' must be 'revenue' or 'save_rate'"),
+    (added('optimize = "revenue"'), "", "unknown field 'optimize'"),
+    (added('end = 2026-11-01'), "", "field 'end' (2026-11-01) must not be before 'start'"),
+    (added('loss_threshold = 1'), "", None),
+    (added('optimise = "save_rate"\nloss_threshold = 1'), "", "0.01 is one percentage point"),
+    (added('min_sessions_per_arm = 5'), "", "field 'min_sessions_per_arm' must be a whole number from 20"),
+    (added('when = "monthly"'), " [experiment.when]", "must be a table"),
 ])
 def test_a_bad_experiment_is_refused_naming_the_experiment_and_field(change, where, message):
-    old, new = change
-    text = SPEC_EXAMPLE.replace(old, new) if old in SPEC_EXAMPLE else SPEC_EXAMPLE
+    assert change[0] in SPEC_EXAMPLE
+    text = SPEC_EXAMPLE.replace(*change)
     if message is None:
         assert parse(text)  # still valid: a revenue threshold is in minor units, any positive number
         return
     with pytest.raises(ConfigError) as error:
         parse(text)
-    assert str(error.value).startswith(f"{where}: ")
+    assert str(error.value).startswith(f"experiment 'pause-vs-discount'{where}: ")
     assert message in str(error.value)
 
 
-def test_one_arm_and_repeated_ids_are_refused():
+def test_one_arm_a_bad_id_and_repeated_ids_are_refused():
     one_arm = SPEC_EXAMPLE.split("[[experiment.arms]]\nname = \"holdout\"")[0]
     with pytest.raises(ConfigError, match=r"^experiment 'pause-vs-discount': needs at least two \[\[experiment.arms\]\]"):
         parse(one_arm)
+    with pytest.raises(ConfigError, match=r"^experiment #1: field 'id' must be"):  # named by its place until its id is known
+        parse(SPEC_EXAMPLE.replace('id = "pause-vs-discount"', 'id = "Pause vs Discount"'))
     with pytest.raises(ConfigError, match=r"^experiment 'pause-vs-discount': field 'id' is used by an earlier experiment"):
         parse(SPEC_EXAMPLE + SPEC_EXAMPLE)
 

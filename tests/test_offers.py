@@ -4,17 +4,12 @@ import pytest
 
 from cancel_flow.errors import SettingsError
 from cancel_flow.offers import load_offers
+from tests.helpers import HALF_PRICE_OFFER
 
 GOOD = """
 [brand]
 name = "Coach"
-[[offer]]
-id = "half"
-kind = "discount"
-percent_off = 50
-payments = 3
-title = "Half price"
-"""
+""" + HALF_PRICE_OFFER
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -48,8 +43,8 @@ def test_offer_without_reasons_fits_every_reason(tmp_path):
     (('kind = "discount"\npercent_off = 50\npayments = 3', 'kind = "free_period"\nmonths = 40'), ["offer 'half'", "months"]),
     (('kind = "discount"\npercent_off = 50\npayments = 3', 'kind = "contact"\nurl = "javascript:alert(1)"'), ["offer 'half'", "url"]),
     (('kind = "discount"', 'kind = "gift"'), ["offer 'half'", "kind"]),
-    (('title = "Half price"', 'title = "Half"\nreasons = ["bored"]'), ["offer 'half'", "reasons"]),
-    (('title = "Half price"', 'title = "Half"\npercent = 3'), ["offer 'half'", "percent"]),
+    (('title = "Stay for half price"', 'title = "Half"\nreasons = ["bored"]'), ["offer 'half'", "reasons"]),
+    (('title = "Stay for half price"', 'title = "Half"\npercent = 3'), ["offer 'half'", "percent"]),
     (('id = "half"', 'id = "Half Off!"'), ["offer #1", "id"]),
     (('name = "Coach"', 'name = "Coach"\ncolor = "blue"'), ["[brand]", "color"]),
     (('name = "Coach"', 'name = "Coach"\nlogo = "missing.svg"'), ["[brand]", "logo"]),

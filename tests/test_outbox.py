@@ -24,6 +24,7 @@ from cancel_flow.outbox.safe_http import DeliveryFailed, DeliveryRefused, post
 from cancel_flow.settings import Settings
 from cancel_flow.store import make_engine
 from tests.conftest import SECRET, free_port
+from tests.helpers import stopped_afterwards
 
 deliveries = OutboxDelivery.__table__
 
@@ -79,16 +80,8 @@ class Receiver:
 
 @pytest.fixture
 def receivers():
-    started = []
-
-    def start(**options) -> Receiver:
-        started.append(Receiver(**options))
-        return started[-1]
-
-    yield start
-    for receiver in started:
-        receiver.stop()
-
+    with stopped_afterwards(Receiver) as start:
+        yield start
 
 
 @pytest.fixture
@@ -106,17 +99,13 @@ def engine(outbox_settings):
 
 @pytest.fixture
 def dispatchers(engine, outbox_settings):
-    made = []
-
     def make(**options) -> Dispatcher:
         settings = options.pop("settings", outbox_settings)
-        made.append(Dispatcher(engine, settings, notify_email=options.pop("notify_email", "coach@example.com"),
-                               sender="coach@example.com", **options))
-        return made[-1]
+        return Dispatcher(engine, settings, notify_email=options.pop("notify_email", "coach@example.com"),
+                          sender="coach@example.com", **options)
 
-    yield make
-    for dispatcher in made:
-        dispatcher.close()
+    with stopped_afterwards(make, stop=Dispatcher.close) as making:
+        yield making
 
 
 def a_session(engine, **changes):

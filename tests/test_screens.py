@@ -12,7 +12,8 @@ import httpx
 import pytest
 from freezegun import freeze_time
 
-from tests.test_browser import AXE, browser  # noqa: F401  (the module's Chromium)
+from tests.test_browser import AXE, COACH_EMAIL, COACH_PASSWORD, coach_signs_in, wait_for_charts
+from tests.test_browser import browser, coach  # noqa: F401  (fixtures: the module's Chromium, the coach's account)
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +47,11 @@ class Review:
             folder = Path(SHOTS) / str(self.width)
             folder.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(folder / f"{self.prefix}{self.count:02d}-{name}.png"), full_page=True)
+
+    def finish(self) -> None:
+        """Close the browser and fail with every problem seen."""
+        self.page.context.close()
+        assert not self.problems, "\n".join(self.problems)
 
 
 @pytest.fixture
@@ -194,31 +200,27 @@ def test_every_subscriber_page_fits_and_passes_axe(width, browser, live_server, 
     review("not-found")
     page.goto(f"{server.url}/")
     review("shared-link")
-    context.close()
-    assert not review.problems, "\n".join(review.problems)
+    review.finish()
 
 
 from cancel_flow.offers import REASONS as REASON_LABELS  # noqa: E402
 
 
 @pytest.mark.parametrize("width", [360, 1280])
-def test_every_coach_page_fits_and_passes_axe(width, browser, live_server, store, screens_offers):  # noqa: F811
+def test_every_coach_page_fits_and_passes_axe(width, browser, live_server, store, coach, screens_offers):  # noqa: F811
     from cancel_flow.demo import history_rows
-    from cancel_flow.passwords import hash_password
-    from cancel_flow.store.coaches import CoachStore
 
-    CoachStore(store.engine).add("coach@example.com", hash_password("correct horse battery"))
     server = live_server(offers_path=screens_offers, timezone="Europe/Paris")
     context = browser.new_context(viewport={"width": width, "height": 900}, bypass_csp=True, is_mobile=width < 600)
     page = context.new_page()
     review = Review(page, width, "coach-")
     page.goto(f"{server.url}/dashboard/login")
     review("login")
-    page.get_by_label("Email").fill("coach@example.com")
+    page.get_by_label("Email").fill(COACH_EMAIL)
     page.get_by_label("Password").fill("not the password")
     page.get_by_role("button", name="Sign in").click()
     review("login-refused")
-    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_label("Password").fill(COACH_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{server.url}/dashboard")
     review("dashboard-empty")
@@ -243,33 +245,19 @@ def test_every_coach_page_fits_and_passes_axe(width, browser, live_server, store
             attempts=3, last_status_code=500, last_error="500 Internal Server Error from the receiving end"))
     page.goto(f"{server.url}/dashboard/deliveries")
     review("deliveries")
-    context.close()
-    assert not review.problems, "\n".join(review.problems)
-
-
-def wait_for_charts(page) -> None:
-    for image in page.locator("img.chart").element_handles():
-        image.scroll_into_view_if_needed()
-        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image)
+    review.finish()
 
 
 @pytest.mark.parametrize("width", [360, 1280])
-def test_chart_text_is_at_least_11_px_as_shown(width, browser, live_server, store, screens_offers):  # noqa: F811
+def test_chart_text_is_at_least_11_px_as_shown(width, browser, live_server, store, coach, screens_offers):  # noqa: F811
     """The charts' smallest text, scaled as the page shows the image, is at least 11 px."""
     from cancel_flow.demo import history_rows
-    from cancel_flow.passwords import hash_password
-    from cancel_flow.store.coaches import CoachStore
 
-    CoachStore(store.engine).add("coach@example.com", hash_password("correct horse battery"))
     store.bulk_insert_sessions(history_rows(datetime.now(timezone.utc), weeks=10, per_week=10))
     server = live_server(offers_path=screens_offers)
     context = browser.new_context(viewport={"width": width, "height": 900}, is_mobile=width < 600)
     page = context.new_page()
-    page.goto(f"{server.url}/dashboard/login")
-    page.get_by_label("Email").fill("coach@example.com")
-    page.get_by_label("Password").fill("correct horse battery")
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{server.url}/dashboard")
+    coach_signs_in(page, server.url)
     wait_for_charts(page)
     cookies = {c["name"]: c["value"] for c in context.cookies()}
     for image in page.locator("img.chart").element_handles():

@@ -23,7 +23,7 @@ import httpx
 
 from bench.harness import (COUPON, Bench, Process, app_env, drop_database, ensure_coupon, figure, free_port,
                            migrated_database, sdk, seed_subscriptions, signer)
-from bench.load import recorded_outcomes
+from bench.load import ACTIONS, EXPECTED, recorded_outcomes, stripe_disagrees
 from cancel_flow.settings import Settings
 
 STRIPE_TEST_LIMIT = 25  # requests/s (https://docs.stripe.com/rate-limits)
@@ -32,8 +32,6 @@ BUSY_TITLE = "<h1>We&#39;re busy right now</h1>"
 TRY_LINK = re.compile(r'<a class="button primary" href="([^"]+)">Try again</a>')
 TRY_FORM = re.compile(r'<form method="post" action="([^"]+)">((?:(?!</form>).)*?)Try again</button>', re.S)
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
-ACTIONS = ("discount", "pause", "cancel")
-EXPECTED = {"discount": "saved_discount", "pause": "saved_pause", "cancel": "sent_to_portal"}
 TRIES = 3  # busy pages a subscriber sits through before giving up
 
 
@@ -164,12 +162,8 @@ def verify(storm: Storm, stripe_client, database_url: str, redeemed_before: int)
         wanted = action if decided else "cancel"  # "cancel" only opens the portal: Stripe's subscription unchanged
         if wanted == "discount":
             discounts += 1
-            if len(sub.discounts) != 1:
-                problems.append(f"{subscription}: {len(sub.discounts)} discounts in Stripe")
-        elif wanted == "pause" and not sub.pause_collection:
-            problems.append(f"{subscription}: not paused in Stripe")
-        elif wanted == "cancel" and (sub.discounts or sub.pause_collection):
-            problems.append(f"{subscription}: changed in Stripe without a decision")
+        if problem := stripe_disagrees(subscription, wanted, sub, "without a decision"):
+            problems.append(problem)
     redeemed = stripe_client.v1.coupons.retrieve(COUPON).times_redeemed - redeemed_before
     if redeemed != discounts:
         problems.append(f"coupon redeemed {redeemed} times for {discounts} discounts")

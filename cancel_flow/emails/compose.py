@@ -45,13 +45,6 @@ class Email:
 
 
 @dataclass(frozen=True)
-class Rendered:
-    subject: str
-    text: str
-    html: str
-
-
-@dataclass(frozen=True)
 class Style:
     """What every email shares: the brand, where the service is, the coach's time zone."""
 
@@ -62,6 +55,13 @@ class Style:
 
     def day(self, moment: datetime) -> str:
         return format_day(moment.astimezone(ZoneInfo(self.timezone)))
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
 
 
 def render(email: Email, style: Style) -> Rendered:

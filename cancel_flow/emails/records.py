@@ -33,7 +33,7 @@ class Planned:
     key: str
     kind: str
     customer_id: str
-    email: str | None
+    email: str | None = None  # None until known: a failed payment's is looked up when its email is composed
     invoice_id: str | None = None
     subscription_id: str | None = None
     session_id: int | None = None

@@ -112,7 +112,7 @@ class Mailroom:
         for key, step, invoice in due:
             if key in known:
                 continue
-            planned = Planned(key, "payment_failed", invoice.customer_id, None, invoice_id=invoice.id,
+            planned = Planned(key, "payment_failed", invoice.customer_id, invoice_id=invoice.id,
                               subscription_id=invoice.subscription_id, step=step)
             await self._each(planned, lambda invoice=invoice, step=step, planned=planned:
                              self._payment_failed(invoice, step, planned), written)
@@ -206,17 +206,8 @@ class Mailroom:
         renews = _period_end(sub)
         if renews is None or not renews - self.schedule.renewal_reminder_days_before * DAY <= now < renews:
             return
-        key = f"renewal_reminder:{sub['id']}:{renews.date().isoformat()}"
-        if records.known_keys(self.engine, [key]):
-            return
-        planned = Planned(key, "renewal_reminder", customer["id"], customer.get("email"), subscription_id=sub["id"],
-                          step=self.schedule.renewal_reminder_days_before)
 
         async def make():
-            if not customer.get("email"):
-                return "Not sent: the customer has no email address."
-            if records.unsubscribed(self.engine, customer["id"], "renewal_reminder"):
-                return "Not sent: the subscriber turned these emails off."
             amount = await self.billing.preview_amount(sub["id"])
             return compose.renewal_reminder(
                 self.style, to=customer["email"], name=customer.get("name"), plan=_plan_name(sub),
@@ -225,7 +216,8 @@ class Mailroom:
                 cancel_url=self.cancel_url(customer["id"], sub["id"], renews, now),
                 unsubscribe_url=self.unsubscribe_url(customer["id"], "renewal_reminder"))
 
-        await self._each(planned, make, written)
+        await self._remind("renewal_reminder", renews.date().isoformat(), self.schedule.renewal_reminder_days_before,
+                           sub, customer, make, written)
 
     async def _discount(self, sub: dict, customer: dict, discount: dict, now: datetime, written: Counter) -> None:
         if not discount.get("end") or not discount.get("start"):
@@ -235,19 +227,10 @@ class Mailroom:
             return  # a month or less: no notice (its end is hardly news)
         if not end - self.schedule.discount_ending_days_before * DAY <= now < end:
             return
-        key = f"discount_ending:{sub['id']}:{discount['id']}"
-        if records.known_keys(self.engine, [key]):
-            return
-        planned = Planned(key, "discount_ending", customer["id"], customer.get("email"), subscription_id=sub["id"],
-                          step=self.schedule.discount_ending_days_before)
         price = sub["items"]["data"][0]["price"]
         recurring = price.get("recurring") or {}
 
         async def make():
-            if not customer.get("email"):
-                return "Not sent: the customer has no email address."
-            if records.unsubscribed(self.engine, customer["id"], "discount_ending"):
-                return "Not sent: the subscriber turned these emails off."
             currency = sub.get("currency") or price["currency"]
             return compose.discount_ending(
                 self.style, to=customer["email"], name=customer.get("name"), plan=_plan_name(sub),
@@ -257,7 +240,26 @@ class Mailroom:
                 cancel_url=self.cancel_url(customer["id"], sub["id"], end, now),
                 unsubscribe_url=self.unsubscribe_url(customer["id"], "discount_ending"))
 
-        await self._each(planned, make, written)
+        await self._remind("discount_ending", discount["id"], self.schedule.discount_ending_days_before,
+                           sub, customer, make, written)
+
+    async def _remind(self, kind: str, occasion: str, days_before: int, sub: dict, customer: dict, make,
+                      written: Counter) -> None:
+        """One reminder of `kind` per subscription and occasion, written once; none to a customer without an
+        address or who turned these emails off."""
+        key = f"{kind}:{sub['id']}:{occasion}"
+        if records.known_keys(self.engine, [key]):
+            return
+        planned = Planned(key, kind, customer["id"], customer.get("email"), subscription_id=sub["id"], step=days_before)
+
+        async def checked_make():
+            if not customer.get("email"):
+                return "Not sent: the customer has no email address."
+            if records.unsubscribed(self.engine, customer["id"], kind):
+                return "Not sent: the subscriber turned these emails off."
+            return await make()
+
+        await self._each(planned, checked_make, written)
 
 
 def _plan_name(sub: dict) -> str:

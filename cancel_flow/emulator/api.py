@@ -42,6 +42,14 @@ def _list(store: str, params_name: str, url: str, filters=()):
     return handler
 
 
+def _listed_by_account(store: str, params_name: str, url: str, method_name: str):
+    """A list the account filters itself (by the params Stripe filters on)."""
+    def handler(call: Call):
+        params = call.checked(params_name)
+        return call.account.page(getattr(call.account, method_name)(params), params, url, store)
+    return handler
+
+
 def _create(store: str, params_name: str, method_name: str, with_key: bool = False):
     def handler(call: Call):
         params = call.checked(params_name)
@@ -49,6 +57,16 @@ def _create(store: str, params_name: str, method_name: str, with_key: bool = Fal
         create = getattr(call.account, method_name)
         obj = create(body, call.idempotency_key) if with_key else create(body)
         return call.render(store, obj, params)
+    return handler
+
+
+def _change(store: str, params_name: str, method_name: str):
+    """A POST to one object that may repeat under its idempotency key (update, pay)."""
+    def handler(call: Call):
+        params = call.checked(params_name)
+        body = {k: v for k, v in params.items() if k != "expand"}
+        changed = getattr(call.account, method_name)(call.ids[0], body, call.idempotency_key)
+        return call.render(store, changed, params)
     return handler
 
 
@@ -81,17 +99,6 @@ def search_customers(call: Call):
     result = call.account.page(found, {"limit": params.get("limit", 10), "expand": params.get("expand")}, "/v1/customers/search", "customers")
     result.update(object="search_result", next_page=None)
     return result
-
-
-def list_subscriptions(call: Call):
-    params = call.checked("SubscriptionListParams")
-    return call.account.page(call.account.list_subscriptions(params), params, "/v1/subscriptions", "subscriptions")
-
-
-def update_subscription(call: Call):
-    params = call.checked("SubscriptionUpdateParams")
-    body = {k: v for k, v in params.items() if k != "expand"}
-    return call.render("subscriptions", call.account.update_subscription(call.ids[0], body, call.idempotency_key), params)
 
 
 def cancel_subscription(call: Call):
@@ -166,19 +173,6 @@ def list_events(call: Call):
     return call.account.page(items, params, "/v1/events", "events")
 
 
-def list_invoices(call: Call):
-    # https://docs.stripe.com/api/invoices/list
-    params = call.checked("InvoiceListParams")
-    return call.account.page(call.account.list_invoices(params), params, "/v1/invoices", "invoices")
-
-
-def pay_invoice(call: Call):
-    # https://docs.stripe.com/api/invoices/pay
-    params = call.checked("InvoicePayParams")
-    body = {k: v for k, v in params.items() if k != "expand"}
-    return call.render("invoices", call.account.pay_invoice(call.ids[0], body, call.idempotency_key), params)
-
-
 def preview_invoice(call: Call):
     # https://docs.stripe.com/api/invoices/create_preview
     params = call.checked("InvoiceCreatePreviewParams")
@@ -221,9 +215,9 @@ ROUTES = [
     ("GET", "prices", _list("prices", "PriceListParams", "/v1/prices", ("active", "product", "currency", "type"))),
     ("GET", f"prices/{_ID}", _retrieve("prices", "price", "PriceRetrieveParams")),
     ("POST", "subscriptions", _create("subscriptions", "SubscriptionCreateParams", "create_subscription", with_key=True)),
-    ("GET", "subscriptions", list_subscriptions),
+    ("GET", "subscriptions", _listed_by_account("subscriptions", "SubscriptionListParams", "/v1/subscriptions", "list_subscriptions")),
     ("GET", f"subscriptions/{_ID}", _retrieve("subscriptions", "subscription", "SubscriptionRetrieveParams")),
-    ("POST", f"subscriptions/{_ID}", update_subscription),
+    ("POST", f"subscriptions/{_ID}", _change("subscriptions", "SubscriptionUpdateParams", "update_subscription")),
     ("DELETE", f"subscriptions/{_ID}", cancel_subscription),
     ("POST", "coupons", _create("coupons", "CouponCreateParams", "create_coupon")),
     ("GET", "coupons", _list("coupons", "CouponListParams", "/v1/coupons")),
@@ -239,10 +233,12 @@ ROUTES = [
     ("GET", f"webhook_endpoints/{_ID}", _without_secret(_retrieve("webhook_endpoints", "webhook_endpoint", "WebhookEndpointRetrieveParams"))),
     ("POST", f"webhook_endpoints/{_ID}", update_webhook_endpoint),
     ("DELETE", f"webhook_endpoints/{_ID}", delete_webhook_endpoint),
-    ("GET", "invoices", list_invoices),
+    # https://docs.stripe.com/api/invoices/list
+    ("GET", "invoices", _listed_by_account("invoices", "InvoiceListParams", "/v1/invoices", "list_invoices")),
     ("POST", "invoices/create_preview", preview_invoice),
     ("GET", f"invoices/{_ID}", _retrieve("invoices", "invoice", "InvoiceRetrieveParams")),
-    ("POST", f"invoices/{_ID}/pay", pay_invoice),
+    # https://docs.stripe.com/api/invoices/pay
+    ("POST", f"invoices/{_ID}/pay", _change("invoices", "InvoicePayParams", "pay_invoice")),
     ("GET", f"payment_intents/{_ID}", _retrieve("payment_intents", "payment_intent", "PaymentIntentRetrieveParams")),
     ("POST", "test_helpers/test_clocks", create_test_clock),
     ("GET", "test_helpers/test_clocks", _list("test_clocks", "test_helpers.TestClockListParams", "/v1/test_helpers/test_clocks")),

@@ -23,14 +23,14 @@ class Throttle:
     window: timedelta
 
 
+def _keys(email: str, address: str) -> tuple[str, str]:
+    return digest(f"pair|{email}|{address}"), digest(f"address|{address}")
+
+
 @dataclass(frozen=True)
 class Attempt:
     refused_by: str | None  # "pair" or "address" when the throttle refused it (nothing was counted then)
     coach: object | None  # the coach row for the email, if any (only looked up when not refused)
-
-
-def _keys(email: str, address: str) -> tuple[str, str]:
-    return digest(f"pair|{email}|{address}"), digest(f"address|{address}")
 
 
 class CoachStore:

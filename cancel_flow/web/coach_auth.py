@@ -10,7 +10,7 @@ from datetime import timedelta
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from cancel_flow.passwords import DECOY_HASH, PASSWORD_CHECKS, HashingBusy
 from cancel_flow.store.coaches import Throttle
@@ -77,6 +77,19 @@ async def current_coach(request: Request) -> SignedInCoach:
     if coach is None or coach.session_generation != generation:
         raise NotSignedIn
     return SignedInCoach(coach.id, coach.email, session_key)
+
+
+async def signed_in_coach(request: Request) -> SignedInCoach | None:
+    """The coach signed in on this request, or None."""
+    try:
+        return await current_coach(request)
+    except NotSignedIn:
+        return None
+
+
+def to_login() -> Response:
+    """Where a request that needs a signed-in coach goes without one."""
+    return RedirectResponse("/dashboard/login", status_code=303)
 
 
 async def check_credentials(request: Request, email: str, password: str):

@@ -20,8 +20,8 @@ from cancel_flow.spreadsheet import safe_cell
 from cancel_flow.store.billing_stats import billing_stats
 from cancel_flow.store.stats import PAGE_SIZE, DateRange, day_start
 from cancel_flow.web import charts
-from cancel_flow.web.coach_auth import (LOGIN_CSRF_COOKIE, NotSignedIn, SignInBusy, TooManyAttempts,
-                                        check_credentials, current_coach, sign_in, sign_out)
+from cancel_flow.web.coach_auth import (LOGIN_CSRF_COOKIE, SignInBusy, TooManyAttempts, check_credentials, sign_in,
+                                        sign_out, signed_in_coach, to_login)
 from cancel_flow.web.dates import EARLIEST, check_range, parse_day
 from cancel_flow.web.pages import csrf_token, read_form, render, render_with_token
 
@@ -104,19 +104,8 @@ class Filters:
         return urlencode({k: v for k, v in values.items() if v not in ("", None)})
 
 
-async def _coach_or_redirect(request: Request):
-    try:
-        return await current_coach(request)
-    except NotSignedIn:
-        return None
-
-
-def _to_login(request: Request) -> Response:
-    return RedirectResponse("/dashboard/login", status_code=303)
-
-
 async def login_page(request: Request) -> Response:
-    if await _coach_or_redirect(request):
+    if await signed_in_coach(request):
         return RedirectResponse("/dashboard", status_code=303)
     return _login_form(request)
 
@@ -145,9 +134,9 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    coach = await _coach_or_redirect(request)
+    coach = await signed_in_coach(request)
     if coach is None:
-        return _to_login(request)
+        return to_login()
     await read_form(request, csrf_token(request.app.state.settings.secret_key, f"coach|{coach.session_key}"))
     response = RedirectResponse("/dashboard/login", status_code=303)
     await sign_out(request, response, coach)
@@ -218,9 +207,9 @@ def _offer_titles(request: Request) -> dict[str, str]:
 
 
 async def dashboard(request: Request) -> Response:
-    coach = await _coach_or_redirect(request)
+    coach = await signed_in_coach(request)
     if coach is None:
-        return _to_login(request)
+        return to_login()
     filters = Filters(request)
     queries = request.app.state.stats
     settings = request.app.state.settings
@@ -260,8 +249,8 @@ async def dashboard(request: Request) -> Response:
 
 def _chart(render_svg):
     async def endpoint(request: Request) -> Response:
-        if await _coach_or_redirect(request) is None:
-            return _to_login(request)
+        if await signed_in_coach(request) is None:
+            return to_login()
         filters = Filters(request)
         size = request.query_params.get("size") or "wide"
         if size not in charts.SIZES:
@@ -327,8 +316,8 @@ def _csv_lines(rows, zone_name: str):
 
 
 async def export_csv(request: Request) -> Response:
-    if await _coach_or_redirect(request) is None:
-        return _to_login(request)
+    if await signed_in_coach(request) is None:
+        return to_login()
     filters = Filters(request)
     rows = request.app.state.stats.export_rows(filters.period, filters.outcome, filters.reason)
     name = f"cancel-sessions-{filters.first.isoformat()}-to-{filters.last.isoformat()}.csv"

@@ -3,12 +3,12 @@
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from cancel_flow.experiments import analyse, analyse_experiment
 from cancel_flow.store.experiment_stats import experiment_ids, session_results
-from cancel_flow.web.coach_auth import NotSignedIn, current_coach
+from cancel_flow.web.coach_auth import signed_in_coach, to_login
 from cancel_flow.web.pages import csrf_token, render
 
 
@@ -32,17 +32,10 @@ def experiment_report(request: Request, experiment_id: str) -> dict | None:
     return data
 
 
-async def _coach(request: Request):
-    try:
-        return await current_coach(request)
-    except NotSignedIn:
-        return None
-
-
 async def experiments_page(request: Request) -> Response:
-    coach = await _coach(request)
+    coach = await signed_in_coach(request)
     if coach is None:
-        return RedirectResponse("/dashboard/login", status_code=303)
+        return to_login()
     csrf = csrf_token(request.app.state.settings.secret_key, f"coach|{coach.session_key}")
     known = [e.id for e in request.app.state.offers.experiments]
     ids = known + [i for i in await run_in_threadpool(experiment_ids, request.app.state.store.engine) if i not in known]

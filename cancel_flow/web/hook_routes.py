@@ -15,7 +15,7 @@ from cancel_flow.hooks import EVENTS, MAX_URL, sample_event
 from cancel_flow.outbox import queue
 from cancel_flow.outbox.endpoints import add_endpoint, list_endpoints, remove_endpoint
 from cancel_flow.web.api_models import Answer, Body, Query
-from cancel_flow.web.coach_auth import NotSignedIn, current_coach
+from cancel_flow.web.coach_auth import signed_in_coach, to_login
 from cancel_flow.web.openapi import ApiError, ApiRoute
 from cancel_flow.web.pages import csrf_token, read_form, render
 
@@ -77,17 +77,10 @@ async def sample(request: Request, query: SampleQuery) -> Samples:
     return Samples.model_validate([sample_event(query.event)])
 
 
-async def _coach(request: Request):
-    try:
-        return await current_coach(request)
-    except NotSignedIn:
-        return None
-
-
 async def deliveries_page(request: Request) -> Response:
-    coach = await _coach(request)
+    coach = await signed_in_coach(request)
     if coach is None:
-        return RedirectResponse("/dashboard/login", status_code=303)
+        return to_login()
     before = request.query_params.get("before")
     if before is not None and (not before.isdigit() or len(before) > 18):
         raise BadRequest("The page must be a number.")
@@ -108,9 +101,9 @@ async def deliveries_page(request: Request) -> Response:
 
 
 async def resend(request: Request) -> Response:
-    coach = await _coach(request)
+    coach = await signed_in_coach(request)
     if coach is None:
-        return RedirectResponse("/dashboard/login", status_code=303)
+        return to_login()
     await read_form(request, csrf_token(request.app.state.settings.secret_key, f"coach|{coach.session_key}"))
     delivery_id = request.path_params["delivery_id"]
     new_id = await run_in_threadpool(queue.resend, request.app.state.store.engine, delivery_id)

@@ -1,9 +1,4 @@
-"""cancel sessions and stripe events
-
-Revision ID: 0001
-Revises: 
-Create Date: 2026-11-24 06:16:36.918955
-"""
+"""cancel sessions and stripe events"""
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel
@@ -11,8 +6,6 @@ import sqlmodel
 
 revision = '0001'
 down_revision = None
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,17 +1,10 @@
-"""cancellations outside the flow
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-24 06:25:38.120152
-"""
+"""cancellations outside the flow"""
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = '0002'
 down_revision = '0001'
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,18 +1,13 @@
-"""coaches and offers shown
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-24 06:28:49.902775
-"""
+"""coaches and offers shown"""
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel
 
+from cancel_flow.migrations.tables import create_login_attempt_log, drop_login_attempt_log
+
 
 revision = '0003'
 down_revision = '0002'
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
@@ -24,16 +19,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('email')
     )
-    op.create_table('login_attempt',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('email', sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
-    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('id')
-    )
-    with op.batch_alter_table('login_attempt', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_login_attempt_at'), ['at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_login_attempt_email'), ['email'], unique=False)
-
+    create_login_attempt_log()
     op.create_table('session_offer',
     sa.Column('session_id', sa.Integer(), nullable=False),
     sa.Column('offer_id', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
@@ -51,9 +37,5 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_session_offer_offer_id'))
 
     op.drop_table('session_offer')
-    with op.batch_alter_table('login_attempt', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_login_attempt_email'))
-        batch_op.drop_index(batch_op.f('ix_login_attempt_at'))
-
-    op.drop_table('login_attempt')
+    drop_login_attempt_log()
     op.drop_table('coach')

@@ -1,18 +1,13 @@
-"""api keys and link requests
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-24 06:36:36.485951
-"""
+"""api keys and link requests"""
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel
 
+from cancel_flow.migrations.tables import create_link_request_log, drop_link_request_log
+
 
 revision = '0004'
 down_revision = '0003'
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
@@ -28,21 +23,10 @@ def upgrade() -> None:
     sa.UniqueConstraint('key_hash'),
     sa.UniqueConstraint('name')
     )
-    op.create_table('link_request',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
-    sa.Column('key_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('id')
-    )
-    with op.batch_alter_table('link_request', schema=None) as batch_op:
-        batch_op.create_index('ix_link_request_lookup', ['kind', 'key_hash', 'at'], unique=False)
+    create_link_request_log()
 
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('link_request', schema=None) as batch_op:
-        batch_op.drop_index('ix_link_request_lookup')
-
-    op.drop_table('link_request')
+    drop_link_request_log()
     op.drop_table('api_key')

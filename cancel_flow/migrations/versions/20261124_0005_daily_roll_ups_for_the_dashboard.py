@@ -1,9 +1,4 @@
-"""daily roll-ups for the dashboard
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-11-24 07:38:12.471272
-"""
+"""daily roll-ups for the dashboard"""
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel
@@ -11,8 +6,6 @@ import sqlmodel
 
 revision = '0005'
 down_revision = '0004'
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,17 +1,10 @@
-"""offer terms in payments, saved_keep, invoices seen through webhooks
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-11-25 03:30:00
-"""
+"""offer terms in payments, saved_keep, invoices seen through webhooks"""
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = '0006'
 down_revision = '0005'
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,17 +1,10 @@
-"""experiment arm per session
-
-Revision ID: 0010
-Revises: 0009
-Create Date: 2026-11-25 03:30:00
-"""
+"""experiment arm per session"""
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = '0010'
 down_revision = '0009'
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
