@@ -63,7 +63,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # RequestLog writes one line per request: uvicorn's access log is off, and with no handler to reach it
+    # RequestEdge writes one line per request: uvicorn's access log is off, and with no handler to reach it
     # uvicorn doesn't even build its lines (it asks `hasHandlers()` per connection)
     access = logging.getLogger("uvicorn.access")
     access.handlers[:] = []

@@ -41,7 +41,7 @@ from cancel_flow.web import (api_routes, billing_routes, cancel_routes, dashboar
                              webhook_routes)
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
 from cancel_flow.web.coach_auth import FAILURE_WINDOW
-from cancel_flow.web.middleware import REQUEST_ID, BodySizeLimit, RequestLog, SecurityHeaders, UnexpectedErrors
+from cancel_flow.web.middleware import REQUEST_ID, BodySizeLimit, RequestEdge
 from cancel_flow.web.pages import csrf_token, render
 
 STATIC = Path(__file__).resolve().parents[2] / "static"
@@ -102,11 +102,11 @@ async def on_database_error(request: Request, error: SQLAlchemyError) -> Respons
 
 
 async def unexpected_error_page(scope: Scope, request_id: str) -> Response:
-    """What an unexpected exception shows (UnexpectedErrors has logged it): the reference to quote."""
+    """What an unexpected exception shows (RequestEdge has logged it): the reference to quote."""
     response = _error_page(Request(scope), 500, "Something went wrong",
                            f"Nothing was changed. Please try again in a moment. If it keeps happening, "
                            f"tell us this reference: {request_id}.")
-    return response  # RequestLog adds the X-Request-ID header
+    return response  # RequestEdge adds the X-Request-ID header
 
 
 async def healthz(request: Request) -> Response:
@@ -240,7 +240,9 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         quick_store.engine.dispose()
 
     routes = [
-        *cancel_routes.routes,
+        *cancel_routes.routes,  # first: the subscriber's pages are matched before any other route is tried
+        Route("/healthz", healthz),  # then the health checks, which a load balancer asks every few seconds
+        Route("/readyz", readyz),
         *billing_routes.routes,
         *email_routes.routes,
         *webhook_routes.routes,
@@ -249,8 +251,6 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         *dashboard_routes.routes,
         *api_routes.routes,
         *shared_link_routes.routes,
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/brand.css", brand_css),
         Route("/brand/logo", brand_logo),
@@ -265,7 +265,5 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
     app.state.api_keys, app.state.link_requests = ApiKeyStore(store.engine), LinkRequestStore(store.engine)
     app.state.mailer = Mailer(settings, sender=offers.brand.support_email or f"no-reply@{urlsplit(settings.base_url).hostname}")
     app.add_middleware(BodySizeLimit)
-    app.add_middleware(UnexpectedErrors, page=unexpected_error_page)
-    app.add_middleware(SecurityHeaders, https=settings.is_https)
-    app.add_middleware(RequestLog)
+    app.add_middleware(RequestEdge, page=unexpected_error_page, https=settings.is_https)
     return app

@@ -1,5 +1,5 @@
-"""Plain ASGI middleware: request ids and logs, security headers on every response, a cap on request
-bodies, and one log line (no traceback) for an exception no handler took."""
+"""Plain ASGI middleware: request ids and logs, security headers on every response and one log line (no
+traceback) for an exception no handler took, in one layer; a cap on request bodies."""
 
 import re
 import time
@@ -16,15 +16,35 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
                            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 MAX_BODY = 64 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-REQUEST_ID = "cancel_flow.request_id"  # where RequestLog leaves the request id in the ASGI scope
+_CSP_HEADER = (b"content-security-policy", CONTENT_SECURITY_POLICY.encode())
+REQUEST_ID = "cancel_flow.request_id"  # where RequestEdge leaves the request id in the ASGI scope
 
 
-class RequestLog:
-    """One JSON line per request: request id (from X-Request-ID or new, echoed back), method, route
-    template (never the path, which may carry a token), status, duration; and the HTTP metrics."""
+class RequestEdge:
+    """What every request passes once, in one layer (a layer per concern cost a coroutine and a `send`
+    wrapper per request each, BENCHMARKS.md):
+    - a request id (from X-Request-ID or new), echoed back and left in the scope at REQUEST_ID;
+    - the security headers on every response;
+    - an exception no handler took: one JSON log line with the request id, the error's type and where it
+      was raised (never a traceback, never its message, which may quote what the client sent); then, if
+      nothing was sent yet, `page(scope, request_id)`, which names the request id for people to quote;
+    - one JSON line per request: request id, method, route template (never the path, which may carry a
+      token), status, duration; and the HTTP metrics."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
+    def __init__(self, app: ASGIApp, page: Callable[[Scope, str], Awaitable[Response]], https: bool = False):
+        self.app, self.page = app, page
+        self.security = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                         (b"x-frame-options", b"DENY")]
+        if https:
+            self.security.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
+
+    def _headers(self, headers, request_id: str) -> list:
+        headers = list(headers)
+        if not any(name == b"content-security-policy" for name, _ in headers):
+            headers.append(_CSP_HEADER)
+        headers += self.security
+        headers.append((b"x-request-id", request_id.encode()))
+        return headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -34,17 +54,27 @@ class RequestLog:
         sent = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
         request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
         scope[REQUEST_ID] = request_id
-        status = 500
+        status, responding = 500, False
 
-        async def tagged(message: Message) -> None:
-            nonlocal status
+        async def framed(message: Message) -> None:
+            nonlocal status, responding
             if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                status, responding = message["status"], True
+                message["headers"] = self._headers(message.get("headers", []), request_id)
             await send(message)
 
         try:
-            await self.app(scope, receive, tagged)
+            await self.app(scope, receive, framed)
+        except Exception as error:
+            log_event("request.failed", level=40, request_id=request_id, error=type(error).__name__,
+                      where=where_raised(error), route=getattr(scope.get("route"), "path", None) or "unmatched",
+                      response_started=responding)
+            if not responding:  # else the server ends the half-sent response
+                try:
+                    response = await self.page(scope, request_id)
+                except Exception:
+                    response = PlainTextResponse(f"Something went wrong. Reference: {request_id}", status_code=500)
+                await response(scope, receive, framed)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             elapsed = time.perf_counter() - started
@@ -53,33 +83,6 @@ class RequestLog:
             log_event("http.request", request_id=request_id, method=scope["method"], route=route, status=status,
                       duration_ms=round(elapsed * 1000, 2), client=(scope.get("client") or ("", 0))[0],
                       scheme=scope.get("scheme"))
-
-
-class SecurityHeaders:
-    def __init__(self, app: ASGIApp, https: bool = False):
-        self.app, self.https = app, https
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if not any(name == b"content-security-policy" for name, _ in headers):
-                    headers.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
-                headers += [
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"x-frame-options", b"DENY"),
-                ]
-                if self.https:
-                    headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
 
 
 class BodySizeLimit:
@@ -123,37 +126,3 @@ async def _too_large(send: Send) -> None:
                 "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
-
-class UnexpectedErrors:
-    """An exception no handler took: one JSON log line with the request id, the error's type and where it
-    was raised (never a traceback, never its message, which may quote what the client sent); then, if
-    nothing was sent yet, `page(scope, request_id)`, which names the request id for people to quote."""
-
-    def __init__(self, app: ASGIApp, page: Callable[[Scope, str], Awaitable[Response]]):
-        self.app, self.page = app, page
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def watched(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watched)
-        except Exception as error:
-            request_id = scope.get(REQUEST_ID, "")
-            log_event("request.failed", level=40, request_id=request_id, error=type(error).__name__,
-                      where=where_raised(error), route=getattr(scope.get("route"), "path", None) or "unmatched",
-                      response_started=started)
-            if started:
-                return  # the server ends the half-sent response
-            try:
-                response = await self.page(scope, request_id)
-            except Exception:
-                response = PlainTextResponse(f"Something went wrong. Reference: {request_id}", status_code=500)
-            await response(scope, receive, send)
