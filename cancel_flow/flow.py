@@ -1,7 +1,7 @@
 """The rules of the cancel flow: amounts, eligibility, offer choice and what a decision means. No I/O."""
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 
 from cancel_flow import billing
@@ -79,6 +79,20 @@ class SubscriptionFacts:
     def monthly_amount(self) -> int:
         return monthly_amount(self.lines)
 
+
+
+_FACT_NAMES = frozenset(field.name for field in fields(SubscriptionFacts))
+
+
+def facts_of(values: dict) -> SubscriptionFacts:
+    """`SubscriptionFacts(**values)` at a fraction of the cost when `values` names every field: a frozen
+    dataclass's __init__ sets its fields one `object.__setattr__` at a time, which costs more than reading them
+    from Stripe's answer (every first view). Anything else goes through __init__ (defaults, unknown names)."""
+    if len(values) != len(_FACT_NAMES) or not _FACT_NAMES.issuperset(values):
+        return SubscriptionFacts(**values)
+    facts = object.__new__(SubscriptionFacts)
+    facts.__dict__.update(values)
+    return facts
 
 def monthly_amount(lines) -> int:
     """Sum of unit amount × quantity, brought to a month (yearly ÷ 12, weekly × 52 ÷ 12, by interval_count)."""
@@ -306,4 +320,4 @@ def facts_from_json(text: str) -> SubscriptionFacts:
     data["metadata"] = tuple(tuple(pair) for pair in data.get("metadata") or ())
     for key in _LISTS:
         data[key] = tuple(data.get(key) or ())
-    return SubscriptionFacts(**data)
+    return facts_of(data)

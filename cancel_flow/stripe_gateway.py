@@ -15,7 +15,7 @@ import stripe
 
 from cancel_flow.clock import from_unix
 from cancel_flow.errors import NotFound, PortalRefused, StripeUnavailable
-from cancel_flow.flow import ACTIVE, ENDED, SCHEDULED, PriceLine, StripeState, SubscriptionFacts, TargetPrice
+from cancel_flow.flow import ACTIVE, ENDED, SCHEDULED, PriceLine, StripeState, SubscriptionFacts, TargetPrice, facts_of
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import STRIPE_CALLS
 from cancel_flow.offers import Offer
@@ -169,30 +169,31 @@ def facts_from(subscription, product_names: dict[str, str] | None = None) -> Sub
     metadata = {**((customer.get("metadata") if expanded else None) or {}), **(data.get("metadata") or {})}
     tax = data.get("automatic_tax") or {}
     pause = data.get("pause_collection") or {}
-    return SubscriptionFacts(
-        subscription_id=data["id"],
-        customer_id=customer["id"] if expanded else customer,
-        customer_email=customer.get("email") if expanded else None,
-        status=data["status"],
-        plan_name=" + ".join(dict.fromkeys(names)) or "Subscription",
-        currency=data.get("currency") or items[0]["price"]["currency"],
-        lines=tuple(lines),
-        has_discount=bool(data.get("discounts")),
-        paused=bool(pause),
-        cancel_at_period_end=bool(data.get("cancel_at_period_end") or cancel_at),
-        period_end=cancel_at or next_payment,
-        anchor=from_unix(data["billing_cycle_anchor"]) if data.get("billing_cycle_anchor") else None,
-        next_payment=next_payment,
-        price_ids=tuple(price_ids), product_ids=tuple(p for p in product_ids if p), item_ids=tuple(i["id"] for i in items),
-        started_at=from_unix(data["start_date"]) if data.get("start_date") else None,
-        country=((customer.get("address") if expanded else None) or {}).get("country"),
-        metadata=tuple(sorted((str(k), str(v)) for k, v in metadata.items())) if metadata else (),
-        on_schedule=bool(data.get("schedule")), taxed=bool(tax.get("enabled") or data.get("default_tax_rates")),
-        customer_name=customer.get("name") if expanded else None,
-        pause_resumes_at=from_unix(pause["resumes_at"]) if pause.get("resumes_at") else None,
-        cancel_at=cancel_at,
-        cancel_at_period_end_flag=bool(data.get("cancel_at_period_end")),
-    )
+    return facts_of({
+        "subscription_id": data["id"],
+        "customer_id": customer["id"] if expanded else customer,
+        "customer_email": customer.get("email") if expanded else None,
+        "status": data["status"],
+        "plan_name": " + ".join(dict.fromkeys(names)) or "Subscription",
+        "currency": data.get("currency") or items[0]["price"]["currency"],
+        "lines": tuple(lines),
+        "has_discount": bool(data.get("discounts")),
+        "paused": bool(pause),
+        "cancel_at_period_end": bool(data.get("cancel_at_period_end") or cancel_at),
+        "period_end": cancel_at or next_payment,
+        "anchor": from_unix(data["billing_cycle_anchor"]) if data.get("billing_cycle_anchor") else None,
+        "next_payment": next_payment,
+        "price_ids": tuple(price_ids), "product_ids": tuple(p for p in product_ids if p), "item_ids": tuple(i["id"] for i in items),
+        "started_at": from_unix(data["start_date"]) if data.get("start_date") else None,
+        "country": ((customer.get("address") if expanded else None) or {}).get("country"),
+        "metadata": tuple(sorted((str(k), str(v)) for k, v in metadata.items())) if metadata else (),
+        "on_schedule": bool(data.get("schedule")), "taxed": bool(tax.get("enabled") or data.get("default_tax_rates")),
+        "customer_name": customer.get("name") if expanded else None,
+        "pause_resumes_at": from_unix(pause["resumes_at"]) if pause.get("resumes_at") else None,
+        "cancel_at": cancel_at,
+        "cancel_at_period_end_flag": bool(data.get("cancel_at_period_end")),
+        "discount_coupons": (),
+    })
 
 
 def proxy_for(url: str) -> str | None:
