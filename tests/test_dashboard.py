@@ -224,17 +224,20 @@ def test_comments_are_escaped(client, coach, history):
 
 
 def test_recent_sessions_filter_and_paginate(client, coach, history):
-    for day in range(30):
-        history(datetime.now(timezone.utc) - timedelta(days=day, hours=1), "canceled" if day % 3 == 0 else "open",
-                reason="unused" if day % 2 else "other")
-    sign_in(client)
-    page = client.get("/dashboard?outcome=canceled")
+    # Noon, so that "an hour before 29 days ago" is inside the default 30 days whatever the hour of the run.
+    with freeze_time(NOW, real_asyncio=True):
+        for day in range(30):
+            history(NOW - timedelta(days=day, hours=1), "canceled" if day % 3 == 0 else "open",
+                    reason="unused" if day % 2 else "other")
+        sign_in(client)
+        page = client.get("/dashboard?outcome=canceled")
+        first = client.get("/dashboard")
+        nonsense = client.get("/dashboard?outcome=nonsense")
+        bad_dates = client.get("/dashboard?from=2026-13-01&to=2026-01-01")
     assert "10 sessions, newest first, page 1 of 1" in page.text
-    first = client.get("/dashboard")
     assert "30 sessions, newest first, page 1 of 2" in first.text and "Older" in first.text
     assert 'aria-label="Page 2"' in first.text
-    assert client.get("/dashboard?outcome=nonsense").status_code == 400
-    assert client.get("/dashboard?from=2026-13-01&to=2026-01-01").status_code == 400
+    assert nonsense.status_code == 400 and bad_dates.status_code == 400
 
 
 def test_csv_export_has_one_row_per_session_and_is_formula_safe(client, coach, history):
