@@ -35,3 +35,28 @@ def test_every_file_the_layout_names_exists():
     tracked = {Path(p).name for p in subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
                                                     check=True).stdout.split()}
     assert not sorted(named - tracked), f"README layout names files that are not in the tree: {sorted(named - tracked)}"
+
+
+def test_every_top_level_entry_bench_file_and_subpackage_module_is_named():
+    """Every top-level file or folder of the tree, every file of bench/, and every module of the
+    package's sub-packages is named in the layout (a module by its name without `.py`)."""
+    block = layout_block()
+    words = set(re.findall(r"[\w.]+", block))
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    missing = set()
+    for path in tracked:
+        parts = Path(path).parts
+        top = parts[0]
+        if top in (".gitignore", ".npmrc", "README.md"):
+            continue
+        if top == ".ci":
+            if ".ci/run" not in block:
+                missing.add(path)
+        elif top not in words and top + "/" not in block:
+            missing.add(top)
+        if top == "bench" and parts[-1] != "__init__.py" and parts[-1] not in words and Path(path).stem not in words:
+            missing.add(path)
+        if top == "cancel_flow" and len(parts) == 3 and parts[2].endswith(".py") and parts[2] != "__init__.py":
+            if Path(parts[2]).stem not in words and parts[2] not in words:
+                missing.add(path)
+    assert not missing, f"README layout does not name {sorted(missing)}"
