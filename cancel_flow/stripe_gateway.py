@@ -8,6 +8,7 @@ import time
 import urllib.request
 import uuid
 from datetime import datetime
+from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -56,7 +57,8 @@ def verify_webhook(payload: bytes, signature: str | None, secret: str | None) ->
         data = json.loads(text)
     except ValueError:
         raise WebhookRefused(400, "The body is not a Stripe event.") from None
-    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str):
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str) \
+            or not 0 < len(data["id"]) <= 255 or len(data["type"]) > 128:
         raise WebhookRefused(400, "The body is not a Stripe event.")
     created, body = data.get("created", 0), data.get("data")
     if isinstance(created, bool) or not isinstance(created, int) or not 0 <= created < 2**40:
@@ -66,10 +68,35 @@ def verify_webhook(payload: bytes, signature: str | None, secret: str | None) ->
     return data
 
 
-def _typed(obj: dict, field: str, kind, default=None):
-    value = obj.get(field, default)
-    if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+# What each field of an event may hold before it reaches our records: its JSON type and, for numbers and
+# text, the range our columns (and Stripe's own limits) allow. Anything else is refused with a 400, which
+# Stripe shows in the endpoint's log, instead of failing the request on a value no column can take.
+class Whole(NamedTuple):
+    """A whole number from `low` up to (not including) `high`."""
+    low: int
+    high: int
+
+
+TIMESTAMP = Whole(0, 2**40)          # Unix seconds (as the event's own `created`)
+AMOUNT = Whole(-(2**53), 2**53)      # minor units; Stripe's largest amounts have 8 digits
+COUNT = Whole(0, 2**31)
+
+
+def _typed(obj: dict, field: str, kind, limit: int | None = None):
+    """The field's value if it is None or of `kind` (a type, or TIMESTAMP/AMOUNT/COUNT) within its range,
+    and, for text, at most `limit` characters; else a 400 naming the field."""
+    value = obj.get(field)
+    if value is None:
+        return None
+    if isinstance(kind, Whole):
+        low, high = kind
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value < high:
+            raise WebhookRefused(400, f"The event's field '{field}' must be a whole number from {low} to {high - 1}.")
+        return value
+    if not isinstance(value, kind):
         raise WebhookRefused(400, f"The event's field '{field}' has the wrong type.")
+    if limit is not None and len(value) > limit:
+        raise WebhookRefused(400, f"The event's field '{field}' is longer than {limit} characters.")
     return value
 
 
@@ -80,10 +107,16 @@ def state_from_event(event: dict) -> StripeState | None:
     sub = (event.get("data") or {}).get("object") or {}
     if sub.get("object") != "subscription" or not isinstance(sub.get("id"), str):
         return None
-    for field, kind in (("status", str), ("canceled_at", int), ("cancel_at", int), ("cancellation_details", dict),
-                        ("pause_collection", dict), ("discounts", list)):
-        _typed(sub, field, kind)
+    _typed(sub, "id", str, 255)
+    for field, kind, limit in (("status", str, 32), ("canceled_at", TIMESTAMP, None), ("cancel_at", TIMESTAMP, None),
+                               ("cancellation_details", dict, None), ("pause_collection", dict, None),
+                               ("discounts", list, None)):
+        _typed(sub, field, kind, limit)
     details = sub.get("cancellation_details") or {}
+    # Stripe's feedback and reason are short enumerations; the comment is at most 5,000 characters
+    # (https://docs.stripe.com/api/subscriptions/cancel#cancel_subscription-cancellation_details-comment)
+    for field, limit in (("feedback", 32), ("reason", 64), ("comment", 5000)):
+        _typed(details, field, str, limit)
     if event["type"] == "customer.subscription.deleted" or sub.get("status") in ("canceled", "incomplete_expired"):
         stage = ENDED
     elif sub.get("cancel_at_period_end") or sub.get("cancel_at"):
@@ -108,16 +141,27 @@ def invoice_from_event(event: dict) -> dict | None:
     invoice = (event.get("data") or {}).get("object") or {}
     if invoice.get("object") != "invoice" or not isinstance(invoice.get("id"), str):
         return None
-    for field, kind in (("customer", str), ("status", str), ("currency", str), ("subtotal", int), ("amount_due", int),
-                        ("amount_paid", int), ("created", int), ("attempt_count", int), ("parent", dict),
-                        ("total_discount_amounts", list), ("status_transitions", dict)):
-        _typed(invoice, field, kind)
-    details = ((invoice.get("parent") or {}).get("subscription_details") or {})
-    subscription = details.get("subscription") or invoice.get("subscription")
+    _typed(invoice, "id", str, 255)
+    for field, kind, limit in (("customer", str, 255), ("status", str, 20), ("billing_reason", str, 40),
+                               ("currency", str, 3), ("subtotal", AMOUNT, None), ("amount_due", AMOUNT, None),
+                               ("amount_paid", AMOUNT, None), ("created", TIMESTAMP, None), ("attempt_count", COUNT, None),
+                               ("parent", dict, None), ("subscription", (str, dict), None),
+                               ("total_discount_amounts", list, None), ("status_transitions", dict, None),
+                               ("customer_email", str, 512), ("customer_name", str, 512)):
+        _typed(invoice, field, kind, limit)
+    details = _typed(invoice.get("parent") or {}, "subscription_details", dict) or {}
+    subscription = _typed(details, "subscription", (str, dict)) or invoice.get("subscription")
     if isinstance(subscription, dict):
-        subscription = subscription.get("id")
-    discount = sum(int(d.get("amount") or 0) for d in invoice.get("total_discount_amounts") or [] if isinstance(d, dict))
+        subscription = _typed(subscription, "id", str, 255)
+    elif subscription is not None and len(subscription) > 255:
+        raise WebhookRefused(400, "The event's field 'subscription' is longer than 255 characters.")
+    amounts = invoice.get("total_discount_amounts") or []
+    if len(amounts) > 100 or not all(isinstance(d, dict) for d in amounts):
+        raise WebhookRefused(400, "The event's field 'total_discount_amounts' must be a list of discount amounts.")
+    discount = sum(_typed(d, "amount", AMOUNT) or 0 for d in amounts)
     transitions = invoice.get("status_transitions") or {}
+    for field in ("paid_at", "voided_at"):
+        _typed(transitions, field, TIMESTAMP)
     created = int(event.get("created") or 0)
     return {
         "id": invoice["id"], "customer_id": invoice.get("customer") or "", "subscription_id": subscription,
@@ -127,12 +171,12 @@ def invoice_from_event(event: dict) -> dict | None:
         "amount_paid": int(invoice.get("amount_paid") or 0), "attempt_count": int(invoice.get("attempt_count") or 0),
         "created": from_unix(int(invoice.get("created") or created)),
         "first_failed_at": from_unix(created) if event["type"] == "invoice.payment_failed" else None,
-        "paid_at": from_unix(transitions["paid_at"]) if isinstance(transitions.get("paid_at"), int) else None,
-        "voided_at": from_unix(transitions["voided_at"]) if isinstance(transitions.get("voided_at"), int) else None,
+        "paid_at": from_unix(transitions["paid_at"]) if transitions.get("paid_at") is not None else None,
+        "voided_at": from_unix(transitions["voided_at"]) if transitions.get("voided_at") is not None else None,
         "event_created": created,
         # for the payment.failed / payment.recovered events, not stored
-        "_customer_email": invoice.get("customer_email") if isinstance(invoice.get("customer_email"), str) else None,
-        "_customer_name": invoice.get("customer_name") if isinstance(invoice.get("customer_name"), str) else None,
+        "_customer_email": invoice.get("customer_email"),
+        "_customer_name": invoice.get("customer_name"),
     }
 
 

@@ -72,6 +72,68 @@ def test_unhandled_event_types_are_acknowledged_and_ignored(hooked):
     assert response.status_code == 200 and response.json()["handled"] is False
 
 
+def invoice_event(at: int, **fields) -> dict:
+    created = at
+    invoice = {"id": "in_" + secrets.token_hex(8), "object": "invoice", "customer": "cus_x", "status": "paid",
+               "billing_reason": "subscription_cycle", "currency": "usd", "subtotal": 2900, "amount_due": 2900,
+               "amount_paid": 2900, "created": created, "attempt_count": 1,
+               "parent": {"type": "subscription_details", "subscription_details": {"subscription": "sub_x"}},
+               "total_discount_amounts": [], "status_transitions": {"paid_at": created}}
+    invoice.update(fields)
+    return {"id": "evt_" + secrets.token_hex(8), "object": "event", "type": "invoice.paid", "created": created,
+            "data": {"object": invoice}}
+
+
+BIG = 10**20
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda e: e.update(data=[1, 2]), "data.object"),
+    (lambda e: e.update(created="yesterday"), "created"),
+    (lambda e: e.update(created=BIG), "created"),
+    (lambda e: e["data"]["object"].update(canceled_at=BIG), "canceled_at"),
+    (lambda e: e["data"]["object"].update(cancel_at="soon"), "cancel_at"),
+    (lambda e: e["data"]["object"].update(status=["active"]), "status"),
+    (lambda e: e["data"]["object"].update(cancellation_details={"feedback": {"a": 1}}), "feedback"),
+    (lambda e: e["data"]["object"].update(cancellation_details={"comment": "x" * 5001}), "comment"),
+    (lambda e: e["data"]["object"].update(id="sub_" + "x" * 300), "id"),
+])
+def test_a_signed_subscription_event_with_a_field_out_of_shape_is_a_400_and_stores_nothing(hooked, change, field):
+    body = event("customer.subscription.updated", "sub_x", int(time.time()))
+    good = json.loads(json.dumps(body))
+    change(body)
+    response = post_event(hooked, body)
+    assert response.status_code == 400, response.text
+    assert field in response.json()["error"]["message"]
+    # nothing was stored: the well-formed event with the same id is new, not a duplicate
+    assert post_event(hooked, good).json() == {"received": True, "handled": True, "duplicate": False}
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"created": BIG}, "created"),
+    ({"amount_due": 10**30}, "amount_due"),
+    ({"subtotal": "2900"}, "subtotal"),
+    ({"attempt_count": -1}, "attempt_count"),
+    ({"billing_reason": {"why": "x"}}, "billing_reason"),
+    ({"currency": "usdollars"}, "currency"),
+    ({"status_transitions": {"paid_at": BIG}}, "paid_at"),
+    ({"parent": {"subscription_details": "sub_x"}}, "subscription_details"),
+    ({"parent": {"subscription_details": {"subscription": 7}}}, "subscription"),
+    ({"total_discount_amounts": [{"amount": "abc"}]}, "amount"),
+    ({"total_discount_amounts": ["abc"]}, "total_discount_amounts"),
+    ({"customer_email": 5}, "customer_email"),
+])
+def test_a_signed_invoice_event_with_a_field_out_of_shape_is_a_400_and_stores_nothing(hooked, fields, field):
+    created = int(time.time())
+    body = invoice_event(created, **fields)  # fields may replace the invoice's own `created`
+    good = json.loads(json.dumps(body))
+    good["data"]["object"] = invoice_event(created)["data"]["object"] | {"id": body["data"]["object"]["id"]}
+    response = post_event(hooked, body)
+    assert response.status_code == 400, response.text
+    assert f"'{field}'" in response.json()["error"]["message"]
+    assert post_event(hooked, good).json() == {"received": True, "handled": True, "duplicate": False}
+
+
 def test_cancellation_event_marks_sent_to_portal_canceled_with_stripe_feedback(hooked, sent_to_portal, store):
     sub, nonce = sent_to_portal()
     now = int(time.time())
