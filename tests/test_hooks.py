@@ -190,6 +190,14 @@ def test_deliveries_page_shows_status_answer_and_attempts_and_resends(hooks_clie
     assert "Delivered" in page.text and "Working" in page.text
     missing = hooks_client.post("/dashboard/deliveries/999999/resend", data={"csrf_token": csrf_of(page.text)})
     assert missing.status_code == 400
+    # ids no column holds, and page markers that are not plain ASCII numbers, are a clear 400, never a 500/503
+    for huge in ("9223372036854775808", "99999999999999999999999", "2147483648"):
+        answer = hooks_client.post(f"/dashboard/deliveries/{huge}/resend", data={"csrf_token": csrf_of(page.text)})
+        assert answer.status_code == 400 and "be sent again" in answer.text
+    for before in ("\u00b2", "\u0661\u0662", "99999999999999999", "-1", "0", ""):
+        answer = hooks_client.get("/dashboard/deliveries", params={"before": before})
+        assert answer.status_code == 400 and "The page must be a number." in answer.text, before
+    assert hooks_client.get("/dashboard/deliveries", params={"before": delivery_id}).status_code == 200
 
 
 def test_alerts_section_is_checked_field_by_field():

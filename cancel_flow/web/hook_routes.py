@@ -77,12 +77,19 @@ async def sample(request: Request, query: SampleQuery) -> Samples:
     return Samples.model_validate([sample_event(query.event)])
 
 
+def _row_id(text: str) -> int | None:
+    """A delivery's id as the address gives it: ASCII digits within the id column's range, else None."""
+    if text.isascii() and text.isdigit() and len(text) <= 10 and 0 < int(text) < 2**31:
+        return int(text)
+    return None
+
+
 async def deliveries_page(request: Request) -> Response:
     coach = await signed_in_coach(request)
     if coach is None:
         return to_login()
     before = request.query_params.get("before")
-    if before is not None and (not before.isdigit() or len(before) > 18):
+    if before is not None and _row_id(before) is None:
         raise BadRequest("The page must be a number.")
     engine = request.app.state.store.engine
     rows = await run_in_threadpool(queue.recent_deliveries, engine, PAGE_SIZE, int(before) if before else None)
@@ -105,8 +112,8 @@ async def resend(request: Request) -> Response:
     if coach is None:
         return to_login()
     await read_form(request, csrf_token(request.app.state.settings.secret_key, f"coach|{coach.session_key}"))
-    delivery_id = request.path_params["delivery_id"]
-    new_id = await run_in_threadpool(queue.resend, request.app.state.store.engine, delivery_id)
+    delivery_id = _row_id(str(request.path_params["delivery_id"]))
+    new_id = delivery_id and await run_in_threadpool(queue.resend, request.app.state.store.engine, delivery_id)
     if new_id is None:
         raise BadRequest("That delivery can't be sent again: it, or its webhook endpoint, no longer exists.")
     return RedirectResponse(f"/dashboard/deliveries?resent={new_id}", status_code=303)
