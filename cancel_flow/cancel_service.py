@@ -25,7 +25,7 @@ from cancel_flow.metrics import DECISIONS
 from cancel_flow.models import CancelSession
 from cancel_flow.money import format_day, format_money
 from cancel_flow.offers import REASONS, Offer, OfferBook
-from cancel_flow.store import CLAIM_TIMEOUT, Store
+from cancel_flow.store import CLAIM_FRESH, CLAIM_TIMEOUT, Claim, Store
 from cancel_flow.store.offload import Offloaded
 from cancel_flow.stripe_gateway import StripeGateway, idempotency_key
 
@@ -203,7 +203,7 @@ class CancelService:
         if why is not None:
             current = await self.db.find_session(session.nonce)
             if current is not None and current.outcome != "open":
-                return None  # this link's own decision landed meanwhile (a double submit): show it
+                return self._own_decision(current, offer)
             if recent or facts.has_discount or facts.paused:
                 raise Conflict("An offer is already in place for this subscription, so this one can't be added. "
                                "Your subscription is unchanged.")
@@ -219,15 +219,35 @@ class CancelService:
                 await self.reconcile(other, force=True)
             claim = await self.db.claim_offer(session, offer.id, terms, cooldown)
         if claim.status == "busy" and claim.other_nonce == session.nonce:
-            # A double submit of this page: the first request is applying it; show its result.
-            if await self._wait_for_decision(session):
-                return None
+            current = await self.db.find_session(session.nonce)
+            if current is not None and current.claimed_offer not in (None, offer.id):
+                # Another offer is held on this page: Stripe may have applied it by now (a lost answer).
+                current = await self.reconcile(current, force=True)
+                if current.outcome != "open":
+                    return self._own_decision(current, offer)
+                raise Conflict(f"Your earlier choice, {self._title(current.claimed_offer)}, is still being applied, so "
+                               "this one can't be added. Reload this page in a minute to see it.", title="One moment")
+            # The same choice again: a double submit (another request is applying it), or "Try again" after
+            # an answer that never came. A claim of the last two seconds is a double submit: it may land first.
+            if current is not None and utc_now() - as_utc(current.claimed_at) < CLAIM_FRESH \
+                    and await self._wait_for_decision(session):
+                return self._own_decision(await self.db.find_session(session.nonce), offer)
+            current = await self.db.find_session(session.nonce)
+            if current is None or current.outcome != "open":
+                return self._own_decision(current, offer)
+            if current.claimed_offer != offer.id or _terms_key(_claimed_terms(current)) != _terms_key(terms):
+                raise Conflict("Your earlier choice is still being applied. Reload this page in a minute to see it.",
+                               title="One moment")
+            # The same request again under the same idempotency key: Stripe answers what the first one did if
+            # it ran, 409 while it still runs (retried within the deadline), and runs it if it never arrived
+            # (https://docs.stripe.com/api/idempotent_requests).
+            claim = Claim("claimed", attempt=current.claim_attempt)
         if claim.status == "busy":
             raise Conflict("Your earlier choice is still being applied. Reload this page in a minute to see it.",
                            title="One moment")
         if claim.status != "claimed":
             if claim.other_nonce == session.nonce:
-                return None
+                return self._own_decision(await self.db.find_session(session.nonce), offer)
             raise Conflict("An offer was already accepted for this subscription, so this one can't be added. "
                            "Your subscription is unchanged.")
         key = idempotency_key(session.nonce, offer.id, _terms_key(terms), str(claim.attempt))
@@ -237,11 +257,24 @@ class CancelService:
             if not failure.maybe_applied:
                 await self.db.release_claim(session.id, offer.id)
             else:
-                # Nothing is in flight any more, but Stripe may have applied it: the next try asks
-                # Stripe first (reconcile), then retries with a new idempotency key.
-                await self.db.mark_claim_unsure(session.id, offer.id)
+                # Stripe may have applied it. After Stripe's own answer (a server error) the next try asks Stripe
+                # first (reconcile), then retries with a new idempotency key; when no answer came, the request
+                # may still be running there: the claim is held, and the same choice retries under its key.
+                await self.db.mark_claim_unsure(session.id, offer.id, failure.in_flight)
             raise
         await self._record_saved(session, offer.id, offer.kind, terms, flow.facts_to_json(applied))
+        return None
+
+    def _title(self, offer_id: str | None) -> str:
+        offer = self.offers.find(offer_id or "")
+        return f"“{offer.title}”" if offer else "another offer"
+
+    def _own_decision(self, current: CancelSession | None, offer: Offer) -> None:
+        """This link's own decision landed meanwhile (a double submit): the done page shows it. When the
+        decision was another offer, the subscriber is told that this one was not added."""
+        if current is not None and current.outcome.startswith("saved_") and current.chosen_offer != offer.id:
+            raise Conflict(f"You already accepted {self._title(current.chosen_offer)} on this page, so this one "
+                           "wasn't added. Your subscription is unchanged by this choice.", title="Already accepted")
         return None
 
     async def _wait_for_decision(self, session: CancelSession, seconds: float = 5.0) -> bool:
@@ -429,6 +462,11 @@ def _terms(offer: Offer, promise: billing.Promise, skip: int | None) -> dict:
     elif offer.kind == "free_period":
         terms.update(free_months=offer.months, next_payment_at=promise.trial_end)
     return terms
+
+
+def _claimed_terms(session: CancelSession) -> dict:
+    """The terms written with the session's claim, as `_terms` gives them (for `_terms_key`)."""
+    return {name: getattr(session, name) for name in ("coupon_id", "switch_price", "pause_resumes_at", "next_payment_at")}
 
 
 def _terms_key(terms: dict) -> str:

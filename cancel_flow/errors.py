@@ -52,6 +52,7 @@ class StripeUnavailable(CancelFlowError):
     status_code = 503
     title = "We couldn't do that just now"
     maybe_applied = False  # a write that timed out may still have happened at Stripe
+    in_flight = False  # no answer came at all: the request may still be running at Stripe
 
 
 class SettingsError(Exception):

@@ -180,6 +180,13 @@ def invoice_from_event(event: dict) -> dict | None:
     }
 
 
+def _error_code(error: stripe.StripeError | None) -> str | None:
+    """The `code` of Stripe's error body (the SDK keeps it only for some classes: a 409 is a bare APIError)."""
+    body = getattr(error, "json_body", None)
+    detail = body.get("error") if isinstance(body, dict) else None
+    return detail.get("code") if isinstance(detail, dict) else None
+
+
 def idempotency_key(*parts: str) -> str:
     """The same decision always yields the same key, so a retried write applies once."""
     return "cancel-flow-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:40]
@@ -358,8 +365,13 @@ class StripeGateway:
                   seconds=round(time.monotonic() - started, 3), status=getattr(error, "http_status", None),
                   code=getattr(error, "code", None), request_id=getattr(error, "request_id", None))
         unavailable = StripeBusy(BUSY) if kind == "StripeBusy" else StripeUnavailable(UNREACHABLE)
-        # A timeout or a server error may still have been applied; a refusal (429, 4xx) was not.
+        # A timeout or a server error may still have been applied; a refusal (429, 4xx) was not. A server
+        # error is Stripe's answer (the request is over there); a timeout or a lost connection is not.
         unavailable.maybe_applied = maybe_applied
+        # Stripe's 409 idempotency_key_in_use says the first request under this key still runs there
+        # (https://docs.stripe.com/api/idempotent_requests, https://docs.stripe.com/idempotency).
+        unavailable.in_flight = maybe_applied and (failure == "timeout" or isinstance(failure, stripe.APIConnectionError)
+                                                   or _error_code(error) == "idempotency_key_in_use")
         return unavailable
 
     async def _raw(self, operation: str, method: str, path: str, **params) -> dict:

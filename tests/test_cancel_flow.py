@@ -497,3 +497,31 @@ def test_a_lost_answer_then_another_offer_asks_stripe_first(client, catalogue, l
     after = stripe_client.v1.subscriptions.retrieve(sub.id)
     assert len(after.discounts) == 1 and after.pause_collection is None
     assert store.find_session(_nonce(url)).outcome == "saved_discount"
+
+
+def test_another_offer_while_the_first_may_still_run_at_stripe_is_refused_and_says_so(client, catalogue, link, emulator,
+                                                                                        stripe_client, store):
+    """The discount's request outlives our wait and is still running at Stripe. Choosing the pause on the
+    same page is refused with a page naming the discount (never a pause on top of it); once Stripe has
+    applied the discount, choosing the pause says the discount was already accepted."""
+    stripe_client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
+    sub = catalogue.subscription()
+    url = link(sub)
+    page = give_reason(client, url, "unused")
+    csrf = csrf_of(page.text)
+    emulator.post("/_emulator/faults", json={"method": "POST", "path": f"/v1/subscriptions/{sub.id}",
+                                             "slow_seconds": 5, "count": 1})
+    started = time.monotonic()
+    lost = client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "half-off-3-payments"})
+    assert lost.status_code == 503 and "Continue to cancel" in lost.text
+    assert time.monotonic() - started < 4.5  # the discount is still being applied at Stripe
+    held = client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "pause", "payments": "1"})
+    assert held.status_code == 409, held.text
+    assert "Stay for half price" in held.text and "still being applied" in held.text
+    time.sleep(max(0.0, 5.5 - (time.monotonic() - started)))  # the slow request has now been applied by Stripe
+    told = client.post(f"{url}/accept", data={"csrf_token": csrf, "offer": "pause", "payments": "1"})
+    assert told.status_code == 409 and "already accepted" in told.text and "Stay for half price" in told.text
+    after = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert len(after.discounts) == 1 and after.pause_collection is None
+    assert store.find_session(_nonce(url)).outcome == "saved_discount"
+    assert "50% off" in client.get(f"{url}/done").text

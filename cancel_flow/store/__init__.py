@@ -24,7 +24,12 @@ invoices = InvoiceRecord.__table__
 UNDECIDED = ("open", "deflected")
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
 _MIGRATION_LOCK = 0x63616E63  # PostgreSQL advisory lock id held while migrating
-CLAIM_TIMEOUT = timedelta(seconds=60)
+# A claim whose request gave no answer is held this long before another choice may take it over: the
+# request may still be running at Stripe, and Stripe's own SDK waits 80 s for an answer (stripe-python's
+# default request timeout), so by then it has ended one way or the other.
+CLAIM_TIMEOUT = timedelta(seconds=80)
+# A claim younger than this is taken for a request applying it now (a double submit waits for it).
+CLAIM_FRESH = timedelta(seconds=2)
 # Built once: every page view of a link runs it.
 _SESSION_BY_NONCE = sa.select(sessions).where(sessions.c.nonce == sa.bindparam("nonce"))
 
@@ -249,11 +254,14 @@ class Store:
                 **terms).returning(sessions.c.claim_attempt)).scalar_one()
             return Claim("claimed", attempt=attempt)
 
-    def mark_claim_unsure(self, session_id: int, offer_id: str) -> None:
-        """The request applying this claim ended without knowing whether Stripe applied it: the claim is
-        made stale at once, so the next try asks Stripe instead of waiting out the timeout."""
+    def mark_claim_unsure(self, session_id: int, offer_id: str, in_flight: bool) -> None:
+        """The request applying this claim ended without knowing whether Stripe applied it. When Stripe
+        answered (a server error), the claim is made stale at once, so the next try asks Stripe instead of
+        waiting; when no answer came, the request may still be running there, and the claim is held for
+        CLAIM_TIMEOUT from now, after which asking Stripe tells the truth (and no longer taken for a request
+        running in one of our workers, CLAIM_FRESH)."""
         self._update(session_id, [sessions.c.claimed_offer == offer_id, sessions.c.outcome == "open"],
-                     claimed_at=utc_now() - CLAIM_TIMEOUT - timedelta(seconds=1))
+                     claimed_at=utc_now() - (CLAIM_FRESH if in_flight else CLAIM_TIMEOUT + timedelta(seconds=1)))
 
     def release_claim(self, session_id: int, offer_id: str) -> None:
         self._update(session_id, [sessions.c.claimed_offer == offer_id, sessions.c.outcome == "open"],
