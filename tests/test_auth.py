@@ -245,7 +245,13 @@ def test_removed_coach_is_signed_out_at_once_and_cannot_sign_in(cli_env, monkeyp
     assert signed_in_page(browser).status_code == 303
     assert sign_in(browser).status_code == 401
     assert run_cli(["coach", "remove", EMAIL], monkeypatch) == 1
+    # A new coach may get the removed one's id (SQLite reuses it): the old cookie still opens nothing.
+    removed_cookie = dict(browser.cookies)
+    assert run_cli(["coach", "add", "new-coach@example.com", "--password-stdin"], monkeypatch, PASSWORD + "\n") == 0
     assert run_cli(["coach", "add", EMAIL, "--password-stdin"], monkeypatch, PASSWORD + "\n") == 0
+    stranger = client_at(OFFICE)
+    stranger.cookies.update(removed_cookie)
+    assert signed_in_page(stranger).status_code == 303
     browser.cookies.clear()
     assert sign_in(browser).status_code == 303
 

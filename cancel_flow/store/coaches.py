@@ -1,5 +1,6 @@
 """Coach accounts, their session generations, and the login throttle's counters."""
 
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -39,11 +40,13 @@ class CoachStore:
         self._count_failure = window_counter(engine, attempts, "failures")
 
     def add(self, email: str, password_hash: str) -> bool:
-        """False when a coach with that email exists already."""
+        """False when a coach with that email exists already. The session generation starts at a random
+        number, so a cookie of a removed coach whose id SQLite gives to a new one does not match it."""
         try:
             with self.engine.begin() as connection:
                 connection.execute(sa.insert(coaches).values(email=email, password_hash=password_hash,
-                                                             created_at=utc_now()))
+                                                             created_at=utc_now(),
+                                                             session_generation=secrets.randbelow(2**30)))
         except sa.exc.IntegrityError:
             return False
         return True

@@ -70,11 +70,12 @@ async def current_coach(request: Request) -> SignedInCoach:
         raise NotSignedIn
     try:
         data = _serializer(request.app.state.settings.secret_key).loads(raw, max_age=SESSION_MAX_AGE)
-        coach_id, generation, session_key = int(data["c"]), int(data["g"]), str(data["k"])
+        coach_id, email, generation, session_key = int(data["c"]), str(data["e"]), int(data["g"]), str(data["k"])
     except (BadSignature, KeyError, TypeError, ValueError):
         raise NotSignedIn from None
     coach = await run_in_threadpool(request.app.state.coaches.get, coach_id)
-    if coach is None or coach.session_generation != generation:
+    # The email too: SQLite gives a removed coach's id to the next one added.
+    if coach is None or coach.session_generation != generation or coach.email != email:
         raise NotSignedIn
     return SignedInCoach(coach.id, coach.email, session_key)
 
@@ -120,7 +121,7 @@ def _cookie_options(request: Request) -> dict:
 
 def sign_in(request: Request, response: Response, coach) -> None:
     value = _serializer(request.app.state.settings.secret_key).dumps(
-        {"c": coach.id, "g": coach.session_generation, "k": secrets.token_urlsafe(16)})
+        {"c": coach.id, "e": coach.email, "g": coach.session_generation, "k": secrets.token_urlsafe(16)})
     response.set_cookie(SESSION_COOKIE, value, max_age=SESSION_MAX_AGE, **_cookie_options(request))
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/dashboard")
 
