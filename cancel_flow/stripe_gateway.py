@@ -345,8 +345,11 @@ class StripeGateway:
                 STRIPE_CALLS.labels(operation, "none").inc()
                 return result
             pause = min(RETRY_MAX, RETRY_FIRST * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)
-            if not (retry and callable(request) and attempts <= settings.stripe_max_network_retries
-                    and clock() + pause + MIN_ATTEMPT < deadline):
+            # A 429 (Stripe's rate limit, or a lock on the object) asks to try again later: it is retried
+            # while the deadline allows, whatever STRIPE_MAX_NETWORK_RETRIES says of lost connections and 5xx
+            # (https://docs.stripe.com/rate-limits#handling-limiting-gracefully).
+            budgeted = isinstance(failure, stripe.RateLimitError) or attempts <= settings.stripe_max_network_retries
+            if not (retry and callable(request) and budgeted and clock() + pause + MIN_ATTEMPT < deadline):
                 reason = "rate_limited" if isinstance(failure, stripe.RateLimitError) else \
                     "deadline" if clock() + MIN_ATTEMPT >= deadline else "failed"
                 raise self._failed(operation, reason, failure, started, attempts, maybe_applied)

@@ -31,8 +31,8 @@ HYPOTHESIS = hypothesis_settings(max_examples=60, deadline=None, database=None,
 
 @pytest.fixture
 def impatient(make_client):
-    """The app with a 1-second Stripe timeout and one retry, as the fault tests need."""
-    return make_client(stripe_timeout=1, stripe_max_network_retries=1)
+    """The app with a 1-second Stripe timeout, one retry and a 2.5-second deadline, as the fault tests need."""
+    return make_client(stripe_timeout=1, stripe_max_network_retries=1, stripe_deadline=2.5)
 
 
 def opened(client, catalogue, signer, reason: str | None = "too_expensive"):
@@ -46,7 +46,10 @@ def opened(client, catalogue, signer, reason: str | None = "too_expensive"):
 
 
 def inject(emulator, method: str, path: str, fault: dict) -> None:
-    emulator.post("/_emulator/faults", json={"method": method, "path": path, "count": 2, **fault}).raise_for_status()
+    """Failures for every attempt the app makes: the one retry of a 5xx or a hang, and a 429 (retried until the
+    deadline) until the test clears the faults."""
+    count = 100 if fault.get("status") == 429 else 2
+    emulator.post("/_emulator/faults", json={"method": method, "path": path, "count": count, **fault}).raise_for_status()
 
 
 def wait_quiet(emulator, fault: dict) -> None:

@@ -103,6 +103,23 @@ def test_a_single_429_is_retried_after_a_short_back_off(client, catalogue, signe
     assert store.find_session(signer.read_cancel(token).nonce).outcome == "saved_pause"
 
 
+def test_several_429s_are_retried_while_the_deadline_allows_whatever_the_network_retries(client, catalogue, signer,
+                                                                                       emulator):
+    """The client allows one network retry (STRIPE_MAX_NETWORK_RETRIES=1); four 429s in a row are still
+    waited out with a growing back-off, within the 8-second deadline, and the page opens."""
+    sub = catalogue.subscription()
+    token, _ = signer.cancel_token(sub.customer, sub.id)
+    emulator.post("/_emulator/faults", json={"method": "GET", "path": "/v1/subscriptions/*", "status": 429,
+                                             "code": "rate_limit", "count": 4}).raise_for_status()
+    since = time.time()
+    page = client.get(f"/cancel/{token}")
+    assert page.status_code == 200
+    reads = requests_to(emulator, "GET", f"/v1/subscriptions/{sub.id}", since)
+    assert len(reads) == 5
+    gaps = [later - earlier for earlier, later in zip(reads, reads[1:])]
+    assert gaps[-1] > gaps[0] and reads[-1] - reads[0] < 8
+
+
 def test_a_429_storm_fails_fast_with_the_busy_page(make_client, catalogue, signer, emulator, stripe_client, store, caplog):
     client = make_client(stripe_deadline=1.5, stripe_max_network_retries=10)
     sub, url, csrf, nonce = opened(client, catalogue, signer)
