@@ -25,6 +25,7 @@ from cancel_flow.metrics import DECISIONS
 from cancel_flow.models import CancelSession
 from cancel_flow.money import format_day, format_money
 from cancel_flow.offers import REASONS, Offer, OfferBook
+from cancel_flow.recent_answers import RecentAnswers
 from cancel_flow.store import CLAIM_FRESH, CLAIM_TIMEOUT, Claim, Store
 from cancel_flow.store.offload import Offloaded
 from cancel_flow.stripe_gateway import StripeGateway, idempotency_key
@@ -63,10 +64,16 @@ class Card:
     choices: list[tuple[int, billing.Promise]]
 
 
+REUSE_SECONDS = 5  # a portal URL or a first read, shared by reloads of one link
+ENDED_SECONDS = 600  # an ended subscription's link answers from memory this long
+
+
 class CancelService:
     def __init__(self, store: Store, gateway: StripeGateway, offers: OfferBook, signer: LinkSigner,
-                 quick_store: Store | None = None):
+                 quick_store: Store | None = None, recent: RecentAnswers | None = None):
         self.store, self.gateway, self.offers, self.signer = store, gateway, offers, signer
+        # reloads of a link whose subscription has ended (no session is opened for it) don't read Stripe again
+        self.recent = recent or RecentAnswers(REUSE_SECONDS)
         # a query that would wait on a lock or a slow database runs off the event loop (store/offload.py)
         self.db = Offloaded(store, threads=DATABASE_THREADS, quick=quick_store)
 
@@ -77,15 +84,24 @@ class CancelService:
         session = await self.db.find_session(link.nonce)
         if session is not None:
             return Visit(link, await self.reconcile(session) if reconcile else session)
+        # Simultaneous first views of one link share one read; an ended subscription stays ended
+        # (https://docs.stripe.com/api/subscriptions/object#subscription_object-status: incomplete_expired "is a
+        # terminal status"; https://docs.stripe.com/billing/subscriptions/cancel: a canceled subscription can't
+        # be reactivated), so reloads of its link reuse the answer for ENDED_SECONDS.
+        facts = await self.recent.get(("link", link.nonce), lambda: self._first_read(link),
+                                      keep_for=lambda facts: ENDED_SECONDS if facts.status in flow.ENDED_STATUSES else None)
+        if facts.status not in flow.LIVE_STATUSES:
+            return Visit(link, None, already_canceled=True)
+        return Visit(link, await self.db.open_session(_session_values(link, facts)))
+
+    async def _first_read(self, link: CancelLink) -> SubscriptionFacts:
         try:
             facts = await self.gateway.read_subscription(link.subscription)
         except NotFound:
             raise InvalidLink("This link points to a subscription that no longer exists.") from None
         if facts.customer_id != link.customer:
             raise InvalidLink("This link is not valid. Ask for a new one.")
-        if facts.status not in flow.LIVE_STATUSES:
-            return Visit(link, None, already_canceled=True)
-        return Visit(link, await self.db.open_session(_session_values(link, facts)))
+        return facts
 
     async def open_session(self, token: str) -> tuple[CancelLink, CancelSession]:
         visit = await self.visit(token)

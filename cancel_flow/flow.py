@@ -10,6 +10,7 @@ from cancel_flow.offers import Offer, OfferBook
 from cancel_flow.targeting import Subject, first_failed
 
 LIVE_STATUSES = ("active", "trialing", "past_due")
+ENDED_STATUSES = ("canceled", "incomplete_expired")  # terminal: a subscription never leaves them
 
 
 @dataclass(frozen=True)

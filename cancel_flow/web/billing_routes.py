@@ -1,4 +1,5 @@
-"""`/billing/{token}`: a fresh Stripe portal session on every click (portal URLs expire; never stored)."""
+"""`/billing/{token}`: a fresh Stripe portal session on every click (portal URLs expire: one is reused only by
+reloads of the same link within a few seconds, from memory, never stored)."""
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -16,7 +17,11 @@ async def billing(request: Request) -> Response:
     settings = request.app.state.settings
     # after the card update the portal returns to our page, which pays the open invoice at once
     flow_data = card_update_flow(settings.base_url, request.path_params["token"]) if flow else None
-    url = await request.app.state.gateway.portal_url(link.customer, return_url=settings.return_url, flow_data=flow_data)
+    # Reloads within a few seconds (and simultaneous ones) get the session just made: one link holder
+    # can't spend the deployment's Stripe budget, and the URL is still fresh.
+    url = await request.app.state.cancel_service.recent.get(
+        ("billing", link.customer, request.path_params["token"], flow or ""),
+        lambda: request.app.state.gateway.portal_url(link.customer, return_url=settings.return_url, flow_data=flow_data))
     return RedirectResponse(url, status_code=303)
 
 
