@@ -218,6 +218,8 @@ class CancelService:
         why = flow.why_not(offer, facts, now, reason=None, accepted_offer_recently=recent, prices=prices)
         if why is not None:
             current = await self.db.find_session(session.nonce)
+            if current is not None and current.outcome == "open" and current.claimed_offer:
+                current = await self.reconcile(current, force=True)  # a lost answer Stripe did apply: say so
             if current is not None and current.outcome != "open":
                 return self._own_decision(current, offer)
             if recent or facts.has_discount or facts.paused:
@@ -228,7 +230,7 @@ class CancelService:
         if promise is None:
             raise Conflict("This offer is no longer available. Nothing was changed.", title="Offer no longer available")
         terms = _terms(offer, promise, skip)
-        claim = await self.db.claim_offer(session, offer.id, terms, cooldown)
+        claim, resending = await self.db.claim_offer(session, offer.id, terms, cooldown), False
         if claim.status == "stale":
             other = await self.db.find_session(claim.other_nonce)
             if other is not None:
@@ -256,8 +258,11 @@ class CancelService:
                                title="One moment")
             # The same request again under the same idempotency key: Stripe answers what the first one did if
             # it ran, 409 while it still runs (retried within the deadline), and runs it if it never arrived
-            # (https://docs.stripe.com/api/idempotent_requests).
-            claim = Claim("claimed", attempt=current.claim_attempt)
+            # (https://docs.stripe.com/api/idempotent_requests). The claim is held anew while it runs.
+            if not await self.db.renew_claim(session.id, offer.id, current.claim_attempt):
+                raise Conflict("Your earlier choice is still being applied. Reload this page in a minute to see it.",
+                               title="One moment")
+            claim, resending = Claim("claimed", attempt=current.claim_attempt), True
         if claim.status == "busy":
             raise Conflict("Your earlier choice is still being applied. Reload this page in a minute to see it.",
                            title="One moment")
@@ -270,7 +275,10 @@ class CancelService:
         try:
             applied = await self._apply(offer, session, facts, promise, key)
         except StripeUnavailable as failure:
-            if not failure.maybe_applied:
+            if resending:
+                # whatever this try met, the first request under this key may still be running at Stripe
+                await self.db.mark_claim_unsure(session.id, offer.id, in_flight=True)
+            elif not failure.maybe_applied:
                 await self.db.release_claim(session.id, offer.id)
             else:
                 # Stripe may have applied it. After Stripe's own answer (a server error) the next try asks Stripe

@@ -44,17 +44,19 @@ class RecentAnswers:
                   keep_for: Callable[[T], float | None] | None = None) -> T:
         """The kept answer for `key`, the one on its way, or a new one from `fetch`, kept for `keep_for(answer)`
         seconds (None: only shared with the requests waiting for it; default: `seconds`)."""
-        answer = self.kept(key)
-        if answer is not None:
-            return answer
-        coming = self._coming.get(key)
-        if coming is not None:
+        while True:
+            answer = self.kept(key)
+            if answer is not None:
+                return answer
+            coming = self._coming.get(key)
+            if coming is None:
+                break
             try:
                 return await asyncio.shield(coming)
             except asyncio.CancelledError:
-                if not coming.cancelled():
+                if not coming.cancelled() or asyncio.current_task().cancelling():
                     raise  # this request itself was cancelled
-                # the request fetching it was cancelled (its client left): ask again below
+                # the request fetching it was cancelled (its client left): look again
         coming = asyncio.get_running_loop().create_future()
         self._coming[key] = coming
         try:

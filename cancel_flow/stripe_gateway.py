@@ -61,7 +61,7 @@ def verify_webhook(payload: bytes, signature: str | None, secret: str | None) ->
             or not 0 < len(data["id"]) <= 255 or len(data["type"]) > 128:
         raise WebhookRefused(400, "The body is not a Stripe event.")
     created, body = data.get("created", 0), data.get("data")
-    if isinstance(created, bool) or not isinstance(created, int) or not 0 <= created < 2**40:
+    if isinstance(created, bool) or not isinstance(created, int) or not TIMESTAMP.low <= created < TIMESTAMP.high:
         raise WebhookRefused(400, "The event's 'created' must be a Unix timestamp.")
     if not isinstance(body, dict) or not isinstance(body.get("object", {}), dict):
         raise WebhookRefused(400, "The event's 'data.object' must be an object.")
@@ -77,8 +77,8 @@ class Whole(NamedTuple):
     high: int
 
 
-TIMESTAMP = Whole(0, 2**40)          # Unix seconds (as the event's own `created`)
-AMOUNT = Whole(-(2**53), 2**53)      # minor units; Stripe's largest amounts have 8 digits
+TIMESTAMP = Whole(0, 253402300800)  # Unix seconds up to the end of 9999, the last year Python's dates hold
+AMOUNT = Whole(-(2**53), 2**53)      # minor units; far above any amount Stripe allows
 COUNT = Whole(0, 2**31)
 
 
@@ -178,6 +178,21 @@ def invoice_from_event(event: dict) -> dict | None:
         "_customer_email": invoice.get("customer_email"),
         "_customer_name": invoice.get("customer_name"),
     }
+
+
+def _still_running(error: stripe.StripeError, before: bool) -> bool:
+    """Whether an earlier attempt of this request may still be running at Stripe after this answer. No answer
+    at all (a lost connection), Stripe's 409 idempotency_key_in_use ("another in-progress request using this
+    Idempotent Key", https://docs.stripe.com/api/idempotent_requests) or a gateway's 502/503/504 without
+    Stripe's error body say it may; a 429 says nothing of earlier attempts; Stripe's own answer under the
+    key (a 5xx or 4xx with its error body) says the request is over."""
+    if isinstance(error, stripe.APIConnectionError) or _error_code(error) == "idempotency_key_in_use":
+        return True
+    if isinstance(error, stripe.RateLimitError):
+        return before
+    if (error.http_status or 0) in (502, 503, 504) and not isinstance(getattr(error, "json_body", None), dict):
+        return True
+    return False
 
 
 def _error_code(error: stripe.StripeError | None) -> str | None:
@@ -309,14 +324,14 @@ class StripeGateway:
         settings, clock = self.settings, time.monotonic
         started = clock()
         deadline = started + settings.stripe_deadline
-        attempts, maybe_applied, failure = 0, False, None
+        attempts, maybe_applied, failure, in_flight = 0, False, None, False
         while True:
             wait = self.budget.reserve(deadline - clock() - MIN_ATTEMPT)
             if wait is None:
                 if not callable(request):
                     request.close()
                 raise self._failed(operation, "rate_limited" if isinstance(failure, stripe.RateLimitError) else "budget",
-                                   failure, started, attempts, maybe_applied)
+                                   failure, started, attempts, maybe_applied, in_flight)
             while wait > 0:
                 due = clock() + wait
                 await asyncio.sleep(wait)
@@ -324,7 +339,7 @@ class StripeGateway:
                 # together with the next places' ones; it takes a new place instead.
                 wait = self.budget.reserve(deadline - clock() - MIN_ATTEMPT) if clock() - due > LATE else 0
                 if wait is None:
-                    raise self._failed(operation, "budget", failure, started, attempts, maybe_applied)
+                    raise self._failed(operation, "budget", failure, started, attempts, maybe_applied, in_flight)
             if callable(request):
                 attempt, limit = request(), min(settings.stripe_timeout, deadline - clock())
             else:
@@ -339,8 +354,9 @@ class StripeGateway:
             except stripe.StripeError as error:
                 failure, retry = error, _retryable(error)
                 maybe_applied = maybe_applied or not isinstance(error, REFUSALS)
+                in_flight = _still_running(error, in_flight)
             except TimeoutError:
-                failure, retry, maybe_applied = "timeout", True, True
+                failure, retry, maybe_applied, in_flight = "timeout", True, True, True
             else:
                 STRIPE_CALLS.labels(operation, "none").inc()
                 return result
@@ -352,12 +368,12 @@ class StripeGateway:
             if not (retry and callable(request) and budgeted and clock() + pause + MIN_ATTEMPT < deadline):
                 reason = "rate_limited" if isinstance(failure, stripe.RateLimitError) else \
                     "deadline" if clock() + MIN_ATTEMPT >= deadline else "failed"
-                raise self._failed(operation, reason, failure, started, attempts, maybe_applied)
+                raise self._failed(operation, reason, failure, started, attempts, maybe_applied, in_flight)
             await asyncio.sleep(pause)
 
     @staticmethod
     def _failed(operation: str, reason: str, failure, started: float, attempts: int,
-                maybe_applied: bool) -> StripeUnavailable:
+                maybe_applied: bool, in_flight: bool = False) -> StripeUnavailable:
         """The error a failed call ends in, logged as one line: busy (our budget, or Stripe's 429, had no room
         in time) or unavailable; `maybe_applied` when an attempt may have reached Stripe and been applied."""
         error = failure if isinstance(failure, stripe.StripeError) else None
@@ -366,15 +382,11 @@ class StripeGateway:
         log_event("stripe.busy" if kind == "StripeBusy" else "stripe.call_failed", level=30, operation=operation,
                   reason=reason, error=type(error).__name__ if error else failure, attempts=attempts,
                   seconds=round(time.monotonic() - started, 3), status=getattr(error, "http_status", None),
-                  code=getattr(error, "code", None), request_id=getattr(error, "request_id", None))
+                  code=getattr(error, "code", None) or _error_code(error), request_id=getattr(error, "request_id", None))
         unavailable = StripeBusy(BUSY) if kind == "StripeBusy" else StripeUnavailable(UNREACHABLE)
-        # A timeout or a server error may still have been applied; a refusal (429, 4xx) was not. A server
-        # error is Stripe's answer (the request is over there); a timeout or a lost connection is not.
+        # A timeout or a server error may still have been applied; a refusal (429, 4xx) was not.
         unavailable.maybe_applied = maybe_applied
-        # Stripe's 409 idempotency_key_in_use says the first request under this key still runs there
-        # (https://docs.stripe.com/api/idempotent_requests, https://docs.stripe.com/idempotency).
-        unavailable.in_flight = maybe_applied and (failure == "timeout" or isinstance(failure, stripe.APIConnectionError)
-                                                   or _error_code(error) == "idempotency_key_in_use")
+        unavailable.in_flight = maybe_applied and in_flight
         return unavailable
 
     async def _raw(self, operation: str, method: str, path: str, **params) -> dict:

@@ -111,3 +111,25 @@ def test_a_failure_is_never_kept_and_waiters_share_the_one_answer():
     answers, again = asyncio.run(scenario())
     assert calls == ["fail", "fail", "slow"]
     assert answers == ["https://portal/1"] * 5 and again == "https://portal/1"
+
+
+def test_when_the_request_fetching_is_cancelled_one_waiter_fetches_for_the_rest():
+    from cancel_flow.recent_answers import RecentAnswers
+
+    recent, calls = RecentAnswers(seconds=5), []
+
+    async def slow():
+        calls.append("fetch")
+        await asyncio.sleep(0.05)
+        return "https://portal/2"
+
+    async def scenario():
+        first = asyncio.create_task(recent.get("k", slow))
+        await asyncio.sleep(0.01)
+        waiters = [asyncio.create_task(recent.get("k", slow)) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        first.cancel()  # its client left
+        return await asyncio.gather(*waiters)
+
+    assert asyncio.run(scenario()) == ["https://portal/2"] * 5
+    assert calls == ["fetch", "fetch"]

@@ -85,6 +85,7 @@ def invoice_event(at: int, **fields) -> dict:
 
 
 BIG = 10**20
+AFTER_9999 = 253402300800  # the first second no Python date holds
 
 
 @pytest.mark.parametrize("change, field", [
@@ -92,6 +93,8 @@ BIG = 10**20
     (lambda e: e.update(created="yesterday"), "created"),
     (lambda e: e.update(created=BIG), "created"),
     (lambda e: e["data"]["object"].update(canceled_at=BIG), "canceled_at"),
+    (lambda e: e["data"]["object"].update(canceled_at=AFTER_9999), "canceled_at"),
+    (lambda e: e.update(created=AFTER_9999), "created"),
     (lambda e: e["data"]["object"].update(cancel_at="soon"), "cancel_at"),
     (lambda e: e["data"]["object"].update(status=["active"]), "status"),
     (lambda e: e["data"]["object"].update(cancellation_details={"feedback": {"a": 1}}), "feedback"),
@@ -117,6 +120,7 @@ def test_a_signed_subscription_event_with_a_field_out_of_shape_is_a_400_and_stor
     ({"billing_reason": {"why": "x"}}, "billing_reason"),
     ({"currency": "usdollars"}, "currency"),
     ({"status_transitions": {"paid_at": BIG}}, "paid_at"),
+    ({"status_transitions": {"voided_at": AFTER_9999}}, "voided_at"),
     ({"parent": {"subscription_details": "sub_x"}}, "subscription_details"),
     ({"parent": {"subscription_details": {"subscription": 7}}}, "subscription"),
     ({"total_discount_amounts": [{"amount": "abc"}]}, "amount"),

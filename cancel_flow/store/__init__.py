@@ -24,9 +24,10 @@ invoices = InvoiceRecord.__table__
 UNDECIDED = ("open", "deflected")
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
 _MIGRATION_LOCK = 0x63616E63  # PostgreSQL advisory lock id held while migrating
-# A claim whose request gave no answer is held this long before another choice may take it over: the
-# request may still be running at Stripe, and Stripe's own SDK waits 80 s for an answer (stripe-python's
-# default request timeout), so by then it has ended one way or the other.
+# A claim whose request gave no answer is held this long before another choice may take it over (asking
+# Stripe first): the request may still be running at Stripe. Stripe doesn't say how long a request can run
+# there; its own SDK waits 80 s for an answer (stripe-python's default request timeout), ten times our
+# STRIPE_DEADLINE, and the hold is that long.
 CLAIM_TIMEOUT = timedelta(seconds=80)
 # A claim younger than this is taken for a request applying it now (a double submit waits for it).
 CLAIM_FRESH = timedelta(seconds=2)
@@ -258,10 +259,18 @@ class Store:
         """The request applying this claim ended without knowing whether Stripe applied it. When Stripe
         answered (a server error), the claim is made stale at once, so the next try asks Stripe instead of
         waiting; when no answer came, the request may still be running there, and the claim is held for
-        CLAIM_TIMEOUT from now, after which asking Stripe tells the truth (and no longer taken for a request
-        running in one of our workers, CLAIM_FRESH)."""
+        CLAIM_TIMEOUT (less CLAIM_FRESH, so that it is no longer taken for a request running in one of our
+        workers) from now."""
         self._update(session_id, [sessions.c.claimed_offer == offer_id, sessions.c.outcome == "open"],
                      claimed_at=utc_now() - (CLAIM_FRESH if in_flight else CLAIM_TIMEOUT + timedelta(seconds=1)))
+
+    def renew_claim(self, session_id: int, offer_id: str, attempt: int) -> bool:
+        """The held claim is sent to Stripe again under its own key: it is held anew from now. False when the
+        claim changed meanwhile (decided, released, or claimed again by another request)."""
+        with self.engine.begin() as connection:
+            return connection.execute(sa.update(sessions).where(
+                sessions.c.id == session_id, sessions.c.outcome == "open", sessions.c.claimed_offer == offer_id,
+                sessions.c.claim_attempt == attempt).values(claimed_at=utc_now())).rowcount == 1
 
     def release_claim(self, session_id: int, offer_id: str) -> None:
         self._update(session_id, [sessions.c.claimed_offer == offer_id, sessions.c.outcome == "open"],
