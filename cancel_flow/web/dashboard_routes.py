@@ -22,7 +22,7 @@ from cancel_flow.store.stats import PAGE_SIZE, DateRange, day_start
 from cancel_flow.web import charts
 from cancel_flow.web.coach_auth import (LOGIN_CSRF_COOKIE, SignInBusy, TooManyAttempts, check_credentials, sign_in,
                                         sign_out, signed_in_coach, to_login)
-from cancel_flow.web.dates import EARLIEST, check_range, parse_day
+from cancel_flow.web.dates import EARLIEST, check_range, parse_day, whole_number
 from cancel_flow.web.pages import csrf_token, read_form, render, render_with_token
 
 PRESETS = (7, 30, 90)
@@ -73,10 +73,10 @@ class Filters:
                 raise BadRequest("The range must be 7, 30 or 90 days.")
             self.preset = int(preset)
             first, last = parse_day_range(None, None, self.preset)
-        page = query.get("page") or "1"
-        if not (page.isascii() and page.isdigit() and len(page) <= 6 and 1 <= int(page) <= 100_000):
+        page = whole_number(query.get("page") or "1", 1, 100_000)
+        if page is None:
             raise BadRequest("The page must be a number from 1 to 100000.")
-        self.page = int(page)
+        self.page = page
         self.first, self.last = first, last
         self.period = DateRange(day_start(first), day_start(last + timedelta(days=1)))
         self.outcome = query.get("outcome") or None

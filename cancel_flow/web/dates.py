@@ -1,4 +1,5 @@
-"""The one rule for dates a user types into a range (the dashboard, its CSV and charts, `/api/stats`).
+"""The one rule for dates a user types into a range (the dashboard, its CSV and charts, `/api/stats`), and
+for the page numbers and row ids in the dashboard's addresses (`whole_number`).
 
 Only `YYYY-MM-DD` in ASCII digits, between EARLIEST and LATEST, the start not after the end, and a
 span of at most MAX_SPAN_DAYS: anything else is a `BadDates` (a 400 page; the API answers 422 JSON),
@@ -13,6 +14,14 @@ EARLIEST = date(2000, 1, 1)
 LATEST = date(2100, 12, 31)
 MAX_SPAN_DAYS = 3660  # ten years and their leap days
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def whole_number(text: str, low: int, high: int) -> int | None:
+    """`text` as a whole number from `low` to `high` written in ASCII digits only (not "²", "٣" or "-1"), else
+    None; too many digits are refused before they are converted."""
+    if text.isascii() and text.isdigit() and len(text) <= len(str(high)) and low <= int(text) <= high:
+        return int(text)
+    return None
 
 
 class BadDates(BadRequest):

@@ -16,6 +16,7 @@ from cancel_flow.outbox import queue
 from cancel_flow.outbox.endpoints import add_endpoint, list_endpoints, remove_endpoint
 from cancel_flow.web.api_models import Answer, Body, Query
 from cancel_flow.web.coach_auth import signed_in_coach, to_login
+from cancel_flow.web.dates import whole_number
 from cancel_flow.web.openapi import ApiError, ApiRoute
 from cancel_flow.web.pages import csrf_token, read_form, render
 
@@ -78,10 +79,8 @@ async def sample(request: Request, query: SampleQuery) -> Samples:
 
 
 def _row_id(text: str) -> int | None:
-    """A delivery's id as the address gives it: ASCII digits within the id column's range, else None."""
-    if text.isascii() and text.isdigit() and len(text) <= 10 and 0 < int(text) < 2**31:
-        return int(text)
-    return None
+    """A delivery's id as the address gives it, within the id column's range (a 32-bit integer)."""
+    return whole_number(text, 1, 2**31 - 1)
 
 
 async def deliveries_page(request: Request) -> Response:
