@@ -72,7 +72,7 @@ class CancelService:
     def __init__(self, store: Store, gateway: StripeGateway, offers: OfferBook, signer: LinkSigner,
                  quick_store: Store | None = None, recent: RecentAnswers | None = None):
         self.store, self.gateway, self.offers, self.signer = store, gateway, offers, signer
-        # reloads of a link whose subscription has ended (no session is opened for it) don't read Stripe again
+        # first reads shared by simultaneous views of one link; an ended subscription's answer kept (see visit)
         self.recent = recent or RecentAnswers(REUSE_SECONDS)
         # a query that would wait on a lock or a slow database runs off the event loop (store/offload.py)
         self.db = Offloaded(store, threads=DATABASE_THREADS, quick=quick_store)
@@ -237,35 +237,12 @@ class CancelService:
                 await self.reconcile(other, force=True)
             claim = await self.db.claim_offer(session, offer.id, terms, cooldown)
         if claim.status == "busy" and claim.other_nonce == session.nonce:
-            current = await self.db.find_session(session.nonce)
-            if current is not None and current.claimed_offer not in (None, offer.id):
-                # Another offer is held on this page: Stripe may have applied it by now (a lost answer).
-                current = await self.reconcile(current, force=True)
-                if current.outcome != "open":
-                    return self._own_decision(current, offer)
-                raise Conflict(f"Your earlier choice, {self._title(current.claimed_offer)}, is still being applied, so "
-                               "this one can't be added. Reload this page in a minute to see it.", title="One moment")
-            # The same choice again: a double submit (another request is applying it), or "Try again" after
-            # an answer that never came. A claim of the last two seconds is a double submit: it may land first.
-            if current is not None and utc_now() - as_utc(current.claimed_at) < CLAIM_FRESH \
-                    and await self._wait_for_decision(session):
+            claim = await self._same_page_claim(session, offer, terms)
+            if claim is None:
                 return self._own_decision(await self.db.find_session(session.nonce), offer)
-            current = await self.db.find_session(session.nonce)
-            if current is None or current.outcome != "open":
-                return self._own_decision(current, offer)
-            if current.claimed_offer != offer.id or _terms_key(_claimed_terms(current)) != _terms_key(terms):
-                raise Conflict("Your earlier choice is still being applied. Reload this page in a minute to see it.",
-                               title="One moment")
-            # The same request again under the same idempotency key: Stripe answers what the first one did if
-            # it ran, 409 while it still runs (retried within the deadline), and runs it if it never arrived
-            # (https://docs.stripe.com/api/idempotent_requests). The claim is held anew while it runs.
-            if not await self.db.renew_claim(session.id, offer.id, current.claim_attempt):
-                raise Conflict("Your earlier choice is still being applied. Reload this page in a minute to see it.",
-                               title="One moment")
-            claim, resending = Claim("claimed", attempt=current.claim_attempt), True
+            resending = True
         if claim.status == "busy":
-            raise Conflict("Your earlier choice is still being applied. Reload this page in a minute to see it.",
-                           title="One moment")
+            raise _still_applying()
         if claim.status != "claimed":
             if claim.other_nonce == session.nonce:
                 return self._own_decision(await self.db.find_session(session.nonce), offer)
@@ -288,6 +265,32 @@ class CancelService:
             raise
         await self._record_saved(session, offer.id, offer.kind, terms, flow.facts_to_json(applied))
         return None
+
+    async def _same_page_claim(self, session: CancelSession, offer: Offer, terms: dict) -> Claim | None:
+        """This page's own claim is held: a double submit (another request is applying it), "Try again" after an
+        answer that never came, or another offer meanwhile. Returns the claim to send again under its own
+        idempotency key, or None when this page's decision has landed (for `_own_decision` to show)."""
+        current = await self.db.find_session(session.nonce)
+        if current is not None and current.outcome == "open" and current.claimed_offer not in (None, offer.id):
+            # Another offer is held on this page: Stripe may have applied it by now (a lost answer).
+            current = await self.reconcile(current, force=True)
+            if current.outcome == "open":
+                raise _still_applying(f"Your earlier choice, {self._title(current.claimed_offer)}, is still being "
+                                      "applied, so this one can't be added.")
+        # A claim of the last two seconds is a double submit: its request may land first.
+        if current is not None and current.outcome == "open" and utc_now() - as_utc(current.claimed_at) < CLAIM_FRESH \
+                and await self._wait_for_decision(session):
+            current = await self.db.find_session(session.nonce)
+        if current is None or current.outcome != "open":
+            return None
+        if current.claimed_offer != offer.id or _terms_key(_claimed_terms(current)) != _terms_key(terms):
+            raise _still_applying()
+        # The same request again under the same idempotency key: Stripe answers what the first one did if it
+        # ran, 409 while it still runs (retried within the deadline), and runs it if it never arrived
+        # (https://docs.stripe.com/api/idempotent_requests). The claim is held anew while it runs.
+        if not await self.db.renew_claim(session.id, offer.id, current.claim_attempt):
+            raise _still_applying()
+        return Claim("claimed", attempt=current.claim_attempt)
 
     def _title(self, offer_id: str | None) -> str:
         offer = self.offers.find(offer_id or "")
@@ -486,6 +489,10 @@ def _terms(offer: Offer, promise: billing.Promise, skip: int | None) -> dict:
     elif offer.kind == "free_period":
         terms.update(free_months=offer.months, next_payment_at=promise.trial_end)
     return terms
+
+
+def _still_applying(first: str = "Your earlier choice is still being applied.") -> Conflict:
+    return Conflict(f"{first} Reload this page in a minute to see it.", title="One moment")
 
 
 def _claimed_terms(session: CancelSession) -> dict:

@@ -18,13 +18,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from cancel_flow.cancel_service import CancelService
+from cancel_flow.cancel_service import REUSE_SECONDS, CancelService
 from cancel_flow.errors import CancelFlowError
 from cancel_flow.links import LinkSigner
 from cancel_flow.logs import log_event
 from cancel_flow.mailer import Mailer
 from cancel_flow.metrics import exposition
 from cancel_flow.offers import OfferBook, load_offers
+from cancel_flow.recent_answers import RecentAnswers
 from cancel_flow.settings import Settings, load_settings
 from cancel_flow.store import Store, make_engine, make_quick_engine
 from cancel_flow.store.api_keys import ApiKeyStore, LinkRequestStore
@@ -220,7 +221,10 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
     async def lifespan(app: Starlette):
         gateway = StripeGateway(settings)
         app.state.gateway = gateway
-        app.state.cancel_service = CancelService(store, gateway, offers, signer, quick_store=quick_store)
+        # Stripe's answers of the last seconds, per worker, for reloads of one link (billing and cancel links)
+        app.state.recent_answers = RecentAnswers(REUSE_SECONDS)
+        app.state.cancel_service = CancelService(store, gateway, offers, signer, quick_store=quick_store,
+                                                 recent=app.state.recent_answers)
         sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every, app.state.coaches, app.state.link_requests)) \
             if sweep_every else None
         # Outgoing webhooks, alerts and emails: any worker delivers what is due (see cancel_flow/outbox).

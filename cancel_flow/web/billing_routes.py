@@ -19,7 +19,7 @@ async def billing(request: Request) -> Response:
     flow_data = card_update_flow(settings.base_url, request.path_params["token"]) if flow else None
     # Reloads within a few seconds (and simultaneous ones) get the session just made: one link holder
     # can't spend the deployment's Stripe budget, and the URL is still fresh.
-    url = await request.app.state.cancel_service.recent.get(
+    url = await request.app.state.recent_answers.get(
         ("billing", link.customer, request.path_params["token"], flow or ""),
         lambda: request.app.state.gateway.portal_url(link.customer, return_url=settings.return_url, flow_data=flow_data))
     return RedirectResponse(url, status_code=303)
