@@ -291,7 +291,8 @@ def history(store):
 class Served:
     """`cancel-flow serve` in a child process, as an operator runs it."""
 
-    def __init__(self, database_url: str, emulator_url: str, *extra: str, workers: int = 1, webhook_secret: str = WHSEC):
+    def __init__(self, database_url: str, emulator_url: str, *extra: str, workers: int = 1, webhook_secret: str = WHSEC,
+                 wait: bool = True):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_FLOW_", "STRIPE_", "PROMETHEUS_"))}
@@ -303,7 +304,8 @@ class Served:
             env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
-        wait_for(f"{self.url}/healthz", timeout=60)
+        if wait:
+            wait_for(f"{self.url}/healthz", timeout=60)
 
     def _read(self):
         for line in self.process.stderr:

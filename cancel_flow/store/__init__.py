@@ -1,5 +1,6 @@
 """Every database query. Decisions are single conditional UPDATEs, so concurrent requests decide once."""
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,8 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy.engine import Engine
 
 from cancel_flow.clock import as_utc, utc_now
+from cancel_flow.errors import CancelFlowError
+from cancel_flow.logs import log_event
 from cancel_flow.flow import DEFLECTION_DELAY, SessionView, StripeState, state_changes
 from cancel_flow.models import OFFER_OUTCOMES, CancelSession, InvoiceRecord, SessionOffer, StripeEvent
 
@@ -78,6 +81,40 @@ def alembic_config(engine: Engine) -> AlembicConfig:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
     return config
+
+
+# `serve` waits this long for a database server that doesn't answer yet (containers start together: the
+# database may still be starting, or not even resolvable), retrying with back-off, then stops with one line.
+DATABASE_WAIT = 60
+_RETRY_DELAYS = (0.5, 1, 2, 3, 5)
+
+
+def wait_for_database(engine: Engine, timeout: float = DATABASE_WAIT, *, sleep=time.sleep) -> None:
+    """Return once the database accepts a connection; log `database.waiting` before each retry and give
+    up with CancelFlowError after `timeout` seconds. A SQLite file has nothing to wait for."""
+    if engine.dialect.name == "sqlite":
+        return
+    where = engine.url.render_as_string(hide_password=True)
+    started, attempt = time.monotonic(), 0
+    while True:
+        attempt += 1
+        try:
+            with engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+        except sa.exc.OperationalError as error:
+            reason = (str(error.orig).strip().splitlines() or [type(error.orig).__name__])[0]
+            left = timeout - (time.monotonic() - started)
+            if left <= 0:
+                raise CancelFlowError(f"the database at {where} did not answer within {timeout:g} s: {reason}") from None
+            delay = min(_RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS)) - 1], left)
+            log_event("database.waiting", level=30, database=where, attempt=attempt, reason=reason,
+                      retry_in_s=delay, gives_up_in_s=round(left))
+            sleep(delay)
+        else:
+            if attempt > 1:
+                log_event("database.ready", database=where, attempts=attempt,
+                          waited_s=round(time.monotonic() - started, 1))
+            return
 
 
 def migrate(engine: Engine) -> None:
