@@ -66,3 +66,17 @@ screenshots: install browser
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# requirements.txt: the container image's dependencies, pinned with their hashes for Python 3.11 and newer on
+# every platform, resolved from pyproject.toml (plus setuptools, which builds the package in the image).
+# Run `make lock` after changing the dependencies: tests/test_requirements.py fails until then.
+UV_VERSION := 0.13.9
+.PHONY: lock
+lock:
+	@test -x .cache/uv/bin/uv || (python3 -m venv .cache/uv && .cache/uv/bin/pip install --quiet uv==$(UV_VERSION))
+	{ echo "# The container image's dependencies, pinned with their hashes (Containerfile). Made by \`make lock\` from"; \
+	  echo "# pyproject.toml; setuptools only builds the package and is removed from the image after."; \
+	  python3 -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' | \
+	  UV_NATIVE_TLS=1 .cache/uv/bin/uv pip compile pyproject.toml - --universal --python-version 3.11 \
+	    --generate-hashes --no-header --quiet; } > requirements.txt.new
+	mv requirements.txt.new requirements.txt
