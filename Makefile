@@ -67,6 +67,16 @@ screenshots: install browser
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
 
+# The container image built and run with compose.yaml for real (tests/image/run.py): podman with runc and
+# netavark, podman-compose and debootstrap from Debian's packages, installed here when missing. Needs root;
+# keeps its Debian base in .cache/image/ and podman's store; leaves no container running. .ci/run calls it.
+IMAGE_TOOLS := podman runc netavark aardvark-dns podman-compose debootstrap
+.PHONY: test-image
+test-image: install
+	@dpkg -s $(IMAGE_TOOLS) >/dev/null 2>&1 || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(IMAGE_TOOLS) >/dev/null)
+	$(PY) tests/image/run.py
+
 # requirements.txt: the container image's dependencies, pinned with their hashes for Python 3.11 and newer on
 # every platform, resolved from pyproject.toml (plus setuptools, which builds the package in the image).
 # Run `make lock` after changing the dependencies: tests/test_requirements.py fails until then.
