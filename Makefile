@@ -68,9 +68,10 @@ clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
 
 # The container image built and run with compose.yaml for real (tests/image/run.py): podman with runc and
-# netavark, podman-compose and debootstrap from Debian's packages, installed here when missing. Needs root;
-# keeps its Debian base in .cache/image/ and podman's store; leaves no container running. .ci/run calls it.
-IMAGE_TOOLS := podman runc netavark aardvark-dns podman-compose debootstrap
+# netavark (which needs iptables), podman-compose and debootstrap from Debian's packages, installed here when
+# missing. Needs root; keeps its Debian base in .cache/image/ and podman's store; leaves no container running.
+# .ci/run calls it after `make test`.
+IMAGE_TOOLS := podman runc netavark aardvark-dns iptables podman-compose debootstrap
 .PHONY: test-image
 test-image: install
 	@dpkg -s $(IMAGE_TOOLS) >/dev/null 2>&1 || (apt-get update -qq && \

@@ -444,6 +444,8 @@ def main() -> int:
     except (Failed, subprocess.TimeoutExpired, httpx.HTTPError, stripe.StripeError) as error:
         failure = error
         for service in ("app", "db", "stripe"):
+            if podman("container", "exists", container(service), check=False).returncode:
+                continue
             text = logs(service).strip()
             if text:
                 print(f"--- last lines of {service}'s log:\n" + "\n".join(text.splitlines()[-25:]), file=sys.stderr)
