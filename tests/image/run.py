@@ -9,7 +9,7 @@ No image registry is reachable where this runs, so:
 4. compose.yaml runs with compose.test.yaml over it (those images, and the Stripe emulator from the same image
    as a third service); the checks: the image's user, command, health check and contents, /healthz, /readyz,
    the migration, `stripe setup` and one cancel link through to the Stripe portal against the emulator, and
-   the app waiting for a database that is down when it starts;
+   the app waiting for a database that is down when it starts (and stopping at once on SIGTERM meanwhile);
 5. every container, network and volume it made is removed, whatever happened; podman runs no daemon.
 
 Podman comes from Debian's packages (the Makefile installs it) with runc, netavark and a containers.conf of
@@ -383,6 +383,14 @@ def check_stack(settings: dict[str, str], app_url: str, stripe_url: str) -> None
     line = events("app", "database.waiting")[-1]
     expect(line["database"] == "postgresql+psycopg://cancel_flow:***@db:5432/cancel_flow" and line["gives_up_in_s"] > 0,
            "the app waits for the database, one database.waiting line per try (password hidden)", json.dumps(line))
+    began = time.monotonic()
+    podman("stop", "--time", "30", container("app"), log="stop-app")
+    took = time.monotonic() - began
+    expect(took < 10, "while it waits, the app stops at once on SIGTERM (as the container's first process)",
+           f"podman stop took {took:.0f} s")
+    waiting_before = len(events("app", "database.waiting"))
+    podman("start", container("app"), log="start-app")
+    wait_until("a database.waiting line", lambda: len(events("app", "database.waiting")) > waiting_before, timeout=60)
     podman("start", container("db"), log="start-db")
     wait_until("a database.ready line", lambda: len(events("app", "database.ready")) > ready_before, timeout=90)
     wait_until("/readyz after the wait", answers(f"{app_url}/readyz"), timeout=90)
@@ -450,6 +458,9 @@ def main() -> int:
             if text:
                 print(f"--- last lines of {service}'s log:\n" + "\n".join(text.splitlines()[-25:]), file=sys.stderr)
     finally:
+        for service in ("app", "db", "stripe"):  # kept for a look afterwards
+            if podman("container", "exists", container(service), check=False).returncode == 0:
+                (LOGS / f"{service}.log").write_text(logs(service))
         say("removing the containers, network and volume …")
         left = tear_down()
     if left:
