@@ -15,8 +15,8 @@ from sqlalchemy.engine import Engine
 
 from cancel_flow.clock import as_utc, utc_now
 from cancel_flow.errors import CancelFlowError
-from cancel_flow.logs import log_event
 from cancel_flow.flow import DEFLECTION_DELAY, SessionView, StripeState, state_changes
+from cancel_flow.logs import log_event
 from cancel_flow.models import OFFER_OUTCOMES, CancelSession, InvoiceRecord, SessionOffer, StripeEvent
 
 sessions = CancelSession.__table__
