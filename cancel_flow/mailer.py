@@ -4,6 +4,7 @@ import smtplib
 import sys
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 from cancel_flow.logs import log_event
@@ -23,8 +24,15 @@ class MailNotConfigured(Exception):
 
 
 class Mailer:
-    def __init__(self, settings: Settings, sender: str):
-        self.settings, self.sender = settings, sender
+    """`sender` is an address, or a function giving the current one (the brand's support email can change
+    while the service runs)."""
+
+    def __init__(self, settings: Settings, sender: str | Callable[[], str]):
+        self.settings, self._sender = settings, sender
+
+    @property
+    def sender(self) -> str:
+        return self._sender() if callable(self._sender) else self._sender
 
     @property
     def can_send(self) -> bool:

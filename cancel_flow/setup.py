@@ -1,12 +1,12 @@
 """`cancel-flow stripe setup`: coupons, portal configuration and webhook endpoint, safe to run again."""
 
-from cancel_flow.offers import load_offers
+from cancel_flow.config.live import read_live
 from cancel_flow.settings import Settings
 from cancel_flow.stripe_gateway import StripeGateway, StripeSetup
 
 
 async def run_stripe_setup(settings: Settings, recreate_webhook: bool = False) -> list[str]:
-    offers = load_offers(settings.offers_path)
+    offers = read_live(settings)
     gateway = StripeGateway(settings)
     lines = []
     try:

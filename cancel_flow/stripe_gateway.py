@@ -19,7 +19,7 @@ from cancel_flow.errors import NotFound, PortalRefused, StripeUnavailable
 from cancel_flow.flow import ACTIVE, ENDED, SCHEDULED, PriceLine, StripeState, SubscriptionFacts, TargetPrice, facts_of
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import STRIPE_CALLS
-from cancel_flow.offers import Offer
+from cancel_flow.config.schema import Offer
 from cancel_flow.settings import Settings
 from cancel_flow.stripe_budget import StripeBudget, StripeBusy
 

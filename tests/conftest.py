@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 from bench.harness import free_port, wait_for
 from cancel_flow.links import LinkSigner
 from cancel_flow.models import CancelSession, SessionOffer, SQLModel
-from cancel_flow.offers import load_offers
+from tests.helpers import load_config
 from cancel_flow.settings import Settings
 from cancel_flow.store import Store, make_engine, migrate
 from tests.helpers import stopped_afterwards
@@ -226,7 +226,7 @@ def catalogue(stripe_client):
 
 @pytest.fixture
 def offers():
-    return load_offers(ROOT / "offers.toml")
+    return load_config(ROOT / "offers.toml")
 
 
 os.environ.setdefault("CANCEL_FLOW_ENV", "development")

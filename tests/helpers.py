@@ -60,3 +60,10 @@ def stopped_afterwards(make, stop=lambda made: made.stop()):
     finally:
         for each in made:
             stop(each)
+
+
+def load_config(path):
+    """The Configuration an offers file holds (the one validator, as at first start)."""
+    from cancel_flow.config.toml import read_configuration_file
+
+    return read_configuration_file(path)[1]

@@ -17,7 +17,9 @@ from freezegun import freeze_time
 
 from cancel_flow.clock import add_months, from_unix
 from cancel_flow.emails import records
-from cancel_flow.emails.config import EmailSchedule, parse_emails
+from cancel_flow.config.live import LiveConfiguration
+from cancel_flow.config.schema import EmailSchedule
+from cancel_flow.config.validate import validate_emails
 from cancel_flow.emails.run import run_pass
 from cancel_flow.emails.sending import GuardedDispatcher
 from cancel_flow.errors import SettingsError
@@ -63,9 +65,9 @@ class Billing:
     def run(self, at: datetime | None = None, schedule: EmailSchedule | None = None, **options):
         offers = replace(self.offers, emails=schedule) if schedule else self.offers
         if at is None:
-            return run_pass(self.engine, self.settings, offers, scan=True, **options)[0]
+            return run_pass(self.engine, self.settings, LiveConfiguration.fixed(offers), scan=True, **options)[0]
         with freeze_time(at, real_asyncio=True):
-            return run_pass(self.engine, self.settings, offers, scan=True, **options)[0]
+            return run_pass(self.engine, self.settings, LiveConfiguration.fixed(offers), scan=True, **options)[0]
 
     def invoice_record(self, invoice_id: str):
         with self.engine.connect() as connection:
@@ -212,7 +214,7 @@ def test_two_workers_at_one_frozen_time_send_each_email_once(billing, inbox):
     def worker(n: int):
         dispatcher = GuardedDispatcher(billing.engine, billing.settings, sender="coach@example.com", worker=f"worker-{n}")
         try:
-            results.append(run_pass(billing.engine, billing.settings, billing.offers, scan=True, dispatcher=dispatcher)[0])
+            results.append(run_pass(billing.engine, billing.settings, LiveConfiguration.fixed(billing.offers), scan=True, dispatcher=dispatcher)[0])
         except Exception as error:
             errors.append(error)
         finally:
@@ -388,19 +390,16 @@ def _sessions(engine):
 
 def test_each_kind_can_be_turned_off(billing, inbox):
     sub, invoice_id, first = billing.failing_renewal(datetime.now(timezone.utc) - DAY)
-    off = parse_emails({"failed_payment_days": [], "renewal_reminder_days_before": 0, "discount_ending_days_before": 0,
-                        "confirmations": False}, lambda where, message: pytest.fail(message))
+    off = validate_emails({"failed_payment_days": [], "renewal_reminder_days_before": 0, "discount_ending_days_before": 0,
+                           "confirmations": False})
     assert not any(off.sends(kind) for kind in ("payment_failed", "renewal_reminder", "discount_ending", "offer_accepted"))
     assert billing.run(first + HOUR, off) == {}
     assert inbox.messages == [] and billing.emails() == []
 
 
 def test_the_emails_section_is_checked_with_clear_messages():
-    def fail(where, message):
-        raise SettingsError(f"{where}: {message}")
-
-    assert parse_emails({}, fail) == EmailSchedule((0, 3, 7), 30, ("year",), 7, True)
-    assert parse_emails({"failed_payment_days": [7, 0, 3], "renewal_reminder_intervals": ["year", "month"]}, fail) \
+    assert validate_emails({}) == EmailSchedule((0, 3, 7), 30, ("year",), 7, True)
+    assert validate_emails({"failed_payment_days": [7, 0, 3], "renewal_reminder_intervals": ["year", "month"]}) \
         == EmailSchedule((0, 3, 7), 30, ("year", "month"), 7, True)
     for raw, words in [({"failed_payment_days": [0, -1]}, "failed_payment_days"), ({"failed_payment_days": "0,3"}, "[0, 3, 7]"),
                        ({"failed_payment_days": [3, 3]}, "each day once"), ({"renewal_reminder_days_before": 400}, "0 to 365"),
@@ -408,7 +407,7 @@ def test_the_emails_section_is_checked_with_clear_messages():
                        ({"confirmations": "yes"}, "true or false"), ({"reminders": 3}, "unknown field 'reminders'"),
                        ({"discount_ending_days_before": True}, "whole number")]:
         with pytest.raises(SettingsError, match=re.escape(words)):
-            parse_emails(raw, fail)
+            validate_emails(raw)
 
 
 def test_card_update_and_unsubscribe_pages_refuse_bad_links(billing):
@@ -473,7 +472,7 @@ def test_the_demo_declines_a_renewal_and_the_email_goes_out(billing, inbox):
     from cancel_flow.emails.run import demo_failed_payment
 
     out = io.StringIO()
-    customer = demo_failed_payment(billing.settings, billing.offers, out=out)
+    customer = demo_failed_payment(billing.settings, LiveConfiguration.fixed(billing.offers), out=out)
     assert customer and "the card declines" in out.getvalue() and "Update my card" in out.getvalue()
     [notice] = inbox.messages
     assert notice["To"] == "riley@example.com" and "Hi Riley Brooks," in text_of(notice)

@@ -15,7 +15,8 @@ from freezegun import freeze_time
 from standardwebhooks.webhooks import Webhook
 
 from cancel_flow.errors import BadRequest
-from cancel_flow.hooks import Alerts, is_test_mode, session_data
+from cancel_flow.config.schema import Alerts
+from cancel_flow.hooks import is_test_mode, session_data
 from cancel_flow.models import CancelSession, OutboxDelivery, OutboxEvent, WebhookEndpoint
 from cancel_flow.outbox import Dispatcher, dispatch_periodically, emit, enqueue_email
 from cancel_flow.outbox.endpoints import add_endpoint

@@ -8,6 +8,7 @@ import smtplib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -48,20 +49,29 @@ class Dispatcher:
     """Any number of dispatchers (threads, workers, replicas) can share one database."""
 
     def __init__(self, engine: Engine, settings: Settings, *, notify_email: str | None = None,
-                 sender: str | None = None, worker: str | None = None, concurrency: int = BATCH,
+                 sender: str | Callable[[], str] | None = None, worker: str | None = None, concurrency: int = BATCH,
                  lease: timedelta = LEASE):
-        self.engine, self.settings, self.notify_email = engine, settings, notify_email
+        self.engine, self.settings, self._notify_email, self.live = engine, settings, notify_email, None
         self.mailer = Mailer(settings, sender or f"no-reply@{urlsplit(settings.base_url).hostname}")
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
         self.concurrency, self.lease = concurrency, lease
         self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
-    def for_offers(cls, engine: Engine, settings: Settings, offers, **options) -> "Dispatcher":
-        """Coach notices go to `[alerts] email`, else the brand's support email; mail comes from the latter."""
-        support = offers.brand.support_email
-        return cls(engine, settings, notify_email=getattr(getattr(offers, "alerts", None), "email", None) or support,
-                   sender=support, **options)
+    def for_config(cls, engine: Engine, settings: Settings, live, **options) -> "Dispatcher":
+        """Coach notices go to `[alerts] email`, else the brand's support email; mail comes from the latter,
+        as the live configuration (`live`, a LiveConfiguration) says at the time of sending."""
+        fallback = f"no-reply@{urlsplit(settings.base_url).hostname}"
+        dispatcher = cls(engine, settings, sender=lambda: live.current().brand.support_email or fallback, **options)
+        dispatcher.live = live
+        return dispatcher
+
+    @property
+    def notify_email(self) -> str | None:
+        if self.live is None:
+            return self._notify_email
+        config = self.live.current()
+        return config.alerts.email or config.brand.support_email
 
     def close(self, wait: bool = True) -> None:
         if self._pool is not None:

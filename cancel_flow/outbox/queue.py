@@ -10,7 +10,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from cancel_flow.clock import as_utc, utc_now
-from cancel_flow.hooks import EVENTS, Alerts, email_message, event_body, new_event_id, slack_message
+from cancel_flow.config.schema import Alerts
+from cancel_flow.hooks import EVENTS, email_message, event_body, new_event_id, slack_message
 from cancel_flow.models import OutboxDelivery, OutboxEvent, WebhookEndpoint
 
 deliveries = OutboxDelivery.__table__

@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from cancel_flow.emails import records
 from cancel_flow.emails.compose import TEMPLATES as EMAIL_TEMPLATES
-from cancel_flow.emails.config import UNSUBSCRIBABLE
+from cancel_flow.emails.kinds import UNSUBSCRIBABLE
 from cancel_flow.emails.tokens import read_unsubscribe
 from cancel_flow.errors import BadRequest
 from cancel_flow.logs import log_event
@@ -32,7 +32,7 @@ def card_update_flow(base_url: str, token: str) -> dict:
 
 def _page(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
     state = request.app.state
-    html = environment.get_template(template).render(brand=state.offers.brand, return_url=state.settings.return_url,
+    html = environment.get_template(template).render(brand=state.config.current().brand, return_url=state.settings.return_url,
                                                      **context)
     return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
 
@@ -97,7 +97,7 @@ async def unsubscribe(request: Request) -> Response:
         return _page(request, "unsubscribed.html", title="You're back on the list", subscribed=True,
                      message=f"You'll get {words} again.", button=f"Stop {words}", action=f"/emails/unsubscribe/{token}")
     return _page(request, "unsubscribed.html", title="You won't get these emails any more", subscribed=False,
-                 message=f"You won't get {words} from {request.app.state.offers.brand.name} any more. Emails about "
+                 message=f"You won't get {words} from {request.app.state.config.current().brand.name} any more. Emails about "
                          "a failed payment still reach you, as they concern your account.",
                  button=f"Keep getting {words}", action=f"/emails/unsubscribe/{token}")
 

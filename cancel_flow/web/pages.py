@@ -11,7 +11,7 @@ from starlette.responses import HTMLResponse, Response
 
 from cancel_flow.errors import BadRequest
 from cancel_flow.money import format_day, format_money, interval_words
-from cancel_flow.offers import REASONS
+from cancel_flow.reasons import REASONS
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_FIELD = 10_000
@@ -30,7 +30,7 @@ environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/e
 
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
     state = request.app.state
-    html = environment.get_template(template).render(brand=state.offers.brand, return_url=state.settings.return_url,
+    html = environment.get_template(template).render(brand=state.config.current().brand, return_url=state.settings.return_url,
                                                      request_path=request.scope["path"], **context)
     return HTMLResponse(html, status_code=status_code)
 

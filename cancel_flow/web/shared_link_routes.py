@@ -67,8 +67,9 @@ async def _find_and_send(state, email: str) -> None:
     if not links:
         log_event("shared_link.no_customer")
         return
-    context = {"brand": state.offers.brand, "links": links, "name": None}
-    message = Message(to=email, subject=f"Your {state.offers.brand.name} subscription links",
+    brand = state.config.current().brand
+    context = {"brand": brand, "links": links, "name": None}
+    message = Message(to=email, subject=f"Your {brand.name} subscription links",
                       text=environment.get_template("mail_links.txt").render(**context),
                       html=environment.get_template("mail_links.html").render(**context))
     try:
