@@ -42,29 +42,37 @@ class LiveConfiguration:
         self._version: int | None = None
         self._origin: Origin | None = None
         self._offer_history: tuple[int | None, dict[str, Offer]] = (None, {})
+        self._seed: tuple[dict, Path] | None = None  # the file's document, while the database can't take it
 
     @classmethod
     def start(cls, versions: ConfigVersions, offers_file: Path) -> "LiveConfiguration":
         """Seed version 1 from `offers_file` when the database has none, then load the live version."""
         live = cls(versions, offers_file.resolve().parent)
         try:
-            latest = versions.latest_number()
+            if versions.latest_number() is None:
+                live._seed = (live._read_seed(offers_file), offers_file.resolve())
+            if live.refresh():
+                return live
         except sa.exc.SQLAlchemyError as error:
             if isinstance(error, (sa.exc.OperationalError, sa.exc.ProgrammingError)) and "config_version" in str(error):
                 raise SettingsError("The database is not migrated to this version of cancel-flow: "
                                     "run `cancel-flow migrate` (serve does it on start).") from None
-            raise
-        if latest is None:
-            document = read_toml_file(offers_file)
-            try:
-                validate(document, live.base)
-            except InvalidConfig as refused:
-                raise refused.from_source(str(offers_file)) from None
-            if versions.seed(document, saved_by="cancel-flow", note=f"first start: from {offers_file.resolve()}"):
-                log_event("config.seeded", file=str(offers_file.resolve()))
-        if not live.refresh():
-            raise SettingsError("no valid configuration is saved: see the log line config.invalid_version")
-        return live
+            # Unreachable, read-only or locked: serve the file's configuration meanwhile (/readyz says
+            # what is wrong), and take the saved one as soon as the database answers.
+            log_event("config.database_unavailable", level=30, error=type(error).__name__)
+            document = live._seed[0] if live._seed else live._read_seed(offers_file)
+            live._seed = live._seed or (document, offers_file.resolve())
+            live._current = validate(document, live.base)
+            return live
+        raise SettingsError("no valid configuration is saved: see the log line config.invalid_version")
+
+    def _read_seed(self, offers_file: Path) -> dict:
+        document = read_toml_file(offers_file)
+        try:
+            validate(document, self.base)
+        except InvalidConfig as refused:
+            raise refused.from_source(str(offers_file)) from None
+        return document
 
     @classmethod
     def fixed(cls, configuration: Configuration) -> "LiveConfiguration":
@@ -93,8 +101,14 @@ class LiveConfiguration:
         if self.versions is None:
             return self._current is not None
         number = self.versions.latest_number()
+        if number is None and self._seed is not None:
+            document, source = self._seed
+            if self.versions.seed(document, saved_by="cancel-flow", note=f"first start: from {source}"):
+                log_event("config.seeded", file=str(source))
+            number = self.versions.latest_number()
         if number is None:
             return self._current is not None
+        self._seed = None
         if number == self._version:
             return True
         saved = self.versions.get(number)
