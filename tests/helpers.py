@@ -77,6 +77,8 @@ class Receiver:
         self._lock = threading.Lock()
         self._in_flight: Counter = Counter()
         self.most_in_flight_per_id = 0
+        self.most_in_flight = 0  # requests being answered at once, whatever their id
+        self.began = 0  # requests received, answered or not
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -84,20 +86,25 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 message_id = self.headers.get("webhook-id")
                 with receiver._lock:
+                    receiver.began += 1
                     receiver._in_flight[message_id] += 1
                     receiver.most_in_flight_per_id = max(receiver.most_in_flight_per_id, receiver._in_flight[message_id])
+                    receiver.most_in_flight = max(receiver.most_in_flight, sum(receiver._in_flight.values()))
                 if receiver.delay:
                     time.sleep(receiver.delay)  # a slow receiver, so overlapping deliveries would show
                 with receiver._lock:
                     receiver._in_flight[message_id] -= 1
                     receiver.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
                                               "at": datetime.now(timezone.utc)})
-                self.send_response(receiver.status)
-                for name, value in receiver.answer_headers.items():
-                    self.send_header(name, value)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                try:
+                    self.send_response(receiver.status)
+                    for name, value in receiver.answer_headers.items():
+                        self.send_header(name, value)
+                    self.send_header("content-length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:
+                    pass  # the sender gave up waiting (a hanging receiver)
                 receiver.arrived.set()
 
             def log_message(self, *args):

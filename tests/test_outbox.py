@@ -6,6 +6,7 @@ import json
 import secrets
 import threading
 import time
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -260,13 +261,15 @@ def test_private_and_loopback_addresses_are_refused_without_the_setting(engine, 
     for url in ("ftp://example.com/", "https://user:pw@example.com/", "file:///etc/passwd", "https:///nohost"):
         with pytest.raises(BadRequest):
             add_endpoint(engine, url, [], source="api", allow_private=False)
-    # A name that passed when it was added but resolves to a loopback address when sending (DNS rebinding).
+    # A name that passed when it was added but resolves to a loopback address when sending (DNS rebinding):
+    # refused, and failed at once (no retry can change it) instead of retried for three days.
     add_endpoint(engine, f"http://localhost:{port}/", [], source="cli", allow_private=True)
     emit_now(engine)
     dispatchers(settings=replace(outbox_settings, allow_private_urls=False)).run_due()
     assert receiver.requests == []
     [row] = rows(engine)
-    assert row.status == "pending" and "private, loopback or link-local" in row.last_error
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert row.last_error.startswith("Refused: localhost is a private, loopback or link-local address")
     with pytest.raises(DeliveryRefused):
         post(f"http://localhost:{port}/", b"{}", {}, allow_private=False)
 
@@ -326,6 +329,48 @@ def test_the_background_sender_delivers_within_seconds(engine, receivers, dispat
     event_id, arrived, elapsed = asyncio.run(scenario())
     assert arrived and receiver.ids() == [event_id]
     assert elapsed < 3
+
+
+def test_two_hanging_receivers_hold_up_only_their_own_deliveries(engine, receivers, dispatchers):
+    from cancel_flow.outbox.dispatcher import PER_ENDPOINT
+
+    hanging = [receivers(delay=30), receivers(delay=30)]  # take the request, never answer in time
+    healthy = receivers()
+    ids = {add_endpoint(engine, receiver.url, [], source="cli", allow_private=True).id: receiver
+           for receiver in (*hanging, healthy)}
+    dispatcher = dispatchers(timeout=3)
+    in_flight = Counter()  # the most deliveries in flight to each endpoint at once, as the outbox records them
+
+    def sample():
+        with engine.connect() as connection:
+            for endpoint_id, count in connection.execute(
+                    sa.select(deliveries.c.endpoint_id, sa.func.count()).where(deliveries.c.status == "delivering")
+                    .group_by(deliveries.c.endpoint_id)):
+                in_flight[endpoint_id] = max(in_flight[endpoint_id], count)
+
+    async def scenario():
+        sender = asyncio.create_task(dispatch_periodically(dispatcher, every=0.5))
+        written = {}
+        for _ in range(20):  # an event every 50 ms, each to all three receivers
+            event_id = await asyncio.to_thread(emit_now, engine)
+            written[event_id] = datetime.now(timezone.utc)
+            await asyncio.to_thread(sample)
+            await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 15
+        while len(healthy.requests) < len(written) and time.monotonic() < deadline:
+            await asyncio.to_thread(sample)
+            await asyncio.sleep(0.05)
+        sender.cancel()
+        return written
+
+    written = asyncio.run(scenario())
+    assert sorted(healthy.ids()) == sorted(written)
+    waits = sorted((request["at"] - written[request["headers"]["webhook-id"]]).total_seconds()
+                   for request in healthy.requests)
+    assert waits[-1] <= 2, waits  # not one waited for a hanging receiver's 3-second timeout
+    for endpoint_id, receiver in ids.items():
+        if receiver is not healthy:  # the hanging ones: a few at once, the rest queued behind them
+            assert in_flight[endpoint_id] == PER_ENDPOINT and receiver.began < len(written)
 
 
 def test_slack_and_email_alerts_say_who_what_plan_reason_comment_and_link(engine, receivers, dispatchers,
