@@ -486,6 +486,7 @@ class Inbox:
 
     def __init__(self):
         self.messages: list = []
+        self.recipients: list[list[str]] = []  # each message's envelope recipients (RCPT TO)
         self.down = False
 
     async def handle_DATA(self, server, session, envelope):
@@ -495,6 +496,7 @@ class Inbox:
         if self.down:
             return "451 4.3.0 Mail server temporarily unavailable"
         self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+        self.recipients.append(list(envelope.rcpt_tos))
         return "250 Message accepted"
 
     def subjects(self) -> list[str]:

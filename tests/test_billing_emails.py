@@ -379,6 +379,29 @@ def test_confirmations_after_an_accepted_offer_and_a_cancellation_confirmed_by_s
     assert kept.status_code == 200 and "Keep my subscription" in kept.text
 
 
+def test_a_customer_with_line_breaks_in_name_and_email_gets_the_confirmation_with_clean_headers(
+        billing, inbox, catalogue, signer):
+    base = billing.server.url
+    customer = catalogue.customer(email="stays@example.com\r\nBcc: intruder@example.com",
+                                  name="Stella\r\nBcc: intruder@example.com")
+    sub = billing.sdk.v1.subscriptions.create(params={"customer": customer.id, "items": [
+        {"price": catalogue.price(name="Coaching\r\nX-Injected: yes").id}]})
+    token, _ = signer.cancel_token(sub.customer, sub.id)
+    with httpx.Client(base_url=base) as browser:
+        page = browser.get(f"/cancel/{token}")
+        browser.post(f"/cancel/{token}/reason", data={"csrf_token": csrf_of(page.text), "reason": "too_expensive"})
+        page = browser.get(f"/cancel/{token}")
+        assert browser.post(f"/cancel/{token}/accept", data={"csrf_token": csrf_of(page.text),
+                                                             "offer": "half-off-3-payments"}).status_code == 303
+    assert billing.run() == {"offer_accepted": 1}
+    [mail] = inbox.messages
+    assert inbox.recipients == [["stays@example.com"]]
+    assert mail["To"] == "stays@example.com" and mail["Bcc"] is None and mail["X-Injected"] is None
+    assert mail["Subject"] == "Confirmed: your Coaching X-Injected: yes subscription continues"
+    assert "Stella" in text_of(mail)
+    assert [row.status for row in billing.emails()] == ["sent"]
+
+
 def _sessions(engine):
     from cancel_flow.models import CancelSession
 

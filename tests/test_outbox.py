@@ -404,6 +404,39 @@ def test_slack_and_email_alerts_say_who_what_plan_reason_comment_and_link(engine
     assert {(row.kind, row.status) for row in rows(engine)} == {("slack", "delivered"), ("email", "delivered")}
 
 
+LINE_BREAKS = "Casey\r\nBcc: intruder@example.com\nX-Injected: yes"
+
+
+def test_line_breaks_in_a_customers_name_and_email_never_stop_or_bend_the_coachs_alert(engine, dispatchers,
+                                                                                       outbox_settings, inbox):
+    from dataclasses import replace
+
+    alerts = Alerts(email="coach@example.com", events=("session.canceled",))
+    session = a_session(engine, customer_email="casey@example.com\r\nBcc: intruder@example.com",
+                        plan_name="Coaching\r\nPlan")
+    with engine.begin() as connection:
+        emit(connection, "session.canceled", session_data(session, test_mode=True, customer_name=LINE_BREAKS), alerts)
+    dispatchers(settings=replace(outbox_settings, smtp_url=inbox.url)).run_due()
+    [mail] = inbox.messages
+    assert inbox.recipients == [["coach@example.com"]]
+    assert mail["Subject"] == ("Casey Bcc: intruder@example.com X-Injected: yes (casey@example.com Bcc: "
+                               "intruder@example.com) canceled Coaching Plan")
+    assert mail["Bcc"] is None and mail["X-Injected"] is None and mail["To"] == "coach@example.com"
+    [row] = rows(engine)
+    assert (row.status, row.attempts) == ("delivered", 1)
+
+
+def test_an_email_to_no_usable_address_fails_at_once_with_the_reason(engine, dispatchers, outbox_settings, inbox):
+    from dataclasses import replace
+
+    with engine.begin() as connection:
+        enqueue_email(connection, "\r\nBcc: intruder@example.com", "Hello", "text", "<p>html</p>")
+    dispatchers(settings=replace(outbox_settings, smtp_url=inbox.url)).run_due()
+    assert inbox.messages == []
+    [row] = rows(engine)
+    assert (row.status, row.attempts) == ("failed", 1) and "is not an email address" in row.last_error
+
+
 def test_a_saved_session_alert_names_the_offer_and_its_terms(engine, receivers, dispatchers):
     slack = receivers()
     alerts = Alerts(slack_webhook_url=slack.url, events=("session.saved",))

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from cancel_flow.clock import as_utc, utc_now
 from cancel_flow.hooks import endpoint_disabled_message, signed_headers
 from cancel_flow.logs import log_event
-from cancel_flow.mailer import Mailer, MailNotConfigured, Message
+from cancel_flow.mailer import Mailer, MailNotConfigured, Message, MessageRefused
 from cancel_flow.outbox.endpoints import stop_deliveries
 from cancel_flow.outbox.queue import (LEASE, claim, deliveries, endpoint_secret, endpoints, enqueue_email,
                                       next_attempt)
@@ -175,9 +175,11 @@ class Dispatcher:
         content = json.loads(row.payload)
         try:
             self.mailer.send(Message(to=row.target, subject=content["subject"], text=content["text"],
-                                     html=content["html"]))
+                                     html=content["html"], headers=tuple(map(tuple, content.get("headers") or ()))))
         except MailNotConfigured:
             return Result(False, error="SMTP_URL is not set, so email can't be sent")
+        except MessageRefused as refused:  # written before any exchange: nothing went out, and no retry can help
+            return Result(False, error=f"Refused: {refused}"[:500], permanent=True)
         except (smtplib.SMTPException, OSError) as error:
             return Result(False, error=f"{type(error).__name__}: {error}"[:500])
         return Result(True)
