@@ -86,7 +86,9 @@ class RequestEdge:
 
 
 class BodySizeLimit:
-    """Refuse bodies over MAX_BODY with 413 before anything reads them."""
+    """Refuse bodies over MAX_BODY with 413 before the route reads them: a declared length at once; a body sent
+    in chunks (no length) is read first, up to the limit, and handed to the route whole, so a route that would
+    have refused it half-read (a form field too long) can't answer otherwise than for the same body with a length."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY):
         self.app, self.limit = app, limit
@@ -95,9 +97,13 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await _too_large(send)
+            return
+        if declared is None and b"transfer-encoding" in headers:
+            await self._chunked(scope, receive, send)
             return
         received = 0
 
@@ -114,6 +120,31 @@ class BodySizeLimit:
             await self.app(scope, counted, send)
         except _TooLarge:
             await _too_large(send)
+
+    async def _chunked(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parts, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before the end of its body
+            part = message.get("body", b"")
+            size += len(part)
+            if size > self.limit:
+                await _too_large(send)
+                return
+            parts.append(part)
+            if not message.get("more_body", False):
+                break
+        whole: Message | None = {"type": "http.request", "body": b"".join(parts), "more_body": False}
+
+        async def replayed() -> Message:
+            nonlocal whole
+            if whole is None:
+                return await receive()
+            message, whole = whole, None
+            return message
+
+        await self.app(scope, replayed, send)
 
 
 class _TooLarge(Exception):
