@@ -17,6 +17,10 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 MAX_BODY = 64 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _CSP_HEADER = (b"content-security-policy", CONTENT_SECURITY_POLICY.encode())
+# Pages carry a subscriber's plan, a coach's figures, signed links: no browser or proxy keeps a copy. A response
+# that says how it may be cached (the brand's stylesheet and logo) keeps its own rule; static files are cached.
+_NO_STORE = (b"cache-control", b"no-store")
+STATIC_PREFIX = "/static/"
 REQUEST_ID = "cancel_flow.request_id"  # where RequestEdge leaves the request id in the ASGI scope
 
 
@@ -24,7 +28,8 @@ class RequestEdge:
     """What every request passes once, in one layer (a layer per concern cost a coroutine and a `send`
     wrapper per request each, BENCHMARKS.md):
     - a request id (from X-Request-ID or new), echoed back and left in the scope at REQUEST_ID;
-    - the security headers on every response;
+    - the security headers on every response, and `Cache-Control: no-store` on every one that sets no rule of its
+      own (static files apart);
     - an exception no handler took: one JSON log line with the request id, the error's type and where it
       was raised (never a traceback, never its message, which may quote what the client sent); then, if
       nothing was sent yet, `page(scope, request_id)`, which names the request id for people to quote;
@@ -38,10 +43,18 @@ class RequestEdge:
         if https:
             self.security.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
 
-    def _headers(self, headers, request_id: str) -> list:
+    def _headers(self, headers, request_id: str, static: bool) -> list:
         headers = list(headers)
-        if not any(name == b"content-security-policy" for name, _ in headers):
+        policy = cache = False
+        for name, _ in headers:
+            if name == b"content-security-policy":
+                policy = True
+            elif name == b"cache-control":
+                cache = True
+        if not policy:
             headers.append(_CSP_HEADER)
+        if not cache and not static:
+            headers.append(_NO_STORE)
         headers += self.security
         headers.append((b"x-request-id", request_id.encode()))
         return headers
@@ -54,13 +67,14 @@ class RequestEdge:
         sent = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
         request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
         scope[REQUEST_ID] = request_id
+        static = scope["path"].startswith(STATIC_PREFIX)
         status, responding = 500, False
 
         async def framed(message: Message) -> None:
             nonlocal status, responding
             if message["type"] == "http.response.start":
                 status, responding = message["status"], True
-                message["headers"] = self._headers(message.get("headers", []), request_id)
+                message["headers"] = self._headers(message.get("headers", []), request_id, static)
             await send(message)
 
         try:
