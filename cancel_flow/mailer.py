@@ -8,6 +8,7 @@ is the address the value starts with, or the message is refused as one no retry 
 import smtplib
 import sys
 from dataclasses import dataclass
+from email import policy
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -15,6 +16,11 @@ from urllib.parse import unquote, urlsplit
 
 from cancel_flow.logs import log_event
 from cancel_flow.settings import Settings
+
+
+# Header lines up to RFC 5322's limit of 998 characters: a List-Unsubscribe link is longer than the usual 78,
+# and folded at 78 Python writes it as encoded words, which mail clients don't read as a link.
+POLICY = policy.default.clone(max_line_length=998)
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ def recipient(value: str) -> str:
 
 def compose(sender: str, message: Message) -> EmailMessage:
     """The message as it goes out; MessageRefused when no address can be read from `to`, or a header can't be written."""
-    email = EmailMessage()
+    email = EmailMessage(policy=POLICY)
     try:
         email["From"], email["To"] = one_line(sender), recipient(message.to)
         email["Subject"] = one_line(message.subject)

@@ -87,11 +87,16 @@ def emit(connection: Connection, event_type: str, data: dict, alerts: Alerts | N
 
 
 def enqueue_email(connection: Connection, to: str, subject: str, text: str, html: str, *, key: str | None = None,
-                  event_type: str = "email", event_id: str | None = None) -> int | None:
-    """An email sent by the outbox (retried with back-off, recorded), in the caller's transaction.
-    With `key`, at most one email per key is ever written: None when it was written before."""
+                  event_type: str = "email", event_id: str | None = None,
+                  headers: tuple[tuple[str, str], ...] = ()) -> int | None:
+    """An email sent by the outbox (retried with back-off, recorded), in the caller's transaction; `headers`
+    are more headers it carries (List-Unsubscribe…). With `key`, at most one email per key is ever written:
+    None when it was written before."""
     now = utc_now()
-    payload = json.dumps({"subject": subject, "text": text, "html": html})
+    content = {"subject": subject, "text": text, "html": html}
+    if headers:
+        content["headers"] = [list(header) for header in headers]
+    payload = json.dumps(content)
     row = _delivery("email", to, event_id or "eml_" + secrets.token_hex(12), event_type, payload, now, key=key)
     statement = _insert(connection, deliveries).values(row)
     if key is not None:
