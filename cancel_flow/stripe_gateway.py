@@ -57,6 +57,8 @@ def verify_webhook(payload: bytes, signature: str | None, secret: str | None) ->
         data = json.loads(text)
     except ValueError:
         raise WebhookRefused(400, "The body is not a Stripe event.") from None
+    except RecursionError:  # arrays or objects nested thousands deep: no Stripe event is
+        raise WebhookRefused(400, "The body is not a Stripe event: it is nested too deeply.") from None
     if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str) \
             or not 0 < len(data["id"]) <= 255 or len(data["type"]) > 128:
         raise WebhookRefused(400, "The body is not a Stripe event.")

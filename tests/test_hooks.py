@@ -12,6 +12,7 @@ from cancel_flow.config.validate import validate_alerts
 from cancel_flow.errors import InvalidConfig
 from cancel_flow.hooks import EVENTS, sample_event, session_data
 from cancel_flow.outbox import Dispatcher, emit
+from cancel_flow.outbox.endpoints import add_endpoint
 from cancel_flow.passwords import hash_password
 from cancel_flow.store.api_keys import ApiKeyStore
 from cancel_flow.store.coaches import CoachStore
@@ -200,6 +201,22 @@ def test_deliveries_page_shows_status_answer_and_attempts_and_resends(hooks_clie
         answer = hooks_client.get("/dashboard/deliveries", params={"before": before})
         assert answer.status_code == 400 and "The page must be a number." in answer.text, before
     assert hooks_client.get("/dashboard/deliveries", params={"before": delivery_id}).status_code == 200
+
+
+def test_an_address_refused_as_private_fails_at_once_and_the_deliveries_page_says_why(make_client, receivers, store):
+    client = make_client()  # private addresses not allowed
+    receiver = receivers()
+    # added while private addresses were allowed (or a name that now resolves to one)
+    add_endpoint(store.engine, receiver.url, [], source="cli", allow_private=True)
+    emit_for(client, "session.canceled")
+    assert deliver(client) == 1
+    assert deliver(client) == 0  # nothing left to retry
+    assert receiver.requests == []
+    assert sign_in(client).status_code == 303
+    row = re.search(r'<tr data-delivery="(\d+)">(.*?)</tr>', client.get("/dashboard/deliveries").text, re.S)
+    cells = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row.group(2)))
+    assert "Failed" in cells and "Refused: 127.0.0.1 is a private, loopback or link-local address" in cells
+    assert cells.strip().endswith("1 Resend")
 
 
 def test_alerts_section_is_checked_field_by_field():

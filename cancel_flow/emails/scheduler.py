@@ -80,7 +80,7 @@ class Mailroom:
 
     async def _write(self, planned: Planned, email: compose.Email, written: Counter) -> None:
         rendered = compose.render(email, self.style)
-        if records.write(self.engine, planned, rendered.subject, rendered.text, rendered.html):
+        if records.write(self.engine, planned, rendered.subject, rendered.text, rendered.html, rendered.headers):
             written[planned.kind] += 1
 
     async def _each(self, planned: Planned, make, written: Counter) -> None:

@@ -261,7 +261,7 @@ def _chart(render_svg):
         svg = render_svg(stats, request.app.state.config.current().brand.color, size)
         # Shown as an <img>, where scripts never run; the SVG carries no script and no outside reference.
         return Response(svg, media_type="image/svg+xml", headers={
-            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'", "Cache-Control": "private, max-age=60"})
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'", "Cache-Control": "no-store"})
     return endpoint
 
 

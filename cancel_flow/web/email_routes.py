@@ -76,6 +76,8 @@ async def unsubscribe(request: Request) -> Response:
     `action=unsubscribe` (mail clients' one-click, RFC 8058) or `action=resubscribe`."""
     token = request.path_params["token"]
     link = read_unsubscribe(request.app.state.settings.secret_key, token)
+    if request.method == "HEAD":  # link checkers and mail clients look before anyone clicks: nothing changes
+        return HTMLResponse(None, headers={"Cache-Control": "no-store"})
     engine = request.app.state.store.engine
     subscribed = False
     if request.method == "POST":
