@@ -73,3 +73,25 @@ def translations(language: str) -> NullTranslations:
 def html_lang(language: str) -> str:
     """The `<html lang>` value: BCP 47, "pt-BR"."""
     return language.replace("_", "-")
+
+
+def gettext(language: str, message: str, **values) -> str:
+    """`message` in `language` (Python's side of the catalogs), with `%(name)s` values filled in."""
+    text = translations(language).gettext(message)
+    return text % values if values else text
+
+
+def ngettext(language: str, singular: str, plural: str, count: int, **values) -> str:
+    text = translations(language).ngettext(singular, plural, count)
+    return text % {"num": count, **values}
+
+
+def N_(message: str) -> str:
+    """Marks a message for the catalogs where it is defined; it is translated where it is shown."""
+    return message
+
+
+def install(environment, language: str = DEFAULT) -> None:
+    """Give a Jinja environment `{% trans %}`, `_()`, `gettext()` and `ngettext()` in `language`."""
+    environment.add_extension("jinja2.ext.i18n")
+    environment.install_gettext_translations(translations(language), newstyle=True)

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from cancel_flow.i18n import install as install_translations
 from cancel_flow.money import format_day, format_money
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -16,6 +17,8 @@ environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_
                           trim_blocks=True, lstrip_blocks=True, auto_reload=False, keep_trailing_newline=True)
 _text = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=False, trim_blocks=True, lstrip_blocks=True,
                     auto_reload=False)
+install_translations(environment)
+install_translations(_text)
 
 UNSUBSCRIBE_LABELS = {
     "renewal_reminder": "Stop renewal reminders",

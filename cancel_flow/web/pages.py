@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from cancel_flow.errors import BadRequest
+from cancel_flow.i18n import install as install_translations
 from cancel_flow.money import format_day, format_money, interval_words
 from cancel_flow.reasons import REASONS
 
@@ -19,6 +20,7 @@ MAX_FORM_FIELD = 10_000
 # Templates ship with the package and don't change while it runs: no file checks per render.
 environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                           trim_blocks=True, lstrip_blocks=True, auto_reload=False)
+install_translations(environment)
 environment.filters["money"] = lambda amount, currency: format_money(amount, currency)
 environment.filters["day"] = format_day
 environment.globals["interval_words"] = interval_words
