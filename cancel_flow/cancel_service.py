@@ -9,12 +9,12 @@ stored failure gets a new key.
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from cancel_flow import billing, flow
-from cancel_flow.clock import as_utc, utc_now
+from cancel_flow.clock import add_months, as_utc, utc_now
 from cancel_flow.errors import (BadRequest, Conflict, InvalidLink, NotFound, PortalRefused, RecordPending,
                                 StripeUnavailable)
 from cancel_flow.experiments import assign_arm
@@ -42,6 +42,8 @@ class Visit:
     link: CancelLink
     session: CancelSession | None
     already_canceled: bool = False
+    # An offer accepted on another link of this subscription that still plays out: this link shows it.
+    decided_elsewhere: CancelSession | None = None
 
 
 @dataclass
@@ -78,12 +80,19 @@ class CancelService:
         self.db = Offloaded(store, threads=DATABASE_THREADS, quick=quick_store)
 
     # reading ----------------------------------------------------------------------------------------
-    async def visit(self, token: str, reconcile: bool = False) -> Visit:
-        """Resume the link's session, or read Stripe once and open it."""
+    async def visit(self, token: str, reconcile: bool = False, show_decided: bool = False) -> Visit:
+        """Resume the link's session, or read Stripe once and open it. With `show_decided`, a new link of a
+        subscription whose offer accepted on another link still plays out opens no session: the visit
+        names that decision (the page shows it, and a session is opened only if the subscriber acts)."""
         link = self.signer.read_cancel(token)
         session = await self.db.find_session(link.nonce)
         if session is not None:
             return Visit(link, await self.reconcile(session) if reconcile else session)
+        if show_decided:
+            now = utc_now()
+            other = await self.db.latest_offer_save(link.subscription, link.nonce, flow.cooldown_start(self.offers, now))
+            if other is not None and other.customer_id == link.customer and still_playing_out(other, now):
+                return Visit(link, None, decided_elsewhere=other)
         # Simultaneous first views of one link share one read; an ended subscription stays ended
         # (https://docs.stripe.com/api/subscriptions/object#subscription_object-status: incomplete_expired "is a
         # terminal status"; https://docs.stripe.com/billing/subscriptions/cancel: a canceled subscription can't
@@ -106,7 +115,8 @@ class CancelService:
     async def open_session(self, token: str) -> tuple[CancelLink, CancelSession]:
         visit = await self.visit(token)
         if visit.session is None:
-            raise BadRequest("This subscription is already canceled.", title="Already canceled")
+            raise BadRequest("There is nothing more to do: no further payments will be taken.",
+                             title="This subscription is already canceled")
         return visit.link, visit.session
 
     def snapshot(self, session: CancelSession) -> SubscriptionFacts | None:
@@ -225,10 +235,10 @@ class CancelService:
             if recent or facts.has_discount or facts.paused:
                 raise Conflict("An offer is already in place for this subscription, so this one can't be added. "
                                "Your subscription is unchanged.")
-            raise Conflict(f"This offer is no longer available ({why}). Nothing was changed.", title="Offer no longer available")
+            raise Conflict(f"It can't be added now: {why}. Nothing was changed.", title="This offer is no longer available")
         promise = await self._promise(offer, facts, now, skip, prices)
         if promise is None:
-            raise Conflict("This offer is no longer available. Nothing was changed.", title="Offer no longer available")
+            raise Conflict("It can't be added now. Nothing was changed.", title="This offer is no longer available")
         terms = _terms(offer, promise, skip)
         claim, resending = await self.db.claim_offer(session, offer.id, terms, cooldown), False
         if claim.status == "stale":
@@ -407,6 +417,9 @@ class CancelService:
                  "switch": session.switch_price in facts.price_ids, "free_period": facts.status == "trialing",
                  "keep": True}
         if kind in still and not still[kind]:
+            over = _played_out(session, facts, utc_now())
+            if over is not None:
+                return over
             return Outcome("Your subscription continues", "The offer you accepted no longer applies to your "
                            f"subscription: {_regular(facts)}", True)
         if kind == "keep":
@@ -417,6 +430,39 @@ class CancelService:
             return Outcome(headlines[kind], session.promise or "Your offer is in place.", True,
                            schedule=_schedule_lines(session))
         return describe_stripe_state(facts)
+
+
+def offer_ends_at(session: CancelSession) -> datetime | None:
+    """When an accepted offer has run its course by our record: a pause when collection resumes, free time
+    when the first payment falls due, a discount when its coupon's months are over (Stripe ends a repeating
+    coupon that many months after it was applied); None for a switch, which lasts."""
+    if session.outcome == "saved_pause" and session.pause_resumes_at:
+        return as_utc(session.pause_resumes_at)
+    if session.outcome == "saved_free_period" and session.next_payment_at:
+        return as_utc(session.next_payment_at)
+    if session.outcome == "saved_discount" and session.discount_months and session.decided_at:
+        return add_months(as_utc(session.decided_at), session.discount_months)
+    return None
+
+
+def still_playing_out(session: CancelSession, now: datetime) -> bool:
+    """An accepted offer that hasn't run its course yet (a switch always plays out)."""
+    ends = offer_ends_at(session)
+    return session.outcome == "saved_switch" or (ends is not None and now < ends)
+
+
+def _played_out(session: CancelSession, facts: SubscriptionFacts, now: datetime) -> Outcome | None:
+    """What the done page says once the offer has run its course (not when it was taken away early)."""
+    ends = offer_ends_at(session)
+    if ends is None or now < ends - timedelta(days=1):
+        return None
+    day, regular = format_day(ends), _regular(facts)
+    words = {"saved_pause": ("Your break is over", f"Your break ended on {day}, and your plan is active again."),
+             "saved_free_period": ("Your free time is over", f"Your free time ended on {day}, and your plan is active."),
+             "saved_discount": ("Your discount has ended", f"Your discount ended on {day}, and your plan is active at "
+                                                           "its regular price.")}
+    headline, detail = words[session.outcome]
+    return Outcome(headline, f"{detail} {regular}".strip(), True)
 
 
 def _schedule_lines(session: CancelSession) -> list[tuple[str, str]] | None:
@@ -506,11 +552,12 @@ def _terms_key(terms: dict) -> str:
 
 
 def _pause_length(offer: Offer, payments: str | None) -> int | None:
-    """The number of payments to skip, as chosen on the page (ASCII digits only)."""
+    """The number of payments to skip, as chosen on the page (ASCII digits only); none chosen: the shortest
+    pause, as the page preselects."""
     if offer.kind != "pause":
         return None
     if payments in (None, ""):
-        return offer.max_payments
+        return 1
     if not (payments.isascii() and payments.isdigit()) or len(payments) > 3 or not 1 <= int(payments) <= offer.max_payments:
         raise BadRequest(f"Choose to skip from 1 to {offer.max_payments} payments.")
     return int(payments)

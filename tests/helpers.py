@@ -2,6 +2,7 @@ import io
 import json
 import re
 from contextlib import contextmanager
+from html.parser import HTMLParser
 
 import pytest
 
@@ -21,6 +22,47 @@ kind = "pause"
 max_payments = 2
 title = "Take a break"
 """
+
+
+class _Visible(HTMLParser):
+    """The text a person reads in <main>: tags dropped, hidden parts and scripts left out."""
+
+    HIDDEN = {"script", "style", "template", "title", "head"}
+
+    def __init__(self):
+        super().__init__()
+        self.words, self.inside_main, self.hidden = [], 0, 0
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "main":
+            self.inside_main += 1
+        if tag in self.HIDDEN or "visually-hidden" in (attributes.get("class") or "").split() \
+                or attributes.get("aria-hidden") == "true" or "hidden" in attributes:
+            self.hidden += 1
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag == "main":
+            self.inside_main -= 1
+        if self.stack and self.stack[-1] == tag:
+            self.stack.pop()
+            self.hidden -= 1
+
+    def handle_data(self, data):
+        if self.inside_main and not self.hidden:
+            self.words.append(data)
+
+    def reset(self):
+        super().reset()
+        self.stack = []
+
+
+def visible_text(html: str) -> str:
+    """The words of a page's <main> as a person reads them, whitespace collapsed (hidden text left out)."""
+    parser = _Visible()
+    parser.feed(html)
+    return " ".join(" ".join(parser.words).split())
 
 
 def csrf_of(html: str) -> str:

@@ -1,11 +1,16 @@
-"""The words a person reads: the plain-text part of every email, read whole, line by line."""
+"""The words a person reads: the plain-text part of every email, read whole, line by line, and the visible
+words of pages."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
+
+import pytest
+from freezegun import freeze_time
 
 from cancel_flow.emails import compose
 from cancel_flow.hooks import email_message, endpoint_disabled_message, sample_data
 from cancel_flow.offers import Brand
+from tests.helpers import visible_text
 
 BRAND = Brand(name="Peak Performance Coaching", support_email="coach@example.com")
 STYLE = compose.Style(BRAND, "https://cancel.example.com")
@@ -136,3 +141,23 @@ def test_the_coaches_alert_and_notice_emails_read_one_item_a_line():
     notice = endpoint_disabled_message("https://hooks.example.com/a", day(11, 20))
     paragraphs = notice["text"].strip().split("\n\n")
     assert len(paragraphs) == 2 and all("\n" not in paragraph for paragraph in paragraphs)
+
+
+@pytest.mark.parametrize("path, heading, then", [
+    ("/cancel/not-a-real-link", "This link is not valid", "Ask for a new one. Get a fresh link"),
+    ("/emails/unsubscribe/not-a-real-link", "This link is not valid", "Check that the whole link was copied from the email."),
+    ("/nowhere", "Page not found", "There is nothing here."),
+])
+def test_error_pages_say_their_heading_once(client, path, heading, then):
+    page = client.get(path)
+    words = visible_text(page.text)
+    assert words.startswith(f"{heading} {then}") and words.count(heading) == 1, words
+
+
+def test_an_expired_link_says_so_once_and_why(client, catalogue, signer):
+    sub = catalogue.subscription()
+    with freeze_time(datetime.now(timezone.utc) - timedelta(days=3)):
+        token, _ = signer.cancel_token(sub.customer, sub.id)
+    words = visible_text(client.get(f"/cancel/{token}").text)
+    assert words.startswith("This link has expired Links stay valid for a limited time, so that nobody else can use them.")
+    assert words.count("expired") == 1

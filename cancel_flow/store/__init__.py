@@ -342,6 +342,15 @@ class Store:
         with self.engine.connect() as connection:
             return connection.execute(query).first() is not None
 
+    def latest_offer_save(self, subscription_id: str, other_than_nonce: str, since: datetime) -> CancelSession | None:
+        """The subscription's newest offer accepted since `since` on another link, if any."""
+        query = sa.select(sessions).where(
+            sessions.c.subscription_id == subscription_id, sessions.c.nonce != other_than_nonce,
+            sessions.c.outcome.in_(OFFER_OUTCOMES), sessions.c.decided_at >= since,
+        ).order_by(sessions.c.decided_at.desc(), sessions.c.id.desc()).limit(1)
+        with self.engine.connect() as connection:
+            return _as_session(connection.execute(query).first())
+
     def find_by_nonce(self, nonce: str) -> CancelSession | None:
         return self.find_session(nonce)
 

@@ -54,9 +54,21 @@ def _wants_json(request: Request) -> bool:
     return request.url.path.startswith(("/api/", "/webhooks/"))
 
 
+def _words(text: str) -> str:
+    return " ".join("".join(ch for ch in text.lower() if ch.isalnum() or ch.isspace()).split())
+
+
+def without_heading(title: str, message: str) -> str:
+    """The message under a heading, without a first sentence that only says the heading again
+    ("This link is not valid" / "This link is not valid. Ask for a new one.")."""
+    first, _, rest = message.partition(". ")
+    return rest.strip() if _words(first) == _words(title) else message
+
+
 def _error_page(request: Request, status: int, title: str, message: str) -> Response:
     if _wants_json(request):
         return JSONResponse({"error": {"code": title.lower().replace(" ", "_"), "message": message}}, status_code=status)
+    message = without_heading(title, message)
     token = request.path_params.get("token") if request.path_params else None
     cancel_action = f"/cancel/{token}/cancel" if token and status in (409, 503) else None
     csrf = None
