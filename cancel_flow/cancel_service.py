@@ -9,6 +9,7 @@ stored failure gets a new key.
 
 import asyncio
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -55,6 +56,7 @@ class Outcome:
     can_still_cancel: bool
     next_step: str | None = None
     schedule: list[tuple[str, str]] | None = None  # (date, what is charged then)
+    next_step_label: str = "Talk to your coach"
 
 
 @dataclass
@@ -209,8 +211,8 @@ class CancelService:
 
     # accepting an offer ------------------------------------------------------------------------------
     async def accept(self, session: CancelSession, offer_id: str | None, payments: str | None) -> str | None:
-        """Apply the chosen offer through Stripe. Returns the address to send the subscriber to for a
-        `contact` offer, else None (the done page)."""
+        """Apply the chosen offer through Stripe (a `contact` offer: record the request, which alerts the
+        coach). None: the done page says what happened; a string: another page to go to instead."""
         offer = self.offers.find(offer_id or "")
         if offer is None or offer.id not in (session.offers_shown or []):
             raise BadRequest("That offer isn't available for this subscription.", title="Unknown offer")
@@ -218,7 +220,7 @@ class CancelService:
             if await self.db.record_contact(session.id, session.subscription_id, offer.id):
                 DECISIONS.labels("contact_requested").inc()
                 log_event("cancel_session.decided", session=session.id, outcome="contact_requested", offer=offer.id)
-            return offer.url
+            return None
         skip = _pause_length(offer, payments)
         facts = await self.facts(session)
         now = utc_now()
@@ -395,15 +397,27 @@ class CancelService:
         log_event("cancel_session.kept", session=session.id)
 
     # the done page ------------------------------------------------------------------------------------
+    def _talk_outcome(self, session: CancelSession) -> Outcome:
+        """"Talk to your coach first": the coach has been told (the contact.requested alert), how they'll
+        reach out, and the coach's own address or booking page with the reason already written in."""
+        offer = self.offers.find(session.chosen_offer or "")
+        brand = self.offers.brand
+        reach = (f"They'll reach out to you by email at {session.customer_email}."
+                 if session.customer_email else "They'll get in touch with you soon.")
+        detail = (f"We've let {brand.name} know that you'd like to talk before deciding, and why. {reach} "
+                  "Your subscription stays as it is meanwhile, and you can still cancel here at any time.")
+        url = offer.url if offer else (f"mailto:{brand.support_email}" if brand.support_email else None)
+        if url and url.startswith("mailto:"):
+            return Outcome("Your coach has been told", detail, True, next_step=contact_mail(url, session),
+                           next_step_label="Write to your coach now")
+        return Outcome("Your coach has been told", detail, True, next_step=url, next_step_label="Book a time to talk")
+
     async def outcome(self, session: CancelSession) -> Outcome | None:
         """The done page's words, from Stripe's state now; None while nothing is decided yet."""
         if session.outcome == "open" and not session.kept_at:
             return None
-        if session.outcome == "contact_requested":
-            offer = self.offers.find(session.chosen_offer or "")
-            return Outcome("Your coach will be glad to talk", "Your subscription is unchanged. If you still want "
-                           "to cancel after talking, you can do it here at any time.", True,
-                           next_step=offer.url if offer else None)
+        if session.outcome == "contact_requested" or (session.outcome == "deflected" and session.offer_kind == "contact"):
+            return self._talk_outcome(session)
         try:
             # Back from the portal: what Stripe says since the subscriber went there.
             facts = await self.facts(session, newer_than=session.decided_at if session.outcome == "sent_to_portal" else None)
@@ -463,6 +477,25 @@ def _played_out(session: CancelSession, facts: SubscriptionFacts, now: datetime)
                                                            "its regular price.")}
     headline, detail = words[session.outcome]
     return Outcome(headline, f"{detail} {regular}".strip(), True)
+
+
+def contact_mail(url: str, session: CancelSession) -> str:
+    """The coach's `mailto:` address with a subject and a body that carry the plan, the reason and the
+    comment (RFC 6068: percent-encoded, lines ending in CRLF); a subject or body already in the address wins."""
+    address, _, query = url.removeprefix("mailto:").partition("?")
+    fields = dict(parse_qsl(query, keep_blank_values=True))
+    comment = " ".join((session.comment or "").split())
+    if len(comment) > 1000:
+        comment = comment[:999] + "…"
+    lines = ["Hi,", "", f"I'd like to talk before canceling my {session.plan_name} subscription."]
+    if session.reason:
+        lines += ["", f"Why I'm thinking of leaving: {REASONS.get(session.reason, session.reason)}"]
+    if comment:
+        lines.append(f"What I'd add: {comment}")
+    lines += ["", "Thanks"]
+    fields.setdefault("subject", f"Before I cancel my {session.plan_name} subscription")
+    fields.setdefault("body", "\r\n".join(lines))
+    return f"mailto:{address}?" + "&".join(f"{name}={quote(value, safe='')}" for name, value in fields.items())
 
 
 def _schedule_lines(session: CancelSession) -> list[tuple[str, str]] | None:

@@ -583,3 +583,36 @@ def test_a_link_reopened_after_the_pause_ran_its_course_says_the_break_ended(cli
                            "active again. Your next payment is $49.00 on ")
     assert "no longer applies" not in done
     assert fresh.status_code == 200 and "Why are you leaving?" in fresh.text and "Already decided" not in fresh.text
+
+
+def test_talk_to_your_coach_says_the_coach_was_told_and_mails_them_by_default(client, catalogue, link, store):
+    import sqlalchemy as sa
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    from cancel_flow.models import OutboxDelivery
+
+    sub = catalogue.subscription(catalogue.customer(email="maya@example.com", name="Maya Lopez"))
+    url = link(sub)
+    give_reason(client, url, "missing_features", "I need a meal plan for vegetarians")
+    chosen = accept(client, url, "talk")
+    assert chosen.status_code == 303 and chosen.headers["location"] == f"{url}/done"
+    page = client.get(chosen.headers["location"])
+    words = visible_text(page.text)
+    assert words.startswith("Your coach has been told We've let Peak Performance Coaching know that you'd like to talk "
+                            "before deciding, and why. They'll reach out to you by email at maya@example.com. Your "
+                            "subscription stays as it is meanwhile")
+    assert "Write to your coach now" in words and "Continue to cancel" in words
+    mail = re.search(r'href="(mailto:[^"]+)"[^>]*>Write to your coach now<', page.text).group(1)
+    parts = urlsplit(mail.replace("&amp;", "&"))
+    fields = {name: values[0] for name, values in parse_qs(parts.query).items()}
+    assert unquote(parts.path) == "coach@example.com"
+    assert fields["subject"] == "Before I cancel my Coaching Plan subscription"
+    assert "Why I'm thinking of leaving: Some features are missing\r\nWhat I'd add: I need a meal plan for vegetarians" \
+        in fields["body"]
+    # offers.toml has no [alerts]: the coach still gets an email, at the brand's support address, through the outbox
+    with store.engine.connect() as connection:
+        [alert] = connection.execute(sa.select(OutboxDelivery.__table__)).all()
+    assert (alert.kind, alert.target, alert.event_type) == ("email", "coach@example.com", "contact.requested")
+    text = json.loads(alert.payload)["text"]
+    assert text.startswith("Maya Lopez (maya@example.com) wants to talk before canceling Coaching Plan\n\n")
+    assert "Reason: Some features are missing\nComment: “I need a meal plan for vegetarians”" in text

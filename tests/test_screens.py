@@ -159,9 +159,10 @@ def test_every_subscriber_page_fits_and_passes_axe(width, browser, live_server, 
     _, url = link("missing_features")
     review("offers-contact")
     page.get_by_role("button", name="Talk to your coach first").click()
-    page.wait_for_url(CONTACT_URL)
-    page.goto(f"{url}/done")
+    page.wait_for_url(f"{url}/done")
     review("done-contact")
+    page.get_by_role("link", name="Book a time to talk").click()
+    page.wait_for_url(CONTACT_URL)
 
     link("switched_service")
     review("offers-none-fit")
