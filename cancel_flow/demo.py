@@ -137,11 +137,13 @@ def _print_emails_as_blocks() -> None:
 
 
 def _logs_to_file(path: Path) -> None:
-    """Our JSON log lines and the server's request lines go to a file; the console keeps links and emails."""
-    from cancel_flow.logs import JsonLineFormatter
+    """Our JSON log lines and the server's request lines go to a file; the console keeps links and emails.
+    The server's request lines quote each address: a link's token is written as its short hash."""
+    from cancel_flow.logs import JsonLineFormatter, TokenRedactor
 
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(JsonLineFormatter())
+    handler.addFilter(TokenRedactor())
     for name in ("cancel_flow", ""):
         logging.getLogger(name).handlers[:] = [handler]
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
