@@ -40,7 +40,7 @@ EXAMPLE_OFFERS = Path(__file__).parent / "examples" / "offers.toml"
 CUSTOMERS = [
     # (name, email, plan, note)
     ("Maya Lopez", "maya@example.com", "monthly", "monthly plan: sees the discount and the pause"),
-    ("Yusuf Adeyemi", "yusuf@example.com", "yearly", "yearly plan: no pause offered"),
+    ("Yusuf Adeyemi", "yusuf@example.com", "yearly", "yearly plan: 25% off the next renewal, no pause"),
     ("Dana Kim", "dana@example.com", "discounted", "already has a discount: no second discount"),
     ("Sam Carter", "sam@example.com", "scheduled", "already set to cancel at period end"),
 ]
@@ -70,7 +70,7 @@ def history_rows(now: datetime, weeks: int = 8, per_week: int = 15, seed: int = 
         created = now - timedelta(days=chance.uniform(1.2, weeks * 7), hours=chance.uniform(0, 23))
         yearly = chance.random() < 0.2
         reason = chance.choices(list(_REASON_WEIGHTS), weights=list(_REASON_WEIGHTS.values()))[0]
-        offers = [o for o, fits in (("half-off-3-payments", reason in ("too_expensive", "unused")),
+        offers = [o for o, fits in (("yearly-25-off" if yearly else "half-off-3-payments", reason in ("too_expensive", "unused")),
                                     ("pause", reason in ("unused", "other") and not yearly)) if fits]
         row = dict(_BLANK_SESSION, nonce=f"demo-{seed}-{index}", customer_id=f"cus_demo{index:05d}",
                    subscription_id=f"sub_demo{index:05d}", customer_email=f"client{index}@example.com",
@@ -91,10 +91,12 @@ def history_rows(now: datetime, weeks: int = 8, per_week: int = 15, seed: int = 
             if offer == "pause":
                 row.update(outcome="saved_pause", offer_kind="pause", pause_resumes_at=decided + timedelta(days=60),
                            pause_payments=2, offer_cost=2 * row["price_amount"])
+            elif yearly:  # 25% off the next yearly renewal
+                row.update(outcome="saved_discount", offer_kind="discount", discount_percent=25.0,
+                           discount_months=12, discount_payments=1, offer_cost=row["price_amount"] // 4)
             else:
                 row.update(outcome="saved_discount", offer_kind="discount", discount_percent=50.0,
-                           discount_months=36 if yearly else 3, discount_payments=3,
-                           offer_cost=3 * row["price_amount"] // 2)
+                           discount_months=3, discount_payments=3, offer_cost=3 * row["price_amount"] // 2)
             if chance.random() < 0.15:
                 row["canceled_at"] = decided + timedelta(days=chance.uniform(20, 50))
         elif roll < 0.8:

@@ -212,8 +212,8 @@ def test_once_coupons_exist_accepting_a_discount_costs_two_stripe_calls(client, 
 
 def test_yearly_plan_gets_no_pause(client, catalogue, link):
     page = give_reason(client, link(catalogue.subscription(interval="year", amount=49000)), "unused")
-    assert "Take a break instead" not in page.text and "Stay for half price" in page.text
-    assert "$245.00" in page.text
+    assert "Take a break instead" not in page.text and "25% off your next year" in page.text
+    assert "$367.50" in page.text and "Stay for half price" not in page.text  # not three years at half price
 
 
 def test_existing_discount_means_no_second_discount(client, catalogue, link, stripe_client):

@@ -57,8 +57,8 @@ def test_stripe_setup_is_idempotent_and_prints_the_settings(cli_env, stripe_clie
     assert run(["stripe", "setup"]) == 0
     second = capsys.readouterr().out
     assert "STRIPE_WEBHOOK_SECRET=whsec_" not in second
-    assert sorted(c.id for c in stripe_client.v1.coupons.list().data) == [
-        "cancel-flow_half-off-3-payments_50pct_36m", "cancel-flow_half-off-3-payments_50pct_3m", "cancel-flow_half-off-3-payments_50pct_9m"]
+    assert sorted(c.id for c in stripe_client.v1.coupons.list().data) == [  # each for the periods its offer serves
+        "cancel-flow_half-off-3-payments_50pct_3m", "cancel-flow_half-off-3-payments_50pct_9m", "cancel-flow_yearly-25-off_25pct_12m"]
     assert len(stripe_client.v1.webhook_endpoints.list().data) == 1
     configs = stripe_client.v1.billing_portal.configurations.list().data
     assert len(configs) == 1 and configs[0].features.subscription_cancel.mode == "at_period_end"
