@@ -80,6 +80,26 @@ def alembic_config(engine: Engine) -> AlembicConfig:
     return config
 
 
+class NotMigrated(Exception):
+    """The database lacks cancel-flow's tables, or has an older revision of them."""
+
+
+def schema_is_current(engine: Engine) -> bool:
+    """Whether the database is at the newest migration (False for an empty database or an older one)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    return current == set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+
+
+def require_migrated(engine: Engine) -> None:
+    """Raise NotMigrated unless the schema is current (commands that only read or sweep don't migrate)."""
+    if not schema_is_current(engine):
+        raise NotMigrated
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision; on PostgreSQL only one process migrates at a time."""
     config = alembic_config(engine)
