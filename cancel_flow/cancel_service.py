@@ -241,7 +241,7 @@ class CancelService:
         promise = await self._promise(offer, facts, now, skip, prices)
         if promise is None:
             raise Conflict("It can't be added now. Nothing was changed.", title="This offer is no longer available")
-        terms = _terms(offer, promise, skip)
+        terms = _terms(offer, promise, skip, now)
         claim, resending = await self.db.claim_offer(session, offer.id, terms, cooldown), False
         if claim.status == "stale":
             other = await self.db.find_session(claim.other_nonce)
@@ -450,6 +450,8 @@ def offer_ends_at(session: CancelSession) -> datetime | None:
     """When an accepted offer has run its course by our record: a pause when collection resumes, free time
     when the first payment falls due, a discount when its coupon's months are over (Stripe ends a repeating
     coupon that many months after it was applied); None for a switch, which lasts."""
+    if getattr(session, "offer_ends_at", None) and session.outcome in ("saved_pause", "saved_free_period", "saved_discount"):
+        return as_utc(session.offer_ends_at)
     if session.outcome == "saved_pause" and session.pause_resumes_at:
         return as_utc(session.pause_resumes_at)
     if session.outcome == "saved_free_period" and session.next_payment_at:
@@ -552,21 +554,23 @@ def _session_values(link: CancelLink, facts: SubscriptionFacts) -> dict:
     }
 
 
-def _terms(offer: Offer, promise: billing.Promise, skip: int | None) -> dict:
-    """The columns an accepted offer writes: what Stripe will bill, and the words for it."""
+def _terms(offer: Offer, promise: billing.Promise, skip: int | None, now: datetime) -> dict:
+    """The columns an accepted offer writes: what Stripe will bill, the words for it, and when it ends (a
+    repeating coupon ends its months after it is applied: https://docs.stripe.com/api/discounts/object#discount_object-end)."""
     terms = {"offer_kind": offer.kind, "discount_percent": None, "discount_months": None, "discount_payments": None,
              "pause_payments": None, "pause_resumes_at": None, "coupon_id": None, "switch_price": None,
              "free_months": None, "promise": promise.text, "offer_cost": promise.cost, "schedule": promise.schedule(),
-             "next_payment_at": promise.next_payment.at if promise.next_payment else None}
+             "next_payment_at": promise.next_payment.at if promise.next_payment else None, "offer_ends_at": None}
     if offer.kind == "discount":
         terms.update(discount_percent=offer.percent_off, discount_months=promise.coupon_months,
-                     discount_payments=offer.payments, coupon_id=offer.coupon_id(promise.coupon_months))
+                     discount_payments=offer.payments, coupon_id=offer.coupon_id(promise.coupon_months),
+                     offer_ends_at=add_months(now, promise.coupon_months))
     elif offer.kind == "pause":
-        terms.update(pause_payments=skip, pause_resumes_at=promise.resumes_at)
+        terms.update(pause_payments=skip, pause_resumes_at=promise.resumes_at, offer_ends_at=promise.resumes_at)
     elif offer.kind == "switch":
         terms.update(switch_price=offer.price)
     elif offer.kind == "free_period":
-        terms.update(free_months=offer.months, next_payment_at=promise.trial_end)
+        terms.update(free_months=offer.months, next_payment_at=promise.trial_end, offer_ends_at=promise.trial_end)
     return terms
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from cancel_flow.clock import add_months
 from cancel_flow.logs import configure_logging
 from cancel_flow.offers import load_offers
 from cancel_flow.settings import load_settings
@@ -59,7 +60,7 @@ _BLANK_SESSION = dict(
     canceled_outside_flow=False, stripe_feedback=None, stripe_comment=None, stripe_cancellation_reason=None,
     stripe_state_at=None, discount_payments=None, pause_payments=None, coupon_id=None, switch_price=None,
     free_months=None, next_payment_at=None, promise=None, schedule=None, offer_cost=None, claim_attempt=0, superseded=False,
-    stripe_snapshot=None, snapshot_at=None)
+    stripe_snapshot=None, snapshot_at=None, offer_ends_at=None, contact_handled_at=None, contact_handled_by=None)
 
 
 def history_rows(now: datetime, weeks: int = 8, per_week: int = 15, seed: int = 7) -> list[dict]:
@@ -90,13 +91,15 @@ def history_rows(now: datetime, weeks: int = 8, per_week: int = 15, seed: int = 
             row.update(chosen_offer=offer, decided_at=decided)
             if offer == "pause":
                 row.update(outcome="saved_pause", offer_kind="pause", pause_resumes_at=decided + timedelta(days=60),
-                           pause_payments=2, offer_cost=2 * row["price_amount"])
+                           offer_ends_at=decided + timedelta(days=60), pause_payments=2, offer_cost=2 * row["price_amount"])
             elif yearly:  # 25% off the next yearly renewal
                 row.update(outcome="saved_discount", offer_kind="discount", discount_percent=25.0,
-                           discount_months=12, discount_payments=1, offer_cost=row["price_amount"] // 4)
+                           discount_months=12, discount_payments=1, offer_cost=row["price_amount"] // 4,
+                           offer_ends_at=add_months(decided, 12))
             else:
                 row.update(outcome="saved_discount", offer_kind="discount", discount_percent=50.0,
-                           discount_months=3, discount_payments=3, offer_cost=3 * row["price_amount"] // 2)
+                           discount_months=3, discount_payments=3, offer_cost=3 * row["price_amount"] // 2,
+                           offer_ends_at=add_months(decided, 3))
             if chance.random() < 0.15:
                 row["canceled_at"] = decided + timedelta(days=chance.uniform(20, 50))
         elif roll < 0.8:

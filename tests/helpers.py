@@ -25,9 +25,13 @@ title = "Take a break"
 
 
 class _Visible(HTMLParser):
-    """The text a person reads in <main>: tags dropped, hidden parts and scripts left out."""
+    """The text a person reads in <main>: tags dropped (block elements apart, inline ones run on), hidden parts
+    and scripts left out."""
 
     HIDDEN = {"script", "style", "template", "title", "head"}
+    BLOCKS = {"p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "td", "th", "tr", "table", "caption", "section",
+              "nav", "form", "label", "button", "summary", "details", "br", "option", "select", "fieldset", "legend",
+              "header", "footer", "main", "textarea", "input"}
 
     def __init__(self):
         super().__init__()
@@ -37,6 +41,8 @@ class _Visible(HTMLParser):
         attributes = dict(attrs)
         if tag == "main":
             self.inside_main += 1
+        if tag in self.BLOCKS:
+            self.words.append(" ")
         if tag in self.HIDDEN or "visually-hidden" in (attributes.get("class") or "").split() \
                 or attributes.get("aria-hidden") == "true" or "hidden" in attributes:
             self.hidden += 1
@@ -45,6 +51,8 @@ class _Visible(HTMLParser):
     def handle_endtag(self, tag):
         if tag == "main":
             self.inside_main -= 1
+        if tag in self.BLOCKS:
+            self.words.append(" ")
         if self.stack and self.stack[-1] == tag:
             self.stack.pop()
             self.hidden -= 1
@@ -62,7 +70,7 @@ def visible_text(html: str) -> str:
     """The words of a page's <main> as a person reads them, whitespace collapsed (hidden text left out)."""
     parser = _Visible()
     parser.feed(html)
-    return " ".join(" ".join(parser.words).split())
+    return " ".join("".join(parser.words).split())
 
 
 def csrf_of(html: str) -> str:

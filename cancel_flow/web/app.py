@@ -37,9 +37,8 @@ from cancel_flow.emails.run import send_emails_periodically
 from cancel_flow.emails.sending import GuardedDispatcher
 from cancel_flow.outbox import dispatch_periodically
 from cancel_flow.outbox.session_events import SessionEvents
-from cancel_flow.web import (api_routes, billing_routes, cancel_routes, dashboard_routes, email_routes, experiment_routes,
-                             hook_routes, shared_link_routes,
-                             webhook_routes)
+from cancel_flow.web import (api_routes, attention_routes, billing_routes, cancel_routes, dashboard_routes, email_routes,
+                             experiment_routes, hook_routes, shared_link_routes, webhook_routes)
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
 from cancel_flow.web.coach_auth import FAILURE_WINDOW
 from cancel_flow.web.middleware import REQUEST_ID, BodySizeLimit, RequestEdge
@@ -265,6 +264,7 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         *hook_routes.routes,
         *experiment_routes.routes,
         *dashboard_routes.routes,
+        *attention_routes.routes,
         *api_routes.routes,
         *shared_link_routes.routes,
         Route("/metrics", metrics),
