@@ -363,10 +363,10 @@ class Store:
             return connection.execute(query).first() is not None
 
     def latest_offer_save(self, subscription_id: str, other_than_nonce: str, since: datetime) -> CancelSession | None:
-        """The subscription's newest offer accepted since `since` on another link, if any."""
+        """The subscription's newest offer accepted since `since` on another link, if any (and not canceled since)."""
         query = sa.select(sessions).where(
             sessions.c.subscription_id == subscription_id, sessions.c.nonce != other_than_nonce,
-            sessions.c.outcome.in_(OFFER_OUTCOMES), sessions.c.decided_at >= since,
+            sessions.c.outcome.in_(OFFER_OUTCOMES), sessions.c.decided_at >= since, sessions.c.canceled_at.is_(None),
         ).order_by(sessions.c.decided_at.desc(), sessions.c.id.desc()).limit(1)
         with self.engine.connect() as connection:
             return _as_session(connection.execute(query).first())

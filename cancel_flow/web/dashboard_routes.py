@@ -17,13 +17,14 @@ from cancel_flow.models import OUTCOMES
 from cancel_flow.money import format_money, minor_unit_divisor
 from cancel_flow.offers import REASONS
 from cancel_flow.spreadsheet import safe_cell
+from cancel_flow.store.attention import attention
 from cancel_flow.store.billing_stats import billing_stats
 from cancel_flow.store.stats import PAGE_SIZE, DateRange, day_start
 from cancel_flow.web import charts
 from cancel_flow.web.coach_auth import (LOGIN_CSRF_COOKIE, SignInBusy, TooManyAttempts, check_credentials, sign_in,
                                         sign_out, signed_in_coach, to_login)
 from cancel_flow.web.dates import EARLIEST, check_range, parse_day, whole_number
-from cancel_flow.web.pages import DASHBOARD_TABS, csrf_token, read_form, render, render_with_token
+from cancel_flow.web.pages import csrf_token, read_form, render, render_with_token
 
 PRESETS = (7, 30, 90)
 OUTCOME_LABELS = {"saved_discount": "Saved by discount", "saved_pause": "Saved by pause",
@@ -57,11 +58,6 @@ def parse_day_range(start: str | None, end: str | None, default_days: int = 30,
     last = parse_day(end, "to") if end else (today or utc_now().date())
     first = parse_day(start, "from") if start else max(last - timedelta(days=default_days - 1), EARLIEST)
     return check_range(first, last)
-
-
-# The dashboard's own pages (tabs), each keeping the range and filters: the overview answers "how am I doing,
-# and what changed?", the details are one tap away.
-TABS = DASHBOARD_TABS
 
 
 class Filters:
@@ -291,8 +287,7 @@ async def _stats(request: Request, filters: Filters):
 
 
 async def _overview(request: Request, filters: Filters) -> dict:
-    from cancel_flow.store.attention import attention
-
+    """How am I doing, and what changed: the cards, the trend, the top reasons, who needs attention."""
     stats = await _stats(request, filters)
     recovered = await run_in_threadpool(recovered_payments, request, filters.period)
     needing = await run_in_threadpool(attention, request.app.state.store.engine)
