@@ -50,7 +50,8 @@ def dunning_step(row: Row, schedule_days: tuple[int, ...]) -> str:
         last = sent[-1]
         emails = (f"email {len(sent)} of {len(schedule_days)} sent (day {last})" if len(sent) < len(schedule_days)
                   else f"all {len(schedule_days)} emails sent (the last on day {last})")
-    return "; ".join(part for part in (tries, emails) if part).capitalize()
+    words = "; ".join(part for part in (tries, emails) if part)
+    return words[:1].upper() + words[1:]
 
 
 @dataclass(frozen=True)
