@@ -12,8 +12,11 @@ async def run_stripe_setup(settings: Settings, recreate_webhook: bool = False) -
     try:
         for offer in offers.offers:
             if offer.kind == "discount":
-                # one coupon per billing period it can serve: monthly, quarterly and yearly plans
-                for per_payment in (1, 3, 12):
+                # one coupon per billing period it can serve: monthly, quarterly and yearly plans (those its
+                # `when` interval allows; other lengths are created on first use)
+                intervals = offer.when.interval or ("month", "year")
+                lengths = [months for months, interval in ((1, "month"), (3, "month"), (12, "year")) if interval in intervals]
+                for per_payment in lengths:
                     coupon = await gateway.ensure_coupon(offer, offer.payments * per_payment)
                     lines.append(f"Coupon {coupon} ready for offer '{offer.id}'.")
         setup = StripeSetup(gateway)

@@ -272,7 +272,7 @@ def history(store):
     """Insert sessions as they would be after the flow and webhooks ran."""
     def add(created: datetime, outcome: str = "open", *, reason=None, currency="usd", price=4900, interval="month",
             offers=(), chosen=None, percent=None, months=None, decided=None, canceled=None, comment=None,
-            email="client@example.com"):
+            email="client@example.com", **columns):
         monthly = price // 12 if interval == "year" else price
         row = dict(nonce=secrets.token_hex(8), customer_id="cus_" + secrets.token_hex(4), subscription_id="sub_" + secrets.token_hex(4),
                    customer_email=email, plan_name="Coaching", price_amount=price, interval=interval, interval_count=1,
@@ -280,6 +280,7 @@ def history(store):
                    chosen_offer=chosen, offer_kind=("discount" if percent else "pause") if chosen else None,
                    discount_percent=percent, discount_months=months, outcome=outcome, created_at=created,
                    updated_at=datetime.now(timezone.utc), decided_at=decided, canceled_at=canceled)
+        row.update(columns)  # any other column, as the flow and webhooks would have left it
         with store.engine.begin() as connection:
             session_id = connection.execute(sa.insert(CancelSession.__table__).values(row)).inserted_primary_key[0]
             for offer in offers:

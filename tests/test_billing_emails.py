@@ -312,9 +312,17 @@ def test_renewal_reminder_once_30_days_before_a_yearly_renewal_and_unsubscribe_s
         page = httpx.get(cancel)
         assert page.status_code == 200 and "Continue to cancel" in page.text
     unsubscribe = re.search(r"(http://\S+/emails/unsubscribe/\S+)", text).group(1)
-    stopped = httpx.get(unsubscribe)
+    for _ in range(2):  # opening the link (a mail scanner does) changes nothing: one button asks
+        asked = httpx.get(unsubscribe)
+        assert asked.status_code == 200 and "Stop renewal reminders?" in words(asked)
+        assert re.search(r'name="action" value="unsubscribe">\s*<button type="submit"[^>]*>Stop renewal reminders<', asked.text)
+    assert not records.unsubscribed(billing.engine, customer.id, "renewal_reminder")
+    # a mail client's one-click unsubscribe (RFC 8058): a POST, no page in between
+    stopped = httpx.post(unsubscribe, content=b"List-Unsubscribe=One-Click",
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert stopped.status_code == 200 and "won't get renewal reminders" in words(stopped)
     assert records.unsubscribed(billing.engine, customer.id, "renewal_reminder")
+    assert "You won't get these emails any more" in words(httpx.get(unsubscribe))  # and the link says so afterwards
     assert httpx.get(unsubscribe.replace("/unsubscribe/", "/unsubscribe/x")).status_code == 400
     # A second yearly subscription of this customer renews a day later: no reminder any more.
     catalogue.advance(clock.id, int((start + DAY).timestamp()))

@@ -34,7 +34,7 @@ def test_eligibility(offers):
     assert ids() == ["half-off-3-payments", "pause"]
     assert ids(has_discount=True) == ["pause"]
     assert ids(paused=True) == []
-    assert ids(interval="year", anchor=datetime(2025, 11, 25, 10, tzinfo=timezone.utc)) == ["half-off-3-payments"]
+    assert ids(interval="year", anchor=datetime(2025, 11, 25, 10, tzinfo=timezone.utc)) == ["yearly-25-off"]
     assert ids(interval="week") == ["pause"]  # coupons last whole months: no honest discount on a weekly plan
     assert ids(recent=True) == []
     assert ids(reason="too_complex", recent=True) == ["talk"]  # a conversation is never cooled down

@@ -82,6 +82,26 @@ def alembic_config(engine: Engine) -> AlembicConfig:
     return config
 
 
+class NotMigrated(Exception):
+    """The database lacks cancel-flow's tables, or has an older revision of them."""
+
+
+def schema_is_current(engine: Engine) -> bool:
+    """Whether the database is at the newest migration (False for an empty database or an older one)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    return current == set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+
+
+def require_migrated(engine: Engine) -> None:
+    """Raise NotMigrated unless the schema is current (commands that only read or sweep don't migrate)."""
+    if not schema_is_current(engine):
+        raise NotMigrated
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision; on PostgreSQL only one process migrates at a time."""
     config = alembic_config(engine)
@@ -279,7 +299,7 @@ class Store:
                      claimed_offer=None, claimed_at=None, offer_kind=None, discount_percent=None,
                      discount_months=None, discount_payments=None, pause_payments=None, pause_resumes_at=None,
                      coupon_id=None, switch_price=None, free_months=None, promise=None, offer_cost=None, schedule=None,
-                     next_payment_at=None)
+                     next_payment_at=None, offer_ends_at=None)
 
     def record_saved(self, session_id: int, subscription_id: str, outcome: str, offer_id: str, terms: dict,
                      snapshot: str | None = None) -> bool:
@@ -343,6 +363,15 @@ class Store:
             sessions.c.decided_at >= since).limit(1)
         with self.engine.connect() as connection:
             return connection.execute(query).first() is not None
+
+    def latest_offer_save(self, subscription_id: str, other_than_nonce: str, since: datetime) -> CancelSession | None:
+        """The subscription's newest offer accepted since `since` on another link, if any (and not canceled since)."""
+        query = sa.select(sessions).where(
+            sessions.c.subscription_id == subscription_id, sessions.c.nonce != other_than_nonce,
+            sessions.c.outcome.in_(OFFER_OUTCOMES), sessions.c.decided_at >= since, sessions.c.canceled_at.is_(None),
+        ).order_by(sessions.c.decided_at.desc(), sessions.c.id.desc()).limit(1)
+        with self.engine.connect() as connection:
+            return _as_session(connection.execute(query).first())
 
     def find_by_nonce(self, nonce: str) -> CancelSession | None:
         return self.find_session(nonce)

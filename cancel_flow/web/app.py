@@ -38,10 +38,8 @@ from cancel_flow.emails.run import send_emails_periodically
 from cancel_flow.emails.sending import GuardedDispatcher
 from cancel_flow.outbox import dispatch_periodically
 from cancel_flow.outbox.session_events import SessionEvents
-from cancel_flow.web import (api_routes, billing_routes, cancel_routes, config_routes, dashboard_routes, email_routes,
-                             experiment_routes,
-                             hook_routes, shared_link_routes,
-                             webhook_routes)
+from cancel_flow.web import (api_routes, attention_routes, billing_routes, cancel_routes, config_routes, dashboard_routes,
+                             email_routes, experiment_routes, hook_routes, shared_link_routes, webhook_routes)
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
 from cancel_flow.web.coach_auth import FAILURE_WINDOW
 from cancel_flow.web.middleware import REQUEST_ID, BodySizeLimit, RequestEdge
@@ -56,9 +54,21 @@ def _wants_json(request: Request) -> bool:
     return request.url.path.startswith(("/api/", "/webhooks/"))
 
 
+def _words(text: str) -> str:
+    return " ".join("".join(ch for ch in text.lower() if ch.isalnum() or ch.isspace()).split())
+
+
+def without_heading(title: str, message: str) -> str:
+    """The message under a heading, without a first sentence that only says the heading again
+    ("This link is not valid" / "This link is not valid. Ask for a new one.")."""
+    first, _, rest = message.partition(". ")
+    return rest.strip() if _words(first) == _words(title) else message
+
+
 def _error_page(request: Request, status: int, title: str, message: str) -> Response:
     if _wants_json(request):
         return JSONResponse({"error": {"code": title.lower().replace(" ", "_"), "message": message}}, status_code=status)
+    message = without_heading(title, message)
     token = request.path_params.get("token") if request.path_params else None
     cancel_action = f"/cancel/{token}/cancel" if token and status in (409, 503) else None
     csrf = None
@@ -255,6 +265,7 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
         *hook_routes.routes,
         *experiment_routes.routes,
         *dashboard_routes.routes,
+        *attention_routes.routes,
         *api_routes.routes,
         *config_routes.routes,
         *shared_link_routes.routes,

@@ -25,9 +25,13 @@ environment.filters["money"] = lambda amount, currency: format_money(amount, cur
 environment.filters["day"] = format_day
 environment.globals["interval_words"] = interval_words
 environment.globals["REASONS"] = REASONS
-# The coach's pages, in the navigation's order.
-environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/experiments", "Experiments"),
-                                     ("/dashboard/deliveries", "Webhooks and alerts"))
+# The coach's pages, in the navigation's order (the one place to add an entry).
+environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/attention", "Needs attention"),
+                                     ("/dashboard/experiments", "Experiments"), ("/dashboard/deliveries", "Webhooks and alerts"))
+# The retention dashboard's tabs (the "Retention" entry), each keeping the range and filters.
+DASHBOARD_TABS = (("/dashboard", "Overview"), ("/dashboard/sessions", "Sessions"), ("/dashboard/offers", "Offers"),
+                  ("/dashboard/reasons", "Reasons"), ("/dashboard/payments", "Payments and emails"))
+environment.globals["DASHBOARD_TABS"] = DASHBOARD_TABS
 
 
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
