@@ -9,12 +9,13 @@ stored failure gets a new key.
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime
+from urllib.parse import parse_qsl, quote
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from cancel_flow import billing, flow
-from cancel_flow.clock import as_utc, utc_now
+from cancel_flow.clock import add_months, as_utc, utc_now
 from cancel_flow.errors import (BadRequest, Conflict, InvalidLink, NotFound, PortalRefused, RecordPending,
                                 StripeUnavailable)
 from cancel_flow.experiments import assign_arm
@@ -24,7 +25,9 @@ from cancel_flow.logs import log_event
 from cancel_flow.metrics import DECISIONS
 from cancel_flow.models import CancelSession
 from cancel_flow.money import format_day, format_money
-from cancel_flow.offers import REASONS, Offer, OfferBook
+from cancel_flow.config.live import LiveConfiguration
+from cancel_flow.config.schema import Offer
+from cancel_flow.reasons import REASONS
 from cancel_flow.recent_answers import RecentAnswers
 from cancel_flow.store import CLAIM_FRESH, CLAIM_TIMEOUT, Claim, Store
 from cancel_flow.store.offload import Offloaded
@@ -42,6 +45,8 @@ class Visit:
     link: CancelLink
     session: CancelSession | None
     already_canceled: bool = False
+    # An offer accepted on another link of this subscription that still plays out: this link shows it.
+    decided_elsewhere: CancelSession | None = None
 
 
 @dataclass
@@ -53,6 +58,7 @@ class Outcome:
     can_still_cancel: bool
     next_step: str | None = None
     schedule: list[tuple[str, str]] | None = None  # (date, what is charged then)
+    next_step_label: str = "Talk to your coach"
 
 
 @dataclass
@@ -69,21 +75,28 @@ ENDED_SECONDS = 600  # an ended subscription's link answers from memory this lon
 
 
 class CancelService:
-    def __init__(self, store: Store, gateway: StripeGateway, offers: OfferBook, signer: LinkSigner,
+    def __init__(self, store: Store, gateway: StripeGateway, live: LiveConfiguration, signer: LinkSigner,
                  quick_store: Store | None = None, recent: RecentAnswers | None = None):
-        self.store, self.gateway, self.offers, self.signer = store, gateway, offers, signer
+        self.store, self.gateway, self.live, self.signer = store, gateway, live, signer
         # first reads shared by simultaneous views of one link; an ended subscription's answer kept (see visit)
         self.recent = recent or RecentAnswers(REUSE_SECONDS)
         # a query that would wait on a lock or a slow database runs off the event loop (store/offload.py)
         self.db = Offloaded(store, threads=DATABASE_THREADS, quick=quick_store)
 
     # reading ----------------------------------------------------------------------------------------
-    async def visit(self, token: str, reconcile: bool = False) -> Visit:
-        """Resume the link's session, or read Stripe once and open it."""
+    async def visit(self, token: str, reconcile: bool = False, show_decided: bool = False) -> Visit:
+        """Resume the link's session, or read Stripe once and open it. With `show_decided`, a new link of a
+        subscription whose offer accepted on another link still plays out opens no session: the visit
+        names that decision (the page shows it, and a session is opened only if the subscriber acts)."""
         link = self.signer.read_cancel(token)
         session = await self.db.find_session(link.nonce)
         if session is not None:
             return Visit(link, await self.reconcile(session) if reconcile else session)
+        if show_decided:
+            now = utc_now()
+            other = await self.db.latest_offer_save(link.subscription, link.nonce, flow.cooldown_start(self.live.current(), now))
+            if other is not None and other.customer_id == link.customer and still_playing_out(other, now):
+                return Visit(link, None, decided_elsewhere=other)
         # Simultaneous first views of one link share one read; an ended subscription stays ended
         # (https://docs.stripe.com/api/subscriptions/object#subscription_object-status: incomplete_expired "is a
         # terminal status"; https://docs.stripe.com/billing/subscriptions/cancel: a canceled subscription can't
@@ -106,7 +119,8 @@ class CancelService:
     async def open_session(self, token: str) -> tuple[CancelLink, CancelSession]:
         visit = await self.visit(token)
         if visit.session is None:
-            raise BadRequest("This subscription is already canceled.", title="Already canceled")
+            raise BadRequest("There is nothing more to do: no further payments will be taken.",
+                             title="This subscription is already canceled")
         return visit.link, visit.session
 
     def snapshot(self, session: CancelSession) -> SubscriptionFacts | None:
@@ -145,26 +159,28 @@ class CancelService:
         return prices
 
     async def record_reason(self, session: CancelSession, reason: str, comment: str | None) -> list[Offer]:
+        config = self.live.current()
         facts = self.snapshot(session) or await self.facts(session)
-        recent = await self.db.accepted_offer_since(session.customer_id, flow.cooldown_start(self.offers, utc_now()))
+        recent = await self.db.accepted_offer_since(session.customer_id, flow.cooldown_start(config, utc_now()))
         now = utc_now()
-        experiment = flow.experiment_for(self.offers, reason, facts, now)
+        experiment = flow.experiment_for(config, reason, facts, now)
         if experiment is not None:
             # the arm stays the subscription's on every link, even if the weights change later
             stored = await self.db.experiment_arm_of(session.subscription_id, experiment.id)
             arm = (experiment.arm(stored) if stored else None) or assign_arm(experiment, session.subscription_id)
-            prices = await self._target_prices([self.offers.find(o) for o in arm.offers if self.offers.find(o)])
-            offers = flow.arm_offers(self.offers, arm, facts, now, accepted_offer_recently=recent, prices=prices)
+            prices = await self._target_prices([config.find(o) for o in arm.offers if config.find(o)])
+            offers = flow.arm_offers(config, arm, facts, now, accepted_offer_recently=recent, prices=prices)
             await self.db.record_reason(session.id, reason, comment, [offer.id for offer in offers],
                                         experiment=(experiment.id, arm.name))
             return offers
-        prices = await self._target_prices([o for o in self.offers.offers if o.fits(reason)])
-        offers = flow.eligible_offers(self.offers, reason, facts, now, accepted_offer_recently=recent, prices=prices)
+        prices = await self._target_prices([o for o in config.offers if o.fits(reason)])
+        offers = flow.eligible_offers(config, reason, facts, now, accepted_offer_recently=recent, prices=prices)
         await self.db.record_reason(session.id, reason, comment, [offer.id for offer in offers])
         return offers
 
     def offers_shown(self, session: CancelSession) -> list[Offer]:
-        return [offer for offer_id in session.offers_shown or [] if (offer := self.offers.find(offer_id))]
+        config = self.live.current()  # an offer removed since it was shown can't be taken any more
+        return [offer for offer_id in session.offers_shown or [] if (offer := config.find(offer_id))]
 
     async def cards(self, session: CancelSession) -> list[Card]:
         """The offers shown, each with the promise the subscriber reads on its card."""
@@ -199,20 +215,21 @@ class CancelService:
 
     # accepting an offer ------------------------------------------------------------------------------
     async def accept(self, session: CancelSession, offer_id: str | None, payments: str | None) -> str | None:
-        """Apply the chosen offer through Stripe. Returns the address to send the subscriber to for a
-        `contact` offer, else None (the done page)."""
-        offer = self.offers.find(offer_id or "")
+        """Apply the chosen offer through Stripe (a `contact` offer: record the request, which alerts the
+        coach). None: the done page says what happened; a string: another page to go to instead."""
+        config = self.live.current()
+        offer = config.find(offer_id or "")
         if offer is None or offer.id not in (session.offers_shown or []):
             raise BadRequest("That offer isn't available for this subscription.", title="Unknown offer")
         if offer.kind == "contact":
             if await self.db.record_contact(session.id, session.subscription_id, offer.id):
                 DECISIONS.labels("contact_requested").inc()
                 log_event("cancel_session.decided", session=session.id, outcome="contact_requested", offer=offer.id)
-            return offer.url
+            return None
         skip = _pause_length(offer, payments)
         facts = await self.facts(session)
         now = utc_now()
-        cooldown = flow.cooldown_start(self.offers, now)
+        cooldown = flow.cooldown_start(config, now)
         recent = await self.db.accepted_offer_since(session.customer_id, cooldown)
         prices = await self._target_prices([offer])
         why = flow.why_not(offer, facts, now, reason=None, accepted_offer_recently=recent, prices=prices)
@@ -225,11 +242,11 @@ class CancelService:
             if recent or facts.has_discount or facts.paused:
                 raise Conflict("An offer is already in place for this subscription, so this one can't be added. "
                                "Your subscription is unchanged.")
-            raise Conflict(f"This offer is no longer available ({why}). Nothing was changed.", title="Offer no longer available")
+            raise Conflict(f"It can't be added now: {why}. Nothing was changed.", title="This offer is no longer available")
         promise = await self._promise(offer, facts, now, skip, prices)
         if promise is None:
-            raise Conflict("This offer is no longer available. Nothing was changed.", title="Offer no longer available")
-        terms = _terms(offer, promise, skip)
+            raise Conflict("It can't be added now. Nothing was changed.", title="This offer is no longer available")
+        terms = _terms(offer, promise, skip, now)
         claim, resending = await self.db.claim_offer(session, offer.id, terms, cooldown), False
         if claim.status == "stale":
             other = await self.db.find_session(claim.other_nonce)
@@ -293,7 +310,7 @@ class CancelService:
         return Claim("claimed", attempt=current.claim_attempt)
 
     def _title(self, offer_id: str | None) -> str:
-        offer = self.offers.find(offer_id or "")
+        offer = self.live.offer(offer_id) if offer_id else None
         return f"“{offer.title}”" if offer else "another offer"
 
     def _own_decision(self, current: CancelSession | None, offer: Offer) -> None:
@@ -385,15 +402,27 @@ class CancelService:
         log_event("cancel_session.kept", session=session.id)
 
     # the done page ------------------------------------------------------------------------------------
+    def _talk_outcome(self, session: CancelSession) -> Outcome:
+        """"Talk to your coach first": the coach has been told (the contact.requested alert), how they'll
+        reach out, and the coach's own address or booking page with the reason already written in."""
+        offer = self.live.offer(session.chosen_offer) if session.chosen_offer else None
+        brand = self.live.current().brand
+        reach = (f"They'll reach out to you by email at {session.customer_email}."
+                 if session.customer_email else "They'll get in touch with you soon.")
+        detail = (f"We've let {brand.name} know that you'd like to talk before deciding, and why. {reach} "
+                  "Your subscription stays as it is meanwhile, and you can still cancel here at any time.")
+        url = offer.url if offer else (f"mailto:{brand.support_email}" if brand.support_email else None)
+        if url and url.startswith("mailto:"):
+            return Outcome("Your coach has been told", detail, True, next_step=contact_mail(url, session),
+                           next_step_label="Write to your coach now")
+        return Outcome("Your coach has been told", detail, True, next_step=url, next_step_label="Book a time to talk")
+
     async def outcome(self, session: CancelSession) -> Outcome | None:
         """The done page's words, from Stripe's state now; None while nothing is decided yet."""
         if session.outcome == "open" and not session.kept_at:
             return None
-        if session.outcome == "contact_requested":
-            offer = self.offers.find(session.chosen_offer or "")
-            return Outcome("Your coach will be glad to talk", "Your subscription is unchanged. If you still want "
-                           "to cancel after talking, you can do it here at any time.", True,
-                           next_step=offer.url if offer else None)
+        if session.outcome == "contact_requested" or (session.outcome == "deflected" and session.offer_kind == "contact"):
+            return self._talk_outcome(session)
         try:
             # Back from the portal: what Stripe says since the subscriber went there.
             facts = await self.facts(session, newer_than=session.decided_at if session.outcome == "sent_to_portal" else None)
@@ -407,6 +436,9 @@ class CancelService:
                  "switch": session.switch_price in facts.price_ids, "free_period": facts.status == "trialing",
                  "keep": True}
         if kind in still and not still[kind]:
+            over = _played_out(session, facts, utc_now())
+            if over is not None:
+                return over
             return Outcome("Your subscription continues", "The offer you accepted no longer applies to your "
                            f"subscription: {_regular(facts)}", True)
         if kind == "keep":
@@ -417,6 +449,60 @@ class CancelService:
             return Outcome(headlines[kind], session.promise or "Your offer is in place.", True,
                            schedule=_schedule_lines(session))
         return describe_stripe_state(facts)
+
+
+def offer_ends_at(session: CancelSession) -> datetime | None:
+    """When an accepted offer has run its course by our record: a pause when collection resumes, free time
+    when the first payment falls due, a discount when its coupon's months are over (Stripe ends a repeating
+    coupon that many months after it was applied); None for a switch, which lasts."""
+    if getattr(session, "offer_ends_at", None) and session.outcome in ("saved_pause", "saved_free_period", "saved_discount"):
+        return as_utc(session.offer_ends_at)
+    if session.outcome == "saved_pause" and session.pause_resumes_at:
+        return as_utc(session.pause_resumes_at)
+    if session.outcome == "saved_free_period" and session.next_payment_at:
+        return as_utc(session.next_payment_at)
+    if session.outcome == "saved_discount" and session.discount_months and session.decided_at:
+        return add_months(as_utc(session.decided_at), session.discount_months)
+    return None
+
+
+def still_playing_out(session: CancelSession, now: datetime) -> bool:
+    """An accepted offer that hasn't run its course yet (a switch always plays out)."""
+    ends = offer_ends_at(session)
+    return session.outcome == "saved_switch" or (ends is not None and now < ends)
+
+
+def _played_out(session: CancelSession, facts: SubscriptionFacts, now: datetime) -> Outcome | None:
+    """What the done page says once the offer has run its course (not when it was taken away early)."""
+    ends = offer_ends_at(session)
+    if ends is None or now < ends - timedelta(days=1):
+        return None
+    day, regular = format_day(ends), _regular(facts)
+    words = {"saved_pause": ("Your break is over", f"Your break ended on {day}, and your plan is active again."),
+             "saved_free_period": ("Your free time is over", f"Your free time ended on {day}, and your plan is active."),
+             "saved_discount": ("Your discount has ended", f"Your discount ended on {day}, and your plan is active at "
+                                                           "its regular price.")}
+    headline, detail = words[session.outcome]
+    return Outcome(headline, f"{detail} {regular}".strip(), True)
+
+
+def contact_mail(url: str, session: CancelSession) -> str:
+    """The coach's `mailto:` address with a subject and a body that carry the plan, the reason and the
+    comment (RFC 6068: percent-encoded, lines ending in CRLF); a subject or body already in the address wins."""
+    address, _, query = url.removeprefix("mailto:").partition("?")
+    fields = dict(parse_qsl(query, keep_blank_values=True))
+    comment = " ".join((session.comment or "").split())
+    if len(comment) > 1000:
+        comment = comment[:999] + "…"
+    lines = ["Hi,", "", f"I'd like to talk before canceling my {session.plan_name} subscription."]
+    if session.reason:
+        lines += ["", f"Why I'm thinking of leaving: {REASONS.get(session.reason, session.reason)}"]
+    if comment:
+        lines.append(f"What I'd add: {comment}")
+    lines += ["", "Thanks"]
+    fields.setdefault("subject", f"Before I cancel my {session.plan_name} subscription")
+    fields.setdefault("body", "\r\n".join(lines))
+    return f"mailto:{address}?" + "&".join(f"{name}={quote(value, safe='')}" for name, value in fields.items())
 
 
 def _schedule_lines(session: CancelSession) -> list[tuple[str, str]] | None:
@@ -473,21 +559,23 @@ def _session_values(link: CancelLink, facts: SubscriptionFacts) -> dict:
     }
 
 
-def _terms(offer: Offer, promise: billing.Promise, skip: int | None) -> dict:
-    """The columns an accepted offer writes: what Stripe will bill, and the words for it."""
+def _terms(offer: Offer, promise: billing.Promise, skip: int | None, now: datetime) -> dict:
+    """The columns an accepted offer writes: what Stripe will bill, the words for it, and when it ends (a
+    repeating coupon ends its months after it is applied: https://docs.stripe.com/api/discounts/object#discount_object-end)."""
     terms = {"offer_kind": offer.kind, "discount_percent": None, "discount_months": None, "discount_payments": None,
              "pause_payments": None, "pause_resumes_at": None, "coupon_id": None, "switch_price": None,
              "free_months": None, "promise": promise.text, "offer_cost": promise.cost, "schedule": promise.schedule(),
-             "next_payment_at": promise.next_payment.at if promise.next_payment else None}
+             "next_payment_at": promise.next_payment.at if promise.next_payment else None, "offer_ends_at": None}
     if offer.kind == "discount":
         terms.update(discount_percent=offer.percent_off, discount_months=promise.coupon_months,
-                     discount_payments=offer.payments, coupon_id=offer.coupon_id(promise.coupon_months))
+                     discount_payments=offer.payments, coupon_id=offer.coupon_id(promise.coupon_months),
+                     offer_ends_at=add_months(now, promise.coupon_months))
     elif offer.kind == "pause":
-        terms.update(pause_payments=skip, pause_resumes_at=promise.resumes_at)
+        terms.update(pause_payments=skip, pause_resumes_at=promise.resumes_at, offer_ends_at=promise.resumes_at)
     elif offer.kind == "switch":
         terms.update(switch_price=offer.price)
     elif offer.kind == "free_period":
-        terms.update(free_months=offer.months, next_payment_at=promise.trial_end)
+        terms.update(free_months=offer.months, next_payment_at=promise.trial_end, offer_ends_at=promise.trial_end)
     return terms
 
 
@@ -506,11 +594,12 @@ def _terms_key(terms: dict) -> str:
 
 
 def _pause_length(offer: Offer, payments: str | None) -> int | None:
-    """The number of payments to skip, as chosen on the page (ASCII digits only)."""
+    """The number of payments to skip, as chosen on the page (ASCII digits only); none chosen: the shortest
+    pause, as the page preselects."""
     if offer.kind != "pause":
         return None
     if payments in (None, ""):
-        return offer.max_payments
+        return 1
     if not (payments.isascii() and payments.isdigit()) or len(payments) > 3 or not 1 <= int(payments) <= offer.max_payments:
         raise BadRequest(f"Choose to skip from 1 to {offer.max_payments} payments.")
     return int(payments)

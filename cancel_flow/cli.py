@@ -7,7 +7,8 @@ import sys
 from cancel_flow import hooks_cli
 from cancel_flow.emails.run import register as register_emails
 from cancel_flow.errors import CancelFlowError, SettingsError
-from cancel_flow.offers import REASONS
+from cancel_flow.reasons import REASONS
+from cancel_flow.store.api_keys import SCOPES as API_SCOPES
 
 
 def _settings():
@@ -43,14 +44,15 @@ def _stripe_check(args) -> int:
 
 
 def _sweep(args) -> int:
+    from cancel_flow.config.live import open_live
     from cancel_flow.hooks import is_test_mode
-    from cancel_flow.offers import load_offers
     from cancel_flow.outbox.session_events import SessionEvents
-    from cancel_flow.store import Store, make_engine
+    from cancel_flow.store import Store, make_engine, require_migrated
 
     settings = _settings()
     engine = make_engine(settings.database_url)
-    events = SessionEvents(load_offers(settings.offers_path), is_test_mode(settings.stripe_api_key))
+    require_migrated(engine)
+    events = SessionEvents(open_live(engine, settings), is_test_mode(settings.stripe_api_key))
     marked = Store(engine, on_event=events).sweep_deflected()
     from cancel_flow.store.api_keys import LinkRequestStore
     from cancel_flow.store.coaches import CoachStore
@@ -134,11 +136,51 @@ def _serve(args) -> int:
     return 0
 
 
+def _config(args) -> int:
+    from pathlib import Path
+
+    from cancel_flow.config.live import open_live
+    from cancel_flow.config.toml import read_toml_file, to_toml
+    from cancel_flow.errors import InvalidConfig
+    from cancel_flow.store import make_engine, migrate
+    from cancel_flow.store.config_versions import StaleVersion
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+        live = open_live(engine, settings)
+        if args.config_command == "export":
+            saved = live.document()
+            text = f"# cancel-flow configuration, version {saved.version}\n" + to_toml(saved.document)
+            if args.file and args.file != "-":
+                Path(args.file).write_text(text, encoding="utf-8")
+                print(f"Wrote version {saved.version} to {args.file}.", file=sys.stderr)
+            else:
+                sys.stdout.write(text)
+            return 0
+        path = Path(args.file)
+        document = read_toml_file(path)
+        try:
+            number = live.save(document, base_version=live.versions.latest_number(), saved_by="command line",
+                               origin="import", note=args.note or f"imported from {path.name}")
+        except InvalidConfig as refused:
+            raise refused.from_source(str(path)) from None
+        except StaleVersion:
+            print("cancel-flow: another version was saved at the same moment; nothing was saved, run the import again",
+                  file=sys.stderr)
+            return 1
+        print(f"Saved as version {number}: live on every worker within a few seconds, no restart needed.")
+        return 0
+    finally:
+        engine.dispose()
+
+
 def _api_key(args) -> int:
     import secrets
 
     from cancel_flow.store import make_engine, migrate
-    from cancel_flow.store.api_keys import ApiKeyStore
+    from cancel_flow.store.api_keys import DEFAULT_SCOPES, ApiKeyStore
 
     engine = make_engine(_settings().database_url)
     migrate(engine)
@@ -146,16 +188,18 @@ def _api_key(args) -> int:
     try:
         if args.api_key_command == "create":
             key = "cfk_" + secrets.token_urlsafe(32)
-            if not keys.add(args.name, key):
+            scopes = tuple(dict.fromkeys(args.scope or DEFAULT_SCOPES))
+            if not keys.add(args.name, key, scopes):
                 print(f"cancel-flow: an API key named {args.name!r} exists already", file=sys.stderr)
                 return 1
             print(key)
-            print(f"API key {args.name!r} created. It is shown only now: store it in your app's secrets.", file=sys.stderr)
+            print(f"API key {args.name!r} created with scopes {', '.join(scopes)}. It is shown only now: store it "
+                  f"in your app's secrets.", file=sys.stderr)
         elif args.api_key_command == "list":
             for row in keys.all():
                 state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
                 used = f"last used {row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never used"
-                print(f"{row.name}\t{row.prefix}…\t{state}\t{used}")
+                print(f"{row.name}\t{row.prefix}…\t{row.scopes.replace(' ', ',')}\t{state}\t{used}")
         elif not keys.revoke(args.name):
             print(f"cancel-flow: no active API key named {args.name!r}", file=sys.stderr)
             return 1
@@ -241,10 +285,22 @@ def build_parser() -> argparse.ArgumentParser:
     api_key_sub = api_key.add_subparsers(dest="api_key_command", required=True, metavar="ACTION")
     create = api_key_sub.add_parser("create", help="create a key and print it once")
     create.add_argument("name")
+    create.add_argument("--scope", action="append", choices=list(API_SCOPES),
+                        help="what the key may use (repeat for several): " + "; ".join(
+                            f"{name}: {routes}" for name, routes in API_SCOPES.items()) + " (default: links, stats, hooks)")
     api_key_sub.add_parser("list", help="list keys (names and prefixes only)")
     revoke = api_key_sub.add_parser("revoke", help="revoke a key")
     revoke.add_argument("name")
     api_key.set_defaults(handler=_api_key)
+
+    config = commands.add_parser("config", help="the live configuration (brand, offers, emails, alerts…) as TOML")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    export = config_sub.add_parser("export", help="write the live version as TOML (to FILE, else to the screen)")
+    export.add_argument("file", nargs="?", metavar="FILE")
+    config_import = config_sub.add_parser("import", help="check a TOML file and save it as a new live version")
+    config_import.add_argument("file", metavar="FILE")
+    config_import.add_argument("--note", help="what changed, for the history")
+    config.set_defaults(handler=_config)
 
     coach = commands.add_parser("coach", help="dashboard logins")
     coach_sub = coach.add_subparsers(dest="coach_command", required=True, metavar="ACTION")
@@ -270,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=12111)
     emulator.set_defaults(handler=_stripe_emulator)
-    offers_cmd = commands.add_parser("offers", help="the offers file")
+    offers_cmd = commands.add_parser("offers", help="the offers")
     offers_sub = offers_cmd.add_subparsers(dest="offers_command", required=True, metavar="ACTION")
     explain = offers_sub.add_parser("explain", help="which offers a customer would see, and why not the others")
     explain.add_argument("--customer", required=True, help="Stripe customer id (cus_…)")
@@ -281,10 +337,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MIGRATE_FIRST = ("cancel-flow: the database has no cancel-flow tables yet, or an older version of them: "
+                 "run `cancel-flow migrate` first")
+
+
+def _database_problem(error: Exception) -> str:
+    """One line for a database error a command met: 'run cancel-flow migrate' when the schema is missing or
+    behind, else what kind of error it was (never a traceback, never the statement)."""
+    from cancel_flow.settings import load_settings
+    from cancel_flow.store import make_engine, schema_is_current
+
+    try:
+        engine = make_engine(load_settings().database_url)
+        try:
+            if not schema_is_current(engine):
+                return MIGRATE_FIRST
+        finally:
+            engine.dispose()
+    except Exception:
+        pass
+    first_line = str(getattr(error, "orig", error)).strip().splitlines()[:1]
+    return f"cancel-flow: the database refused the command ({type(error).__name__}: {''.join(first_line)[:200]}); " \
+           "check DATABASE_URL and that the database answers"
+
+
 def main(argv: list[str] | None = None) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from cancel_flow.store import NotMigrated
+
     args = build_parser().parse_args(argv)
     try:
         sys.exit(args.handler(args))
+    except NotMigrated:
+        print(MIGRATE_FIRST, file=sys.stderr)
+        sys.exit(1)
+    except DBAPIError as error:
+        print(_database_problem(error), file=sys.stderr)
+        sys.exit(1)
     except SettingsError as error:
         print(f"cancel-flow: {error}", file=sys.stderr)
         sys.exit(2)

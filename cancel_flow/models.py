@@ -13,6 +13,12 @@ OFFER_OUTCOMES = ("saved_discount", "saved_pause", "saved_switch", "saved_free_p
 OUTCOMES = ("open", *SAVED_OUTCOMES, "contact_requested", "sent_to_portal", "canceled", "deflected")
 
 
+OFFER_ENDS = sa.text("offer_ends_at IS NOT NULL")
+CANCELED = sa.text("canceled_at IS NOT NULL")
+TALK_NOT_HANDLED = sa.text("offer_kind = 'contact' AND contact_handled_at IS NULL")
+UNPAID_FAILURE = sa.text("first_failed_at IS NOT NULL AND paid_at IS NULL AND voided_at IS NULL")
+
+
 def _when(**kwargs):
     return Field(sa_type=sa.DateTime(timezone=True), **kwargs)
 
@@ -21,7 +27,14 @@ class CancelSession(SQLModel, table=True):
     __tablename__ = "cancel_session"
     # Only the few sessions not yet rolled up are in this index, so finding them stays cheap.
     __table_args__ = (sa.Index("ix_cancel_session_not_rolled_up", "rolled_up",
-                               postgresql_where=sa.text("NOT rolled_up"), sqlite_where=sa.text("NOT rolled_up")),)
+                               postgresql_where=sa.text("NOT rolled_up"), sqlite_where=sa.text("NOT rolled_up")),
+                      # The attention list's windows (store/attention.py), each over the few rows it can hold.
+                      sa.Index("ix_cancel_session_offer_ends_at", "offer_ends_at", postgresql_where=OFFER_ENDS,
+                               sqlite_where=OFFER_ENDS),
+                      sa.Index("ix_cancel_session_canceled_period_end", "period_end", postgresql_where=CANCELED,
+                               sqlite_where=CANCELED),
+                      sa.Index("ix_cancel_session_talk_not_handled", "created_at", postgresql_where=TALK_NOT_HANDLED,
+                               sqlite_where=TALK_NOT_HANDLED))
 
     id: int | None = Field(default=None, primary_key=True)
     nonce: str = Field(max_length=64, unique=True)
@@ -87,12 +100,20 @@ class CancelSession(SQLModel, table=True):
     # The subscription as Stripe last told it, reused by reloads for a few seconds; cleared by webhooks.
     stripe_snapshot: str | None = Field(default=None, sa_type=sa.Text)
     snapshot_at: datetime | None = _when(default=None)
+    # When the accepted offer has run its course: a pause resumes, free time ends, a discount's coupon ends.
+    offer_ends_at: datetime | None = _when(default=None)
+    # A "talk to your coach" request the coach marked as handled on the attention list, and by whom.
+    contact_handled_at: datetime | None = _when(default=None)
+    contact_handled_by: str | None = Field(default=None, max_length=320)
 
 
 class InvoiceRecord(SQLModel, table=True):
     """A Stripe invoice as its `invoice.*` webhooks told it: discounts billed, failed and recovered payments."""
 
     __tablename__ = "invoice_record"
+    # Failed payments not recovered (the attention list): a few rows among every invoice ever paid.
+    __table_args__ = (sa.Index("ix_invoice_record_unpaid_failure", "first_failed_at", postgresql_where=UNPAID_FAILURE,
+                               sqlite_where=UNPAID_FAILURE),)
 
     id: str = Field(primary_key=True, max_length=255)
     customer_id: str = Field(max_length=255, index=True)
@@ -172,6 +193,22 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = _when(default_factory=utc_now)
     last_used_at: datetime | None = _when(default=None)
     revoked_at: datetime | None = _when(default=None)
+    # what the key may do, space-separated (api_keys.SCOPES); keys made before scopes existed keep the first three
+    scopes: str = Field(default="links stats hooks", max_length=100, sa_column_kwargs={"server_default": "links stats hooks"})
+
+
+class ConfigVersion(SQLModel, table=True):
+    """One saved version of the coach's configuration (the TOML document as JSON); the highest is live.
+    Versions are never changed: a restore saves an old one's document as a new version."""
+
+    __tablename__ = "config_version"
+
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    document: str = Field(sa_type=sa.Text)
+    saved_at: datetime = _when(default_factory=utc_now)
+    saved_by: str = Field(max_length=320)
+    origin: str = Field(max_length=16)  # file | dashboard | api | import | restore
+    note: str | None = Field(default=None, max_length=500)
 
 
 class LinkRequest(SQLModel, table=True):

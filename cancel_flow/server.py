@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import uvicorn
 
 from cancel_flow.logs import configure_logging
-from cancel_flow.offers import load_offers
+from cancel_flow.config.live import open_live
 from cancel_flow.settings import Settings
 from cancel_flow.store import make_engine, migrate, wait_for_database
 
@@ -37,13 +37,15 @@ def _sigterm_stops():
 
 def serve(settings: Settings, host: str, port: int, workers: int = 1, forwarded_allow_ips: str = "127.0.0.1") -> None:
     settings.require_stripe()
-    load_offers(settings.offers_path)
     configure_logging()
     engine = make_engine(settings.database_url)
-    with _sigterm_stops():
-        wait_for_database(engine)  # started beside the database (compose): it may not answer yet
-    migrate(engine)  # replicas starting together: an advisory lock lets one migrate, the others find it done
-    engine.dispose()
+    try:
+        with _sigterm_stops():
+            wait_for_database(engine)  # started beside the database (compose): it may not answer yet
+        migrate(engine)  # replicas starting together: an advisory lock lets one migrate, the others find it done
+        open_live(engine, settings)  # first start: the offers file seeds version 1, or a mistake in it stops here
+    finally:
+        engine.dispose()
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="cancel-flow-metrics-")

@@ -1,19 +1,22 @@
 """`cancel-flow stripe setup`: coupons, portal configuration and webhook endpoint, safe to run again."""
 
-from cancel_flow.offers import load_offers
+from cancel_flow.config.live import read_live
 from cancel_flow.settings import Settings
 from cancel_flow.stripe_gateway import StripeGateway, StripeSetup
 
 
 async def run_stripe_setup(settings: Settings, recreate_webhook: bool = False) -> list[str]:
-    offers = load_offers(settings.offers_path)
+    offers = read_live(settings)
     gateway = StripeGateway(settings)
     lines = []
     try:
         for offer in offers.offers:
             if offer.kind == "discount":
-                # one coupon per billing period it can serve: monthly, quarterly and yearly plans
-                for per_payment in (1, 3, 12):
+                # one coupon per billing period it can serve: monthly, quarterly and yearly plans (those its
+                # `when` interval allows; other lengths are created on first use)
+                intervals = offer.when.interval or ("month", "year")
+                lengths = [months for months, interval in ((1, "month"), (3, "month"), (12, "year")) if interval in intervals]
+                for per_payment in lengths:
                     coupon = await gateway.ensure_coupon(offer, offer.payments * per_payment)
                     lines.append(f"Coupon {coupon} ready for offer '{offer.id}'.")
         setup = StripeSetup(gateway)

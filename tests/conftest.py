@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 from bench.harness import free_port, wait_for
 from cancel_flow.links import LinkSigner
 from cancel_flow.models import CancelSession, SessionOffer, SQLModel
-from cancel_flow.offers import load_offers
+from tests.helpers import load_config
 from cancel_flow.settings import Settings
 from cancel_flow.store import Store, make_engine, migrate
 from tests.helpers import stopped_afterwards
@@ -226,7 +226,7 @@ def catalogue(stripe_client):
 
 @pytest.fixture
 def offers():
-    return load_offers(ROOT / "offers.toml")
+    return load_config(ROOT / "offers.toml")
 
 
 os.environ.setdefault("CANCEL_FLOW_ENV", "development")
@@ -272,7 +272,7 @@ def history(store):
     """Insert sessions as they would be after the flow and webhooks ran."""
     def add(created: datetime, outcome: str = "open", *, reason=None, currency="usd", price=4900, interval="month",
             offers=(), chosen=None, percent=None, months=None, decided=None, canceled=None, comment=None,
-            email="client@example.com"):
+            email="client@example.com", **columns):
         monthly = price // 12 if interval == "year" else price
         row = dict(nonce=secrets.token_hex(8), customer_id="cus_" + secrets.token_hex(4), subscription_id="sub_" + secrets.token_hex(4),
                    customer_email=email, plan_name="Coaching", price_amount=price, interval=interval, interval_count=1,
@@ -280,6 +280,7 @@ def history(store):
                    chosen_offer=chosen, offer_kind=("discount" if percent else "pause") if chosen else None,
                    discount_percent=percent, discount_months=months, outcome=outcome, created_at=created,
                    updated_at=datetime.now(timezone.utc), decided_at=decided, canceled_at=canceled)
+        row.update(columns)  # any other column, as the flow and webhooks would have left it
         with store.engine.begin() as connection:
             session_id = connection.execute(sa.insert(CancelSession.__table__).values(row)).inserted_primary_key[0]
             for offer in offers:
@@ -292,13 +293,13 @@ class Served:
     """`cancel-flow serve` in a child process, as an operator runs it."""
 
     def __init__(self, database_url: str, emulator_url: str, *extra: str, workers: int = 1, webhook_secret: str = WHSEC,
-                 wait: bool = True):
+                 wait: bool = True, env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_FLOW_", "STRIPE_", "PROMETHEUS_"))}
         environment.update(DATABASE_URL=database_url, CANCEL_FLOW_SECRET_KEY=SECRET, STRIPE_API_KEY=TEST_KEY,
                            STRIPE_API_BASE=emulator_url, CANCEL_FLOW_BASE_URL=self.url, STRIPE_WEBHOOK_SECRET=webhook_secret,
-                           CANCEL_FLOW_OFFERS=str(ROOT / "offers.toml"), DATABASE_POOL_SIZE="10")
+                           CANCEL_FLOW_OFFERS=str(ROOT / "offers.toml"), DATABASE_POOL_SIZE="10", **(env or {}))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cancel_flow", "serve", "--port", str(self.port), "--workers", str(workers), *extra],
             env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -487,6 +488,7 @@ class Inbox:
 
     def __init__(self):
         self.messages: list = []
+        self.recipients: list[list[str]] = []  # each message's envelope recipients (RCPT TO)
         self.down = False
 
     async def handle_DATA(self, server, session, envelope):
@@ -496,6 +498,7 @@ class Inbox:
         if self.down:
             return "451 4.3.0 Mail server temporarily unavailable"
         self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+        self.recipients.append(list(envelope.rcpt_tos))
         return "250 Message accepted"
 
     def subjects(self) -> list[str]:

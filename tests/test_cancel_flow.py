@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -11,7 +12,7 @@ import pytest
 from freezegun import freeze_time
 
 from cancel_flow.logs import JsonLineFormatter
-from tests.helpers import csrf_of
+from tests.helpers import csrf_of, visible_text
 
 COUPON = "cancel-flow_half-off-3-payments_50pct_3m"
 
@@ -101,6 +102,8 @@ def test_accept_pause_sets_pause_collection_and_states_the_resume_date(client, c
     give_reason(client, url, "unused")
     page = client.get(url)
     assert "Skip your payment of" in page.text and "Skip your payments of" in page.text
+    # the shortest pause is preselected, the longest is a choice the subscriber makes
+    assert re.findall(r'name="payments" value="(\d)" ?(checked)?>', page.text) == [("1", "checked"), ("2", ""), ("3", "")]
     response = accept(client, url, "pause", payments="2")
     assert response.status_code == 303
     done = client.get(f"{url}/done")
@@ -209,8 +212,8 @@ def test_once_coupons_exist_accepting_a_discount_costs_two_stripe_calls(client, 
 
 def test_yearly_plan_gets_no_pause(client, catalogue, link):
     page = give_reason(client, link(catalogue.subscription(interval="year", amount=49000)), "unused")
-    assert "Take a break instead" not in page.text and "Stay for half price" in page.text
-    assert "$245.00" in page.text
+    assert "Take a break instead" not in page.text and "25% off your next year" in page.text
+    assert "$367.50" in page.text and "Stay for half price" not in page.text  # not three years at half price
 
 
 def test_existing_discount_means_no_second_discount(client, catalogue, link, stripe_client):
@@ -525,3 +528,91 @@ def test_another_offer_while_the_first_may_still_run_at_stripe_is_refused_and_sa
     assert len(after.discounts) == 1 and after.pause_collection is None
     assert store.find_session(_nonce(url)).outcome == "saved_discount"
     assert "50% off" in client.get(f"{url}/done").text
+
+
+def _sessions_of(store, subscription_id: str) -> list:
+    import sqlalchemy as sa
+
+    from cancel_flow.models import CancelSession
+    table = CancelSession.__table__
+    with store.engine.connect() as connection:
+        return connection.execute(sa.select(table).where(table.c.subscription_id == subscription_id)).all()
+
+
+def test_a_second_link_opened_after_a_save_shows_that_decision_and_counts_no_new_session(client, catalogue, link, store):
+    from cancel_flow.store.stats import DateRange, StatsQueries
+
+    sub = catalogue.subscription()
+    first = link(sub)
+    give_reason(client, first, "unused")
+    assert accept(client, first, "pause", payments="1").status_code == 303
+    second = link(sub)
+    for _ in range(2):
+        page = client.get(second)
+        assert page.status_code == 200
+        words = visible_text(page.text)
+        assert words.startswith("Already decided You accepted “Take a break instead” on ") and "with another link" in words
+        assert "Your break has started Skip your payment of" in words and "Continue to cancel" in words
+    assert len(_sessions_of(store, sub.id)) == 1  # the second link opened no session
+    now = datetime.now(timezone.utc)
+    assert StatsQueries(store.engine).stats(DateRange(now - timedelta(days=1), now + timedelta(days=1))).sessions == 1
+    # cancel stays one click away: the second link's session starts when the subscriber acts
+    leave = client.post(f"{second}/cancel", data={"csrf_token": csrf_of(page.text)})
+    assert leave.status_code == 303 and "/cancel/" not in leave.headers["location"]
+    assert sorted(row.outcome for row in _sessions_of(store, sub.id)) == ["saved_pause", "sent_to_portal"]
+
+
+def test_a_link_reopened_after_the_pause_ran_its_course_says_the_break_ended(client, catalogue, signer, stripe_client):
+    start = datetime.now(timezone.utc).replace(microsecond=0)
+    clock = catalogue.test_clock(int(start.timestamp()))
+    sub = catalogue.subscription(catalogue.customer(test_clock=clock.id))
+
+    def link(subscription):  # links from a renewal reminder: valid for months
+        return f"/cancel/{signer.cancel_token(subscription.customer, subscription.id, max_age=120 * 86400)[0]}"
+    url = link(sub)
+    give_reason(client, url, "unused")
+    assert accept(client, url, "pause", payments="1").status_code == 303
+    resumes = datetime.fromtimestamp(stripe_client.v1.subscriptions.retrieve(sub.id).pause_collection.resumes_at, timezone.utc)
+    later = resumes + timedelta(days=3)
+    catalogue.advance(clock.id, int(later.timestamp()))
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).pause_collection is None
+    with freeze_time(later, real_asyncio=True):
+        done = visible_text(client.get(f"{url}/done").text)
+        fresh = client.get(link(sub))  # the break is over: a new link asks why again
+    assert done.startswith(f"Your break is over Your break ended on {resumes.day} {resumes:%B %Y}, and your plan is "
+                           "active again. Your next payment is $49.00 on ")
+    assert "no longer applies" not in done
+    assert fresh.status_code == 200 and "Why are you leaving?" in fresh.text and "Already decided" not in fresh.text
+
+
+def test_talk_to_your_coach_says_the_coach_was_told_and_mails_them_by_default(client, catalogue, link, store):
+    import sqlalchemy as sa
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    from cancel_flow.models import OutboxDelivery
+
+    sub = catalogue.subscription(catalogue.customer(email="maya@example.com", name="Maya Lopez"))
+    url = link(sub)
+    give_reason(client, url, "missing_features", "I need a meal plan for vegetarians")
+    chosen = accept(client, url, "talk")
+    assert chosen.status_code == 303 and chosen.headers["location"] == f"{url}/done"
+    page = client.get(chosen.headers["location"])
+    words = visible_text(page.text)
+    assert words.startswith("Your coach has been told We've let Peak Performance Coaching know that you'd like to talk "
+                            "before deciding, and why. They'll reach out to you by email at maya@example.com. Your "
+                            "subscription stays as it is meanwhile")
+    assert "Write to your coach now" in words and "Continue to cancel" in words
+    mail = re.search(r'href="(mailto:[^"]+)"[^>]*>Write to your coach now<', page.text).group(1)
+    parts = urlsplit(mail.replace("&amp;", "&"))
+    fields = {name: values[0] for name, values in parse_qs(parts.query).items()}
+    assert unquote(parts.path) == "coach@example.com"
+    assert fields["subject"] == "Before I cancel my Coaching Plan subscription"
+    assert "Why I'm thinking of leaving: Some features are missing\r\nWhat I'd add: I need a meal plan for vegetarians" \
+        in fields["body"]
+    # offers.toml has no [alerts]: the coach still gets an email, at the brand's support address, through the outbox
+    with store.engine.connect() as connection:
+        [alert] = connection.execute(sa.select(OutboxDelivery.__table__)).all()
+    assert (alert.kind, alert.target, alert.event_type) == ("email", "coach@example.com", "contact.requested")
+    text = json.loads(alert.payload)["text"]
+    assert text.startswith("Maya Lopez (maya@example.com) wants to talk before canceling Coaching Plan\n\n")
+    assert "Reason: Some features are missing\nComment: “I need a meal plan for vegetarians”" in text

@@ -57,8 +57,8 @@ def test_stripe_setup_is_idempotent_and_prints_the_settings(cli_env, stripe_clie
     assert run(["stripe", "setup"]) == 0
     second = capsys.readouterr().out
     assert "STRIPE_WEBHOOK_SECRET=whsec_" not in second
-    assert sorted(c.id for c in stripe_client.v1.coupons.list().data) == [
-        "cancel-flow_half-off-3-payments_50pct_36m", "cancel-flow_half-off-3-payments_50pct_3m", "cancel-flow_half-off-3-payments_50pct_9m"]
+    assert sorted(c.id for c in stripe_client.v1.coupons.list().data) == [  # each for the periods its offer serves
+        "cancel-flow_half-off-3-payments_50pct_3m", "cancel-flow_half-off-3-payments_50pct_9m", "cancel-flow_yearly-25-off_25pct_12m"]
     assert len(stripe_client.v1.webhook_endpoints.list().data) == 1
     configs = stripe_client.v1.billing_portal.configurations.list().data
     assert len(configs) == 1 and configs[0].features.subscription_cancel.mode == "at_period_end"
@@ -98,3 +98,31 @@ def test_link_export_writes_one_row_per_customer_with_working_links(cli_env, cat
     from datetime import datetime, timedelta, timezone
     expires = datetime.fromisoformat(rows[0]["expires_at"])
     assert timedelta(days=29) < expires - datetime.now(timezone.utc) <= timedelta(days=30)
+
+
+@pytest.mark.parametrize("command", [["sweep"], ["offers", "explain", "--customer", "CUSTOMER"],
+                                     ["offers", "explain", "--customer", "cus_unknown", "--reason", "unused"]])
+def test_commands_on_a_database_not_yet_migrated_say_to_migrate(cli_env, monkeypatch, tmp_path, catalogue, capsys, command):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'new.db'}")
+    customer = catalogue.subscription().customer
+    assert run([customer if word == "CUSTOMER" else word for word in command]) == 1
+    out, err = capsys.readouterr()
+    assert err.strip() == ("cancel-flow: the database has no cancel-flow tables yet, or an older version of them: "
+                           "run `cancel-flow migrate` first")
+    assert "Traceback" not in out + err and "SELECT" not in err
+    assert run(["migrate"]) == 0 and run(command[:1] if command == ["sweep"] else
+                                         [customer if word == "CUSTOMER" else word for word in command]) == 0
+
+
+def test_a_database_an_upgrade_behind_says_to_migrate(cli_env, monkeypatch, tmp_path, capsys):
+    from alembic import command as alembic
+
+    from cancel_flow.store import alembic_config, make_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    alembic.upgrade(alembic_config(engine), "0009")  # as an earlier version of cancel-flow left it
+    engine.dispose()
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert run(["sweep"]) == 1
+    assert "run `cancel-flow migrate` first" in capsys.readouterr().err

@@ -1,9 +1,10 @@
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from cancel_flow.errors import SettingsError
-from cancel_flow.offers import load_offers
+from tests.helpers import load_config
 from tests.helpers import HALF_PRICE_OFFER
 
 GOOD = """
@@ -19,13 +20,34 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_the_shipped_offers_file_loads():
-    book = load_offers(Path(__file__).resolve().parents[1] / "offers.toml")
-    assert [o.id for o in book.offers] == ["half-off-3-payments", "pause", "talk"]
+    book = load_config(Path(__file__).resolve().parents[1] / "offers.toml")
+    assert [o.id for o in book.offers] == ["half-off-3-payments", "yearly-25-off", "pause", "talk"]
     assert book.offer_cooldown_days == 365 and book.brand.logo.is_file()
 
 
+@pytest.mark.parametrize("path", ["offers.toml", "cancel_flow/examples/offers.toml"])
+def test_the_shipped_offers_read_sensibly_for_monthly_and_yearly_plans(path):
+    """Three months at half price for a monthly plan; a yearly subscriber is not given three years at half
+    price but a quarter off the next renewal, and no pause."""
+    from tests.test_flow_rules import NOW, facts
+    from cancel_flow.flow import eligible_offers
+
+    book = load_config(Path(__file__).resolve().parents[1] / path)
+
+    def shown(interval: str, reason: str) -> list:
+        anchor = {"year": datetime(2025, 11, 25, 10, tzinfo=timezone.utc)}.get(interval)
+        plan = facts(interval=interval, **({"anchor": anchor} if anchor else {}))
+        return [(o.id, o.percent_off, o.payments) for o in eligible_offers(book, reason, plan, NOW, accepted_offer_recently=False)
+                if o.kind != "contact"]
+
+    assert shown("month", "too_expensive") == [("half-off-3-payments", 50, 3)]
+    assert shown("year", "too_expensive") == [("yearly-25-off", 25, 1)]
+    assert [offer for offer, *_ in shown("month", "unused")] == ["half-off-3-payments", "pause"]
+    assert shown("year", "unused") == [("yearly-25-off", 25, 1)]
+
+
 def test_offer_without_reasons_fits_every_reason(tmp_path):
-    offer = load_offers(write(tmp_path, GOOD)).offers[0]
+    offer = load_config(write(tmp_path, GOOD)).offers[0]
     assert offer.fits("too_complex") and offer.fits("other")
 
 
@@ -52,18 +74,18 @@ def test_offer_without_reasons_fits_every_reason(tmp_path):
 def test_mistakes_name_the_file_the_offer_and_the_field(tmp_path, change, names):
     path = write(tmp_path, GOOD.replace(*change))
     with pytest.raises(SettingsError) as error:
-        load_offers(path)
+        load_config(path)
     for name in [str(path), *names]:
         assert name in str(error.value)
 
 
 def test_duplicate_ids_are_refused(tmp_path):
     with pytest.raises(SettingsError, match="unique"):
-        load_offers(write(tmp_path, GOOD + GOOD.split("[brand]\nname = \"Coach\"")[1]))
+        load_config(write(tmp_path, GOOD + GOOD.split("[brand]\nname = \"Coach\"")[1]))
 
 
 def test_missing_file_and_bad_toml_are_named(tmp_path):
     with pytest.raises(SettingsError, match="CANCEL_FLOW_OFFERS"):
-        load_offers(tmp_path / "nope.toml")
+        load_config(tmp_path / "nope.toml")
     with pytest.raises(SettingsError, match="not valid TOML"):
-        load_offers(write(tmp_path, "[brand\n"))
+        load_config(write(tmp_path, "[brand\n"))

@@ -157,8 +157,8 @@ def test_serve_stops_with_one_line_when_the_database_never_answers(caplog):
     assert "pw-never-logged" not in "".join(JsonLineFormatter().format(record) for record in caplog.records)
 
 
-def test_readyz_names_the_database_and_the_offers(client):
-    assert client.get("/readyz").json() == {"status": "ok", "database": "ok", "offers": "loaded"}
+def test_readyz_names_the_database_and_the_configuration(client):
+    assert client.get("/readyz").json() == {"status": "ok", "database": "ok", "config": "loaded"}
 
 
 def _hold_the_write_lock(database_url: str):

@@ -141,6 +141,9 @@ def test_every_subscriber_page_fits_and_passes_axe(width, browser, live_server, 
     page.get_by_role("button", name="Accept 50% off").click()
     page.wait_for_url(f"{url}/done")
     review("done-discount")
+    discounted = signer.cancel_token(*_customer_and_subscription(url, signer))[0]
+    page.goto(f"{server.url}/cancel/{discounted}")  # a second link after the save
+    review("already-decided")
 
     link("too_expensive")
     page.get_by_role("button", name="Switch my plan").click()
@@ -159,9 +162,10 @@ def test_every_subscriber_page_fits_and_passes_axe(width, browser, live_server, 
     _, url = link("missing_features")
     review("offers-contact")
     page.get_by_role("button", name="Talk to your coach first").click()
-    page.wait_for_url(CONTACT_URL)
-    page.goto(f"{url}/done")
+    page.wait_for_url(f"{url}/done")
     review("done-contact")
+    page.get_by_role("link", name="Book a time to talk").click()
+    page.wait_for_url(CONTACT_URL)
 
     link("switched_service")
     review("offers-none-fit")
@@ -200,10 +204,22 @@ def test_every_subscriber_page_fits_and_passes_axe(width, browser, live_server, 
     review("not-found")
     page.goto(f"{server.url}/")
     review("shared-link")
+    from cancel_flow.emails.tokens import unsubscribe_token
+    from tests.conftest import SECRET
+
+    page.goto(f"{server.url}/emails/unsubscribe/{unsubscribe_token(SECRET, sub.customer, 'renewal_reminder')}")
+    review("unsubscribe-ask")
+    page.get_by_role("button", name="Stop renewal reminders").click()
+    review("unsubscribed")
     review.finish()
 
 
-from cancel_flow.offers import REASONS as REASON_LABELS  # noqa: E402
+def _customer_and_subscription(url: str, signer) -> tuple[str, str]:
+    link = signer.read_cancel(url.rsplit("/cancel/", 1)[1].split("/")[0])
+    return link.customer, link.subscription
+
+
+from cancel_flow.reasons import REASONS as REASON_LABELS  # noqa: E402
 
 
 @pytest.mark.parametrize("width", [360, 1280])
@@ -225,12 +241,23 @@ def test_every_coach_page_fits_and_passes_axe(width, browser, live_server, store
     page.wait_for_url(f"{server.url}/dashboard")
     review("dashboard-empty")
     store.bulk_insert_sessions(history_rows(datetime.now(timezone.utc), weeks=20, per_week=14))
+    _a_failed_payment(store)
     page.goto(f"{server.url}/dashboard?range=90")
     wait_for_charts(page)
     review("dashboard")
-    page.goto(f"{server.url}/dashboard?from=2025-01-01&to={datetime.now(timezone.utc).date()}&outcome=canceled&page=2")
-    wait_for_charts(page)
-    review("dashboard-custom-range-filtered")
+    for tab in ("Sessions", "Offers", "Reasons", "Payments and emails"):
+        page.get_by_role("navigation", name="Retention dashboard").get_by_role("link", name=tab).click()
+        wait_for_charts(page)
+        review(f"dashboard-{tab.split()[0].lower()}")
+    page.goto(f"{server.url}/dashboard/sessions?from=2025-01-01&to={datetime.now(timezone.utc).date()}&outcome=canceled&page=2")
+    review("dashboard-sessions-custom-range-filtered")
+    page.goto(f"{server.url}/dashboard?from=2026-13-01")
+    review("dashboard-bad-dates")
+    page.goto(f"{server.url}/dashboard/attention")
+    review("attention")
+    if page.get_by_role("button", name=re.compile("Mark handled")).count():
+        page.get_by_role("button", name=re.compile("Mark handled")).first.click()
+        review("attention-handled")
     page.goto(f"{server.url}/dashboard/experiments")
     review("experiments")
     page.goto(f"{server.url}/dashboard/deliveries")
@@ -246,6 +273,24 @@ def test_every_coach_page_fits_and_passes_axe(width, browser, live_server, store
     page.goto(f"{server.url}/dashboard/deliveries")
     review("deliveries")
     review.finish()
+
+
+def _a_failed_payment(store) -> None:
+    """A payment that failed two days ago and is still unpaid, with its first email sent: the attention list's first row."""
+    import sqlalchemy as sa
+
+    from cancel_flow.models import BillingEmail, InvoiceRecord
+    failed = datetime.now(timezone.utc) - timedelta(days=2)
+    with store.engine.begin() as connection:
+        connection.execute(sa.insert(InvoiceRecord.__table__).values(
+            id="in_screens", customer_id="cus_demo00001", subscription_id="sub_demo00001", status="open",
+            billing_reason="subscription_cycle", currency="usd", subtotal=4900, total_discount=0, amount_due=4900,
+            amount_paid=0, attempt_count=1, created=failed, first_failed_at=failed, event_created=0, updated_at=failed,
+            failure_message="Your card has insufficient funds.", card_brand="visa", card_last4="4242"))
+        connection.execute(sa.insert(BillingEmail.__table__).values(
+            key="payment_failed:in_screens:0", kind="payment_failed", customer_id="cus_demo00001",
+            email="client1@example.com", invoice_id="in_screens", subscription_id="sub_demo00001", step=0, status="sent",
+            attempts=1, created_at=failed, sent_at=failed))
 
 
 @pytest.mark.parametrize("width", [360, 1280])

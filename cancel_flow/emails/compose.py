@@ -1,20 +1,22 @@
 """Each billing email's words, from the brand, the billing facts and the one wording function's promise;
-rendered as plain text and HTML from templates/. Pure: the scheduler gathers the facts."""
+rendered as HTML from templates/ and as plain text by `plain_text` (one item a line, a blank line between
+blocks). Pure: the scheduler gathers the facts."""
 
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from cancel_flow.i18n import install as install_translations
 from cancel_flow.money import format_day, format_money
 
 TEMPLATES = Path(__file__).parent / "templates"
 environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                           trim_blocks=True, lstrip_blocks=True, auto_reload=False, keep_trailing_newline=True)
-_text = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=False, trim_blocks=True, lstrip_blocks=True,
-                    auto_reload=False)
+install_translations(environment)
 
 UNSUBSCRIBE_LABELS = {
     "renewal_reminder": "Stop renewal reminders",
@@ -62,15 +64,45 @@ class Rendered:
     subject: str
     text: str
     html: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def unsubscribe_headers(email: Email, support_email: str | None) -> tuple[tuple[str, str], ...]:
+    """What mail clients show as their own "Unsubscribe" (RFC 2369) and use in one click (RFC 8058): the email's
+    unsubscribe link, which takes a POST of `List-Unsubscribe=One-Click`, and a mailto to the coach beside it."""
+    if not email.unsubscribe_url:
+        return ()
+    links = [f"<{email.unsubscribe_url}>"]
+    if support_email:
+        links.append(f"<mailto:{quote(support_email, safe='@')}?subject={quote(email.unsubscribe_label)}>")
+    return (("List-Unsubscribe", ", ".join(links)), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
 
 
 def render(email: Email, style: Style) -> Rendered:
     logo_url = f"{style.base_url}/brand/logo" if getattr(style.brand, "logo", None) else None
     context = {"email": email, "brand": style.brand, "logo_url": logo_url}
-    text = _text.get_template("email.txt").render(**context)
-    while "\n\n\n" in text:
-        text = text.replace("\n\n\n", "\n\n")
-    return Rendered(email.subject, text.strip() + "\n", environment.get_template("email.html").render(**context))
+    return Rendered(email.subject, plain_text(email, style.brand), environment.get_template("email.html").render(**context),
+                    unsubscribe_headers(email, getattr(style.brand, "support_email", None)))
+
+
+def plain_text(email: Email, brand) -> str:
+    """The text part: the blocks of the HTML part in the same order, one item a line (a fact, a payment, a
+    link's label then its address), a blank line between blocks."""
+    blocks = [brand.name, email.heading, f"Hi {email.name}," if email.name else "Hello,", *email.paragraphs]
+    if email.facts:
+        width = max(len(label) for label, _ in email.facts) + 1
+        blocks.append("\n".join(f"{(label + ':').ljust(width)} {value}" for label, value in email.facts))
+    if email.payments:
+        blocks.append("\n".join(["Payment dates:"] + [
+            f"{day}: {amount}" + (f" (instead of {regular})" if regular else "") for day, amount, regular in email.payments]))
+    if email.button:
+        blocks.append(f"{email.button[0]}:\n{email.button[1]}")
+    blocks += email.closing
+    support = getattr(brand, "support_email", None)
+    blocks.append("-- \n" + brand.name + (f"\nQuestions? Reply or write to {support}" if support else ""))
+    if email.unsubscribe_url:
+        blocks.append(f"{email.unsubscribe_label}:\n{email.unsubscribe_url}")
+    return "\n\n".join(block.strip() for block in blocks if block and block.strip()) + "\n"
 
 
 def _per(interval: str | None, count: int = 1) -> str:

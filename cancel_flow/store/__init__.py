@@ -17,6 +17,7 @@ from cancel_flow.clock import as_utc, utc_now
 from cancel_flow.errors import CancelFlowError
 from cancel_flow.flow import DEFLECTION_DELAY, SessionView, StripeState, state_changes
 from cancel_flow.logs import log_event
+from cancel_flow.metrics import DECISIONS
 from cancel_flow.models import OFFER_OUTCOMES, CancelSession, InvoiceRecord, SessionOffer, StripeEvent
 
 sessions = CancelSession.__table__
@@ -115,6 +116,24 @@ def wait_for_database(engine: Engine, timeout: float = DATABASE_WAIT, *, sleep=t
                 log_event("database.ready", database=where, attempts=attempt,
                           waited_s=round(time.monotonic() - started, 1))
             return
+class NotMigrated(Exception):
+    """The database lacks cancel-flow's tables, or has an older revision of them."""
+
+
+def schema_is_current(engine: Engine) -> bool:
+    """Whether the database is at the newest migration (False for an empty database or an older one)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    return current == set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+
+
+def require_migrated(engine: Engine) -> None:
+    """Raise NotMigrated unless the schema is current (commands that only read or sweep don't migrate)."""
+    if not schema_is_current(engine):
+        raise NotMigrated
 
 
 def migrate(engine: Engine) -> None:
@@ -314,7 +333,7 @@ class Store:
                      claimed_offer=None, claimed_at=None, offer_kind=None, discount_percent=None,
                      discount_months=None, discount_payments=None, pause_payments=None, pause_resumes_at=None,
                      coupon_id=None, switch_price=None, free_months=None, promise=None, offer_cost=None, schedule=None,
-                     next_payment_at=None)
+                     next_payment_at=None, offer_ends_at=None)
 
     def record_saved(self, session_id: int, subscription_id: str, outcome: str, offer_id: str, terms: dict,
                      snapshot: str | None = None) -> bool:
@@ -379,6 +398,15 @@ class Store:
         with self.engine.connect() as connection:
             return connection.execute(query).first() is not None
 
+    def latest_offer_save(self, subscription_id: str, other_than_nonce: str, since: datetime) -> CancelSession | None:
+        """The subscription's newest offer accepted since `since` on another link, if any (and not canceled since)."""
+        query = sa.select(sessions).where(
+            sessions.c.subscription_id == subscription_id, sessions.c.nonce != other_than_nonce,
+            sessions.c.outcome.in_(OFFER_OUTCOMES), sessions.c.decided_at >= since, sessions.c.canceled_at.is_(None),
+        ).order_by(sessions.c.decided_at.desc(), sessions.c.id.desc()).limit(1)
+        with self.engine.connect() as connection:
+            return _as_session(connection.execute(query).first())
+
     def find_by_nonce(self, nonce: str) -> CancelSession | None:
         return self.find_session(nonce)
 
@@ -394,10 +422,13 @@ class Store:
                 "received_at": now, "handled_at": now}).first()
             if inserted is None:
                 return False
-            if state is not None:
-                self._apply_state(connection, state)
+            decided = self._apply_state(connection, state) if state is not None else []
             if invoice is not None:
                 self._apply_invoice(connection, invoice)
+        for session_id, outcome, offer_id in decided:  # the same line and count as a decision the flow records
+            DECISIONS.labels(outcome).inc()
+            log_event("cancel_session.decided", session=session_id, outcome=outcome, offer=offer_id, by="stripe_event",
+                      stripe_event=event_id)
         return True
 
     # Later states win over earlier ones at the same event second (paid after failed, void after open).
@@ -455,7 +486,13 @@ class Store:
             return connection.execute(sa.select(invoices).where(invoices.c.subscription_id == subscription_id)
                                       .order_by(invoices.c.created)).all()
 
-    def _apply_state(self, connection, state: StripeState) -> None:
+    def _apply_state(self, connection, state: StripeState) -> list[tuple[int, str, str | None]]:
+        """Apply a subscription's state to its sessions; the saves it decided (session, outcome, offer).
+
+        A save Stripe's event settles (the event came before the accept recorded it, or the worker applying it
+        stopped) is decided here, with its session.saved event in this transaction; the accept's own record
+        then finds it decided and adds nothing, so the event goes out once whichever path decides first."""
+        decided = []
         for row in connection.execute(self._sessions_of_subscription, {"subscription": state.subscription_id}).all():
             if row.stripe_state_at is not None and row.stripe_state_at > state.version:
                 continue  # an older event: never undo what a newer one said
@@ -464,8 +501,14 @@ class Store:
             changes = state_changes(view, state)
             connection.execute(sa.update(sessions).where(sessions.c.id == row.id).values(
                 stripe_state_at=state.version, updated_at=utc_now(), rolled_up=False, snapshot_at=None, **changes))
-            if changes.get("outcome") == "canceled" and row.outcome != "canceled":
+            outcome = changes.get("outcome", row.outcome)
+            if outcome.startswith("saved_") and row.outcome == "open":
+                self._supersede_others(connection, row.id, state.subscription_id)
+                self._event(connection, "session.saved", row.id)
+                decided.append((row.id, outcome, changes.get("chosen_offer")))
+            if outcome == "canceled" and row.outcome != "canceled":
                 self._event(connection, "session.canceled", row.id)
+        return decided
 
     def sweep_deflected(self) -> int:
         """Sessions left open, or sent to the portal, 24 h ago with no cancellation: deflected.

@@ -1,6 +1,7 @@
 """JSON API keys (hashed) and the shared page's request counts."""
 
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -13,6 +14,17 @@ from cancel_flow.models import ApiKey, LinkRequest
 
 keys = ApiKey.__table__
 requests = LinkRequest.__table__
+
+# What a key may do: mint links, read the figures, manage REST hooks, read and change the configuration.
+SCOPES = {"links": "POST /api/links", "stats": "GET /api/stats, /api/attention", "hooks": "/api/hooks",
+          "config": "/api/config"}
+DEFAULT_SCOPES = ("links", "stats", "hooks")
+
+
+@dataclass(frozen=True)
+class KeyHolder:
+    name: str
+    scopes: frozenset[str]
 
 
 def digest(value: str) -> str:
@@ -51,11 +63,15 @@ class ApiKeyStore:
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    def add(self, name: str, key: str) -> bool:
+    def add(self, name: str, key: str, scopes=DEFAULT_SCOPES) -> bool:
+        unknown = set(scopes) - set(SCOPES)
+        if unknown or not scopes:
+            raise ValueError(f"unknown scope {sorted(unknown)[0]!r}" if unknown else "a key needs a scope")
         try:
             with self.engine.begin() as connection:
                 connection.execute(sa.insert(keys).values(name=name, key_hash=digest(key), prefix=key[:10],
-                                                          created_at=utc_now()))
+                                                          created_at=utc_now(),
+                                                          scopes=" ".join(s for s in SCOPES if s in scopes)))
         except sa.exc.IntegrityError:
             return False
         return True
@@ -69,15 +85,15 @@ class ApiKeyStore:
             return connection.execute(sa.update(keys).where(keys.c.name == name, keys.c.revoked_at.is_(None))
                                       .values(revoked_at=utc_now())).rowcount == 1
 
-    def check(self, key: str) -> str | None:
-        """The key's name when it is valid and not revoked."""
+    def check(self, key: str) -> KeyHolder | None:
+        """The key's name and scopes when it is valid and not revoked."""
         with self.engine.begin() as connection:
-            row = connection.execute(sa.select(keys.c.id, keys.c.name).where(
+            row = connection.execute(sa.select(keys.c.id, keys.c.name, keys.c.scopes).where(
                 keys.c.key_hash == digest(key), keys.c.revoked_at.is_(None))).first()
             if row is None:
                 return None
             connection.execute(sa.update(keys).where(keys.c.id == row.id).values(last_used_at=utc_now()))
-            return row.name
+            return KeyHolder(row.name, frozenset(row.scopes.split()))
 
 
 class LinkRequestStore:

@@ -24,10 +24,12 @@ def _page(request: Request, template: str, session, status_code: int = 200, **co
 
 
 async def show(request: Request) -> Response:
-    visit = await _service(request).visit(request.path_params["token"], reconcile=True)
+    visit = await _service(request).visit(request.path_params["token"], reconcile=True, show_decided=True)
     session = visit.session
     if visit.already_canceled:
         return render(request, "canceled.html")
+    if visit.decided_elsewhere is not None:
+        return await _decided_elsewhere(request, visit)
     if session.outcome != "open" or session.kept_at:
         return await done(request)
     if session.reason is not None and request.query_params.get("change") == "reason":
@@ -37,6 +39,17 @@ async def show(request: Request) -> Response:
     if session.reason is None:
         return _page(request, "reason.html", session)
     return await _offers_page(request, session)
+
+
+async def _decided_elsewhere(request: Request, visit) -> Response:
+    """A new link after an offer was accepted on another one: that decision, and cancel one click away. No
+    session is opened for this link until the subscriber acts, so the dashboard counts no new one."""
+    service = _service(request)
+    first = visit.decided_elsewhere
+    offer = service.live.offer(first.chosen_offer) if first.chosen_offer else None
+    outcome = await service.outcome(first)
+    return render(request, "decided.html", session=first, outcome=outcome, offer=offer, token=request.path_params["token"],
+                  csrf=csrf_token(request.app.state.settings.secret_key, visit.link.nonce))
 
 
 async def _offers_page(request: Request, session, status_code: int = 200, error: str | None = None) -> Response:

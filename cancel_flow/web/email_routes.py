@@ -1,5 +1,5 @@
 """Pages the billing emails lead to: back from the card update (the open invoice is paid at once) and
-the one-click unsubscribe (no login)."""
+unsubscribing (no login: a one-button page, and the mail clients' one-click POST)."""
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -9,16 +9,18 @@ from starlette.routing import Route
 
 from cancel_flow.emails import records
 from cancel_flow.emails.compose import TEMPLATES as EMAIL_TEMPLATES
-from cancel_flow.emails.config import UNSUBSCRIBABLE
+from cancel_flow.emails.kinds import UNSUBSCRIBABLE
 from cancel_flow.emails.tokens import read_unsubscribe
 from cancel_flow.errors import BadRequest
 from cancel_flow.logs import log_event
 from cancel_flow.money import format_money
 from cancel_flow.stripe_billing import StripeBilling
+from cancel_flow.i18n import install as install_translations
 from cancel_flow.web.pages import TEMPLATES as WEB_TEMPLATES
 
 environment = Environment(loader=FileSystemLoader([EMAIL_TEMPLATES, WEB_TEMPLATES]), autoescape=select_autoescape(["html"]),
                           trim_blocks=True, lstrip_blocks=True, auto_reload=False)
+install_translations(environment)
 KIND_WORDS = {"renewal_reminder": "renewal reminders", "discount_ending": "reminders that a discount is ending",
               "offer_accepted": "confirmations of offers you accept", "cancellation_confirmed": "cancellation confirmations"}
 
@@ -32,7 +34,7 @@ def card_update_flow(base_url: str, token: str) -> dict:
 
 def _page(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
     state = request.app.state
-    html = environment.get_template(template).render(brand=state.offers.brand, return_url=state.settings.return_url,
+    html = environment.get_template(template).render(brand=state.config.current().brand, return_url=state.settings.return_url,
                                                      **context)
     return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
 
@@ -72,34 +74,46 @@ async def card_updated(request: Request) -> Response:
 
 
 async def unsubscribe(request: Request) -> Response:
-    """GET stops that kind of email at once (one click); the page offers to undo it. POST with
-    `action=unsubscribe` (mail clients' one-click, RFC 8058) or `action=resubscribe`."""
+    """GET shows one button and changes nothing (mail scanners open links); the button POSTs
+    `action=unsubscribe`. A POST without a page works too: mail clients' one-click unsubscribe
+    (RFC 8058, body `List-Unsubscribe=One-Click`) stops the emails at once. `action=resubscribe` undoes it."""
     token = request.path_params["token"]
     link = read_unsubscribe(request.app.state.settings.secret_key, token)
+    if request.method == "HEAD":  # link checkers and mail clients look before anyone clicks: nothing changes
+        return HTMLResponse(None, headers={"Cache-Control": "no-store"})
     engine = request.app.state.store.engine
-    subscribed = False
-    if request.method == "POST":
-        try:
-            form = await request.form(max_files=0, max_fields=5, max_part_size=1000)
-        except Exception:
-            raise BadRequest("We couldn't read that form. Please go back and try again.") from None
-        action = form.get("action") or "unsubscribe"
-        if action not in ("unsubscribe", "resubscribe"):
-            raise BadRequest("That is not something this page can do.")
-        subscribed = action == "resubscribe"
-    if subscribed:
-        await run_in_threadpool(records.resubscribe, engine, link.customer, link.kind)
-    else:
-        await run_in_threadpool(records.unsubscribe, engine, link.customer, link.kind)
-    log_event("emails.unsubscribe" if not subscribed else "emails.resubscribe", customer=link.customer, kind=link.kind)
     words = KIND_WORDS[link.kind] if link.kind in UNSUBSCRIBABLE else "these emails"
-    if subscribed:
+    brand = request.app.state.config.current().brand.name
+    action = f"/emails/unsubscribe/{token}"
+    if request.method == "GET":
+        if await run_in_threadpool(records.unsubscribed, engine, link.customer, link.kind):
+            return _stopped(request, words, action)
+        return _page(request, "unsubscribed.html", title=f"Stop {words}?", subscribed=True,
+                     message=f"Press the button to stop {words} from {brand}. Emails about a failed payment still "
+                             "reach you, as they concern your account.",
+                     button=f"Stop {words}", action=action)
+    try:
+        form = await request.form(max_files=0, max_fields=5, max_part_size=1000)
+    except Exception:
+        raise BadRequest("We couldn't read that form. Please go back and try again.") from None
+    choice = form.get("action") or "unsubscribe"
+    if choice not in ("unsubscribe", "resubscribe"):
+        raise BadRequest("That is not something this page can do.")
+    if choice == "resubscribe":
+        await run_in_threadpool(records.resubscribe, engine, link.customer, link.kind)
+        log_event("emails.resubscribe", customer=link.customer, kind=link.kind)
         return _page(request, "unsubscribed.html", title="You're back on the list", subscribed=True,
-                     message=f"You'll get {words} again.", button=f"Stop {words}", action=f"/emails/unsubscribe/{token}")
+                     message=f"You'll get {words} again.", button=f"Stop {words}", action=action)
+    await run_in_threadpool(records.unsubscribe, engine, link.customer, link.kind)
+    log_event("emails.unsubscribe", customer=link.customer, kind=link.kind)
+    return _stopped(request, words, action)
+
+
+def _stopped(request: Request, words: str, action: str) -> Response:
     return _page(request, "unsubscribed.html", title="You won't get these emails any more", subscribed=False,
-                 message=f"You won't get {words} from {request.app.state.offers.brand.name} any more. Emails about "
+                 message=f"You won't get {words} from {request.app.state.config.current().brand.name} any more. Emails about "
                          "a failed payment still reach you, as they concern your account.",
-                 button=f"Keep getting {words}", action=f"/emails/unsubscribe/{token}")
+                 button=f"Keep getting {words}", action=action)
 
 
 routes = [
