@@ -34,6 +34,11 @@ def test_every_page_with_personal_data_answers_no_store(make_client, catalogue, 
         "/dashboard/deliveries": ("/dashboard/deliveries", 200),
         "/dashboard/experiments": ("/dashboard/experiments", 200),
         "/dashboard/experiments/{experiment_id}": ("/dashboard/experiments/no-such-experiment", 404),
+        "/dashboard/sessions": ("/dashboard/sessions", 200),
+        "/dashboard/offers": ("/dashboard/offers", 200),
+        "/dashboard/reasons": ("/dashboard/reasons", 200),
+        "/dashboard/payments": ("/dashboard/payments", 200),
+        "/dashboard/attention": ("/dashboard/attention", 200),
     }
     served = {route.path for route in client.app.routes
               if isinstance(route, Route) and "GET" in (route.methods or ()) and route.path.startswith(PERSONAL)}
