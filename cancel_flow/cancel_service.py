@@ -53,6 +53,7 @@ class Outcome:
     can_still_cancel: bool
     next_step: str | None = None
     schedule: list[tuple[str, str]] | None = None  # (date, what is charged then)
+    after: str | None = None  # under the schedule: what stays as it is
 
 
 @dataclass
@@ -194,7 +195,8 @@ class CancelService:
             target = (prices if prices is not None else await self._target_prices([offer])).get(offer.price)
             if target is None:
                 return None
-            return billing.switch_promise(plan, target.unit_amount, target.name or offer.title, now)
+            return billing.switch_promise(plan, target.unit_amount, target.name or offer.title, now,
+                                          current_name=facts.plan_name)
         return None
 
     # accepting an offer ------------------------------------------------------------------------------
@@ -323,6 +325,11 @@ class CancelService:
         return await self.gateway.apply_free_period(session.subscription_id, promise.trial_end, key)
 
     async def _record_saved(self, session: CancelSession, offer_id: str, kind: str, terms: dict, snapshot: str | None) -> None:
+        if kind == "switch" and snapshot:
+            # the plan line, the sessions table and MRR follow what Stripe bills from now: the new price
+            now_billed = flow.facts_from_json(snapshot)
+            terms = {**terms, "plan_name": now_billed.plan_name[:512], "price_amount": now_billed.billed_amount,
+                     "monthly_amount": now_billed.billed_monthly, "price_note": price_note(now_billed)}
         try:
             decided = await self.db.record_saved(session.id, session.subscription_id, f"saved_{kind}", offer_id, terms, snapshot)
         except SQLAlchemyError:
@@ -414,26 +421,19 @@ class CancelService:
         headlines = {"discount": "Thanks for staying!", "pause": "Your break has started",
                      "switch": "Your plan is changing", "free_period": "Enjoy your free time"}
         if kind in headlines:
+            same = ("Nothing else changes: you keep your access. We'll charge the card on file as usual."
+                    if kind == "switch" else
+                    "Nothing else changes: same plan, same access. We'll charge the card on file as usual.")
             return Outcome(headlines[kind], session.promise or "Your offer is in place.", True,
-                           schedule=_schedule_lines(session))
+                           schedule=_schedule_lines(session), after=same)
         return describe_stripe_state(facts)
 
 
 def _schedule_lines(session: CancelSession) -> list[tuple[str, str]] | None:
-    """The promised payments, one line each, for the done page."""
+    """The promised payments, one line each, for the done page (in the wording function's words)."""
     if not session.schedule:
         return None
-    lines = []
-    for moment, amount, regular in session.schedule:
-        when = format_day(datetime.fromisoformat(moment))
-        charged = format_money(amount, session.currency)
-        if amount == 0 and regular:
-            lines.append((when, f"nothing (instead of {format_money(regular, session.currency)})"))
-        elif amount != regular:
-            lines.append((when, f"{charged} (instead of {format_money(regular, session.currency)})"))
-        else:
-            lines.append((when, charged))
-    return lines
+    return [(format_day(at), words) for at, words in billing.schedule_lines(session.schedule, session.currency)]
 
 
 def _regular(facts: SubscriptionFacts) -> str:
@@ -466,11 +466,20 @@ def _session_values(link: CancelLink, facts: SubscriptionFacts) -> dict:
     return {
         "nonce": link.nonce, "customer_id": facts.customer_id, "subscription_id": facts.subscription_id,
         "customer_email": facts.customer_email, "plan_name": facts.plan_name[:512],
-        "price_amount": facts.price_amount, "interval": facts.interval, "interval_count": facts.interval_count,
-        "monthly_amount": facts.monthly_amount, "currency": facts.currency, "had_discount": facts.has_discount,
+        # what Stripe bills (discounts included), which the plan line, MRR and costs count
+        "price_amount": facts.billed_amount, "price_note": price_note(facts),
+        "interval": facts.interval, "interval_count": facts.interval_count,
+        "monthly_amount": facts.billed_monthly, "currency": facts.currency, "had_discount": facts.has_discount,
         "was_paused": facts.paused, "cancel_at_period_end": facts.cancel_at_period_end,
         "period_end": facts.period_end, "stripe_snapshot": flow.facts_to_json(facts),
     }
+
+
+def price_note(facts: SubscriptionFacts) -> str | None:
+    """Beside the amount on the plan line: the discount it includes, or why there is no amount."""
+    if not facts.priced:
+        return "billed by usage or by tiers"
+    return (billing.plan_words(facts.plan) or "").partition(" (")[2].rstrip(")")[:64] or None
 
 
 def _terms(offer: Offer, promise: billing.Promise, skip: int | None) -> dict:

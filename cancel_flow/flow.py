@@ -15,7 +15,7 @@ ENDED_STATUSES = ("canceled", "incomplete_expired")  # terminal: a subscription 
 
 @dataclass(frozen=True)
 class PriceLine:
-    unit_amount: int
+    unit_amount: int | None  # None: a price Stripe bills by tiers, usage or a decimal amount
     quantity: int
     interval: str
     interval_count: int
@@ -51,13 +51,40 @@ class SubscriptionFacts:
     pause_resumes_at: datetime | None = None
     cancel_at: datetime | None = None
     cancel_at_period_end_flag: bool = False
+    # The discounts Stripe bills now (the subscription's, else its customer's):
+    # (percent_off, amount_off, end as Unix seconds, once) each.
+    discounts: tuple[tuple, ...] = ()
+    billing_mode: str = "classic"
+    current_period_start: datetime | None = None
+
+    @property
+    def priced(self) -> bool:
+        """Every price has a unit amount (not tiered, metered or decimal): amounts can be promised."""
+        return all(line.unit_amount is not None for line in self.lines)
 
     @property
     def plan(self) -> billing.Plan:
-        return billing.Plan(self.currency, tuple(billing.Line(l.unit_amount, l.quantity) for l in self.lines),
+        discounts = tuple(billing.Discount(percent, amount, from_unix(end) if end else None, bool(once))
+                          for percent, amount, end, once in self.discounts)
+        return billing.Plan(self.currency, tuple(billing.Line(l.unit_amount or 0, l.quantity) for l in self.lines),
                             self.interval, self.interval_count, self.anchor or self.next_payment or self.period_end,
                             None if self.cancel_at_period_end or self.status not in LIVE_STATUSES else self.next_payment,
-                            self.taxed)
+                            self.taxed, discounts, self.priced)
+
+    @property
+    def billed_amount(self) -> int:
+        """What one payment charges now, discounts included (the list price when nothing is due)."""
+        plan = self.plan
+        if not self.priced:
+            return 0
+        return plan.billed(self.next_payment) if self.next_payment else plan.amount
+
+    @property
+    def billed_monthly(self) -> int:
+        """The billed amount brought to a month, as MRR counts it."""
+        if not self.lines or not self.priced or self.price_amount == 0:
+            return 0
+        return round(self.monthly_amount * self.billed_amount / self.price_amount)
 
     @property
     def subject(self) -> Subject:
@@ -66,7 +93,8 @@ class SubscriptionFacts:
 
     @property
     def price_amount(self) -> int:
-        return sum(line.unit_amount * line.quantity for line in self.lines)
+        """The list price of one payment, before discounts (0 for prices without a unit amount)."""
+        return sum((line.unit_amount or 0) * line.quantity for line in self.lines)
 
     @property
     def interval(self) -> str:
@@ -100,7 +128,7 @@ def monthly_amount(lines) -> int:
     months_per_interval = {"day": 12 / 365, "week": 12 / 52, "month": 1, "year": 12}
     total = 0.0
     for line in lines:
-        total += line.unit_amount * line.quantity / (months_per_interval[line.interval] * line.interval_count)
+        total += (line.unit_amount or 0) * line.quantity / (months_per_interval[line.interval] * line.interval_count)
     return round(total)
 
 
@@ -118,7 +146,7 @@ class TargetPrice:
     interval: str
     interval_count: int
     active: bool = True
-    name: str | None = None
+    name: str | None = None  # the price's nickname, else its product's name
 
 
 def why_not(offer: Offer, facts: SubscriptionFacts, now: datetime, *, reason: str | None,
@@ -137,6 +165,8 @@ def why_not(offer: Offer, facts: SubscriptionFacts, now: datetime, *, reason: st
         return f"subscription is {facts.status if facts.status != 'active' else 'set to cancel'}"
     if facts.paused:
         return "payments are paused"
+    if not facts.priced:
+        return "its price has no fixed amount (tiered, metered or decimal), so no payment can be promised"
     plan = facts.plan
     if offer.kind == "discount":
         if facts.has_discount:
@@ -165,6 +195,8 @@ def why_not(offer: Offer, facts: SubscriptionFacts, now: datetime, *, reason: st
             return "that price is not cheaper"
     elif offer.kind == "free_period":
         if billing.free_period_promise(plan, offer.months, now) is None:
+            if plan.next_payment and billing.add_months(plan.next_payment, offer.months) > billing.trial_limit(plan):
+                return "Stripe moves a payment at most two years from the billing cycle anchor"
             return "the next payment can't move that far"
     return None
 
@@ -293,7 +325,7 @@ def state_changes(session: SessionView, state: StripeState) -> dict:
 SNAPSHOT_TTL = timedelta(seconds=10)
 
 
-_MOMENTS = ("period_end", "anchor", "next_payment", "started_at", "pause_resumes_at", "cancel_at")
+_MOMENTS = ("period_end", "anchor", "next_payment", "started_at", "pause_resumes_at", "cancel_at", "current_period_start")
 _LISTS = ("price_ids", "product_ids", "item_ids", "discount_coupons")
 _SNAPSHOT_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
@@ -319,6 +351,7 @@ def facts_from_json(text: str) -> SubscriptionFacts:
             data[key] = from_unix(moment) if isinstance(moment, (int, float)) else datetime.fromisoformat(moment)
     data["lines"] = tuple(PriceLine(**line) if isinstance(line, dict) else PriceLine(*line) for line in data["lines"])
     data["metadata"] = tuple(tuple(pair) for pair in data.get("metadata") or ())
+    data["discounts"] = tuple(tuple(discount) for discount in data.get("discounts") or ())
     for key in _LISTS:
         data[key] = tuple(data.get(key) or ())
     return facts_of(data)

@@ -25,7 +25,9 @@ from cancel_flow.stripe_budget import StripeBudget, StripeBusy
 
 # Stripe expands at most four levels, `data.` of a list included
 # (https://docs.stripe.com/api/expanding_objects): a retrieve reaches the product, a list only the price.
-SUBSCRIPTION_EXPAND = ["items.data.price.product", "customer"]
+# The discounts' coupons too (the subscription's, and its customer's, which it inherits when it has none of its own):
+# every promise counts what Stripe will really bill.
+SUBSCRIPTION_EXPAND = ["items.data.price.product", "customer", "discounts.source.coupon", "customer.discount.source.coupon"]
 LIST_EXPAND = ["data.items.data.price", "data.customer"]
 HANDLED_EVENTS = ("customer.subscription.updated", "customer.subscription.deleted")
 INVOICE_EVENTS = ("invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded",
@@ -212,6 +214,24 @@ def _is_missing(error: stripe.StripeError, param_prefix: str = "") -> bool:
         and (error.param or "").startswith(param_prefix)
 
 
+def _discounts_billed(subscription: dict, customer: dict | None) -> tuple[tuple, ...]:
+    """The discounts Stripe bills on this subscription's invoices: its own, else its customer's
+    (https://docs.stripe.com/api/subscriptions/create#create_subscription-discounts), as (percent_off,
+    amount_off, end, once). A discount whose coupon wasn't expanded is counted as a discount of unknown size."""
+    own = [d for d in subscription.get("discounts") or [] if d]
+    found = own or ([customer["discount"]] if customer and customer.get("discount") else [])
+    discounts = []
+    for discount in found:
+        coupon = (discount.get("source") or {}).get("coupon") if isinstance(discount, dict) else None
+        coupon = coupon or (discount.get("coupon") if isinstance(discount, dict) else None)
+        if not isinstance(coupon, dict):
+            discounts.append((None, None, None, False))
+            continue
+        amount_off = coupon.get("amount_off") if (coupon.get("currency") or "") in ("", subscription.get("currency")) else 0
+        discounts.append((coupon.get("percent_off"), amount_off, discount.get("end"), coupon.get("duration") == "once"))
+    return tuple(discounts)
+
+
 def facts_from(subscription, product_names: dict[str, str] | None = None) -> SubscriptionFacts:
     data = subscription.to_dict() if hasattr(subscription, "to_dict") else subscription
     items = data["items"]["data"]
@@ -219,7 +239,10 @@ def facts_from(subscription, product_names: dict[str, str] | None = None) -> Sub
     for item in items:
         price = item["price"]
         recurring = price.get("recurring") or {"interval": "month", "interval_count": 1}
-        lines.append(PriceLine(price.get("unit_amount") or 0, item.get("quantity") or 1,
+        # a price billed by tiers, by usage or with a decimal amount has no unit_amount: nothing to promise
+        unit_amount = price.get("unit_amount") if price.get("billing_scheme", "per_unit") == "per_unit" \
+            and recurring.get("usage_type", "licensed") == "licensed" else None
+        lines.append(PriceLine(unit_amount, item.get("quantity") or 1,
                                recurring["interval"], recurring.get("interval_count") or 1))
         product = price.get("product")
         product_id = product.get("id") if isinstance(product, dict) else product
@@ -235,6 +258,8 @@ def facts_from(subscription, product_names: dict[str, str] | None = None) -> Sub
     metadata = {**((customer.get("metadata") if expanded else None) or {}), **(data.get("metadata") or {})}
     tax = data.get("automatic_tax") or {}
     pause = data.get("pause_collection") or {}
+    discounts = _discounts_billed(data, customer if expanded else None)
+    period_starts = [item["current_period_start"] for item in items if item.get("current_period_start")]
     return facts_of({
         "subscription_id": data["id"],
         "customer_id": customer["id"] if expanded else customer,
@@ -243,7 +268,7 @@ def facts_from(subscription, product_names: dict[str, str] | None = None) -> Sub
         "plan_name": " + ".join(dict.fromkeys(names)) or "Subscription",
         "currency": data.get("currency") or items[0]["price"]["currency"],
         "lines": tuple(lines),
-        "has_discount": bool(data.get("discounts")),
+        "has_discount": bool(data.get("discounts")) or bool(discounts),
         "paused": bool(pause),
         "cancel_at_period_end": bool(data.get("cancel_at_period_end") or cancel_at),
         "period_end": cancel_at or next_payment,
@@ -259,6 +284,9 @@ def facts_from(subscription, product_names: dict[str, str] | None = None) -> Sub
         "cancel_at": cancel_at,
         "cancel_at_period_end_flag": bool(data.get("cancel_at_period_end")),
         "discount_coupons": (),
+        "discounts": discounts,
+        "billing_mode": ((data.get("billing_mode") or {}).get("type")) or "classic",
+        "current_period_start": from_unix(max(period_starts)) if period_starts else None,
     })
 
 
@@ -555,9 +583,11 @@ class StripeGateway:
             return None
         recurring = price.get("recurring") or {}
         product = price.get("product")
+        per_unit = price.get("billing_scheme", "per_unit") == "per_unit" and price.get("unit_amount") is not None \
+            and recurring.get("usage_type", "licensed") == "licensed"
         return TargetPrice(price["id"], price.get("unit_amount") or 0, price["currency"], recurring.get("interval", ""),
-                           recurring.get("interval_count") or 1, bool(price.get("active")),
-                           product.get("name") if isinstance(product, dict) else None)
+                           recurring.get("interval_count") or 1, bool(price.get("active")) and per_unit,
+                           price.get("nickname") or (product.get("name") if isinstance(product, dict) else None))
 
     async def portal_url(self, customer_id: str, *, return_url: str, flow_data: dict | None = None) -> str:
         params = {"customer": customer_id, "return_url": return_url}

@@ -140,10 +140,9 @@ def discount_ending(style: Style, *, to: str, name: str | None, plan: str, disco
 
 
 def offer_accepted(style: Style, *, to: str, name: str | None, plan: str, promise: str,
-                   payments: list[tuple[datetime, int, int]], currency: str, billing_url: str,
-                   unsubscribe_url: str | None) -> Email:
-    rows = tuple((style.day(at), "skipped" if amount == 0 else format_money(amount, currency),
-                  format_money(regular, currency) if regular != amount else None) for at, amount, regular in payments)
+                   payments: list[tuple[datetime, str]], billing_url: str, unsubscribe_url: str | None) -> Email:
+    """`payments`: the promise's payments in the wording function's words (billing.schedule_lines)."""
+    rows = tuple((style.day(at), words, None) for at, words in payments)
     return Email(
         kind="offer_accepted", to=to, subject=f"Confirmed: your {plan} subscription continues", name=name,
         heading="Thanks for staying", preheader=promise,

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import stripe
 
-from cancel_flow.billing import Line, Plan
+from cancel_flow.billing import Line, Plan, schedule_lines
 from cancel_flow.clock import add_months, as_utc, from_unix, utc_now
 from cancel_flow.emails import compose, records
 from cancel_flow.emails.config import UNSUBSCRIBABLE, EmailSchedule, schedule_of
@@ -159,10 +159,9 @@ class Mailroom:
         if not to:
             return "Not sent: the customer has no email address."
         planned.email = to
-        payments = [(as_utc(datetime.fromisoformat(at)), amount, regular) for at, amount, regular in (row.schedule or [])]
+        payments = [(as_utc(at), words) for at, words in schedule_lines(row.schedule, row.currency)]
         return compose.offer_accepted(
-            self.style, to=to, name=customer.get("name"), plan=row.plan_name, promise=row.promise, payments=payments,
-            currency=row.currency, billing_url=self.billing_url(row.customer_id),
+            self.style, to=to, name=customer.get("name"), plan=row.plan_name, promise=row.promise, payments=payments, billing_url=self.billing_url(row.customer_id),
             unsubscribe_url=self.unsubscribe_url(row.customer_id, "offer_accepted"))
 
     async def _cancellation_confirmed(self, row, planned: Planned, now: datetime):
