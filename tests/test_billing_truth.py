@@ -57,6 +57,8 @@ class Case:
     items: int
     anchor: datetime = datetime(2027, 1, 31, 10, tzinfo=UTC)
     accepted: datetime | None = None
+    existing: str | None = None  # a discount the subscription (or customer) has before the offer: see EXISTING
+    mode: str = "flexible"  # the subscription's billing_mode (flexible: the API's default since 2025-09-30.clover)
     clock_id: str | None = None
     subscription_id: str | None = None
     reached: datetime | None = None
@@ -76,7 +78,25 @@ def price(stripe_client, period: str, amount: int, name: str):
                                                   "recurring": {"interval": interval, "interval_count": count}})
 
 
-def run(case: Case, stripe_client, catalogue, make_client, signer, store, tmp_path):
+# Discounts in place before the offer: (coupon parameters, on the customer rather than the subscription).
+EXISTING = {
+    "forever-10pct": ({"percent_off": 10, "duration": "forever"}, False),
+    "repeating-5usd-4m": ({"amount_off": 500, "currency": "usd", "duration": "repeating", "duration_in_months": 4}, False),
+    "once-20pct": ({"percent_off": 20, "duration": "once"}, False),
+    "customer-10pct": ({"percent_off": 10, "duration": "forever"}, True),
+}
+
+
+def give_existing_discount(case: Case, stripe_client, emulator, customer, sub) -> None:
+    params, on_customer = EXISTING[case.existing]
+    coupon = stripe_client.v1.coupons.create(params=params)
+    if on_customer:
+        emulator.post(f"/_emulator/customers/{customer.id}/discount", json={"coupon": coupon.id}).raise_for_status()
+    else:
+        stripe_client.v1.subscriptions.update(sub.id, params={"discounts": [{"coupon": coupon.id}]})
+
+
+def run(case: Case, stripe_client, catalogue, make_client, signer, store, tmp_path, emulator=None):
     main = price(stripe_client, case.period, 4900, "Coaching")
     extra = price(stripe_client, case.period, 1000, "Nutrition add-on")
     lite = price(stripe_client, case.period, 2900, "Lite")
@@ -87,7 +107,11 @@ def run(case: Case, stripe_client, catalogue, make_client, signer, store, tmp_pa
     clock = catalogue.test_clock(int(case.anchor.timestamp()))
     customer = catalogue.customer(test_clock=clock.id)
     items = [{"price": main.id}] + ([{"price": extra.id}] if case.items == 2 else [])
-    sub = stripe_client.v1.subscriptions.create(params={"customer": customer.id, "items": items})
+    sub = stripe_client.v1.subscriptions.create(params={"customer": customer.id, "items": items,
+                                                        "billing_mode": {"type": case.mode}})
+    assert sub.billing_mode.type == case.mode
+    if case.existing:
+        give_existing_discount(case, stripe_client, emulator, customer, sub)
     now = case.accept_at()
     advance(catalogue, clock.id, case.anchor, now, case.period)
 
@@ -99,7 +123,8 @@ def run(case: Case, stripe_client, catalogue, make_client, signer, store, tmp_pa
         offers_page = client.get(url)
         card = {"discount": "Stay for half price", "pause": "Take a break", "free_period": "Two months on us",
                 "switch": "Switch to Lite"}[case.kind]
-        offered = case.period in OFFERED[case.kind] and not (case.kind == "switch" and case.items == 2)
+        offered = case.period in OFFERED[case.kind] and not (case.kind == "switch" and case.items == 2) \
+            and not (case.kind == "discount" and case.existing)  # one discount at a time
         assert (card in offers_page.text) == offered, offers_page.text
         if not offered:
             return None
@@ -133,6 +158,9 @@ def run(case: Case, stripe_client, catalogue, make_client, signer, store, tmp_pa
         else:
             assert invoice.status == "paid" and invoice.amount_paid == amount, (at, invoice.status, invoice.amount_paid, amount)
         discount_total += sum(d.amount for d in invoice.total_discount_amounts or [])
+    if case.kind == "pause":
+        # what the pause costs is the payments skipped, as Stripe would have billed them (discounts included)
+        assert session.offer_cost == sum(regular for _at, amount, regular in schedule if amount == 0)
     if case.kind == "discount":
         assert discount_total == session.offer_cost
         # the dashboard's discount cost is those invoices' discount amounts
@@ -161,13 +189,27 @@ def _nonce(token: str) -> str:
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["n"]
 
 
-MATRIX = [Case(kind, period, when, items) for kind in OFFERED for period in PERIODS
-          for when in ("after", "before") for items in (1, 2)]
+MATRIX = [Case(kind, period, when, items, mode=mode) for kind in OFFERED for period in PERIODS
+          for when in ("after", "before") for items in (1, 2) for mode in ("flexible", "classic")]
 
 
-@pytest.mark.parametrize("case", MATRIX, ids=lambda c: f"{c.kind}-{c.period}-{c.when}-{c.items}item")
+@pytest.mark.parametrize("case", MATRIX, ids=lambda c: f"{c.kind}-{c.period}-{c.when}-{c.items}item-{c.mode}")
 def test_every_promise_is_what_stripe_bills(case, stripe_client, catalogue, make_client, signer, store, tmp_path):
     run(case, stripe_client, catalogue, make_client, signer, store, tmp_path)
+
+
+WITH_DISCOUNT = [Case(kind, period, "after", items, existing=existing, mode=mode)
+                 for kind in OFFERED for period in ("month", "year") for items in (1, 2) for existing in EXISTING
+                 for mode in ("flexible", "classic") if not (items == 2 and existing != "repeating-5usd-4m")]
+
+
+@pytest.mark.parametrize("case", WITH_DISCOUNT,
+                         ids=lambda c: f"{c.kind}-{c.period}-{c.items}item-{c.existing}-{c.mode}")
+def test_promises_count_the_discount_already_in_place(case, stripe_client, catalogue, make_client, signer, store,
+                                                       tmp_path, emulator):
+    """A subscription (or its customer) with a discount: every promise is what Stripe bills, that discount
+    included for as long as it lasts; no second discount is offered."""
+    run(case, stripe_client, catalogue, make_client, signer, store, tmp_path, emulator)
 
 
 @pytest.mark.parametrize("kind", ["discount", "pause", "free_period"])

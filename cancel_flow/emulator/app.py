@@ -312,6 +312,23 @@ async def account_settings(request: Request) -> Response:
     return JSONResponse({"id": rules.EMULATOR_ACCOUNT, "default_api_version": emulator.default_api_version})
 
 
+async def customer_discount(request: Request) -> Response:
+    """A customer-level discount (legacy: the API no longer takes `coupon` on customers): {"coupon": "ID"}."""
+    emulator: Emulator = request.app.state.emulator
+    try:
+        coupon = (await request.json())["coupon"]
+        if not isinstance(coupon, str):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        return JSONResponse({"error": {"message": 'Send {"coupon": "ID"}.'}}, status_code=400)
+    try:
+        with emulator.account.lock:
+            discount = emulator.account.set_customer_discount(request.path_params["customer"], coupon)
+            return JSONResponse(emulator.account.render("discounts", discount), status_code=201)
+    except StripeError as error:
+        return _error(error)
+
+
 async def reset_data(request: Request) -> Response:
     request.app.state.emulator.reset()
     return JSONResponse({"deleted": True})
@@ -326,6 +343,7 @@ def create_emulator_app() -> Starlette:
         Route("/_emulator/requests", request_log, methods=["GET"]),
         Route("/_emulator/deliveries", delivery_log, methods=["GET"]),
         Route("/_emulator/data", reset_data, methods=["DELETE"]),
+        Route("/_emulator/customers/{customer}/discount", customer_discount, methods=["POST"]),
         Route("/_emulator/limits", limits, methods=["GET", "POST"]),
         Route("/_emulator/keys", keys, methods=["GET", "POST", "DELETE"]),
         Route("/_emulator/account", account_settings, methods=["GET", "POST"]),

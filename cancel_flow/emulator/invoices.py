@@ -31,13 +31,19 @@ class Invoicing:
             disc = self.discounts[discount_id]
             if disc["start"] <= at and (disc["end"] is None or at < disc["end"]):
                 found.append(disc)
+        if not sub["discounts"]:
+            # a subscription without a discount of its own inherits its customer's
+            # (https://docs.stripe.com/api/subscriptions/create#create_subscription-discounts)
+            inherited = self._customer_discount(self.customers.get(sub["customer"]), at)
+            if inherited is not None and inherited["start"] <= at:
+                found.append(inherited)
         return found
 
     def _fill_lines(self, inv: dict, sub: dict, period: tuple[int, int], trial: bool) -> None:
         for item in sub["items"]["data"]:
             price_obj = self.prices[item["price"]]
             product = self.products.get(price_obj["product"]) or {"name": price_obj["product"]}
-            amount = 0 if trial else price_obj["unit_amount"] * item["quantity"]  # https://docs.stripe.com/api/invoice-line-item/object#invoice_line_item_object-amount
+            amount = 0 if trial else build.line_amount(price_obj, item["quantity"])  # https://docs.stripe.com/api/invoice-line-item/object#invoice_line_item_object-amount
             inv["lines"]["data"].append(build.invoice_line(inv["id"], sub, item, price_obj, product["name"], amount, period, trial))
 
     def _apply_discounts(self, inv: dict, discounts: list[dict]) -> None:
@@ -86,6 +92,9 @@ class Invoicing:
             # (https://docs.stripe.com/api/coupons/object#coupon_object-duration).
             used = {d for d in inv["discounts"] if (self.coupons.get(self.discounts[d]["source"]["coupon"]) or {}).get("duration") == "once"}
             sub["discounts"] = [d for d in sub["discounts"] if d not in used]
+            cust = self.customers.get(sub["customer"])
+            if cust is not None and cust.get("_discount") in used:
+                cust["_discount"] = None
         self.emit("invoice.created", self.render("invoices", inv), None, idempotency_key, at=at)
         pause = sub["pause_collection"]
         if pause and (pause.get("resumes_at") is None or at < pause["resumes_at"]):

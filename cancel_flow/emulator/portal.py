@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from cancel_flow.emulator import objects as build
 from cancel_flow.emulator.objects import TEST_PAYMENT_METHODS
 from cancel_flow.emulator.state import StripeError
 
@@ -65,7 +66,7 @@ def _describe(account, sub: dict) -> str:
     item = sub["items"]["data"][0]
     price = account.prices[item["price"]]
     product = account.products[price["product"]]
-    amount = price["unit_amount"] * item["quantity"]
+    amount = build.line_amount(price, item["quantity"])
     if sub["status"] == "canceled":
         state = "Canceled"
     elif sub["cancel_at"]:

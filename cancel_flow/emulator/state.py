@@ -76,6 +76,10 @@ class Account(Invoicing, TestClocks):
                 item["price"] = copy.deepcopy(public(self.prices[item["price"]]))
             rendered["items"]["url"] = f"/v1/subscription_items?subscription={obj['id']}"
             rendered["items"]["total_count"] = len(rendered["items"]["data"])
+        if store == "customers":
+            # a customer's discount is shown on it while it lasts (https://docs.stripe.com/api/customers/object#customer_object-discount)
+            live = self._customer_discount(obj, self.time_for(obj.get("test_clock")))
+            rendered["discount"] = self.render("discounts", live) if live else None
         if store == "invoices":
             rendered["lines"]["total_count"] = len(rendered["lines"]["data"])
             if any(path == "payments" or path.startswith("payments.") for path in expand or []):
@@ -176,6 +180,26 @@ class Account(Invoicing, TestClocks):
                 self._payment_method_for(pm, customer_id, "invoice_settings[default_payment_method]") if pm else None)
         return cust
 
+    def _customer_discount(self, cust: dict | None, at: int) -> dict | None:
+        disc = self.discounts.get((cust or {}).get("_discount") or "")
+        if disc is None or (disc["end"] is not None and at >= disc["end"]):
+            return None
+        return disc
+
+    def set_customer_discount(self, customer_id: str, coupon_id: str) -> dict:
+        """A customer-level discount, as customers given a coupon before 2025-03-31.basil have (the `coupon`
+        parameter of customers is gone from the API since; the emulator's control stands for it). Their
+        subscriptions without a discount of their own inherit it
+        (https://docs.stripe.com/api/subscriptions/create#create_subscription-discounts)."""
+        cust = self.get("customers", customer_id, "customer")
+        coupon_obj = self.get("coupons", coupon_id, "coupon", "coupon")
+        now = self.time_for(cust["test_clock"])
+        end = build.add_interval(now, "month", coupon_obj["duration_in_months"]) if coupon_obj["duration"] == "repeating" else None
+        disc = self._stamp("discounts", build.discount(now, coupon_obj, {"customer": customer_id, "id": None}, end))
+        cust["_discount"] = disc["id"]
+        coupon_obj["times_redeemed"] += 1
+        return disc
+
     def delete_customer(self, customer_id: str) -> None:
         """Deleting a customer cancels its subscriptions at once (https://docs.stripe.com/api/customers/delete)."""
         self.get("customers", customer_id, "customer")
@@ -211,7 +235,11 @@ class Account(Invoicing, TestClocks):
             product_id = self.get("products", params["product"], "product", "product")["id"]
         else:
             raise StripeError(400, "Missing required param: product.", code="parameter_missing", param="product")
-        if params.get("unit_amount") is None:
+        if params.get("billing_scheme") == "tiered":
+            # https://docs.stripe.com/api/prices/create#create_price-tiers: tiers and tiers_mode, no unit_amount
+            if not params.get("tiers") or params.get("tiers_mode") not in ("graduated", "volume"):
+                raise StripeError(400, "Tiered prices need tiers and tiers_mode.", code="parameter_missing", param="tiers")
+        elif params.get("unit_amount") is None and params.get("unit_amount_decimal") in (None, ""):
             raise StripeError(400, "Missing required param: unit_amount.", code="parameter_missing", param="unit_amount")
         recurring = params.get("recurring")
         if recurring and recurring.get("interval") not in ("day", "week", "month", "year"):
