@@ -200,6 +200,16 @@ class Catalogue:
         return self.sdk.v1.customers.create(params={"email": email, "name": name, "payment_method": card,
                                                     "invoice_settings": {"default_payment_method": card}, **extra})
 
+    def attach(self, customer, card: str):
+        """A card attached to the customer, as Stripe's docs set cards up (POST /v1/payment_methods/{pm}/attach)."""
+        return self.sdk.v1.payment_methods.attach(card, params={"customer": customer.id})
+
+    def set_default_card(self, customer, card: str):
+        """Attach `card` and make it the customer's default for invoices; the new payment method."""
+        method = self.attach(customer, card)
+        self.sdk.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": method.id}})
+        return method
+
     def test_clock(self, frozen_time: int, name: str = "cancel-flow test"):
         """A Stripe test clock; customers made with `customer(test_clock=clock.id)` live on it."""
         return self.sdk.v1.test_helpers.test_clocks.create(params={"frozen_time": frozen_time, "name": name})
@@ -329,7 +339,7 @@ def serve(database_url, emulator_url, emulator):
 # STRIPE_TEST_SECRET_KEY, `stripe_client` drives Stripe test mode instead, so the emulator is held to
 # what Stripe answers. Tests that need the emulator's controls, a loopback webhook receiver or an
 # empty account stay emulator-only, and the run says why it skipped each.
-CONTRACT_MODULES = ("test_emulator", "test_emulator_billing", "test_emulator_rules")
+CONTRACT_MODULES = ("test_emulator", "test_emulator_billing", "test_emulator_rules", "test_emulator_money")
 STRIPE_API = "https://api.stripe.com"
 _NO_LOOPBACK = "has webhooks delivered to a loopback receiver, which Stripe can't reach"
 EMULATOR_ONLY_FIXTURES = {  # the first one a test uses names the reason

@@ -11,8 +11,11 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
+from cancel_flow.stripe_gateway import StripeSetup
+
 from cancel_flow.setup import run_stripe_setup
 from cancel_flow.stripe_check import is_public_https, run_stripe_check
+from cancel_flow.stripe_gateway import StripeSetup
 from cancel_flow.web.app import create_app
 from tests.conftest import ROOT, LiveServer, configure_stripe_test_mode, contract_target, stripe_test_mode_client
 
@@ -113,8 +116,7 @@ def test_a_webhook_endpoint_without_api_version_fails_with_the_way_to_replace_it
         for endpoint in stripe_client.v1.webhook_endpoints.list().data:
             stripe_client.v1.webhook_endpoints.delete(endpoint.id)
         created = stripe_client.v1.webhook_endpoints.create(params={
-            "url": url, "enabled_events": ["customer.subscription.updated", "customer.subscription.deleted",
-                                           "invoice.payment_failed", "invoice.paid", "invoice.voided"]})
+            "url": url, "enabled_events": StripeSetup.WEBHOOK_EVENTS})
         return replace(settings, stripe_webhook_secret=created.secret)
 
     settings = deploy(endpoint_without_version)

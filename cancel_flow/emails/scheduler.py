@@ -129,12 +129,16 @@ class Mailroom:
             return "Not sent: the customer has no email address."
         failure = failure_of(invoice)
         planned.email = customer["email"]
+        # while the invoice waits for the customer's bank, the button goes where they confirm it
+        confirm = invoice.get("hosted_invoice_url") if failure.needs_authentication else None
+        retry = invoice.get("next_payment_attempt")
         return compose.payment_failed(
             self.style, to=customer["email"], name=customer.get("name"), step=step,
             amount=invoice.get("amount_remaining") or invoice.get("amount_due") or record.amount_due,
             currency=invoice.get("currency") or record.currency, plan=_plan_name(sub),
             failed_at=as_utc(record.first_failed_at), card=failure.card, reason=failure.in_words,
-            update_url=self.card_update_url(record.customer_id))
+            update_url=self.card_update_url(record.customer_id),
+            next_attempt=from_unix(retry) if retry else None, confirm_url=confirm)
 
     # confirmations --------------------------------------------------------------------------------
     async def _confirmations(self, now: datetime, written: Counter) -> None:

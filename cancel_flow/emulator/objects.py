@@ -14,6 +14,9 @@ _ALPHABET = string.ascii_letters + string.digits
 # ("decline after attaching") attaches fine and declines every charge.
 DECLINING_PAYMENT_METHODS = {"pm_card_chargeDeclined", "pm_card_visa_chargeDeclined", "pm_card_chargeCustomerFail"}
 REFUSED_AT_ATTACH = {"pm_card_chargeDeclined", "pm_card_visa_chargeDeclined"}
+# 4000002760003184: "This card requires authentication on all transactions, regardless of how the card is set up"
+# (https://docs.stripe.com/testing#authentication-and-setup)
+AUTHENTICATION_REQUIRED = {"pm_card_authenticationRequired"}
 TEST_PAYMENT_METHODS = {
     "pm_card_visa": ("visa", "4242"),
     "pm_card_mastercard": ("mastercard", "4444"),
@@ -21,6 +24,7 @@ TEST_PAYMENT_METHODS = {
     "pm_card_chargeDeclined": ("visa", "0002"),
     "pm_card_visa_chargeDeclined": ("visa", "0002"),
     "pm_card_chargeCustomerFail": ("visa", "0341"),
+    "pm_card_authenticationRequired": ("visa", "3184"),
 }
 FEEDBACK_VALUES = [
     "too_expensive", "missing_features", "switched_service", "unused",
@@ -88,6 +92,7 @@ def payment_method(now: int, test_name: str, customer_id: str | None) -> dict:
         "created": now, "customer": customer_id, "customer_account": None, "livemode": False,
         "metadata": {}, "type": "card",
         "_declines": test_name in DECLINING_PAYMENT_METHODS,
+        "_requires_authentication": test_name in AUTHENTICATION_REQUIRED,
     }
 
 

@@ -187,7 +187,7 @@ class Stats(Answer):
     previous: PreviousPeriod = Field(description="the period of the same length just before 'from'")
     payments: dict[str, Any] = Field(description="failed payments whose first failure is in the range: failed_payments, "
                                                  "failed_amount, recovered, recovered_amount, recovery_rate, still_open, "
-                                                 "emails_sent by kind (amounts in minor units per currency)")
+                                                 "lost, emails_sent by kind (amounts in minor units per currency)")
     experiment: dict[str, Any] | None = Field(None, description="with ?experiment=ID: per arm sessions, saves, rates and "
                                                                 "their posteriors, the verdict, the rule and the planner")
 
