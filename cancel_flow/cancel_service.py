@@ -114,12 +114,11 @@ class CancelService:
         """The subscription as Stripe last told it for this session, whatever its age."""
         return flow.facts_from_json(session.stripe_snapshot) if session.stripe_snapshot else None
 
-    async def facts(self, session: CancelSession, newer_than: datetime | None = None) -> SubscriptionFacts:
-        """The subscription now: the answer Stripe gave this link a few seconds ago (and after
-        `newer_than`), or a fresh read. Our own writes and Stripe's webhooks drop the kept answer at once."""
+    async def facts(self, session: CancelSession) -> SubscriptionFacts:
+        """The subscription now: the answer Stripe gave this link a few seconds ago, or a fresh read. Our own
+        writes and Stripe's webhooks drop the kept answer at once."""
         if session.stripe_snapshot and session.snapshot_at and \
-                utc_now() - as_utc(session.snapshot_at) < flow.SNAPSHOT_TTL and \
-                (newer_than is None or as_utc(session.snapshot_at) > as_utc(newer_than)):
+                utc_now() - as_utc(session.snapshot_at) < flow.SNAPSHOT_TTL:
             return flow.facts_from_json(session.stripe_snapshot)
         facts = await self.gateway.read_subscription(session.subscription_id)
         await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
@@ -358,11 +357,23 @@ class CancelService:
 
     # cancelling and keeping -------------------------------------------------------------------------
     async def send_to_portal(self, session: CancelSession, reason: str | None, comment: str | None,
-                             return_url: str, done_url: str) -> str:
+                             return_url: str, done_url: str, here_url: str | None = None) -> str:
+        """Where "Continue to cancel" goes: Stripe's portal with a cancel flow; the done page when the subscription
+        is already set to cancel or canceled (Stripe's portal refuses a cancel flow then, so it is never asked
+        for one); our own page when the coach fixed an end date (`here_url`, which offers to end it earlier)."""
         if reason is not None:
             reason, comment = self.check_answer(reason, comment)
             if session.reason is None and session.outcome == "open":
                 await self.db.record_reason_only(session.id, reason, comment)  # kept if Stripe fails below
+        facts = await self.gateway.read_subscription(session.subscription_id)  # what Stripe has right now
+        await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
+        if facts.status not in flow.LIVE_STATUSES:
+            return done_url
+        if facts.scheduled_by_client:
+            # set to cancel meanwhile (another tab, the portal): the page that says when, with "Keep my subscription"
+            return here_url if here_url and session.outcome == "open" else done_url
+        if facts.fixed_end is not None:
+            return here_url or done_url
         try:
             url = await self.gateway.cancel_portal_url(session.customer_id, session.subscription_id,
                                                        return_url=return_url, done_url=done_url)
@@ -374,15 +385,35 @@ class CancelService:
             if facts.cancel_at_period_end or facts.status not in flow.LIVE_STATUSES:
                 return done_url
             raise
+        await self._sent_to_portal(session, reason, comment)
+        return url
+
+    async def _sent_to_portal(self, session: CancelSession, reason: str | None, comment: str | None) -> None:
         if session.outcome in ("open", "contact_requested") and await self.db.record_sent_to_portal(
                 session.id, session.subscription_id, reason, comment, ("open", "contact_requested")):
             DECISIONS.labels("sent_to_portal").inc()
             log_event("cancel_session.decided", session=session.id, outcome="sent_to_portal", offer=None)
-        return url
+
+    async def end_early(self, session: CancelSession, reason: str | None, comment: str | None) -> None:
+        """The coach fixed an end date; the client ends the subscription at the end of the current period instead."""
+        if reason is not None:
+            reason, comment = self.check_answer(reason, comment)
+        facts = await self.gateway.read_subscription(session.subscription_id)
+        if facts.fixed_end is None or facts.next_payment is None or facts.fixed_end <= facts.next_payment:
+            await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
+            return  # nothing to end earlier (already ended, or ending sooner): the done page says what Stripe has
+        feedback, note = reason or session.reason, comment if reason else session.comment
+        ended = await self.gateway.end_at_period_end(session.subscription_id, facts, feedback, note,
+                                                     idempotency_key(session.nonce, "end-early",
+                                                                     str(int(facts.next_payment.timestamp()))))
+        await self.db.save_snapshot(session.id, flow.facts_to_json(ended))
+        await self._sent_to_portal(session, reason, comment)
 
     async def keep(self, session: CancelSession) -> None:
+        """"Keep my subscription": undoes only a cancellation the client scheduled; an end date the coach fixed
+        stays."""
         facts = await self.gateway.read_subscription(session.subscription_id)
-        if not facts.cancel_at_period_end or facts.status not in flow.LIVE_STATUSES:
+        if not facts.scheduled_by_client:
             await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
             return
         kept = await self.gateway.keep_subscription(session.subscription_id, facts,
@@ -402,8 +433,13 @@ class CancelService:
                            "to cancel after talking, you can do it here at any time.", True,
                            next_step=offer.url if offer else None)
         try:
-            # Back from the portal: what Stripe says since the subscriber went there.
-            facts = await self.facts(session, newer_than=session.decided_at if session.outcome == "sent_to_portal" else None)
+            # Back from the portal: always what Stripe says now (the answer of a few seconds ago may predate the
+            # cancellation just confirmed there).
+            if session.outcome == "sent_to_portal":
+                facts = await self.gateway.read_subscription(session.subscription_id)
+                await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
+            else:
+                facts = await self.facts(session)
         except (StripeUnavailable, NotFound):
             return Outcome("Thanks for letting us know",
                            "If you confirmed the cancellation, Stripe will email you a confirmation.", True)
@@ -456,6 +492,9 @@ def _applied(session: CancelSession, facts: SubscriptionFacts) -> bool:
 def describe_stripe_state(facts: SubscriptionFacts) -> Outcome:
     if facts.status not in flow.LIVE_STATUSES:
         return Outcome("Your subscription is canceled", "Nothing more will be charged.", False)
+    if facts.fixed_end is not None:
+        return Outcome("Your plan ends on its end date",
+                       f"Your plan ends on {format_day(facts.fixed_end)}, the end date set for it.", True)
     if facts.cancel_at_period_end and facts.period_end:
         return Outcome("Your subscription is canceled",
                        f"You keep access until {format_day(facts.period_end)}; nothing more will be charged.", False)

@@ -10,6 +10,8 @@ from cancel_flow.offers import Offer, OfferBook
 from cancel_flow.targeting import Subject, first_failed
 
 LIVE_STATUSES = ("active", "trialing", "past_due")
+# Subscription metadata: the coach's fixed end date, kept when the client cancels earlier through the flow.
+FIXED_END_KEY = "cancel_flow_fixed_end"
 ENDED_STATUSES = ("canceled", "incomplete_expired")  # terminal: a subscription never leaves them
 
 
@@ -56,6 +58,34 @@ class SubscriptionFacts:
     discounts: tuple[tuple, ...] = ()
     billing_mode: str = "classic"
     current_period_start: datetime | None = None
+
+    @property
+    def scheduled_by_client(self) -> bool:
+        """Set to cancel the way a client does it: at the end of the current period (`cancel_at_period_end`, or a
+        `cancel_at` at the period's end, which Stripe's portal and our flow set)."""
+        if self.status not in LIVE_STATUSES:
+            return False
+        if self.cancel_at_period_end_flag:
+            return True
+        return self.cancel_at is not None and self.next_payment is not None \
+            and abs((self.cancel_at - self.next_payment).total_seconds()) < 1
+
+    @property
+    def fixed_end(self) -> datetime | None:
+        """An end date the coach fixed (a 12-week program): a `cancel_at` later than the current period's end."""
+        if self.status not in LIVE_STATUSES or self.cancel_at is None or self.scheduled_by_client:
+            return None
+        return self.cancel_at
+
+    @property
+    def restores_fixed_end(self) -> datetime | None:
+        """The coach's end date a client's earlier cancellation replaced (kept in the subscription's metadata), to
+        put back when the client keeps the subscription."""
+        value = dict(self.metadata).get(FIXED_END_KEY)
+        try:
+            return from_unix(int(value)) if value else None
+        except ValueError:
+            return None
 
     @property
     def priced(self) -> bool:

@@ -16,7 +16,8 @@ import stripe
 
 from cancel_flow.clock import from_unix
 from cancel_flow.errors import NotFound, PortalRefused, StripeUnavailable
-from cancel_flow.flow import ACTIVE, ENDED, SCHEDULED, PriceLine, StripeState, SubscriptionFacts, TargetPrice, facts_of
+from cancel_flow.flow import (ACTIVE, ENDED, FIXED_END_KEY, SCHEDULED, PriceLine, StripeState, SubscriptionFacts,
+                              TargetPrice, facts_of)
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import STRIPE_CALLS
 from cancel_flow.offers import Offer
@@ -564,11 +565,30 @@ class StripeGateway:
             "The payment system refused to move the next payment. Nothing was changed.")
 
     async def keep_subscription(self, subscription_id: str, facts: SubscriptionFacts, key: str) -> SubscriptionFacts:
-        """Undo a scheduled cancellation, whichever way it was scheduled: the portal sets `cancel_at`
-        (and in recent API versions may leave `cancel_at_period_end` false)."""
-        params = {"cancel_at": ""} if facts.cancel_at and not facts.cancel_at_period_end_flag else {"cancel_at_period_end": False}
+        """Undo a cancellation the client scheduled, whichever way it was scheduled: the portal sets `cancel_at`
+        (and in recent API versions may leave `cancel_at_period_end` false). An end date the coach had fixed before
+        the client cancelled earlier is put back."""
+        restore = facts.restores_fixed_end
+        if restore is not None and facts.next_payment is not None and restore > facts.next_payment:
+            params = {"cancel_at": int(restore.timestamp()), "metadata": {FIXED_END_KEY: ""}}
+        elif facts.cancel_at and not facts.cancel_at_period_end_flag:
+            params = {"cancel_at": ""}
+        else:
+            params = {"cancel_at_period_end": False}
         return await self._apply("subscription.update_keep", subscription_id, params, key,
                                  "The payment system refused the change. Nothing was changed.")
+
+    async def end_at_period_end(self, subscription_id: str, facts: SubscriptionFacts, feedback: str | None,
+                                comment: str | None, key: str) -> SubscriptionFacts:
+        """Cancel at the end of the current period a subscription whose coach fixed a later end date: Stripe's
+        portal refuses a cancel flow once `cancel_at` is set. The coach's date is kept in the metadata (for
+        "Keep my subscription"); the reason goes to `cancellation_details`."""
+        params = {"cancel_at": int(facts.next_payment.timestamp()),
+                  "metadata": {FIXED_END_KEY: str(int(facts.fixed_end.timestamp()))}}
+        if feedback:
+            params["cancellation_details"] = {"feedback": feedback, "comment": (comment or "")[:500]}
+        return await self._apply("subscription.update_end_early", subscription_id, params, key,
+                                 "The payment system refused the cancellation. Nothing was changed.")
 
     async def record_cancellation_details(self, subscription_id: str, feedback: str, comment: str | None) -> None:
         """The reason the subscriber gave us, on the subscription where Stripe's reports read it."""

@@ -14,6 +14,7 @@ from cancel_flow.logs import JsonLineFormatter
 from tests.helpers import csrf_of
 
 COUPON = "cancel-flow_half-off-3-payments_50pct_3m"
+DAY = 86400
 
 
 @pytest.fixture
@@ -526,3 +527,78 @@ def test_another_offer_while_the_first_may_still_run_at_stripe_is_refused_and_sa
     assert len(after.discounts) == 1 and after.pause_collection is None
     assert store.find_session(_nonce(url)).outcome == "saved_discount"
     assert "50% off" in client.get(f"{url}/done").text
+
+
+def portal_posts(emulator) -> int:
+    return sum(1 for r in emulator.get("/_emulator/requests").json()
+               if r["method"] == "POST" and r["path"] == "/v1/billing_portal/sessions")
+
+
+def test_the_return_from_the_portal_reads_stripe_afresh(client, catalogue, link, stripe_client):
+    """Reason → Continue to cancel → back → reopen → Continue to cancel → confirm within seconds: the done page
+    says what Stripe has now, not what it said when the link was reopened."""
+    sub = catalogue.subscription()
+    url = link(sub)
+    give_reason(client, url, "unused")
+    csrf = csrf_of(client.get(url).text)
+    client.post(f"{url}/cancel", data={"csrf_token": csrf})
+    assert "still active" in client.get(url).text  # back and reopen: Stripe read, nothing confirmed yet
+    again = client.post(f"{url}/cancel", data={"csrf_token": csrf})
+    assert httpx.post(again.headers["location"] + "/cancel").status_code == 303
+    done = client.get(f"{url}/done")
+    assert "Your subscription is canceled" in done.text and "wasn't confirmed" not in done.text
+
+
+def test_continue_to_cancel_on_a_subscription_already_set_to_cancel_never_asks_for_a_cancel_flow(
+        client, catalogue, link, stripe_client, emulator):
+    sub = catalogue.subscription()
+    url = link(sub)
+    give_reason(client, url, "other")
+    csrf = csrf_of(client.get(url).text)
+    stripe_client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})  # in another tab
+    before = portal_posts(emulator)
+    response = client.post(f"{url}/cancel", data={"csrf_token": csrf})
+    assert response.status_code == 303 and response.headers["location"] == url
+    assert portal_posts(emulator) == before
+    page = client.get(url)
+    assert "Your subscription is set to end" in page.text and "Keep my subscription" in page.text
+
+
+def test_an_end_date_the_coach_fixed_is_kept_shown_and_the_client_may_end_earlier(
+        client, catalogue, link, stripe_client, emulator):
+    sub = catalogue.subscription()
+    period_end = sub["items"].data[0].current_period_end
+    program_end = period_end + 60 * DAY  # a 12-week program
+    stripe_client.v1.subscriptions.update(sub.id, params={"cancel_at": program_end})
+    url = link(sub)
+    page = client.get(url)
+    ends = datetime.fromtimestamp(program_end, timezone.utc)
+    assert "Your plan has an end date" in page.text and f"{ends.day} {ends:%B %Y}" in page.text
+    assert "Keep my subscription" not in page.text
+    client.post(f"{url}/keep", data={"csrf_token": csrf_of(page.text)})  # not offered, and it changes nothing
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).cancel_at == program_end
+    before = portal_posts(emulator)
+    early = client.post(f"{url}/cancel", data={"csrf_token": csrf_of(page.text), "end_early": "1"})
+    assert early.status_code == 303 and early.headers["location"].endswith(f"{url}/done")
+    assert portal_posts(emulator) == before  # Stripe's portal refuses a cancel flow once cancel_at is set
+    ended = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert ended.cancel_at == period_end
+    done = client.get(f"{url}/done")
+    assert "Your subscription is canceled" in done.text and "You keep access until" in done.text
+
+
+def test_keeping_after_ending_a_fixed_plan_early_puts_the_coachs_end_date_back(client, catalogue, link, stripe_client,
+                                                                                signer):
+    sub = catalogue.subscription()
+    period_end = sub["items"].data[0].current_period_end
+    program_end = period_end + 60 * DAY
+    stripe_client.v1.subscriptions.update(sub.id, params={"cancel_at": program_end})
+    url = link(sub)
+    page = client.get(url)
+    client.post(f"{url}/cancel", data={"csrf_token": csrf_of(page.text), "end_early": "1"})
+    token, _ = signer.cancel_token(sub.customer, sub.id)  # a new link: "Keep my subscription" is offered
+    other = f"/cancel/{token}"
+    kept_page = client.get(other)
+    assert "Keep my subscription" in kept_page.text
+    client.post(f"{other}/keep", data={"csrf_token": csrf_of(kept_page.text)})
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).cancel_at == program_end

@@ -11,8 +11,6 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
-from cancel_flow.stripe_gateway import StripeSetup
-
 from cancel_flow.setup import run_stripe_setup
 from cancel_flow.stripe_check import is_public_https, run_stripe_check
 from cancel_flow.stripe_gateway import StripeSetup
