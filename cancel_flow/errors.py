@@ -66,3 +66,10 @@ class RecordPending(CancelFlowError):
 
 class PortalRefused(StripeUnavailable):
     """Stripe refused to open a portal session (e.g. the subscription is already set to cancel)."""
+
+
+class PortalNotConfigured(PortalRefused):
+    """Stripe has no portal configuration to open a session with (test mode: none saved in the Dashboard) and the
+    setting naming ours is unset: the page says which setting to add."""
+
+    title = "Billing isn't set up yet"

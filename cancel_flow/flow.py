@@ -302,6 +302,9 @@ class StripeState:
     reason: str | None
     discounted: bool = False
     paused: bool = False
+    customer_id: str | None = None
+    monthly_amount: int = 0  # what the subscription's items bill per month (list price)
+    currency: str = "usd"
 
     @property
     def version(self) -> int:

@@ -153,6 +153,7 @@ class StripeCheck:
             self.check_base_url()
             await self.check_reads()
             await self.check_portal_configuration()
+            await self.check_billing_portal_configuration()
             await self.check_webhook_endpoint()
             if self.test_mode:
                 coupon_id = await self.make_coupon()
@@ -267,6 +268,33 @@ class StripeCheck:
                         "(Settings → Billing → Customer portal).")
         else:
             self.report("PASS", name, f"{which} cancels at period end and doesn't ask the reason again.")
+
+    async def check_billing_portal_configuration(self) -> None:
+        """Billing links must open a portal that can't cancel: a cancellation there skips the flow (no reason
+        asked, no offer, not attributed)."""
+        name = "billing portal configuration"
+        configured = self.settings.stripe_billing_portal_configuration
+        if not configured:
+            self.report("WARN", name, "STRIPE_BILLING_PORTAL_CONFIGURATION is not set: billing links open Stripe's "
+                        "default portal configuration, which may let clients cancel without the flow.",
+                        f"{SETUP_HINT} and set STRIPE_BILLING_PORTAL_CONFIGURATION to the id it prints.")
+            return
+        try:
+            config = await self.call("get", f"/v1/billing_portal/configurations/{quote(configured, safe='')}")
+        except stripe.StripeError as error:
+            detail, advice = explain(error, "reading the billing portal configuration")
+            if isinstance(error, stripe.InvalidRequestError) and error.code == "resource_missing":
+                detail = (f"STRIPE_BILLING_PORTAL_CONFIGURATION={configured} does not exist in this "
+                          f"{'test' if self.test_mode else 'live'}-mode account.")
+                advice = f"{SETUP_HINT} with this key and set STRIPE_BILLING_PORTAL_CONFIGURATION to the id it prints."
+            self.report("FAIL", name, detail, advice)
+            return
+        problems = StripeSetup.billing_configuration_problems(config)
+        if problems:
+            self.report("FAIL", name, f"{config['id']} (STRIPE_BILLING_PORTAL_CONFIGURATION): {'; '.join(problems)}.",
+                        f"{SETUP_HINT} and set STRIPE_BILLING_PORTAL_CONFIGURATION to the id it prints.")
+        else:
+            self.report("PASS", name, f"{config['id']} updates cards and shows invoices, without cancellation.")
 
     async def check_webhook_endpoint(self) -> None:
         url = f"{self.settings.base_url}/webhooks/stripe"

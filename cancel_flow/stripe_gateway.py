@@ -15,7 +15,7 @@ import aiohttp
 import stripe
 
 from cancel_flow.clock import from_unix
-from cancel_flow.errors import NotFound, PortalRefused, StripeUnavailable
+from cancel_flow.errors import NotFound, PortalNotConfigured, PortalRefused, StripeUnavailable
 from cancel_flow.flow import (ACTIVE, ENDED, FIXED_END_KEY, SCHEDULED, PriceLine, StripeState, SubscriptionFacts,
                               TargetPrice, facts_of)
 from cancel_flow.logs import log_event
@@ -127,12 +127,34 @@ def state_from_event(event: dict) -> StripeState | None:
     else:
         stage = ACTIVE
     requested = sub.get("canceled_at") or (event.get("created") if stage != ACTIVE else None)
+    customer = sub.get("customer")
+    customer = customer.get("id") if isinstance(customer, dict) else customer
     return StripeState(
         subscription_id=sub["id"], event_created=int(event.get("created") or 0), stage=stage,
         cancel_requested_at=from_unix(requested) if requested else None,
         feedback=details.get("feedback"), comment=details.get("comment"), reason=details.get("reason"),
         discounted=bool(sub.get("discounts")), paused=bool(sub.get("pause_collection")),
+        customer_id=customer if isinstance(customer, str) else None, monthly_amount=_event_monthly_amount(sub),
+        currency=(sub.get("currency") if isinstance(sub.get("currency"), str) else "usd")[:3],
     )
+
+
+def _event_monthly_amount(sub: dict) -> int:
+    """The monthly amount of an event's subscription, from its items' prices (0 when they don't say)."""
+    from cancel_flow.flow import monthly_amount
+
+    lines = []
+    items = (sub.get("items") or {}).get("data") if isinstance(sub.get("items"), dict) else None
+    for item in items if isinstance(items, list) else []:
+        price = item.get("price") if isinstance(item, dict) else None
+        recurring = (price or {}).get("recurring") if isinstance(price, dict) else None
+        amount, quantity = (price or {}).get("unit_amount"), item.get("quantity") or 1
+        if not isinstance(recurring, dict) or recurring.get("interval") not in ("day", "week", "month", "year") \
+                or not isinstance(amount, int) or not isinstance(quantity, int) or not 0 <= amount < AMOUNT.high \
+                or not 0 < quantity < COUNT.high:
+            continue
+        lines.append(PriceLine(amount, quantity, recurring["interval"], int(recurring.get("interval_count") or 1)))
+    return min(monthly_amount(lines), AMOUNT.high - 1) if lines else 0
 
 
 def invoice_from_event(event: dict) -> dict | None:
@@ -609,10 +631,17 @@ class StripeGateway:
                            recurring.get("interval_count") or 1, bool(price.get("active")) and per_unit,
                            price.get("nickname") or (product.get("name") if isinstance(product, dict) else None))
 
-    async def portal_url(self, customer_id: str, *, return_url: str, flow_data: dict | None = None) -> str:
+    async def portal_url(self, customer_id: str, *, return_url: str, flow_data: dict | None = None,
+                         billing: bool = False) -> str:
+        """A portal session. Cancel flows use STRIPE_PORTAL_CONFIGURATION; billing links (`billing`) use
+        STRIPE_BILLING_PORTAL_CONFIGURATION, whose portal can't cancel: cancelling goes through the flow. Unset,
+        Stripe's default configuration is used: in test mode the one saved in Stripe's Dashboard
+        (https://docs.stripe.com/api/customer_portal/configurations/object#portal_configuration_object-is_default)."""
+        setting = "STRIPE_BILLING_PORTAL_CONFIGURATION" if billing else "STRIPE_PORTAL_CONFIGURATION"
+        configuration = self.settings.stripe_billing_portal_configuration if billing else self.settings.stripe_portal_configuration
         params = {"customer": customer_id, "return_url": return_url}
-        if self.settings.stripe_portal_configuration:
-            params["configuration"] = self.settings.stripe_portal_configuration
+        if configuration:
+            params["configuration"] = configuration
         if flow_data:
             params["flow_data"] = flow_data
         try:
@@ -621,6 +650,11 @@ class StripeGateway:
                                        .create_async(params=params, options=options))
         except stripe.InvalidRequestError as error:
             log_event("stripe.portal_refused", code=error.code, param=error.param)
+            if not configuration and "portal settings" in (error.user_message or str(error)):
+                log_event("stripe.portal_not_configured", level=40, setting=setting)
+                raise PortalNotConfigured(
+                    f"This page can't open yet: the service has no Stripe customer portal to send you to. If you run "
+                    f"this service, run `cancel-flow stripe setup` and set {setting} to the id it prints.") from None
             raise PortalRefused("The payment system could not open your billing page.") from None
         return session.url
 
@@ -663,22 +697,48 @@ class StripeSetup:
             problems.append("it asks the cancellation reason again (cancel-flow already asked it)")
         return problems
 
-    async def portal_configuration(self, return_url: str) -> str:
+    @staticmethod
+    def billing_configuration_problems(config: dict) -> list[str]:
+        """What keeps a portal configuration from serving billing links: it must not cancel (cancelling goes
+        through the flow, which asks why and records it) and must let the card be updated."""
+        features = config.get("features") or {}
+        problems = []
+        if not config.get("active"):
+            problems.append("it is not active")
+        if ((features.get("subscription_cancel") or {}).get("enabled")):
+            problems.append("it lets clients cancel without the flow (no reason asked, nothing recorded)")
+        if not (features.get("payment_method_update") or {}).get("enabled"):
+            problems.append("it doesn't let clients update their card")
+        return problems
+
+    async def _configuration(self, marker: str, headline: str, features: dict, problems, return_url: str) -> str:
+        """Our configuration marked `metadata.cancel_flow=marker`, brought up to date, or a new one."""
         configs = await self.client.v1.billing_portal.configurations.list_async(params={"limit": 100})
         for config in configs.data:
             data = config.to_dict()
-            if (data.get("metadata") or {}).get("cancel_flow") == "1" and config.active:
-                if self.configuration_problems(data):
+            if (data.get("metadata") or {}).get("cancel_flow") == marker and config.active:
+                if problems(data):
                     await self.client.v1.billing_portal.configurations.update_async(config.id, params={
-                        "features": self._features()})
+                        "features": features})
                 return config.id
         config = await self.client.v1.billing_portal.configurations.create_async(params={
-            "business_profile": {"headline": "Manage your subscription"},
+            "business_profile": {"headline": headline},
             "default_return_url": return_url,
-            "features": self._features(),
-            "metadata": {"cancel_flow": "1"},
+            "features": features,
+            "metadata": {"cancel_flow": marker},
         })
         return config.id
+
+    async def portal_configuration(self, return_url: str) -> str:
+        """The configuration of "Continue to cancel": cancellation at period end, the reason not asked again."""
+        return await self._configuration("1", "Manage your subscription", self._features(),
+                                         self.configuration_problems, return_url)
+
+    async def billing_portal_configuration(self, return_url: str) -> str:
+        """The configuration of billing links: card, invoices, no cancellation (STRIPE_BILLING_PORTAL_CONFIGURATION)."""
+        return await self._configuration("billing", "Your billing", {
+            "invoice_history": {"enabled": True}, "payment_method_update": {"enabled": True},
+            "subscription_cancel": {"enabled": False}}, self.billing_configuration_problems, return_url)
 
     @staticmethod
     def _features() -> dict:

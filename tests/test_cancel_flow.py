@@ -602,3 +602,25 @@ def test_keeping_after_ending_a_fixed_plan_early_puts_the_coachs_end_date_back(c
     assert "Keep my subscription" in kept_page.text
     client.post(f"{other}/keep", data={"csrf_token": csrf_of(kept_page.text)})
     assert stripe_client.v1.subscriptions.retrieve(sub.id).cancel_at == program_end
+
+
+def test_billing_links_open_a_portal_that_cannot_cancel(client, catalogue, signer, emulator):
+    sub = catalogue.subscription()
+    token, _ = signer.billing_token(sub.customer)
+    portal = client.get(f"/billing/{token}")
+    assert portal.status_code == 303
+    page = httpx.get(portal.headers["location"])
+    assert page.status_code == 200 and "Cancel subscription" not in page.text and "Update card" in page.text
+
+
+@pytest.mark.no_portal_configuration
+def test_without_portal_configurations_the_page_says_which_setting_to_add(client, catalogue, link, signer):
+    sub = catalogue.subscription()
+    url = link(sub)
+    page = client.get(url)
+    response = client.post(f"{url}/cancel", data={"csrf_token": csrf_of(page.text)})
+    assert response.status_code == 503 and "STRIPE_PORTAL_CONFIGURATION" in response.text
+    assert "cancel-flow stripe setup" in response.text and "Continue to cancel" in response.text
+    token, _ = signer.billing_token(sub.customer)
+    billing = client.get(f"/billing/{token}")
+    assert billing.status_code == 503 and "STRIPE_BILLING_PORTAL_CONFIGURATION" in billing.text

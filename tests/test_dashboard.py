@@ -6,6 +6,7 @@ import io
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 from freezegun import freeze_time
 
 from cancel_flow.passwords import hash_password
@@ -421,3 +422,16 @@ def test_three_links_and_one_cancellation_are_one_subscription_on_the_dashboard(
     client.get(f"/cancel/{signer.cancel_token(other.customer, other.id)[0]}")
     stats = StatsQueries(store.engine).stats(period)
     assert stats.sessions == 2 and stats.outcomes == {"open": 1, "sent_to_portal": 1}
+
+
+def test_the_dashboard_lists_cancellations_outside_the_flow_with_stripes_reason(client, coach, november, store):
+    from cancel_flow.models import OutsideCancellation
+
+    with store.engine.begin() as connection:
+        connection.execute(sa.insert(OutsideCancellation.__table__).values(
+            subscription_id="sub_portal", customer_id="cus_1", canceled_at=nov(12), ended=False, feedback="too_expensive",
+            comment=None, reason="cancellation_requested", monthly_amount=4900, currency="usd", event_created=1))
+    sign_in(client)
+    page = client.get("/dashboard?from=2026-11-01&to=2026-11-30")
+    assert "Canceled outside the flow: 1 · $49.00/month" in page.text
+    assert "canceled in Stripe (its portal, or by you)" in page.text and "too expensive" in page.text

@@ -359,6 +359,23 @@ async def retries(request: Request) -> Response:
     return JSONResponse(emulator.account.retries)
 
 
+async def dashboard_portal_settings(request: Request) -> Response:
+    """Stands for saving the customer portal settings in Stripe's Dashboard, which makes the account's default
+    configuration (the body: the configuration's `features`, optional)."""
+    emulator: Emulator = request.app.state.emulator
+    try:
+        body = await request.json() if (await request.body()) else {}
+        if not isinstance(body, dict):
+            raise ValueError
+    except ValueError:
+        return JSONResponse({"error": {"message": 'Send {} or {"features": {…}} as a portal configuration takes it.'}},
+                            status_code=400)
+    with emulator.account.lock:
+        config = emulator.account.save_dashboard_portal_settings({"features": body.get("features") or {},
+                                                                  "business_profile": {"headline": body.get("headline")}})
+        return JSONResponse(emulator.account.render("portal_configurations", config))
+
+
 async def reset_data(request: Request) -> Response:
     request.app.state.emulator.reset()
     return JSONResponse({"deleted": True})
@@ -375,6 +392,7 @@ def create_emulator_app() -> Starlette:
         Route("/_emulator/data", reset_data, methods=["DELETE"]),
         Route("/_emulator/customers/{customer}/discount", customer_discount, methods=["POST"]),
         Route("/_emulator/retries", retries, methods=["GET", "POST"]),
+        Route("/_emulator/portal_settings", dashboard_portal_settings, methods=["POST"]),
         Route("/_emulator/limits", limits, methods=["GET", "POST"]),
         Route("/_emulator/keys", keys, methods=["GET", "POST", "DELETE"]),
         Route("/_emulator/account", account_settings, methods=["GET", "POST"]),

@@ -727,8 +727,11 @@ class Account(Invoicing, TestClocks):
         return self._stamp("coupons", build.coupon(self.now(), params))
 
     def default_portal_configuration(self) -> dict:
-        """The account's default configuration: the first one saved. Stripe refuses test-mode portal
-        sessions until one is saved (https://docs.stripe.com/customer-management/activate-no-code-customer-portal)."""
+        """The account's default configuration: the one managed in Stripe's Dashboard ("If true, this configuration
+        can be managed in the Dashboard and portal sessions will use this configuration unless it is overriden",
+        https://docs.stripe.com/api/customer_portal/configurations/object#portal_configuration_object-is_default);
+        configurations made through the API are never it. Stripe refuses test-mode portal sessions until the
+        Dashboard's settings are saved (https://docs.stripe.com/customer-management/activate-no-code-customer-portal)."""
         for config in self.portal_configurations.values():
             if config["is_default"]:
                 return config
@@ -736,8 +739,14 @@ class Account(Invoicing, TestClocks):
                                "settings in test mode at https://dashboard.stripe.com/test/settings/billing/portal.")
 
     def create_portal_configuration(self, params: dict) -> dict:
-        return self._stamp("portal_configurations", build.portal_configuration(
-            self.now(), params, is_default=not self.portal_configurations))
+        return self._stamp("portal_configurations", build.portal_configuration(self.now(), params, is_default=False))
+
+    def save_dashboard_portal_settings(self, params: dict) -> dict:
+        """The customer portal settings saved in Stripe's Dashboard: the account's default configuration."""
+        for config in self.portal_configurations.values():
+            if config["is_default"]:
+                return self.update_portal_configuration(config["id"], params)
+        return self._stamp("portal_configurations", build.portal_configuration(self.now(), params, is_default=True))
 
     def update_portal_configuration(self, config_id: str, params: dict) -> dict:
         config = self.get("portal_configurations", config_id, "configuration")

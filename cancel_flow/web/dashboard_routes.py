@@ -18,6 +18,7 @@ from cancel_flow.money import format_money, minor_unit_divisor
 from cancel_flow.offers import REASONS
 from cancel_flow.spreadsheet import safe_cell
 from cancel_flow.store.billing_stats import billing_stats
+from cancel_flow.store.stats import outside_cancellations
 from cancel_flow.store.stats import PAGE_SIZE, DateRange, day_start
 from cancel_flow.web import charts
 from cancel_flow.web.coach_auth import (LOGIN_CSRF_COOKIE, SignInBusy, TooManyAttempts, check_credentials, sign_in,
@@ -188,6 +189,13 @@ def local_clock(zone_name: str):
     return local
 
 
+# Stripe's cancellation_details.reason, in words (https://docs.stripe.com/api/subscriptions/object#subscription_object-cancellation_details-reason)
+STRIPE_REASONS = {"cancellation_requested": "canceled in Stripe (its portal, or by you)",
+                  "payment_failed": "payments failed until Stripe gave up",
+                  "payment_disputed": "a payment was disputed",
+                  "canceled_by_retention_policy": "Stripe's test-mode clean-up"}
+
+
 def recovered_payments(request: Request, period) -> dict | None:
     """Failed payments of the range and how many were recovered (paid after a failure), with the billing
     emails sent (cancel_flow/store/billing_stats.py); None when no payment failed in this range or the
@@ -220,6 +228,7 @@ async def dashboard(request: Request) -> Response:
     stats = await run_in_threadpool(queries.stats, filters.period, kinds)
     recent, total = await run_in_threadpool(queries.recent, filters.period, filters.outcome, filters.reason, filters.page)
     recovered = await run_in_threadpool(recovered_payments, request, filters.period)
+    outside = await run_in_threadpool(outside_cancellations, request.app.state.store.engine, filters.period)
     pages = max(1, -(-total // PAGE_SIZE))
     previous = stats.previous
     mrr_now = sum(amount for _, amount in stats.mrr_saved) if len(stats.mrr_saved) <= 1 else None
@@ -240,7 +249,8 @@ async def dashboard(request: Request) -> Response:
                   offer_titles=_offer_titles(request), changes=changes, previous_length=length,
                   previous_first=filters.first - timedelta(days=length), previous_last=filters.first - timedelta(days=1),
                   mrr_saved=_money_list(stats.mrr_saved), discount_cost=_money_list(stats.discount_cost),
-                  offer_cost=_money_list(stats.offer_cost), recovered=recovered,
+                  offer_cost=_money_list(stats.offer_cost), recovered=recovered, outside=outside,
+                  stripe_reasons=STRIPE_REASONS,
                   local=local_clock(settings.timezone), zone=settings.timezone,
                   customer_url=lambda customer: stripe_customer_url(settings.stripe_api_key, customer),
                   reasons_size=charts.reasons_size,
