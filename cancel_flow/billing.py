@@ -261,10 +261,18 @@ def coupon_months(plan: Plan, payments: int, start: datetime) -> int | None:
     return None
 
 
-def discount_end_covers(plan: Plan, payments: int, start: datetime, end: datetime) -> bool:
+def covers_promise(promise: Promise, start: datetime, end: datetime) -> bool:
     """Whether a discount from `start` to `end` (as Stripe made it) discounts exactly the payments promised."""
-    upcoming = plan.upcoming(payments + 1, start)
-    return covered(upcoming, start, end) == payments and len(upcoming) > payments
+    inside = lambda at: start <= at < end  # noqa: E731
+    return all(inside(p.at) for p in promise.changed) and not (promise.next_regular and inside(promise.next_regular.at))
+
+
+def months_for_promise(promise: Promise, start: datetime) -> int | None:
+    """The coupon length that, from `start`, discounts exactly the payments promised; None if none does."""
+    for months in range(1, 12 * 20 + 1):
+        if covers_promise(promise, start, add_months(start, months)):
+            return months
+    return None
 
 
 def _day(moment: datetime, with_year: bool = True) -> str:

@@ -251,7 +251,7 @@ class CancelService:
                            "Your subscription is unchanged.")
         key = idempotency_key(session.nonce, offer.id, _terms_key(terms), str(claim.attempt))
         try:
-            applied = await self._apply(offer, session, facts, promise, key)
+            applied, corrected_months = await self._apply(offer, session, facts, promise, key)
         except StripeUnavailable as failure:
             if resending:
                 # whatever this try met, the first request under this key may still be running at Stripe
@@ -264,6 +264,8 @@ class CancelService:
                 # may still be running there: the claim is held, and the same choice retries under its key.
                 await self.db.mark_claim_unsure(session.id, offer.id, failure.in_flight)
             raise
+        if corrected_months is not None:
+            terms = {**terms, "discount_months": corrected_months, "coupon_id": offer.coupon_id(corrected_months)}
         await self._record_saved(session, offer.id, offer.kind, terms, flow.facts_to_json(applied))
         return None
 
@@ -314,14 +316,33 @@ class CancelService:
         return False
 
     async def _apply(self, offer: Offer, session: CancelSession, facts: SubscriptionFacts,
-                     promise: billing.Promise, key: str) -> SubscriptionFacts:
+                     promise: billing.Promise, key: str) -> tuple[SubscriptionFacts, int | None]:
+        """Stripe's answer, and for a discount the coupon length it was corrected to (None: as computed)."""
         if offer.kind == "discount":
-            return await self.gateway.apply_discount(session.subscription_id, offer, promise.coupon_months, key)
+            applied = await self.gateway.apply_discount(session.subscription_id, offer, promise.coupon_months, key)
+            return await self._discount_as_promised(offer, session, promise, key, applied)
         if offer.kind == "pause":
-            return await self.gateway.apply_pause(session.subscription_id, promise.resumes_at, key)
+            return await self.gateway.apply_pause(session.subscription_id, promise.resumes_at, key), None
         if offer.kind == "switch":
-            return await self.gateway.apply_switch(session.subscription_id, facts.item_ids[0], offer.price, key)
-        return await self.gateway.apply_free_period(session.subscription_id, promise.trial_end, key)
+            return await self.gateway.apply_switch(session.subscription_id, facts.item_ids[0], offer.price, key), None
+        return await self.gateway.apply_free_period(session.subscription_id, promise.trial_end, key), None
+
+    async def _discount_as_promised(self, offer: Offer, session: CancelSession, promise: billing.Promise, key: str,
+                                    applied: SubscriptionFacts) -> tuple[SubscriptionFacts, int | None]:
+        """Stripe starts the coupon's months when it attaches it, by its own clock (a test clock's, or a few seconds
+        after our page was computed). At a renewal's very second that decides whether the last promised payment is
+        covered: the discount Stripe made is checked against the promise, and replaced once by the length that
+        covers exactly the promised payments from its real start (the session then records that coupon)."""
+        window = applied.discount_window
+        if window is None or billing.covers_promise(promise, *window):
+            return applied, None
+        months = billing.months_for_promise(promise, window[0])
+        if months is None or months == promise.coupon_months:
+            log_event("cancel_session.discount_mismatch", level=30, session=session.id)
+            return applied, None
+        log_event("cancel_session.discount_corrected", session=session.id, months=months)
+        corrected = await self.gateway.apply_discount(session.subscription_id, offer, months, idempotency_key(key, str(months)))
+        return corrected, months
 
     async def _record_saved(self, session: CancelSession, offer_id: str, kind: str, terms: dict, snapshot: str | None) -> None:
         if kind == "switch" and snapshot:

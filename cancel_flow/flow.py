@@ -54,10 +54,18 @@ class SubscriptionFacts:
     cancel_at: datetime | None = None
     cancel_at_period_end_flag: bool = False
     # The discounts Stripe bills now (the subscription's, else its customer's):
-    # (percent_off, amount_off, end as Unix seconds, once) each.
+    # (percent_off, amount_off, end as Unix seconds, once, start as Unix seconds) each.
     discounts: tuple[tuple, ...] = ()
     billing_mode: str = "classic"
     current_period_start: datetime | None = None
+
+    @property
+    def discount_window(self) -> tuple[datetime, datetime] | None:
+        """(start, end) of the subscription's repeating discount, as Stripe made it."""
+        for _percent, _amount, end, _once, *start in self.discounts:
+            if end and start and start[0]:
+                return from_unix(start[0]), from_unix(end)
+        return None
 
     @property
     def scheduled_by_client(self) -> bool:
@@ -95,7 +103,7 @@ class SubscriptionFacts:
     @property
     def plan(self) -> billing.Plan:
         discounts = tuple(billing.Discount(percent, amount, from_unix(end) if end else None, bool(once))
-                          for percent, amount, end, once in self.discounts)
+                          for percent, amount, end, once, *_start in self.discounts)
         return billing.Plan(self.currency, tuple(billing.Line(l.unit_amount or 0, l.quantity) for l in self.lines),
                             self.interval, self.interval_count, self.anchor or self.next_payment or self.period_end,
                             None if self.cancel_at_period_end or self.status not in LIVE_STATUSES else self.next_payment,

@@ -503,6 +503,7 @@ class StripeCheck:
                                    expand=SUBSCRIPTION_EXPAND, idempotency_key=self.key_for("discount"))
             if done is not None:
                 self.report("PASS", "discount", f"coupon {coupon_id} applied to {sub_id}.")
+                await self.check_promise_against_preview(done)
         resumes_at = self.frozen_time + 30 * DAY
         done = await self.step("pause", "pausing payments", "post", path,
                                pause_collection={"behavior": "void", "resumes_at": resumes_at},
@@ -527,6 +528,33 @@ class StripeCheck:
         if ended is not None:
             self.report("PASS", "subscription ended", f"{sub_id} canceled at once (customer.subscription.deleted).")
         await self.check_events(sub_id, expect_deleted=ended is not None)
+
+    async def check_promise_against_preview(self, subscription: dict) -> None:
+        """The billing model that writes every promise, against Stripe's own computation of the next invoice
+        (POST /v1/invoices/create_preview): the date and the amount, the discount just applied included."""
+        name = "promise vs Stripe's preview"
+        try:
+            facts = facts_from(subscription)
+            plan = facts.plan
+            promised_at, promised = plan.next_payment, plan.next_amount()
+            preview = await self.call("post", "/v1/invoices/create_preview", subscription=subscription["id"])
+        except stripe.StripeError as error:
+            detail, advice = explain(error, "previewing the next invoice (POST /v1/invoices/create_preview)")
+            self.report("FAIL", name, detail, advice)
+            return
+        except (KeyError, TypeError, IndexError) as error:
+            self.report("FAIL", name, f"the subscription came back in a shape cancel-flow can't read (missing {error}).",
+                        "unset STRIPE_API_BASE (or point it at Stripe's API), then run the check again.")
+            return
+        starts = {(line.get("period") or {}).get("start") for line in (preview.get("lines") or {}).get("data") or []}
+        billed = preview.get("amount_due")
+        if promised_at is None or starts != {int(promised_at.timestamp())} or billed != promised:
+            self.report("FAIL", name, f"cancel-flow would promise {promised} on {promised_at}, Stripe's preview bills "
+                        f"{billed} for a period starting {sorted(s for s in starts if s)}.",
+                        "report it: cancel-flow's billing model and Stripe disagree on this account.")
+        else:
+            self.report("PASS", name, f"the next payment, {promised} {facts.currency.upper()} on {promised_at:%d %B %Y}, "
+                        "is what Stripe's create_preview bills.")
 
     async def portal_session(self, subscription: dict) -> None:
         params = {"customer": subscription["customer"], "return_url": self.settings.return_url,

@@ -240,7 +240,7 @@ def _is_missing(error: stripe.StripeError, param_prefix: str = "") -> bool:
 def _discounts_billed(subscription: dict, customer: dict | None) -> tuple[tuple, ...]:
     """The discounts Stripe bills on this subscription's invoices: its own, else its customer's
     (https://docs.stripe.com/api/subscriptions/create#create_subscription-discounts), as (percent_off,
-    amount_off, end, once). A discount whose coupon wasn't expanded is counted as a discount of unknown size."""
+    amount_off, end, once, start). A discount whose coupon wasn't expanded is counted as a discount of unknown size."""
     own = [d for d in subscription.get("discounts") or [] if d]
     found = own or ([customer["discount"]] if customer and customer.get("discount") else [])
     discounts = []
@@ -248,10 +248,11 @@ def _discounts_billed(subscription: dict, customer: dict | None) -> tuple[tuple,
         coupon = (discount.get("source") or {}).get("coupon") if isinstance(discount, dict) else None
         coupon = coupon or (discount.get("coupon") if isinstance(discount, dict) else None)
         if not isinstance(coupon, dict):
-            discounts.append((None, None, None, False))
+            discounts.append((None, None, None, False, None))
             continue
         amount_off = coupon.get("amount_off") if (coupon.get("currency") or "") in ("", subscription.get("currency")) else 0
-        discounts.append((coupon.get("percent_off"), amount_off, discount.get("end"), coupon.get("duration") == "once"))
+        discounts.append((coupon.get("percent_off"), amount_off, discount.get("end"), coupon.get("duration") == "once",
+                          discount.get("start")))
     return tuple(discounts)
 
 

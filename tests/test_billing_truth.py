@@ -59,6 +59,7 @@ class Case:
     accepted: datetime | None = None
     existing: str | None = None  # a discount the subscription (or customer) has before the offer: see EXISTING
     mode: str = "flexible"  # the subscription's billing_mode (flexible: the API's default since 2025-09-30.clover)
+    lag: timedelta = timedelta(0)  # Stripe's clock this much behind ours when the offer is accepted
     clock_id: str | None = None
     subscription_id: str | None = None
     reached: datetime | None = None
@@ -113,7 +114,7 @@ def run(case: Case, stripe_client, catalogue, make_client, signer, store, tmp_pa
     if case.existing:
         give_existing_discount(case, stripe_client, emulator, customer, sub)
     now = case.accept_at()
-    advance(catalogue, clock.id, case.anchor, now, case.period)
+    advance(catalogue, clock.id, case.anchor, now - case.lag, case.period)
 
     with freeze_time(now, real_asyncio=True):
         token, _ = signer.cancel_token(customer.id, sub.id)
@@ -125,6 +126,9 @@ def run(case: Case, stripe_client, catalogue, make_client, signer, store, tmp_pa
                 "switch": "Switch to Lite"}[case.kind]
         offered = case.period in OFFERED[case.kind] and not (case.kind == "switch" and case.items == 2) \
             and not (case.kind == "discount" and case.existing)  # one discount at a time
+        if case.kind == "free_period":  # Stripe takes a trial_end at most two years from the billing cycle anchor
+            following = next(step(case.anchor, case.period, k) for k in range(1, 400) if step(case.anchor, case.period, k) > now)
+            offered = offered and add_months(following, 2) <= add_months(case.anchor, 24)
         assert (card in offers_page.text) == offered, offers_page.text
         if not offered:
             return None
@@ -139,8 +143,9 @@ def run(case: Case, stripe_client, catalogue, make_client, signer, store, tmp_pa
     for at, amount, _regular in schedule:
         assert at.strftime("%-d %B %Y") in done
 
+    check_against_create_preview(stripe_client, sub.id, case.kind, schedule)
     last = schedule[-1][0]
-    advance(catalogue, clock.id, now, last + timedelta(hours=2), case.period)
+    advance(catalogue, clock.id, now - case.lag, last + timedelta(hours=2), case.period)
     invoices = stripe_client.v1.invoices.list(params={"subscription": sub.id, "limit": 100}).data
     cycle = {inv.created: inv for inv in invoices if inv.billing_reason == "subscription_cycle"}
     moments = {int(at.timestamp()) for at, _a, _r in schedule}
@@ -169,6 +174,19 @@ def run(case: Case, stripe_client, catalogue, make_client, signer, store, tmp_pa
             assert StatsQueries(store.engine).stats(period).discount_cost == [("usd", discount_total)]
     case.clock_id, case.subscription_id, case.reached = clock.id, sub.id, last + timedelta(hours=2)
     return session
+
+
+def check_against_create_preview(stripe_client, subscription_id: str, kind: str, schedule: list) -> None:
+    """Stripe's own computation of the next invoice (POST /v1/invoices/create_preview) agrees with the promise's first
+    payment: its date, and what it bills (for a pause: the amount the voided invoice would have charged)."""
+    preview = stripe_client.v1.invoices.create_preview(params={"subscription": subscription_id})
+    if kind == "pause":
+        at, amount = schedule[0][0], schedule[0][2]
+    else:
+        at, amount = next((row[0], row[1]) for row in schedule if row[1] > 0)
+    starts = {line.period.start for line in preview.lines.data}
+    assert starts == {int(at.timestamp())}, (starts, at)
+    assert preview.amount_due == amount, (preview.amount_due, amount)
 
 
 def advance(catalogue, clock_id: str, start: datetime, end: datetime, period: str) -> None:
@@ -260,3 +278,31 @@ def test_two_years_after_an_offer_every_invoice_is_as_promised_then_regular(kind
               if inv.billing_reason == "subscription_cycle" and inv.created > int(case.accept_at().timestamp())}
     wanted = {at: amount for at, amount in expected.items() if at in billed or amount}
     assert billed == wanted
+
+
+AT_RENEWAL = [Case(kind, period, moment, 1, accepted=step(Case.anchor, period) + offset)
+              for kind in OFFERED for period in ("month", "year", "week")
+              for moment, offset in (("instant", timedelta(0)), ("draft-hour", timedelta(minutes=30)))]
+
+
+@pytest.mark.parametrize("case", AT_RENEWAL, ids=lambda c: f"{c.kind}-{c.period}-{c.when}")
+def test_an_offer_accepted_at_a_renewal_or_while_its_invoice_is_a_draft_bills_what_the_page_says(
+        case, stripe_client, catalogue, make_client, signer, store, tmp_path):
+    """The test clock stands at the very second of a renewal, or in the hour its invoice is still a draft: the
+    renewal under way is not the promise's to change, and every payment the promise names is billed as it says."""
+    session = run(case, stripe_client, catalogue, make_client, signer, store, tmp_path)
+    if session is not None:
+        renewal = step(Case.anchor, case.period)
+        assert datetime.fromisoformat(session.schedule[0][0]) > renewal
+
+
+@pytest.mark.parametrize("period", ["month", "year"])
+def test_a_discount_stripe_starts_a_minute_before_our_clock_still_covers_the_promised_payments(
+        period, stripe_client, catalogue, make_client, signer, store, tmp_path):
+    """Stripe's clock at the renewal's second, ours a minute later: the coupon Stripe starts then would end on the
+    third promised renewal; the discount is checked against the promise and replaced by one that covers it."""
+    case = Case("discount", period, "instant", 1, accepted=step(Case.anchor, period) + timedelta(minutes=1),
+                lag=timedelta(minutes=1))
+    session = run(case, stripe_client, catalogue, make_client, signer, store, tmp_path)
+    assert session.discount_months == (4 if period == "month" else 37)
+    assert [row[1] for row in session.schedule] == [2450, 2450, 2450, 4900]

@@ -87,6 +87,8 @@ def test_a_key_without_the_portal_permission_fails_and_names_the_permission(depl
     assert line.startswith("FAIL ") and "403" in line and "'Customer portal: Write'" in line
     assert "To fix: edit the restricted key in Stripe's dashboard" in line
     assert results["discount"].startswith("PASS") and results["cancellation"].startswith("PASS")
+    # the promise's billing model and Stripe's create_preview agree on the discounted next payment
+    assert results["promise vs Stripe's preview"].startswith("PASS") and "900 USD" in results["promise vs Stripe's preview"]
     assert "restricted key" in results["API key"] and "…4321" in results["API key"] and RESTRICTED not in "".join(results.values())
     assert_left_nothing(stripe_client)
 
