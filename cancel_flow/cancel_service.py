@@ -496,7 +496,9 @@ def _schedule_lines(session: CancelSession) -> list[tuple[str, str]] | None:
 def _regular(facts: SubscriptionFacts) -> str:
     if facts.next_payment is None:
         return ""
-    return (f"Your next payment is {format_money(facts.price_amount, facts.currency)} on "
+    if not facts.priced:
+        return f"Your next payment is on {format_day(facts.next_payment)}."
+    return (f"Your next payment is {format_money(facts.billed_amount, facts.currency)} on "
             f"{format_day(facts.next_payment)}.")
 
 
