@@ -253,6 +253,7 @@ def coupon_months(plan: Plan, payments: int, start: datetime) -> int | None:
     per_payment = plan.months_per_payment
     if per_payment is None or plan.next_payment is None:
         return None
+    start = start.replace(microsecond=0)  # Stripe's timestamps are whole seconds: the discount starts on one
     upcoming = plan.upcoming(payments + 1, start)
     wanted = payments * per_payment
     for months in [wanted, *range(max(1, wanted - per_payment + 1), wanted + per_payment + 1)]:

@@ -188,13 +188,33 @@ def test_concurrent_accepts_on_one_link_apply_once(live_server, catalogue, link,
 
 
 def test_coupon_is_created_once_with_a_stable_id_and_reused(client, catalogue, link, stripe_client, emulator):
-    for email in ("a@example.com", "b@example.com"):
-        sub = catalogue.subscription(catalogue.customer(email=email))
+    start = datetime(2027, 3, 10, 9, tzinfo=timezone.utc)
+    clock = catalogue.test_clock(int(start.timestamp()))
+    subs = [catalogue.subscription(catalogue.customer(email=email, test_clock=clock.id))
+            for email in ("a@example.com", "b@example.com")]
+    catalogue.advance(clock.id, int((start + timedelta(days=1)).timestamp()))
+    with freeze_time(start + timedelta(days=1), real_asyncio=True):
+        for sub in subs:
+            url = link(sub)
+            give_reason(client, url, "too_expensive")
+            assert accept(client, url, "half-off-3-payments").status_code == 303
+    coupons = stripe_client.v1.coupons.list().data
+    assert [c.id for c in coupons] == [COUPON] and coupons[0].times_redeemed == 2
+
+
+def test_a_discount_accepted_in_the_second_the_subscription_began_still_covers_three_payments(
+        client, catalogue, link, stripe_client):
+    """Stripe's timestamps are whole seconds: a coupon attached in the second of the renewal (here, of the creation)
+    would end on the third renewal itself; the coupon chosen covers all three."""
+    start = datetime(2027, 3, 10, 9, tzinfo=timezone.utc)
+    clock = catalogue.test_clock(int(start.timestamp()))
+    sub = catalogue.subscription(catalogue.customer(test_clock=clock.id))
+    with freeze_time(start + timedelta(microseconds=700_000), real_asyncio=True):
         url = link(sub)
         give_reason(client, url, "too_expensive")
         assert accept(client, url, "half-off-3-payments").status_code == 303
-    coupons = stripe_client.v1.coupons.list().data
-    assert [c.id for c in coupons] == [COUPON] and coupons[0].times_redeemed == 2
+    after = stripe_client.v1.subscriptions.retrieve(sub.id, params={"expand": ["discounts"]})
+    assert after.discounts[0].end == int(datetime(2027, 7, 10, 9, tzinfo=timezone.utc).timestamp())  # after 10 June
 
 
 def test_once_coupons_exist_accepting_a_discount_costs_two_stripe_calls(client, catalogue, link, emulator, stripe_client):
