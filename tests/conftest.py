@@ -238,6 +238,16 @@ class Catalogue:
             time.sleep(0.5)
         return clock
 
+    def settled_subscription(self, email: str = "client@example.com", **extra):
+        """A monthly subscription that began a day ago, on a test clock standing at the present second: an offer
+        accepted now is not in the second the subscription renewed or began (where Stripe's whole-second timestamps
+        decide whether a coupon's last month covers a renewal)."""
+        now = int(time.time())
+        clock = self.test_clock(now - 86400)
+        sub = self.subscription(self.customer(email=email, test_clock=clock.id), **extra)
+        self.advance(clock.id, now)
+        return self.sdk.v1.subscriptions.retrieve(sub.id)
+
     def subscription(self, customer=None, interval: str = "month", amount: int = 4900, currency: str = "usd", **extra):
         customer = customer or self.customer()
         price = self.price(interval, amount, currency)

@@ -71,7 +71,7 @@ def test_reason_without_offers_still_offers_cancel(client, catalogue, link):
 
 
 def test_accept_discount_attaches_coupon_and_done_page_states_the_new_price(client, catalogue, link, stripe_client, store):
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     url = link(sub)
     give_reason(client, url, "too_expensive", "money is tight")
     response = accept(client, url, "half-off-3-payments")
@@ -153,7 +153,7 @@ def test_backing_out_of_the_portal_leaves_the_subscription_and_cancel_one_click_
 
 
 def test_reopening_a_decided_link_shows_the_decision_and_applies_nothing_twice(client, catalogue, link, emulator, stripe_client):
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     url = link(sub)
     give_reason(client, url, "too_expensive")
     accept(client, url, "half-off-3-payments")
@@ -168,7 +168,7 @@ def test_reopening_a_decided_link_shows_the_decision_and_applies_nothing_twice(c
 
 def test_concurrent_accepts_on_one_link_apply_once(live_server, catalogue, link, stripe_client, store):
     server = live_server()
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     url = server.url + link(sub)
     with httpx.Client() as http:
         page = http.get(url)
@@ -219,7 +219,7 @@ def test_a_discount_accepted_in_the_second_the_subscription_began_still_covers_t
 
 def test_once_coupons_exist_accepting_a_discount_costs_two_stripe_calls(client, catalogue, link, emulator, stripe_client):
     stripe_client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
-    url = link(catalogue.subscription())
+    url = link(catalogue.settled_subscription())
     emulator.delete("/_emulator/faults")
     before = len(emulator.get("/_emulator/requests").json())
     give_reason(client, url, "too_expensive")
@@ -506,7 +506,7 @@ def test_a_lost_answer_then_another_offer_asks_stripe_first(client, catalogue, l
     """Stripe applied the discount but its answer never came back (the request outlived our timeout);
     choosing the pause next must find the discount in Stripe, not add a pause on top of it."""
     stripe_client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     url = link(sub)
     give_reason(client, url, "unused")
     emulator.post("/_emulator/faults", json={"method": "POST", "path": f"/v1/subscriptions/{sub.id}",
@@ -527,7 +527,7 @@ def test_another_offer_while_the_first_may_still_run_at_stripe_is_refused_and_sa
     same page is refused with a page naming the discount (never a pause on top of it); once Stripe has
     applied the discount, choosing the pause says the discount was already accepted."""
     stripe_client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     url = link(sub)
     page = give_reason(client, url, "unused")
     csrf = csrf_of(page.text)

@@ -88,12 +88,17 @@ def test_pay_charges_the_payment_method_it_is_given(stripe_client, catalogue):
 
 # --- a card that needs the customer's bank ---------------------------------------------------------------
 
-def test_a_card_that_needs_authentication_fails_off_session_and_is_confirmed_on_the_hosted_page(stripe_client, catalogue):
+def needs_authentication(stripe_client, catalogue):
+    """A renewal paid with the card that always asks the bank: (subscription, its open renewal)."""
     clock, customer = on_clock(catalogue, at(2027, 1, 10))
     sub = subscribe(stripe_client, customer, price(stripe_client, 4900))
     catalogue.set_default_card(customer, "pm_card_authenticationRequired")
     walk(catalogue, clock, at(2027, 2, 10))
-    renewal = invoices(stripe_client, sub)[-1]
+    return sub, invoices(stripe_client, sub)[-1]
+
+
+def test_a_card_that_needs_authentication_fails_off_session_waiting_for_the_customer(stripe_client, catalogue):
+    sub, renewal = needs_authentication(stripe_client, catalogue)
     assert renewal.status == "open" and renewal.hosted_invoice_url
     detail = stripe_client.v1.invoices.retrieve(renewal.id, params={"expand": ["payments.data.payment.payment_intent"]})
     intent = detail.payments.data[-1].payment.payment_intent
@@ -103,6 +108,11 @@ def test_a_card_that_needs_authentication_fails_off_session_and_is_confirmed_on_
     with pytest.raises(stripe.CardError) as declined:  # off session, nobody can confirm
         stripe_client.v1.invoices.pay(renewal.id)
     assert declined.value.code == "authentication_required"
+
+
+@pytest.mark.emulator_only("drives the emulator's hosted invoice page")
+def test_the_hosted_invoice_page_confirms_with_the_bank_and_pays(stripe_client, catalogue):
+    sub, renewal = needs_authentication(stripe_client, catalogue)
     page = httpx.get(renewal.hosted_invoice_url)
     assert page.status_code == 200 and "Your bank asks you to confirm this payment" in page.text
     confirmed = httpx.post(renewal.hosted_invoice_url + "/pay", data={"confirm": "1"})

@@ -36,7 +36,7 @@ def impatient(make_client):
 
 
 def opened(client, catalogue, signer, reason: str | None = "too_expensive"):
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     token, _ = signer.cancel_token(sub.customer, sub.id)
     url = f"/cancel/{token}"
     page = client.get(url)
