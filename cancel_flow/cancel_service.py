@@ -59,6 +59,7 @@ class Outcome:
     next_step: str | None = None
     schedule: list[tuple[str, str]] | None = None  # (date, what is charged then)
     next_step_label: str = "Talk to your coach"
+    after: str | None = None  # under the schedule: what stays as it is
 
 
 @dataclass
@@ -127,12 +128,11 @@ class CancelService:
         """The subscription as Stripe last told it for this session, whatever its age."""
         return flow.facts_from_json(session.stripe_snapshot) if session.stripe_snapshot else None
 
-    async def facts(self, session: CancelSession, newer_than: datetime | None = None) -> SubscriptionFacts:
-        """The subscription now: the answer Stripe gave this link a few seconds ago (and after
-        `newer_than`), or a fresh read. Our own writes and Stripe's webhooks drop the kept answer at once."""
+    async def facts(self, session: CancelSession) -> SubscriptionFacts:
+        """The subscription now: the answer Stripe gave this link a few seconds ago, or a fresh read. Our own
+        writes and Stripe's webhooks drop the kept answer at once."""
         if session.stripe_snapshot and session.snapshot_at and \
-                utc_now() - as_utc(session.snapshot_at) < flow.SNAPSHOT_TTL and \
-                (newer_than is None or as_utc(session.snapshot_at) > as_utc(newer_than)):
+                utc_now() - as_utc(session.snapshot_at) < flow.SNAPSHOT_TTL:
             return flow.facts_from_json(session.stripe_snapshot)
         facts = await self.gateway.read_subscription(session.subscription_id)
         await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
@@ -210,7 +210,8 @@ class CancelService:
             target = (prices if prices is not None else await self._target_prices([offer])).get(offer.price)
             if target is None:
                 return None
-            return billing.switch_promise(plan, target.unit_amount, target.name or offer.title, now)
+            return billing.switch_promise(plan, target.unit_amount, target.name or offer.title, now,
+                                          current_name=facts.plan_name)
         return None
 
     # accepting an offer ------------------------------------------------------------------------------
@@ -267,7 +268,7 @@ class CancelService:
                            "Your subscription is unchanged.")
         key = idempotency_key(session.nonce, offer.id, _terms_key(terms), str(claim.attempt))
         try:
-            applied = await self._apply(offer, session, facts, promise, key)
+            applied, corrected_months = await self._apply(offer, session, facts, promise, key)
         except StripeUnavailable as failure:
             if resending:
                 # whatever this try met, the first request under this key may still be running at Stripe
@@ -280,6 +281,8 @@ class CancelService:
                 # may still be running there: the claim is held, and the same choice retries under its key.
                 await self.db.mark_claim_unsure(session.id, offer.id, failure.in_flight)
             raise
+        if corrected_months is not None:
+            terms = {**terms, "discount_months": corrected_months, "coupon_id": offer.coupon_id(corrected_months)}
         await self._record_saved(session, offer.id, offer.kind, terms, flow.facts_to_json(applied))
         return None
 
@@ -330,16 +333,40 @@ class CancelService:
         return False
 
     async def _apply(self, offer: Offer, session: CancelSession, facts: SubscriptionFacts,
-                     promise: billing.Promise, key: str) -> SubscriptionFacts:
+                     promise: billing.Promise, key: str) -> tuple[SubscriptionFacts, int | None]:
+        """Stripe's answer, and for a discount the coupon length it was corrected to (None: as computed)."""
         if offer.kind == "discount":
-            return await self.gateway.apply_discount(session.subscription_id, offer, promise.coupon_months, key)
+            applied = await self.gateway.apply_discount(session.subscription_id, offer, promise.coupon_months, key)
+            return await self._discount_as_promised(offer, session, promise, key, applied)
         if offer.kind == "pause":
-            return await self.gateway.apply_pause(session.subscription_id, promise.resumes_at, key)
+            return await self.gateway.apply_pause(session.subscription_id, promise.resumes_at, key), None
         if offer.kind == "switch":
-            return await self.gateway.apply_switch(session.subscription_id, facts.item_ids[0], offer.price, key)
-        return await self.gateway.apply_free_period(session.subscription_id, promise.trial_end, key)
+            return await self.gateway.apply_switch(session.subscription_id, facts.item_ids[0], offer.price, key), None
+        return await self.gateway.apply_free_period(session.subscription_id, promise.trial_end, key), None
+
+    async def _discount_as_promised(self, offer: Offer, session: CancelSession, promise: billing.Promise, key: str,
+                                    applied: SubscriptionFacts) -> tuple[SubscriptionFacts, int | None]:
+        """Stripe starts the coupon's months when it attaches it, by its own clock (a test clock's, or a few seconds
+        after our page was computed). At a renewal's very second that decides whether the last promised payment is
+        covered: the discount Stripe made is checked against the promise, and replaced once by the length that
+        covers exactly the promised payments from its real start (the session then records that coupon)."""
+        window = applied.discount_window
+        if window is None or billing.covers_promise(promise, *window):
+            return applied, None
+        months = billing.months_for_promise(promise, window[0])
+        if months is None or months == promise.coupon_months:
+            log_event("cancel_session.discount_mismatch", level=30, session=session.id)
+            return applied, None
+        log_event("cancel_session.discount_corrected", session=session.id, months=months)
+        corrected = await self.gateway.apply_discount(session.subscription_id, offer, months, idempotency_key(key, str(months)))
+        return corrected, months
 
     async def _record_saved(self, session: CancelSession, offer_id: str, kind: str, terms: dict, snapshot: str | None) -> None:
+        if kind == "switch" and snapshot:
+            # the plan line, the sessions table and MRR follow what Stripe bills from now: the new price
+            now_billed = flow.facts_from_json(snapshot)
+            terms = {**terms, "plan_name": now_billed.plan_name[:512], "price_amount": now_billed.billed_amount,
+                     "monthly_amount": now_billed.billed_monthly, "price_note": price_note(now_billed)}
         try:
             decided = await self.db.record_saved(session.id, session.subscription_id, f"saved_{kind}", offer_id, terms, snapshot)
         except SQLAlchemyError:
@@ -368,11 +395,23 @@ class CancelService:
 
     # cancelling and keeping -------------------------------------------------------------------------
     async def send_to_portal(self, session: CancelSession, reason: str | None, comment: str | None,
-                             return_url: str, done_url: str) -> str:
+                             return_url: str, done_url: str, here_url: str | None = None) -> str:
+        """Where "Continue to cancel" goes: Stripe's portal with a cancel flow; the done page when the subscription
+        is already set to cancel or canceled (Stripe's portal refuses a cancel flow then, so it is never asked
+        for one); our own page when the coach fixed an end date (`here_url`, which offers to end it earlier)."""
         if reason is not None:
             reason, comment = self.check_answer(reason, comment)
             if session.reason is None and session.outcome == "open":
                 await self.db.record_reason_only(session.id, reason, comment)  # kept if Stripe fails below
+        facts = await self.gateway.read_subscription(session.subscription_id)  # what Stripe has right now
+        await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
+        if facts.status not in flow.LIVE_STATUSES:
+            return done_url
+        if facts.scheduled_by_client:
+            # set to cancel meanwhile (another tab, the portal): the page that says when, with "Keep my subscription"
+            return here_url if here_url and session.outcome == "open" else done_url
+        if facts.fixed_end is not None:
+            return here_url or done_url
         try:
             url = await self.gateway.cancel_portal_url(session.customer_id, session.subscription_id,
                                                        return_url=return_url, done_url=done_url)
@@ -384,15 +423,35 @@ class CancelService:
             if facts.cancel_at_period_end or facts.status not in flow.LIVE_STATUSES:
                 return done_url
             raise
+        await self._sent_to_portal(session, reason, comment)
+        return url
+
+    async def _sent_to_portal(self, session: CancelSession, reason: str | None, comment: str | None) -> None:
         if session.outcome in ("open", "contact_requested") and await self.db.record_sent_to_portal(
                 session.id, session.subscription_id, reason, comment, ("open", "contact_requested")):
             DECISIONS.labels("sent_to_portal").inc()
             log_event("cancel_session.decided", session=session.id, outcome="sent_to_portal", offer=None)
-        return url
+
+    async def end_early(self, session: CancelSession, reason: str | None, comment: str | None) -> None:
+        """The coach fixed an end date; the client ends the subscription at the end of the current period instead."""
+        if reason is not None:
+            reason, comment = self.check_answer(reason, comment)
+        facts = await self.gateway.read_subscription(session.subscription_id)
+        if facts.fixed_end is None or facts.next_payment is None or facts.fixed_end <= facts.next_payment:
+            await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
+            return  # nothing to end earlier (already ended, or ending sooner): the done page says what Stripe has
+        feedback, note = reason or session.reason, comment if reason else session.comment
+        ended = await self.gateway.end_at_period_end(session.subscription_id, facts, feedback, note,
+                                                     idempotency_key(session.nonce, "end-early",
+                                                                     str(int(facts.next_payment.timestamp()))))
+        await self.db.save_snapshot(session.id, flow.facts_to_json(ended))
+        await self._sent_to_portal(session, reason, comment)
 
     async def keep(self, session: CancelSession) -> None:
+        """"Keep my subscription": undoes only a cancellation the client scheduled; an end date the coach fixed
+        stays."""
         facts = await self.gateway.read_subscription(session.subscription_id)
-        if not facts.cancel_at_period_end or facts.status not in flow.LIVE_STATUSES:
+        if not facts.scheduled_by_client:
             await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
             return
         kept = await self.gateway.keep_subscription(session.subscription_id, facts,
@@ -424,8 +483,13 @@ class CancelService:
         if session.outcome == "contact_requested" or (session.outcome == "deflected" and session.offer_kind == "contact"):
             return self._talk_outcome(session)
         try:
-            # Back from the portal: what Stripe says since the subscriber went there.
-            facts = await self.facts(session, newer_than=session.decided_at if session.outcome == "sent_to_portal" else None)
+            # Back from the portal: always what Stripe says now (the answer of a few seconds ago may predate the
+            # cancellation just confirmed there).
+            if session.outcome == "sent_to_portal":
+                facts = await self.gateway.read_subscription(session.subscription_id)
+                await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
+            else:
+                facts = await self.facts(session)
         except (StripeUnavailable, NotFound):
             return Outcome("Thanks for letting us know",
                            "If you confirmed the cancellation, Stripe will email you a confirmation.", True)
@@ -446,8 +510,11 @@ class CancelService:
         headlines = {"discount": "Thanks for staying!", "pause": "Your break has started",
                      "switch": "Your plan is changing", "free_period": "Enjoy your free time"}
         if kind in headlines:
+            same = ("Nothing else changes: you keep your access. We'll charge the card on file as usual."
+                    if kind == "switch" else
+                    "Nothing else changes: same plan, same access. We'll charge the card on file as usual.")
             return Outcome(headlines[kind], session.promise or "Your offer is in place.", True,
-                           schedule=_schedule_lines(session))
+                           schedule=_schedule_lines(session), after=same)
         return describe_stripe_state(facts)
 
 
@@ -506,26 +573,18 @@ def contact_mail(url: str, session: CancelSession) -> str:
 
 
 def _schedule_lines(session: CancelSession) -> list[tuple[str, str]] | None:
-    """The promised payments, one line each, for the done page."""
+    """The promised payments, one line each, for the done page (in the wording function's words)."""
     if not session.schedule:
         return None
-    lines = []
-    for moment, amount, regular in session.schedule:
-        when = format_day(datetime.fromisoformat(moment))
-        charged = format_money(amount, session.currency)
-        if amount == 0 and regular:
-            lines.append((when, f"nothing (instead of {format_money(regular, session.currency)})"))
-        elif amount != regular:
-            lines.append((when, f"{charged} (instead of {format_money(regular, session.currency)})"))
-        else:
-            lines.append((when, charged))
-    return lines
+    return [(format_day(at), words) for at, words in billing.schedule_lines(session.schedule, session.currency)]
 
 
 def _regular(facts: SubscriptionFacts) -> str:
     if facts.next_payment is None:
         return ""
-    return (f"Your next payment is {format_money(facts.price_amount, facts.currency)} on "
+    if not facts.priced:
+        return f"Your next payment is on {format_day(facts.next_payment)}."
+    return (f"Your next payment is {format_money(facts.billed_amount, facts.currency)} on "
             f"{format_day(facts.next_payment)}.")
 
 
@@ -542,6 +601,9 @@ def _applied(session: CancelSession, facts: SubscriptionFacts) -> bool:
 def describe_stripe_state(facts: SubscriptionFacts) -> Outcome:
     if facts.status not in flow.LIVE_STATUSES:
         return Outcome("Your subscription is canceled", "Nothing more will be charged.", False)
+    if facts.fixed_end is not None:
+        return Outcome("Your plan ends on its end date",
+                       f"Your plan ends on {format_day(facts.fixed_end)}, the end date set for it.", True)
     if facts.cancel_at_period_end and facts.period_end:
         return Outcome("Your subscription is canceled",
                        f"You keep access until {format_day(facts.period_end)}; nothing more will be charged.", False)
@@ -552,11 +614,20 @@ def _session_values(link: CancelLink, facts: SubscriptionFacts) -> dict:
     return {
         "nonce": link.nonce, "customer_id": facts.customer_id, "subscription_id": facts.subscription_id,
         "customer_email": facts.customer_email, "plan_name": facts.plan_name[:512],
-        "price_amount": facts.price_amount, "interval": facts.interval, "interval_count": facts.interval_count,
-        "monthly_amount": facts.monthly_amount, "currency": facts.currency, "had_discount": facts.has_discount,
+        # what Stripe bills (discounts included), which the plan line, MRR and costs count
+        "price_amount": facts.billed_amount, "price_note": price_note(facts),
+        "interval": facts.interval, "interval_count": facts.interval_count,
+        "monthly_amount": facts.billed_monthly, "currency": facts.currency, "had_discount": facts.has_discount,
         "was_paused": facts.paused, "cancel_at_period_end": facts.cancel_at_period_end,
         "period_end": facts.period_end, "stripe_snapshot": flow.facts_to_json(facts),
     }
+
+
+def price_note(facts: SubscriptionFacts) -> str | None:
+    """Beside the amount on the plan line: the discount it includes, or why there is no amount."""
+    if not facts.priced:
+        return "billed by usage or by tiers"
+    return (billing.plan_words(facts.plan) or "").partition(" (")[2].rstrip(")")[:64] or None
 
 
 def _terms(offer: Offer, promise: billing.Promise, skip: int | None, now: datetime) -> dict:

@@ -34,7 +34,8 @@ ENV_FILE = Path(".env")
 ENV_MARK = "# Written by `cancel-flow demo`: its development settings, so cancel-flow commands in another shell use them."
 # The settings another shell needs to reach the demo's database and emulator.
 ENV_KEYS = ("CANCEL_FLOW_ENV", "DATABASE_URL", "CANCEL_FLOW_BASE_URL", "CANCEL_FLOW_RETURN_URL", "CANCEL_FLOW_OFFERS",
-            "STRIPE_API_KEY", "STRIPE_API_BASE", "STRIPE_PORTAL_CONFIGURATION", "STRIPE_WEBHOOK_SECRET",
+            "STRIPE_API_KEY", "STRIPE_API_BASE", "STRIPE_PORTAL_CONFIGURATION", "STRIPE_BILLING_PORTAL_CONFIGURATION",
+            "STRIPE_WEBHOOK_SECRET",
             "CANCEL_FLOW_ALLOW_PRIVATE_URLS")
 EXAMPLE_OFFERS = Path(__file__).parent / "examples" / "offers.toml"
 CUSTOMERS = [
@@ -202,6 +203,10 @@ async def seed(gateway: StripeGateway) -> list[tuple[str, str, str, str]]:
             "name": name, "email": email, "payment_method": "pm_card_visa",
             "invoice_settings": {"default_payment_method": "pm_card_visa"}})
         params = {"customer": customer.id, "items": [{"price": (yearly if plan == "yearly" else monthly).id}]}
+        if plan == "yearly":
+            # a card of the subscription's own, as Stripe Checkout and Payment Links set it
+            card = await client.payment_methods.attach_async("pm_card_mastercard", params={"customer": customer.id})
+            params["default_payment_method"] = card.id
         if plan == "discounted":
             params["discounts"] = [{"coupon": "welcome-10"}]
         if plan == "scheduled":
@@ -241,7 +246,8 @@ def run_demo(port: int = 8000, emulator_port: int = 12111) -> int:
         engine.dispose()
         setup_lines = asyncio.run(run_stripe_setup(settings))
         for line in setup_lines:
-            if line.startswith(("STRIPE_PORTAL_CONFIGURATION=", "STRIPE_WEBHOOK_SECRET=")):
+            if line.startswith(("STRIPE_PORTAL_CONFIGURATION=", "STRIPE_BILLING_PORTAL_CONFIGURATION=",
+                                "STRIPE_WEBHOOK_SECRET=")):
                 key, value = line.split("=", 1)
                 os.environ[key] = value
         settings = load_settings()

@@ -81,3 +81,8 @@ class InvalidConfig(SettingsError):
 
     def from_source(self, source: str) -> "InvalidConfig":
         return InvalidConfig(self.field, self.message, source)
+class PortalNotConfigured(PortalRefused):
+    """Stripe has no portal configuration to open a session with (test mode: none saved in the Dashboard) and the
+    setting naming ours is unset: the page says which setting to add."""
+
+    title = "Billing isn't set up yet"

@@ -42,7 +42,9 @@ class CancelSession(SQLModel, table=True):
     subscription_id: str = Field(max_length=255, index=True)
     customer_email: str | None = Field(default=None, max_length=512)
     plan_name: str = Field(max_length=512)
+    # What one payment charges (discounts included), as the plan line shows it; the note says which discount.
     price_amount: int
+    price_note: str | None = Field(default=None, max_length=64)
     interval: str = Field(max_length=16)
     interval_count: int = 1
     monthly_amount: int
@@ -135,6 +137,24 @@ class InvoiceRecord(SQLModel, table=True):
     card_last4: str | None = Field(default=None, max_length=4)
     event_created: int = Field(default=0, sa_type=sa.BigInteger)
     updated_at: datetime = _when(default_factory=utc_now)
+
+
+class OutsideCancellation(SQLModel, table=True):
+    """A subscription canceled (or set to cancel) without our flow: in Stripe's portal, by the coach in Stripe,
+    or by Stripe itself (failed payments, test-mode clean-up), with Stripe's `cancellation_details`."""
+
+    __tablename__ = "outside_cancellation"
+
+    subscription_id: str = Field(primary_key=True, max_length=255)
+    customer_id: str = Field(max_length=255, index=True)
+    canceled_at: datetime = _when(index=True)
+    ended: bool = False
+    feedback: str | None = Field(default=None, max_length=32)
+    comment: str | None = Field(default=None, sa_type=sa.Text)
+    reason: str | None = Field(default=None, max_length=64)
+    monthly_amount: int = Field(default=0, sa_type=sa.BigInteger)
+    currency: str = Field(default="usd", max_length=3)
+    event_created: int = Field(default=0, sa_type=sa.BigInteger)
 
 
 class StripeEvent(SQLModel, table=True):

@@ -21,14 +21,18 @@ async def run_stripe_setup(settings: Settings, recreate_webhook: bool = False) -
                     lines.append(f"Coupon {coupon} ready for offer '{offer.id}'.")
         setup = StripeSetup(gateway)
         configuration = await setup.portal_configuration(settings.return_url)
-        lines.append(f"Portal configuration {configuration} allows cancellation at period end.")
+        lines.append(f"Portal configuration {configuration} allows cancellation at period end (Continue to cancel).")
+        billing = await setup.billing_portal_configuration(settings.return_url)
+        lines.append(f"Portal configuration {billing} updates cards and shows invoices, without cancellation (billing links).")
         endpoint_id, secret, warning = await setup.webhook_endpoint(f"{settings.base_url}/webhooks/stripe", recreate_webhook)
-        lines.append(f"Webhook endpoint {endpoint_id} sends subscription and invoice events to {settings.base_url}/webhooks/stripe.")
+        lines.append(f"Webhook endpoint {endpoint_id} sends {', '.join(StripeSetup.WEBHOOK_EVENTS)} to "
+                     f"{settings.base_url}/webhooks/stripe.")
         if warning:
             lines.append(f"WARNING: {warning}")
         lines.append("")
         lines.append("Add these settings to the environment (or .env):")
         lines.append(f"STRIPE_PORTAL_CONFIGURATION={configuration}")
+        lines.append(f"STRIPE_BILLING_PORTAL_CONFIGURATION={billing}")
         if secret:
             lines.append(f"STRIPE_WEBHOOK_SECRET={secret}")
         else:

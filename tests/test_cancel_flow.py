@@ -15,6 +15,7 @@ from cancel_flow.logs import JsonLineFormatter
 from tests.helpers import csrf_of, visible_text
 
 COUPON = "cancel-flow_half-off-3-payments_50pct_3m"
+DAY = 86400
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def test_reason_without_offers_still_offers_cancel(client, catalogue, link):
 
 
 def test_accept_discount_attaches_coupon_and_done_page_states_the_new_price(client, catalogue, link, stripe_client, store):
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     url = link(sub)
     give_reason(client, url, "too_expensive", "money is tight")
     response = accept(client, url, "half-off-3-payments")
@@ -110,9 +111,10 @@ def test_accept_pause_sets_pause_collection_and_states_the_resume_date(client, c
     assert "Your break has started" in done.text and "Skip your payments of" in done.text
     pause = stripe_client.v1.subscriptions.retrieve(sub.id).pause_collection
     assert pause.behavior == "void"
-    # resumes the day after the second skipped renewal
+    # resumes after the second skipped renewal's invoice is final at the latest (72 hours when Stripe's
+    # invoice.created webhook goes unanswered), long before the next renewal
     second = renews.replace(month=renews.month % 12 + 1, year=renews.year + (renews.month == 12))
-    assert datetime.fromtimestamp(pause.resumes_at, timezone.utc).date() == (second + timedelta(days=1)).date()
+    assert datetime.fromtimestamp(pause.resumes_at, timezone.utc) == second + timedelta(hours=73)
 
 
 def test_pause_length_is_bounded_by_the_offer(client, catalogue, link, stripe_client):
@@ -154,7 +156,7 @@ def test_backing_out_of_the_portal_leaves_the_subscription_and_cancel_one_click_
 
 
 def test_reopening_a_decided_link_shows_the_decision_and_applies_nothing_twice(client, catalogue, link, emulator, stripe_client):
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     url = link(sub)
     give_reason(client, url, "too_expensive")
     accept(client, url, "half-off-3-payments")
@@ -169,7 +171,7 @@ def test_reopening_a_decided_link_shows_the_decision_and_applies_nothing_twice(c
 
 def test_concurrent_accepts_on_one_link_apply_once(live_server, catalogue, link, stripe_client, store):
     server = live_server()
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     url = server.url + link(sub)
     with httpx.Client() as http:
         page = http.get(url)
@@ -189,18 +191,38 @@ def test_concurrent_accepts_on_one_link_apply_once(live_server, catalogue, link,
 
 
 def test_coupon_is_created_once_with_a_stable_id_and_reused(client, catalogue, link, stripe_client, emulator):
-    for email in ("a@example.com", "b@example.com"):
-        sub = catalogue.subscription(catalogue.customer(email=email))
-        url = link(sub)
-        give_reason(client, url, "too_expensive")
-        assert accept(client, url, "half-off-3-payments").status_code == 303
+    start = datetime(2027, 3, 10, 9, tzinfo=timezone.utc)
+    clock = catalogue.test_clock(int(start.timestamp()))
+    subs = [catalogue.subscription(catalogue.customer(email=email, test_clock=clock.id))
+            for email in ("a@example.com", "b@example.com")]
+    catalogue.advance(clock.id, int((start + timedelta(days=1)).timestamp()))
+    with freeze_time(start + timedelta(days=1), real_asyncio=True):
+        for sub in subs:
+            url = link(sub)
+            give_reason(client, url, "too_expensive")
+            assert accept(client, url, "half-off-3-payments").status_code == 303
     coupons = stripe_client.v1.coupons.list().data
     assert [c.id for c in coupons] == [COUPON] and coupons[0].times_redeemed == 2
 
 
+def test_a_discount_accepted_in_the_second_the_subscription_began_still_covers_three_payments(
+        client, catalogue, link, stripe_client):
+    """Stripe's timestamps are whole seconds: a coupon attached in the second of the renewal (here, of the creation)
+    would end on the third renewal itself; the coupon chosen covers all three."""
+    start = datetime(2027, 3, 10, 9, tzinfo=timezone.utc)
+    clock = catalogue.test_clock(int(start.timestamp()))
+    sub = catalogue.subscription(catalogue.customer(test_clock=clock.id))
+    with freeze_time(start + timedelta(microseconds=700_000), real_asyncio=True):
+        url = link(sub)
+        give_reason(client, url, "too_expensive")
+        assert accept(client, url, "half-off-3-payments").status_code == 303
+    after = stripe_client.v1.subscriptions.retrieve(sub.id, params={"expand": ["discounts"]})
+    assert after.discounts[0].end == int(datetime(2027, 7, 10, 9, tzinfo=timezone.utc).timestamp())  # after 10 June
+
+
 def test_once_coupons_exist_accepting_a_discount_costs_two_stripe_calls(client, catalogue, link, emulator, stripe_client):
     stripe_client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
-    url = link(catalogue.subscription())
+    url = link(catalogue.settled_subscription())
     emulator.delete("/_emulator/faults")
     before = len(emulator.get("/_emulator/requests").json())
     give_reason(client, url, "too_expensive")
@@ -487,7 +509,7 @@ def test_a_lost_answer_then_another_offer_asks_stripe_first(client, catalogue, l
     """Stripe applied the discount but its answer never came back (the request outlived our timeout);
     choosing the pause next must find the discount in Stripe, not add a pause on top of it."""
     stripe_client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     url = link(sub)
     give_reason(client, url, "unused")
     emulator.post("/_emulator/faults", json={"method": "POST", "path": f"/v1/subscriptions/{sub.id}",
@@ -508,7 +530,7 @@ def test_another_offer_while_the_first_may_still_run_at_stripe_is_refused_and_sa
     same page is refused with a page naming the discount (never a pause on top of it); once Stripe has
     applied the discount, choosing the pause says the discount was already accepted."""
     stripe_client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     url = link(sub)
     page = give_reason(client, url, "unused")
     csrf = csrf_of(page.text)
@@ -616,3 +638,98 @@ def test_talk_to_your_coach_says_the_coach_was_told_and_mails_them_by_default(cl
     text = json.loads(alert.payload)["text"]
     assert text.startswith("Maya Lopez (maya@example.com) wants to talk before canceling Coaching Plan\n\n")
     assert "Reason: Some features are missing\nComment: “I need a meal plan for vegetarians”" in text
+def portal_posts(emulator) -> int:
+    return sum(1 for r in emulator.get("/_emulator/requests").json()
+               if r["method"] == "POST" and r["path"] == "/v1/billing_portal/sessions")
+
+
+def test_the_return_from_the_portal_reads_stripe_afresh(client, catalogue, link, stripe_client):
+    """Reason → Continue to cancel → back → reopen → Continue to cancel → confirm within seconds: the done page
+    says what Stripe has now, not what it said when the link was reopened."""
+    sub = catalogue.subscription()
+    url = link(sub)
+    give_reason(client, url, "unused")
+    csrf = csrf_of(client.get(url).text)
+    client.post(f"{url}/cancel", data={"csrf_token": csrf})
+    assert "still active" in client.get(url).text  # back and reopen: Stripe read, nothing confirmed yet
+    again = client.post(f"{url}/cancel", data={"csrf_token": csrf})
+    assert httpx.post(again.headers["location"] + "/cancel").status_code == 303
+    done = client.get(f"{url}/done")
+    assert "Your subscription is canceled" in done.text and "wasn't confirmed" not in done.text
+
+
+def test_continue_to_cancel_on_a_subscription_already_set_to_cancel_never_asks_for_a_cancel_flow(
+        client, catalogue, link, stripe_client, emulator):
+    sub = catalogue.subscription()
+    url = link(sub)
+    give_reason(client, url, "other")
+    csrf = csrf_of(client.get(url).text)
+    stripe_client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})  # in another tab
+    before = portal_posts(emulator)
+    response = client.post(f"{url}/cancel", data={"csrf_token": csrf})
+    assert response.status_code == 303 and response.headers["location"] == url
+    assert portal_posts(emulator) == before
+    page = client.get(url)
+    assert "Your subscription is set to end" in page.text and "Keep my subscription" in page.text
+
+
+def test_an_end_date_the_coach_fixed_is_kept_shown_and_the_client_may_end_earlier(
+        client, catalogue, link, stripe_client, emulator):
+    sub = catalogue.subscription()
+    period_end = sub["items"].data[0].current_period_end
+    program_end = period_end + 60 * DAY  # a 12-week program
+    stripe_client.v1.subscriptions.update(sub.id, params={"cancel_at": program_end})
+    url = link(sub)
+    page = client.get(url)
+    ends = datetime.fromtimestamp(program_end, timezone.utc)
+    assert "Your plan has an end date" in page.text and f"{ends.day} {ends:%B %Y}" in page.text
+    assert "Keep my subscription" not in page.text
+    client.post(f"{url}/keep", data={"csrf_token": csrf_of(page.text)})  # not offered, and it changes nothing
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).cancel_at == program_end
+    before = portal_posts(emulator)
+    early = client.post(f"{url}/cancel", data={"csrf_token": csrf_of(page.text), "end_early": "1"})
+    assert early.status_code == 303 and early.headers["location"].endswith(f"{url}/done")
+    assert portal_posts(emulator) == before  # Stripe's portal refuses a cancel flow once cancel_at is set
+    ended = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert ended.cancel_at == period_end
+    done = client.get(f"{url}/done")
+    assert "Your subscription is canceled" in done.text and "You keep access until" in done.text
+
+
+def test_keeping_after_ending_a_fixed_plan_early_puts_the_coachs_end_date_back(client, catalogue, link, stripe_client,
+                                                                                signer):
+    sub = catalogue.subscription()
+    period_end = sub["items"].data[0].current_period_end
+    program_end = period_end + 60 * DAY
+    stripe_client.v1.subscriptions.update(sub.id, params={"cancel_at": program_end})
+    url = link(sub)
+    page = client.get(url)
+    client.post(f"{url}/cancel", data={"csrf_token": csrf_of(page.text), "end_early": "1"})
+    token, _ = signer.cancel_token(sub.customer, sub.id)  # a new link: "Keep my subscription" is offered
+    other = f"/cancel/{token}"
+    kept_page = client.get(other)
+    assert "Keep my subscription" in kept_page.text
+    client.post(f"{other}/keep", data={"csrf_token": csrf_of(kept_page.text)})
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).cancel_at == program_end
+
+
+def test_billing_links_open_a_portal_that_cannot_cancel(client, catalogue, signer, emulator):
+    sub = catalogue.subscription()
+    token, _ = signer.billing_token(sub.customer)
+    portal = client.get(f"/billing/{token}")
+    assert portal.status_code == 303
+    page = httpx.get(portal.headers["location"])
+    assert page.status_code == 200 and "Cancel subscription" not in page.text and "Update card" in page.text
+
+
+@pytest.mark.no_portal_configuration
+def test_without_portal_configurations_the_page_says_which_setting_to_add(client, catalogue, link, signer):
+    sub = catalogue.subscription()
+    url = link(sub)
+    page = client.get(url)
+    response = client.post(f"{url}/cancel", data={"csrf_token": csrf_of(page.text)})
+    assert response.status_code == 503 and "STRIPE_PORTAL_CONFIGURATION" in response.text
+    assert "cancel-flow stripe setup" in response.text and "Continue to cancel" in response.text
+    token, _ = signer.billing_token(sub.customer)
+    billing = client.get(f"/billing/{token}")
+    assert billing.status_code == 503 and "STRIPE_BILLING_PORTAL_CONFIGURATION" in billing.text

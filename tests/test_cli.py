@@ -53,15 +53,26 @@ def test_link_by_email_and_unknown_customer(cli_env, catalogue, capsys):
 def test_stripe_setup_is_idempotent_and_prints_the_settings(cli_env, stripe_client, capsys):
     assert run(["stripe", "setup"]) == 0
     first = capsys.readouterr().out
-    assert "STRIPE_PORTAL_CONFIGURATION=bpc_" in first and "STRIPE_WEBHOOK_SECRET=whsec_" in first
+    lines = first.splitlines()
+    cancel = next(line for line in lines if line.startswith("STRIPE_PORTAL_CONFIGURATION=bpc_")).split("=")[1]
+    billing = next(line for line in lines if line.startswith("STRIPE_BILLING_PORTAL_CONFIGURATION=bpc_")).split("=")[1]
+    assert "STRIPE_WEBHOOK_SECRET=whsec_" in first and cancel != billing
+    # an endpoint made by an earlier version lacks an event the service needs now: the next run adds it
+    endpoint = stripe_client.v1.webhook_endpoints.list().data[0]
+    stripe_client.v1.webhook_endpoints.update(endpoint.id, params={"enabled_events": ["invoice.paid"]})
     assert run(["stripe", "setup"]) == 0
     second = capsys.readouterr().out
     assert "STRIPE_WEBHOOK_SECRET=whsec_" not in second
+    assert f"STRIPE_PORTAL_CONFIGURATION={cancel}" in second and f"STRIPE_BILLING_PORTAL_CONFIGURATION={billing}" in second
+    from cancel_flow.stripe_gateway import StripeSetup
+    assert set(stripe_client.v1.webhook_endpoints.retrieve(endpoint.id).enabled_events) == set(StripeSetup.WEBHOOK_EVENTS)
     assert sorted(c.id for c in stripe_client.v1.coupons.list().data) == [  # each for the periods its offer serves
         "cancel-flow_half-off-3-payments_50pct_3m", "cancel-flow_half-off-3-payments_50pct_9m", "cancel-flow_yearly-25-off_25pct_12m"]
     assert len(stripe_client.v1.webhook_endpoints.list().data) == 1
-    configs = stripe_client.v1.billing_portal.configurations.list().data
-    assert len(configs) == 1 and configs[0].features.subscription_cancel.mode == "at_period_end"
+    configs = {c.id: c for c in stripe_client.v1.billing_portal.configurations.list().data}
+    assert set(configs) == {cancel, billing}
+    assert configs[cancel].features.subscription_cancel.enabled and configs[cancel].features.subscription_cancel.mode == "at_period_end"
+    assert not configs[billing].features.subscription_cancel.enabled and configs[billing].features.payment_method_update.enabled
     endpoint = stripe_client.v1.webhook_endpoints.list().data[0]
     assert endpoint.url == "https://cancel.example.com/webhooks/stripe"
 

@@ -6,6 +6,7 @@ import io
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 from freezegun import freeze_time
 
 from cancel_flow.passwords import hash_password
@@ -476,3 +477,14 @@ def test_a_bad_date_keeps_the_coach_in_the_dashboard(client, coach, november):
         assert f'<form method="get" action="{path}"' in page.text
     export = client.get("/dashboard/export.csv?from=2026-12-01&to=2026-11-01")
     assert export.status_code == 400 and "Back to the dashboard" in export.text and "Back to my account" not in export.text
+def test_the_dashboard_lists_cancellations_outside_the_flow_with_stripes_reason(client, coach, november, store):
+    from cancel_flow.models import OutsideCancellation
+
+    with store.engine.begin() as connection:
+        connection.execute(sa.insert(OutsideCancellation.__table__).values(
+            subscription_id="sub_portal", customer_id="cus_1", canceled_at=nov(12), ended=False, feedback="too_expensive",
+            comment=None, reason="cancellation_requested", monthly_amount=4900, currency="usd", event_created=1))
+    sign_in(client)
+    page = client.get("/dashboard/reasons?from=2026-11-01&to=2026-11-30")
+    assert "1 · $49.00/month" in page.text and "Canceled outside the flow" in page.text
+    assert "canceled in Stripe (its portal, or by you)" in page.text and "too expensive" in page.text

@@ -305,10 +305,10 @@ def test_a_failed_renewal_and_its_recovery_are_payment_events(make_client, catal
     clock = catalogue.test_clock(1798000000)
     customer = catalogue.customer(email="late@example.com", test_clock=clock.id)
     sub = catalogue.subscription(customer)
-    stripe_client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": "pm_card_chargeCustomerFail"}})
+    catalogue.set_default_card(customer, "pm_card_chargeCustomerFail")
     catalogue.advance(clock.id, sub["items"].data[0].current_period_end + 2 * 3600)
     failed = stripe_client.v1.invoices.list(params={"subscription": sub.id, "status": "open"}).data[0]
-    stripe_client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    catalogue.set_default_card(customer, "pm_card_visa")
     stripe_client.v1.invoices.pay(failed.id)
 
     def deliver(event_type):

@@ -181,6 +181,12 @@ def test_every_subscriber_page_fits_and_passes_axe(width, browser, live_server, 
     page.get_by_role("button", name="Keep my subscription").click()
     review("done-kept")
 
+    sub = catalogue.subscription()  # a 12-week program: the coach fixed the end date
+    stripe_client.v1.subscriptions.update(sub.id, params={"cancel_at": sub["items"].data[0].current_period_end + 60 * 86400})
+    token, _ = signer.cancel_token(sub.customer, sub.id)
+    page.goto(f"{server.url}/cancel/{token}")
+    review("fixed-end-date")
+
     sub = catalogue.subscription()
     stripe_client.v1.subscriptions.cancel(sub.id)
     token, _ = signer.cancel_token(sub.customer, sub.id)

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 from freezegun import freeze_time
 
+from cancel_flow import billing
 from cancel_flow.emails import compose
 from cancel_flow.hooks import email_message, endpoint_disabled_message, sample_data
 from cancel_flow.config.schema import Brand
@@ -34,8 +35,9 @@ def test_the_offer_confirmation_lists_one_payment_a_line_and_each_link_under_its
     email = compose.offer_accepted(
         STYLE, to="maya@example.com", name="Maya Lopez", plan="Peak Coaching Membership",
         promise="50% off your next 3 payments: $24.50/month, then $49.00/month from 7 February 2027.",
-        payments=[(day(12, 7), 2450, 4900), (day(1, 7, 2027), 2450, 4900), (day(2, 7, 2027), 4900, 4900)],
-        currency="usd", billing_url="https://cancel.example.com/billing/b1",
+        payments=billing.schedule_lines([[day(12, 7).isoformat(), 2450, 4900], [day(1, 7, 2027).isoformat(), 2450, 4900],
+                                         [day(2, 7, 2027).isoformat(), 4900, 4900]], "usd"),
+        billing_url="https://cancel.example.com/billing/b1",
         unsubscribe_url="https://cancel.example.com/emails/unsubscribe/u1")
     assert text(email) == blocks(
         "Peak Performance Coaching",

@@ -112,7 +112,10 @@ def _per(interval: str | None, count: int = 1) -> str:
 
 
 def payment_failed(style: Style, *, to: str, name: str | None, step: int, amount: int, currency: str, plan: str,
-                   failed_at: datetime, card: str | None, reason: str, update_url: str) -> Email:
+                   failed_at: datetime, card: str | None, reason: str, update_url: str,
+                   next_attempt: datetime | None = None, confirm_url: str | None = None) -> Email:
+    """`next_attempt`: when Stripe tries the card again by itself; `confirm_url`: the bank wants the customer to
+    confirm the payment, on Stripe's hosted invoice page (no new card needed)."""
     money = format_money(amount, currency)
     charged = f"your {card}" if card else "your card"
     first = step == 0
@@ -121,16 +124,30 @@ def payment_failed(style: Style, *, to: str, name: str | None, step: int, amount
     facts = [("Amount", money), ("Plan", plan), ("Tried on", style.day(failed_at))]
     if card:
         facts.append(("Card", card))
+    if next_attempt is not None:
+        facts.append(("Next automatic try", style.day(next_attempt)))
+    retry = (f"We'll try the card on file again automatically on {style.day(next_attempt)}. "
+             if next_attempt is not None else "")
+    if confirm_url:
+        action = (f"{retry}Your bank asks you to confirm this payment: open the page below and confirm it with your "
+                  "bank, and it's done. It takes about a minute.")
+        button = ("Confirm the payment with my bank", confirm_url)
+        preheader = f"Confirm the payment of {money} for {plan} with your bank."
+    else:
+        action = (f"{retry}Update your card and we'll take the payment right away, so nothing is interrupted. "
+                  "It takes about a minute.")
+        button = ("Update my card", update_url)
+        preheader = f"Update your card to pay {money} for {plan}."
     return Email(
         kind="payment_failed", to=to, subject=subject, name=name,
         heading="Your payment didn't go through" if first else "Your payment is still due",
-        preheader=f"Update your card to pay {money} for {plan}.",
+        preheader=preheader,
         paragraphs=(
             f"We tried to charge {money} to {charged} for {plan} on {style.day(failed_at)}, "
             f"and the payment didn't go through: {reason}.",
-            "Update your card and we'll take the payment right away, so nothing is interrupted. It takes about a minute.",
+            action,
         ),
-        facts=tuple(facts), button=("Update my card", update_url),
+        facts=tuple(facts), button=button,
         closing=("If you've already updated your card, you can ignore this email.",),
     )
 
@@ -172,10 +189,9 @@ def discount_ending(style: Style, *, to: str, name: str | None, plan: str, disco
 
 
 def offer_accepted(style: Style, *, to: str, name: str | None, plan: str, promise: str,
-                   payments: list[tuple[datetime, int, int]], currency: str, billing_url: str,
-                   unsubscribe_url: str | None) -> Email:
-    rows = tuple((style.day(at), "skipped" if amount == 0 else format_money(amount, currency),
-                  format_money(regular, currency) if regular != amount else None) for at, amount, regular in payments)
+                   payments: list[tuple[datetime, str]], billing_url: str, unsubscribe_url: str | None) -> Email:
+    """`payments`: the promise's payments in the wording function's words (billing.schedule_lines)."""
+    rows = tuple((style.day(at), words, None) for at, words in payments)
     return Email(
         kind="offer_accepted", to=to, subject=f"Confirmed: your {plan} subscription continues", name=name,
         heading="Thanks for staying", preheader=promise,

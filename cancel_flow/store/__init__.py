@@ -2,7 +2,7 @@
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,15 +15,17 @@ from sqlalchemy.engine import Engine
 
 from cancel_flow.clock import as_utc, utc_now
 from cancel_flow.errors import CancelFlowError
-from cancel_flow.flow import DEFLECTION_DELAY, SessionView, StripeState, state_changes
+from cancel_flow.flow import ACTIVE, DEFLECTION_DELAY, ENDED, SessionView, StripeState, state_changes
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import DECISIONS
-from cancel_flow.models import OFFER_OUTCOMES, CancelSession, InvoiceRecord, SessionOffer, StripeEvent
+from cancel_flow.models import (OFFER_OUTCOMES, CancelSession, InvoiceRecord, OutsideCancellation, SessionOffer,
+                                StripeEvent)
 
 sessions = CancelSession.__table__
 events = StripeEvent.__table__
 session_offers = SessionOffer.__table__
 invoices = InvoiceRecord.__table__
+outside = OutsideCancellation.__table__
 # Outcomes a later session of the same subscription replaces in the dashboard's counts.
 UNDECIDED = ("open", "deflected")
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
@@ -422,7 +424,10 @@ class Store:
                 "received_at": now, "handled_at": now}).first()
             if inserted is None:
                 return False
-            decided = self._apply_state(connection, state) if state is not None else []
+            decided = []
+            if state is not None:
+                decided = self._apply_state(connection, state)
+                self._apply_outside(connection, state)
             if invoice is not None:
                 self._apply_invoice(connection, invoice)
         for session_id, outcome, offer_id in decided:  # the same line and count as a decision the flow records
@@ -509,6 +514,35 @@ class Store:
             if outcome == "canceled" and row.outcome != "canceled":
                 self._event(connection, "session.canceled", row.id)
         return decided
+
+    def _apply_outside(self, connection, state: StripeState) -> None:
+        """A cancellation that didn't go through our flow (Stripe's portal from elsewhere, the coach in Stripe, Stripe
+        itself after failed payments or its test-mode clean-up) is kept with Stripe's cancellation_details, so the
+        dashboard counts it; taken back, it is removed. Older events never undo newer ones."""
+        current = connection.execute(sa.select(outside.c.event_created).where(
+            outside.c.subscription_id == state.subscription_id)).first()
+        if current is not None and current.event_created > state.event_created:
+            return
+        if state.stage == ACTIVE:
+            if current is not None:
+                connection.execute(sa.delete(outside).where(outside.c.subscription_id == state.subscription_id))
+            return
+        through_flow = connection.execute(sa.select(sa.literal(1)).where(
+            sessions.c.subscription_id == state.subscription_id, sessions.c.outcome == "canceled",
+            sessions.c.canceled_outside_flow.is_(False)).limit(1)).first() is not None
+        if through_flow:
+            if current is not None:
+                connection.execute(sa.delete(outside).where(outside.c.subscription_id == state.subscription_id))
+            return
+        values = {"customer_id": (state.customer_id or "")[:255],
+                  "canceled_at": state.cancel_requested_at or datetime.fromtimestamp(state.event_created, timezone.utc),
+                  "ended": state.stage == ENDED, "feedback": state.feedback, "comment": state.comment,
+                  "reason": state.reason, "monthly_amount": state.monthly_amount, "currency": state.currency,
+                  "event_created": state.event_created}
+        if current is None:
+            connection.execute(sa.insert(outside).values(subscription_id=state.subscription_id, **values))
+        else:
+            connection.execute(sa.update(outside).where(outside.c.subscription_id == state.subscription_id).values(**values))
 
     def sweep_deflected(self) -> int:
         """Sessions left open, or sent to the portal, 24 h ago with no cancellation: deflected.

@@ -190,7 +190,10 @@ class Stats(Answer):
     previous: PreviousPeriod = Field(description="the period of the same length just before 'from'")
     payments: dict[str, Any] = Field(description="failed payments whose first failure is in the range: failed_payments, "
                                                  "failed_amount, recovered, recovered_amount, recovery_rate, still_open, "
-                                                 "emails_sent by kind (amounts in minor units per currency)")
+                                                 "lost, emails_sent by kind (amounts in minor units per currency)")
+    outside_cancellations: dict[str, Any] = Field(description="subscriptions canceled in the range without the flow, by "
+                                                               "Stripe's cancellation_details: count, monthly_amount per "
+                                                               "currency, by_reason [{reason, feedback, count, monthly_amount}]")
     experiment: dict[str, Any] | None = Field(None, description="with ?experiment=ID: per arm sessions, saves, rates and "
                                                                 "their posteriors, the verdict, the rule and the planner")
 

@@ -34,7 +34,11 @@ async def show(request: Request) -> Response:
         return await done(request)
     if session.reason is not None and request.query_params.get("change") == "reason":
         return _page(request, "reason.html", session, chosen=session.reason, comment=session.comment or "")
-    if session.cancel_at_period_end:
+    facts = _service(request).snapshot(session)
+    if facts is not None and facts.fixed_end is not None:
+        # the coach fixed an end date: kept, shown, and the client may end the plan earlier (no "keep")
+        return _page(request, "fixed_end.html", session, ends_on=facts.fixed_end, period_end=facts.next_payment)
+    if facts.scheduled_by_client if facts is not None else session.cancel_at_period_end:
         return _page(request, "scheduled.html", session)
     if session.reason is None:
         return _page(request, "reason.html", session)
@@ -91,9 +95,12 @@ async def cancel(request: Request) -> Response:
     settings = request.app.state.settings
     service = _service(request)
     reason_given = fields.get("reason") or None
+    if fields.get("end_early"):
+        await service.end_early(session, reason_given, fields.get("comment"))
+        return RedirectResponse(_here(request, "/done"), status_code=303)
     try:
         url = await service.send_to_portal(session, reason_given, fields.get("comment"), settings.return_url,
-                                           settings.base_url + _here(request, "/done"))
+                                           settings.base_url + _here(request, "/done"), here_url=_here(request))
     except BadRequest as error:
         if session.reason is None:
             return _page(request, "reason.html", session, 400, error=error.message, chosen=reason_given,

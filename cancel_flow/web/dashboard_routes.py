@@ -19,6 +19,7 @@ from cancel_flow.reasons import REASONS
 from cancel_flow.spreadsheet import safe_cell
 from cancel_flow.store.attention import attention
 from cancel_flow.store.billing_stats import billing_stats
+from cancel_flow.store.stats import outside_cancellations
 from cancel_flow.store.stats import PAGE_SIZE, DateRange, day_start
 from cancel_flow.web import charts
 from cancel_flow.web.coach_auth import (LOGIN_CSRF_COOKIE, SignInBusy, TooManyAttempts, check_credentials, sign_in,
@@ -196,6 +197,13 @@ def local_clock(zone_name: str):
     return local
 
 
+# Stripe's cancellation_details.reason, in words (https://docs.stripe.com/api/subscriptions/object#subscription_object-cancellation_details-reason)
+STRIPE_REASONS = {"cancellation_requested": "canceled in Stripe (its portal, or by you)",
+                  "payment_failed": "payments failed until Stripe gave up",
+                  "payment_disputed": "a payment was disputed",
+                  "canceled_by_retention_policy": "Stripe's test-mode clean-up"}
+
+
 def recovered_payments(request: Request, period) -> dict | None:
     """Failed payments of the range and how many were recovered (paid after a failure), with the billing
     emails sent (cancel_flow/store/billing_stats.py); None when no payment failed in this range or the
@@ -336,7 +344,9 @@ async def _offers(request: Request, filters: Filters) -> dict:
 
 
 async def _reasons(request: Request, filters: Filters) -> dict:
-    return dict(stats=await _stats(request, filters), reasons_size=charts.reasons_size)
+    outside = await run_in_threadpool(outside_cancellations, request.app.state.store.engine, filters.period)
+    return dict(stats=await _stats(request, filters), reasons_size=charts.reasons_size, outside=outside,
+                stripe_reasons=STRIPE_REASONS)
 
 
 async def _payments(request: Request, filters: Filters) -> dict:

@@ -40,18 +40,37 @@ def _page(request: Request, template: str, status_code: int = 200, **context) ->
 
 
 async def card_updated(request: Request) -> Response:
-    """Where the portal returns after a card update: every open invoice is paid now, with the new card."""
+    """Where the portal returns after a card update: every open invoice is paid now, with the new card (and a
+    subscription with a card of its own gets the new one too, so Stripe's own retries use it)."""
     token = request.path_params["token"]
     link = request.app.state.signer.read_billing(token)
     billing = StripeBilling(request.app.state.gateway)
     customer = await billing.customer(link.customer)
     card = (customer.get("invoice_settings") or {}).get("default_payment_method")
     card = card.get("id") if isinstance(card, dict) else card
+    if card:
+        for sub in await billing.subscriptions_with_own_card(link.customer):
+            own = sub["default_payment_method"]
+            if (own.get("id") if isinstance(own, dict) else own) != card:
+                await billing.use_card_for_subscription(sub["id"], card)
     payments = [await billing.pay(invoice, card) for invoice in await billing.open_invoices(link.customer)]
     paid = [p for p in payments if p.paid]
-    declined = [p for p in payments if not p.paid]
-    log_event("billing.card_updated_paid", customer=link.customer, paid=len(paid), declined=len(declined))
+    to_confirm = [p for p in payments if p.needs_confirmation]
+    declined = [p for p in payments if not p.paid and not p.needs_confirmation]
+    log_event("billing.card_updated_paid", customer=link.customer, paid=len(paid), declined=len(declined),
+              to_confirm=len(to_confirm))
     lines = []
+    if to_confirm and not declined:
+        # the bank wants the customer to confirm: Stripe's hosted invoice page does that, never a dead end
+        title = "Confirm the payment with your bank"
+        lines.append(f"Your card was updated. Your bank asks you to confirm the payment of "
+                     f"{' and '.join(format_money(p.amount, p.currency) for p in to_confirm)}: it takes a moment on "
+                     "the next page.")
+        if paid:
+            lines.append("Your payment of " + " and ".join(format_money(p.amount, p.currency) for p in paid)
+                         + " went through.")
+        return _page(request, "card_updated.html", title=title, lines=lines, retry_url=None,
+                     confirm_url=to_confirm[0].confirm_url)
     if not payments:
         title, lines = "Your card was updated", ["Your card was updated. There is nothing to pay right now."]
     elif not declined:
@@ -70,7 +89,8 @@ async def card_updated(request: Request) -> Response:
                          + " went through.")
         lines.append("Please try another card, or contact your bank and try again.")
     retry = f"/billing/{token}?flow=payment_method_update" if declined else None
-    return _page(request, "card_updated.html", title=title, lines=lines, retry_url=retry)
+    return _page(request, "card_updated.html", title=title, lines=lines, retry_url=retry,
+                 confirm_url=to_confirm[0].confirm_url if to_confirm else None)
 
 
 async def unsubscribe(request: Request) -> Response:
