@@ -65,7 +65,7 @@ class Rendered:
 
 
 def render(email: Email, style: Style) -> Rendered:
-    logo_url = f"{style.base_url}/brand/logo" if getattr(style.brand, "logo", None) else None
+    logo_url = f"{style.base_url}{style.brand.logo_url}" if getattr(style.brand, "has_logo", False) else None
     context = {"email": email, "brand": style.brand, "logo_url": logo_url}
     text = _text.get_template("email.txt").render(**context)
     while "\n\n\n" in text:

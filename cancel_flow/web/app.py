@@ -31,6 +31,7 @@ from cancel_flow.store import Store, make_engine, make_quick_engine
 from cancel_flow.store.api_keys import ApiKeyStore, LinkRequestStore
 from cancel_flow.store.coaches import CoachStore
 from cancel_flow.store.config_versions import ConfigVersions
+from cancel_flow.store.logos import LogoStore
 from cancel_flow.store.stats import StatsQueries
 from cancel_flow.stripe_gateway import StripeGateway
 from cancel_flow.hooks import is_test_mode
@@ -176,11 +177,29 @@ async def brand_css(request: Request) -> Response:
                     headers={"Cache-Control": "public, max-age=300"})
 
 
+LOGOS_KEPT = 8  # uploaded logos each process keeps in memory, by SHA-256 (a logo never changes under its hash)
+
+
 async def brand_logo(request: Request) -> Response:
-    logo = request.app.state.config.current().brand.logo
-    if logo is None:
+    """The brand's logo: an uploaded one from the database (kept in memory by its hash afterwards), else
+    the operator's file named by `[brand] logo`. Images only: nothing in them runs (CSP), and the type
+    sent is the one read from the bytes at upload, never guessed by the browser (nosniff, on every response)."""
+    brand = request.app.state.config.current().brand
+    if brand.logo_upload:
+        kept = request.app.state.logo_cache
+        logo = kept.get(brand.logo_upload)
+        if logo is None:
+            logo = await run_in_threadpool(request.app.state.logos.get, brand.logo_upload)
+            if logo is None:
+                raise HTTPException(404)
+            while len(kept) >= LOGOS_KEPT:
+                kept.pop(next(iter(kept)))
+            kept[logo.sha256] = logo
+        return Response(logo.data, media_type=logo.content_type, headers={
+            "Cache-Control": "public, max-age=3600", "Content-Security-Policy": "default-src 'none'"})
+    if brand.logo is None:
         raise HTTPException(404)
-    return FileResponse(logo, headers={"Cache-Control": "public, max-age=3600"})
+    return FileResponse(brand.logo, headers={"Cache-Control": "public, max-age=3600"})
 
 
 def _prune_counts(coaches: CoachStore, link_requests: LinkRequestStore) -> int:
@@ -270,6 +289,7 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
     app.state.quick_store = quick_store
     app.state.coaches, app.state.stats = CoachStore(store.engine), StatsQueries(store.engine)
     app.state.api_keys, app.state.link_requests = ApiKeyStore(store.engine), LinkRequestStore(store.engine)
+    app.state.logos, app.state.logo_cache = LogoStore(store.engine), {}
     no_reply = f"no-reply@{urlsplit(settings.base_url).hostname}"
     app.state.mailer = Mailer(settings, sender=lambda: live.current().brand.support_email or no_reply)
     app.add_middleware(BodySizeLimit)

@@ -86,17 +86,19 @@ class RequestEdge:
 
 
 class BodySizeLimit:
-    """Refuse bodies over MAX_BODY with 413 before anything reads them."""
+    """Refuse bodies over MAX_BODY with 413 before anything reads them; `larger` gives a few paths
+    (an upload) a limit of their own."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY):
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY, larger: dict[str, int] | None = None):
+        self.app, self.limit, self.larger = app, limit, larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.limit) if self.larger else self.limit
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _too_large(send)
             return
         received = 0
@@ -106,7 +108,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     raise _TooLarge
             return message
 
