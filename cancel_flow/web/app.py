@@ -41,7 +41,7 @@ from cancel_flow.outbox import dispatch_periodically
 from cancel_flow.outbox.session_events import SessionEvents
 from cancel_flow.web import (api_routes, billing_routes, cancel_routes, config_routes, dashboard_routes, email_routes,
                              experiment_routes,
-                             hook_routes, shared_link_routes,
+                             hook_routes, preview_routes, settings_routes, shared_link_routes,
                              webhook_routes)
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
 from cancel_flow.web.coach_auth import FAILURE_WINDOW
@@ -274,6 +274,8 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
         *hook_routes.routes,
         *experiment_routes.routes,
         *dashboard_routes.routes,
+        *settings_routes.routes,
+        *preview_routes.routes,
         *api_routes.routes,
         *config_routes.routes,
         *shared_link_routes.routes,
@@ -292,6 +294,6 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
     app.state.logos, app.state.logo_cache = LogoStore(store.engine), {}
     no_reply = f"no-reply@{urlsplit(settings.base_url).hostname}"
     app.state.mailer = Mailer(settings, sender=lambda: live.current().brand.support_email or no_reply)
-    app.add_middleware(BodySizeLimit)
+    app.add_middleware(BodySizeLimit, larger={settings_routes.LOGO_PATH: settings_routes.MAX_LOGO_BODY})
     app.add_middleware(RequestEdge, page=unexpected_error_page, https=settings.is_https)
     return app
