@@ -43,7 +43,9 @@ from cancel_flow.web.preview_routes import Subject, preview, preview_context, sa
 from cancel_flow.flow import offer_promise
 
 LOGO_PATH = "/dashboard/settings/brand/logo"
-MAX_LOGO_BODY = MAX_LOGO_BYTES + 16 * 1024  # the logo and the form's other fields, as multipart
+# The upload's body may be larger than the logo it may hold, so a photo straight from a phone gets the page
+# saying how large a logo may be rather than a bare 413.
+MAX_LOGO_BODY = 4 * 1024 * 1024
 HISTORY_PAGE = 50
 _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 OFFER_COUNT_DAYS = 90
