@@ -80,17 +80,17 @@ def field_error(page_html: str, name: str) -> str:
     return html.unescape(match.group(1))
 
 
-def submit(client, path: str, action: str | None = None, **changes):
-    """Open `path`, change the form's fields as a coach would, and send it."""
-    action = action or path
+def submit(client, path: str, to: str | None = None, **changes):
+    """Open `path`, change the fields of its form posting to `to` (`path` by default) as a coach would, and send it."""
+    to = to or path
     page = client.get(path)
-    fields = form_of(page.text, action)
+    fields = form_of(page.text, to)
     for name, value in changes.items():
         if value is None:
             fields.pop(name, None)
         else:
             fields[name] = value
-    return client.post(action, data=fields)
+    return client.post(to, data=fields)
 
 
 def live_document(versions) -> dict:
