@@ -96,7 +96,8 @@ def test_unknown_clients_and_bad_samples_get_a_clear_answer(coach_client, catalo
                          ("plan=monthly&amount=10&currency=dollars", "three letters"),
                          ("email=not-an-email", "is not an email address"),
                          ("customer=sub_123", "starts with cus_"),
-                         ("plan=monthly&reason=bored", "Choose a reason")):
+                         ("plan=monthly&reason=bored", "Choose a reason"),
+                         ("email=&customer=&reason=", "Type the client's email")):
         answer = coach_client.get(f"/dashboard/preview?{query}")
         assert answer.status_code == 422 and words in html.unescape(answer.text), query
 

@@ -43,6 +43,8 @@ class Subject:
     amount: str = "49.00"
     currency: str = "usd"
     reason: str = ""
+    client_form: bool = False  # sent from the page's "A client" form, which names a client or nothing
+
 
     @property
     def is_client(self) -> bool:
@@ -53,12 +55,16 @@ class Subject:
         def value(name: str, default: str = "") -> str:
             found = values.get(prefix + name)
             return found.strip()[:320] if isinstance(found, str) and found.strip() else default
+        client_form = prefix + "plan" not in values and (prefix + "email" in values or prefix + "customer" in values)
         return cls(email=value("email"), customer=value("customer"), period=value("plan", "monthly"),
-                   amount=value("amount", "49.00"), currency=value("currency", "usd").lower(), reason=value("reason"))
+                   amount=value("amount", "49.00"), currency=value("currency", "usd").lower(), reason=value("reason"),
+                   client_form=client_form)
 
     def problem(self) -> str | None:
         if self.reason and self.reason not in REASONS:
             return "Choose a reason from the list."
+        if self.client_form and not self.is_client:
+            return "Type the client's email, or their Stripe customer id."
         if self.email and not _EMAIL.match(self.email):
             return f"{self.email!r} is not an email address."
         if self.customer and not _CUSTOMER.match(self.customer):

@@ -26,6 +26,7 @@ from cancel_flow.emails import compose
 from cancel_flow.emails.kinds import KINDS as EMAIL_KINDS
 from cancel_flow.errors import BadRequest, Forbidden, InvalidConfig, NotFound
 from cancel_flow.experiments import is_running
+from cancel_flow.flow import offer_promise
 from cancel_flow.hooks import EVENTS
 from cancel_flow.outbox import queue
 from cancel_flow.reasons import REASONS
@@ -40,7 +41,6 @@ from cancel_flow.web.dashboard_routes import KIND_LABELS, local_clock
 from cancel_flow.web.dates import whole_number
 from cancel_flow.web.pages import csrf_token, read_form, render
 from cancel_flow.web.preview_routes import Subject, preview, preview_context, sample_facts
-from cancel_flow.flow import offer_promise
 
 LOGO_PATH = "/dashboard/settings/brand/logo"
 # The upload's body may be larger than the logo it may hold, so a photo straight from a phone gets the page
@@ -97,7 +97,9 @@ async def _editor(request: Request, max_fields: int = 50, max_files: int = 0) ->
 
 
 def _base_version(fields: dict) -> int:
-    number = whole_number(fields.get("base_version") or "", 1, 2**31 - 1) if isinstance(fields.get("base_version"), str) else None
+    """The version the form was shown with (its hidden field)."""
+    sent = fields.get("base_version")
+    number = whole_number(sent, 1, 2**31 - 1) if isinstance(sent, str) else None
     if number is None:
         raise BadRequest("This form has no version to save from. Please reload the page and try again.")
     return number
@@ -105,7 +107,9 @@ def _base_version(fields: dict) -> int:
 
 def _note(fields: dict) -> str | None:
     note = fields.get("note")
-    return note.strip()[:500] or None if isinstance(note, str) else None
+    if not isinstance(note, str):
+        return None
+    return note.strip()[:500] or None
 
 
 async def _live_document(request: Request):
