@@ -18,7 +18,7 @@ from cancel_flow.clock import as_utc, utc_now
 from cancel_flow.errors import (BadRequest, Conflict, InvalidLink, NotFound, PortalRefused, RecordPending,
                                 StripeUnavailable)
 from cancel_flow.experiments import assign_arm
-from cancel_flow.flow import Card, SubscriptionFacts, TargetPrice  # noqa: F401  (Card: the offers page's cards)
+from cancel_flow.flow import Card, SubscriptionFacts, TargetPrice
 from cancel_flow.links import CancelLink, LinkSigner
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import DECISIONS

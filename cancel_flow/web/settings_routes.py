@@ -29,7 +29,6 @@ from cancel_flow.experiments import is_running
 from cancel_flow.flow import offer_promise
 from cancel_flow.hooks import EVENTS
 from cancel_flow.outbox import queue
-from cancel_flow.reasons import REASONS
 from cancel_flow.store.config_versions import StaleVersion
 from cancel_flow.store.logos import MAX_LOGO_BYTES, LogoRefused
 from cancel_flow.store.offer_counts import offer_counts
