@@ -19,7 +19,7 @@ from cancel_flow.clock import add_months, as_utc, utc_now
 from cancel_flow.errors import (BadRequest, Conflict, InvalidLink, NotFound, PortalRefused, RecordPending,
                                 StripeUnavailable)
 from cancel_flow.experiments import assign_arm
-from cancel_flow.flow import SubscriptionFacts, TargetPrice
+from cancel_flow.flow import Card, SubscriptionFacts, TargetPrice
 from cancel_flow.links import CancelLink, LinkSigner
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import DECISIONS
@@ -60,15 +60,6 @@ class Outcome:
     schedule: list[tuple[str, str]] | None = None  # (date, what is charged then)
     next_step_label: str = "Talk to your coach"
     after: str | None = None  # under the schedule: what stays as it is
-
-
-@dataclass
-class Card:
-    """One offer on the offers page, with what it promises (per pause length for a pause)."""
-
-    offer: Offer
-    promise: billing.Promise | None
-    choices: list[tuple[int, billing.Promise]]
 
 
 REUSE_SECONDS = 5  # a portal URL or a first read, shared by reloads of one link
@@ -173,7 +164,7 @@ class CancelService:
             await self.db.record_reason(session.id, reason, comment, [offer.id for offer in offers],
                                         experiment=(experiment.id, arm.name))
             return offers
-        prices = await self._target_prices([o for o in config.offers if o.fits(reason)])
+        prices = await self._target_prices([o for o in config.offers if o.enabled and o.fits(reason)])
         offers = flow.eligible_offers(config, reason, facts, now, accepted_offer_recently=recent, prices=prices)
         await self.db.record_reason(session.id, reason, comment, [offer.id for offer in offers])
         return offers
@@ -186,33 +177,17 @@ class CancelService:
         """The offers shown, each with the promise the subscriber reads on its card."""
         facts = self.snapshot(session)
         now = utc_now()
-        cards = []
-        for offer in self.offers_shown(session):
-            if facts is None:
-                cards.append(Card(offer, None, []))
-                continue
-            if offer.kind == "pause":
-                cards.append(Card(offer, None, billing.pause_choices(facts.plan, offer.max_payments, now)))
-            else:
-                cards.append(Card(offer, await self._promise(offer, facts, now, None), []))
-        return cards
+        offers = self.offers_shown(session)
+        if facts is None:
+            return [Card(offer, None, []) for offer in offers]
+        prices = await self._target_prices(offers)
+        return [flow.offer_card(offer, facts, now, prices) for offer in offers]
 
     async def _promise(self, offer: Offer, facts: SubscriptionFacts, now: datetime, skip: int | None,
                        prices: dict[str, TargetPrice] | None = None):
-        plan = facts.plan
-        if offer.kind == "discount":
-            return billing.discount_promise(plan, offer.percent_off, offer.payments, now)
-        if offer.kind == "pause":
-            return billing.pause_promise(plan, skip or offer.max_payments, now)
-        if offer.kind == "free_period":
-            return billing.free_period_promise(plan, offer.months, now)
-        if offer.kind == "switch":
-            target = (prices if prices is not None else await self._target_prices([offer])).get(offer.price)
-            if target is None:
-                return None
-            return billing.switch_promise(plan, target.unit_amount, target.name or offer.title, now,
-                                          current_name=facts.plan_name)
-        return None
+        if offer.kind == "switch" and prices is None:
+            prices = await self._target_prices([offer])
+        return flow.offer_promise(offer, facts, now, skip, (prices or {}).get(offer.price))
 
     # accepting an offer ------------------------------------------------------------------------------
     async def accept(self, session: CancelSession, offer_id: str | None, payments: str | None) -> str | None:

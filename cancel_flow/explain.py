@@ -31,7 +31,7 @@ async def explain_offers(settings: Settings, customer_id: str, reason: str | Non
         recent = Store(engine).accepted_offer_since(customer_id, flow.cooldown_start(book, now))
         prices = {}
         for offer in book.offers:
-            if offer.kind == "switch" and offer.price not in prices:
+            if offer.enabled and offer.kind == "switch" and offer.price not in prices:
                 price = await gateway.read_price(offer.price)
                 if price is not None:
                     prices[offer.price] = price

@@ -190,6 +190,8 @@ class TargetPrice:
 def why_not(offer: Offer, facts: SubscriptionFacts, now: datetime, *, reason: str | None,
             accepted_offer_recently: bool, prices: dict[str, TargetPrice] | None = None) -> str | None:
     """The first reason this subscription can't be shown this offer, in words; None when it can."""
+    if not offer.enabled:
+        return "turned off in the settings"
     if reason is not None and not offer.fits(reason):
         return f"shown for other reasons ({', '.join(offer.reasons)})"
     failed = first_failed(offer.when, facts.subject, now)
@@ -237,6 +239,42 @@ def why_not(offer: Offer, facts: SubscriptionFacts, now: datetime, *, reason: st
                 return "Stripe moves a payment at most two years from the billing cycle anchor"
             return "the next payment can't move that far"
     return None
+
+
+@dataclass(frozen=True)
+class Card:
+    """One offer as its card shows it: what it promises (per pause length for a pause)."""
+
+    offer: Offer
+    promise: billing.Promise | None
+    choices: list[tuple[int, billing.Promise]]
+
+
+def offer_promise(offer: Offer, facts: SubscriptionFacts, now: datetime, skip: int | None = None,
+                  target: TargetPrice | None = None) -> billing.Promise | None:
+    """What `offer` promises this subscription now, in the one wording function's words (billing.py): the
+    offer card, the done page, the emails and the coach's preview all say this. `skip`: the payments a
+    pause skips (its longest by default); `target`: a switch's price as Stripe has it."""
+    plan = facts.plan
+    if offer.kind == "discount":
+        return billing.discount_promise(plan, offer.percent_off, offer.payments, now)
+    if offer.kind == "pause":
+        return billing.pause_promise(plan, skip or offer.max_payments, now)
+    if offer.kind == "free_period":
+        return billing.free_period_promise(plan, offer.months, now)
+    if offer.kind == "switch" and target is not None:
+        return billing.switch_promise(plan, target.unit_amount, target.name or offer.title, now,
+                                      current_name=facts.plan_name)
+    return None
+
+
+def offer_card(offer: Offer, facts: SubscriptionFacts, now: datetime,
+               prices: dict[str, TargetPrice] | None = None) -> Card:
+    """The card of an offer shown to this subscription: a pause lists each length with its promise."""
+    if offer.kind == "pause":
+        return Card(offer, None, billing.pause_choices(facts.plan, offer.max_payments, now))
+    target = (prices or {}).get(offer.price) if offer.kind == "switch" else None
+    return Card(offer, offer_promise(offer, facts, now, None, target), [])
 
 
 def eligible_offers(book: Configuration, reason: str, facts: SubscriptionFacts, now: datetime, *,

@@ -231,6 +231,20 @@ class ConfigVersion(SQLModel, table=True):
     note: str | None = Field(default=None, max_length=500)
 
 
+class BrandLogo(SQLModel, table=True):
+    """A logo the coach uploaded (PNG, JPEG or WebP), kept in the database so every replica serves it; the
+    configuration names it as `[brand] logo = "upload:<sha256>"`. Rows are never changed, so every version
+    that names one can be restored."""
+
+    __tablename__ = "brand_logo"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    content_type: str = Field(max_length=16)
+    data: bytes = Field(sa_type=sa.LargeBinary)
+    uploaded_at: datetime = _when(default_factory=utc_now)
+    uploaded_by: str = Field(max_length=320)
+
+
 class LinkRequest(SQLModel, table=True):
     """Requests for links on the shared page in the current hour, by hashed email and by hashed client
     address; one row per key, counted by a single conditional upsert."""

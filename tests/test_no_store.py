@@ -39,6 +39,17 @@ def test_every_page_with_personal_data_answers_no_store(make_client, catalogue, 
         "/dashboard/reasons": ("/dashboard/reasons", 200),
         "/dashboard/payments": ("/dashboard/payments", 200),
         "/dashboard/attention": ("/dashboard/attention", 200),
+        "/dashboard/settings": ("/dashboard/settings", 200),
+        "/dashboard/settings/brand": ("/dashboard/settings/brand", 200),
+        "/dashboard/settings/offers": ("/dashboard/settings/offers", 200),
+        "/dashboard/settings/offers/new": ("/dashboard/settings/offers/new?kind=pause", 200),
+        "/dashboard/settings/offers/edit/{offer_id}": ("/dashboard/settings/offers/edit/pause", 200),
+        "/dashboard/settings/experiments": ("/dashboard/settings/experiments", 200),
+        "/dashboard/settings/emails": ("/dashboard/settings/emails", 200),
+        "/dashboard/settings/emails/preview/{kind}": ("/dashboard/settings/emails/preview/payment_failed", 200),
+        "/dashboard/settings/alerts": ("/dashboard/settings/alerts", 200),
+        "/dashboard/settings/history": ("/dashboard/settings/history", 200),
+        "/dashboard/preview": ("/dashboard/preview", 200),
     }
     served = {route.path for route in client.app.routes
               if isinstance(route, Route) and "GET" in (route.methods or ()) and route.path.startswith(PERSONAL)}

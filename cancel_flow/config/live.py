@@ -20,6 +20,7 @@ from cancel_flow.config.validate import plain, validate, validate_offer
 from cancel_flow.errors import InvalidConfig, SettingsError
 from cancel_flow.logs import log_event
 from cancel_flow.store.config_versions import ConfigVersions, SavedVersion
+from cancel_flow.store.logos import LogoStore
 
 FOLLOW_EVERY = 1.0  # seconds between two looks at the live version's number
 
@@ -38,6 +39,8 @@ class Origin:
 class LiveConfiguration:
     def __init__(self, versions: ConfigVersions, base: Path):
         self.versions, self.base = versions, base
+        # whether an uploaded logo is in the database (`[brand] logo = "upload:…"`)
+        self.logo_exists = LogoStore(versions.engine).exists if versions is not None else None
         self._current: Configuration | None = None
         self._version: int | None = None
         self._origin: Origin | None = None
@@ -69,7 +72,7 @@ class LiveConfiguration:
     def _read_seed(self, offers_file: Path) -> dict:
         document = read_toml_file(offers_file)
         try:
-            validate(document, self.base)
+            validate(document, self.base, logos=self.logo_exists)
         except InvalidConfig as refused:
             raise refused.from_source(str(offers_file)) from None
         return document
@@ -114,7 +117,7 @@ class LiveConfiguration:
         saved = self.versions.get(number)
         while saved is not None:
             try:
-                configuration = validate(saved.document, self.base, check_files=False)
+                configuration = validate(saved.document, self.base, check_files=False, logos=self.logo_exists)
             except InvalidConfig as refused:
                 log_event("config.invalid_version", level=40, version=saved.version, field=refused.field,
                           error=refused.message)
@@ -149,11 +152,15 @@ class LiveConfiguration:
 
         InvalidConfig names the field and nothing is saved; StaleVersion when `base_version` is not live."""
         document = plain(document)
-        validate(document, self.base)
+        validate(document, self.base, logos=self.logo_exists)
         number = self.versions.save(document, base_version=base_version, saved_by=saved_by, origin=origin, note=note)
         log_event("config.saved", version=number, origin=origin)
         self.refresh()
         return number
+
+    def check(self, document) -> Configuration:
+        """`document` validated as a save would be, without saving it (a preview of unsaved edits)."""
+        return validate(plain(document), self.base, logos=self.logo_exists)
 
     def offer(self, offer_id: str) -> Offer | None:
         """An offer by id from the live version, else from the newest version that had it (an offer removed

@@ -79,7 +79,7 @@ def unsubscribe_headers(email: Email, support_email: str | None) -> tuple[tuple[
 
 
 def render(email: Email, style: Style) -> Rendered:
-    logo_url = f"{style.base_url}/brand/logo" if getattr(style.brand, "logo", None) else None
+    logo_url = f"{style.base_url}{style.brand.logo_url}" if getattr(style.brand, "has_logo", False) else None
     context = {"email": email, "brand": style.brand, "logo_url": logo_url}
     return Rendered(email.subject, plain_text(email, style.brand), environment.get_template("email.html").render(**context),
                     unsubscribe_headers(email, getattr(style.brand, "support_email", None)))

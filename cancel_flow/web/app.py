@@ -31,6 +31,7 @@ from cancel_flow.store import Store, make_engine, make_quick_engine
 from cancel_flow.store.api_keys import ApiKeyStore, LinkRequestStore
 from cancel_flow.store.coaches import CoachStore
 from cancel_flow.store.config_versions import ConfigVersions
+from cancel_flow.store.logos import LogoStore
 from cancel_flow.store.stats import StatsQueries
 from cancel_flow.stripe_gateway import StripeGateway
 from cancel_flow.hooks import is_test_mode
@@ -39,7 +40,8 @@ from cancel_flow.emails.sending import GuardedDispatcher
 from cancel_flow.outbox import dispatch_periodically
 from cancel_flow.outbox.session_events import SessionEvents
 from cancel_flow.web import (api_routes, attention_routes, billing_routes, cancel_routes, config_routes, dashboard_routes,
-                             email_routes, experiment_routes, hook_routes, shared_link_routes, webhook_routes)
+                             email_routes, experiment_routes, hook_routes, preview_routes, settings_routes,
+                             shared_link_routes, webhook_routes)
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
 from cancel_flow.web.coach_auth import FAILURE_WINDOW
 from cancel_flow.web.middleware import REQUEST_ID, BodySizeLimit, RequestEdge
@@ -186,11 +188,29 @@ async def brand_css(request: Request) -> Response:
                     headers={"Cache-Control": "public, max-age=300"})
 
 
+LOGOS_KEPT = 8  # uploaded logos each process keeps in memory, by SHA-256 (a logo never changes under its hash)
+
+
 async def brand_logo(request: Request) -> Response:
-    logo = request.app.state.config.current().brand.logo
-    if logo is None:
+    """The brand's logo: an uploaded one from the database (kept in memory by its hash afterwards), else
+    the operator's file named by `[brand] logo`. Images only: nothing in them runs (CSP), and the type
+    sent is the one read from the bytes at upload, never guessed by the browser (nosniff, on every response)."""
+    brand = request.app.state.config.current().brand
+    if brand.logo_upload:
+        kept = request.app.state.logo_cache
+        logo = kept.get(brand.logo_upload)
+        if logo is None:
+            logo = await run_in_threadpool(request.app.state.logos.get, brand.logo_upload)
+            if logo is None:
+                raise HTTPException(404)
+            while len(kept) >= LOGOS_KEPT:
+                kept.pop(next(iter(kept)))
+            kept[logo.sha256] = logo
+        return Response(logo.data, media_type=logo.content_type, headers={
+            "Cache-Control": "public, max-age=3600", "Content-Security-Policy": "default-src 'none'"})
+    if brand.logo is None:
         raise HTTPException(404)
-    return FileResponse(logo, headers={"Cache-Control": "public, max-age=3600"})
+    return FileResponse(brand.logo, headers={"Cache-Control": "public, max-age=3600"})
 
 
 def _prune_counts(coaches: CoachStore, link_requests: LinkRequestStore) -> int:
@@ -266,6 +286,8 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
         *experiment_routes.routes,
         *dashboard_routes.routes,
         *attention_routes.routes,
+        *settings_routes.routes,
+        *preview_routes.routes,
         *api_routes.routes,
         *config_routes.routes,
         *shared_link_routes.routes,
@@ -281,8 +303,9 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
     app.state.quick_store = quick_store
     app.state.coaches, app.state.stats = CoachStore(store.engine), StatsQueries(store.engine)
     app.state.api_keys, app.state.link_requests = ApiKeyStore(store.engine), LinkRequestStore(store.engine)
+    app.state.logos, app.state.logo_cache = LogoStore(store.engine), {}
     no_reply = f"no-reply@{urlsplit(settings.base_url).hostname}"
     app.state.mailer = Mailer(settings, sender=lambda: live.current().brand.support_email or no_reply)
-    app.add_middleware(BodySizeLimit)
+    app.add_middleware(BodySizeLimit, larger={settings_routes.LOGO_PATH: settings_routes.MAX_LOGO_BODY})
     app.add_middleware(RequestEdge, page=unexpected_error_page, https=settings.is_https)
     return app
