@@ -124,6 +124,8 @@ class TargetPrice:
 def why_not(offer: Offer, facts: SubscriptionFacts, now: datetime, *, reason: str | None,
             accepted_offer_recently: bool, prices: dict[str, TargetPrice] | None = None) -> str | None:
     """The first reason this subscription can't be shown this offer, in words; None when it can."""
+    if offer.comeback_only:
+        return "kept for win-back emails (comeback_only)"
     if reason is not None and not offer.fits(reason):
         return f"shown for other reasons ({', '.join(offer.reasons)})"
     failed = first_failed(offer.when, facts.subject, now)
