@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cancel_flow.emulator import portal, rules
+from cancel_flow.emulator import checkout, portal, rules
 from cancel_flow.emulator.api import Call, find_route
 from cancel_flow.emulator.delivery import Deliverer
 from cancel_flow.emulator.forms import FormError, decode_form
@@ -330,6 +330,7 @@ def create_emulator_app() -> Starlette:
         Route("/_emulator/keys", keys, methods=["GET", "POST", "DELETE"]),
         Route("/_emulator/account", account_settings, methods=["GET", "POST"]),
         *portal.routes,
+        *checkout.routes,
     ])
     app.state.emulator = Emulator()
     return app
