@@ -114,7 +114,8 @@ def test_a_webhook_endpoint_without_api_version_fails_with_the_way_to_replace_it
             stripe_client.v1.webhook_endpoints.delete(endpoint.id)
         created = stripe_client.v1.webhook_endpoints.create(params={
             "url": url, "enabled_events": ["customer.subscription.updated", "customer.subscription.deleted",
-                                           "invoice.payment_failed", "invoice.paid", "invoice.voided"]})
+                                           "invoice.payment_failed", "invoice.paid", "invoice.voided",
+                                           "checkout.session.completed"]})
         return replace(settings, stripe_webhook_secret=created.secret)
 
     settings = deploy(endpoint_without_version)
