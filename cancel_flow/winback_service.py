@@ -171,8 +171,9 @@ class WinbackService:
             log_event("winback.client_left", subscription=values["subscription_id"])
         return written
 
-    def checkout_completed(self, session: dict) -> bool:
-        """`checkout.session.completed` of a comeback checkout: the return recorded once, with its event."""
+    def checkout_completed(self, session: dict, at: datetime | None = None) -> bool:
+        """`checkout.session.completed` of a comeback checkout (`at`: the event's time): the return recorded once,
+        with its event."""
         metadata = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
         old = metadata.get(METADATA_SUBSCRIPTION)
         if session.get("mode") != "subscription" or session.get("status") != "complete" or not isinstance(old, str) \
@@ -212,13 +213,17 @@ class WinbackService:
 
         recorded = store.record_won_back(self.engine, old, number, new_subscription=new,
                                          checkout_session=session.get("id"), mrr=mrr, currency=client.currency,
-                                         emit=announce)
+                                         at=at, emit=announce)
         if recorded:
             log_event("winback.won_back", subscription=old, new_subscription=new, step=number)
         return recorded
 
     # A fresh comeback link (the shared link `/`) ---------------------------------------------------------------
-    def fresh_comeback_url(self, customer_id: str) -> str | None:
+    def fresh_comeback_url(self, email: str) -> str | None:
+        """For the shared link `/`: a new comeback link to the newest step a client who left was sent."""
+        customer_id = store.waiting_customer(self.engine, email)
+        if customer_id is None:
+            return None
         step = store.latest_comeback(self.engine, customer_id)
         if step is None:
             return None

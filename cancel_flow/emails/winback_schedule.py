@@ -133,6 +133,7 @@ class ComebackSteps:
         if store.refused(self.engine, email):
             store.skip_step(self.engine, row, "Not sent: the mail server refused this address before.")
             return
+        store.note_email(self.engine, client.subscription_id, email, (customer or {}).get("name"))
         price = await self._price(client)
         if price is None:
             if store.skip_step(self.engine, row, "Not sent: the plan's price was archived and its product has no "

@@ -23,7 +23,7 @@ EXPANDABLE = {
     "discounts": "discounts", "discount": "discounts", "default_payment_method": "payment_methods",
     "payment_method": "payment_methods", "subscription": "subscriptions", "configuration": "portal_configurations",
     "latest_invoice": "invoices", "invoice": "invoices", "payment_intent": "payment_intents",
-    "test_clock": "test_clocks",
+    "test_clock": "test_clocks", "default_price": "prices",
 }
 # Stripe lets an incomplete subscription's first invoice be paid for 23 hours, then expires it
 # (https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses).

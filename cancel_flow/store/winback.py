@@ -77,6 +77,22 @@ def planned_steps(engine: Engine, subscription_ids: list[str]) -> dict[str, dict
     return found
 
 
+def note_email(engine: Engine, subscription_id: str, email: str, name: str | None) -> None:
+    """The client's address as Stripe has it when a step is written (the shared link finds them by it)."""
+    with engine.begin() as connection:
+        connection.execute(sa.update(clients).where(clients.c.subscription_id == subscription_id).values(
+            customer_email=email[:512], customer_name=(name or None) and name[:512]))
+
+
+def waiting_customer(engine: Engine, email: str) -> str | None:
+    """The newest client with this address who left and hasn't come back (for a fresh comeback link)."""
+    query = sa.select(clients.c.customer_id).where(
+        sa.func.lower(clients.c.customer_email) == email.strip().lower(), clients.c.won_back_at.is_(None),
+        clients.c.returned_at.is_(None)).order_by(clients.c.ended_at.desc()).limit(1)
+    with engine.connect() as connection:
+        return connection.execute(query).scalar()
+
+
 def mark_returned(engine: Engine, subscription_id: str, new_subscription: str | None) -> None:
     """The client subscribed again without a comeback link: no more steps."""
     with engine.begin() as connection:
@@ -135,11 +151,12 @@ def mark_opened(engine: Engine, step_id: int) -> None:
 
 
 def record_won_back(engine: Engine, subscription_id: str, step: int | None, *, new_subscription: str,
-                    checkout_session: str, mrr: int, currency: str, emit=None) -> bool:
+                    checkout_session: str, mrr: int, currency: str, at: datetime | None = None, emit=None) -> bool:
     """The client came back through a comeback checkout: the ended subscription's row, and the cancel session
     that lost them (outcome `won_back`, the new subscription linked), in one transaction with the outgoing event
-    (`emit(connection, client_row, session_row)`); False when this return was recorded before."""
-    now = utc_now()
+    (`emit(connection, client_row, session_row)`); False when this return was recorded before. `at`: when Stripe
+    completed the checkout (its event's time), else now."""
+    now = at or utc_now()
     with engine.begin() as connection:
         done = connection.execute(sa.update(clients).where(
             clients.c.subscription_id == subscription_id, clients.c.won_back_at.is_(None)).values(

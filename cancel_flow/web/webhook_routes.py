@@ -7,6 +7,7 @@ from starlette.routing import Route
 import stripe
 from starlette.concurrency import run_in_threadpool
 
+from cancel_flow.clock import from_unix
 from cancel_flow.errors import StripeUnavailable
 from cancel_flow.flow import ACTIVE
 from cancel_flow.logs import log_event
@@ -58,7 +59,9 @@ async def _winback(request: Request, event: dict) -> bool:
     session = (event.get("data") or {}).get("object") or {}
     if not isinstance(session, dict) or session.get("object") != "checkout.session":
         return False
-    return await run_in_threadpool(service.checkout_completed, session)
+    created = event.get("created")
+    at = from_unix(created) if isinstance(created, int) and created > 0 else None
+    return await run_in_threadpool(service.checkout_completed, session, at)
 
 
 async def _report_reason(request: Request, subscription_id: str) -> None:
