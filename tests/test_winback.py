@@ -22,6 +22,8 @@ from cancel_flow.models import (BillingEmail, CancelSession, EmailRefusal, Outbo
                                 WinbackStep)
 from cancel_flow.money import format_day, format_money
 from cancel_flow.store import make_engine
+from cancel_flow.store.stats import DateRange, StatsQueries
+from cancel_flow.store.winback_stats import winback_stats
 from tests.conftest import ROOT, Inbox
 from tests.helpers import csrf_of, load_config
 
@@ -470,6 +472,12 @@ def test_keep_my_plan_undoes_the_scheduled_cancellation_and_counts_as_a_save(win
     assert stripe_sub.cancel_at_period_end is False and stripe_sub.cancel_at is None
     [session] = winback.rows("sessions", table("sessions").c.subscription_id == sub.id)
     assert session.outcome == "saved_keep" and session.kept_at is not None
+    # A save like any other: in the save rate, and in win-back's "changed your mind?" figures.
+    with freeze_time(ends - 2 * DAY, real_asyncio=True):
+        period = DateRange(T0 - 60 * DAY, ends + DAY)
+        numbers = StatsQueries(winback.engine).stats(DateRange(datetime(2020, 1, 1, tzinfo=timezone.utc), ends + DAY))
+        assert numbers.outcomes.get("saved_keep") == 1 and numbers.saved == 1 and numbers.canceled == 0
+        assert winback_stats(winback.engine, period)["changed_mind"] == {"emails_sent": 1, "kept": 1}
     winback.catalogue.advance(clock.id, int((ends + 2 * HOUR).timestamp()))
     assert winback.sdk.v1.subscriptions.retrieve(sub.id).status == "active"  # it renewed instead of ending
 
@@ -563,8 +571,11 @@ def test_the_dashboard_and_api_figures_reconcile_with_the_rows(winback, inbox, m
     key = "cfk_" + "w" * 40
     ApiKeyStore(winback.engine).add("stats", key, ("stats",))
     with freeze_time(now + HOUR, real_asyncio=True):
-        figures = httpx.get(f"{winback.server.url}/api/stats", params={"from": "2026-01-01", "to": "2027-12-31"},
-                            headers={"Authorization": f"Bearer {key}"}).json()["winback"]
+        everything = httpx.get(f"{winback.server.url}/api/stats", params={"from": "2026-01-01", "to": "2027-12-31"},
+                               headers={"Authorization": f"Bearer {key}"}).json()
+    figures = everything["winback"]
+    # The client back canceled first: still a cancellation in the save rate.
+    assert everything["outcomes"]["won_back"] == 1 and everything["canceled"] == 1 and everything["save_rate"] == 0
     sent = [row for row in winback.rows("emails") if row.kind == "winback" and row.status == "sent"]
     opened = [row for row in winback.rows("steps") if row.opened_at is not None]
     returned = [row for row in winback.rows("clients") if row.won_back_at is not None]
