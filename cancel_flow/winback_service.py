@@ -240,7 +240,9 @@ def ended_values(sub: dict, event_created: int) -> dict | None:
     """The columns of an ended subscription, from the subscription object of its event; None when the object
     is not one that can be read as such (a malformed or foreign event is ignored, never half-written)."""
     try:
-        if sub.get("object") != "subscription" or not isinstance(sub.get("id"), str):
+        # Only a subscription that was running and was canceled is a client who left; one that never started
+        # (`incomplete_expired`: its first payment never went through) is not.
+        if sub.get("object") != "subscription" or not isinstance(sub.get("id"), str) or sub.get("status") != "canceled":
             return None
         customer = sub.get("customer")
         customer_id = customer.get("id") if isinstance(customer, dict) else customer

@@ -93,3 +93,21 @@ def test_coming_back_counts_the_first_payment_today_and_the_coupon_covers_exactl
     assert billing.comeback_promise(plan(900, "week"), now, 50, 2) is None  # no whole months cover 2 weeks
     usual = billing.comeback_promise(plan(), now)
     assert usual.changed == () and usual.text == "$49.00/month: your first payment today, the next on 30 April 2027."
+
+
+def test_an_ended_subscription_is_read_from_its_event_and_an_odd_one_is_ignored():
+    from cancel_flow.winback_service import ended_values
+
+    sub = {"object": "subscription", "id": "sub_1", "status": "canceled", "customer": "cus_1", "ended_at": 1802260800,
+           "cancellation_details": {"feedback": "too_expensive", "reason": "cancellation_requested"},
+           "items": {"data": [{"quantity": 2, "price": {"id": "price_1", "product": "prod_1", "unit_amount": 4900,
+                                                         "currency": "usd", "recurring": {"interval": "year",
+                                                                                          "interval_count": 1}}}]}}
+    values = ended_values(sub, 0)
+    assert values["customer_id"] == "cus_1" and values["stripe_feedback"] == "too_expensive"
+    assert (values["unit_amount"], values["quantity"], values["monthly_amount"]) == (4900, 2, 817)
+    assert values["ended_at"] == datetime.fromtimestamp(1802260800, timezone.utc) and values["plan_name"] == ""
+    assert ended_values({**sub, "status": "incomplete_expired"}, 0) is None  # never started: nobody left
+    assert ended_values({**sub, "items": {"data": []}}, 0) is None
+    assert ended_values({**sub, "items": "not a list"}, 0) is None
+    assert ended_values({**sub, "customer": 7}, 0) is None
