@@ -447,3 +447,100 @@ def free_period_promise(plan: Plan, months: int, now: datetime) -> Promise | Non
     card = f"{months} month{'s' if months > 1 else ''} free: next payment {_day(moved)}"
     per_month = plan.billed(next_payment) / per_payment
     return Promise("free_period", changed, back, text, card, cost=round(per_month * months), trial_end=moved)
+
+
+# Win-back: what continues when a scheduled cancellation is undone, and what a comeback costs ----------
+
+def _per_words(plan: Plan, language: str) -> str:
+    from cancel_flow.i18n import N_, gettext, ngettext
+
+    if plan.interval_count == 1:
+        per = {"day": N_("/day"), "week": N_("/week"), "month": N_("/month"), "year": N_("/year")}
+        return gettext(language, per[plan.interval])
+    every = {"day": (N_(" every %(num)d day"), N_(" every %(num)d days")),
+             "week": (N_(" every %(num)d week"), N_(" every %(num)d weeks")),
+             "month": (N_(" every %(num)d month"), N_(" every %(num)d months")),
+             "year": (N_(" every %(num)d year"), N_(" every %(num)d years"))}[plan.interval]
+    return ngettext(language, *every, plan.interval_count)
+
+
+def keep_promise(plan: Plan, now: datetime, discounts: tuple[tuple[float | None, int | None, datetime | None], ...] = (),
+                 language: str = "en") -> Promise | None:
+    """What continues when a subscription set to cancel at `plan.next_payment` (its period end) is kept: that
+    renewal is charged, with the discounts still running then ((percent_off, amount_off, end) each; a discount
+    ends before an invoice made at or after its end, https://docs.stripe.com/api/discounts/object#discount_object-end),
+    and the plan renews as before."""
+    from cancel_flow.i18n import gettext
+
+    if plan.next_payment is None or plan.next_payment <= now:
+        return None
+    first, second = plan.payments(2)
+    price, amount = plan.amount, plan.amount
+    for percent, amount_off, end in discounts:
+        if end is not None and end <= first:
+            continue
+        if percent:
+            amount = sum(line.amount - percent_of(line.amount, percent) for line in plan.lines) if amount == price \
+                else amount - percent_of(amount, percent)
+        elif amount_off:
+            amount = max(0, amount - amount_off)
+    money = lambda value: format_money(value, plan.currency, language)  # noqa: E731
+    per = _per_words(plan, language)
+    tax = gettext(language, " (before tax)") if plan.taxed else ""
+    if amount == price:
+        text = gettext(language, "Your subscription continues as it is: your next payment is %(amount)s%(tax)s on "
+                                 "%(day)s, then %(amount)s%(per)s from %(next)s.",
+                       amount=money(price), tax=tax, day=format_day(first, language), per=per,
+                       next=format_day(second, language))
+    else:
+        text = gettext(language, "Your subscription continues as it is: your next payment is %(amount)s%(tax)s on "
+                                 "%(day)s (with your discount), then %(regular)s%(per)s when the discount ends.",
+                       amount=money(amount), tax=tax, day=format_day(first, language), regular=money(price), per=per)
+    card = gettext(language, "Next payment: %(amount)s on %(day)s", amount=money(amount), day=format_day(first, language))
+    return Promise("keep", (), Payment(first, amount, price), text, card, cost=0)
+
+
+def comeback_promise(plan: Plan, now: datetime, percent: float | None = None, payments: int | None = None,
+                     language: str = "en") -> Promise | None:
+    """Coming back today on `plan` (a new subscription: the first payment now, then every period from today),
+    with `percent` off the first `payments` payments (a repeating coupon whose months cover exactly those
+    payments, https://docs.stripe.com/billing/subscriptions/coupons#coupon-duration), or at the usual price.
+    None when no whole number of coupon months covers exactly those payments (weekly and daily plans)."""
+    from cancel_flow.i18n import gettext
+
+    start = Plan(plan.currency, plan.lines, plan.interval, plan.interval_count, now, now, plan.taxed)
+    price = start.amount
+    money = lambda value: format_money(value, plan.currency, language)  # noqa: E731
+    per = _per_words(start, language)
+    tax = gettext(language, " (before tax)") if plan.taxed else ""
+    if not percent or not payments:
+        first, second = start.payments(2)
+        text = gettext(language, "%(amount)s%(per)s%(tax)s: your first payment today, the next on %(next)s.",
+                       amount=money(price), per=per, tax=tax, next=format_day(second, language))
+        card = gettext(language, "%(amount)s%(per)s", amount=money(price), per=per)
+        return Promise("comeback", (), Payment(first, price, price), text, card, cost=0)
+    # A new subscription's payments fall on whole periods from its start, the first at the start itself: a
+    # coupon of that many periods' months covers exactly the first `payments` (its end is not discounted).
+    if start.months_per_payment is None:
+        return None
+    months = payments * start.months_per_payment
+    upcoming = start.payments(payments + 1)
+    lowered = discounted(start, percent)
+    changed = tuple(Payment(at, lowered, price) for at in upcoming[:payments])
+    back = Payment(upcoming[payments], price, price)
+    pct = f"{percent:g}%"
+    if payments == 1:
+        text = gettext(language, "%(pct)s off your first payment: %(lowered)s today instead of %(price)s%(tax)s, then "
+                                 "%(price)s%(per)s from %(back)s.",
+                       pct=pct, lowered=money(lowered), price=money(price), tax=tax, per=per,
+                       back=format_day(back.at, language))
+        card = gettext(language, "%(lowered)s today, then %(price)s%(per)s", lowered=money(lowered), price=money(price),
+                       per=per)
+    else:
+        text = gettext(language, "%(pct)s off your first %(count)s payments (today, then %(dates)s): %(lowered)s%(per)s"
+                                 "%(tax)s, then %(price)s%(per)s from %(back)s.",
+                       pct=pct, count=payments, dates=_dates([p.at for p in changed[1:]]), lowered=money(lowered),
+                       per=per, tax=tax, price=money(price), back=format_day(back.at, language))
+        card = gettext(language, "%(lowered)s%(per)s for %(count)s payments, then %(price)s%(per)s",
+                       lowered=money(lowered), per=per, count=payments, price=money(price))
+    return Promise("comeback", changed, back, text, card, cost=(price - lowered) * payments, coupon_months=months)

@@ -435,6 +435,19 @@ class CancelService:
         DECISIONS.labels("saved_keep").inc()
         log_event("cancel_session.kept", session=session.id)
 
+    async def keep_scheduled(self, link: CancelLink) -> CancelSession | None:
+        """"Keep my plan" from the changed-your-mind email: the scheduled cancellation undone as "Keep my
+        subscription" does (`keep`), recorded on the subscription's newest session, or on a new one for this link
+        when the subscription has none (it was canceled in the portal); None when the subscription has ended."""
+        session = await self.db.newest_session_of(link.subscription)
+        if session is None or session.customer_id != link.customer:
+            facts = await self._first_read(link)
+            if facts.status not in flow.LIVE_STATUSES:
+                return None
+            session = await self.db.open_session(_session_values(link, facts))
+        await self.keep(session)
+        return await self.db.find_session(session.nonce)
+
     # the done page ------------------------------------------------------------------------------------
     def _talk_outcome(self, session: CancelSession) -> Outcome:
         """"Talk to your coach first": the coach has been told (the contact.requested alert), how they'll

@@ -192,6 +192,8 @@ def why_not(offer: Offer, facts: SubscriptionFacts, now: datetime, *, reason: st
     """The first reason this subscription can't be shown this offer, in words; None when it can."""
     if not offer.enabled:
         return "turned off in the settings"
+    if offer.comeback_only:
+        return "kept for win-back emails (comeback_only)"
     if reason is not None and not offer.fits(reason):
         return f"shown for other reasons ({', '.join(offer.reasons)})"
     failed = first_failed(offer.when, facts.subject, now)

@@ -26,6 +26,7 @@ EVENTS = {
     "contact.requested": "a subscriber asked to talk to the coach before canceling",
     "payment.failed": "a subscription payment failed",
     "payment.recovered": "a payment went through after a failure",
+    "subscription.won_back": "a client who had left subscribed again through a win-back comeback link",
 }
 MAX_URL = 2048
 
@@ -135,6 +136,12 @@ def sample_data(event_type: str) -> dict:
     if event_type in session_events:
         extra["offer"] = offers.get(event_type)
         extra["session"] = {"id": 1042, "outcome": outcomes[event_type], "started_at": "2026-11-24T09:30:00+00:00"}
+    elif event_type == "subscription.won_back":
+        extra.update(offer={"id": "comeback-half", "kind": "discount", "title": "Come back for half price",
+                            "terms": "50% off your first 3 payments (today, then 24 January and 24 February 2027): "
+                                     "$24.50/month, then $49.00/month from 24 March 2027."},
+                     previous_subscription="sub_SampleEnded", step=1, checkout_session="cs_test_SampleCheckout",
+                     session={"id": 1042, "outcome": "won_back", "started_at": "2026-11-24T09:30:00+00:00"})
     else:
         extra["invoice"] = invoice_fields("in_1SampleInvoice", 4900, "usd",
                                           "Your card was declined." if event_type == "payment.failed" else None)
@@ -142,7 +149,7 @@ def sample_data(event_type: str) -> dict:
         customer_id="cus_SampleCustomer", test_mode=True, customer_email="casey@example.com",
         customer_name="Casey Client", subscription_id="sub_SampleSubscription", plan="Coaching Plan",
         monthly_amount=4900, currency="usd",
-        reason="too_expensive" if event_type in session_events else None,
+        reason="too_expensive" if event_type in session_events | {"subscription.won_back"} else None,
         comment="Money is tight this quarter." if event_type in session_events else None, **extra)
 
 
@@ -214,6 +221,7 @@ def alert_text(event_type: str, data: dict) -> AlertText:
         "contact.requested": f"{who} wants to talk before canceling {plan}",
         "payment.failed": f"{who}: a payment{' of ' + amount if amount else ''} for {plan} failed",
         "payment.recovered": f"{who}: the payment{' of ' + amount if amount else ''} for {plan} went through",
+        "subscription.won_back": f"{who} came back to {plan}",
     }
     choices = {
         "session.saved": "Accepted " + (f"“{offer.get('title')}”" if offer.get("title") else (offer.get("id") or "an offer"))
@@ -221,6 +229,8 @@ def alert_text(event_type: str, data: dict) -> AlertText:
         "session.canceled": "Canceled",
         "session.deflected": "Left without canceling",
         "contact.requested": "Asked to talk to you",
+        "subscription.won_back": "Came back " + (f"with “{offer.get('title')}”" if offer.get("title") else "at the usual price")
+                                 + (f": {offer['terms']}" if offer.get("terms") else ""),
     }
     lines = []
     if data.get("monthly_amount_text"):

@@ -1,4 +1,5 @@
-"""Signed, expiring links: a cancel link names a customer and subscription; a billing link, a customer."""
+"""Signed, expiring links: a cancel link names a customer and subscription; a billing link, a customer; a
+"keep my plan" link a customer and the subscription set to cancel; a comeback link a customer and a win-back step."""
 
 import re
 import secrets
@@ -13,6 +14,8 @@ from cancel_flow.errors import ExpiredLink, InvalidLink
 _STRIPE_ID = re.compile(r"^[A-Za-z0-9_]{3,255}$")
 MAX_TOKEN_LENGTH = 1024
 LONGEST_MAX_AGE = 366 * 86400
+# A comeback link works for 30 days: long enough to think it over, short enough that an old email's offer ends.
+COMEBACK_MAX_AGE = 30 * 86400
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,18 @@ class BillingLink:
     customer: str
 
 
+@dataclass(frozen=True)
+class ComebackLink:
+    customer: str
+    step: int
+
+
 class LinkSigner:
     def __init__(self, secret_key: str, cancel_max_age: int, billing_max_age: int):
         self._cancel = URLSafeTimedSerializer(secret_key, salt="cancel-flow.cancel-link")
         self._billing = URLSafeTimedSerializer(secret_key, salt="cancel-flow.billing-link")
+        self._keep = URLSafeTimedSerializer(secret_key, salt="cancel-flow.keep-link")
+        self._comeback = URLSafeTimedSerializer(secret_key, salt="cancel-flow.comeback-link")
         self.cancel_max_age, self.billing_max_age = cancel_max_age, billing_max_age
 
     def cancel_token(self, customer: str, subscription: str, max_age: int | None = None) -> tuple[str, datetime]:
@@ -56,6 +67,33 @@ class LinkSigner:
         if not isinstance(customer, str) or not _STRIPE_ID.match(customer):
             raise InvalidLink("This link is not valid. Ask for a new one.")
         return BillingLink(customer)
+
+
+    def keep_token(self, customer: str, subscription: str, max_age: int) -> str:
+        """A "keep my plan" link for a subscription set to cancel, valid `max_age` seconds (until it ends)."""
+        return self._keep.dumps({"c": customer, "s": subscription, "n": secrets.token_urlsafe(16),
+                                 "m": min(int(max_age), LONGEST_MAX_AGE)})
+
+    def read_keep(self, token: str) -> CancelLink:
+        """The link as a CancelLink: its nonce names the session a keep through it is recorded in, when the
+        subscription has no session to record it in yet."""
+        payload = _load(self._keep, token, self.cancel_max_age)
+        fields = (payload.get("c"), payload.get("s"), payload.get("n")) if isinstance(payload, dict) else ()
+        if len(fields) != 3 or not all(isinstance(f, str) and _STRIPE_ID.match(f.replace("-", "_")) for f in fields):
+            raise InvalidLink("This link is not valid. Ask for a new one.")
+        return CancelLink(*fields)
+
+    def comeback_token(self, customer: str, step: int) -> str:
+        """A comeback link: only the customer and the win-back step; it works for 30 days."""
+        return self._comeback.dumps({"c": customer, "s": int(step)})
+
+    def read_comeback(self, token: str) -> ComebackLink:
+        payload = _load(self._comeback, token, COMEBACK_MAX_AGE)
+        customer, step = (payload.get("c"), payload.get("s")) if isinstance(payload, dict) else (None, None)
+        if not isinstance(customer, str) or not _STRIPE_ID.match(customer) or isinstance(step, bool) \
+                or not isinstance(step, int) or not 1 <= step <= 1000 or "m" in payload:
+            raise InvalidLink("This link is not valid. Ask for a new one.")
+        return ComebackLink(customer, step)
 
 
 def _load(serializer: URLSafeTimedSerializer, token: str, max_age: int):

@@ -10,7 +10,9 @@ from cancel_flow.clock import utc_now
 SAVED_OUTCOMES = ("saved_discount", "saved_pause", "saved_switch", "saved_free_period", "saved_keep")
 # Saves by an accepted offer: these start the offer cooldown.
 OFFER_OUTCOMES = ("saved_discount", "saved_pause", "saved_switch", "saved_free_period")
-OUTCOMES = ("open", *SAVED_OUTCOMES, "contact_requested", "sent_to_portal", "canceled", "deflected")
+# `won_back`: canceled, then came back through a win-back comeback checkout (still a cancellation for the save rate).
+OUTCOMES = ("open", *SAVED_OUTCOMES, "contact_requested", "sent_to_portal", "canceled", "deflected", "won_back")
+CANCELED_OUTCOMES = ("canceled", "won_back")
 
 
 OFFER_ENDS = sa.text("offer_ends_at IS NOT NULL")
@@ -107,6 +109,9 @@ class CancelSession(SQLModel, table=True):
     # A "talk to your coach" request the coach marked as handled on the attention list, and by whom.
     contact_handled_at: datetime | None = _when(default=None)
     contact_handled_by: str | None = Field(default=None, max_length=320)
+    # Won back by a win-back comeback checkout: when, and the new subscription.
+    won_back_at: datetime | None = _when(default=None)
+    won_back_subscription_id: str | None = Field(default=None, max_length=255)
 
 
 class InvoiceRecord(SQLModel, table=True):
@@ -398,3 +403,81 @@ class EmailScan(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=32)
     started_at: datetime = _when()
+
+
+# Win-back: clients whose subscription ended, the comeback steps they were sent, refused addresses ------
+
+class WinbackClient(SQLModel, table=True):
+    """A subscription that ended, as its `customer.subscription.deleted` told it: the plan, the reason (ours from
+    the flow, else Stripe's feedback), and whether the client came back (through a comeback checkout, or alone)."""
+
+    __tablename__ = "winback_client"
+
+    subscription_id: str = Field(primary_key=True, max_length=255)
+    customer_id: str = Field(max_length=255, index=True)
+    customer_email: str | None = Field(default=None, max_length=512)
+    customer_name: str | None = Field(default=None, max_length=512)
+    # The cancel session that lost them (the subscription's newest decided one), if they used the flow.
+    session_id: int | None = None
+    reason: str | None = Field(default=None, max_length=32, index=True)
+    reason_source: str | None = Field(default=None, max_length=8)  # flow | stripe
+    stripe_reason: str | None = Field(default=None, max_length=64)  # cancellation_details.reason
+    plan_name: str = Field(max_length=512)
+    price_id: str | None = Field(default=None, max_length=255)
+    product_id: str | None = Field(default=None, max_length=255)
+    unit_amount: int = Field(sa_type=sa.BigInteger)
+    quantity: int = 1
+    currency: str = Field(max_length=3)
+    interval: str = Field(max_length=16)
+    interval_count: int = 1
+    monthly_amount: int = Field(sa_type=sa.BigInteger)
+    ended_at: datetime = _when(index=True)
+    # Subscribed again without a comeback link (seen before a step was sent): no more steps.
+    returned_at: datetime | None = _when(default=None)
+    returned_subscription_id: str | None = Field(default=None, max_length=255)
+    won_back_at: datetime | None = _when(default=None, index=True)
+    won_back_step: int | None = None
+    won_back_subscription_id: str | None = Field(default=None, max_length=255)
+    checkout_session_id: str | None = Field(default=None, max_length=255)
+    # The returned subscription's monthly amount at its regular price, in its currency.
+    mrr_won_back: int | None = Field(default=None, sa_type=sa.BigInteger)
+    won_back_currency: str | None = Field(default=None, max_length=3)
+    created_at: datetime = _when(default_factory=utc_now)
+
+
+class WinbackStep(SQLModel, table=True):
+    """One comeback step planned for an ended subscription (its email is a BillingEmail with `email_key`): the
+    terms it offered, and when its comeback page was first opened. Skipped steps say why."""
+
+    __tablename__ = "winback_step"
+    __table_args__ = (sa.UniqueConstraint("subscription_id", "step", name="uq_winback_step_subscription_step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: str = Field(max_length=255, index=True)
+    customer_id: str = Field(max_length=255, index=True)
+    step: int
+    days_after: int
+    offer_id: str | None = Field(default=None, max_length=128)
+    percent_off: float | None = None
+    payments: int | None = None
+    # The price the comeback page offers: the old one, or the product's current default when it was archived.
+    price_id: str | None = Field(default=None, max_length=255)
+    unit_amount: int | None = Field(default=None, sa_type=sa.BigInteger)
+    price_replaced: bool = False
+    email_key: str = Field(max_length=255)
+    skipped: str | None = Field(default=None, max_length=500)
+    opened_at: datetime | None = _when(default=None)
+    created_at: datetime = _when(default_factory=utc_now, index=True)
+
+
+class EmailRefusal(SQLModel, table=True):
+    """An address the mail server refused permanently (a 5xx SMTP answer) when one of our emails was sent to it:
+    no win-back email goes there again."""
+
+    __tablename__ = "email_refusal"
+
+    email: str = Field(primary_key=True, max_length=512)
+    customer_id: str | None = Field(default=None, max_length=255, index=True)
+    code: int
+    message: str | None = Field(default=None, max_length=500)
+    refused_at: datetime = _when(default_factory=utc_now)

@@ -677,7 +677,8 @@ class StripeSetup:
     """What `cancel-flow stripe setup` and the demo do once per Stripe account; every step safe to repeat."""
 
     WEBHOOK_EVENTS = ["customer.subscription.updated", "customer.subscription.deleted",
-                      "invoice.payment_failed", "invoice.paid", "invoice.voided", "invoice.marked_uncollectible"]
+                      "invoice.payment_failed", "invoice.paid", "invoice.voided", "invoice.marked_uncollectible",
+                      "checkout.session.completed"]  # win-back: a comeback checkout paid
     # Events are rendered in the endpoint's api_version, else in the account's default version, which can
     # be years older (https://docs.stripe.com/webhooks/versioning): the endpoint is pinned to the SDK's.
     API_VERSION = stripe.api_version

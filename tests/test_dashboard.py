@@ -429,7 +429,7 @@ def test_three_links_and_one_cancellation_are_one_subscription_on_the_dashboard(
 
 TAB_TABLES = {"/dashboard": {"weekly", "top-reasons"}, "/dashboard/sessions": {"outcomes", "sessions"},
               "/dashboard/offers": {"offer-kinds", "offers", "durability"}, "/dashboard/reasons": {"reasons"},
-              "/dashboard/payments": {"payments"}}
+              "/dashboard/payments": {"payments", "winback-by-reason", "winback-by-step"}}
 
 
 def test_the_overview_reads_at_a_glance_and_each_detail_is_one_tab_away_with_the_range_and_filters(client, coach, november):

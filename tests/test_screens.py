@@ -395,4 +395,56 @@ def test_every_settings_page_and_the_preview_fit_and_pass_axe(width, browser, li
     review("preview-sample-yearly")
     page.goto(f"{server.url}/dashboard/preview?email=maya@example.com&reason=too_expensive")
     review("preview-client")
+def test_every_winback_page_fits_and_passes_axe(width, browser, live_server, screens_offers, catalogue, signer,  # noqa: F811
+                                                 stripe_client, store):
+    """"Keep my plan" (scheduled, then kept), the comeback page with an offer, Stripe's test Checkout page, the
+    welcome page, and a used comeback link."""
+    from cancel_flow.clock import utc_now
+    from cancel_flow.config.schema import WinbackStep
+    from cancel_flow.store import winback as records
+
+    screens_offers.write_text(screens_offers.read_text() + textwrap.dedent("""
+        [[offer]]
+        id = "comeback-half"
+        kind = "discount"
+        percent_off = 50
+        payments = 3
+        title = "Come back for half price"
+        comeback_only = true
+    """))
+    server = live_server(offers_path=screens_offers)
+    context = browser.new_context(viewport={"width": width, "height": 800}, bypass_csp=True, is_mobile=width < 600)
+    page = context.new_page()
+    review = Review(page, width, "winback-")
+
+    sub = catalogue.subscription(cancel_at_period_end=True)
+    page.goto(f"{server.url}/keep/{signer.keep_token(sub.customer, sub.id, 86400 * 40)}")
+    review("keep")
+    page.get_by_role("button", name="Keep my plan").click()
+    page.wait_for_load_state("load")
+    review("keep-kept")
+
+    price = catalogue.price()
+    customer = catalogue.customer(email="gone@example.com")
+    ended = {"subscription_id": "sub_ScreensEnded", "customer_id": customer.id, "plan_name": "Coaching Plan",
+             "price_id": price.id, "product_id": price.product, "unit_amount": 4900, "quantity": 1, "currency": "usd",
+             "interval": "month", "interval_count": 1, "monthly_amount": 4900, "ended_at": utc_now(),
+             "stripe_feedback": "too_expensive", "stripe_reason": "cancellation_requested"}
+    records.record_ended(store.engine, ended)
+    client = records.ended(store.engine, "sub_ScreensEnded")
+    with store.engine.begin() as connection:
+        records.write_step(connection, records.step_row(client, WinbackStep(1, 30, (), "comeback-half"), "winback:screens:1",
+                                                        offer_id="comeback-half", percent_off=50.0, payments=3,
+                                                        price_id=price.id, unit_amount=4900))
+    url = f"{server.url}/comeback/{signer.comeback_token(customer.id, 1)}"
+    page.goto(url)
+    review("comeback")
+    page.get_by_role("button", name="Come back").click()
+    page.wait_for_url(re.compile(r".*/c/pay/cs_test_.*"))
+    review("stripe-checkout")
+    page.get_by_role("button", name="Subscribe").click()
+    page.wait_for_url(re.compile(r".*/welcome\?session_id=.*"))
+    review("welcome")
+    page.goto(url)
+    review("comeback-used")
     review.finish()

@@ -1,5 +1,5 @@
 """What a configuration holds: the brand, the rules, the offers in the order they are tried, the
-experiments, the billing emails and the coach's alerts. Read-only values: the validator builds them."""
+experiments, the billing emails, the coach's alerts and win-back. Read-only values: the validator builds them."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +12,7 @@ TERMS = {"discount": {"percent_off", "payments"}, "pause": {"max_payments"}, "sw
 KINDS = tuple(TERMS)
 # Fields of earlier versions, refused with the name of what replaced them.
 RENAMED = {"months": "payments", "max_months": "max_payments"}
-SECTIONS = ("brand", "rules", "offer", "experiment", "emails", "alerts")
+SECTIONS = ("brand", "rules", "offer", "experiment", "emails", "alerts", "winback")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class Offer:
     description: str | None = None
     when: Conditions = field(default_factory=Conditions)
     enabled: bool = True  # a turned-off offer is kept in the configuration but never shown nor offered
+    # A discount meant only for win-back's comeback emails: never shown in the cancel flow.
+    comeback_only: bool = False
 
     def fits(self, reason: str) -> bool:
         return not self.reasons or reason in self.reasons
@@ -97,6 +99,39 @@ class EmailSchedule:
 
 
 @dataclass(frozen=True)
+class WinbackStep:
+    """One `[[winback.step]]`: a comeback email `days_after` the subscription ended, for these reasons (none
+    listed: every reason), with a discount offer's terms or at the usual price."""
+
+    number: int  # its place in the list, from 1: what comeback links and the records name
+    days_after: int
+    reasons: tuple[str, ...] = ()
+    offer: str | None = None
+
+    def fits(self, reason: str | None) -> bool:
+        return not self.reasons or reason in self.reasons
+
+
+@dataclass(frozen=True)
+class Winback:
+    """`[winback]`: the "changed your mind?" email before a scheduled cancellation ends, and the comeback steps."""
+
+    changed_mind_days_before: int = 3
+    steps: tuple[WinbackStep, ...] = ()
+
+    def steps_for(self, reason: str | None) -> list[WinbackStep]:
+        """The steps a client who left for `reason` gets, in the order they come."""
+        return sorted((step for step in self.steps if step.fits(reason)), key=lambda step: (step.days_after, step.number))
+
+    def step(self, number: int) -> WinbackStep | None:
+        return next((step for step in self.steps if step.number == number), None)
+
+    @property
+    def longest_wait(self) -> int:
+        return max((step.days_after for step in self.steps), default=0)
+
+
+@dataclass(frozen=True)
 class Configuration:
     brand: Brand = field(default_factory=Brand)
     offers: tuple[Offer, ...] = ()
@@ -105,6 +140,7 @@ class Configuration:
     experiments: tuple = ()
     emails: EmailSchedule = field(default_factory=EmailSchedule)
     alerts: Alerts = field(default_factory=Alerts)
+    winback: Winback = field(default_factory=Winback)
 
     def find(self, offer_id: str) -> Offer | None:
         return next((offer for offer in self.offers if offer.id == offer_id), None)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from cancel_flow.config.schema import (DEFAULT_ALERT_EVENTS, KINDS, RENAMED, SECTIONS, TERMS, Alerts, Brand,
-                                       Configuration, EmailSchedule, Offer)
+                                       Configuration, EmailSchedule, Offer, Winback, WinbackStep)
 from cancel_flow.errors import InvalidConfig
 from cancel_flow.experiments import parse_experiments
 from cancel_flow.hooks import EVENTS, url_problem
@@ -42,6 +42,7 @@ _PLACES = (
     (re.compile(r"^experiment '([^']+)' arm #(\d+)$"), r"experiment.\1.arms.\2"),
     (re.compile(r"^experiment '([^']+)' arm '([^']+)'$"), r"experiment.\1.arms.\2"),
     (re.compile(r"^experiment '([^']+)'$"), r"experiment.\1"),
+    (re.compile(r"^winback step #(\d+)$"), r"winback.step.\1"),
 )
 _NAMED = re.compile(r"^(?:unknown )?(?:field|condition) '(\w+)'")
 
@@ -125,7 +126,8 @@ def validate(data, base: Path | None = None, check_files: bool = True,
             parse_conditions(experiment.when, f"experiment '{experiment.id}' [experiment.when]", fail)
     return Configuration(brand=brand, offers=tuple(offers), offer_cooldown_days=cooldown, max_offers=max_offers,
                          experiments=experiments, emails=validate_emails(data.get("emails")),
-                         alerts=validate_alerts(data.get("alerts")))
+                         alerts=validate_alerts(data.get("alerts")),
+                         winback=validate_winback(data.get("winback"), {offer.id: offer for offer in offers}))
 
 
 # brand -------------------------------------------------------------------------------------------
@@ -219,7 +221,12 @@ def validate_offer(raw, index: int = 1) -> Offer:
                         f"(the number of payments, whatever the billing period)")
     if not isinstance(kind, str) or kind not in TERMS:
         fail(where, f"field 'kind' must be one of: {', '.join(KINDS)}")
-    _table(raw, where, {"id", "kind", "title", "reasons", "description", "when", "enabled"} | TERMS[kind])
+    _table(raw, where, {"id", "kind", "title", "reasons", "description", "when", "enabled", "comeback_only"} | TERMS[kind])
+    comeback_only = raw.get("comeback_only", False)
+    if not isinstance(comeback_only, bool):
+        fail(where, "field 'comeback_only' must be true or false")
+    if comeback_only and kind != "discount":
+        fail(where, "field 'comeback_only' is for discount offers: win-back steps offer discounts")
     if kind == "discount":
         percent = raw.get("percent_off")
         if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
@@ -247,7 +254,8 @@ def validate_offer(raw, index: int = 1) -> Offer:
     if not isinstance(enabled, bool):
         fail(where, "field 'enabled' must be true or false (false turns the offer off without deleting it)")
     return Offer(id=offer_id, kind=kind, title=_text(raw, "title", where), reasons=tuple(reasons),
-                 description=_text(raw, "description", where, required=False), when=when, enabled=enabled, **extra)
+                 description=_text(raw, "description", where, required=False), when=when, enabled=enabled,
+                 comeback_only=comeback_only, **extra)
 
 
 # emails and alerts -------------------------------------------------------------------------------
@@ -304,6 +312,49 @@ def validate_alerts(raw) -> Alerts:
     if not isinstance(events, list) or any(event not in EVENTS for event in events):
         fail(where, f"field 'events' must list events from: {', '.join(EVENTS)}")
     return Alerts(slack_webhook_url=slack or None, email=email.strip() if email else None, events=tuple(events))
+
+
+# win-back ----------------------------------------------------------------------------------------
+
+WINBACK_MAX_DAYS = 730
+MAX_WINBACK_STEPS = 20
+
+
+def validate_winback(raw, offers: dict[str, Offer]) -> Winback:
+    """`[winback]`: `changed_mind_days_before` (0 turns the email off) and the `[[winback.step]]` list, whose
+    `offer` must name a discount offer of this configuration."""
+    if raw is None:
+        return Winback()
+    if not isinstance(raw, dict):
+        fail("[winback]", "must be a table")
+    _table(raw, "[winback]", {"changed_mind_days_before", "step"})
+    days_before = Winback.changed_mind_days_before
+    if "changed_mind_days_before" in raw:
+        days_before = _whole(raw, "changed_mind_days_before", "[winback]", 0, 60, " (0 turns it off)")
+    raw_steps = raw.get("step", [])
+    if not isinstance(raw_steps, list):
+        fail("[winback]", "field 'step' must be a list of [[winback.step]] tables")
+    if len(raw_steps) > MAX_WINBACK_STEPS:
+        fail("[winback]", f"field 'step' can list at most {MAX_WINBACK_STEPS} steps")
+    steps = []
+    for number, step in enumerate(raw_steps, start=1):
+        where = f"winback step #{number}"
+        if not isinstance(step, dict):
+            fail(where, "must be a table")
+        _table(step, where, {"reasons", "days_after", "offer"})
+        days_after = _whole(step, "days_after", where, 1, WINBACK_MAX_DAYS, " after the subscription ended")
+        reasons = step.get("reasons", [])
+        if not isinstance(reasons, list) or any(r not in REASONS for r in reasons):
+            fail(where, f"field 'reasons' must list reasons from: {', '.join(REASONS)} (empty: every reason)")
+        offer_id = step.get("offer")
+        if offer_id is not None:
+            if not isinstance(offer_id, str) or offer_id not in offers:
+                fail(where, f"field 'offer' must be the id of an [[offer]] of kind discount, not {offer_id!r}")
+            if offers[offer_id].kind != "discount":
+                fail(where, f"field 'offer' must name a discount offer; '{offer_id}' is a {offers[offer_id].kind}")
+        steps.append(WinbackStep(number=number, days_after=days_after, reasons=tuple(dict.fromkeys(reasons)),
+                                 offer=offer_id))
+    return Winback(changed_mind_days_before=days_before, steps=tuple(steps))
 
 
 def plain(data):

@@ -1,4 +1,4 @@
-"""Billing emails: failed payments (dunning), renewal and discount-ending reminders, confirmations.
+"""Billing emails: failed payments (dunning), renewal and discount-ending reminders, confirmations; win-back's.
 
     kinds.py      the kinds of billing email (their schedule is the configuration's `[emails]`)
     compose.py    each email's words and its text and HTML (templates/)
@@ -6,4 +6,5 @@
     records.py    one row per email key, written with its outbox delivery; the send guard; unsubscribes
     sending.py    the outbox dispatcher with the send guard (`GuardedDispatcher`)
     run.py        a pass on demand (`cancel-flow send-due-emails`), in `serve`, and in the demo
+    winback_schedule.py, winback_emails.py  win-back's emails ("changed your mind?", comeback steps): due, and words
 """

@@ -23,6 +23,8 @@ UNSUBSCRIBE_LABELS = {
     "discount_ending": "Stop discount reminders",
     "offer_accepted": "Stop confirmation emails",
     "cancellation_confirmed": "Stop confirmation emails",
+    "changed_mind": "Stop reminders before my subscription ends",
+    "winback": "Stop emails about coming back",
 }
 
 

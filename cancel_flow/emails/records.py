@@ -13,6 +13,8 @@ from cancel_flow.clock import utc_now
 from cancel_flow.models import (OFFER_OUTCOMES, BillingEmail, CancelSession, EmailScan, EmailUnsubscribe,
                                 InvoiceRecord)
 from cancel_flow.outbox import enqueue_email
+from cancel_flow.emails.kinds import WINBACK_KINDS
+from cancel_flow.store.winback import winback_no_longer_wanted
 
 emails = BillingEmail.__table__
 unsubscribes = EmailUnsubscribe.__table__
@@ -48,9 +50,9 @@ def _row(planned: Planned, status: str, now: datetime, error: str | None = None)
 
 
 def write(engine: Engine, planned: Planned, subject: str, text: str, html: str,
-          headers: tuple[tuple[str, str], ...] = ()) -> bool:
+          headers: tuple[tuple[str, str], ...] = (), along=None) -> bool:
     """The email (with its extra headers) and its outbox delivery, in one transaction; False when this key was
-    written before."""
+    written before. `along(connection)` writes what goes with the email in that transaction (a win-back step)."""
     now = utc_now()
     with engine.begin() as connection:
         inserted = connection.execute(_insert(connection, emails).values(_row(planned, "pending", now))
@@ -60,6 +62,8 @@ def write(engine: Engine, planned: Planned, subject: str, text: str, html: str,
         delivery = enqueue_email(connection, planned.email, subject, text, html, key=planned.key,
                                  event_type=f"email.{planned.kind}", headers=headers)
         connection.execute(sa.update(emails).where(emails.c.id == inserted.id).values(delivery_id=delivery))
+        if along is not None:
+            along(connection)
     return True
 
 
@@ -118,6 +122,8 @@ def _no_longer_wanted(connection: Connection, row) -> str | None:
     elif connection.execute(sa.select(sa.literal(1)).where(unsubscribes.c.customer_id == row.customer_id,
                                                           unsubscribes.c.kind == row.kind)).first():
         return "Not sent: the subscriber turned these emails off."
+    elif row.kind in WINBACK_KINDS:
+        return winback_no_longer_wanted(connection, row)
     return None
 
 

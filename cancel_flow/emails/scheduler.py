@@ -14,6 +14,7 @@ from cancel_flow.config.schema import Configuration, EmailSchedule
 from cancel_flow.emails.kinds import UNSUBSCRIBABLE
 from cancel_flow.emails.records import Planned
 from cancel_flow.emails.tokens import unsubscribe_token
+from cancel_flow.emails.winback_schedule import ComebackSteps, changed_mind
 from cancel_flow.errors import StripeUnavailable
 from cancel_flow.links import LONGEST_MAX_AGE, LinkSigner
 from cancel_flow.logs import log_event
@@ -35,6 +36,7 @@ class Mailroom:
     def __init__(self, engine, settings, config: Configuration, signer: LinkSigner, gateway,
                  schedule: EmailSchedule | None = None):
         self.engine, self.settings, self.signer = engine, settings, signer
+        self.config = config
         self.schedule = schedule or config.emails
         self.billing = StripeBilling(gateway)
         self.style = compose.Style(config.brand, settings.base_url, settings.timezone)
@@ -71,7 +73,10 @@ class Mailroom:
             await self._failed_payments(now, written)
         if self.schedule.confirmations:
             await self._confirmations(now, written)
-        reminders = self.schedule.sends("renewal_reminder") or self.schedule.sends("discount_ending")
+        if self.config.winback.steps:
+            await ComebackSteps(self).plan(now, written)
+        reminders = self.schedule.sends("renewal_reminder") or self.schedule.sends("discount_ending") \
+            or bool(self.config.winback.changed_mind_days_before)
         if reminders and (scan or (scan is None and records.start_scan(self.engine, "reminders", SCAN_EVERY))):
             await self._reminders(now, written)
         if written:
@@ -200,6 +205,8 @@ class Mailroom:
                 for discount in sub.get("discounts") or []:
                     if isinstance(discount, dict):
                         await self._discount(sub, customer, discount, now, written)
+            if self.config.winback.changed_mind_days_before:
+                await changed_mind(self, sub, customer, now, written)
 
     async def _renewal(self, sub: dict, customer: dict, now: datetime, written: Counter) -> None:
         price = sub["items"]["data"][0]["price"]

@@ -1,13 +1,35 @@
 """Sending billing emails through the outbox, with the intent recorded before the SMTP exchange: an email
 whose sender stopped mid-exchange is never sent again (it may have arrived), one already sent is only
-recorded, and one no longer wanted (the invoice was paid, the subscriber unsubscribed) is dropped."""
+recorded, and one no longer wanted (the invoice was paid, the subscriber unsubscribed) is dropped. An address
+the mail server refuses for good (a 5xx answer) is remembered: no win-back email goes to it again."""
+
+import json
+import smtplib
 
 from cancel_flow.clock import utc_now
 from cancel_flow.emails import records
+from cancel_flow.logs import log_event
+from cancel_flow.mailer import MailNotConfigured, Message, MessageRefused
 from cancel_flow.outbox import Dispatcher, next_attempt
 from cancel_flow.outbox.dispatcher import Result
+from cancel_flow.store.winback import record_refusal
 
 EVENT_PREFIX = "email."
+
+
+def permanent_refusal(error: smtplib.SMTPException) -> tuple[int, str] | None:
+    """(code, answer) when the mail server refused the recipient for good: a 5xx reply to RCPT TO, or to the
+    message after DATA (RFC 5321 §4.2.1: 5yz is a permanent negative completion reply). A refused sender is our
+    own setup's problem, not the address's."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        for code, answer in error.recipients.values():
+            if 500 <= int(code) < 600:
+                return int(code), answer.decode("utf-8", "replace") if isinstance(answer, bytes) else str(answer)
+        return None
+    if isinstance(error, smtplib.SMTPDataError) and 500 <= int(error.smtp_code) < 600:
+        answer = error.smtp_error
+        return int(error.smtp_code), answer.decode("utf-8", "replace") if isinstance(answer, bytes) else str(answer)
+    return None
 
 
 class GuardedDispatcher(Dispatcher):
@@ -25,8 +47,30 @@ class GuardedDispatcher(Dispatcher):
                           permanent=True)
         if state.startswith("skip"):
             return Result(False, error=state.removeprefix("skip: "), permanent=True)
-        result = self._email(row)
+        result = self._billing_email(row)
         records.finish_send(self.engine, row.key, result.ok, result.error)
-        if not result.ok and next_attempt(row.created_at, row.attempts, utc_now()) is None:
+        if not result.ok and (result.permanent or next_attempt(row.created_at, row.attempts, utc_now()) is None):
             records.give_up(self.engine, row.key, result.error)
         return result
+
+    def _billing_email(self, row) -> Result:
+        content = json.loads(row.payload)
+        try:
+            self.mailer.send(Message(to=row.target, subject=content["subject"], text=content["text"],
+                                     html=content["html"], headers=tuple(map(tuple, content.get("headers") or ()))))
+        except MailNotConfigured:
+            return Result(False, error="SMTP_URL is not set, so email can't be sent")
+        except MessageRefused as refused:  # written before any exchange: nothing went out, and no retry can help
+            return Result(False, error=f"Refused: {refused}"[:500], permanent=True)
+        except smtplib.SMTPException as error:
+            refusal = permanent_refusal(error)
+            if refusal is None:
+                return Result(False, error=f"{type(error).__name__}: {error}"[:500])
+            code, answer = refusal
+            record_refusal(self.engine, row.key, row.target, code, answer)
+            log_event("emails.address_refused", key=row.key, code=code)
+            return Result(False, error=f"The mail server refused this address for good: {code} {answer}"[:500],
+                          permanent=True)
+        except OSError as error:
+            return Result(False, error=f"{type(error).__name__}: {error}"[:500])
+        return Result(True)

@@ -189,6 +189,69 @@ def preview_invoice(call: Call):
     return call.account.render("invoices", preview, params.get("expand"))
 
 
+def update_price(call: Call):
+    # https://docs.stripe.com/api/prices/update: `active=false` archives a price (no new purchases)
+    params = call.checked("PriceUpdateParams")
+    price = call.account.get("prices", call.ids[0], "price")
+    for field in ("active", "nickname", "lookup_key"):
+        if field in params:
+            price[field] = params[field]
+    if "metadata" in params:
+        price["metadata"] = {**price["metadata"], **(params["metadata"] or {})}
+    return call.render("prices", price, params)
+
+
+def update_product(call: Call):
+    # https://docs.stripe.com/api/products/update: `default_price` must be an active price of this product
+    params = call.checked("ProductUpdateParams")
+    product = call.account.get("products", call.ids[0], "product")
+    if params.get("default_price"):
+        price = call.account.get("prices", params["default_price"], "price", "default_price")
+        if price["product"] != product["id"] or not price["active"]:
+            raise StripeError(400, "The default price must be an active price of this product.", param="default_price")
+    for field in ("name", "active", "description", "default_price"):
+        if field in params:
+            product[field] = params[field] if params[field] != "" else None
+    product["updated"] = call.account.now()
+    return call.render("products", product, params)
+
+
+def _render_checkout(call: Call, session: dict, params: dict) -> dict:
+    rendered = call.render("checkout_sessions", session, params)
+    if "line_items" in (params.get("expand") or []):
+        rendered["line_items"] = call.account.checkout_line_items(session)
+    return rendered
+
+
+def create_checkout_session(call: Call):
+    # https://docs.stripe.com/api/checkout/sessions/create
+    params = call.checked("checkout.SessionCreateParams")
+    body = {k: v for k, v in params.items() if k != "expand"}
+    return _render_checkout(call, call.account.create_checkout_session(body, call.base_url), params)
+
+
+def retrieve_checkout_session(call: Call):
+    # https://docs.stripe.com/api/checkout/sessions/retrieve
+    params = call.checked("checkout.SessionRetrieveParams")
+    return _render_checkout(call, call.account.checkout(call.ids[0]), params)
+
+
+def expire_checkout_session(call: Call):
+    # https://docs.stripe.com/api/checkout/sessions/expire
+    params = call.checked("checkout.SessionExpireParams")
+    return _render_checkout(call, call.account.expire_checkout_session(call.ids[0]), params)
+
+
+def list_checkout_sessions(call: Call):
+    # https://docs.stripe.com/api/checkout/sessions/list
+    params = call.checked("checkout.SessionListParams")
+    items = [call.account.checkout(s) for s in list(call.account.checkout_sessions)]
+    for field in ("customer", "subscription", "status"):
+        if params.get(field):
+            items = [s for s in items if s[field] == params[field]]
+    return call.account.page(items, params, "/v1/checkout/sessions", "checkout_sessions")
+
+
 def create_test_clock(call: Call):
     # https://docs.stripe.com/api/test_clocks/create
     params = call.checked("test_helpers.TestClockCreateParams")
@@ -223,6 +286,12 @@ ROUTES = [
     ("POST", "prices", _create("prices", "PriceCreateParams", "create_price")),
     ("GET", "prices", _list("prices", "PriceListParams", "/v1/prices", ("active", "product", "currency", "type"))),
     ("GET", f"prices/{_ID}", _retrieve("prices", "price", "PriceRetrieveParams")),
+    ("POST", f"prices/{_ID}", update_price),
+    ("POST", f"products/{_ID}", update_product),
+    ("POST", "checkout/sessions", create_checkout_session),
+    ("GET", "checkout/sessions", list_checkout_sessions),
+    ("GET", f"checkout/sessions/{_ID}", retrieve_checkout_session),
+    ("POST", f"checkout/sessions/{_ID}/expire", expire_checkout_session),
     ("POST", "subscriptions", _create("subscriptions", "SubscriptionCreateParams", "create_subscription", with_key=True)),
     ("GET", "subscriptions", _listed_by_account("subscriptions", "SubscriptionListParams", "/v1/subscriptions", "list_subscriptions")),
     ("GET", f"subscriptions/{_ID}", _retrieve("subscriptions", "subscription", "SubscriptionRetrieveParams")),

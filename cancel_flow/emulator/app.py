@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cancel_flow.emulator import hosted, portal, rules
+from cancel_flow.emulator import checkout, hosted, portal, rules
 from cancel_flow.emulator.api import Call, find_route
 from cancel_flow.emulator.delivery import Deliverer
 from cancel_flow.emulator.forms import FormError, decode_form
@@ -398,6 +398,7 @@ def create_emulator_app() -> Starlette:
         Route("/_emulator/account", account_settings, methods=["GET", "POST"]),
         *portal.routes,
         *hosted.routes,
+        *checkout.routes,
     ])
     app.state.emulator = Emulator()
     return app

@@ -12,6 +12,7 @@ from functools import cache
 import stripe
 import stripe.params
 import stripe.params.billing_portal
+import stripe.params.checkout
 
 
 class ParamError(ValueError):

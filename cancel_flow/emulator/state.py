@@ -6,6 +6,7 @@ import threading
 import time
 
 from cancel_flow.emulator import objects as build
+from cancel_flow.emulator.checkout import Checkout
 from cancel_flow.emulator.clocks import MAX_CUSTOMERS, MAX_SUBSCRIPTIONS, TestClocks
 from cancel_flow.emulator.errors import StripeError, missing
 from cancel_flow.emulator.invoices import DEFAULT_RETRIES, Invoicing
@@ -22,7 +23,7 @@ EXPANDABLE = {
     "discounts": "discounts", "discount": "discounts", "default_payment_method": "payment_methods",
     "payment_method": "payment_methods", "subscription": "subscriptions", "configuration": "portal_configurations",
     "latest_invoice": "invoices", "invoice": "invoices", "payment_intent": "payment_intents",
-    "test_clock": "test_clocks",
+    "test_clock": "test_clocks", "default_price": "prices",
 }
 # Stripe lets an incomplete subscription's first invoice be paid for 23 hours, then expires it
 # (https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses).
@@ -34,12 +35,12 @@ NO_PRORATIONS = ("Prorations are outside what the emulator computes: pass prorat
                  "(https://docs.stripe.com/billing/subscriptions/prorations#disable-prorations).")
 
 
-class Account(Invoicing, TestClocks):
+class Account(Invoicing, TestClocks, Checkout):
     """One Stripe test-mode account. Every public method runs under `lock`."""
 
     STORES = ("customers", "payment_methods", "products", "prices", "subscriptions", "coupons",
               "discounts", "portal_configurations", "portal_sessions", "webhook_endpoints", "events",
-              "invoices", "payment_intents", "test_clocks")
+              "invoices", "payment_intents", "test_clocks", "checkout_sessions")
 
     def __init__(self):
         self.lock = threading.RLock()
@@ -632,6 +633,7 @@ class Account(Invoicing, TestClocks):
                 if due is None or due[0] > until:
                     break
                 self._apply_due(sub, *due)
+        self.expire_due_checkouts(clock_id, until)
 
     def _next_due(self, sub: dict):
         """(moment, rank, what, detail) of the subscription's next scheduled change. At one moment a

@@ -393,6 +393,13 @@ class Store:
                 self._event(connection, "contact.requested", session_id)
         return done
 
+    def newest_session_of(self, subscription_id: str) -> CancelSession | None:
+        """The subscription's newest session (where a keep from the "changed your mind?" email is recorded)."""
+        query = sa.select(sessions).where(sessions.c.subscription_id == subscription_id) \
+            .order_by(sessions.c.id.desc()).limit(1)
+        with self.engine.connect() as connection:
+            return _as_session(connection.execute(query).first())
+
     def accepted_offer_since(self, customer_id: str, since: datetime) -> bool:
         query = sa.select(sa.literal(1)).where(
             sessions.c.customer_id == customer_id, sessions.c.outcome.in_(OFFER_OUTCOMES),

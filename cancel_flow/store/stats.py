@@ -7,8 +7,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cancel_flow.clock import as_utc, utc_now
-from cancel_flow.models import (SAVED_OUTCOMES, CancelSession, InvoiceRecord, OutsideCancellation, SessionOffer,
-                                StatsDay, StatsDayOffer, StatsWatermark)
+from cancel_flow.models import (CANCELED_OUTCOMES, SAVED_OUTCOMES, CancelSession, InvoiceRecord, OutsideCancellation,
+                                SessionOffer, StatsDay, StatsDayOffer, StatsWatermark)
 
 sessions = CancelSession.__table__
 session_offers = SessionOffer.__table__
@@ -236,7 +236,7 @@ class StatsQueries:
             by_day = connection.execute(sa.select(
                 days.day, sa.func.sum(days.sessions),
                 sa.func.sum(sa.case((days.outcome.in_(SAVED_OUTCOMES), days.sessions), else_=0)),
-                sa.func.sum(sa.case((days.outcome == "canceled", days.sessions), else_=0)),
+                sa.func.sum(sa.case((days.outcome.in_(CANCELED_OUTCOMES), days.sessions), else_=0)),
             ).where(in_range).group_by(days.day)).all()
             length = period.end - period.start
             before = sa.and_(days.day >= (period.start - length).date(), days.day < period.start.date())
@@ -294,7 +294,7 @@ def _fold(by_reason, saves, shown: dict[str, int], kinds: dict[str, str]) -> Sta
             tally = reasons.setdefault(reason, [0, 0, 0])
             tally[0] += count
             tally[1] += count if outcome in SAVED_OUTCOMES else 0
-            tally[2] += count if outcome == "canceled" else 0
+            tally[2] += count if outcome in CANCELED_OUTCOMES else 0
     money = {}
     durable = [0] * (2 * len(DURABILITY_DAYS))
     per_offer: dict[str, dict] = {}
@@ -320,7 +320,7 @@ def _fold(by_reason, saves, shown: dict[str, int], kinds: dict[str, str]) -> Sta
     result.outcomes = dict(sorted(outcomes.items()))
     result.sessions = sum(outcomes.values())
     result.saved = sum(outcomes.get(o, 0) for o in SAVED_OUTCOMES)
-    result.canceled = outcomes.get("canceled", 0)
+    result.canceled = sum(outcomes.get(o, 0) for o in CANCELED_OUTCOMES)  # a client won back did cancel
     result.save_rate = _rate(result.saved, result.saved + result.canceled)
     result.mrr_saved = [(currency, mrr) for currency, (mrr, _, _) in sorted(money.items())]
     result.discount_cost = [(currency, round(cost)) for currency, (_, cost, _) in sorted(money.items()) if cost]
@@ -384,7 +384,7 @@ def _previous(groups) -> dict:
         if outcome in SAVED_OUTCOMES:
             saved += count
             mrr[currency] = mrr.get(currency, 0) + int(monthly or 0)
-        elif outcome == "canceled":
+        elif outcome in CANCELED_OUTCOMES:
             canceled += count
     return {"sessions": sessions_count, "saved": saved, "canceled": canceled,
             "save_rate": _rate(saved, saved + canceled), "mrr_saved": sorted(mrr.items())}

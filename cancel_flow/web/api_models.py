@@ -171,6 +171,32 @@ class Week(Answer):
     cancels: int
 
 
+class WinbackFigures(Answer):
+    emails_sent: int = Field(description="comeback emails sent in the range")
+    pages_opened: int = Field(description="comeback pages opened in the range (each step's page counted once)")
+    won_back: int = Field(description="clients back through a comeback checkout in the range")
+    mrr_won_back: list[Money] = Field(description="their monthly amounts at the regular price, per currency")
+
+
+class WinbackByReason(WinbackFigures):
+    reason: str = Field(description="the reason they had left for (the flow's, else Stripe's feedback); unknown")
+
+
+class WinbackByStep(WinbackFigures):
+    step: int = Field(description="the [[winback.step]]'s place in the configuration, from 1")
+
+
+class ChangedMind(Answer):
+    emails_sent: int = Field(description="\"changed your mind?\" emails sent in the range")
+    kept: int = Field(description="scheduled cancellations undone after one (saves: outcome saved_keep)")
+
+
+class Winback(WinbackFigures):
+    by_reason: list[WinbackByReason]
+    by_step: list[WinbackByStep]
+    changed_mind: ChangedMind
+
+
 class Stats(Answer):
     first: date = Field(alias="from")
     last: date = Field(alias="to")
@@ -196,6 +222,8 @@ class Stats(Answer):
                                                                "currency, by_reason [{reason, feedback, count, monthly_amount}]")
     experiment: dict[str, Any] | None = Field(None, description="with ?experiment=ID: per arm sessions, saves, rates and "
                                                                 "their posteriors, the verdict, the rule and the planner")
+    winback: Winback = Field(description="win-back in the range: comeback emails sent, pages opened, clients back and "
+                                         "the MRR won back, by reason and by step; \"changed your mind?\" emails and keeps")
 
 
 # GET /api/attention -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from cancel_flow.errors import BadRequest, NotFound, StripeUnavailable
 from cancel_flow.minting import mint_for
 from cancel_flow.store.stats import DateRange, day_start, outside_cancellations
 from cancel_flow.store.billing_stats import billing_stats
+from cancel_flow.store.winback_stats import winback_stats
 from cancel_flow.web.experiment_routes import experiment_report
 from cancel_flow.web.api_models import LinkRequest, Links, OpenApiDocument, Stats, StatsQuery
 from cancel_flow.web.openapi import ApiError, ApiRoute, openapi_document
@@ -41,6 +42,7 @@ async def stats(request: Request, query: StatsQuery) -> Stats:
     numbers = await run_in_threadpool(request.app.state.stats.stats, period, kinds)
     payments = await run_in_threadpool(billing_stats, request.app.state.store.engine, period)
     outside = await run_in_threadpool(outside_cancellations, request.app.state.store.engine, period)
+    winback = await run_in_threadpool(winback_stats, request.app.state.store.engine, period)
     experiment = None
     if query.experiment:
         experiment = await run_in_threadpool(experiment_report, request, query.experiment)
@@ -53,7 +55,7 @@ async def stats(request: Request, query: StatsQuery) -> Stats:
         "discount_cost": [{"currency": c, "amount": a} for c, a in numbers.discount_cost],
         "offer_cost": [{"currency": c, "amount": a} for c, a in numbers.offer_cost],
         "previous": {**previous, "mrr_saved": [{"currency": c, "amount": a} for c, a in previous["mrr_saved"]]},
-        "payments": payments, "outside_cancellations": outside, "experiment": experiment,
+        "payments": payments, "outside_cancellations": outside, "experiment": experiment, "winback": winback,
     })
 
 

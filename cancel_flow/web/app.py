@@ -41,7 +41,8 @@ from cancel_flow.outbox import dispatch_periodically
 from cancel_flow.outbox.session_events import SessionEvents
 from cancel_flow.web import (api_routes, attention_routes, billing_routes, cancel_routes, config_routes, dashboard_routes,
                              email_routes, experiment_routes, hook_routes, preview_routes, settings_routes,
-                             shared_link_routes, webhook_routes)
+                             shared_link_routes, webhook_routes, winback_routes)
+from cancel_flow.winback_service import WinbackService
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
 from cancel_flow.web.coach_auth import FAILURE_WINDOW
 from cancel_flow.web.middleware import REQUEST_ID, BodySizeLimit, RequestEdge
@@ -256,6 +257,7 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
         app.state.recent_answers = RecentAnswers(REUSE_SECONDS)
         app.state.cancel_service = CancelService(store, gateway, live, signer, quick_store=quick_store,
                                                  recent=app.state.recent_answers)
+        app.state.winback = WinbackService(store.engine, gateway, live, signer, settings, app.state.cancel_service)
         sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every, app.state.coaches, app.state.link_requests)) \
             if sweep_every else None
         # Outgoing webhooks, alerts and emails: any worker delivers what is due (see cancel_flow/outbox).
@@ -280,6 +282,7 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
         Route("/healthz", healthz),  # then the health checks, which a load balancer asks every few seconds
         Route("/readyz", readyz),
         *billing_routes.routes,
+        *winback_routes.routes,
         *email_routes.routes,
         *webhook_routes.routes,
         *hook_routes.routes,

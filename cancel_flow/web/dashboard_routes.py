@@ -20,6 +20,7 @@ from cancel_flow.spreadsheet import safe_cell
 from cancel_flow.store.attention import attention
 from cancel_flow.store.billing_stats import billing_stats
 from cancel_flow.store.stats import outside_cancellations
+from cancel_flow.store.winback_stats import winback_by_subscription, winback_stats
 from cancel_flow.store.stats import PAGE_SIZE, DateRange, day_start
 from cancel_flow.web import charts
 from cancel_flow.web.coach_auth import (LOGIN_CSRF_COOKIE, SignInBusy, TooManyAttempts, check_credentials, sign_in,
@@ -32,7 +33,7 @@ OUTCOME_LABELS = {"saved_discount": "Saved by discount", "saved_pause": "Saved b
                   "saved_switch": "Saved by plan switch", "saved_free_period": "Saved by free time",
                   "saved_keep": "Kept after scheduling a cancel", "contact_requested": "Asked to talk to you",
                   "canceled": "Canceled", "deflected": "Deflected", "sent_to_portal": "At Stripe's portal",
-                  "open": "Still open"}
+                  "open": "Still open", "won_back": "Won back"}
 # Each term explained where it appears.
 OUTCOME_HINTS = {
     "saved_discount": "accepted a discount, confirmed by Stripe",
@@ -45,6 +46,7 @@ OUTCOME_HINTS = {
     "deflected": "went to cancel, or opened the link, but 24 hours later the subscription was still active",
     "sent_to_portal": "pressed \"Continue to cancel\" and is on Stripe's cancel page; not confirmed yet",
     "open": "opened the link and has not decided yet",
+    "won_back": "canceled, then came back through a win-back comeback link (still a cancellation in the save rate)",
 }
 KIND_LABELS = {"discount": "Discount", "pause": "Pause", "switch": "Plan switch", "free_period": "Free time",
                "contact": "Talk to you"}
@@ -218,6 +220,14 @@ def recovered_payments(request: Request, period) -> dict | None:
             "previous_count": before["recovered"], "billing": now}
 
 
+def winback_figures(request: Request, period) -> dict | None:
+    """Win-back's figures (cancel_flow/store/winback_stats.py); None while win-back is off and has nothing to show."""
+    figures = winback_stats(request.app.state.store.engine, period)
+    config = request.app.state.config.current().winback
+    shown = figures["emails_sent"] or figures["won_back"] or figures["changed_mind"]["emails_sent"]
+    return figures if shown or config.steps or config.changed_mind_days_before else None
+
+
 def _offers_ever(request: Request) -> dict:
     """Every offer id the configuration ever had → its newest form: a removed offer still reads right."""
     return request.app.state.config.offer_history()
@@ -351,7 +361,8 @@ async def _reasons(request: Request, filters: Filters) -> dict:
 
 async def _payments(request: Request, filters: Filters) -> dict:
     billing = await run_in_threadpool(billing_stats, request.app.state.store.engine, filters.period)
-    return dict(billing=billing)
+    winback = await run_in_threadpool(winback_figures, request, filters.period)
+    return dict(billing=billing, winback=winback, reason_labels=REASONS)
 
 
 dashboard = _tab("Retention dashboard", "dashboard.html", _overview)
@@ -377,7 +388,8 @@ CSV_HEADER = ["session_id", "created_at", "customer_id", "customer_email", "subs
               "price", "interval", "monthly_amount", "currency", "reason", "comment", "offers_shown",
               "chosen_offer", "offer_kind", "outcome", "decided_at", "canceled_at", "canceled_outside_flow",
               "stripe_feedback", "offer_cost", "price_minor", "monthly_amount_minor", "offer_cost_minor", "time_zone",
-              "experiment", "experiment_arm"]
+              "experiment", "experiment_arm", "winback_emails_sent", "winback_pages_opened", "won_back_at",
+              "won_back_subscription", "won_back_step", "mrr_won_back", "mrr_won_back_minor"]
 
 
 def _major(amount, currency: str) -> str:
@@ -393,7 +405,21 @@ def _major(amount, currency: str) -> str:
     return f"{sign}{whole}.{part:0{digits}d}"
 
 
-def _csv_lines(rows, zone_name: str):
+def _with_winback(rows, engine, batch: int = 200):
+    """The rows with their subscription's win-back figures (a lookup per batch of rows, not per row)."""
+    chunk = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == batch:
+            found = winback_by_subscription(engine, sorted({r.subscription_id for r in chunk}))
+            yield from ((r, found.get(r.subscription_id, {})) for r in chunk)
+            chunk = []
+    if chunk:
+        found = winback_by_subscription(engine, sorted({r.subscription_id for r in chunk}))
+        yield from ((r, found.get(r.subscription_id, {})) for r in chunk)
+
+
+def _csv_lines(rows, zone_name: str, engine=None):
     """UTF-8 with a byte-order mark (so Excel reads the accents right), newest first; times in the coach's
     time zone to the second, with its offset; money in major units, and again in minor units for machines."""
     zone = ZoneInfo(zone_name)
@@ -405,7 +431,8 @@ def _csv_lines(rows, zone_name: str):
     buffer.write("\ufeff")
     writer = csv.writer(buffer)
     writer.writerow(CSV_HEADER)
-    for index, session in enumerate(rows):
+    for index, (session, winback) in enumerate(_with_winback(rows, engine) if engine is not None
+                                               else ((row, {}) for row in rows)):
         currency = session.currency
         writer.writerow([
             session.id, when(session.created_at), safe_cell(session.customer_id), safe_cell(session.customer_email),
@@ -417,6 +444,10 @@ def _csv_lines(rows, zone_name: str):
             _major(session.offer_cost, currency), session.price_amount, session.monthly_amount,
             "" if session.offer_cost is None else session.offer_cost, zone_name,
             safe_cell(session.experiment_id), safe_cell(session.experiment_arm),
+            winback.get("emails_sent", 0), winback.get("pages_opened", 0), when(session.won_back_at),
+            safe_cell(session.won_back_subscription_id), winback.get("won_back_step") or "",
+            _major(winback.get("mrr_won_back"), currency), "" if winback.get("mrr_won_back") is None
+            else winback["mrr_won_back"],
         ])
         if index % 200 == 0:
             yield buffer.getvalue()
@@ -431,7 +462,8 @@ async def export_csv(request: Request) -> Response:
     filters = Filters(request)
     rows = request.app.state.stats.export_rows(filters.period, filters.outcome, filters.reason)
     name = f"cancel-sessions-{filters.first.isoformat()}-to-{filters.last.isoformat()}.csv"
-    return StreamingResponse(_csv_lines(rows, request.app.state.settings.timezone), media_type="text/csv; charset=utf-8",
+    return StreamingResponse(_csv_lines(rows, request.app.state.settings.timezone, request.app.state.store.engine),
+                             media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 

@@ -15,14 +15,15 @@ from cancel_flow.errors import BadRequest
 from cancel_flow.logs import log_event
 from cancel_flow.money import format_money
 from cancel_flow.stripe_billing import StripeBilling
-from cancel_flow.i18n import install as install_translations
+from cancel_flow.i18n import N_, install as install_translations
 from cancel_flow.web.pages import TEMPLATES as WEB_TEMPLATES
 
 environment = Environment(loader=FileSystemLoader([EMAIL_TEMPLATES, WEB_TEMPLATES]), autoescape=select_autoescape(["html"]),
                           trim_blocks=True, lstrip_blocks=True, auto_reload=False)
 install_translations(environment)
 KIND_WORDS = {"renewal_reminder": "renewal reminders", "discount_ending": "reminders that a discount is ending",
-              "offer_accepted": "confirmations of offers you accept", "cancellation_confirmed": "cancellation confirmations"}
+              "offer_accepted": "confirmations of offers you accept", "cancellation_confirmed": "cancellation confirmations",
+              "changed_mind": N_("reminders before your subscription ends"), "winback": N_("emails about coming back")}
 
 
 def card_update_flow(base_url: str, token: str) -> dict:

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cancel_flow.errors import StripeUnavailable
+from cancel_flow.i18n import gettext
 from cancel_flow.logs import log_event
 from cancel_flow.mailer import Message, MessageRefused
 from cancel_flow.minting import links_for_email
@@ -23,6 +24,7 @@ CSRF_COOKIE = "cf_form_csrf"
 PER_EMAIL_PER_HOUR = 3
 PER_ADDRESS_PER_HOUR = 20
 WINDOW = timedelta(hours=1)
+LANGUAGE = "en"  # the client's language: English until the languages issue chooses it
 
 
 def _page(request: Request, status_code: int = 200, **context) -> Response:
@@ -72,10 +74,20 @@ async def _find_and_send(state, email: str) -> None:
     except StripeUnavailable:
         log_event("shared_link.lookup_failed")
         return
+    brand = state.config.current().brand
     if not links:
-        log_event("shared_link.no_customer")
-        return
-    message = links_message(state.config.current().brand, links, email)
+        comeback = await run_in_threadpool(state.winback.fresh_comeback_url, email)
+        if comeback is None:
+            log_event("shared_link.no_customer")
+            return
+        # a client who left, with a comeback step sent: a fresh comeback link (theirs had expired or was lost)
+        context = {"brand": brand, "comeback_url": comeback}
+        message = Message(to=email, subject=gettext(LANGUAGE, "Your link to come back to %(brand)s", brand=brand.name),
+                          text=environment.get_template("mail_comeback.txt").render(**context),
+                          html=environment.get_template("mail_comeback.html").render(**context))
+        log_event("shared_link.comeback_link")
+    else:
+        message = links_message(brand, links, email)
     try:
         await run_in_threadpool(state.mailer.send, message)
     except (OSError, MessageRefused) as error:

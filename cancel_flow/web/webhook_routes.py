@@ -7,6 +7,7 @@ from starlette.routing import Route
 import stripe
 from starlette.concurrency import run_in_threadpool
 
+from cancel_flow.clock import from_unix
 from cancel_flow.errors import StripeUnavailable
 from cancel_flow.flow import ACTIVE
 from cancel_flow.logs import log_event
@@ -26,6 +27,10 @@ async def stripe_webhook(request: Request) -> Response:
     except WebhookRefused as refused:
         log_event("webhook.refused", status=refused.status, type=event["type"])
         return JSONResponse({"error": {"code": "webhook_refused", "message": refused.message}}, status_code=refused.status)
+    if event["type"] in WINBACK_EVENTS:
+        handled = await _winback(request, event)
+        if state is None and invoice is None:
+            return JSONResponse({"received": True, "handled": handled})
     if state is None and invoice is None:
         return JSONResponse({"received": True, "handled": False})
     # One short transaction, off the event loop: a locked table must not stall the worker.
@@ -36,6 +41,27 @@ async def stripe_webhook(request: Request) -> Response:
     if stored and state is not None and state.stage != ACTIVE and not state.feedback:
         await _report_reason(request, state.subscription_id)
     return JSONResponse({"received": True, "handled": True, "duplicate": not stored})
+
+
+# Win-back: a subscription that ended is a client who left (its comeback steps); a completed comeback checkout is
+# the client back (https://docs.stripe.com/payments/checkout/fulfill-orders: the webhook, not the success page,
+# is what a fulfilment relies on).
+WINBACK_EVENTS = ("customer.subscription.deleted", "checkout.session.completed")
+
+
+async def _winback(request: Request, event: dict) -> bool:
+    """Both are recorded once whatever Stripe repeats (the rows are keyed by subscription), so they are applied on
+    every delivery: one that failed after the event was stored is applied by Stripe's retry."""
+    service = request.app.state.winback
+    if event["type"] == "customer.subscription.deleted":
+        await run_in_threadpool(service.subscription_ended, event)
+        return True
+    session = (event.get("data") or {}).get("object") or {}
+    if not isinstance(session, dict) or session.get("object") != "checkout.session":
+        return False
+    created = event.get("created")
+    at = from_unix(created) if isinstance(created, int) and created > 0 else None
+    return await run_in_threadpool(service.checkout_completed, session, at)
 
 
 async def _report_reason(request: Request, subscription_id: str) -> None:
