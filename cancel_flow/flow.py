@@ -51,6 +51,8 @@ class SubscriptionFacts:
     pause_resumes_at: datetime | None = None
     cancel_at: datetime | None = None
     cancel_at_period_end_flag: bool = False
+    # How many tax ids the Stripe customer has (a business's, when any); None when the read didn't say.
+    customer_tax_ids: int | None = None
 
     @property
     def plan(self) -> billing.Plan:

@@ -25,7 +25,9 @@ from cancel_flow.stripe_budget import StripeBudget, StripeBusy
 
 # Stripe expands at most four levels, `data.` of a list included
 # (https://docs.stripe.com/api/expanding_objects): a retrieve reaches the product, a list only the price.
-SUBSCRIPTION_EXPAND = ["items.data.price.product", "customer"]
+# The customer's tax ids are included only when asked for (https://docs.stripe.com/api/customers/object#customer_object-tax_ids):
+# a customer without one is a consumer for the EU withdrawal function (cancel_flow/compliance.py).
+SUBSCRIPTION_EXPAND = ["items.data.price.product", "customer", "customer.tax_ids"]
 LIST_EXPAND = ["data.items.data.price", "data.customer"]
 HANDLED_EVENTS = ("customer.subscription.updated", "customer.subscription.deleted")
 INVOICE_EVENTS = ("invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded",
@@ -261,7 +263,16 @@ def facts_from(subscription, product_names: dict[str, str] | None = None) -> Sub
         "cancel_at": cancel_at,
         "cancel_at_period_end_flag": bool(data.get("cancel_at_period_end")),
         "discount_coupons": (),
+        "customer_tax_ids": _tax_id_count(customer) if expanded else None,
     })
+
+
+def _tax_id_count(customer: dict) -> int | None:
+    """How many tax ids an expanded customer has; None when they weren't included in the answer."""
+    tax_ids = customer.get("tax_ids")
+    if not isinstance(tax_ids, dict):
+        return None
+    return len(tax_ids.get("data") or [])
 
 
 def proxy_for(url: str) -> str | None:
