@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from cancel_flow.cancel_service import REUSE_SECONDS, CancelService
+from cancel_flow.compliance_service import ComplianceService
 from cancel_flow.errors import CancelFlowError
 from cancel_flow.links import LinkSigner
 from cancel_flow.logs import log_event
@@ -31,6 +32,7 @@ from cancel_flow.store import Store, make_engine, make_quick_engine
 from cancel_flow.store.api_keys import ApiKeyStore, LinkRequestStore
 from cancel_flow.store.coaches import CoachStore
 from cancel_flow.store.config_versions import ConfigVersions
+from cancel_flow.store.declarations import DeclarationStore
 from cancel_flow.store.stats import StatsQueries
 from cancel_flow.stripe_gateway import StripeGateway
 from cancel_flow.hooks import is_test_mode
@@ -38,8 +40,8 @@ from cancel_flow.emails.run import send_emails_periodically
 from cancel_flow.emails.sending import GuardedDispatcher
 from cancel_flow.outbox import dispatch_periodically
 from cancel_flow.outbox.session_events import SessionEvents
-from cancel_flow.web import (api_routes, billing_routes, cancel_routes, config_routes, dashboard_routes, email_routes,
-                             experiment_routes,
+from cancel_flow.web import (api_routes, billing_routes, cancel_routes, compliance_routes, config_routes,
+                             dashboard_routes, email_routes, experiment_routes,
                              hook_routes, shared_link_routes,
                              webhook_routes)
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
@@ -204,6 +206,19 @@ async def _sweep_periodically(store: Store, every: float, coaches: CoachStore, l
             log_event("sweep.prune_failed", level=40, error=type(error).__name__)
 
 
+async def _declarations_periodically(compliance: ComplianceService, live: LiveConfiguration, every: float) -> None:
+    """Declarations a stopped worker left, Stripe work to retry, and records past `records_keep_days` deleted."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await compliance.process_due()
+            deleted = await run_in_threadpool(compliance.store.prune, live.current().compliance.records_keep_days)
+            if deleted:
+                log_event("sweep.declarations_deleted", declarations=deleted)
+        except Exception as error:  # the next round tries again
+            log_event("sweep.declarations_failed", level=40, error=type(error).__name__)
+
+
 def create_app(settings: Settings | None = None, sweep_every: float | None = None) -> Starlette:
     """Validate everything the service needs before it takes a request.
 
@@ -226,6 +241,8 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
         app.state.recent_answers = RecentAnswers(REUSE_SECONDS)
         app.state.cancel_service = CancelService(store, gateway, live, signer, quick_store=quick_store,
                                                  recent=app.state.recent_answers)
+        app.state.compliance = ComplianceService(DeclarationStore(store.engine), gateway, live, signer, settings,
+                                                 is_test_mode(settings.stripe_api_key))
         sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every, app.state.coaches, app.state.link_requests)) \
             if sweep_every else None
         # Outgoing webhooks, alerts and emails: any worker delivers what is due (see cancel_flow/outbox).
@@ -234,11 +251,13 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
             if sweep_every else None
         emailer = asyncio.create_task(send_emails_periodically(store.engine, settings, live)) if sweep_every else None
         follower = asyncio.create_task(live.follow()) if sweep_every else None
+        declarations = asyncio.create_task(_declarations_periodically(app.state.compliance, live, sweep_every)) \
+            if sweep_every else None
         # Everything loaded so far (the Stripe SDK alone is thousands of classes) lives as long as
         # the process: keep it out of the collector's full passes, which otherwise stall requests.
         gc.freeze()
         yield
-        for task in (sweeper, sender, emailer, follower):
+        for task in (sweeper, sender, emailer, follower, declarations):
             if task:
                 task.cancel()
         await gateway.close()
@@ -247,6 +266,7 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
 
     routes = [
         *cancel_routes.routes,  # first: the subscriber's pages are matched before any other route is tried
+        *compliance_routes.routes,
         Route("/healthz", healthz),  # then the health checks, which a load balancer asks every few seconds
         Route("/readyz", readyz),
         *billing_routes.routes,

@@ -27,7 +27,7 @@ environment.globals["interval_words"] = interval_words
 environment.globals["REASONS"] = REASONS
 # The coach's pages, in the navigation's order.
 environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/experiments", "Experiments"),
-                                     ("/dashboard/deliveries", "Webhooks and alerts"))
+                                     ("/dashboard/deliveries", "Webhooks and alerts"), ("/dashboard/compliance", "Compliance"))
 
 
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
