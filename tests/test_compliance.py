@@ -477,15 +477,17 @@ def test_the_dashboard_lists_declarations_with_their_acknowledgements_and_export
     assert ",4900," in lines[1]
 
 
-def test_records_are_deleted_after_records_keep_days(app, catalogue, signer, monkeypatch, settings):
+def test_records_are_deleted_after_records_keep_days_by_the_sweep(app, catalogue, signer, monkeypatch, settings, capsys):
     client = app("records_keep_days = 30")
     withdraw_in_flow(client, signer, subscriber(catalogue))
-    store = client.app.state.compliance.store
-    assert store.prune(30) == 0
+    for name, value in {"DATABASE_URL": settings.database_url, "CANCEL_FLOW_OFFERS": str(settings.offers_path),
+                        "STRIPE_API_KEY": settings.stripe_api_key}.items():
+        monkeypatch.setenv(name, value)
+    with freeze_time(datetime.now(timezone.utc) + 29 * DAY):
+        assert run_cli(["sweep"], monkeypatch) == 0
+    assert len(rows(client)) == 1
     with freeze_time(datetime.now(timezone.utc) + 31 * DAY):
-        for name, value in {"DATABASE_URL": settings.database_url, "CANCEL_FLOW_OFFERS": str(settings.offers_path),
-                            "STRIPE_API_KEY": settings.stripe_api_key}.items():
-            monkeypatch.setenv(name, value)
-        assert store.prune(client.app.state.config.current().compliance.records_keep_days) == 1
+        assert run_cli(["sweep"], monkeypatch) == 0
+    assert "1 declaration(s) older than 30 days deleted." in capsys.readouterr().out
     assert rows(client) == []
-    assert not [d for d in rows(client, OutboxDelivery.__table__) if (d.key or "").startswith("declaration-ack:")]
+    assert not [d for d in rows(client, OutboxDelivery.__table__) if (d.key or "").startswith("declaration-")]
