@@ -173,7 +173,7 @@ def test_what_a_withdrawal_refunds():
 
 # The withdrawal function in the cancel flow --------------------------------------------------------------
 
-def test_an_eu_consumer_within_14_days_sees_the_withdrawal_function_on_every_page(app, catalogue, signer):
+def test_an_eu_consumer_within_14_days_sees_the_withdrawal_function_on_every_page(app, catalogue, signer, emulator):
     client = app()
     url = link(signer, subscriber(catalogue))
     reason = client.get(url)
@@ -183,6 +183,11 @@ def test_an_eu_consumer_within_14_days_sees_the_withdrawal_function_on_every_pag
     client.post(f"{url}/reason", data={"csrf_token": csrf_of(reason.text), "reason": "too_expensive"})
     offers = client.get(url)
     assert "Stay for half price" in offers.text and withdraw in offers.text and "Continue to cancel" in offers.text
+    emulator.post("/_emulator/faults", json={"method": "POST", "path": "/v1/subscriptions/*", "status": 500, "count": 4})
+    failed = client.post(f"{url}/accept", data={"csrf_token": csrf_of(offers.text), "offer": "half-off-3-payments"})
+    assert failed.status_code == 503 and "Continue to cancel" in failed.text and withdraw in failed.text
+    emulator.delete("/_emulator/faults")
+    offers = client.get(url)
     client.post(f"{url}/accept", data={"csrf_token": csrf_of(offers.text), "offer": "half-off-3-payments"})
     done = client.get(f"{url}/done")
     assert "Thanks for staying" in done.text and withdraw in done.text

@@ -63,15 +63,29 @@ def _error_page(request: Request, status: int, title: str, message: str) -> Resp
         return JSONResponse({"error": {"code": title.lower().replace(" ", "_"), "message": message}}, status_code=status)
     token = request.path_params.get("token") if request.path_params else None
     cancel_action = f"/cancel/{token}/cancel" if token and status in (409, 503) else None
-    csrf = None
+    csrf = withdraw_url = None
     if cancel_action:
         try:
             link = request.app.state.signer.read_cancel(token)
             csrf = csrf_token(request.app.state.settings.secret_key, link.nonce)
         except CancelFlowError:
             cancel_action = None
+        else:
+            withdraw_url = _withdraw_url(request, link.nonce)
     return render(request, "error.html", status, status=status, title=title, message=message,
-                  cancel_action=cancel_action, csrf=csrf, **_try_again(request, status, token))
+                  cancel_action=cancel_action, csrf=csrf, withdraw_url=withdraw_url, **_try_again(request, status, token))
+
+
+def _withdraw_url(request: Request, nonce: str) -> str | None:
+    """"Withdraw from contract here" beside "Continue to cancel" on a cancel link's error pages too, when the session
+    can be read at once (the quick store never waits on a lock: an error page must not hang)."""
+    if request.url.path.endswith("/withdraw"):
+        return None  # the withdrawal's own refusal
+    try:
+        session = request.app.state.quick_store.find_session(nonce)
+    except Exception:
+        return None
+    return compliance_routes.flow_withdraw_url(request, session)
 
 
 def _try_again(request: Request, status: int, token: str | None) -> dict:
