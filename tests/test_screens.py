@@ -298,7 +298,7 @@ def test_every_compliance_page_fits_and_passes_axe(width, browser, live_server, 
     page.get_by_role("link", name="Withdraw from contract here").click()
     review("shared-withdraw-form")
     page.get_by_label("Your name").fill("Ann")
-    page.get_by_label("Email for the confirmation").fill("ann@example.com")
+    page.get_by_label("Email you subscribed with").fill("ann@example.com")
     page.get_by_role("button", name="Confirm withdrawal").click()
     review("withdrawal-received")
     page.goto(f"{server.url}/cancel-contract")

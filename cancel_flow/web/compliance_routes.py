@@ -18,7 +18,7 @@ from starlette.routing import Route
 from cancel_flow.clock import as_utc
 from cancel_flow.compliance import MAX_CONTRACT, MAX_NAME, MAX_REASON, contract_words, moment_words
 from cancel_flow.compliance_service import ComplianceService, withdrawal_open
-from cancel_flow.errors import BadRequest, InvalidLink
+from cancel_flow.errors import BadRequest, Conflict
 from cancel_flow.i18n import gettext
 from cancel_flow.spreadsheet import safe_cell
 from cancel_flow.store.declarations import PAGE_SIZE
@@ -112,8 +112,6 @@ async def flow_withdraw_form(request: Request) -> Response:
     facts = cancel_service.snapshot(session) or await cancel_service.facts(session)
     right = _service(request).right(facts)
     if not right.open:
-        from cancel_flow.errors import Conflict
-
         raise Conflict(_service(request).why_not(right, facts, LANGUAGE),
                        title=gettext(LANGUAGE, "Withdrawal not available"))
     return _flow_form(request, session, facts)
@@ -215,10 +213,8 @@ async def cancel_contract(request: Request) -> Response:
 # "This wasn't me — keep my plan" ------------------------------------------------------------------------
 
 async def _undo_target(request: Request):
-    try:
-        declaration_id = request.app.state.signer.read_declaration(request.path_params["token"])
-    except InvalidLink:
-        raise
+    """The declaration the signed link names (a bad link is the 400 page), and whether it can still be undone."""
+    declaration_id = request.app.state.signer.read_declaration(request.path_params["token"])
     return declaration_id, await _service(request).undoable(declaration_id)
 
 
