@@ -120,6 +120,8 @@ def moment_words(moment: datetime, zone: str, language: str = "en") -> str:
 def refund_words(mode: str, amount: int | None, currency: str | None, language: str = "en") -> str:
     """What the client is told about their money after a withdrawal."""
     money = format_money(amount, currency, language) if amount and currency else None
+    if mode != "manual" and amount == 0:
+        return gettext(language, "Nothing was charged yet, so there is nothing to refund.")
     if mode == "full":
         if money:
             return gettext(language, "Everything you paid, %(money)s, is refunded to the card you paid with.", money=money)

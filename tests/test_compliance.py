@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from freezegun import freeze_time
 
 from cancel_flow.clock import as_utc, from_unix
-from cancel_flow.compliance import (EEA, Payment, WithdrawalRight, days_served, moment_words, refunds_for,
-                                    withdrawal_right)
+from cancel_flow.compliance import (EEA, Payment, WithdrawalRight, days_served, moment_words, refund_words,
+                                    refunds_for, withdrawal_right)
 from cancel_flow.config.schema import Compliance
 from cancel_flow.config.toml import read_toml, to_toml
 from cancel_flow.config.validate import validate
@@ -166,6 +166,9 @@ def test_what_a_withdrawal_refunds():
     assert [r.amount for r in refunds_for("prorated", paid, withdrawn)] == [3100 - 500]
     assert refunds_for("manual", paid, withdrawn) == []
     assert [r.amount for r in refunds_for("prorated", paid, start)] == [3000]  # the first day counts as served
+    assert refund_words("full", 3100, "eur") == "Everything you paid, €31.00, is refunded to the card you paid with."
+    assert refund_words("full", 0, "eur") == "Nothing was charged yet, so there is nothing to refund."
+    assert "coach will contact you" in refund_words("manual", None, None)
 
 
 # The withdrawal function in the cancel flow --------------------------------------------------------------
