@@ -35,7 +35,8 @@ test: install browser
 # Each test makes its objects on test clocks or deletes them afterwards; the tests that need the
 # emulator's own controls are skipped, each with its reason. Without the key the tests run in `make test`,
 # against the emulator.
-CONTRACT_TESTS := tests/test_emulator.py tests/test_emulator_billing.py tests/test_emulator_rules.py tests/test_emulator_money.py
+CONTRACT_TESTS := tests/test_emulator.py tests/test_emulator_billing.py tests/test_emulator_rules.py tests/test_emulator_money.py \
+                  tests/test_emulator_refunds.py
 .PHONY: test-stripe
 test-stripe: install
 	@if [ -z "$$STRIPE_TEST_SECRET_KEY" ]; then \

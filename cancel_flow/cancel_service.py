@@ -19,6 +19,7 @@ from cancel_flow.clock import add_months, as_utc, utc_now
 from cancel_flow.errors import (BadRequest, Conflict, InvalidLink, NotFound, PortalRefused, RecordPending,
                                 StripeUnavailable)
 from cancel_flow.experiments import assign_arm
+from cancel_flow.i18n import gettext
 from cancel_flow.flow import Card, SubscriptionFacts, TargetPrice
 from cancel_flow.links import CancelLink, LinkSigner
 from cancel_flow.logs import log_event
@@ -468,6 +469,11 @@ class CancelService:
         """The done page's words, from Stripe's state now; None while nothing is decided yet."""
         if session.outcome == "open" and not session.kept_at:
             return None
+        if session.outcome == "withdrawn":
+            return Outcome(gettext("en", "You have withdrawn from your contract"),
+                           gettext("en", "Your subscription ended when we received your withdrawal, and you won't be "
+                                         "charged again. We've emailed you a confirmation with the date and time we "
+                                         "received it, and how your payment is refunded."), False)
         if session.outcome == "contact_requested" or (session.outcome == "deflected" and session.offer_kind == "contact"):
             return self._talk_outcome(session)
         try:

@@ -61,8 +61,14 @@ def _sweep(args) -> int:
 
     CoachStore(engine).prune_attempts(FAILURE_WINDOW)  # old throttle counters, as serve's sweep does
     LinkRequestStore(engine).prune(WINDOW)
+    from cancel_flow.store.declarations import DeclarationStore
+
+    keep_days = events.live.current().compliance.records_keep_days
+    deleted = DeclarationStore(engine).prune(keep_days)  # withdrawals and cancel-button records past their time
     engine.dispose()
     print(f"{marked} session(s) marked deflected.")
+    if deleted:
+        print(f"{deleted} declaration(s) older than {keep_days} days deleted.")
     return 0
 
 
@@ -270,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(handler=_migrate)
-    commands.add_parser("sweep", help="mark sessions deflected after 24 h (serve also runs this)").set_defaults(handler=_sweep)
+    commands.add_parser("sweep", help="mark sessions deflected after 24 h, delete declarations past records_keep_days (serve also runs this)").set_defaults(handler=_sweep)
 
     link = commands.add_parser("link", help="print a cancel link and a billing link for a customer")
     who = link.add_mutually_exclusive_group(required=True)

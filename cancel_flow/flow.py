@@ -99,6 +99,8 @@ class SubscriptionFacts:
     def priced(self) -> bool:
         """Every price has a unit amount (not tiered, metered or decimal): amounts can be promised."""
         return all(line.unit_amount is not None for line in self.lines)
+    # How many tax ids the Stripe customer has (a business's, when any); None when the read didn't say.
+    customer_tax_ids: int | None = None
 
     @property
     def plan(self) -> billing.Plan:

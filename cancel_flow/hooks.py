@@ -27,6 +27,7 @@ EVENTS = {
     "payment.failed": "a subscription payment failed",
     "payment.recovered": "a payment went through after a failure",
     "subscription.won_back": "a client who had left subscribed again through a win-back comeback link",
+    "subscription.withdrawn": "a subscriber withdrew from the contract (EU withdrawal function)",
 }
 MAX_URL = 2048
 
@@ -142,6 +143,8 @@ def sample_data(event_type: str) -> dict:
                                      "$24.50/month, then $49.00/month from 24 March 2027."},
                      previous_subscription="sub_SampleEnded", step=1, checkout_session="cs_test_SampleCheckout",
                      session={"id": 1042, "outcome": "won_back", "started_at": "2026-11-24T09:30:00+00:00"})
+    elif event_type == "subscription.withdrawn":
+        extra["withdrawal"] = withdrawal_fields(31, "2026-11-24T09:31:07+00:00", "flow", "full", 4900, "usd", 1042)
     else:
         extra["invoice"] = invoice_fields("in_1SampleInvoice", 4900, "usd",
                                           "Your card was declined." if event_type == "payment.failed" else None)
@@ -151,6 +154,14 @@ def sample_data(event_type: str) -> dict:
         monthly_amount=4900, currency="usd",
         reason="too_expensive" if event_type in session_events | {"subscription.won_back"} else None,
         comment="Money is tight this quarter." if event_type in session_events else None, **extra)
+
+
+def withdrawal_fields(declaration_id: int, received_at: str, source: str, refund_mode: str, refund_amount: int | None,
+                      currency: str | None, session_id: int | None) -> dict:
+    """The `withdrawal` of subscription.withdrawn: pass as `event_data(..., withdrawal=…)`."""
+    return {"declaration": declaration_id, "received_at": received_at, "source": source, "session": session_id,
+            "refund": {"mode": refund_mode, "amount": refund_amount, "currency": currency,
+                       "amount_text": format_money(refund_amount, currency) if refund_amount and currency else None}}
 
 
 def sample_event(event_type: str) -> dict:
@@ -222,6 +233,7 @@ def alert_text(event_type: str, data: dict) -> AlertText:
         "payment.failed": f"{who}: a payment{' of ' + amount if amount else ''} for {plan} failed",
         "payment.recovered": f"{who}: the payment{' of ' + amount if amount else ''} for {plan} went through",
         "subscription.won_back": f"{who} came back to {plan}",
+        "subscription.withdrawn": f"{who} withdrew from {plan} (EU withdrawal)",
     }
     choices = {
         "session.saved": "Accepted " + (f"“{offer.get('title')}”" if offer.get("title") else (offer.get("id") or "an offer"))
@@ -231,6 +243,7 @@ def alert_text(event_type: str, data: dict) -> AlertText:
         "contact.requested": "Asked to talk to you",
         "subscription.won_back": "Came back " + (f"with “{offer.get('title')}”" if offer.get("title") else "at the usual price")
                                  + (f": {offer['terms']}" if offer.get("terms") else ""),
+        "subscription.withdrawn": "Withdrew from the contract: canceled at once",
     }
     lines = []
     if data.get("monthly_amount_text"):
@@ -246,6 +259,11 @@ def alert_text(event_type: str, data: dict) -> AlertText:
         lines.append(("Chose", choices[event_type]))
     if invoice.get("failure_message"):
         lines.append(("Why", _clip(invoice["failure_message"], 300)))
+    refund = (data.get("withdrawal") or {}).get("refund") or {}
+    if refund.get("mode") == "manual":
+        lines.append(("Refund", "Yours to decide ([compliance] withdrawal_refund = \"manual\"): refund them in Stripe"))
+    elif refund.get("mode"):
+        lines.append(("Refund", f"{refund.get('amount_text') or 'nothing paid yet'} ({refund['mode']})"))
     return AlertText(headline=headlines.get(event_type, f"{who}: {event_type}"), lines=tuple(lines),
                      link=customer.get("stripe_url"))
 
@@ -256,7 +274,10 @@ def _slack_escape(text: str) -> str:
 
 def slack_message(event_type: str, data: dict) -> dict:
     """A Slack incoming-webhook body: `text` for notifications, one mrkdwn section for the message."""
-    alert = alert_text(event_type, data)
+    return slack_body(alert_text(event_type, data))
+
+
+def slack_body(alert: AlertText) -> dict:
     body = [f"*{_slack_escape(alert.headline)}*"]
     body += [f"{label}: {_slack_escape(value)}" for label, value in alert.lines]
     if alert.link:
@@ -266,7 +287,10 @@ def slack_message(event_type: str, data: dict) -> dict:
 
 def email_message(event_type: str, data: dict) -> dict:
     """Subject, plain text and HTML of the coach's email alert."""
-    alert = alert_text(event_type, data)
+    return email_body(alert_text(event_type, data))
+
+
+def email_body(alert: AlertText) -> dict:
     text = [alert.headline, ""] + [f"{label}: {value}" for label, value in alert.lines]
     rows = "".join(f"<tr><th align=\"left\" style=\"padding-right:12px\">{html.escape(label)}</th>"
                    f"<td>{html.escape(value)}</td></tr>" for label, value in alert.lines)

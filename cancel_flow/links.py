@@ -42,6 +42,7 @@ class LinkSigner:
         self._billing = URLSafeTimedSerializer(secret_key, salt="cancel-flow.billing-link")
         self._keep = URLSafeTimedSerializer(secret_key, salt="cancel-flow.keep-link")
         self._comeback = URLSafeTimedSerializer(secret_key, salt="cancel-flow.comeback-link")
+        self._declaration = URLSafeTimedSerializer(secret_key, salt="cancel-flow.declaration-undo")
         self.cancel_max_age, self.billing_max_age = cancel_max_age, billing_max_age
 
     def cancel_token(self, customer: str, subscription: str, max_age: int | None = None) -> tuple[str, datetime]:
@@ -53,6 +54,17 @@ class LinkSigner:
 
     def billing_token(self, customer: str) -> tuple[str, datetime]:
         return self._billing.dumps({"c": customer}), utc_now() + timedelta(seconds=self.billing_max_age)
+
+    def declaration_token(self, declaration_id: int, max_age: int) -> str:
+        """The "This wasn't me" link of a cancel-button declaration, valid `max_age` seconds (up to a year)."""
+        return self._declaration.dumps({"d": int(declaration_id), "m": max(60, min(int(max_age), LONGEST_MAX_AGE))})
+
+    def read_declaration(self, token: str) -> int:
+        payload = _load(self._declaration, token, LONGEST_MAX_AGE)
+        declaration = payload.get("d") if isinstance(payload, dict) else None
+        if isinstance(declaration, bool) or not isinstance(declaration, int) or declaration < 1:
+            raise InvalidLink("This link is not valid.")
+        return declaration
 
     def read_cancel(self, token: str) -> CancelLink:
         payload = _load(self._cancel, token, self.cancel_max_age)

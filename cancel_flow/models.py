@@ -10,8 +10,10 @@ from cancel_flow.clock import utc_now
 SAVED_OUTCOMES = ("saved_discount", "saved_pause", "saved_switch", "saved_free_period", "saved_keep")
 # Saves by an accepted offer: these start the offer cooldown.
 OFFER_OUTCOMES = ("saved_discount", "saved_pause", "saved_switch", "saved_free_period")
-# `won_back`: canceled, then came back through a win-back comeback checkout (still a cancellation for the save rate).
-OUTCOMES = ("open", *SAVED_OUTCOMES, "contact_requested", "sent_to_portal", "canceled", "deflected", "won_back")
+# `won_back`: canceled, then came back through a win-back comeback checkout (still a cancellation for the save rate);
+# `withdrawn`: withdrew from the contract (the EU withdrawal function).
+OUTCOMES = ("open", *SAVED_OUTCOMES, "contact_requested", "sent_to_portal", "canceled", "deflected", "won_back",
+            "withdrawn")
 CANCELED_OUTCOMES = ("canceled", "won_back")
 
 
@@ -481,3 +483,43 @@ class EmailRefusal(SQLModel, table=True):
     code: int
     message: str | None = Field(default=None, max_length=500)
     refused_at: datetime = _when(default_factory=utc_now)
+
+
+# Compliance: withdrawals (EU) and cancel-button declarations (Germany), kept [compliance] records_keep_days -------
+
+class Declaration(SQLModel, table=True):
+    """A client's withdrawal or cancellation as they sent it, to the second, and what was done with it. Its
+    acknowledgement is the outbox email with key `ack_key` (sent when: that delivery's `delivered_at`)."""
+
+    __tablename__ = "declaration"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)  # withdrawal | cancellation
+    source: str = Field(max_length=16)  # flow (a cancel link) | shared_link (the page anyone can open)
+    received_at: datetime = _when(index=True)  # to the second, as the acknowledgement says it
+    name: str = Field(max_length=200)
+    email: str = Field(max_length=320)
+    contract: str = Field(max_length=500)  # which contract, as the client named it (or the link's subscription)
+    cancellation: str | None = Field(default=None, max_length=16)  # ordinary | extraordinary (cancel button)
+    reason: str | None = Field(default=None, sa_type=sa.Text)  # an extraordinary cancellation's reason
+    content: str = Field(sa_type=sa.Text)  # the declaration in words, as stored and quoted in the acknowledgement
+    language: str = Field(default="en", max_length=8)
+    # One declaration per link and kind: a double submit finds the first.
+    dedupe_key: str | None = Field(default=None, max_length=128, unique=True)
+    session_id: int | None = None
+    customer_id: str | None = Field(default=None, max_length=255)
+    subscription_id: str | None = Field(default=None, max_length=255, index=True)
+    plan_name: str | None = Field(default=None, max_length=512)
+    # received | accepted (acted on) | needs_coach | not_eligible | undone
+    status: str = Field(default="received", max_length=16, index=True)
+    detail: str | None = Field(default=None, sa_type=sa.Text)  # what was decided, in words, for the coach
+    effective_at: datetime | None = _when(default=None)  # when the contract ends
+    refund_mode: str | None = Field(default=None, max_length=16)
+    refund_amount: int | None = Field(default=None, sa_type=sa.BigInteger)
+    refund_currency: str | None = Field(default=None, max_length=3)
+    refunds: list | None = Field(default=None, sa_type=sa.JSON)  # [[refund id, amount], …] as Stripe answered
+    ack_key: str | None = Field(default=None, max_length=128)
+    applied_at: datetime | None = _when(default=None)  # Stripe did what was decided
+    apply_error: str | None = Field(default=None, max_length=500)
+    attempts: int = 0
+    undone_at: datetime | None = _when(default=None)

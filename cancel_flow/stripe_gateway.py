@@ -15,6 +15,7 @@ import aiohttp
 import stripe
 
 from cancel_flow.clock import from_unix
+from cancel_flow.compliance import Payment
 from cancel_flow.errors import NotFound, PortalNotConfigured, PortalRefused, StripeUnavailable
 from cancel_flow.flow import (ACTIVE, ENDED, FIXED_END_KEY, SCHEDULED, PriceLine, StripeState, SubscriptionFacts,
                               TargetPrice, facts_of)
@@ -28,7 +29,10 @@ from cancel_flow.stripe_budget import StripeBudget, StripeBusy
 # (https://docs.stripe.com/api/expanding_objects): a retrieve reaches the product, a list only the price.
 # The discounts' coupons too (the subscription's, and its customer's, which it inherits when it has none of its own):
 # every promise counts what Stripe will really bill.
-SUBSCRIPTION_EXPAND = ["items.data.price.product", "customer", "discounts.source.coupon", "customer.discount.source.coupon"]
+# The customer's tax ids are included only when asked for (https://docs.stripe.com/api/customers/object#customer_object-tax_ids):
+# a customer without one is a consumer for the EU withdrawal function (cancel_flow/compliance.py).
+SUBSCRIPTION_EXPAND = ["items.data.price.product", "customer", "discounts.source.coupon", "customer.discount.source.coupon",
+                       "customer.tax_ids"]
 LIST_EXPAND = ["data.items.data.price", "data.customer"]
 HANDLED_EVENTS = ("customer.subscription.updated", "customer.subscription.deleted")
 INVOICE_EVENTS = ("invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded",
@@ -313,7 +317,16 @@ def facts_from(subscription, product_names: dict[str, str] | None = None) -> Sub
         "discounts": discounts,
         "billing_mode": ((data.get("billing_mode") or {}).get("type")) or "classic",
         "current_period_start": from_unix(max(period_starts)) if period_starts else None,
+        "customer_tax_ids": _tax_id_count(customer) if expanded else None,
     })
+
+
+def _tax_id_count(customer: dict) -> int | None:
+    """How many tax ids an expanded customer has; None when they weren't included in the answer."""
+    tax_ids = customer.get("tax_ids")
+    if not isinstance(tax_ids, dict):
+        return None
+    return len(tax_ids.get("data") or [])
 
 
 def proxy_for(url: str) -> str | None:
@@ -328,6 +341,7 @@ def proxy_for(url: str) -> str | None:
 # Retries within the deadline: back-off before the first retry, doubling up to the most, each drawn between
 # half and all of it (jitter spreads the retries of a burst); an attempt needs at least MIN_ATTEMPT seconds.
 RETRY_FIRST, RETRY_MAX, MIN_ATTEMPT = 0.25, 2.0, 0.2
+ACCOUNT_KEEP, ACCOUNT_RETRY = 3600.0, 300.0  # seconds the account's country is kept, or a failed read remembered
 LATE = 0.05  # seconds after its place in the budget a request may still go
 UNREACHABLE = "We couldn't reach the payment system. Nothing was changed. Please try again in a moment."
 BUSY = "A lot of people are doing this at the same moment. Nothing was changed. Please try again in a few seconds."
@@ -369,6 +383,7 @@ class StripeGateway:
                                          http_client=self.http_client)
         self.budget = StripeBudget.for_deployment(settings.stripe_rate_limit, settings.database_url,
                                                   settings.stripe_api_key)
+        self._account: tuple[float, str | None] | None = None  # (read at, the account's country)
 
     async def _call(self, operation: str, request):
         """One request to Stripe, with one deadline (STRIPE_DEADLINE) for all its attempts, each sent when the
@@ -667,6 +682,74 @@ class StripeGateway:
             "subscription_cancel": {"subscription": subscription_id},
             "after_completion": {"type": "redirect", "redirect": {"return_url": done_url}},
         })
+
+    # compliance: the account's country, withdrawals, the cancel button -----------------------------------
+    async def account_country(self) -> str | None:
+        """The Stripe account's country (https://docs.stripe.com/api/accounts/retrieve), read at most once an hour
+        per process; None when it can't be read (a restricted key without the permission), asked again in 5 minutes."""
+        now = time.monotonic()
+        if self._account is not None and now < self._account[0]:
+            return self._account[1]
+        try:
+            country = (await self._raw("account.retrieve", "get", "/v1/account")).get("country")
+        except (stripe.StripeError, StripeUnavailable) as error:
+            log_event("stripe.account_unreadable", level=30, error=type(error).__name__)
+            self._account = (now + ACCOUNT_RETRY, None)
+            return None
+        self._account = (now + ACCOUNT_KEEP, country)
+        return country
+
+    async def payments_since(self, subscription_id: str, since: datetime) -> list[Payment]:
+        """The subscription's payments made since `since`: each paid invoice's PaymentIntent, amount and the period
+        it paid for (`payments` is included only when asked for: https://docs.stripe.com/api/invoices/object#invoice_object-payments)."""
+        page = await self._raw("invoice.list", "get", "/v1/invoices", subscription=subscription_id, status="paid",
+                               limit=100, expand=["data.payments"])
+        start = int(since.timestamp()) - 60  # the first invoice is made with the subscription, to the second
+        payments = []
+        for invoice in page["data"]:
+            if invoice.get("created", 0) < start:
+                continue
+            lines = (invoice.get("lines") or {}).get("data") or []
+            period = lines[0].get("period") if lines else None
+            period = period or {"start": invoice.get("period_start"), "end": invoice.get("period_end")}
+            for entry in (invoice.get("payments") or {}).get("data") or []:
+                intent = (entry.get("payment") or {}).get("payment_intent")
+                intent = intent.get("id") if isinstance(intent, dict) else intent
+                if entry.get("status") == "paid" and isinstance(intent, str) and entry.get("amount_paid"):
+                    payments.append(Payment(intent, entry["amount_paid"], invoice["currency"],
+                                            from_unix(period["start"]), from_unix(period["end"])))
+        return payments
+
+    async def refund(self, payment_intent: str, amount: int, key: str, metadata: dict[str, str]) -> dict | None:
+        """Refund `amount` of a payment (https://docs.stripe.com/api/refunds/create); None when Stripe says it is
+        refunded already (a retry after a lost answer)."""
+        try:
+            return await self._raw("refund.create", "post", "/v1/refunds", payment_intent=payment_intent, amount=amount,
+                                   reason="requested_by_customer", metadata=metadata, idempotency_key=key)
+        except stripe.InvalidRequestError as error:
+            if error.code == "charge_already_refunded":
+                return None
+            log_event("stripe.refund_refused", code=error.code, param=error.param)
+            raise StripeUnavailable(f"The payment system refused the refund: {error.user_message or error.code}") from None
+
+    async def end_now(self, subscription_id: str, comment: str) -> SubscriptionFacts:
+        """Cancel at once (https://docs.stripe.com/api/subscriptions/cancel), the reason in `cancellation_details`.
+        A subscription already canceled (a retry after a lost answer) is read as it is."""
+        path = f"/v1/subscriptions/{quote(subscription_id, safe='')}"
+        try:
+            return facts_from(await self._raw("subscription.cancel", "delete", path,
+                                              cancellation_details={"comment": comment[:5000]}, expand=SUBSCRIPTION_EXPAND))
+        except stripe.InvalidRequestError:
+            facts = await self.read_subscription(subscription_id)
+            if facts.status in ("canceled", "incomplete_expired"):
+                return facts
+            raise StripeUnavailable("The payment system refused to cancel the subscription.") from None
+
+    async def cancel_at_period_end(self, subscription_id: str, comment: str, key: str) -> SubscriptionFacts:
+        """Set to cancel when the paid period ends (https://docs.stripe.com/billing/subscriptions/cancel#cancel-at-end-of-cycle)."""
+        return await self._apply("subscription.update_cancel", subscription_id, {
+            "cancel_at_period_end": True, "cancellation_details": {"comment": comment[:5000]}}, key,
+            "The payment system refused the cancellation.")
 
     async def close(self) -> None:
         self.budget.close()

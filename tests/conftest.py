@@ -381,7 +381,8 @@ def serve(database_url, emulator_url, emulator):
 # STRIPE_TEST_SECRET_KEY, `stripe_client` drives Stripe test mode instead, so the emulator is held to
 # what Stripe answers. Tests that need the emulator's controls, a loopback webhook receiver or an
 # empty account stay emulator-only, and the run says why it skipped each.
-CONTRACT_MODULES = ("test_emulator", "test_emulator_billing", "test_emulator_rules", "test_emulator_money")
+CONTRACT_MODULES = ("test_emulator", "test_emulator_billing", "test_emulator_rules", "test_emulator_money",
+                    "test_emulator_refunds")
 STRIPE_API = "https://api.stripe.com"
 _NO_LOOPBACK = "has webhooks delivered to a loopback receiver, which Stripe can't reach"
 EMULATOR_ONLY_FIXTURES = {  # the first one a test uses names the reason

@@ -443,6 +443,10 @@ def test_confirmations_after_an_accepted_offer_and_a_cancellation_confirmed_by_s
     period_end = from_unix(stripe_client.v1.subscriptions.retrieve(leaving.id)["items"].data[0].current_period_end)
     assert canceled["Subject"] == "Your Coaching Plan subscription is canceled"
     assert f"You keep access until {period_end.day} {period_end:%B %Y}" in text_of(canceled)
+    # what was canceled, when it was received (to the second), when it takes effect, what they keep until then
+    assert re.search(r"Received:\s+\d{1,2} \w+ \d{4}, \d{2}:\d{2}:\d{2} \(UTC\+00:00\)", text_of(canceled))
+    assert re.search(rf"Takes effect:\s+{period_end.day} {period_end:%B %Y}", text_of(canceled))
+    assert "Full access, no further payments" in text_of(canceled)
     keep = re.search(r'href="(http://[^"]+/cancel/[^"]+)"', html_of(canceled)).group(1)
     kept = httpx.get(keep)
     assert kept.status_code == 200 and "Keep my subscription" in kept.text

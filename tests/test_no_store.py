@@ -50,6 +50,9 @@ def test_every_page_with_personal_data_answers_no_store(make_client, catalogue, 
         "/dashboard/settings/alerts": ("/dashboard/settings/alerts", 200),
         "/dashboard/settings/history": ("/dashboard/settings/history", 200),
         "/dashboard/preview": ("/dashboard/preview", 200),
+        "/cancel/{token}/withdraw": (f"/cancel/{cancel}/withdraw", 409),  # a customer with no address in the EU
+        "/dashboard/compliance": ("/dashboard/compliance", 200),
+        "/dashboard/compliance.csv": ("/dashboard/compliance.csv", 200),
     }
     served = {route.path for route in client.app.routes
               if isinstance(route, Route) and "GET" in (route.methods or ()) and route.path.startswith(PERSONAL)}

@@ -447,4 +447,62 @@ def test_every_winback_page_fits_and_passes_axe(width, browser, live_server, scr
     review("welcome")
     page.goto(url)
     review("comeback-used")
+def test_every_compliance_page_fits_and_passes_axe(width, browser, live_server, catalogue, signer, emulator, store,  # noqa: F811
+                                                   coach):  # noqa: F811
+    import sqlalchemy as sa
+
+    from cancel_flow.models import Declaration
+
+    emulator.post("/_emulator/account", json={"country": "DE"})  # the cancel button's default: on in Germany
+    server = live_server()
+    context = browser.new_context(viewport={"width": width, "height": 800}, bypass_csp=True, is_mobile=width < 600)
+    page = context.new_page()
+    review = Review(page, width, "compliance-")
+    customer = catalogue.customer(email="lena@example.com", name="Lena Weber", address={"country": "DE"})
+    sub = catalogue.subscription(customer)
+    token, _ = signer.cancel_token(sub.customer, sub.id)
+    page.goto(f"{server.url}/cancel/{token}")
+    review("reason-with-withdrawal")
+    page.get_by_role("link", name="Withdraw from contract here").click()
+    review("withdraw-form")
+    page.get_by_role("button", name="Confirm withdrawal").click()
+    page.wait_for_url(f"{server.url}/cancel/{token}/done")
+    review("withdrawn")
+    page.goto(f"{server.url}/")
+    review("shared-link-with-withdrawal-and-cancel-button")
+    page.get_by_role("link", name="Withdraw from contract here").click()
+    review("shared-withdraw-form")
+    page.get_by_label("Your name").fill("Ann")
+    page.get_by_label("Email you subscribed with").fill("ann@example.com")
+    page.get_by_role("button", name="Confirm withdrawal").click()
+    review("withdrawal-received")
+    page.goto(f"{server.url}/cancel-contract")
+    review("cancel-contract-form")
+    page.get_by_role("radio", name="Extraordinary cancellation").check()
+    page.get_by_role("button", name="Cancel now").click()
+    review("cancel-contract-missing")
+    catalogue.subscription(catalogue.customer(email="max@example.com", name="Max"))
+    page.get_by_label("Your name").fill("Max")
+    page.get_by_label("Email you subscribed with").fill("max@example.com")
+    page.locator("input[value=ordinary]").check()
+    page.get_by_role("button", name="Cancel now").click()
+    review("cancellation-received")
+    import time
+
+    table = Declaration.__table__
+    deadline = time.monotonic() + 15
+    while True:  # decided after the page answered, as on the shared page it always is
+        with store.engine.connect() as connection:
+            declaration = connection.execute(sa.select(table.c.id).where(table.c.email == "max@example.com",
+                                                                         table.c.status == "accepted")).scalar()
+        if declaration or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    page.goto(f"{server.url}/declarations/{signer.declaration_token(declaration, 86400)}/undo")
+    review("this-wasnt-me")
+    page.get_by_role("button", name="This wasn't me — keep my plan").click()
+    review("plan-kept")
+    coach_signs_in(page, server.url)
+    page.goto(f"{server.url}/dashboard/compliance")
+    review("dashboard-compliance")
     review.finish()

@@ -1,4 +1,4 @@
-"""The coach's configuration: brand, rules, offers, experiments, emails, alerts, win-back.
+"""The coach's configuration: brand, rules, offers, experiments, emails, alerts, win-back, compliance.
 
 schema.py    what a configuration holds (frozen dataclasses the rest of the service reads)
 validate.py  the ONE validator: a TOML/JSON document in, a Configuration or an InvalidConfig naming the field out

@@ -1,5 +1,5 @@
 """What a configuration holds: the brand, the rules, the offers in the order they are tried, the
-experiments, the billing emails, the coach's alerts and win-back. Read-only values: the validator builds them."""
+experiments, the billing emails, the coach's alerts win-back and the compliance functions. Read-only values: the validator builds them."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +12,7 @@ TERMS = {"discount": {"percent_off", "payments"}, "pause": {"max_payments"}, "sw
 KINDS = tuple(TERMS)
 # Fields of earlier versions, refused with the name of what replaced them.
 RENAMED = {"months": "payments", "max_months": "max_payments"}
-SECTIONS = ("brand", "rules", "offer", "experiment", "emails", "alerts", "winback")
+SECTIONS = ("brand", "rules", "offer", "experiment", "emails", "alerts", "winback", "compliance")
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,26 @@ class EmailSchedule:
         }[kind]
 
 
+REFUND_MODES = ("full", "prorated", "manual")
+
+
+@dataclass(frozen=True)
+class Compliance:
+    """`[compliance]`: the EU withdrawal function, the cancel button without a login, and how long their
+    records are kept. `cancel_button` None means "not set": on when the coach's Stripe account is in Germany."""
+
+    withdrawal_days: int = 14  # 0: off
+    withdrawal_refund: str = "full"  # full | prorated | manual
+    cancel_button: bool | None = None
+    records_keep_days: int = 1095
+
+    def cancel_button_on(self, account_country: str | None) -> bool:
+        """Whether "Cancel contract here" is shown, given the Stripe account's country (None: unknown)."""
+        if self.cancel_button is not None:
+            return self.cancel_button
+        return (account_country or "").upper() == "DE"
+
+
 @dataclass(frozen=True)
 class WinbackStep:
     """One `[[winback.step]]`: a comeback email `days_after` the subscription ended, for these reasons (none
@@ -141,6 +161,7 @@ class Configuration:
     emails: EmailSchedule = field(default_factory=EmailSchedule)
     alerts: Alerts = field(default_factory=Alerts)
     winback: Winback = field(default_factory=Winback)
+    compliance: Compliance = field(default_factory=Compliance)
 
     def find(self, offer_id: str) -> Offer | None:
         return next((offer for offer in self.offers if offer.id == offer_id), None)

@@ -11,8 +11,8 @@ from datetime import date
 from pathlib import Path
 from typing import Callable, NoReturn
 
-from cancel_flow.config.schema import (DEFAULT_ALERT_EVENTS, KINDS, RENAMED, SECTIONS, TERMS, Alerts, Brand,
-                                       Configuration, EmailSchedule, Offer, Winback, WinbackStep)
+from cancel_flow.config.schema import (DEFAULT_ALERT_EVENTS, KINDS, REFUND_MODES, RENAMED, SECTIONS, TERMS, Alerts,
+                                       Brand, Compliance, Configuration, EmailSchedule, Offer, Winback, WinbackStep)
 from cancel_flow.errors import InvalidConfig
 from cancel_flow.experiments import parse_experiments
 from cancel_flow.hooks import EVENTS, url_problem
@@ -127,7 +127,8 @@ def validate(data, base: Path | None = None, check_files: bool = True,
     return Configuration(brand=brand, offers=tuple(offers), offer_cooldown_days=cooldown, max_offers=max_offers,
                          experiments=experiments, emails=validate_emails(data.get("emails")),
                          alerts=validate_alerts(data.get("alerts")),
-                         winback=validate_winback(data.get("winback"), {offer.id: offer for offer in offers}))
+                         winback=validate_winback(data.get("winback"), {offer.id: offer for offer in offers}),
+                         compliance=validate_compliance(data.get("compliance")))
 
 
 # brand -------------------------------------------------------------------------------------------
@@ -355,6 +356,41 @@ def validate_winback(raw, offers: dict[str, Offer]) -> Winback:
         steps.append(WinbackStep(number=number, days_after=days_after, reasons=tuple(dict.fromkeys(reasons)),
                                  offer=offer_id))
     return Winback(changed_mind_days_before=days_before, steps=tuple(steps))
+
+
+# compliance --------------------------------------------------------------------------------------
+
+# The EU withdrawal period is 14 days (Directive 2011/83/EU, Art. 9); a coach may give more, never less.
+LEAST_WITHDRAWAL_DAYS = 14
+COMPLIANCE_FIELDS = ("withdrawal_days", "withdrawal_refund", "cancel_button", "records_keep_days")
+
+
+def validate_compliance(raw) -> Compliance:
+    """`[compliance]`: every field optional; an absent `cancel_button` stays "not set" (None)."""
+    where = "[compliance]"
+    if raw is None:
+        return Compliance()
+    if not isinstance(raw, dict):
+        fail(where, "must be a table")
+    _table(raw, where, COMPLIANCE_FIELDS)
+    values = {}
+    if "withdrawal_days" in raw:
+        days = raw["withdrawal_days"]
+        if isinstance(days, bool) or not isinstance(days, int) or not (days == 0 or LEAST_WITHDRAWAL_DAYS <= days <= 365):
+            fail(where, f"field 'withdrawal_days' must be 0 (turns the withdrawal function off) or a whole number of "
+                        f"days from {LEAST_WITHDRAWAL_DAYS} (the period EU law gives) to 365")
+        values["withdrawal_days"] = days
+    if "withdrawal_refund" in raw:
+        if raw["withdrawal_refund"] not in REFUND_MODES:
+            fail(where, f"field 'withdrawal_refund' must be one of: {', '.join(REFUND_MODES)}")
+        values["withdrawal_refund"] = raw["withdrawal_refund"]
+    if "cancel_button" in raw:
+        if not isinstance(raw["cancel_button"], bool):
+            fail(where, "field 'cancel_button' must be true or false (leave it out: on when your Stripe account is in Germany)")
+        values["cancel_button"] = raw["cancel_button"]
+    if "records_keep_days" in raw:
+        values["records_keep_days"] = _whole(raw, "records_keep_days", where, 30, 3650)
+    return Compliance(**values)
 
 
 def plain(data):

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from cancel_flow.i18n import install as install_translations
+from cancel_flow.i18n import gettext, install as install_translations
 from cancel_flow.money import format_day, format_money
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -57,8 +57,14 @@ class Style:
     timezone: str = "UTC"
     extra: dict = field(default_factory=dict)
 
-    def day(self, moment: datetime) -> str:
-        return format_day(moment.astimezone(ZoneInfo(self.timezone)))
+    def day(self, moment: datetime, language: str = "en") -> str:
+        return format_day(moment.astimezone(ZoneInfo(self.timezone)), language)
+
+    def moment(self, moment: datetime, language: str = "en") -> str:
+        """A moment to the second, in the coach's time zone with its offset."""
+        from cancel_flow.compliance import moment_words
+
+        return moment_words(moment, self.timezone, language)
 
 
 @dataclass(frozen=True)
@@ -204,23 +210,105 @@ def offer_accepted(style: Style, *, to: str, name: str | None, plan: str, promis
     )
 
 
+@dataclass(frozen=True)
+class Declaration:
+    """A withdrawal or cancel-button declaration the confirmation acknowledges (cancel_flow/compliance_service.py):
+    its words as sent, and what came of it. `outcome`: accepted (acted on), needs_coach or not_eligible."""
+
+    kind: str  # withdrawal | cancellation
+    content: str
+    outcome: str
+    contract: str
+    refund: str | None = None  # the refund in words (a withdrawal)
+    undo_url: str | None = None  # "This wasn't me — keep my plan" (a cancellation anyone knowing the email could send)
+    cancel_url: str | None = None  # the ordinary way to cancel (a withdrawal that can't be one)
+    why_not: str | None = None  # why a withdrawal can't be one, in words
+
+
 def cancellation_confirmed(style: Style, *, to: str, name: str | None, plan: str, access_until: datetime | None,
-                           keep_url: str | None, unsubscribe_url: str | None) -> Email:
+                           keep_url: str | None, unsubscribe_url: str | None, received_at: datetime | None = None,
+                           declaration: Declaration | None = None, language: str = "en") -> Email:
+    """What was canceled, when it was received, when it takes effect and what the subscriber keeps until then; for
+    a withdrawal or a cancel-button declaration also its content, to the second (the acknowledgement on a durable
+    medium that Art. 11a of Directive 2011/83/EU and § 312k BGB ask for)."""
+    def _(message: str, **values) -> str:
+        return gettext(language, message, **values)
+
+    received = style.moment(received_at, language) if received_at else None
+    if declaration is not None:
+        return _acknowledgement(style, to=to, name=name, plan=plan, access_until=access_until, received=received,
+                                declaration=declaration, language=language)
+    facts = [(_("Plan"), plan)]
+    if received:
+        facts.append((_("Received"), received))
     if access_until is not None:
-        until = style.day(access_until)
+        until = style.day(access_until, language)
+        facts += [(_("Takes effect"), until), (_("Until then"), _("Full access, no further payments"))]
         return Email(
-            kind="cancellation_confirmed", to=to, subject=f"Your {plan} subscription is canceled", name=name,
-            heading="Your subscription is canceled", preheader=f"You keep access until {until}.",
-            paragraphs=(f"Your {plan} subscription is canceled. You keep access until {until}, "
-                        "and you won't be charged again.",
-                        f"Changed your mind? You can keep your subscription any time before {until}."),
-            facts=(("Plan", plan), ("Access until", until)),
-            button=("Keep my subscription", keep_url) if keep_url else None, unsubscribe_url=unsubscribe_url,
+            kind="cancellation_confirmed", to=to, subject=_("Your %(plan)s subscription is canceled", plan=plan), name=name,
+            heading=_("Your subscription is canceled"), preheader=_("You keep access until %(day)s.", day=until),
+            paragraphs=(_("Your %(plan)s subscription is canceled. You keep access until %(day)s, "
+                          "and you won't be charged again.", plan=plan, day=until),
+                        _("Changed your mind? You can keep your subscription any time before %(day)s.", day=until)),
+            facts=tuple(facts),
+            button=(_("Keep my subscription"), keep_url) if keep_url else None, unsubscribe_url=unsubscribe_url,
         )
+    facts.append((_("Takes effect"), _("At once")))
     return Email(
-        kind="cancellation_confirmed", to=to, subject=f"Your {plan} subscription has ended", name=name,
-        heading="Your subscription has ended", preheader="You won't be charged again.",
-        paragraphs=(f"Your {plan} subscription has ended, and you won't be charged again.",
-                    "Thank you for the time you spent with us."),
-        facts=(("Plan", plan),), unsubscribe_url=unsubscribe_url,
+        kind="cancellation_confirmed", to=to, subject=_("Your %(plan)s subscription has ended", plan=plan), name=name,
+        heading=_("Your subscription has ended"), preheader=_("You won't be charged again."),
+        paragraphs=(_("Your %(plan)s subscription has ended, and you won't be charged again.", plan=plan),
+                    _("Thank you for the time you spent with us.")),
+        facts=tuple(facts), unsubscribe_url=unsubscribe_url,
     )
+
+
+def _acknowledgement(style: Style, *, to: str, name: str | None, plan: str, access_until: datetime | None,
+                     received: str | None, declaration: Declaration, language: str) -> Email:
+    def _(message: str, **values) -> str:
+        return gettext(language, message, **values)
+
+    withdrawal = declaration.kind == "withdrawal"
+    facts = [(_("Contract"), declaration.contract), (_("Received"), received or "")]
+    quote = (_("Your declaration, as you sent it:"), f"“{declaration.content}”",
+             _("Keep this email: it is your record of the declaration and of when we received it."))
+    button = None
+    if declaration.outcome == "accepted" and withdrawal:
+        subject = _("Your withdrawal from %(plan)s is confirmed", plan=plan)
+        heading = _("You have withdrawn from your contract")
+        paragraphs = (_("We received your withdrawal on %(moment)s. Your %(plan)s subscription ended at once, "
+                        "and you won't be charged again.", moment=received, plan=plan),) + \
+            ((declaration.refund,) if declaration.refund else ())
+        facts += [(_("Takes effect"), _("At once, on receipt")), (_("Until then"), _("Nothing: the subscription has ended"))]
+        if declaration.refund:
+            facts.append((_("Refund"), declaration.refund))
+    elif declaration.outcome == "accepted":
+        until = style.day(access_until, language) if access_until else _("at once")
+        subject = _("Your cancellation of %(plan)s is confirmed", plan=plan)
+        heading = _("Your cancellation is confirmed")
+        paragraphs = (_("We received your cancellation on %(moment)s. Your %(plan)s subscription ends on %(day)s: "
+                        "you keep access until then, and you won't be charged again.", moment=received, plan=plan,
+                        day=until),
+                      _("Didn't send this? Anyone who knows your email address can use the cancellation form. "
+                        "Press the button below and your plan continues as before."))
+        facts += [(_("Takes effect"), until), (_("Until then"), _("Full access, no further payments"))]
+        button = (_("This wasn't me — keep my plan"), declaration.undo_url) if declaration.undo_url else None
+    elif declaration.outcome == "not_eligible":
+        subject = _("We received your withdrawal")
+        heading = _("We received your withdrawal")
+        paragraphs = (_("We received your withdrawal on %(moment)s.", moment=received),
+                      declaration.why_not or "",
+                      _("You can still cancel your subscription the ordinary way with the button below: you keep "
+                        "access until the end of the period you paid for."))
+        button = (_("Cancel my subscription"), declaration.cancel_url) if declaration.cancel_url else None
+    else:
+        subject = _("We received your withdrawal") if withdrawal else _("We received your cancellation")
+        heading = subject
+        paragraphs = ((_("We received your withdrawal on %(moment)s.", moment=received) if withdrawal else
+                       _("We received your cancellation on %(moment)s.", moment=received)),
+                      _("Your coach will confirm by email when your contract ends. You don't need to do anything "
+                        "else."))
+        facts.append((_("Takes effect"), _("Your coach will confirm the date")))
+    return Email(kind="declaration_acknowledged", to=to, subject=subject, heading=heading, name=name,
+                 preheader=paragraphs[0], paragraphs=tuple(p for p in paragraphs if p), facts=tuple(facts),
+                 button=button, closing=quote)

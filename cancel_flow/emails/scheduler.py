@@ -191,7 +191,7 @@ class Mailroom:
             keep = self.cancel_url(row.customer_id, row.subscription_id, access_until, now)
         return compose.cancellation_confirmed(
             self.style, to=to, name=customer.get("name"), plan=_plan_name(sub) or row.plan_name,
-            access_until=access_until, keep_url=keep,
+            access_until=access_until, keep_url=keep, received_at=as_utc(row.canceled_at) if row.canceled_at else None,
             unsubscribe_url=self.unsubscribe_url(row.customer_id, "cancellation_confirmed"))
 
     # renewal and discount reminders ---------------------------------------------------------------

@@ -270,6 +270,38 @@ def delete_test_clock(call: Call):
     return call.account.delete_test_clock(call.ids[0])
 
 
+def create_refund(call: Call):
+    # https://docs.stripe.com/api/refunds/create
+    params = call.checked("RefundCreateParams")
+    body = {k: v for k, v in params.items() if k != "expand"}
+    return call.render("refunds", call.account.create_refund(body, call.idempotency_key), params)
+
+
+def create_tax_id(call: Call):
+    # https://docs.stripe.com/api/tax_ids/customer_create
+    params = call.checked("CustomerTaxIdCreateParams")
+    return call.render("tax_ids", call.account.add_tax_id(call.ids[0], params), params)
+
+
+def list_tax_ids(call: Call):
+    # https://docs.stripe.com/api/tax_ids/customer_list
+    params = call.checked("CustomerTaxIdListParams")
+    return call.account.page(call.account.tax_ids_of(call.ids[0]), params, f"/v1/customers/{call.ids[0]}/tax_ids", "tax_ids")
+
+
+def delete_tax_id(call: Call):
+    call.checked("CustomerTaxIdDeleteParams")
+    return call.account.delete_tax_id(call.ids[0], call.ids[1])
+
+
+def retrieve_account(call: Call):
+    # https://docs.stripe.com/api/accounts/retrieve: the account of the key
+    from cancel_flow.emulator.rules import EMULATOR_ACCOUNT
+
+    call.checked("AccountRetrieveCurrentParams")
+    return call.account.account_object(EMULATOR_ACCOUNT)
+
+
 _ID = r"([^/]+)"
 ROUTES = [
     ("POST", "customers", _create("customers", "CustomerCreateParams", "create_customer")),
@@ -278,6 +310,15 @@ ROUTES = [
     ("GET", f"customers/{_ID}", _retrieve("customers", "customer", "CustomerRetrieveParams")),
     ("POST", f"customers/{_ID}", update_customer),
     ("DELETE", f"customers/{_ID}", delete_customer),
+    ("POST", f"customers/{_ID}/tax_ids", create_tax_id),
+    ("GET", f"customers/{_ID}/tax_ids", list_tax_ids),
+    ("DELETE", f"customers/{_ID}/tax_ids/{_ID}", delete_tax_id),
+    ("GET", "account", retrieve_account),
+    ("POST", "refunds", create_refund),
+    ("GET", "refunds", _listed_by_account("refunds", "RefundListParams", "/v1/refunds", "list_refunds")),
+    ("GET", f"refunds/{_ID}", _retrieve("refunds", "refund", "RefundRetrieveParams")),
+    ("GET", "charges", _listed_by_account("charges", "ChargeListParams", "/v1/charges", "list_charges")),
+    ("GET", f"charges/{_ID}", _retrieve("charges", "charge", "ChargeRetrieveParams")),
     ("GET", f"payment_methods/{_ID}", _retrieve("payment_methods", "payment_method", "PaymentMethodRetrieveParams")),
     ("POST", f"payment_methods/{_ID}/attach", attach_payment_method),
     ("POST", "products", _create("products", "ProductCreateParams", "create_product")),

@@ -306,18 +306,28 @@ async def keys(request: Request) -> Response:
 
 
 async def account_settings(request: Request) -> Response:
-    """The account's default API version, in which events reach endpoints created without one."""
+    """The account's default API version, in which events reach endpoints created without one, and its country
+    (GET /v1/account; back to US when the data is reset)."""
     emulator: Emulator = request.app.state.emulator
     if request.method == "POST":
         try:
-            version = (await request.json())["default_api_version"]
-            if version not in rules.known_api_versions():
+            body = await request.json()
+            if not isinstance(body, dict) or not ({"default_api_version", "country"} & set(body)):
+                raise ValueError
+            version = body.get("default_api_version", emulator.default_api_version)
+            country = body.get("country", emulator.account.country)
+            if version not in rules.known_api_versions() or not isinstance(country, str) \
+                    or not re.fullmatch(r"[A-Z]{2}", country):
                 raise ValueError
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"error": {"message": "Send {\"default_api_version\": V} with V one of Stripe's API "
-                                                      "versions (as the SDK lists them)."}}, status_code=400)
+                                                      "versions (as the SDK lists them), and/or {\"country\": \"DE\"} "
+                                                      "(two capital letters)."}}, status_code=400)
         emulator.default_api_version = version
-    return JSONResponse({"id": rules.EMULATOR_ACCOUNT, "default_api_version": emulator.default_api_version})
+        with emulator.account.lock:
+            emulator.account.country = country
+    return JSONResponse({"id": rules.EMULATOR_ACCOUNT, "default_api_version": emulator.default_api_version,
+                         "country": emulator.account.country})
 
 
 async def customer_discount(request: Request) -> Response:

@@ -313,9 +313,11 @@ class Invoicing:
             for field in ("amount_received", "last_payment_error", "payment_method", "status"):
                 intent[field] = fresh[field]
             payments[0].update(build.invoice_payment(at, inv, intent), id=payments[0]["id"], created=payments[0]["created"])
-            return
-        intent = self._stamp("payment_intents", build.payment_intent(at, inv, payment_method, error))
-        payments.append(build.invoice_payment(at, inv, intent))
+        else:
+            intent = self._stamp("payment_intents", build.payment_intent(at, inv, payment_method, error))
+            payments.append(build.invoice_payment(at, inv, intent))
+        if error is None and not intent.get("latest_charge"):
+            self._charge_for(intent, payment_method, inv["id"], at)  # emulator/refunds.py
 
     def _mark_paid(self, inv: dict, at: int, payment_method: dict | None, idempotency_key: str | None) -> None:
         inv["status"] = "paid"

@@ -11,6 +11,7 @@ from cancel_flow.emulator.clocks import MAX_CUSTOMERS, MAX_SUBSCRIPTIONS, TestCl
 from cancel_flow.emulator.errors import StripeError, missing
 from cancel_flow.emulator.invoices import DEFAULT_RETRIES, Invoicing
 from cancel_flow.emulator.objects import public
+from cancel_flow.emulator.refunds import DEFAULT_COUNTRY, Refunds
 
 __all__ = ["Account", "StripeError", "missing"]
 
@@ -23,7 +24,7 @@ EXPANDABLE = {
     "discounts": "discounts", "discount": "discounts", "default_payment_method": "payment_methods",
     "payment_method": "payment_methods", "subscription": "subscriptions", "configuration": "portal_configurations",
     "latest_invoice": "invoices", "invoice": "invoices", "payment_intent": "payment_intents",
-    "test_clock": "test_clocks", "default_price": "prices",
+    "test_clock": "test_clocks", "default_price": "prices", "charge": "charges", "latest_charge": "charges",
 }
 # Stripe lets an incomplete subscription's first invoice be paid for 23 hours, then expires it
 # (https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses).
@@ -35,12 +36,12 @@ NO_PRORATIONS = ("Prorations are outside what the emulator computes: pass prorat
                  "(https://docs.stripe.com/billing/subscriptions/prorations#disable-prorations).")
 
 
-class Account(Invoicing, TestClocks, Checkout):
+class Account(Invoicing, TestClocks, Checkout, Refunds):
     """One Stripe test-mode account. Every public method runs under `lock`."""
 
     STORES = ("customers", "payment_methods", "products", "prices", "subscriptions", "coupons",
               "discounts", "portal_configurations", "portal_sessions", "webhook_endpoints", "events",
-              "invoices", "payment_intents", "test_clocks", "checkout_sessions")
+              "invoices", "payment_intents", "test_clocks", "checkout_sessions", "charges", "refunds", "tax_ids")
 
     def __init__(self):
         self.lock = threading.RLock()
@@ -52,6 +53,7 @@ class Account(Invoicing, TestClocks, Checkout):
         for store in self.STORES:
             setattr(self, store, {})
         self.clock_offset = 0
+        self.country = DEFAULT_COUNTRY  # the account's country (GET /v1/account), set with POST /_emulator/account
         self.portal_secrets: dict[str, str] = {}
         self.hosted_invoices: dict[str, str] = {}
         self.retries = {"days": list(DEFAULT_RETRIES["days"]), "then": DEFAULT_RETRIES["then"]}
@@ -95,6 +97,9 @@ class Account(Invoicing, TestClocks, Checkout):
         return rendered
 
     def _expand(self, node, path: list[str]) -> None:
+        if path == ["tax_ids"] and isinstance(node, dict) and node.get("object") == "customer" and node.get("id") in self.customers:
+            node["tax_ids"] = self.tax_id_list(node["id"])  # included only when asked for
+            return
         if not path or not isinstance(node, dict) or path[0] not in node:
             return
         key, rest = path[0], path[1:]
@@ -192,6 +197,8 @@ class Account(Invoicing, TestClocks, Checkout):
         except StripeError:
             del self.customers[cust["id"]]
             raise
+        for entry in params.get("tax_id_data") or []:  # https://docs.stripe.com/api/customers/create#create_customer-tax_id_data
+            self.add_tax_id(cust["id"], entry)
         return cust
 
     def update_customer(self, customer_id: str, params: dict) -> dict:

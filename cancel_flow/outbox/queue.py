@@ -11,7 +11,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from cancel_flow.clock import as_utc, utc_now
 from cancel_flow.config.schema import Alerts
-from cancel_flow.hooks import EVENTS, email_message, event_body, new_event_id, sample_data, slack_message
+from cancel_flow.hooks import (EVENTS, AlertText, email_body, email_message, event_body, new_event_id, sample_data, slack_body,
+                               slack_message)
 from cancel_flow.models import OutboxDelivery, OutboxEvent, WebhookEndpoint
 
 deliveries = OutboxDelivery.__table__
@@ -112,6 +113,22 @@ def enqueue_test_alert(connection: Connection, alerts: Alerts) -> str | None:
         rows.append(_delivery("email", alerts.email, event_id, TEST_ALERT, json.dumps(message), now))
     connection.execute(sa.insert(deliveries), rows)
     return event_id
+
+
+def enqueue_alert(connection: Connection, alerts: Alerts, alert_type: str, alert: AlertText, *, key: str) -> None:
+    """A message for the coach that is no webhook event (a declaration to act on), to each channel `alerts` has,
+    in the caller's transaction; one per `key` and channel."""
+    now = utc_now()
+    event_id = new_event_id()
+    rows = []
+    if alerts.slack_webhook_url:
+        rows.append(_delivery("slack", alerts.slack_webhook_url, event_id, alert_type, json.dumps(slack_body(alert)), now,
+                              key=f"{key}:slack"))
+    if alerts.email:
+        rows.append(_delivery("email", alerts.email, event_id, alert_type, json.dumps(email_body(alert)), now,
+                              key=f"{key}:email"))
+    for row in rows:
+        connection.execute(_insert(connection, deliveries).values(row).on_conflict_do_nothing(index_elements=["key"]))
 
 
 def enqueue_email(connection: Connection, to: str, subject: str, text: str, html: str, *, key: str | None = None,

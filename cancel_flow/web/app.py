@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from cancel_flow.cancel_service import REUSE_SECONDS, CancelService
+from cancel_flow.compliance_service import ComplianceService
 from cancel_flow.errors import CancelFlowError
 from cancel_flow.links import LinkSigner
 from cancel_flow.logs import log_event
@@ -32,6 +33,7 @@ from cancel_flow.store.api_keys import ApiKeyStore, LinkRequestStore
 from cancel_flow.store.coaches import CoachStore
 from cancel_flow.store.config_versions import ConfigVersions
 from cancel_flow.store.logos import LogoStore
+from cancel_flow.store.declarations import DeclarationStore
 from cancel_flow.store.stats import StatsQueries
 from cancel_flow.stripe_gateway import StripeGateway
 from cancel_flow.hooks import is_test_mode
@@ -39,9 +41,9 @@ from cancel_flow.emails.run import send_emails_periodically
 from cancel_flow.emails.sending import GuardedDispatcher
 from cancel_flow.outbox import dispatch_periodically
 from cancel_flow.outbox.session_events import SessionEvents
-from cancel_flow.web import (api_routes, attention_routes, billing_routes, cancel_routes, config_routes, dashboard_routes,
-                             email_routes, experiment_routes, hook_routes, preview_routes, settings_routes,
-                             shared_link_routes, webhook_routes, winback_routes)
+from cancel_flow.web import (api_routes, attention_routes, billing_routes, cancel_routes, compliance_routes, config_routes,
+                             dashboard_routes, email_routes, experiment_routes, hook_routes, preview_routes,
+                             settings_routes, shared_link_routes, webhook_routes, winback_routes)
 from cancel_flow.winback_service import WinbackService
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
 from cancel_flow.web.coach_auth import FAILURE_WINDOW
@@ -74,15 +76,29 @@ def _error_page(request: Request, status: int, title: str, message: str) -> Resp
     message = without_heading(title, message)
     token = request.path_params.get("token") if request.path_params else None
     cancel_action = f"/cancel/{token}/cancel" if token and status in (409, 503) else None
-    csrf = None
+    csrf = withdraw_url = None
     if cancel_action:
         try:
             link = request.app.state.signer.read_cancel(token)
             csrf = csrf_token(request.app.state.settings.secret_key, link.nonce)
         except CancelFlowError:
             cancel_action = None
+        else:
+            withdraw_url = _withdraw_url(request, link.nonce)
     return render(request, "error.html", status, status=status, title=title, message=message,
-                  cancel_action=cancel_action, csrf=csrf, **_try_again(request, status, token))
+                  cancel_action=cancel_action, csrf=csrf, withdraw_url=withdraw_url, **_try_again(request, status, token))
+
+
+def _withdraw_url(request: Request, nonce: str) -> str | None:
+    """"Withdraw from contract here" beside "Continue to cancel" on a cancel link's error pages too, when the session
+    can be read at once (the quick store never waits on a lock: an error page must not hang)."""
+    if request.url.path.endswith("/withdraw"):
+        return None  # the withdrawal's own refusal
+    try:
+        session = request.app.state.quick_store.find_session(nonce)
+    except Exception:
+        return None
+    return compliance_routes.flow_withdraw_url(request, session)
 
 
 def _try_again(request: Request, status: int, token: str | None) -> dict:
@@ -235,6 +251,19 @@ async def _sweep_periodically(store: Store, every: float, coaches: CoachStore, l
             log_event("sweep.prune_failed", level=40, error=type(error).__name__)
 
 
+async def _declarations_periodically(compliance: ComplianceService, live: LiveConfiguration, every: float) -> None:
+    """Declarations a stopped worker left, Stripe work to retry, and records past `records_keep_days` deleted."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await compliance.process_due()
+            deleted = await run_in_threadpool(compliance.store.prune, live.current().compliance.records_keep_days)
+            if deleted:
+                log_event("sweep.declarations_deleted", declarations=deleted)
+        except Exception as error:  # the next round tries again
+            log_event("sweep.declarations_failed", level=40, error=type(error).__name__)
+
+
 def create_app(settings: Settings | None = None, sweep_every: float | None = None) -> Starlette:
     """Validate everything the service needs before it takes a request.
 
@@ -258,6 +287,8 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
         app.state.cancel_service = CancelService(store, gateway, live, signer, quick_store=quick_store,
                                                  recent=app.state.recent_answers)
         app.state.winback = WinbackService(store.engine, gateway, live, signer, settings, app.state.cancel_service)
+        app.state.compliance = ComplianceService(DeclarationStore(store.engine), gateway, live, signer, settings,
+                                                 is_test_mode(settings.stripe_api_key))
         sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every, app.state.coaches, app.state.link_requests)) \
             if sweep_every else None
         # Outgoing webhooks, alerts and emails: any worker delivers what is due (see cancel_flow/outbox).
@@ -266,11 +297,13 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
             if sweep_every else None
         emailer = asyncio.create_task(send_emails_periodically(store.engine, settings, live)) if sweep_every else None
         follower = asyncio.create_task(live.follow()) if sweep_every else None
+        declarations = asyncio.create_task(_declarations_periodically(app.state.compliance, live, sweep_every)) \
+            if sweep_every else None
         # Everything loaded so far (the Stripe SDK alone is thousands of classes) lives as long as
         # the process: keep it out of the collector's full passes, which otherwise stall requests.
         gc.freeze()
         yield
-        for task in (sweeper, sender, emailer, follower):
+        for task in (sweeper, sender, emailer, follower, declarations):
             if task:
                 task.cancel()
         await gateway.close()
@@ -279,6 +312,7 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
 
     routes = [
         *cancel_routes.routes,  # first: the subscriber's pages are matched before any other route is tried
+        *compliance_routes.routes,
         Route("/healthz", healthz),  # then the health checks, which a load balancer asks every few seconds
         Route("/readyz", readyz),
         *billing_routes.routes,

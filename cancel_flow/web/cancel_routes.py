@@ -6,6 +6,7 @@ from starlette.routing import Route
 
 from cancel_flow.cancel_service import MAX_COMMENT, CancelService
 from cancel_flow.errors import BadRequest
+from cancel_flow.web.compliance_routes import flow_withdraw_url
 from cancel_flow.web.pages import csrf_token, read_form, render
 
 
@@ -20,7 +21,8 @@ def _here(request: Request, suffix: str = "") -> str:
 def _page(request: Request, template: str, session, status_code: int = 200, **context) -> Response:
     secret = request.app.state.settings.secret_key
     return render(request, template, status_code, session=session, token=request.path_params["token"],
-                  csrf=csrf_token(secret, session.nonce) if session else "", max_comment=MAX_COMMENT, **context)
+                  csrf=csrf_token(secret, session.nonce) if session else "", max_comment=MAX_COMMENT,
+                  withdraw_url=flow_withdraw_url(request, session), **context)
 
 
 async def show(request: Request) -> Response:

@@ -33,7 +33,7 @@ OUTCOME_LABELS = {"saved_discount": "Saved by discount", "saved_pause": "Saved b
                   "saved_switch": "Saved by plan switch", "saved_free_period": "Saved by free time",
                   "saved_keep": "Kept after scheduling a cancel", "contact_requested": "Asked to talk to you",
                   "canceled": "Canceled", "deflected": "Deflected", "sent_to_portal": "At Stripe's portal",
-                  "open": "Still open", "won_back": "Won back"}
+                  "open": "Still open", "won_back": "Won back", "withdrawn": "Withdrew (EU)"}
 # Each term explained where it appears.
 OUTCOME_HINTS = {
     "saved_discount": "accepted a discount, confirmed by Stripe",
@@ -47,6 +47,7 @@ OUTCOME_HINTS = {
     "sent_to_portal": "pressed \"Continue to cancel\" and is on Stripe's cancel page; not confirmed yet",
     "open": "opened the link and has not decided yet",
     "won_back": "canceled, then came back through a win-back comeback link (still a cancellation in the save rate)",
+    "withdrawn": "used the EU withdrawal function: canceled at once and refunded as [compliance] says",
 }
 KIND_LABELS = {"discount": "Discount", "pause": "Pause", "switch": "Plan switch", "free_period": "Free time",
                "contact": "Talk to you"}

@@ -28,7 +28,8 @@ environment.globals["REASONS"] = REASONS
 # The coach's pages, in the navigation's order (the one place to add an entry).
 environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/attention", "Needs attention"),
                                      ("/dashboard/experiments", "Experiments"), ("/dashboard/deliveries", "Webhooks and alerts"),
-                                     ("/dashboard/settings", "Settings"), ("/dashboard/preview", "Preview"))
+                                     ("/dashboard/compliance", "Compliance"), ("/dashboard/settings", "Settings"),
+                                     ("/dashboard/preview", "Preview"))
 # The retention dashboard's tabs (the "Retention" entry), each keeping the range and filters.
 DASHBOARD_TABS = (("/dashboard", "Overview"), ("/dashboard/sessions", "Sessions"), ("/dashboard/offers", "Offers"),
                   ("/dashboard/reasons", "Reasons"), ("/dashboard/payments", "Payments and emails"))

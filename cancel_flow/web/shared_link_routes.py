@@ -27,13 +27,15 @@ WINDOW = timedelta(hours=1)
 LANGUAGE = "en"  # the client's language: English until the languages issue chooses it
 
 
-def _page(request: Request, status_code: int = 200, **context) -> Response:
+async def _page(request: Request, status_code: int = 200, **context) -> Response:
+    from cancel_flow.web.compliance_routes import shared_page_links
+
     return render_with_token(request, "shared_link.html", CSRF_COOKIE, "/", status_code,
-                             can_send=request.app.state.mailer.can_send, **context)
+                             can_send=request.app.state.mailer.can_send, **await shared_page_links(request), **context)
 
 
 async def ask_for_email(request: Request) -> Response:
-    return _page(request)
+    return await _page(request)
 
 
 def _valid_email(email: str) -> bool:
@@ -45,14 +47,14 @@ async def send_links(request: Request) -> Response:
     fields = await read_form(request, request.cookies.get(CSRF_COOKIE))
     email = (fields.get("email") or "").strip()
     if not _valid_email(email):
-        return _page(request, 400, error="Enter the email address you subscribed with, like name@example.com.")
+        return await _page(request, 400, error="Enter the email address you subscribed with, like name@example.com.")
     if not request.app.state.mailer.can_send:
-        return _page(request, 503)
+        return await _page(request, 503)
     requests = request.app.state.link_requests
     address = client_address(request)
     # Each count is one conditional statement: parallel requests can't slip past a limit.
     if not await run_in_threadpool(requests.allow, "ip", address, PER_ADDRESS_PER_HOUR, WINDOW):
-        return _page(request, 429, error="Too many requests from your network. Please try again in an hour.")
+        return await _page(request, 429, error="Too many requests from your network. Please try again in an hour.")
     email_allowed = await run_in_threadpool(requests.allow, "email", email, PER_EMAIL_PER_HOUR, WINDOW)
     task = BackgroundTask(_find_and_send, request.app.state, email) if email_allowed else None
     response = render(request, "shared_link.html", sent_to=email, can_send=True)
