@@ -395,6 +395,10 @@ def test_every_settings_page_and_the_preview_fit_and_pass_axe(width, browser, li
     review("preview-sample-yearly")
     page.goto(f"{server.url}/dashboard/preview?email=maya@example.com&reason=too_expensive")
     review("preview-client")
+    context.close()
+
+
+@pytest.mark.parametrize("width", [360, 1280])
 def test_every_winback_page_fits_and_passes_axe(width, browser, live_server, screens_offers, catalogue, signer,  # noqa: F811
                                                  stripe_client, store):
     """"Keep my plan" (scheduled, then kept), the comeback page with an offer, Stripe's test Checkout page, the

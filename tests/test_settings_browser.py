@@ -104,7 +104,7 @@ def test_the_coach_steers_from_the_browser_and_the_subscriber_sees_each_change(b
     assert "/brand/logo?v=" in logo.get_attribute("src")
     assert logo.evaluate("img => img.complete && img.naturalWidth") == 48
 
-    # a preview of a yearly plan, by keyboard
+    # a preview of a yearly plan, by keyboard: the edited discount is for monthly plans, the yearly one is offered
     page.goto(f"{server.url}/dashboard/preview")
     tab_to(page, "#plan")
     page.keyboard.press("End")  # the last option: yearly
@@ -115,7 +115,8 @@ def test_the_coach_steers_from_the_browser_and_the_subscriber_sees_each_change(b
     page.wait_for_url("**/dashboard/preview?plan=yearly**")
     results = page.locator("#results").inner_text()
     assert "This is a preview." in results and "yearly plans are not paused" in results
-    assert "$343.00/year for 3 payments, then $490.00/year" in results
+    assert "$367.50 for your next payment, then $490.00/year" in results
+    assert "half-off-3-payments: condition not met: billed every year, not month" in results
 
     # restore version 1: the subscriber sees the first settings again
     page.goto(f"{server.url}/dashboard/settings/history")
