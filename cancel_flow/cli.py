@@ -107,18 +107,23 @@ def _coach(args) -> int:
         migrate(engine)
         coaches = CoachStore(engine)
         if args.coach_command == "add":
-            if not coaches.add(email, hash_password(password)):
+            if not coaches.add(email, hash_password(password), args.role):
                 print(f"cancel-flow: a coach with email {email} exists already", file=sys.stderr)
                 return 1
-            print(f"Coach {email} can now sign in at /dashboard/login.")
+            print(f"Coach {email} ({args.role}) can now sign in at /dashboard/login.")
         elif args.coach_command == "password":
             if not coaches.set_password(email, hash_password(password)):
                 print(f"cancel-flow: no coach with email {email}", file=sys.stderr)
                 return 1
             print(f"New password set for {email}; every session signed in before has ended.")
         else:
-            if not coaches.remove(email):
+            outcome = coaches.remove(email)
+            if outcome == "missing":
                 print(f"cancel-flow: no coach with email {email}", file=sys.stderr)
+                return 1
+            if outcome == "last_owner":
+                print(f"cancel-flow: {email} is the last owner and can't be removed: make another coach an owner "
+                      "first (on the Team page)", file=sys.stderr)
                 return 1
             print(f"Coach {email} removed; their sessions have ended.")
     finally:
@@ -138,24 +143,35 @@ def _api_key(args) -> int:
     import secrets
 
     from cancel_flow.store import make_engine, migrate
-    from cancel_flow.store.api_keys import ApiKeyStore
+    from cancel_flow.store.api_keys import DEFAULT_SCOPES, ApiKeyStore, check_scopes, scopes_of
 
+    scopes = DEFAULT_SCOPES
+    if getattr(args, "scope", None):
+        try:
+            scopes = check_scopes(name for value in args.scope for name in value.split(","))
+        except ValueError as unknown:
+            print(f"cancel-flow: {unknown}", file=sys.stderr)
+            return 2
+        if not scopes:
+            print("cancel-flow: name at least one scope: links, stats, hooks, config", file=sys.stderr)
+            return 2
     engine = make_engine(_settings().database_url)
     migrate(engine)
     keys = ApiKeyStore(engine)
     try:
         if args.api_key_command == "create":
             key = "cfk_" + secrets.token_urlsafe(32)
-            if not keys.add(args.name, key):
+            if not keys.add(args.name, key, scopes):
                 print(f"cancel-flow: an API key named {args.name!r} exists already", file=sys.stderr)
                 return 1
             print(key)
-            print(f"API key {args.name!r} created. It is shown only now: store it in your app's secrets.", file=sys.stderr)
+            print(f"API key {args.name!r} created with scopes {', '.join(scopes)}. It is shown only now: store it in "
+                  "your app's secrets.", file=sys.stderr)
         elif args.api_key_command == "list":
             for row in keys.all():
                 state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
                 used = f"last used {row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never used"
-                print(f"{row.name}\t{row.prefix}…\t{state}\t{used}")
+                print(f"{row.name}\t{row.prefix}…\t{','.join(scopes_of(row))}\t{state}\t{used}")
         elif not keys.revoke(args.name):
             print(f"cancel-flow: no active API key named {args.name!r}", file=sys.stderr)
             return 1
@@ -241,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     api_key_sub = api_key.add_subparsers(dest="api_key_command", required=True, metavar="ACTION")
     create = api_key_sub.add_parser("create", help="create a key and print it once")
     create.add_argument("name")
+    create.add_argument("--scope", action="append", metavar="SCOPE",
+                        help="what the key may call (repeat, or comma-separate): links, stats, hooks, config; "
+                             "default: links, stats and hooks")
     api_key_sub.add_parser("list", help="list keys (names and prefixes only)")
     revoke = api_key_sub.add_parser("revoke", help="revoke a key")
     revoke.add_argument("name")
@@ -250,11 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     coach_sub = coach.add_subparsers(dest="coach_command", required=True, metavar="ACTION")
     coach_add = coach_sub.add_parser("add", help="create a dashboard login")
     coach_add.add_argument("email")
+    coach_add.add_argument("--role", choices=("owner", "editor", "viewer"), default="owner",
+                           help="owner: everything; editor: settings and what a viewer sees; viewer: read only "
+                                "(default: owner)")
     coach_add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     coach_password = coach_sub.add_parser("password", help="set a new password (ends every session of that login)")
     coach_password.add_argument("email")
     coach_password.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    coach_remove = coach_sub.add_parser("remove", help="remove a dashboard login (ends its sessions)")
+    coach_remove = coach_sub.add_parser("remove", help="remove a dashboard login (ends its sessions; never the last owner)")
     coach_remove.add_argument("email")
     coach.set_defaults(handler=_coach)
 

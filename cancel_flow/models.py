@@ -146,6 +146,8 @@ class Coach(SQLModel, table=True):
     created_at: datetime = _when(default_factory=utc_now)
     # Carried in the session cookie; logout and a new password raise it, which ends every session at once.
     session_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # owner | editor | viewer (cancel_flow/web/access.py says what each may do); logins made before roles are owners
+    role: str = Field(default="owner", max_length=8, sa_column_kwargs={"server_default": "owner"})
 
 
 class LoginAttempt(SQLModel, table=True):
@@ -172,6 +174,8 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = _when(default_factory=utc_now)
     last_used_at: datetime | None = _when(default=None)
     revoked_at: datetime | None = _when(default=None)
+    # What the key may call (cancel_flow/store/api_keys.py SCOPES); None: a key made before scopes, the default set
+    scopes: list[str] | None = Field(default=None, sa_type=sa.JSON)
 
 
 class LinkRequest(SQLModel, table=True):

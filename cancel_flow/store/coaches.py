@@ -13,6 +13,21 @@ from cancel_flow.store.api_keys import digest, prune_windows, window_counter
 
 coaches = Coach.__table__
 attempts = LoginAttempt.__table__
+ROLES = ("owner", "editor", "viewer")
+
+
+def _lock_owners(connection) -> None:
+    """PostgreSQL: hold the owners' rows, so two changes at once can't both take away the last two owners
+    (SQLite runs one write at a time, and the conditional statement below decides alone)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.select(coaches.c.id).where(coaches.c.role == "owner").with_for_update())
+
+
+def _another_owner_left():
+    """The condition under which a coach may stop being an owner: they aren't one, or another one is left."""
+    other = coaches.alias("other")
+    others = sa.select(sa.func.count()).select_from(other).where(other.c.role == "owner")
+    return sa.or_(coaches.c.role != "owner", others.scalar_subquery() > 1)
 
 
 @dataclass(frozen=True)
@@ -39,14 +54,19 @@ class CoachStore:
         self.engine = engine
         self._count_failure = window_counter(engine, attempts, "failures")
 
-    def add(self, email: str, password_hash: str) -> bool:
+    def add(self, email: str, password_hash: str, role: str = "owner", on_added=None) -> bool:
         """False when a coach with that email exists already. The session generation starts at a random
-        number, so a cookie of a removed coach whose id SQLite gives to a new one does not match it."""
+        number, so a cookie of a removed coach whose id SQLite gives to a new one does not match it.
+        `on_added(connection)` runs in the same transaction (the audit row of the change)."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
         try:
             with self.engine.begin() as connection:
                 connection.execute(sa.insert(coaches).values(email=email, password_hash=password_hash,
-                                                             created_at=utc_now(),
+                                                             created_at=utc_now(), role=role,
                                                              session_generation=secrets.randbelow(2**30)))
+                if on_added is not None:
+                    on_added(connection)
         except sa.exc.IntegrityError:
             return False
         return True
@@ -57,9 +77,44 @@ class CoachStore:
             return connection.execute(sa.update(coaches).where(coaches.c.email == email).values(
                 password_hash=password_hash, session_generation=coaches.c.session_generation + 1)).rowcount == 1
 
-    def remove(self, email: str) -> bool:
+    def remove(self, email: str, on_removed=None) -> str:
+        """"removed" (every session of that login ends with it), "missing", or "last_owner" (nothing changed:
+        the account would be left without an owner). `on_removed(connection, row)` runs in the same transaction."""
         with self.engine.begin() as connection:
-            return connection.execute(sa.delete(coaches).where(coaches.c.email == email)).rowcount == 1
+            _lock_owners(connection)
+            row = connection.execute(sa.select(coaches).where(coaches.c.email == email)).first()
+            if row is None:
+                return "missing"
+            removed = connection.execute(sa.delete(coaches).where(coaches.c.id == row.id, _another_owner_left())).rowcount
+            if not removed:
+                return "last_owner"
+            if on_removed is not None:
+                on_removed(connection, row)
+            return "removed"
+
+    def set_role(self, email: str, role: str, on_changed=None) -> str:
+        """"changed", "unchanged", "missing", or "last_owner" (nothing changed: the last owner can't step
+        down). `on_changed(connection, row)` runs in the same transaction, with the row as it was."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        with self.engine.begin() as connection:
+            _lock_owners(connection)
+            row = connection.execute(sa.select(coaches).where(coaches.c.email == email)).first()
+            if row is None:
+                return "missing"
+            if row.role == role:
+                return "unchanged"
+            keeps_an_owner = _another_owner_left() if role != "owner" else sa.true()
+            if not connection.execute(sa.update(coaches).where(coaches.c.id == row.id, keeps_an_owner)
+                                      .values(role=role)).rowcount:
+                return "last_owner"
+            if on_changed is not None:
+                on_changed(connection, row)
+            return "changed"
+
+    def all(self) -> list:
+        with self.engine.connect() as connection:
+            return list(connection.execute(sa.select(coaches).order_by(coaches.c.created_at, coaches.c.id)).all())
 
     def end_sessions(self, coach_id: int) -> None:
         """Every cookie this coach holds, on any device, stops working."""

@@ -40,6 +40,7 @@ from cancel_flow.outbox.session_events import SessionEvents
 from cancel_flow.web import (api_routes, billing_routes, cancel_routes, dashboard_routes, email_routes, experiment_routes,
                              hook_routes, shared_link_routes,
                              webhook_routes)
+from cancel_flow.web.access import guard_routes
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
 from cancel_flow.web.coach_auth import FAILURE_WINDOW
 from cancel_flow.web.middleware import REQUEST_ID, BodySizeLimit, RequestEdge
@@ -260,6 +261,7 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         Route("/brand/logo", brand_logo),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    guard_routes(routes)  # who may make each request: one table, cancel_flow/web/access.py
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         CancelFlowError: on_domain_error, HTTPException: on_http_error, SQLAlchemyError: on_database_error,
     })

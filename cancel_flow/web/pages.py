@@ -23,9 +23,18 @@ environment.filters["money"] = lambda amount, currency: format_money(amount, cur
 environment.filters["day"] = format_day
 environment.globals["interval_words"] = interval_words
 environment.globals["REASONS"] = REASONS
-# The coach's pages, in the navigation's order.
+# The coach's pages, in the navigation's order; each coach sees those their role may open.
 environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/experiments", "Experiments"),
                                      ("/dashboard/deliveries", "Webhooks and alerts"))
+
+
+def _may_open(coach, path: str) -> bool:
+    from cancel_flow.web.access import may_open
+
+    return may_open(getattr(coach, "role", None), path)
+
+
+environment.globals["may_open"] = _may_open
 
 
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
