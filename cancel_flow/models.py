@@ -150,6 +150,35 @@ class Coach(SQLModel, table=True):
     role: str = Field(default="owner", max_length=8, sa_column_kwargs={"server_default": "owner"})
 
 
+class CoachToken(SQLModel, table=True):
+    """A single-use link for a coach: an invitation (72 hours) or a password reset (1 hour). Only the token's
+    SHA-256 is kept; using it is one conditional UPDATE, so it works once however often it is sent."""
+
+    __tablename__ = "coach_token"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=8)  # invite | reset
+    email: str = Field(max_length=320, index=True)
+    role: str | None = Field(default=None, max_length=8)  # an invitation's role
+    created_by: str | None = Field(default=None, max_length=320)
+    created_at: datetime = _when(default_factory=utc_now)
+    expires_at: datetime = _when()
+    used_at: datetime | None = _when(default=None)
+
+
+class AuditEntry(SQLModel, table=True):
+    """One change of settings, team, keys, endpoints or the Stripe connection: who, when, what, from where."""
+
+    __tablename__ = "audit_entry"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _when(default_factory=utc_now, index=True)
+    actor: str = Field(max_length=320)  # a coach's email, "command line", or "API key 'name'"
+    action: str = Field(max_length=64, index=True)  # dotted: team.invited, api_key.created, stripe.setup, …
+    detail: str = Field(default="", sa_type=sa.Text)
+    address: str | None = Field(default=None, max_length=64)  # the client's address (an IPv6 client's /64)
+
+
 class LoginAttempt(SQLModel, table=True):
     """Dashboard login attempts counted per window, per (email, address) and per address, for every worker.
     One row per key, raised by a single conditional upsert, so parallel guesses can't pass the count."""

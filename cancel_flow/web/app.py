@@ -38,7 +38,7 @@ from cancel_flow.emails.sending import GuardedDispatcher
 from cancel_flow.outbox import dispatch_periodically
 from cancel_flow.outbox.session_events import SessionEvents
 from cancel_flow.web import (api_routes, billing_routes, cancel_routes, dashboard_routes, email_routes, experiment_routes,
-                             hook_routes, shared_link_routes,
+                             hook_routes, shared_link_routes, team_routes,
                              webhook_routes)
 from cancel_flow.web.access import guard_routes
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
@@ -184,7 +184,7 @@ async def brand_logo(request: Request) -> Response:
 
 
 def _prune_counts(coaches: CoachStore, link_requests: LinkRequestStore) -> int:
-    return coaches.prune_attempts(FAILURE_WINDOW) + link_requests.prune(LINK_REQUEST_WINDOW)
+    return coaches.prune_attempts(FAILURE_WINDOW) + link_requests.prune(LINK_REQUEST_WINDOW) + coaches.prune_tokens()
 
 
 async def _sweep_periodically(store: Store, every: float, coaches: CoachStore, link_requests: LinkRequestStore) -> None:
@@ -254,6 +254,7 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         *hook_routes.routes,
         *experiment_routes.routes,
         *dashboard_routes.routes,
+        *team_routes.routes,
         *api_routes.routes,
         *shared_link_routes.routes,
         Route("/metrics", metrics),

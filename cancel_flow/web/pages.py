@@ -25,7 +25,7 @@ environment.globals["interval_words"] = interval_words
 environment.globals["REASONS"] = REASONS
 # The coach's pages, in the navigation's order; each coach sees those their role may open.
 environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/experiments", "Experiments"),
-                                     ("/dashboard/deliveries", "Webhooks and alerts"))
+                                     ("/dashboard/deliveries", "Webhooks and alerts"), ("/dashboard/team", "Team"))
 
 
 def _may_open(coach, path: str) -> bool:
