@@ -216,3 +216,76 @@ def test_guessing_the_secret_key_is_throttled_like_sign_in(make_client, coaches)
     assert first_owner_form(browser, secret_key=SECRET, email="x@example.com", password=PASSWORD,
                             password_again=PASSWORD).status_code == 429
     assert not coaches.any()
+
+
+# --- forgotten passwords -------------------------------------------------------------------------------
+
+def ask_reset(client, email: str):
+    page = client.get("/dashboard/password-reset")
+    return client.post("/dashboard/password-reset", data={"csrf_token": csrf_of(page.text), "email": email})
+
+
+def reset_link(message) -> str:
+    return re.search(r"http://testserver(/dashboard/password-reset/\S+)", message.get_body(("plain",)).get_content()).group(1)
+
+
+def test_a_reset_link_by_email_sets_a_new_password_once_and_ends_the_old_sessions(make_client, coaches, inbox, store):
+    coaches.add(OWNER_EMAIL, hash_password(PASSWORD), "owner")
+    laptop = make_client(smtp_url=inbox.url)
+    assert sign_in(laptop).status_code == 303
+    browser = make_client(smtp_url=inbox.url)
+    assert 'href="/dashboard/password-reset"' in browser.get("/dashboard/login").text
+    known, unknown = ask_reset(browser, "Owner@Example.com"), ask_reset(browser, "nobody@example.com")
+    assert known.status_code == unknown.status_code == 200
+    assert known.text.replace("owner@example.com", "X") == unknown.text.replace("nobody@example.com", "X")
+    [mail] = inbox.messages
+    assert mail["To"] == OWNER_EMAIL
+    path = reset_link(mail)
+    page = browser.get(path)
+    assert page.status_code == 200 and "Choose a new password" in page.text
+    new_password = "a much better passphrase"
+    done = browser.post(path, data={"csrf_token": csrf_of(page.text), "password": new_password, "password_again": new_password})
+    assert done.status_code == 303 and browser.get("/dashboard").status_code == 200
+    assert laptop.get("/dashboard").status_code == 303  # signed in with the old password: ended
+    assert browser.get(path).status_code == 410  # once only
+    assert sign_in(make_client()).status_code == 401
+    assert sign_in(make_client(), password=new_password).status_code == 303
+    assert audit_actions(store.engine)[-1][:2] == (OWNER_EMAIL, "team.password_reset")
+
+
+def test_a_reset_link_works_for_one_hour(make_client, coaches, inbox):
+    coaches.add(OWNER_EMAIL, hash_password(PASSWORD), "owner")
+    browser = make_client(smtp_url=inbox.url)
+    with freeze_time("2026-11-24 10:00:00", real_asyncio=True) as frozen:
+        ask_reset(browser, OWNER_EMAIL)
+        path = reset_link(inbox.messages[0])
+        frozen.tick(timedelta(minutes=59))
+        assert browser.get(path).status_code == 200
+        frozen.tick(timedelta(minutes=2))
+        gone = browser.get(path)
+        assert gone.status_code == 410 and "Forgot your password?" in gone.text
+    assert sign_in(make_client()).status_code == 303
+
+
+def test_reset_requests_are_throttled_like_sign_in(make_client, coaches, inbox):
+    coaches.add(OWNER_EMAIL, hash_password(PASSWORD), "owner")
+    browser = make_client(smtp_url=inbox.url, client_address="203.0.113.5")
+    statuses = [ask_reset(browser, OWNER_EMAIL).status_code for _ in range(6)]
+    assert statuses == [200] * 5 + [429]
+    assert len(inbox.messages) == 5
+    sprayer = make_client(smtp_url=inbox.url, client_address="203.0.113.6")
+    statuses = [ask_reset(sprayer, f"person{n}@example.com").status_code for n in range(21)]
+    assert statuses == [200] * 20 + [429]
+    assert ask_reset(make_client(smtp_url=inbox.url, client_address="198.51.100.1"), OWNER_EMAIL).status_code == 200
+
+
+def test_without_smtp_in_production_the_page_says_so_whoever_asks(make_client, coaches):
+    coaches.add(OWNER_EMAIL, hash_password(PASSWORD), "owner")
+    browser = make_client()
+    page = browser.get("/dashboard/password-reset")
+    assert "Email is not set up" in page.text and "<form" not in page.text
+    token = browser.cookies.get("cf_login_csrf")
+    known, unknown = [browser.post("/dashboard/password-reset", data={"csrf_token": token, "email": email})
+                      for email in (OWNER_EMAIL, "nobody@example.com")]
+    assert known.status_code == unknown.status_code == 503 and known.text == unknown.text
+    assert "Email is not set up" in known.text

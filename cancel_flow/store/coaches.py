@@ -260,6 +260,22 @@ class CoachStore:
             transaction.commit()
         return Attempt(None, coach)
 
+    def count_reset_request(self, email: str, address: str, throttle: Throttle) -> str | None:
+        """Count a request for a password-reset link per (email, address) and per address, as sign-ins are
+        counted; "pair" or "address" when a limit is reached (then nothing is counted), else None."""
+        now = utc_now()
+        with self.engine.connect() as connection:
+            transaction = connection.begin()
+            for kind, key, limit in (("rpair", digest(f"reset-pair|{email}|{address}"), throttle.per_pair),
+                                     ("raddress", digest(f"reset-address|{address}"), throttle.per_address)):
+                counted = connection.execute(self._count_failure, {
+                    "key_hash": key, "kind": kind, "now": now, "opened_after": now - throttle.window, "limit": limit}).first()
+                if counted is None:
+                    transaction.rollback()
+                    return kind.removeprefix("r")
+            transaction.commit()
+        return None
+
     def attempt_succeeded(self, email: str, address: str) -> None:
         """A right password: the (email, address) count starts over, and the address gets its attempt back."""
         pair_key, address_key = _keys(email, address)

@@ -7,6 +7,7 @@ from datetime import timedelta
 from urllib.parse import quote
 
 from markupsafe import escape
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -249,6 +250,89 @@ async def first_owner(request: Request) -> Response:
     return response
 
 
+# --- forgotten passwords ---------------------------------------------------------------------------
+
+def _reset_request_page(request: Request, status_code: int = 200, **context) -> Response:
+    return render_with_token(request, "password_reset.html", LOGIN_CSRF_COOKIE, "/dashboard", status_code,
+                             can_send=request.app.state.mailer.can_send, **context)
+
+
+async def password_reset_form(request: Request) -> Response:
+    return _reset_request_page(request)
+
+
+async def request_password_reset(request: Request) -> Response:
+    """The same answer whether or not the email has a login; the look-up and the mail happen after the answer,
+    so neither the words nor the timing tell. Requests are counted like sign-ins."""
+    fields = await read_form(request, request.cookies.get(LOGIN_CSRF_COOKIE))
+    email = (fields.get("email") or "").strip().lower()
+    if not valid_email(email):
+        return _reset_request_page(request, 400, error="Enter the email address you sign in with.", email=email[:320])
+    if not request.app.state.mailer.can_send:
+        return _reset_request_page(request, 503)
+    refused = await run_in_threadpool(request.app.state.coaches.count_reset_request, email, client_address(request),
+                                      THROTTLE)
+    if refused:
+        return _reset_request_page(request, 429, email=email, error=(
+            "Too many requests for this email. Wait 15 minutes and try again." if refused == "pair"
+            else "Too many requests from your network. Wait 15 minutes and try again."))
+    response = _reset_request_page(request, sent_to=email)
+    response.background = BackgroundTask(_send_reset_link, request.app.state, email)
+    return response
+
+
+def _send_reset_link(state, email: str) -> None:
+    if state.coaches.find(email) is None:
+        return
+    token = state.coaches.issue_token("reset", email, RESET_LIFETIME)
+    link = f"{state.settings.base_url}/dashboard/password-reset/{token}"
+    brand = state.offers.brand
+    text = (f"Someone asked for a new password for {email} on the {brand.name} dashboard.\n\n"
+            f"Choose a new password here (the link works once, for 1 hour):\n{link}\n\n"
+            "If it wasn't you, ignore this email: your password stays as it is.\n")
+    html = (f"<p>Someone asked for a new password for {escape(email)} on the {escape(brand.name)} dashboard.</p>"
+            f'<p><a href="{escape(link)}">Choose a new password</a> (the link works once, for 1 hour).</p>'
+            "<p>If it wasn't you, ignore this email: your password stays as it is.</p>")
+    try:
+        state.mailer.send(Message(to=email, subject=f"A new password for the {brand.name} dashboard", text=text, html=html))
+    except OSError as error:
+        log_event("team.reset_mail_failed", error=type(error).__name__)
+
+
+async def reset_page(request: Request) -> Response:
+    token = request.path_params["token"]
+    found = await run_in_threadpool(request.app.state.coaches.valid_token, "reset", token)
+    if found is None:
+        return _gone(request, "password reset")
+    return _set_password_page(request, kind="reset", email=found.email,
+                              action=f"/dashboard/password-reset/{quote(token, safe='')}")
+
+
+async def reset_password(request: Request) -> Response:
+    token = request.path_params["token"]
+    fields = await read_form(request, request.cookies.get(LOGIN_CSRF_COOKIE))
+    coaches = request.app.state.coaches
+    found = await run_in_threadpool(coaches.valid_token, "reset", token)
+    if found is None:
+        return _gone(request, "password reset")
+    problem = password_problem(fields.get("password") or "", fields.get("password_again") or "")
+    if problem:
+        return _set_password_page(request, 400, kind="reset", email=found.email, error=problem,
+                                  action=f"/dashboard/password-reset/{quote(token, safe='')}")
+    password_hash = await run_in_threadpool(hash_password, fields["password"])
+
+    def audited(connection, row):
+        record_audit(connection, "team.password_reset", f"{row.email} chose a new password with a reset link",
+                     **who(request, actor=row.email))
+
+    row = await run_in_threadpool(lambda: coaches.reset_password(token, password_hash, on_reset=audited))
+    if row is None:
+        return _gone(request, "password reset")
+    response = RedirectResponse("/dashboard", status_code=303)
+    sign_in(request, response, row)
+    return response
+
+
 routes = [
     Route("/dashboard/team", team_page, methods=["GET"]),
     Route("/dashboard/team/invite", invite, methods=["POST"]),
@@ -258,4 +342,8 @@ routes = [
     Route("/dashboard/invite/{token}", invitation, methods=["GET"]),
     Route("/dashboard/invite/{token}", accept_invitation, methods=["POST"]),
     Route("/dashboard/first-owner", first_owner, methods=["POST"]),
+    Route("/dashboard/password-reset", password_reset_form, methods=["GET"]),
+    Route("/dashboard/password-reset", request_password_reset, methods=["POST"]),
+    Route("/dashboard/password-reset/{token}", reset_page, methods=["GET"]),
+    Route("/dashboard/password-reset/{token}", reset_password, methods=["POST"]),
 ]
