@@ -94,6 +94,7 @@ def _new_password(args) -> str | None:
 def _coach(args) -> int:
     from cancel_flow.passwords import hash_password
     from cancel_flow.store import make_engine, migrate
+    from cancel_flow.store.audit import COMMAND_LINE, record_audit
     from cancel_flow.store.coaches import CoachStore
 
     email = _coach_email(args.email)
@@ -107,7 +108,8 @@ def _coach(args) -> int:
         migrate(engine)
         coaches = CoachStore(engine)
         if args.coach_command == "add":
-            if not coaches.add(email, hash_password(password), args.role):
+            if not coaches.add(email, hash_password(password), args.role, on_added=lambda connection: record_audit(
+                    connection, "team.added", f"{email} added as {args.role}", actor=COMMAND_LINE)):
                 print(f"cancel-flow: a coach with email {email} exists already", file=sys.stderr)
                 return 1
             print(f"Coach {email} ({args.role}) can now sign in at /dashboard/login.")
@@ -115,9 +117,11 @@ def _coach(args) -> int:
             if not coaches.set_password(email, hash_password(password)):
                 print(f"cancel-flow: no coach with email {email}", file=sys.stderr)
                 return 1
+            record_audit(engine, "team.password_set", f"new password for {email}; its sessions ended", actor=COMMAND_LINE)
             print(f"New password set for {email}; every session signed in before has ended.")
         else:
-            outcome = coaches.remove(email)
+            outcome = coaches.remove(email, on_removed=lambda connection, row: record_audit(
+                connection, "team.removed", f"{email} ({row.role}) removed", actor=COMMAND_LINE))
             if outcome == "missing":
                 print(f"cancel-flow: no coach with email {email}", file=sys.stderr)
                 return 1
@@ -144,6 +148,7 @@ def _api_key(args) -> int:
 
     from cancel_flow.store import make_engine, migrate
     from cancel_flow.store.api_keys import DEFAULT_SCOPES, ApiKeyStore, check_scopes, scopes_of
+    from cancel_flow.store.audit import COMMAND_LINE, record_audit
 
     scopes = DEFAULT_SCOPES
     if getattr(args, "scope", None):
@@ -161,7 +166,8 @@ def _api_key(args) -> int:
     try:
         if args.api_key_command == "create":
             key = "cfk_" + secrets.token_urlsafe(32)
-            if not keys.add(args.name, key, scopes):
+            if not keys.add(args.name, key, scopes, on_added=lambda connection: record_audit(
+                    connection, "api_key.created", f"'{args.name}' with scopes {', '.join(scopes)}", actor=COMMAND_LINE)):
                 print(f"cancel-flow: an API key named {args.name!r} exists already", file=sys.stderr)
                 return 1
             print(key)
@@ -172,7 +178,8 @@ def _api_key(args) -> int:
                 state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
                 used = f"last used {row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never used"
                 print(f"{row.name}\t{row.prefix}…\t{','.join(scopes_of(row))}\t{state}\t{used}")
-        elif not keys.revoke(args.name):
+        elif not keys.revoke(args.name, on_revoked=lambda connection: record_audit(
+                connection, "api_key.revoked", f"'{args.name}'", actor=COMMAND_LINE)):
             print(f"cancel-flow: no active API key named {args.name!r}", file=sys.stderr)
             return 1
         else:

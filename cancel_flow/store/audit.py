@@ -38,6 +38,15 @@ def record_audit(db: Engine | Connection, action: str, detail: str = "", *, acto
         db.execute(sa.insert(entries).values(row))
 
 
+def endpoint_words(endpoint_id: str, url: str, events) -> str:
+    """An outgoing webhook endpoint as the audit log names it: its id, its host (not its path, which for Zapier and
+    Make is a capability) and its events."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or "?"
+    return f"{endpoint_id} → {host} ({', '.join(events) if events else 'every event'})"
+
+
 def recent_entries(engine: Engine, limit: int = 100, before_id: int | None = None) -> list:
     """The newest entries first, `limit` of them, older than `before_id` when given."""
     query = sa.select(entries).order_by(entries.c.id.desc()).limit(limit)

@@ -25,13 +25,15 @@ environment.globals["interval_words"] = interval_words
 environment.globals["REASONS"] = REASONS
 # The coach's pages, in the navigation's order; each coach sees those their role may open.
 environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/experiments", "Experiments"),
-                                     ("/dashboard/deliveries", "Webhooks and alerts"), ("/dashboard/team", "Team"))
+                                     ("/dashboard/deliveries", "Webhooks and alerts"), ("/dashboard/team", "Team"),
+                                     ("/dashboard/audit", "Audit log"))
 
 
-def _may_open(coach, path: str) -> bool:
+def _may_open(coach, path: str, method: str = "GET") -> bool:
+    """Whether this coach may make that request (`path` as the route's template): pages hide what they can't."""
     from cancel_flow.web.access import may_open
 
-    return may_open(getattr(coach, "role", None), path)
+    return may_open(getattr(coach, "role", None), path, method)
 
 
 environment.globals["may_open"] = _may_open
