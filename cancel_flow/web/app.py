@@ -37,7 +37,7 @@ from cancel_flow.emails.run import send_emails_periodically
 from cancel_flow.emails.sending import GuardedDispatcher
 from cancel_flow.outbox import dispatch_periodically
 from cancel_flow.outbox.session_events import SessionEvents
-from cancel_flow.web import (api_routes, audit_routes, billing_routes, cancel_routes, dashboard_routes, email_routes, experiment_routes,
+from cancel_flow.web import (api_routes, audit_routes, billing_routes, integration_routes, cancel_routes, dashboard_routes, email_routes, experiment_routes,
                              hook_routes, shared_link_routes, team_routes,
                              webhook_routes)
 from cancel_flow.web.access import guard_routes
@@ -256,6 +256,7 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         *dashboard_routes.routes,
         *team_routes.routes,
         *audit_routes.routes,
+        *integration_routes.routes,
         *api_routes.routes,
         *shared_link_routes.routes,
         Route("/metrics", metrics),

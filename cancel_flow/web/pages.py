@@ -25,7 +25,8 @@ environment.globals["interval_words"] = interval_words
 environment.globals["REASONS"] = REASONS
 # The coach's pages, in the navigation's order; each coach sees those their role may open.
 environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/experiments", "Experiments"),
-                                     ("/dashboard/deliveries", "Webhooks and alerts"), ("/dashboard/team", "Team"),
+                                     ("/dashboard/deliveries", "Webhooks and alerts"),
+                                     ("/dashboard/integrations", "Links and integrations"), ("/dashboard/team", "Team"),
                                      ("/dashboard/audit", "Audit log"))
 
 
