@@ -37,8 +37,9 @@ def _offers_explain(args) -> int:
 
 def _stripe_check(args) -> int:
     from cancel_flow.stripe_check import run_stripe_check
+    from cancel_flow.stripe_connection import settings_in_use
 
-    _, ok = run_stripe_check(_settings(), on_line=lambda line: print(line, flush=True))
+    _, ok = run_stripe_check(settings_in_use(_settings()), on_line=lambda line: print(line, flush=True))
     return 0 if ok else 1
 
 
@@ -58,7 +59,11 @@ def _sweep(args) -> int:
     from cancel_flow.web.shared_link_routes import WINDOW
 
     CoachStore(engine).prune_attempts(FAILURE_WINDOW)  # old throttle counters, as serve's sweep does
+    CoachStore(engine).prune_tokens()
     LinkRequestStore(engine).prune(WINDOW)
+    from cancel_flow.stripe_connection import finish_roll_quietly
+
+    asyncio.run(finish_roll_quietly(settings, engine))  # a rolled signing secret's old endpoint, after 24 hours
     engine.dispose()
     print(f"{marked} session(s) marked deflected.")
     return 0

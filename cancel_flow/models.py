@@ -179,6 +179,33 @@ class AuditEntry(SQLModel, table=True):
     address: str | None = Field(default=None, max_length=64)  # the client's address (an IPv6 client's /64)
 
 
+class StripeConnectionValue(SQLModel, table=True):
+    """What `stripe setup` made that the service needs (the webhook signing secret, the endpoint and portal
+    configuration ids), one row per name, encrypted with a key derived from CANCEL_FLOW_SECRET_KEY."""
+
+    __tablename__ = "stripe_connection"
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_type=sa.Text)  # a Fernet token
+    # the previous signing secret and endpoint while a secret is rolled: accepted, then deleted, at this time
+    expires_at: datetime | None = _when(default=None)
+    updated_at: datetime = _when(default_factory=utc_now)
+
+
+class StripeCheckRun(SQLModel, table=True):
+    """A run of `stripe check` started from the dashboard: its lines, so every worker shows the last one."""
+
+    __tablename__ = "stripe_check_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    started_at: datetime = _when(default_factory=utc_now, index=True)
+    started_by: str = Field(max_length=320)
+    finished_at: datetime | None = _when(default=None)
+    ok: bool | None = None
+    # each check's {status, name, detail, advice}, in the order they ran
+    lines: list = Field(default_factory=list, sa_type=sa.JSON)
+
+
 class LoginAttempt(SQLModel, table=True):
     """Dashboard login attempts counted per window, per (email, address) and per address, for every worker.
     One row per key, raised by a single conditional upsert, so parallel guesses can't pass the count."""

@@ -16,3 +16,8 @@ document.addEventListener("click", async (event) => {
   }
   setTimeout(() => { button.textContent = label; }, 2500);
 });
+
+// A check still running: look again in a few seconds.
+if (document.querySelector("[data-reload-while-running]")) {
+  setTimeout(() => { window.location.reload(); }, 4000);
+}

@@ -50,13 +50,26 @@ def test_link_by_email_and_unknown_customer(cli_env, catalogue, capsys):
     assert "cus_missing" in capsys.readouterr().err
 
 
-def test_stripe_setup_is_idempotent_and_prints_the_settings(cli_env, stripe_client, capsys):
+def test_stripe_setup_is_idempotent_and_stores_what_the_service_needs(cli_env, stripe_client, capsys, database_url):
+    from dataclasses import replace
+
+    from cancel_flow.settings import load_settings
+    from cancel_flow.store import make_engine
+    from cancel_flow.stripe_connection import read_connection
+
     assert run(["stripe", "setup"]) == 0
     first = capsys.readouterr().out
-    assert "STRIPE_PORTAL_CONFIGURATION=bpc_" in first and "STRIPE_WEBHOOK_SECRET=whsec_" in first
+    assert "STRIPE_PORTAL_CONFIGURATION=bpc_" in first and "whsec_" not in first  # the secret is stored, never printed
+    assert "Stored in the database, encrypted" in first and "no restart" in first
+    engine = make_engine(database_url)
+    stored = read_connection(engine, replace(load_settings(), stripe_webhook_secret=None))
+    assert stored.webhook_secret_source == "database" and stored.webhook_secrets[0].startswith("whsec_")
+    assert stored.portal_configuration.startswith("bpc_") and stored.portal_configuration in first
     assert run(["stripe", "setup"]) == 0
     second = capsys.readouterr().out
-    assert "STRIPE_WEBHOOK_SECRET=whsec_" not in second
+    assert "whsec_" not in second and "the stored secret stays in use" in second
+    assert read_connection(engine, replace(load_settings(), stripe_webhook_secret=None)) == stored
+    engine.dispose()
     assert sorted(c.id for c in stripe_client.v1.coupons.list().data) == [
         "cancel-flow_half-off-3-payments_50pct_36m", "cancel-flow_half-off-3-payments_50pct_3m", "cancel-flow_half-off-3-payments_50pct_9m"]
     assert len(stripe_client.v1.webhook_endpoints.list().data) == 1

@@ -31,13 +31,14 @@ from cancel_flow.store import Store, make_engine, make_quick_engine
 from cancel_flow.store.api_keys import ApiKeyStore, LinkRequestStore
 from cancel_flow.store.coaches import CoachStore
 from cancel_flow.store.stats import StatsQueries
+from cancel_flow.stripe_connection import LiveConnection, finish_roll_quietly
 from cancel_flow.stripe_gateway import StripeGateway
 from cancel_flow.hooks import is_test_mode
 from cancel_flow.emails.run import send_emails_periodically
 from cancel_flow.emails.sending import GuardedDispatcher
 from cancel_flow.outbox import dispatch_periodically
 from cancel_flow.outbox.session_events import SessionEvents
-from cancel_flow.web import (api_routes, audit_routes, billing_routes, integration_routes, cancel_routes, dashboard_routes, email_routes, experiment_routes,
+from cancel_flow.web import (api_routes, audit_routes, billing_routes, integration_routes, stripe_routes, cancel_routes, dashboard_routes, email_routes, experiment_routes,
                              hook_routes, shared_link_routes, team_routes,
                              webhook_routes)
 from cancel_flow.web.access import guard_routes
@@ -187,9 +188,11 @@ def _prune_counts(coaches: CoachStore, link_requests: LinkRequestStore) -> int:
     return coaches.prune_attempts(FAILURE_WINDOW) + link_requests.prune(LINK_REQUEST_WINDOW) + coaches.prune_tokens()
 
 
-async def _sweep_periodically(store: Store, every: float, coaches: CoachStore, link_requests: LinkRequestStore) -> None:
+async def _sweep_periodically(store: Store, every: float, coaches: CoachStore, link_requests: LinkRequestStore,
+                              settings: Settings) -> None:
     while True:
         await asyncio.sleep(every)
+        await finish_roll_quietly(settings, store.engine)  # a rolled signing secret's old endpoint, after 24 hours
         try:
             marked = await run_in_threadpool(store.sweep_deflected)
             if marked:
@@ -220,13 +223,14 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        gateway = StripeGateway(settings)
+        gateway = StripeGateway(settings, connection=app.state.stripe_connection)
         app.state.gateway = gateway
         # Stripe's answers of the last seconds, per worker, for reloads of one link (billing and cancel links)
         app.state.recent_answers = RecentAnswers(REUSE_SECONDS)
         app.state.cancel_service = CancelService(store, gateway, offers, signer, quick_store=quick_store,
                                                  recent=app.state.recent_answers)
-        sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every, app.state.coaches, app.state.link_requests)) \
+        sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every, app.state.coaches, app.state.link_requests,
+                                                           settings)) \
             if sweep_every else None
         # Outgoing webhooks, alerts and emails: any worker delivers what is due (see cancel_flow/outbox).
         # (a GuardedDispatcher: billing emails are marked as sending before SMTP, so none goes out twice)
@@ -257,6 +261,7 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         *team_routes.routes,
         *audit_routes.routes,
         *integration_routes.routes,
+        *stripe_routes.routes,
         *api_routes.routes,
         *shared_link_routes.routes,
         Route("/metrics", metrics),
@@ -270,6 +275,8 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
     })
     app.state.settings, app.state.offers, app.state.store, app.state.signer = settings, offers, store, signer
     app.state.quick_store = quick_store
+    # the signing secret and portal configurations in use: the environment's, else those `stripe setup` stored
+    app.state.stripe_connection = LiveConnection(store.engine, settings)
     app.state.coaches, app.state.stats = CoachStore(store.engine), StatsQueries(store.engine)
     app.state.api_keys, app.state.link_requests = ApiKeyStore(store.engine), LinkRequestStore(store.engine)
     app.state.mailer = Mailer(settings, sender=offers.brand.support_email or f"no-reply@{urlsplit(settings.base_url).hostname}")

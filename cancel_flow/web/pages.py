@@ -27,6 +27,7 @@ environment.globals["REASONS"] = REASONS
 environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/experiments", "Experiments"),
                                      ("/dashboard/deliveries", "Webhooks and alerts"),
                                      ("/dashboard/integrations", "Links and integrations"), ("/dashboard/team", "Team"),
+                                     ("/dashboard/stripe", "Stripe"),
                                      ("/dashboard/audit", "Audit log"))
 
 

@@ -1,4 +1,4 @@
-"""coach roles, invitations and password resets, the audit log, API key scopes"""
+"""coach roles, invitations and password resets, the audit log, API key scopes, the stored Stripe connection"""
 from alembic import op
 import sqlalchemy as sa
 
@@ -38,9 +38,31 @@ def upgrade() -> None:
     with op.batch_alter_table('audit_entry', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_audit_entry_at'), ['at'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_entry_action'), ['action'], unique=False)
+    op.create_table(
+        'stripe_connection',
+        sa.Column('name', sa.String(length=64), primary_key=True),
+        sa.Column('value', sa.Text(), nullable=False),
+        sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        'stripe_check_run',
+        sa.Column('id', sa.Integer(), primary_key=True),
+        sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('started_by', sa.String(length=320), nullable=False),
+        sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('ok', sa.Boolean(), nullable=True),
+        sa.Column('lines', sa.JSON(), nullable=False),
+    )
+    with op.batch_alter_table('stripe_check_run', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_stripe_check_run_started_at'), ['started_at'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('stripe_check_run', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_stripe_check_run_started_at'))
+    op.drop_table('stripe_check_run')
+    op.drop_table('stripe_connection')
     with op.batch_alter_table('audit_entry', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_audit_entry_action'))
         batch_op.drop_index(batch_op.f('ix_audit_entry_at'))
