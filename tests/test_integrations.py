@@ -116,9 +116,17 @@ def test_an_owner_adds_a_webhook_sends_a_test_event_sees_it_delivered_resends_an
 
     assert post(owner, f"/dashboard/integrations/webhooks/{endpoint_id}/remove").status_code == 303
     assert "No webhooks yet." in owner.get("/dashboard/integrations").text
+    every = post(owner, "/dashboard/integrations/webhooks", data={"url": receiver.url + "/all"})  # no event ticked: all
+    every_id = re.search(r"Webhook (ep_\w+) added", every.text).group(1)
+    assert "every event" in owner.get("/dashboard/integrations").text
+    assert post(owner, f"/dashboard/integrations/webhooks/{every_id}/test").status_code == 303
+    deliver(owner)
+    assert receiver.requests[-1]["path"] == "/all"
+    assert post(owner, f"/dashboard/integrations/webhooks/{every_id}/remove").status_code == 303
     assert post(owner, f"/dashboard/integrations/webhooks/{endpoint_id}/test").status_code == 404
     assert [action for _, action, _ in audit(store.engine)] == [
-        "webhook_endpoint.added", "webhook_endpoint.test_sent", "webhook_delivery.resent", "webhook_endpoint.removed"]
+        "webhook_endpoint.added", "webhook_endpoint.test_sent", "webhook_delivery.resent", "webhook_endpoint.removed",
+        "webhook_endpoint.added", "webhook_endpoint.test_sent", "webhook_endpoint.removed"]
 
 
 def test_bad_webhooks_are_refused_with_a_reason_and_rest_hooks_are_listed(browsers, make_client, store, receivers):

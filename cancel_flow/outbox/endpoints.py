@@ -70,7 +70,7 @@ def send_test_event(engine: Engine, endpoint_id: str) -> int | None:
         endpoint = connection.execute(sa.select(endpoints).where(endpoints.c.id == endpoint_id)).first()
         if endpoint is None:
             return None
-        event_type = (endpoint.events or EVENTS)[0]
+        event_type = (endpoint.events or list(EVENTS))[0]
         event_id = new_event_id()
         body = event_body(event_id, event_type, {**sample_data(event_type), "test": True}, now)
         connection.execute(sa.insert(events).values(id=event_id, type=event_type, key=None, body=body, created_at=now))

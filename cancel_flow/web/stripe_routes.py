@@ -34,11 +34,14 @@ async def _page(request: Request, status_code: int = 200, **context) -> Response
     connection = await state.stripe_connection.current(max_age=0)
     run = await run_in_threadpool(last_check_run, state.store.engine)
     settings = state.settings
+    done = request.query_params.get("done", "")
+    if done == "running" and run is not None and run.finished_at is not None:
+        done = ""  # it has finished: its lines say the rest
     return render(request, "stripe.html", status_code, coach=coach, csrf=coach_csrf(request, coach),
                   connection=connection, source_words=SOURCE_WORDS, run=run, local=local_clock(settings.timezone),
                   zone=settings.timezone, webhook_url=f"{settings.base_url}/webhooks/stripe",
                   test_mode=(settings.stripe_api_key or "").startswith(("sk_test_", "rk_test_")),
-                  notice=NOTICES.get(request.query_params.get("done", "")), **context)
+                  notice=NOTICES.get(done), **context)
 
 
 async def stripe_page(request: Request) -> Response:
