@@ -230,8 +230,8 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = _when(default_factory=utc_now)
     last_used_at: datetime | None = _when(default=None)
     revoked_at: datetime | None = _when(default=None)
-    # What the key may call (cancel_flow/store/api_keys.py SCOPES); None: a key made before scopes, the default set
-    scopes: list[str] | None = Field(default=None, sa_type=sa.JSON)
+    # what the key may do, space-separated (api_keys.SCOPES); keys made before scopes existed keep the first three
+    scopes: str = Field(default="links stats hooks", max_length=100, sa_column_kwargs={"server_default": "links stats hooks"})
 
 
 class LinkRequest(SQLModel, table=True):

@@ -176,14 +176,13 @@ def test_public_routes_need_no_sign_in(client):
         assert response.headers.get("location") != "/dashboard/login" or template == "/dashboard/first-owner"
 
 
-def test_keys_made_before_scopes_keep_the_default_set(client, store):
+def test_a_key_made_without_scopes_holds_the_default_set(client, store):
     key = "cfk_" + secrets.token_urlsafe(32)
-    ApiKeyStore(store.engine).add("old", key)
-    with store.engine.begin() as connection:
-        connection.execute(sa.text("UPDATE api_key SET scopes = NULL"))
+    ApiKeyStore(store.engine).add("plain", key)
     auth = {"Authorization": f"Bearer {key}"}
     assert client.get("/api/stats", headers=auth).status_code == 200
     assert client.get("/api/hooks/sample?event=session.saved", headers=auth).status_code == 200
+    assert ApiKeyStore(store.engine).check(key).scopes == {"links", "stats", "hooks"}
 
 
 # --- the command line ---------------------------------------------------------------------------------
@@ -245,5 +244,5 @@ def test_logins_made_before_roles_become_owners(tmp_path):
     command.upgrade(config, "head")
     with engine.connect() as connection:
         assert connection.execute(sa.text("SELECT role FROM coach")).scalar() == "owner"
-        assert connection.execute(sa.text("SELECT scopes FROM api_key")).scalar() is None
+        assert connection.execute(sa.text("SELECT scopes FROM api_key")).scalar() == "links stats hooks"
     engine.dispose()

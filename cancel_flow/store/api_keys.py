@@ -15,8 +15,9 @@ from cancel_flow.models import ApiKey, LinkRequest
 keys = ApiKey.__table__
 requests = LinkRequest.__table__
 
-# What a key may call (SPEC §9): each API route names the scope it needs in cancel_flow/web/access.py.
-SCOPES = ("links", "stats", "hooks", "config")
+# What a key may do (SPEC §9): each API route names the scope it needs in cancel_flow/web/access.py.
+SCOPES = {"links": "POST /api/links", "stats": "GET /api/stats, /api/attention", "hooks": "/api/hooks",
+          "config": "/api/config"}
 # A key made without --scope, and every key made before scopes existed, holds these.
 DEFAULT_SCOPES = ("links", "stats", "hooks")
 
@@ -26,7 +27,7 @@ class KeyHolder:
     """Who a valid API key belongs to, and what it may call."""
 
     name: str
-    scopes: tuple[str, ...]
+    scopes: frozenset[str]
 
 
 def check_scopes(names) -> tuple[str, ...]:
@@ -80,7 +81,7 @@ class ApiKeyStore:
         try:
             with self.engine.begin() as connection:
                 connection.execute(sa.insert(keys).values(name=name, key_hash=digest(key), prefix=key[:10],
-                                                          created_at=utc_now(), scopes=list(check_scopes(scopes))))
+                                                          created_at=utc_now(), scopes=" ".join(check_scopes(scopes))))
                 if on_added is not None:
                     on_added(connection)
         except sa.exc.IntegrityError:
@@ -107,12 +108,13 @@ class ApiKeyStore:
             if row is None:
                 return None
             connection.execute(sa.update(keys).where(keys.c.id == row.id).values(last_used_at=utc_now()))
-            return KeyHolder(row.name, scopes_of(row))
+            return KeyHolder(row.name, frozenset(scopes_of(row)))
 
 
 def scopes_of(row) -> tuple[str, ...]:
-    """A key row's scopes; a key made before scopes existed holds the default set."""
-    return tuple(row.scopes) if row.scopes is not None else DEFAULT_SCOPES
+    """A key row's scopes, in SCOPES' order."""
+    held = set((row.scopes or "").split())
+    return tuple(scope for scope in SCOPES if scope in held)
 
 
 class LinkRequestStore:

@@ -256,7 +256,7 @@ async def _key_refusal(request: Request, scope: str | None) -> Response | None:
                                                "(made on /dashboard/integrations or with cancel-flow api-key create NAME).")
     if scope is not None and scope not in holder.scopes:
         return _api_error(403, "forbidden", f"This key lacks the '{scope}' scope this route needs; its scopes: "
-                                            f"{', '.join(holder.scopes) or 'none'}. Make a key with it on "
+                                            f"{', '.join(sorted(holder.scopes)) or 'none'}. Make a key with it on "
                                             f"/dashboard/integrations (or cancel-flow api-key create NAME --scope {scope}).")
     request.scope[API_KEY] = holder
     return None

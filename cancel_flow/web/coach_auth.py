@@ -30,7 +30,7 @@ class SignedInCoach:
     id: int
     email: str
     session_key: str  # random per sign-in; binds the dashboard's form tokens
-    role: str = "owner"  # owner | editor | viewer (cancel_flow/web/access.py)
+    role: str = "viewer"  # owner | editor | viewer (cancel_flow/web/access.py); the least unless told
 
 
 class NotSignedIn(Exception):

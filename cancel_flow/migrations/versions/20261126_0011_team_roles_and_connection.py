@@ -12,7 +12,7 @@ def upgrade() -> None:
     with op.batch_alter_table('coach', schema=None) as batch_op:
         batch_op.add_column(sa.Column('role', sa.String(length=8), server_default='owner', nullable=False))
     with op.batch_alter_table('api_key', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('scopes', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('scopes', sa.String(length=100), nullable=False, server_default='links stats hooks'))
     op.create_table(
         'coach_token',
         sa.Column('token_hash', sa.String(length=64), primary_key=True),
