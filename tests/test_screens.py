@@ -298,6 +298,8 @@ def coach_pages_of_the_account(page, review, server, store, browser, width):  # 
     visitors_review = Review(visitor, width, "coach-visitor-")
     visitor.goto(invitation)
     visitors_review("invitation")
+    visitor.goto(f"{server.url}/dashboard/invite/not-a-real-token")
+    visitors_review("invitation-gone")
     visitor.goto(f"{server.url}/dashboard/password-reset")
     visitors_review("password-reset")
     visitor.goto(f"{server.url}/dashboard/login")

@@ -172,10 +172,13 @@ def _set_password_page(request: Request, status_code: int = 200, **context) -> R
 
 
 def _gone(request: Request, what: str) -> Response:
-    return render(request, "error.html", 410, status=410, title=f"This {what} link no longer works",
-                  message=f"It was used already, or it has expired. "
-                          + ("Ask an owner of the account to invite you again." if what == "invitation"
-                             else "Ask for a new one from the sign-in page (Forgot your password?)."))
+    invitation = what == "invitation"
+    return render(request, "coach_notice.html", 410, title=f"This {what} link no longer works",
+                  message="It was used already, or it has expired. " + (
+                      "Ask an owner of the account to invite you again." if invitation
+                      else "Ask for a new one: the link works once, for an hour."),
+                  next_url="/dashboard/login" if invitation else "/dashboard/password-reset",
+                  next_label="Go to sign-in" if invitation else "Forgot your password?")
 
 
 async def invitation(request: Request) -> Response:
@@ -207,8 +210,9 @@ async def accept_invitation(request: Request) -> Response:
     if outcome == "invalid":
         return _gone(request, "invitation")
     if outcome == "taken":
-        return render(request, "error.html", 409, status=409, title="You have a login already",
-                      message=f"{invited.email} can sign in already: use the sign-in page.")
+        return render(request, "coach_notice.html", 409, title="You have a login already",
+                      message=f"{invited.email} can sign in already.", next_url="/dashboard/login",
+                      next_label="Go to sign-in")
     response = RedirectResponse("/dashboard", status_code=303)
     sign_in(request, response, row)
     return response
