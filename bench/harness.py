@@ -127,11 +127,11 @@ def app_env(database_url: str, emulator_url: str, base_url: str) -> dict:
             "CANCEL_FLOW_OFFERS": str(ROOT / "offers.toml"), "CANCEL_FLOW_ENV": "production"}
 
 
-def serve(database_url: str, emulator_url: str, workers: int = 1) -> tuple[Process, str]:
+def serve(database_url: str, emulator_url: str, workers: int = 1, env: dict | None = None) -> tuple[Process, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = Process([sys.executable, "-m", "cancel_flow", "serve", "--port", str(port), "--workers", str(workers)],
-                      env=app_env(database_url, emulator_url, url), ready=f"{url}/healthz")
+                      env={**app_env(database_url, emulator_url, url), **(env or {})}, ready=f"{url}/healthz")
     return process, url
 
 

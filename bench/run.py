@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.harness import ROOT, Bench, Process, figures, free_port
 
 RESULTS = ROOT / "bench" / "results.json"
-SCENARIOS = ("pages", "instructions", "calls", "webhooks", "dashboard", "load", "storm")
+SCENARIOS = ("pages", "instructions", "calls", "webhooks", "dashboard", "load", "storm", "deliveries")
 
 
 def main() -> int:

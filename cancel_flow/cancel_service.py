@@ -24,7 +24,9 @@ from cancel_flow.logs import log_event
 from cancel_flow.metrics import DECISIONS
 from cancel_flow.models import CancelSession
 from cancel_flow.money import format_day, format_money
-from cancel_flow.offers import REASONS, Offer, OfferBook
+from cancel_flow.config.live import LiveConfiguration
+from cancel_flow.config.schema import Offer
+from cancel_flow.reasons import REASONS
 from cancel_flow.recent_answers import RecentAnswers
 from cancel_flow.store import CLAIM_FRESH, CLAIM_TIMEOUT, Claim, Store
 from cancel_flow.store.offload import Offloaded
@@ -69,9 +71,9 @@ ENDED_SECONDS = 600  # an ended subscription's link answers from memory this lon
 
 
 class CancelService:
-    def __init__(self, store: Store, gateway: StripeGateway, offers: OfferBook, signer: LinkSigner,
+    def __init__(self, store: Store, gateway: StripeGateway, live: LiveConfiguration, signer: LinkSigner,
                  quick_store: Store | None = None, recent: RecentAnswers | None = None):
-        self.store, self.gateway, self.offers, self.signer = store, gateway, offers, signer
+        self.store, self.gateway, self.live, self.signer = store, gateway, live, signer
         # first reads shared by simultaneous views of one link; an ended subscription's answer kept (see visit)
         self.recent = recent or RecentAnswers(REUSE_SECONDS)
         # a query that would wait on a lock or a slow database runs off the event loop (store/offload.py)
@@ -145,26 +147,28 @@ class CancelService:
         return prices
 
     async def record_reason(self, session: CancelSession, reason: str, comment: str | None) -> list[Offer]:
+        config = self.live.current()
         facts = self.snapshot(session) or await self.facts(session)
-        recent = await self.db.accepted_offer_since(session.customer_id, flow.cooldown_start(self.offers, utc_now()))
+        recent = await self.db.accepted_offer_since(session.customer_id, flow.cooldown_start(config, utc_now()))
         now = utc_now()
-        experiment = flow.experiment_for(self.offers, reason, facts, now)
+        experiment = flow.experiment_for(config, reason, facts, now)
         if experiment is not None:
             # the arm stays the subscription's on every link, even if the weights change later
             stored = await self.db.experiment_arm_of(session.subscription_id, experiment.id)
             arm = (experiment.arm(stored) if stored else None) or assign_arm(experiment, session.subscription_id)
-            prices = await self._target_prices([self.offers.find(o) for o in arm.offers if self.offers.find(o)])
-            offers = flow.arm_offers(self.offers, arm, facts, now, accepted_offer_recently=recent, prices=prices)
+            prices = await self._target_prices([config.find(o) for o in arm.offers if config.find(o)])
+            offers = flow.arm_offers(config, arm, facts, now, accepted_offer_recently=recent, prices=prices)
             await self.db.record_reason(session.id, reason, comment, [offer.id for offer in offers],
                                         experiment=(experiment.id, arm.name))
             return offers
-        prices = await self._target_prices([o for o in self.offers.offers if o.fits(reason)])
-        offers = flow.eligible_offers(self.offers, reason, facts, now, accepted_offer_recently=recent, prices=prices)
+        prices = await self._target_prices([o for o in config.offers if o.fits(reason)])
+        offers = flow.eligible_offers(config, reason, facts, now, accepted_offer_recently=recent, prices=prices)
         await self.db.record_reason(session.id, reason, comment, [offer.id for offer in offers])
         return offers
 
     def offers_shown(self, session: CancelSession) -> list[Offer]:
-        return [offer for offer_id in session.offers_shown or [] if (offer := self.offers.find(offer_id))]
+        config = self.live.current()  # an offer removed since it was shown can't be taken any more
+        return [offer for offer_id in session.offers_shown or [] if (offer := config.find(offer_id))]
 
     async def cards(self, session: CancelSession) -> list[Card]:
         """The offers shown, each with the promise the subscriber reads on its card."""
@@ -201,7 +205,8 @@ class CancelService:
     async def accept(self, session: CancelSession, offer_id: str | None, payments: str | None) -> str | None:
         """Apply the chosen offer through Stripe. Returns the address to send the subscriber to for a
         `contact` offer, else None (the done page)."""
-        offer = self.offers.find(offer_id or "")
+        config = self.live.current()
+        offer = config.find(offer_id or "")
         if offer is None or offer.id not in (session.offers_shown or []):
             raise BadRequest("That offer isn't available for this subscription.", title="Unknown offer")
         if offer.kind == "contact":
@@ -212,7 +217,7 @@ class CancelService:
         skip = _pause_length(offer, payments)
         facts = await self.facts(session)
         now = utc_now()
-        cooldown = flow.cooldown_start(self.offers, now)
+        cooldown = flow.cooldown_start(config, now)
         recent = await self.db.accepted_offer_since(session.customer_id, cooldown)
         prices = await self._target_prices([offer])
         why = flow.why_not(offer, facts, now, reason=None, accepted_offer_recently=recent, prices=prices)
@@ -293,7 +298,7 @@ class CancelService:
         return Claim("claimed", attempt=current.claim_attempt)
 
     def _title(self, offer_id: str | None) -> str:
-        offer = self.offers.find(offer_id or "")
+        offer = self.live.offer(offer_id) if offer_id else None
         return f"“{offer.title}”" if offer else "another offer"
 
     def _own_decision(self, current: CancelSession | None, offer: Offer) -> None:
@@ -390,7 +395,7 @@ class CancelService:
         if session.outcome == "open" and not session.kept_at:
             return None
         if session.outcome == "contact_requested":
-            offer = self.offers.find(session.chosen_offer or "")
+            offer = self.live.offer(session.chosen_offer) if session.chosen_offer else None
             return Outcome("Your coach will be glad to talk", "Your subscription is unchanged. If you still want "
                            "to cancel after talking, you can do it here at any time.", True,
                            next_step=offer.url if offer else None)

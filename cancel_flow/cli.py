@@ -7,7 +7,8 @@ import sys
 from cancel_flow import hooks_cli
 from cancel_flow.emails.run import register as register_emails
 from cancel_flow.errors import CancelFlowError, SettingsError
-from cancel_flow.offers import REASONS
+from cancel_flow.reasons import REASONS
+from cancel_flow.store.api_keys import SCOPES as API_SCOPES
 
 
 def _settings():
@@ -44,14 +45,14 @@ def _stripe_check(args) -> int:
 
 
 def _sweep(args) -> int:
+    from cancel_flow.config.live import open_live
     from cancel_flow.hooks import is_test_mode
-    from cancel_flow.offers import load_offers
     from cancel_flow.outbox.session_events import SessionEvents
     from cancel_flow.store import Store, make_engine
 
     settings = _settings()
     engine = make_engine(settings.database_url)
-    events = SessionEvents(load_offers(settings.offers_path), is_test_mode(settings.stripe_api_key))
+    events = SessionEvents(open_live(engine, settings), is_test_mode(settings.stripe_api_key))
     marked = Store(engine, on_event=events).sweep_deflected()
     from cancel_flow.store.api_keys import LinkRequestStore
     from cancel_flow.store.coaches import CoachStore
@@ -146,6 +147,46 @@ def _serve(args) -> int:
     serve(_settings(), host=args.host, port=args.port, workers=args.workers,
           forwarded_allow_ips=args.forwarded_allow_ips)
     return 0
+
+
+def _config(args) -> int:
+    from pathlib import Path
+
+    from cancel_flow.config.live import open_live
+    from cancel_flow.config.toml import read_toml_file, to_toml
+    from cancel_flow.errors import InvalidConfig
+    from cancel_flow.store import make_engine, migrate
+    from cancel_flow.store.config_versions import StaleVersion
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+        live = open_live(engine, settings)
+        if args.config_command == "export":
+            saved = live.document()
+            text = f"# cancel-flow configuration, version {saved.version}\n" + to_toml(saved.document)
+            if args.file and args.file != "-":
+                Path(args.file).write_text(text, encoding="utf-8")
+                print(f"Wrote version {saved.version} to {args.file}.", file=sys.stderr)
+            else:
+                sys.stdout.write(text)
+            return 0
+        path = Path(args.file)
+        document = read_toml_file(path)
+        try:
+            number = live.save(document, base_version=live.versions.latest_number(), saved_by="command line",
+                               origin="import", note=args.note or f"imported from {path.name}")
+        except InvalidConfig as refused:
+            raise refused.from_source(str(path)) from None
+        except StaleVersion:
+            print("cancel-flow: another version was saved at the same moment; nothing was saved, run the import again",
+                  file=sys.stderr)
+            return 1
+        print(f"Saved as version {number}: live on every worker within a few seconds, no restart needed.")
+        return 0
+    finally:
+        engine.dispose()
 
 
 def _api_key(args) -> int:
@@ -277,6 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     api_key.set_defaults(handler=_api_key)
 
+    config = commands.add_parser("config", help="the live configuration (brand, offers, emails, alerts…) as TOML")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    export = config_sub.add_parser("export", help="write the live version as TOML (to FILE, else to the screen)")
+    export.add_argument("file", nargs="?", metavar="FILE")
+    config_import = config_sub.add_parser("import", help="check a TOML file and save it as a new live version")
+    config_import.add_argument("file", metavar="FILE")
+    config_import.add_argument("--note", help="what changed, for the history")
+    config.set_defaults(handler=_config)
+
     coach = commands.add_parser("coach", help="dashboard logins")
     coach_sub = coach.add_subparsers(dest="coach_command", required=True, metavar="ACTION")
     coach_add = coach_sub.add_parser("add", help="create a dashboard login")
@@ -304,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=12111)
     emulator.set_defaults(handler=_stripe_emulator)
-    offers_cmd = commands.add_parser("offers", help="the offers file")
+    offers_cmd = commands.add_parser("offers", help="the offers")
     offers_sub = offers_cmd.add_subparsers(dest="offers_command", required=True, metavar="ACTION")
     explain = offers_sub.add_parser("explain", help="which offers a customer would see, and why not the others")
     explain.add_argument("--customer", required=True, help="Stripe customer id (cus_…)")

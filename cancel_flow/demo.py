@@ -21,7 +21,6 @@ import httpx
 import uvicorn
 
 from cancel_flow.logs import configure_logging
-from cancel_flow.offers import load_offers
 from cancel_flow.settings import load_settings
 from cancel_flow.setup import run_stripe_setup
 from cancel_flow.passwords import hash_password
@@ -284,7 +283,7 @@ def run_demo(port: int = 8000, emulator_port: int = 12111) -> int:
 
         from cancel_flow.emails.run import demo_failed_payment
 
-        threading.Thread(target=demo_failed_payment, args=(settings, load_offers(settings.offers_path)), daemon=True).start()
+        threading.Thread(target=demo_failed_payment, args=(settings, app.state.config), daemon=True).start()
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="info", log_config=None)
     finally:
         if ENV_FILE.exists() and ENV_FILE.read_text(errors="replace").startswith(ENV_MARK):

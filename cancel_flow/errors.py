@@ -9,6 +9,7 @@ CancelFlowError            every domain error; carries the HTTP status and a mes
 ├── StripeUnavailable      503 Stripe failed or timed out; nothing was changed
 └── RecordPending          503 Stripe applied the choice, our record of it failed; reconciled later
 SettingsError              a missing or invalid setting; stops start-up with one line
+└── InvalidConfig          the configuration (file, form or API) refused, naming the field; nothing saved
 """
 
 
@@ -66,3 +67,17 @@ class RecordPending(CancelFlowError):
 
 class PortalRefused(StripeUnavailable):
     """Stripe refused to open a portal session (e.g. the subscription is already set to cancel)."""
+
+
+class InvalidConfig(SettingsError):
+    """A configuration refused by the one validator (cancel_flow/config/validate.py).
+
+    `field` is a dotted path ("brand.color", "offer.pause.max_payments"); `message` names the place and
+    the problem in words; `source` (a file) prefixes the one line that stops start-up."""
+
+    def __init__(self, field: str, message: str, source: str | None = None):
+        super().__init__(f"{source}: {message}" if source else message)
+        self.field, self.message, self.source = field, message, source
+
+    def from_source(self, source: str) -> "InvalidConfig":
+        return InvalidConfig(self.field, self.message, source)

@@ -4,16 +4,17 @@ the first condition that failed."""
 from cancel_flow import flow
 from cancel_flow.clock import utc_now
 from cancel_flow.errors import NotFound
-from cancel_flow.offers import REASONS, load_offers
+from cancel_flow.config.live import open_live
+from cancel_flow.reasons import REASONS
 from cancel_flow.settings import Settings
 from cancel_flow.store import Store, make_engine
 from cancel_flow.stripe_gateway import StripeGateway
 
 
 async def explain_offers(settings: Settings, customer_id: str, reason: str | None) -> list[str]:
-    book = load_offers(settings.offers_path)
-    gateway = StripeGateway(settings)
     engine = make_engine(settings.database_url)
+    book = open_live(engine, settings).current()
+    gateway = StripeGateway(settings)
     try:
         try:
             subscriptions = await gateway.list_live_subscriptions(customer_id)

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from cancel_flow import billing
 from cancel_flow.clock import from_unix
-from cancel_flow.offers import Offer, OfferBook
+from cancel_flow.config.schema import Configuration, Offer
 from cancel_flow.targeting import Subject, first_failed
 
 LIVE_STATUSES = ("active", "trialing", "past_due")
@@ -169,7 +169,7 @@ def why_not(offer: Offer, facts: SubscriptionFacts, now: datetime, *, reason: st
     return None
 
 
-def eligible_offers(book: OfferBook, reason: str, facts: SubscriptionFacts, now: datetime, *,
+def eligible_offers(book: Configuration, reason: str, facts: SubscriptionFacts, now: datetime, *,
                     accepted_offer_recently: bool, prices: dict[str, TargetPrice] | None = None) -> list[Offer]:
     """Offers that fit the reason and the subscription, in file order, at most `max_offers`."""
     chosen = [offer for offer in book.offers
@@ -178,7 +178,7 @@ def eligible_offers(book: OfferBook, reason: str, facts: SubscriptionFacts, now:
     return chosen[:book.max_offers]
 
 
-def explain(book: OfferBook, reason: str | None, facts: SubscriptionFacts, now: datetime, *,
+def explain(book: Configuration, reason: str | None, facts: SubscriptionFacts, now: datetime, *,
             accepted_offer_recently: bool, prices: dict[str, TargetPrice] | None = None) -> list[tuple[Offer, str | None]]:
     """Every offer in file order with why it isn't shown (None: shown), as `cancel-flow offers explain` prints."""
     result, shown = [], 0
@@ -191,7 +191,7 @@ def explain(book: OfferBook, reason: str | None, facts: SubscriptionFacts, now: 
     return result
 
 
-def experiment_for(book: OfferBook, reason: str, facts: SubscriptionFacts, now: datetime):
+def experiment_for(book: Configuration, reason: str, facts: SubscriptionFacts, now: datetime):
     """The first running experiment whose reasons and `when` conditions fit this subscription, or None."""
     from cancel_flow.experiments import is_running
     from cancel_flow.targeting import parse_conditions
@@ -208,7 +208,7 @@ def experiment_for(book: OfferBook, reason: str, facts: SubscriptionFacts, now: 
     return None
 
 
-def arm_offers(book: OfferBook, arm, facts: SubscriptionFacts, now: datetime, *, accepted_offer_recently: bool,
+def arm_offers(book: Configuration, arm, facts: SubscriptionFacts, now: datetime, *, accepted_offer_recently: bool,
                prices: dict[str, TargetPrice] | None = None) -> list[Offer]:
     """An experiment arm's offers that this subscription can take (none for a holdout), at most `max_offers`."""
     chosen = [offer for offer in (book.find(offer_id) for offer_id in arm.offers)
@@ -217,7 +217,7 @@ def arm_offers(book: OfferBook, arm, facts: SubscriptionFacts, now: datetime, *,
     return chosen[:book.max_offers]
 
 
-def cooldown_start(book: OfferBook, now: datetime) -> datetime:
+def cooldown_start(book: Configuration, now: datetime) -> datetime:
     return now - timedelta(days=book.offer_cooldown_days)
 
 

@@ -10,15 +10,14 @@ import hashlib
 import hmac
 import html
 import json
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
 from urllib.parse import urlsplit
 
 from cancel_flow.clock import unix_now, utc_now
 from cancel_flow.money import format_money
+from cancel_flow.reasons import REASONS
 
 EVENTS = {
     "session.saved": "a subscriber accepted an offer and stays",
@@ -28,10 +27,7 @@ EVENTS = {
     "payment.failed": "a subscription payment failed",
     "payment.recovered": "a payment went through after a failure",
 }
-# Alerts when [alerts] lists no events: the ones a coach can act on the same day.
-DEFAULT_ALERT_EVENTS = ("session.canceled", "contact.requested", "payment.failed")
 MAX_URL = 2048
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 # Signing ---------------------------------------------------------------------------------------
@@ -80,8 +76,6 @@ def event_data(*, customer_id: str, test_mode: bool, customer_email: str | None 
                monthly_amount: int | None = None, currency: str | None = None, reason: str | None = None,
                comment: str | None = None, **extra) -> dict:
     """The fields every event carries; `extra` adds the event's own (offer, invoice, session…)."""
-    from cancel_flow.offers import REASONS  # offers.py reads [alerts] with this module
-
     return {
         "customer": {"id": customer_id, "email": customer_email, "name": customer_name,
                      "stripe_url": stripe_customer_url(customer_id, test_mode)},
@@ -182,43 +176,6 @@ def url_problem(url: object) -> str | None:
 
 
 # Alerts ----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Alerts:
-    """The `[alerts]` section of offers.toml: where the coach hears about events."""
-
-    slack_webhook_url: str | None = None
-    email: str | None = None
-    events: tuple[str, ...] = DEFAULT_ALERT_EVENTS
-
-    def wants(self, event_type: str) -> bool:
-        return bool(self.slack_webhook_url or self.email) and event_type in self.events
-
-
-def parse_alerts(raw, fail: Callable[[str, str], None]) -> Alerts:
-    """Check `[alerts]`; `fail(where, message)` raises (offers.py reports the file and the field)."""
-    where = "[alerts]"
-    if raw is None:
-        return Alerts()
-    if not isinstance(raw, dict):
-        fail(where, "must be a table")
-    allowed = {"slack_webhook_url", "email", "events"}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        fail(where, f"unknown field '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
-    slack = raw.get("slack_webhook_url")
-    if slack is not None:
-        problem = url_problem(slack)
-        if problem:
-            fail(where, f"field 'slack_webhook_url': {problem}")
-    email = raw.get("email")
-    if email is not None and (not isinstance(email, str) or not _EMAIL.match(email.strip()) or len(email) > 320):
-        fail(where, "field 'email' must be an email address")
-    events = raw.get("events", list(DEFAULT_ALERT_EVENTS))
-    if not isinstance(events, list) or any(event not in EVENTS for event in events):
-        fail(where, f"field 'events' must list events from: {', '.join(EVENTS)}")
-    return Alerts(slack_webhook_url=slack or None, email=email.strip() if email else None, events=tuple(events))
-
 
 @dataclass(frozen=True)
 class AlertText:

@@ -71,11 +71,11 @@ def _remove(args) -> int:
 
 
 def _deliver(args) -> int:
-    from cancel_flow.offers import load_offers
+    from cancel_flow.config.live import open_live
     from cancel_flow.emails.sending import GuardedDispatcher as Dispatcher
 
     settings, engine = _engine()
-    dispatcher = Dispatcher.for_offers(engine, settings, load_offers(settings.offers_path))
+    dispatcher = Dispatcher.for_config(engine, settings, open_live(engine, settings))
     try:
         attempted = dispatcher.run_due()
     finally:

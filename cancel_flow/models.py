@@ -234,6 +234,20 @@ class ApiKey(SQLModel, table=True):
     scopes: str = Field(default="links stats hooks", max_length=100, sa_column_kwargs={"server_default": "links stats hooks"})
 
 
+class ConfigVersion(SQLModel, table=True):
+    """One saved version of the coach's configuration (the TOML document as JSON); the highest is live.
+    Versions are never changed: a restore saves an old one's document as a new version."""
+
+    __tablename__ = "config_version"
+
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    document: str = Field(sa_type=sa.Text)
+    saved_at: datetime = _when(default_factory=utc_now)
+    saved_by: str = Field(max_length=320)
+    origin: str = Field(max_length=16)  # file | dashboard | api | import | restore
+    note: str | None = Field(default=None, max_length=500)
+
+
 class LinkRequest(SQLModel, table=True):
     """Requests for links on the shared page in the current hour, by hashed email and by hashed client
     address; one row per key, counted by a single conditional upsert."""

@@ -7,7 +7,7 @@ import tempfile
 import uvicorn
 
 from cancel_flow.logs import configure_logging
-from cancel_flow.offers import load_offers
+from cancel_flow.config.live import open_live
 from cancel_flow.settings import Settings
 from cancel_flow.store import make_engine, migrate
 
@@ -24,10 +24,12 @@ def app_factory():
 
 def serve(settings: Settings, host: str, port: int, workers: int = 1, forwarded_allow_ips: str = "127.0.0.1") -> None:
     settings.require_stripe()
-    load_offers(settings.offers_path)
     engine = make_engine(settings.database_url)
-    migrate(engine)  # replicas starting together: an advisory lock lets one migrate, the others find it done
-    engine.dispose()
+    try:
+        migrate(engine)  # replicas starting together: an advisory lock lets one migrate, the others find it done
+        open_live(engine, settings)  # first start: the offers file seeds version 1, or a mistake in it stops here
+    finally:
+        engine.dispose()
     configure_logging()
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -5,7 +5,7 @@ import asyncio
 
 from sqlalchemy.engine import Engine
 
-from cancel_flow.offers import load_offers
+from cancel_flow.config.live import read_live
 from cancel_flow.settings import Settings
 from cancel_flow.store.audit import COMMAND_LINE
 from cancel_flow.stripe_connection import Created, keep_created
@@ -14,7 +14,7 @@ from cancel_flow.stripe_gateway import StripeGateway, StripeSetup
 
 async def run_stripe_setup(settings: Settings, recreate_webhook: bool = False, *, engine: Engine | None = None,
                            actor: str = COMMAND_LINE, address: str | None = None) -> list[str]:
-    offers = load_offers(settings.offers_path)
+    offers = read_live(settings)
     gateway = StripeGateway(settings)
     lines = []
     try:

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 import stripe
 
 from cancel_flow.errors import SettingsError
-from cancel_flow.offers import load_offers
+from cancel_flow.config.live import read_live
 from cancel_flow.settings import Settings
 from cancel_flow.stripe_gateway import LIST_EXPAND, SUBSCRIPTION_EXPAND, StripeGateway, StripeSetup, facts_from
 
@@ -327,9 +327,13 @@ class StripeCheck:
 
     def load_offers(self):
         try:
-            return load_offers(self.settings.offers_path)
+            return read_live(self.settings)
         except SettingsError as error:
-            self.report("FAIL", "offers", str(error), f"fix {self.settings.offers_path}, then run the check again.")
+            self.report("FAIL", "offers", str(error), "fix the configuration, then run the check again.")
+            return None
+        except sa.exc.SQLAlchemyError as error:
+            self.report("FAIL", "offers", f"the live configuration could not be read from the database "
+                        f"({type(error).__name__}).", "check DATABASE_URL and run `cancel-flow migrate`.")
             return None
 
     async def check_coupons(self, offers) -> None:

@@ -19,7 +19,7 @@ from cancel_flow.errors import NotFound, PortalRefused, StripeUnavailable
 from cancel_flow.flow import ACTIVE, ENDED, SCHEDULED, PriceLine, StripeState, SubscriptionFacts, TargetPrice, facts_of
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import STRIPE_CALLS
-from cancel_flow.offers import Offer
+from cancel_flow.config.schema import Offer
 from cancel_flow.settings import Settings
 from cancel_flow.stripe_budget import StripeBudget, StripeBusy
 
@@ -65,6 +65,8 @@ def verify_webhook(payload: bytes, signature: str | None, secret: str | tuple[st
         data = json.loads(text)
     except ValueError:
         raise WebhookRefused(400, "The body is not a Stripe event.") from None
+    except RecursionError:  # arrays or objects nested thousands deep: no Stripe event is
+        raise WebhookRefused(400, "The body is not a Stripe event: it is nested too deeply.") from None
     if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str) \
             or not 0 < len(data["id"]) <= 255 or len(data["type"]) > 128:
         raise WebhookRefused(400, "The body is not a Stripe event.")

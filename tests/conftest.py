@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 from bench.harness import free_port, wait_for
 from cancel_flow.links import LinkSigner
 from cancel_flow.models import CancelSession, SessionOffer, SQLModel
-from cancel_flow.offers import load_offers
+from tests.helpers import load_config
 from cancel_flow.settings import Settings
 from cancel_flow.store import Store, make_engine, migrate
 from tests.helpers import stopped_afterwards
@@ -226,7 +226,7 @@ def catalogue(stripe_client):
 
 @pytest.fixture
 def offers():
-    return load_offers(ROOT / "offers.toml")
+    return load_config(ROOT / "offers.toml")
 
 
 os.environ.setdefault("CANCEL_FLOW_ENV", "development")
@@ -291,13 +291,14 @@ def history(store):
 class Served:
     """`cancel-flow serve` in a child process, as an operator runs it."""
 
-    def __init__(self, database_url: str, emulator_url: str, *extra: str, workers: int = 1, webhook_secret: str = WHSEC):
+    def __init__(self, database_url: str, emulator_url: str, *extra: str, workers: int = 1, webhook_secret: str = WHSEC,
+                 env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_FLOW_", "STRIPE_", "PROMETHEUS_"))}
         environment.update(DATABASE_URL=database_url, CANCEL_FLOW_SECRET_KEY=SECRET, STRIPE_API_KEY=TEST_KEY,
                            STRIPE_API_BASE=emulator_url, CANCEL_FLOW_BASE_URL=self.url, STRIPE_WEBHOOK_SECRET=webhook_secret,
-                           CANCEL_FLOW_OFFERS=str(ROOT / "offers.toml"), DATABASE_POOL_SIZE="10")
+                           CANCEL_FLOW_OFFERS=str(ROOT / "offers.toml"), DATABASE_POOL_SIZE="10", **(env or {}))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cancel_flow", "serve", "--port", str(self.port), "--workers", str(workers), *extra],
             env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -485,6 +486,7 @@ class Inbox:
 
     def __init__(self):
         self.messages: list = []
+        self.recipients: list[list[str]] = []  # each message's envelope recipients (RCPT TO)
         self.down = False
 
     async def handle_DATA(self, server, session, envelope):
@@ -494,6 +496,7 @@ class Inbox:
         if self.down:
             return "451 4.3.0 Mail server temporarily unavailable"
         self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+        self.recipients.append(list(envelope.rcpt_tos))
         return "250 Message accepted"
 
     def subjects(self) -> list[str]:

@@ -1,7 +1,12 @@
+import http.server
 import io
 import json
 import re
+import threading
+import time
+from collections import Counter
 from contextlib import contextmanager
+from datetime import datetime, timezone
 
 import pytest
 
@@ -60,3 +65,66 @@ def stopped_afterwards(make, stop=lambda made: made.stop()):
     finally:
         for each in made:
             stop(each)
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1: records each request; answers with `status` (or a queue of answers)."""
+
+    def __init__(self, status: int = 200, delay: float = 0.0, answer_headers: dict | None = None):
+        self.status, self.delay, self.answer_headers = status, delay, answer_headers or {}
+        self.requests: list[dict] = []
+        self.arrived = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight: Counter = Counter()
+        self.most_in_flight_per_id = 0
+        self.most_in_flight = 0  # requests being answered at once, whatever their id
+        self.began = 0  # requests received, answered or not
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                message_id = self.headers.get("webhook-id")
+                with receiver._lock:
+                    receiver.began += 1
+                    receiver._in_flight[message_id] += 1
+                    receiver.most_in_flight_per_id = max(receiver.most_in_flight_per_id, receiver._in_flight[message_id])
+                    receiver.most_in_flight = max(receiver.most_in_flight, sum(receiver._in_flight.values()))
+                if receiver.delay:
+                    time.sleep(receiver.delay)  # a slow receiver, so overlapping deliveries would show
+                with receiver._lock:
+                    receiver._in_flight[message_id] -= 1
+                    receiver.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
+                                              "at": datetime.now(timezone.utc)})
+                try:
+                    self.send_response(receiver.status)
+                    for name, value in receiver.answer_headers.items():
+                        self.send_header(name, value)
+                    self.send_header("content-length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:
+                    pass  # the sender gave up waiting (a hanging receiver)
+                receiver.arrived.set()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def ids(self) -> list[str]:
+        return [request["headers"].get("webhook-id") for request in self.requests]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def load_config(path):
+    """The Configuration an offers file holds (the one validator, as at first start)."""
+    from cancel_flow.config.toml import read_configuration_file
+
+    return read_configuration_file(path)[1]

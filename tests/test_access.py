@@ -20,7 +20,7 @@ from tests.helpers import csrf_of
 PASSWORD = "correct horse battery"
 ROLES = (VIEWER, EDITOR, OWNER)
 SAMPLE_PARAMS = {"token": "not-a-real-token", "delivery_id": "1", "experiment_id": "none", "endpoint_id": "ep_00000000",
-                 "hook_id": "ep_00000000", "n": "1"}
+                 "hook_id": "ep_00000000", "number": "1"}
 
 
 def concrete(path: str) -> str:

@@ -17,7 +17,9 @@ from freezegun import freeze_time
 
 from cancel_flow.clock import add_months, from_unix
 from cancel_flow.emails import records
-from cancel_flow.emails.config import EmailSchedule, parse_emails
+from cancel_flow.config.live import LiveConfiguration
+from cancel_flow.config.schema import EmailSchedule
+from cancel_flow.config.validate import validate_emails
 from cancel_flow.emails.run import run_pass
 from cancel_flow.emails.sending import GuardedDispatcher
 from cancel_flow.errors import SettingsError
@@ -63,9 +65,9 @@ class Billing:
     def run(self, at: datetime | None = None, schedule: EmailSchedule | None = None, **options):
         offers = replace(self.offers, emails=schedule) if schedule else self.offers
         if at is None:
-            return run_pass(self.engine, self.settings, offers, scan=True, **options)[0]
+            return run_pass(self.engine, self.settings, LiveConfiguration.fixed(offers), scan=True, **options)[0]
         with freeze_time(at, real_asyncio=True):
-            return run_pass(self.engine, self.settings, offers, scan=True, **options)[0]
+            return run_pass(self.engine, self.settings, LiveConfiguration.fixed(offers), scan=True, **options)[0]
 
     def invoice_record(self, invoice_id: str):
         with self.engine.connect() as connection:
@@ -145,6 +147,7 @@ def test_failed_renewal_gets_day_0_3_7_emails_until_the_card_update_pays_it(bill
     assert f"on {day}" in text and "Peak Performance Coaching" in body and "#1f6feb" in body
     link = re.search(r'href="(http://[^"]+/billing/[^"?]+\?flow=payment_method_update)"', body).group(1)
     assert link in text and "unsubscribe" not in text.lower() and "/emails/unsubscribe/" not in body
+    assert notice["List-Unsubscribe"] is None and notice["List-Unsubscribe-Post"] is None  # about the account
 
     # Every event again, and the pass again: nothing more.
     listed = emulator.get("/v1/events", params={"limit": 100}, headers={"Authorization": f"Bearer {TEST_KEY}"}).json()
@@ -212,7 +215,7 @@ def test_two_workers_at_one_frozen_time_send_each_email_once(billing, inbox):
     def worker(n: int):
         dispatcher = GuardedDispatcher(billing.engine, billing.settings, sender="coach@example.com", worker=f"worker-{n}")
         try:
-            results.append(run_pass(billing.engine, billing.settings, billing.offers, scan=True, dispatcher=dispatcher)[0])
+            results.append(run_pass(billing.engine, billing.settings, LiveConfiguration.fixed(billing.offers), scan=True, dispatcher=dispatcher)[0])
         except Exception as error:
             errors.append(error)
         finally:
@@ -323,6 +326,56 @@ def test_renewal_reminder_once_30_days_before_a_yearly_renewal_and_unsubscribe_s
     assert not records.unsubscribed(billing.engine, customer.id, "renewal_reminder")
 
 
+def assert_one_click_unsubscribe(message, label: str) -> str:
+    """The message's List-Unsubscribe (RFC 2369) is its own unsubscribe link and a mailto to the coach, and says the
+    link takes the one-click POST (RFC 8058); the link."""
+    link = re.search(r"(http://\S+/emails/unsubscribe/[^\s<>\"]+)", text_of(message)).group(1)
+    assert message["List-Unsubscribe"] == f"<{link}>, <mailto:coach@example.com?subject={label}>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    return link
+
+
+def test_a_reminder_carries_list_unsubscribe_and_the_mail_clients_one_click_post_stops_them(billing, inbox,
+                                                                                            catalogue):
+    start = datetime(2027, 1, 10, 12, tzinfo=timezone.utc)
+    clock = catalogue.test_clock(int(start.timestamp()))
+    customer = catalogue.customer(email="yearly@example.com", name="Yara Year", test_clock=clock.id)
+    catalogue.subscription(customer, interval="year", amount=49000)
+    renewal = datetime(2028, 1, 10, 12, tzinfo=timezone.utc)
+    assert billing.run(renewal - 30 * DAY + HOUR) == {"renewal_reminder": 1}
+    [reminder] = inbox.messages
+    link = assert_one_click_unsubscribe(reminder, "Stop%20renewal%20reminders")
+    # link checkers and mail clients look at the link first: nothing changes
+    looked = httpx.head(link)
+    assert looked.status_code == 200 and looked.headers["cache-control"] == "no-store"
+    assert not records.unsubscribed(billing.engine, customer.id, "renewal_reminder")
+    # the mail client's "Unsubscribe" button (RFC 8058): one POST, no page, no cookie, no form token
+    one_click = b'--cf\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\nOne-Click\r\n--cf--\r\n'
+    answer = httpx.post(link, content=one_click, headers={"Content-Type": "multipart/form-data; boundary=cf"})
+    assert answer.status_code == 200
+    assert records.unsubscribed(billing.engine, customer.id, "renewal_reminder")
+    catalogue.advance(clock.id, int((start + DAY).timestamp()))
+    catalogue.subscription(customer, interval="year", amount=49000)  # renews a day later: no reminder any more
+    assert billing.run(renewal - 29 * DAY + HOUR) == {}
+    assert len(inbox.messages) == 1
+    # the same POST sent as a URL-encoded form (RFC 8058 allows both) is answered the same way
+    again = httpx.post(link, content=b"List-Unsubscribe=One-Click",
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert again.status_code == 200 and records.unsubscribed(billing.engine, customer.id, "renewal_reminder")
+
+
+def test_list_unsubscribe_has_the_link_alone_without_a_support_email_and_only_where_one_can_unsubscribe():
+    from cancel_flow.emails.compose import Email, Style, render
+    from cancel_flow.config.schema import Brand
+
+    style = Style(Brand(name="Peak Performance Coaching"), "https://coach.example")
+    email = Email(kind="renewal_reminder", to="a@example.com", subject="Renews", heading="Renews", name=None,
+                  paragraphs=("Soon.",), unsubscribe_url="https://coach.example/emails/unsubscribe/t0ken")
+    assert render(email, style).headers == (("List-Unsubscribe", "<https://coach.example/emails/unsubscribe/t0ken>"),
+                                            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+    assert render(replace(email, kind="payment_failed", unsubscribe_url=None), style).headers == ()
+
+
 def test_discount_ending_notice_once_7_days_before_for_discounts_longer_than_a_month(billing, inbox, catalogue,
                                                                                     stripe_client):
     start = datetime(2027, 1, 10, 12, tzinfo=timezone.utc)
@@ -342,6 +395,7 @@ def test_discount_ending_notice_once_7_days_before_for_discounts_longer_than_a_m
     text = text_of(notice)
     assert "(50% off) ends on 10 April 2027" in text and "From your payment on 10 April 2027 you pay $49.00/month" in text
     assert "/cancel/" in text and "/emails/unsubscribe/" in text and three.id
+    assert_one_click_unsubscribe(notice, "Stop%20discount%20reminders")
 
 
 def test_confirmations_after_an_accepted_offer_and_a_cancellation_confirmed_by_stripe(billing, inbox, catalogue, signer,
@@ -366,6 +420,8 @@ def test_confirmations_after_an_accepted_offer_and_a_cancellation_confirmed_by_s
     assert billing.run() == {"offer_accepted": 1, "cancellation_confirmed": 1}
     assert billing.run() == {}
     by_to = {m["To"]: m for m in inbox.messages}
+    for message in (by_to["stays@example.com"], by_to["leaves@example.com"]):
+        assert_one_click_unsubscribe(message, "Stop%20confirmation%20emails")
     confirmation = text_of(by_to["stays@example.com"])
     promise = re.search(r"50% off your next 3 payments[^<\n]*", done).group(0)
     assert "Hi Stella Stays," in confirmation and promise in confirmation
@@ -379,6 +435,29 @@ def test_confirmations_after_an_accepted_offer_and_a_cancellation_confirmed_by_s
     assert kept.status_code == 200 and "Keep my subscription" in kept.text
 
 
+def test_a_customer_with_line_breaks_in_name_and_email_gets_the_confirmation_with_clean_headers(
+        billing, inbox, catalogue, signer):
+    base = billing.server.url
+    customer = catalogue.customer(email="stays@example.com\r\nBcc: intruder@example.com",
+                                  name="Stella\r\nBcc: intruder@example.com")
+    sub = billing.sdk.v1.subscriptions.create(params={"customer": customer.id, "items": [
+        {"price": catalogue.price(name="Coaching\r\nX-Injected: yes").id}]})
+    token, _ = signer.cancel_token(sub.customer, sub.id)
+    with httpx.Client(base_url=base) as browser:
+        page = browser.get(f"/cancel/{token}")
+        browser.post(f"/cancel/{token}/reason", data={"csrf_token": csrf_of(page.text), "reason": "too_expensive"})
+        page = browser.get(f"/cancel/{token}")
+        assert browser.post(f"/cancel/{token}/accept", data={"csrf_token": csrf_of(page.text),
+                                                             "offer": "half-off-3-payments"}).status_code == 303
+    assert billing.run() == {"offer_accepted": 1}
+    [mail] = inbox.messages
+    assert inbox.recipients == [["stays@example.com"]]
+    assert mail["To"] == "stays@example.com" and mail["Bcc"] is None and mail["X-Injected"] is None
+    assert mail["Subject"] == "Confirmed: your Coaching X-Injected: yes subscription continues"
+    assert "Stella" in text_of(mail)
+    assert [row.status for row in billing.emails()] == ["sent"]
+
+
 def _sessions(engine):
     from cancel_flow.models import CancelSession
 
@@ -388,19 +467,16 @@ def _sessions(engine):
 
 def test_each_kind_can_be_turned_off(billing, inbox):
     sub, invoice_id, first = billing.failing_renewal(datetime.now(timezone.utc) - DAY)
-    off = parse_emails({"failed_payment_days": [], "renewal_reminder_days_before": 0, "discount_ending_days_before": 0,
-                        "confirmations": False}, lambda where, message: pytest.fail(message))
+    off = validate_emails({"failed_payment_days": [], "renewal_reminder_days_before": 0, "discount_ending_days_before": 0,
+                           "confirmations": False})
     assert not any(off.sends(kind) for kind in ("payment_failed", "renewal_reminder", "discount_ending", "offer_accepted"))
     assert billing.run(first + HOUR, off) == {}
     assert inbox.messages == [] and billing.emails() == []
 
 
 def test_the_emails_section_is_checked_with_clear_messages():
-    def fail(where, message):
-        raise SettingsError(f"{where}: {message}")
-
-    assert parse_emails({}, fail) == EmailSchedule((0, 3, 7), 30, ("year",), 7, True)
-    assert parse_emails({"failed_payment_days": [7, 0, 3], "renewal_reminder_intervals": ["year", "month"]}, fail) \
+    assert validate_emails({}) == EmailSchedule((0, 3, 7), 30, ("year",), 7, True)
+    assert validate_emails({"failed_payment_days": [7, 0, 3], "renewal_reminder_intervals": ["year", "month"]}) \
         == EmailSchedule((0, 3, 7), 30, ("year", "month"), 7, True)
     for raw, words in [({"failed_payment_days": [0, -1]}, "failed_payment_days"), ({"failed_payment_days": "0,3"}, "[0, 3, 7]"),
                        ({"failed_payment_days": [3, 3]}, "each day once"), ({"renewal_reminder_days_before": 400}, "0 to 365"),
@@ -408,7 +484,7 @@ def test_the_emails_section_is_checked_with_clear_messages():
                        ({"confirmations": "yes"}, "true or false"), ({"reminders": 3}, "unknown field 'reminders'"),
                        ({"discount_ending_days_before": True}, "whole number")]:
         with pytest.raises(SettingsError, match=re.escape(words)):
-            parse_emails(raw, fail)
+            validate_emails(raw)
 
 
 def test_card_update_and_unsubscribe_pages_refuse_bad_links(billing):
@@ -473,7 +549,7 @@ def test_the_demo_declines_a_renewal_and_the_email_goes_out(billing, inbox):
     from cancel_flow.emails.run import demo_failed_payment
 
     out = io.StringIO()
-    customer = demo_failed_payment(billing.settings, billing.offers, out=out)
+    customer = demo_failed_payment(billing.settings, LiveConfiguration.fixed(billing.offers), out=out)
     assert customer and "the card declines" in out.getvalue() and "Update my card" in out.getvalue()
     [notice] = inbox.messages
     assert notice["To"] == "riley@example.com" and "Hi Riley Brooks," in text_of(notice)

@@ -11,7 +11,7 @@ from freezegun import freeze_time
 
 from cancel_flow.experiments import assign_arm
 from cancel_flow.models import CancelSession
-from cancel_flow.offers import load_offers
+from tests.helpers import load_config
 from tests.helpers import HALF_PRICE_OFFER, PAUSE_OFFER, arm_tables, csrf_of
 from tests.test_dashboard import PASSWORD, sign_in  # noqa: F401
 from tests.test_dashboard import coach  # noqa: F401  (fixture)
@@ -62,7 +62,7 @@ def give_reason(client, url, reason="unused"):
 def test_the_arm_is_the_subscriptions_on_every_link_and_worker_and_the_holdout_sees_no_offer(
         make_client, catalogue, signer, store, offers_file):
     workers = [make_client(offers_path=offers_file), make_client(offers_path=offers_file)]
-    experiment = load_offers(offers_file).experiments[0]
+    experiment = load_config(offers_file).experiments[0]
     arms = set()
     for index in range(8):
         sub = catalogue.subscription(catalogue.customer(email=f"c{index}@example.com"))
@@ -109,7 +109,7 @@ def test_the_same_figures_in_the_api_and_the_arm_in_the_csv(make_client, store, 
     sub = catalogue.subscription()
     token, _ = signer.cancel_token(sub.customer, sub.id)
     give_reason(client, f"/cancel/{token}")
-    arm = assign_arm(load_offers(offers_file).experiments[0], sub.id).name
+    arm = assign_arm(load_config(offers_file).experiments[0], sub.id).name
     from cancel_flow.store.api_keys import ApiKeyStore
 
     key = "cfk_" + secrets.token_urlsafe(32)

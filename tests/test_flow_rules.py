@@ -48,11 +48,11 @@ def test_why_not_names_the_first_condition_that_failed(offers):
 
 
 def test_switch_needs_a_cheaper_price_of_the_same_period(tmp_path):
-    from cancel_flow.offers import load_offers
+    from tests.helpers import load_config
 
     path = tmp_path / "offers.toml"
     path.write_text('[brand]\nname = "C"\n[[offer]]\nid = "lite"\nkind = "switch"\nprice = "price_lite"\ntitle = "Lite"\n')
-    offer = load_offers(path).offers[0]
+    offer = load_config(path).offers[0]
     cheap = {"price_lite": TargetPrice("price_lite", 2900, "usd", "month", 1)}
     dear = {"price_lite": TargetPrice("price_lite", 5900, "usd", "month", 1)}
     yearly = {"price_lite": TargetPrice("price_lite", 2900, "usd", "year", 1)}

@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 from urllib.parse import quote
 
+import httpx
 import pytest
 import sqlalchemy as sa
 import stripe
@@ -204,6 +205,37 @@ def test_bodies_over_the_limit_are_413(client, catalogue, signer, store):
     response = client.post(f"{url}/reason", data={"csrf_token": csrf, "reason": "other", "comment": "x" * 70_000})
     assert response.status_code == 413
     assert store.find_session(nonce).reason is None
+
+
+def _chunks(size: int, piece: int = 4096):
+    """A body sent in chunks, with no Content-Length (Transfer-Encoding: chunked)."""
+    for start in range(0, size, piece):
+        yield b"x" * min(piece, size - start)
+
+
+def test_chunked_bodies_over_the_limit_are_413_like_sized_ones(live_server, catalogue, signer, store):
+    server = live_server(stripe_webhook_secret="whsec_hardening_" + "c" * 24)
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        sub = catalogue.subscription()
+        token, _ = signer.cancel_token(sub.customer, sub.id)
+        csrf = csrf_of(browser.get(f"/cancel/{token}").text)
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        for path, headers in ((f"/cancel/{token}/reason", form), ("/dashboard/login", form), ("/", form),
+                              ("/webhooks/stripe", {"Stripe-Signature": "t=1,v1=00"}),
+                              ("/api/links", {"Content-Type": "application/json"})):
+            chunked = browser.post(path, content=_chunks(70_000), headers=headers)
+            assert "content-length" not in chunked.request.headers and \
+                chunked.request.headers["transfer-encoding"] == "chunked"
+            assert chunked.status_code == 413, (path, chunked.status_code)
+            sized = browser.post(path, content=b"x" * 70_000, headers=headers)
+            assert sized.status_code == 413, (path, sized.status_code)
+        # under the limit, a chunked form is read as any other
+        body = f"csrf_token={csrf}&reason=other&comment=" + "y" * 1000
+        answer = browser.post(f"/cancel/{token}/reason", content=(part.encode() for part in (body[:500], body[500:])),
+                              headers=form)
+        assert answer.status_code == 303
+    session = store.find_session(signer.read_cancel(token).nonce)
+    assert (session.reason, session.comment) == ("other", "y" * 1000)
 
 
 def test_no_secret_reaches_the_logs(make_client, catalogue, signer, store, caplog, emulator_url):

@@ -8,8 +8,11 @@ import secrets
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from cancel_flow.hooks import EVENTS, parse_alerts, sample_event, session_data
+from cancel_flow.config.validate import validate_alerts
+from cancel_flow.errors import InvalidConfig
+from cancel_flow.hooks import EVENTS, sample_event, session_data
 from cancel_flow.outbox import Dispatcher, emit
+from cancel_flow.outbox.endpoints import add_endpoint
 from cancel_flow.passwords import hash_password
 from cancel_flow.store.api_keys import ApiKeyStore
 from cancel_flow.store.coaches import CoachStore
@@ -200,26 +203,38 @@ def test_deliveries_page_shows_status_answer_and_attempts_and_resends(hooks_clie
     assert hooks_client.get("/dashboard/deliveries", params={"before": delivery_id}).status_code == 200
 
 
+def test_an_address_refused_as_private_fails_at_once_and_the_deliveries_page_says_why(make_client, receivers, store):
+    client = make_client()  # private addresses not allowed
+    receiver = receivers()
+    # added while private addresses were allowed (or a name that now resolves to one)
+    add_endpoint(store.engine, receiver.url, [], source="cli", allow_private=True)
+    emit_for(client, "session.canceled")
+    assert deliver(client) == 1
+    assert deliver(client) == 0  # nothing left to retry
+    assert receiver.requests == []
+    assert sign_in(client).status_code == 303
+    row = re.search(r'<tr data-delivery="(\d+)">(.*?)</tr>', client.get("/dashboard/deliveries").text, re.S)
+    cells = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row.group(2)))
+    assert "Failed" in cells and "Refused: 127.0.0.1 is a private, loopback or link-local address" in cells
+    assert cells.strip().endswith("1 Resend")
+
+
 def test_alerts_section_is_checked_field_by_field():
-    problems = []
-
-    def fail(where, message):
-        problems.append(f"{where}: {message}")
-        raise ValueError
-
-    alerts = parse_alerts({"slack_webhook_url": "https://hooks.slack.com/services/T/B/X", "email": "coach@example.com"}, fail)
+    alerts = validate_alerts({"slack_webhook_url": "https://hooks.slack.com/services/T/B/X", "email": "coach@example.com"})
     assert alerts.events == ("session.canceled", "contact.requested", "payment.failed")
     assert alerts.wants("session.canceled") and not alerts.wants("session.saved")
-    assert not parse_alerts(None, fail).wants("session.canceled")
-    for raw, message in (({"slak": "x"}, "unknown field 'slak'"),
-                         ({"email": "not-an-address"}, "field 'email' must be an email address"),
-                         ({"events": ["session.cancelled"]}, "field 'events' must list events from"),
-                         ({"events": "session.canceled"}, "field 'events' must list events from"),
-                         ({"slack_webhook_url": "hooks.slack.com/x"}, "field 'slack_webhook_url'"),
-                         ("nope", "must be a table")):
-        with pytest.raises(ValueError):
-            parse_alerts(raw, fail)
-        assert problems[-1].startswith("[alerts]: ") and message in problems[-1]
+    assert not validate_alerts(None).wants("session.canceled")
+    for raw, message, field in (({"slak": "x"}, "unknown field 'slak'", "alerts.slak"),
+                                ({"email": "not-an-address"}, "field 'email' must be an email address", "alerts.email"),
+                                ({"events": ["session.cancelled"]}, "field 'events' must list events from", "alerts.events"),
+                                ({"events": "session.canceled"}, "field 'events' must list events from", "alerts.events"),
+                                ({"slack_webhook_url": "hooks.slack.com/x"}, "field 'slack_webhook_url'",
+                                 "alerts.slack_webhook_url"),
+                                ("nope", "must be a table", "alerts")):
+        with pytest.raises(InvalidConfig) as refused:
+            validate_alerts(raw)
+        assert refused.value.message.startswith("[alerts]: ") and message in refused.value.message
+        assert refused.value.field == field
 
 
 def test_the_served_app_delivers_an_event_within_seconds_and_lists_it(settings, receivers, store, api_key):

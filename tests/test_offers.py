@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from cancel_flow.errors import SettingsError
-from cancel_flow.offers import load_offers
+from tests.helpers import load_config
 from tests.helpers import HALF_PRICE_OFFER
 
 GOOD = """
@@ -19,13 +19,13 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_the_shipped_offers_file_loads():
-    book = load_offers(Path(__file__).resolve().parents[1] / "offers.toml")
+    book = load_config(Path(__file__).resolve().parents[1] / "offers.toml")
     assert [o.id for o in book.offers] == ["half-off-3-payments", "pause", "talk"]
     assert book.offer_cooldown_days == 365 and book.brand.logo.is_file()
 
 
 def test_offer_without_reasons_fits_every_reason(tmp_path):
-    offer = load_offers(write(tmp_path, GOOD)).offers[0]
+    offer = load_config(write(tmp_path, GOOD)).offers[0]
     assert offer.fits("too_complex") and offer.fits("other")
 
 
@@ -52,18 +52,18 @@ def test_offer_without_reasons_fits_every_reason(tmp_path):
 def test_mistakes_name_the_file_the_offer_and_the_field(tmp_path, change, names):
     path = write(tmp_path, GOOD.replace(*change))
     with pytest.raises(SettingsError) as error:
-        load_offers(path)
+        load_config(path)
     for name in [str(path), *names]:
         assert name in str(error.value)
 
 
 def test_duplicate_ids_are_refused(tmp_path):
     with pytest.raises(SettingsError, match="unique"):
-        load_offers(write(tmp_path, GOOD + GOOD.split("[brand]\nname = \"Coach\"")[1]))
+        load_config(write(tmp_path, GOOD + GOOD.split("[brand]\nname = \"Coach\"")[1]))
 
 
 def test_missing_file_and_bad_toml_are_named(tmp_path):
     with pytest.raises(SettingsError, match="CANCEL_FLOW_OFFERS"):
-        load_offers(tmp_path / "nope.toml")
+        load_config(tmp_path / "nope.toml")
     with pytest.raises(SettingsError, match="not valid TOML"):
-        load_offers(write(tmp_path, "[brand\n"))
+        load_config(write(tmp_path, "[brand\n"))

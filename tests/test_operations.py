@@ -84,8 +84,8 @@ def test_readyz_is_503_while_the_database_is_down_and_200_when_back(make_client,
     assert client.get("/readyz").status_code == 200
 
 
-def test_readyz_names_the_database_and_the_offers(client):
-    assert client.get("/readyz").json() == {"status": "ok", "database": "ok", "offers": "loaded"}
+def test_readyz_names_the_database_and_the_configuration(client):
+    assert client.get("/readyz").json() == {"status": "ok", "database": "ok", "config": "loaded"}
 
 
 def _hold_the_write_lock(database_url: str):

@@ -15,7 +15,8 @@ from freezegun import freeze_time
 from standardwebhooks.webhooks import Webhook
 
 from cancel_flow.errors import BadRequest
-from cancel_flow.hooks import Alerts, is_test_mode, session_data
+from cancel_flow.config.schema import Alerts
+from cancel_flow.hooks import is_test_mode, session_data
 from cancel_flow.models import CancelSession, OutboxDelivery, OutboxEvent, WebhookEndpoint
 from cancel_flow.outbox import Dispatcher, dispatch_periodically, emit, enqueue_email
 from cancel_flow.outbox.endpoints import add_endpoint
@@ -24,58 +25,9 @@ from cancel_flow.outbox.safe_http import DeliveryFailed, DeliveryRefused, post
 from cancel_flow.settings import Settings
 from cancel_flow.store import make_engine
 from tests.conftest import SECRET, free_port
-from tests.helpers import stopped_afterwards
+from tests.helpers import Receiver, stopped_afterwards
 
 deliveries = OutboxDelivery.__table__
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1: records each request; answers with `status` (or a queue of answers)."""
-
-    def __init__(self, status: int = 200, delay: float = 0.0, answer_headers: dict | None = None):
-        self.status, self.delay, self.answer_headers = status, delay, answer_headers or {}
-        self.requests: list[dict] = []
-        self.arrived = threading.Event()
-        self._lock = threading.Lock()
-        self._in_flight: Counter = Counter()
-        self.most_in_flight_per_id = 0
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                message_id = self.headers.get("webhook-id")
-                with receiver._lock:
-                    receiver._in_flight[message_id] += 1
-                    receiver.most_in_flight_per_id = max(receiver.most_in_flight_per_id, receiver._in_flight[message_id])
-                if receiver.delay:
-                    time.sleep(receiver.delay)  # a slow receiver, so overlapping deliveries would show
-                with receiver._lock:
-                    receiver._in_flight[message_id] -= 1
-                    receiver.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
-                                              "at": datetime.now(timezone.utc)})
-                self.send_response(receiver.status)
-                for name, value in receiver.answer_headers.items():
-                    self.send_header(name, value)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-                receiver.arrived.set()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def ids(self) -> list[str]:
-        return [request["headers"].get("webhook-id") for request in self.requests]
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -310,13 +262,15 @@ def test_private_and_loopback_addresses_are_refused_without_the_setting(engine, 
     for url in ("ftp://example.com/", "https://user:pw@example.com/", "file:///etc/passwd", "https:///nohost"):
         with pytest.raises(BadRequest):
             add_endpoint(engine, url, [], source="api", allow_private=False)
-    # A name that passed when it was added but resolves to a loopback address when sending (DNS rebinding).
+    # A name that passed when it was added but resolves to a loopback address when sending (DNS rebinding):
+    # refused, and failed at once (no retry can change it) instead of retried for three days.
     add_endpoint(engine, f"http://localhost:{port}/", [], source="cli", allow_private=True)
     emit_now(engine)
     dispatchers(settings=replace(outbox_settings, allow_private_urls=False)).run_due()
     assert receiver.requests == []
     [row] = rows(engine)
-    assert row.status == "pending" and "private, loopback or link-local" in row.last_error
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert row.last_error.startswith("Refused: localhost is a private, loopback or link-local address")
     with pytest.raises(DeliveryRefused):
         post(f"http://localhost:{port}/", b"{}", {}, allow_private=False)
 
@@ -378,6 +332,48 @@ def test_the_background_sender_delivers_within_seconds(engine, receivers, dispat
     assert elapsed < 3
 
 
+def test_two_hanging_receivers_hold_up_only_their_own_deliveries(engine, receivers, dispatchers):
+    from cancel_flow.outbox.dispatcher import PER_ENDPOINT
+
+    hanging = [receivers(delay=30), receivers(delay=30)]  # take the request, never answer in time
+    healthy = receivers()
+    ids = {add_endpoint(engine, receiver.url, [], source="cli", allow_private=True).id: receiver
+           for receiver in (*hanging, healthy)}
+    dispatcher = dispatchers(timeout=3)
+    in_flight = Counter()  # the most deliveries in flight to each endpoint at once, as the outbox records them
+
+    def sample():
+        with engine.connect() as connection:
+            for endpoint_id, count in connection.execute(
+                    sa.select(deliveries.c.endpoint_id, sa.func.count()).where(deliveries.c.status == "delivering")
+                    .group_by(deliveries.c.endpoint_id)):
+                in_flight[endpoint_id] = max(in_flight[endpoint_id], count)
+
+    async def scenario():
+        sender = asyncio.create_task(dispatch_periodically(dispatcher, every=0.5))
+        written = {}
+        for _ in range(20):  # an event every 50 ms, each to all three receivers
+            event_id = await asyncio.to_thread(emit_now, engine)
+            written[event_id] = datetime.now(timezone.utc)
+            await asyncio.to_thread(sample)
+            await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 15
+        while len(healthy.requests) < len(written) and time.monotonic() < deadline:
+            await asyncio.to_thread(sample)
+            await asyncio.sleep(0.05)
+        sender.cancel()
+        return written
+
+    written = asyncio.run(scenario())
+    assert sorted(healthy.ids()) == sorted(written)
+    waits = sorted((request["at"] - written[request["headers"]["webhook-id"]]).total_seconds()
+                   for request in healthy.requests)
+    assert waits[-1] <= 2, waits  # not one waited for a hanging receiver's 3-second timeout
+    for endpoint_id, receiver in ids.items():
+        if receiver is not healthy:  # the hanging ones: a few at once, the rest queued behind them
+            assert in_flight[endpoint_id] == PER_ENDPOINT and receiver.began < len(written)
+
+
 def test_slack_and_email_alerts_say_who_what_plan_reason_comment_and_link(engine, receivers, dispatchers,
                                                                           outbox_settings, inbox):
     from dataclasses import replace
@@ -407,6 +403,39 @@ def test_slack_and_email_alerts_say_who_what_plan_reason_comment_and_link(engine
     assert "Open the customer in Stripe: https://dashboard.stripe.com/test/customers/cus_Casey123" in text
     assert "Money is tight &lt;this&gt; quarter" in mail.get_body(("html",)).get_content()
     assert {(row.kind, row.status) for row in rows(engine)} == {("slack", "delivered"), ("email", "delivered")}
+
+
+LINE_BREAKS = "Casey\r\nBcc: intruder@example.com\nX-Injected: yes"
+
+
+def test_line_breaks_in_a_customers_name_and_email_never_stop_or_bend_the_coachs_alert(engine, dispatchers,
+                                                                                       outbox_settings, inbox):
+    from dataclasses import replace
+
+    alerts = Alerts(email="coach@example.com", events=("session.canceled",))
+    session = a_session(engine, customer_email="casey@example.com\r\nBcc: intruder@example.com",
+                        plan_name="Coaching\r\nPlan")
+    with engine.begin() as connection:
+        emit(connection, "session.canceled", session_data(session, test_mode=True, customer_name=LINE_BREAKS), alerts)
+    dispatchers(settings=replace(outbox_settings, smtp_url=inbox.url)).run_due()
+    [mail] = inbox.messages
+    assert inbox.recipients == [["coach@example.com"]]
+    assert mail["Subject"] == ("Casey Bcc: intruder@example.com X-Injected: yes (casey@example.com Bcc: "
+                               "intruder@example.com) canceled Coaching Plan")
+    assert mail["Bcc"] is None and mail["X-Injected"] is None and mail["To"] == "coach@example.com"
+    [row] = rows(engine)
+    assert (row.status, row.attempts) == ("delivered", 1)
+
+
+def test_an_email_to_no_usable_address_fails_at_once_with_the_reason(engine, dispatchers, outbox_settings, inbox):
+    from dataclasses import replace
+
+    with engine.begin() as connection:
+        enqueue_email(connection, "\r\nBcc: intruder@example.com", "Hello", "text", "<p>html</p>")
+    dispatchers(settings=replace(outbox_settings, smtp_url=inbox.url)).run_due()
+    assert inbox.messages == []
+    [row] = rows(engine)
+    assert (row.status, row.attempts) == ("failed", 1) and "is not an email address" in row.last_error
 
 
 def test_a_saved_session_alert_names_the_offer_and_its_terms(engine, receivers, dispatchers):

@@ -203,7 +203,7 @@ def test_every_subscriber_page_fits_and_passes_axe(width, browser, live_server, 
     review.finish()
 
 
-from cancel_flow.offers import REASONS as REASON_LABELS  # noqa: E402
+from cancel_flow.reasons import REASONS as REASON_LABELS  # noqa: E402
 
 
 @pytest.mark.parametrize("width", [360, 1280])

@@ -6,7 +6,7 @@ import pytest
 
 from cancel_flow.cli import main
 from cancel_flow.errors import SettingsError
-from cancel_flow.offers import load_offers
+from tests.helpers import load_config
 from cancel_flow.targeting import Conditions, Subject, first_failed, parse_conditions
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
@@ -104,4 +104,4 @@ title = "A break"
     assert "SHOWN  gold-only (discount)" in out
     assert "not shown  old-timers (discount): condition not met: subscribed 0 days ago, fewer than 365" in out
     assert "not shown  pause (pause): shown for other reasons (unused)" in out
-    assert load_offers(offers).max_offers == 2
+    assert load_config(offers).max_offers == 2

@@ -67,6 +67,19 @@ def test_missing_signature_is_400_and_bad_signature_is_401(hooked):
     assert post_event(hooked, "not json at all").status_code == 400
 
 
+def test_a_signed_body_nested_10000_deep_is_a_400_naming_the_problem_and_stores_nothing(hooked):
+    deep = "[" * 10_000 + "]" * 10_000
+    body = ('{"id": "evt_deep", "object": "event", "type": "customer.subscription.updated", "created": %d, '
+            '"data": {"object": %s}}' % (int(time.time()), deep))
+    response = post_event(hooked, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "The body is not a Stripe event: it is nested too deeply."
+    assert post_event(hooked, "{" * 10_000).status_code == 400
+    good = event("customer.subscription.updated", "sub_x", int(time.time()))
+    good["id"] = "evt_deep"  # nothing was stored under its id
+    assert post_event(hooked, good).json() == {"received": True, "handled": True, "duplicate": False}
+
+
 def test_unhandled_event_types_are_acknowledged_and_ignored(hooked):
     response = post_event(hooked, event("invoice.paid", "sub_x", int(time.time())))
     assert response.status_code == 200 and response.json()["handled"] is False

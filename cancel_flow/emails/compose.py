@@ -4,10 +4,12 @@ rendered as plain text and HTML from templates/. Pure: the scheduler gathers the
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from cancel_flow.i18n import install as install_translations
 from cancel_flow.money import format_day, format_money
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -15,6 +17,8 @@ environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_
                           trim_blocks=True, lstrip_blocks=True, auto_reload=False, keep_trailing_newline=True)
 _text = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=False, trim_blocks=True, lstrip_blocks=True,
                     auto_reload=False)
+install_translations(environment)
+install_translations(_text)
 
 UNSUBSCRIBE_LABELS = {
     "renewal_reminder": "Stop renewal reminders",
@@ -62,6 +66,18 @@ class Rendered:
     subject: str
     text: str
     html: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def unsubscribe_headers(email: Email, support_email: str | None) -> tuple[tuple[str, str], ...]:
+    """What mail clients show as their own "Unsubscribe" (RFC 2369) and use in one click (RFC 8058): the email's
+    unsubscribe link, which takes a POST of `List-Unsubscribe=One-Click`, and a mailto to the coach beside it."""
+    if not email.unsubscribe_url:
+        return ()
+    links = [f"<{email.unsubscribe_url}>"]
+    if support_email:
+        links.append(f"<mailto:{quote(support_email, safe='@')}?subject={quote(email.unsubscribe_label)}>")
+    return (("List-Unsubscribe", ", ".join(links)), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
 
 
 def render(email: Email, style: Style) -> Rendered:
@@ -70,7 +86,8 @@ def render(email: Email, style: Style) -> Rendered:
     text = _text.get_template("email.txt").render(**context)
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
-    return Rendered(email.subject, text.strip() + "\n", environment.get_template("email.html").render(**context))
+    return Rendered(email.subject, text.strip() + "\n", environment.get_template("email.html").render(**context),
+                    unsubscribe_headers(email, getattr(style.brand, "support_email", None)))
 
 
 def _per(interval: str | None, count: int = 1) -> str:

@@ -47,8 +47,10 @@ def _row(planned: Planned, status: str, now: datetime, error: str | None = None)
             "last_error": error, "created_at": now}
 
 
-def write(engine: Engine, planned: Planned, subject: str, text: str, html: str) -> bool:
-    """The email and its outbox delivery, in one transaction; False when this key was written before."""
+def write(engine: Engine, planned: Planned, subject: str, text: str, html: str,
+          headers: tuple[tuple[str, str], ...] = ()) -> bool:
+    """The email (with its extra headers) and its outbox delivery, in one transaction; False when this key was
+    written before."""
     now = utc_now()
     with engine.begin() as connection:
         inserted = connection.execute(_insert(connection, emails).values(_row(planned, "pending", now))
@@ -56,7 +58,7 @@ def write(engine: Engine, planned: Planned, subject: str, text: str, html: str) 
         if inserted is None:
             return False
         delivery = enqueue_email(connection, planned.email, subject, text, html, key=planned.key,
-                                 event_type=f"email.{planned.kind}")
+                                 event_type=f"email.{planned.kind}", headers=headers)
         connection.execute(sa.update(emails).where(emails.c.id == inserted.id).values(delivery_id=delivery))
     return True
 

@@ -18,17 +18,18 @@ from cancel_flow.logs import log_event
 EVERY = 60.0  # seconds between passes in each worker of `serve` (the day-0 email goes out within a minute)
 
 
-def run_pass(engine, settings, offers, *, scan: bool | None = None, dispatcher: GuardedDispatcher | None = None,
+def run_pass(engine, settings, live, *, scan: bool | None = None, dispatcher: GuardedDispatcher | None = None,
              send: bool = True) -> tuple[Counter, int]:
     """Write the emails due now and send what the outbox holds; (emails written per kind, deliveries tried).
-    Runs in its own thread and event loop, so the database never blocks a serving loop."""
+    Runs in its own thread and event loop, so the database never blocks a serving loop. `live`: the
+    LiveConfiguration (the pass reads the schedule and the brand as they are now)."""
     from cancel_flow.stripe_gateway import StripeGateway
 
     async def plan() -> Counter:
         gateway = StripeGateway(settings)
         try:
             signer = LinkSigner(settings.secret_key, settings.link_max_age, settings.billing_link_max_age)
-            return await Mailroom(engine, settings, offers, signer, gateway).plan(scan=scan)
+            return await Mailroom(engine, settings, live.current(), signer, gateway).plan(scan=scan)
         finally:
             await gateway.close()
 
@@ -36,7 +37,7 @@ def run_pass(engine, settings, offers, *, scan: bool | None = None, dispatcher: 
     attempted = 0
     if send:
         own = dispatcher is None
-        dispatcher = dispatcher or GuardedDispatcher.for_offers(engine, settings, offers)
+        dispatcher = dispatcher or GuardedDispatcher.for_config(engine, settings, live)
         try:
             attempted = dispatcher.run_due()
         finally:
@@ -45,13 +46,13 @@ def run_pass(engine, settings, offers, *, scan: bool | None = None, dispatcher: 
     return written, attempted
 
 
-async def send_emails_periodically(engine, settings, offers, every: float = EVERY) -> None:
+async def send_emails_periodically(engine, settings, live, every: float = EVERY) -> None:
     """`serve`'s background pass: writes what is due (the app's outbox dispatcher, a GuardedDispatcher, sends
     it within a second). Safe in every worker at once: each email has one key, the outbox claims each row."""
     while True:
         await asyncio.sleep(every)
         try:
-            await run_in_threadpool(run_pass, engine, settings, offers, send=False)
+            await run_in_threadpool(run_pass, engine, settings, live, send=False)
         except Exception as error:  # Stripe or the database is away: the next pass tries again
             log_event("emails.pass_failed", level=40, error=type(error).__name__)
 
@@ -59,17 +60,18 @@ async def send_emails_periodically(engine, settings, offers, every: float = EVER
 # `cancel-flow send-due-emails` ----------------------------------------------------------------------------
 
 def _send_due_emails(args) -> int:
-    from cancel_flow.offers import load_offers
+    from cancel_flow.config.live import LiveConfiguration
     from cancel_flow.settings import load_settings
     from cancel_flow.store import make_engine, migrate
+    from cancel_flow.store.config_versions import ConfigVersions
 
     settings = load_settings()
     settings.require_stripe()
-    offers = load_offers(settings.offers_path)
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)
-        written, attempted = run_pass(engine, settings, offers, scan=True)
+        live = LiveConfiguration.start(ConfigVersions(engine), settings.offers_path)
+        written, attempted = run_pass(engine, settings, live, scan=True)
     finally:
         engine.dispose()
     kinds = ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in sorted(written.items())) or "none"
@@ -85,7 +87,7 @@ def register(subparsers) -> None:
 
 # The demo --------------------------------------------------------------------------------------------
 
-def demo_failed_payment(settings, offers, out=sys.stdout, wait: float = 30.0) -> str | None:
+def demo_failed_payment(settings, live, out=sys.stdout, wait: float = 30.0) -> str | None:
     """For `cancel-flow demo` (run in a thread once the server is up): a subscriber whose card declines at the
     renewal, on a Stripe test clock moved past it; the failed-payment email printed; returns the customer id.
     The email's button opens the card update, and the payment goes through as soon as a good card is saved."""
@@ -136,7 +138,7 @@ def demo_failed_payment(settings, offers, out=sys.stdout, wait: float = 30.0) ->
                     break
             time.sleep(0.2)
         print("The renewal failed; the failed-payment email (SMTP_URL unset: printed here):", file=out, flush=True)
-        run_pass(engine, settings, offers)
+        run_pass(engine, settings, live)
         print("Open the email's \"Update my card\" link, choose Visa, and the payment goes through at once.\n",
               file=out, flush=True)
     finally:

@@ -10,7 +10,8 @@ import stripe
 from cancel_flow.billing import Line, Plan
 from cancel_flow.clock import add_months, as_utc, from_unix, utc_now
 from cancel_flow.emails import compose, records
-from cancel_flow.emails.config import UNSUBSCRIBABLE, EmailSchedule, schedule_of
+from cancel_flow.config.schema import Configuration, EmailSchedule
+from cancel_flow.emails.kinds import UNSUBSCRIBABLE
 from cancel_flow.emails.records import Planned
 from cancel_flow.emails.tokens import unsubscribe_token
 from cancel_flow.errors import StripeUnavailable
@@ -31,11 +32,12 @@ ENDED = ("canceled", "incomplete_expired")
 class Mailroom:
     """Everything a pass needs: the database, the schedule, the brand, links, and Stripe."""
 
-    def __init__(self, engine, settings, offers, signer: LinkSigner, gateway, schedule: EmailSchedule | None = None):
+    def __init__(self, engine, settings, config: Configuration, signer: LinkSigner, gateway,
+                 schedule: EmailSchedule | None = None):
         self.engine, self.settings, self.signer = engine, settings, signer
-        self.schedule = schedule or schedule_of(offers)
+        self.schedule = schedule or config.emails
         self.billing = StripeBilling(gateway)
-        self.style = compose.Style(offers.brand, settings.base_url, settings.timezone)
+        self.style = compose.Style(config.brand, settings.base_url, settings.timezone)
 
     # links ----------------------------------------------------------------------------------------
     def card_update_url(self, customer_id: str) -> str:
@@ -78,7 +80,7 @@ class Mailroom:
 
     async def _write(self, planned: Planned, email: compose.Email, written: Counter) -> None:
         rendered = compose.render(email, self.style)
-        if records.write(self.engine, planned, rendered.subject, rendered.text, rendered.html):
+        if records.write(self.engine, planned, rendered.subject, rendered.text, rendered.html, rendered.headers):
             written[planned.kind] += 1
 
     async def _each(self, planned: Planned, make, written: Counter) -> None:

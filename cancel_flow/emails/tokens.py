@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from cancel_flow.emails.config import UNSUBSCRIBABLE
+from cancel_flow.emails.kinds import UNSUBSCRIBABLE
 from cancel_flow.errors import InvalidLink
 
 SALT = "cancel-flow.unsubscribe"

@@ -10,7 +10,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from cancel_flow.clock import as_utc, utc_now
-from cancel_flow.hooks import EVENTS, Alerts, email_message, event_body, new_event_id, slack_message
+from cancel_flow.config.schema import Alerts
+from cancel_flow.hooks import EVENTS, email_message, event_body, new_event_id, slack_message
 from cancel_flow.models import OutboxDelivery, OutboxEvent, WebhookEndpoint
 
 deliveries = OutboxDelivery.__table__
@@ -87,11 +88,16 @@ def emit(connection: Connection, event_type: str, data: dict, alerts: Alerts | N
 
 
 def enqueue_email(connection: Connection, to: str, subject: str, text: str, html: str, *, key: str | None = None,
-                  event_type: str = "email", event_id: str | None = None) -> int | None:
-    """An email sent by the outbox (retried with back-off, recorded), in the caller's transaction.
-    With `key`, at most one email per key is ever written: None when it was written before."""
+                  event_type: str = "email", event_id: str | None = None,
+                  headers: tuple[tuple[str, str], ...] = ()) -> int | None:
+    """An email sent by the outbox (retried with back-off, recorded), in the caller's transaction; `headers`
+    are more headers it carries (List-Unsubscribe…). With `key`, at most one email per key is ever written:
+    None when it was written before."""
     now = utc_now()
-    payload = json.dumps({"subject": subject, "text": text, "html": html})
+    content = {"subject": subject, "text": text, "html": html}
+    if headers:
+        content["headers"] = [list(header) for header in headers]
+    payload = json.dumps(content)
     row = _delivery("email", to, event_id or "eml_" + secrets.token_hex(12), event_type, payload, now, key=key)
     statement = _insert(connection, deliveries).values(row)
     if key is not None:
@@ -100,20 +106,41 @@ def enqueue_email(connection: Connection, to: str, subject: str, text: str, html
     return found[0] if found else None
 
 
-def claim(engine: Engine, worker: str, limit: int, lease: timedelta = LEASE) -> list:
+# The receiver a delivery waits on: its webhook endpoint, its Slack address, or the SMTP server for every email.
+LANE = sa.case((deliveries.c.endpoint_id.is_not(None), deliveries.c.endpoint_id),
+               (deliveries.c.kind == "email", sa.literal("email")), else_=deliveries.c.target)
+# How many due deliveries one claim looks at for each one it may take: a lane's backlog ahead of the others
+# fills the window for one round at most, as the lane is full from then on.
+WINDOW = 8
+
+
+def lane_of(row) -> str:
+    """LANE for a row read back."""
+    return row.endpoint_id or ("email" if row.kind == "email" else row.target)
+
+
+def claim(engine: Engine, worker: str, limit: int, lease: timedelta = LEASE, per_lane: int | None = None) -> list:
     """Take up to `limit` due deliveries for this worker: none is held by two workers at once.
 
     PostgreSQL skips rows another worker is claiming (FOR UPDATE SKIP LOCKED); SQLite runs one
     write at a time, so the conditional UPDATE alone decides. A claim whose lease ran out (its
-    worker died between claiming and recording) is due again and goes out with the same webhook-id."""
+    worker died between claiming and recording) is due again and goes out with the same webhook-id.
+
+    With `per_lane`, a receiver (LANE) that already has that many deliveries in flight, in any worker,
+    gets none more, and this claim takes at most that many for one receiver: a receiver that hangs holds
+    up its own deliveries only. (Two workers claiming at the same instant may each take up to the bound.)"""
     now = utc_now()
-    due = (sa.select(deliveries.c.id)
-           .where(deliveries.c.status.in_(DUE_STATUSES), deliveries.c.next_attempt_at <= now)
-           .order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit))
+    due_now = sa.and_(deliveries.c.status.in_(DUE_STATUSES), deliveries.c.next_attempt_at <= now)
+    due = sa.select(deliveries.c.id).where(due_now).order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit)
     with engine.connect() as connection:
         # Most polls find nothing: a read first, so an idle outbox never takes a write lock.
         if connection.execute(due.with_only_columns(sa.literal(1)).limit(1)).first() is None:
             return []
+        if per_lane is not None:
+            chosen = _share_out(connection, now, due_now, limit, per_lane)
+            if not chosen:
+                return []
+            due = due.where(deliveries.c.id.in_(chosen))
     if engine.dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
     # A materialized CTE, run once: written as `id IN (subquery)`, PostgreSQL claimed more than `limit` rows.
@@ -122,10 +149,31 @@ def claim(engine: Engine, worker: str, limit: int, lease: timedelta = LEASE) -> 
     with engine.begin() as connection:
         return list(connection.execute(
             sa.update(deliveries)
-            .where(deliveries.c.id == due.c.id, deliveries.c.status.in_(DUE_STATUSES), deliveries.c.next_attempt_at <= now)
+            .where(deliveries.c.id == due.c.id, due_now)
             .values(status="delivering", claimed_at=now, claimed_by=token, attempts=deliveries.c.attempts + 1,
                     next_attempt_at=now + lease)
             .returning(*deliveries.c)).all())
+
+
+def _share_out(connection: Connection, now: datetime, due_now, limit: int, per_lane: int) -> list[int]:
+    """The ids of the due deliveries to take, oldest first, at most `per_lane` in flight per receiver."""
+    in_flight = dict(connection.execute(
+        sa.select(LANE, sa.func.count()).where(deliveries.c.status == "delivering", deliveries.c.next_attempt_at > now)
+        .group_by(LANE)).all())
+    full = [lane for lane, count in in_flight.items() if count >= per_lane]
+    candidates = sa.select(deliveries.c.id, deliveries.c.kind, deliveries.c.endpoint_id, deliveries.c.target) \
+        .where(due_now).order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit * WINDOW)
+    if full:
+        candidates = candidates.where(LANE.not_in(full))
+    chosen = []
+    for row in connection.execute(candidates):
+        lane = lane_of(row)
+        if in_flight.get(lane, 0) < per_lane:
+            in_flight[lane] = in_flight.get(lane, 0) + 1
+            chosen.append(row.id)
+            if len(chosen) == limit:
+                break
+    return chosen
 
 
 def endpoint_secret(engine: Engine, endpoint_id: str | None) -> str | None:

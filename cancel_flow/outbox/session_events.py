@@ -12,17 +12,19 @@ sessions = CancelSession.__table__
 
 
 class SessionEvents:
-    def __init__(self, offers, test_mode: bool):
-        self.offers, self.test_mode = offers, test_mode
+    """`live` is the LiveConfiguration: alerts as it says now; an offer's title even once removed."""
+
+    def __init__(self, live, test_mode: bool):
+        self.live, self.test_mode = live, test_mode
 
     def __call__(self, connection: Connection, event_type: str, session_id: int) -> None:
         row = connection.execute(sa.select(sessions).where(sessions.c.id == session_id)).first()
         if row is None:
             return
-        offer = self.offers.find(row.chosen_offer or "")
+        offer = self.live.offer(row.chosen_offer) if row.chosen_offer else None
         emit(connection, event_type, session_data(row, test_mode=self.test_mode, customer_name=_customer_name(row),
                                                   offer_title=offer.title if offer else None),
-             self.offers.alerts, key=f"{event_type}:{row.id}")
+             self.live.current().alerts, key=f"{event_type}:{row.id}")
 
 
     def payment(self, connection: Connection, event_type: str, invoice: dict) -> None:
@@ -38,7 +40,7 @@ class SessionEvents:
             currency=invoice["currency"], reason=latest.reason if latest else None,
             comment=latest.comment if latest else None,
             invoice=invoice_fields(invoice["id"], amount, invoice["currency"], invoice.get("failure_message")))
-        emit(connection, event_type, data, self.offers.alerts, key=f"{event_type}:{invoice['id']}")
+        emit(connection, event_type, data, self.live.current().alerts, key=f"{event_type}:{invoice['id']}")
 
 
 def _customer_name(row) -> str | None:

@@ -14,6 +14,8 @@ from sqlalchemy.engine import Engine
 
 from cancel_flow.clock import as_utc, utc_now
 from cancel_flow.flow import DEFLECTION_DELAY, SessionView, StripeState, state_changes
+from cancel_flow.logs import log_event
+from cancel_flow.metrics import DECISIONS
 from cancel_flow.models import OFFER_OUTCOMES, CancelSession, InvoiceRecord, SessionOffer, StripeEvent
 
 sessions = CancelSession.__table__
@@ -357,10 +359,13 @@ class Store:
                 "received_at": now, "handled_at": now}).first()
             if inserted is None:
                 return False
-            if state is not None:
-                self._apply_state(connection, state)
+            decided = self._apply_state(connection, state) if state is not None else []
             if invoice is not None:
                 self._apply_invoice(connection, invoice)
+        for session_id, outcome, offer_id in decided:  # the same line and count as a decision the flow records
+            DECISIONS.labels(outcome).inc()
+            log_event("cancel_session.decided", session=session_id, outcome=outcome, offer=offer_id, by="stripe_event",
+                      stripe_event=event_id)
         return True
 
     # Later states win over earlier ones at the same event second (paid after failed, void after open).
@@ -418,7 +423,13 @@ class Store:
             return connection.execute(sa.select(invoices).where(invoices.c.subscription_id == subscription_id)
                                       .order_by(invoices.c.created)).all()
 
-    def _apply_state(self, connection, state: StripeState) -> None:
+    def _apply_state(self, connection, state: StripeState) -> list[tuple[int, str, str | None]]:
+        """Apply a subscription's state to its sessions; the saves it decided (session, outcome, offer).
+
+        A save Stripe's event settles (the event came before the accept recorded it, or the worker applying it
+        stopped) is decided here, with its session.saved event in this transaction; the accept's own record
+        then finds it decided and adds nothing, so the event goes out once whichever path decides first."""
+        decided = []
         for row in connection.execute(self._sessions_of_subscription, {"subscription": state.subscription_id}).all():
             if row.stripe_state_at is not None and row.stripe_state_at > state.version:
                 continue  # an older event: never undo what a newer one said
@@ -427,8 +438,14 @@ class Store:
             changes = state_changes(view, state)
             connection.execute(sa.update(sessions).where(sessions.c.id == row.id).values(
                 stripe_state_at=state.version, updated_at=utc_now(), rolled_up=False, snapshot_at=None, **changes))
-            if changes.get("outcome") == "canceled" and row.outcome != "canceled":
+            outcome = changes.get("outcome", row.outcome)
+            if outcome.startswith("saved_") and row.outcome == "open":
+                self._supersede_others(connection, row.id, state.subscription_id)
+                self._event(connection, "session.saved", row.id)
+                decided.append((row.id, outcome, changes.get("chosen_offer")))
+            if outcome == "canceled" and row.outcome != "canceled":
                 self._event(connection, "session.canceled", row.id)
+        return decided
 
     def sweep_deflected(self) -> int:
         """Sessions left open, or sent to the portal, 24 h ago with no cancellation: deflected.

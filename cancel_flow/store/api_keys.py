@@ -77,7 +77,9 @@ class ApiKeyStore:
 
     def add(self, name: str, key: str, scopes=DEFAULT_SCOPES, on_added=None) -> bool:
         """False when a key of that name exists already. `on_added(connection)` runs in the same transaction
-        (the audit row of the change)."""
+        (the audit row of the change). ValueError for an unknown scope, or none."""
+        if not check_scopes(scopes):
+            raise ValueError("a key needs a scope")
         try:
             with self.engine.begin() as connection:
                 connection.execute(sa.insert(keys).values(name=name, key_hash=digest(key), prefix=key[:10],

@@ -3,7 +3,7 @@
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cancel_flow.emails.config import KINDS
+from cancel_flow.emails.kinds import KINDS
 from cancel_flow.models import BillingEmail, InvoiceRecord
 from cancel_flow.store.stats import DateRange
 

@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cancel_flow.web.coach_auth import COACH, current_coach_or_none, to_login
-from cancel_flow.web.openapi import API_KEY
+from cancel_flow.web.openapi import API_KEY, ApiRoute
 
 VIEWER, EDITOR, OWNER = "viewer", "editor", "owner"
 ROLES = (VIEWER, EDITOR, OWNER)  # each may do everything the ones before it may
@@ -141,8 +141,7 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/config"): api("config"),
     ("PUT", "/api/config"): api("config"),
     ("GET", "/api/config/versions"): api("config"),
-    ("POST", "/api/config/versions/{n}/restore"): api("config"),
-    ("POST", "/api/config/versions/{n:int}/restore"): api("config"),
+    ("POST", "/api/config/versions/{number}/restore"): api("config"),
 }
 
 # Families of pages, for paths not listed above: (path prefix, {method: rule}).
@@ -195,6 +194,12 @@ def guard_routes(routes: list[BaseRoute]) -> None:
     missing = unlisted(routes)
     if missing:
         raise RouteWithoutRule(f"No rule for {', '.join(missing)}: add each to ROUTES in cancel_flow/web/access.py")
+    differ = [f"{route.path} (the table: {rule_for(route.operation.method.upper(), route.path).scope}, the route: "
+              f"{route.operation.scope})" for route in routes if isinstance(route, ApiRoute)
+              and rule_for(route.operation.method.upper(), route.path).scope != route.operation.scope]
+    if differ:
+        raise RouteWithoutRule(f"The scope differs for {', '.join(differ)}: make ROUTES in cancel_flow/web/access.py and "
+                               "the ApiRoute say the same")
     for route in routes:
         if isinstance(route, Mount):
             if rule_for("*", route.path).kind != "public":

@@ -49,8 +49,11 @@ Email = Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s\x00-\x
 
 # errors ------------------------------------------------------------------------------------------
 class ErrorDetail(Answer):
-    code: str = Field(description="stable, for programs: unauthorized, invalid_body, invalid_query, not_found, …")
+    code: str = Field(description="stable, for programs: unauthorized, forbidden, invalid_body, invalid_query, "
+                                  "not_found, invalid_config, …")
     message: str = Field(description="for people")
+    field: str | None = Field(default=None, description="the field refused, when one is (invalid_config: a dotted "
+                                                        "path such as offer.pause.max_payments)")
 
 
 class Error(Answer):

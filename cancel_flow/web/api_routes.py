@@ -36,7 +36,8 @@ async def create_links(request: Request, body: LinkRequest) -> Links:
 
 async def stats(request: Request, query: StatsQuery) -> Stats:
     period = DateRange(day_start(query.first), day_start(query.last + timedelta(days=1)))
-    kinds = {offer.id: offer.kind for offer in request.app.state.offers.offers}
+    offers = await run_in_threadpool(request.app.state.config.offer_history)
+    kinds = {offer_id: offer.kind for offer_id, offer in offers.items()}
     numbers = await run_in_threadpool(request.app.state.stats.stats, period, kinds)
     payments = await run_in_threadpool(billing_stats, request.app.state.store.engine, period)
     experiment = None
@@ -63,17 +64,17 @@ async def openapi(request: Request) -> OpenApiDocument:
 
 
 routes = [
-    ApiRoute("/api/links", create_links, method="POST", body=LinkRequest, status=201, answer=Links,
+    ApiRoute("/api/links", create_links, method="POST", body=LinkRequest, status=201, answer=Links, scope="links",
              summary="Mint a cancel link and a billing link for a customer", operation_id="createLinks",
              description="Links minted",
              errors={404: "No such customer, or no active subscription",
                      422: "Malformed body, or a subscription must be chosen",
                      503: "Stripe could not be reached"}),
-    ApiRoute("/api/stats", stats, method="GET", query=StatsQuery, answer=Stats,
+    ApiRoute("/api/stats", stats, method="GET", query=StatsQuery, answer=Stats, scope="stats",
              summary="The dashboard's numbers for a date range (UTC, inclusive; default the last 30 days)",
              operation_id="getStats", description="Numbers",
              errors={404: "No such experiment (in offers.toml or in the history)",
                      422: "Invalid dates: not YYYY-MM-DD, outside 2000–2100, 'from' after 'to', or over ten years"}),
-    ApiRoute("/api/openapi.json", openapi, method="GET", answer=OpenApiDocument,
+    ApiRoute("/api/openapi.json", openapi, method="GET", answer=OpenApiDocument, scope=None,
              summary="This document", operation_id="getOpenapi", description="OpenAPI document"),
 ]

@@ -1,4 +1,4 @@
-"""The application: settings, offers, database and Stripe wired together; errors rendered as pages."""
+"""The application: settings, the live configuration, database and Stripe wired together; errors rendered as pages."""
 
 import asyncio
 import contextlib
@@ -24,12 +24,13 @@ from cancel_flow.links import LinkSigner
 from cancel_flow.logs import log_event
 from cancel_flow.mailer import Mailer
 from cancel_flow.metrics import exposition
-from cancel_flow.offers import OfferBook, load_offers
+from cancel_flow.config.live import LiveConfiguration
 from cancel_flow.recent_answers import RecentAnswers
 from cancel_flow.settings import Settings, load_settings
 from cancel_flow.store import Store, make_engine, make_quick_engine
 from cancel_flow.store.api_keys import ApiKeyStore, LinkRequestStore
 from cancel_flow.store.coaches import CoachStore
+from cancel_flow.store.config_versions import ConfigVersions
 from cancel_flow.store.stats import StatsQueries
 from cancel_flow.stripe_connection import LiveConnection, finish_roll_quietly
 from cancel_flow.stripe_gateway import StripeGateway
@@ -38,8 +39,9 @@ from cancel_flow.emails.run import send_emails_periodically
 from cancel_flow.emails.sending import GuardedDispatcher
 from cancel_flow.outbox import dispatch_periodically
 from cancel_flow.outbox.session_events import SessionEvents
-from cancel_flow.web import (api_routes, audit_routes, billing_routes, integration_routes, stripe_routes, cancel_routes, dashboard_routes, email_routes, experiment_routes,
-                             hook_routes, shared_link_routes, team_routes,
+from cancel_flow.web import (api_routes, audit_routes, billing_routes, cancel_routes, config_routes, dashboard_routes,
+                             email_routes, experiment_routes, hook_routes, integration_routes, shared_link_routes,
+                             stripe_routes, team_routes,
                              webhook_routes)
 from cancel_flow.web.access import guard_routes
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
@@ -153,17 +155,16 @@ def _database_problem(error: Exception) -> str:
 
 
 async def readyz(request: Request) -> Response:
-    """200 when the database takes a write and the offers file is loaded; 503 naming what is wrong."""
-    offers = request.app.state.offers
-    if not isinstance(offers, OfferBook) or not offers.offers:
-        return JSONResponse({"status": "unavailable", "offers": "not_loaded"}, status_code=503)
+    """200 when the database takes a write and a valid live configuration is loaded; 503 naming what is wrong."""
+    if request.app.state.config.current() is None:
+        return JSONResponse({"status": "unavailable", "config": "not_loaded"}, status_code=503)
     try:
         await run_in_threadpool(_database_takes_a_write, request.app.state.store.engine)
     except Exception as error:
         problem = _database_problem(error)
         log_event("readyz.database_" + problem, level=30, error=type(error).__name__)
-        return JSONResponse({"status": "unavailable", "database": problem, "offers": "loaded"}, status_code=503)
-    return JSONResponse({"status": "ok", "database": "ok", "offers": "loaded"})
+        return JSONResponse({"status": "unavailable", "database": problem, "config": "loaded"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok", "config": "loaded"})
 
 
 async def metrics(request: Request) -> Response:
@@ -172,13 +173,13 @@ async def metrics(request: Request) -> Response:
 
 
 async def brand_css(request: Request) -> Response:
-    color = request.app.state.offers.brand.color
+    color = request.app.state.config.current().brand.color
     return Response(f":root {{ --brand: {color}; }}\n", media_type="text/css",
                     headers={"Cache-Control": "public, max-age=300"})
 
 
 async def brand_logo(request: Request) -> Response:
-    logo = request.app.state.offers.brand.logo
+    logo = request.app.state.config.current().brand.logo
     if logo is None:
         raise HTTPException(404)
     return FileResponse(logo, headers={"Cache-Control": "public, max-age=3600"})
@@ -207,17 +208,17 @@ async def _sweep_periodically(store: Store, every: float, coaches: CoachStore, l
             log_event("sweep.prune_failed", level=40, error=type(error).__name__)
 
 
-def create_app(settings: Settings | None = None, offers: OfferBook | None = None,
-               sweep_every: float | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, sweep_every: float | None = None) -> Starlette:
     """Validate everything the service needs before it takes a request.
 
-    `sweep_every` (seconds) runs the 24-hour deflection sweep in the background, as `serve` does."""
+    `sweep_every` (seconds) runs the background work as `serve` does: the 24-hour deflection sweep,
+    deliveries, billing emails, and following the live configuration's version."""
     settings = settings or load_settings()
     settings.require_stripe()
-    offers = offers or load_offers(settings.offers_path)
-    events = SessionEvents(offers, is_test_mode(settings.stripe_api_key))
-    store = Store(make_engine(settings.database_url, settings.database_pool_size, settings.database_pool_timeout),
-                  on_event=events)
+    engine = make_engine(settings.database_url, settings.database_pool_size, settings.database_pool_timeout)
+    live = LiveConfiguration.start(ConfigVersions(engine), settings.offers_path)
+    events = SessionEvents(live, is_test_mode(settings.stripe_api_key))
+    store = Store(engine, on_event=events)
     quick_store = Store(make_quick_engine(settings.database_url, settings.database_pool_size), on_event=events)
     signer = LinkSigner(settings.secret_key, settings.link_max_age, settings.billing_link_max_age)
 
@@ -227,21 +228,22 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         app.state.gateway = gateway
         # Stripe's answers of the last seconds, per worker, for reloads of one link (billing and cancel links)
         app.state.recent_answers = RecentAnswers(REUSE_SECONDS)
-        app.state.cancel_service = CancelService(store, gateway, offers, signer, quick_store=quick_store,
+        app.state.cancel_service = CancelService(store, gateway, live, signer, quick_store=quick_store,
                                                  recent=app.state.recent_answers)
         sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every, app.state.coaches, app.state.link_requests,
                                                            settings)) \
             if sweep_every else None
         # Outgoing webhooks, alerts and emails: any worker delivers what is due (see cancel_flow/outbox).
         # (a GuardedDispatcher: billing emails are marked as sending before SMTP, so none goes out twice)
-        sender = asyncio.create_task(dispatch_periodically(GuardedDispatcher.for_offers(store.engine, settings, offers))) \
+        sender = asyncio.create_task(dispatch_periodically(GuardedDispatcher.for_config(store.engine, settings, live))) \
             if sweep_every else None
-        emailer = asyncio.create_task(send_emails_periodically(store.engine, settings, offers)) if sweep_every else None
+        emailer = asyncio.create_task(send_emails_periodically(store.engine, settings, live)) if sweep_every else None
+        follower = asyncio.create_task(live.follow()) if sweep_every else None
         # Everything loaded so far (the Stripe SDK alone is thousands of classes) lives as long as
         # the process: keep it out of the collector's full passes, which otherwise stall requests.
         gc.freeze()
         yield
-        for task in (sweeper, sender, emailer):
+        for task in (sweeper, sender, emailer, follower):
             if task:
                 task.cancel()
         await gateway.close()
@@ -263,6 +265,7 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
         *integration_routes.routes,
         *stripe_routes.routes,
         *api_routes.routes,
+        *config_routes.routes,
         *shared_link_routes.routes,
         Route("/metrics", metrics),
         Route("/brand.css", brand_css),
@@ -273,13 +276,14 @@ def create_app(settings: Settings | None = None, offers: OfferBook | None = None
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         CancelFlowError: on_domain_error, HTTPException: on_http_error, SQLAlchemyError: on_database_error,
     })
-    app.state.settings, app.state.offers, app.state.store, app.state.signer = settings, offers, store, signer
+    app.state.settings, app.state.config, app.state.store, app.state.signer = settings, live, store, signer
     app.state.quick_store = quick_store
     # the signing secret and portal configurations in use: the environment's, else those `stripe setup` stored
     app.state.stripe_connection = LiveConnection(store.engine, settings)
     app.state.coaches, app.state.stats = CoachStore(store.engine), StatsQueries(store.engine)
     app.state.api_keys, app.state.link_requests = ApiKeyStore(store.engine), LinkRequestStore(store.engine)
-    app.state.mailer = Mailer(settings, sender=offers.brand.support_email or f"no-reply@{urlsplit(settings.base_url).hostname}")
+    no_reply = f"no-reply@{urlsplit(settings.base_url).hostname}"
+    app.state.mailer = Mailer(settings, sender=lambda: live.current().brand.support_email or no_reply)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(RequestEdge, page=unexpected_error_page, https=settings.is_https)
     return app

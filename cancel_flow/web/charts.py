@@ -8,7 +8,7 @@ where they end and drawn with different dashes and markers, so no reading depend
 
 from html import escape
 
-from cancel_flow.offers import REASONS
+from cancel_flow.reasons import REASONS
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 INK, MUTED, GRID = "#1b1f24", "#57606a", "#d0d7de"

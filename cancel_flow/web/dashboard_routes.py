@@ -15,7 +15,7 @@ from cancel_flow.clock import as_utc, utc_now
 from cancel_flow.errors import BadRequest
 from cancel_flow.models import OUTCOMES
 from cancel_flow.money import format_money, minor_unit_divisor
-from cancel_flow.offers import REASONS
+from cancel_flow.reasons import REASONS
 from cancel_flow.spreadsheet import safe_cell
 from cancel_flow.store.billing_stats import billing_stats
 from cancel_flow.store.stats import PAGE_SIZE, DateRange, day_start
@@ -206,8 +206,9 @@ def recovered_payments(request: Request, period) -> dict | None:
             "previous_count": before["recovered"], "billing": now}
 
 
-def _offer_titles(request: Request) -> dict[str, str]:
-    return {offer.id: offer.title for offer in request.app.state.offers.offers}
+def _offers_ever(request: Request) -> dict:
+    """Every offer id the configuration ever had → its newest form: a removed offer still reads right."""
+    return request.app.state.config.offer_history()
 
 
 async def dashboard(request: Request) -> Response:
@@ -220,7 +221,8 @@ async def dashboard(request: Request) -> Response:
     csrf = csrf_token(settings.secret_key, f"coach|{coach.session_key}")
     if not await run_in_threadpool(queries.any_session):
         return render(request, "dashboard_empty.html", coach=coach, csrf=csrf)
-    kinds = {offer.id: offer.kind for offer in request.app.state.offers.offers}
+    offers = await run_in_threadpool(_offers_ever, request)
+    kinds = {offer_id: offer.kind for offer_id, offer in offers.items()}
     stats = await run_in_threadpool(queries.stats, filters.period, kinds)
     recent, total = await run_in_threadpool(queries.recent, filters.period, filters.outcome, filters.reason, filters.page)
     recovered = await run_in_threadpool(recovered_payments, request, filters.period)
@@ -241,7 +243,7 @@ async def dashboard(request: Request) -> Response:
     return render(request, "dashboard.html", coach=coach, csrf=csrf, stats=stats, filters=filters, recent=recent,
                   total=total, pages=pages, page_links=_pages(filters.page, pages), presets=PRESETS,
                   outcome_labels=OUTCOME_LABELS, outcome_hints=OUTCOME_HINTS, kind_labels=KIND_LABELS,
-                  offer_titles=_offer_titles(request), changes=changes, previous_length=length,
+                  offer_titles={offer_id: offer.title for offer_id, offer in offers.items()}, changes=changes, previous_length=length,
                   previous_first=filters.first - timedelta(days=length), previous_last=filters.first - timedelta(days=1),
                   mrr_saved=_money_list(stats.mrr_saved), discount_cost=_money_list(stats.discount_cost),
                   offer_cost=_money_list(stats.offer_cost), recovered=recovered,
@@ -260,10 +262,10 @@ def _chart(render_svg):
         if size not in charts.SIZES:
             raise BadRequest("The chart size must be 'wide' or 'narrow'.")
         stats = await run_in_threadpool(request.app.state.stats.stats, filters.period)
-        svg = render_svg(stats, request.app.state.offers.brand.color, size)
+        svg = render_svg(stats, request.app.state.config.current().brand.color, size)
         # Shown as an <img>, where scripts never run; the SVG carries no script and no outside reference.
         return Response(svg, media_type="image/svg+xml", headers={
-            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'", "Cache-Control": "private, max-age=60"})
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'", "Cache-Control": "no-store"})
     return endpoint
 
 

@@ -9,16 +9,18 @@ from starlette.routing import Route
 
 from cancel_flow.emails import records
 from cancel_flow.emails.compose import TEMPLATES as EMAIL_TEMPLATES
-from cancel_flow.emails.config import UNSUBSCRIBABLE
+from cancel_flow.emails.kinds import UNSUBSCRIBABLE
 from cancel_flow.emails.tokens import read_unsubscribe
 from cancel_flow.errors import BadRequest
 from cancel_flow.logs import log_event
 from cancel_flow.money import format_money
 from cancel_flow.stripe_billing import StripeBilling
+from cancel_flow.i18n import install as install_translations
 from cancel_flow.web.pages import TEMPLATES as WEB_TEMPLATES
 
 environment = Environment(loader=FileSystemLoader([EMAIL_TEMPLATES, WEB_TEMPLATES]), autoescape=select_autoescape(["html"]),
                           trim_blocks=True, lstrip_blocks=True, auto_reload=False)
+install_translations(environment)
 KIND_WORDS = {"renewal_reminder": "renewal reminders", "discount_ending": "reminders that a discount is ending",
               "offer_accepted": "confirmations of offers you accept", "cancellation_confirmed": "cancellation confirmations"}
 
@@ -32,7 +34,7 @@ def card_update_flow(base_url: str, token: str) -> dict:
 
 def _page(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
     state = request.app.state
-    html = environment.get_template(template).render(brand=state.offers.brand, return_url=state.settings.return_url,
+    html = environment.get_template(template).render(brand=state.config.current().brand, return_url=state.settings.return_url,
                                                      **context)
     return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
 
@@ -76,6 +78,8 @@ async def unsubscribe(request: Request) -> Response:
     `action=unsubscribe` (mail clients' one-click, RFC 8058) or `action=resubscribe`."""
     token = request.path_params["token"]
     link = read_unsubscribe(request.app.state.settings.secret_key, token)
+    if request.method == "HEAD":  # link checkers and mail clients look before anyone clicks: nothing changes
+        return HTMLResponse(None, headers={"Cache-Control": "no-store"})
     engine = request.app.state.store.engine
     subscribed = False
     if request.method == "POST":
@@ -97,7 +101,7 @@ async def unsubscribe(request: Request) -> Response:
         return _page(request, "unsubscribed.html", title="You're back on the list", subscribed=True,
                      message=f"You'll get {words} again.", button=f"Stop {words}", action=f"/emails/unsubscribe/{token}")
     return _page(request, "unsubscribed.html", title="You won't get these emails any more", subscribed=False,
-                 message=f"You won't get {words} from {request.app.state.offers.brand.name} any more. Emails about "
+                 message=f"You won't get {words} from {request.app.state.config.current().brand.name} any more. Emails about "
                          "a failed payment still reach you, as they concern your account.",
                  button=f"Keep getting {words}", action=f"/emails/unsubscribe/{token}")
 

@@ -15,7 +15,7 @@ from cancel_flow.web.pages import csrf_token, render
 def experiment_report(request: Request, experiment_id: str) -> dict | None:
     """The experiment's figures as a dict (the page and `/api/stats?experiment=` read the same); None if unknown."""
     engine = request.app.state.store.engine
-    book = request.app.state.offers
+    book = request.app.state.config.current()
     experiment = next((e for e in book.experiments if e.id == experiment_id), None)
     if experiment is None and experiment_id not in experiment_ids(engine):
         return None
@@ -37,13 +37,14 @@ async def experiments_page(request: Request) -> Response:
     if coach is None:
         return to_login()
     csrf = csrf_token(request.app.state.settings.secret_key, f"coach|{coach.session_key}")
-    known = [e.id for e in request.app.state.offers.experiments]
+    known = [e.id for e in request.app.state.config.current().experiments]
     ids = known + [i for i in await run_in_threadpool(experiment_ids, request.app.state.store.engine) if i not in known]
     chosen = request.path_params.get("experiment_id") or (ids[0] if ids else None)
     report = await run_in_threadpool(experiment_report, request, chosen) if chosen else None
     if chosen and report is None:
         raise HTTPException(404)
-    titles = {offer.id: offer.title for offer in request.app.state.offers.offers}
+    offers = await run_in_threadpool(request.app.state.config.offer_history)
+    titles = {offer_id: offer.title for offer_id, offer in offers.items()}
     return render(request, "experiment.html", coach=coach, csrf=csrf, ids=ids, chosen=chosen, report=report,
                   offer_titles=titles)
 

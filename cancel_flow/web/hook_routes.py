@@ -132,14 +132,14 @@ async def resend(request: Request) -> Response:
 
 
 routes = [
-    ApiRoute("/api/hooks", subscribe, method="POST", body=HookSubscription, status=201, answer=Hook,
+    ApiRoute("/api/hooks", subscribe, method="POST", scope="hooks", body=HookSubscription, status=201, answer=Hook,
              summary="Subscribe a URL to an event (REST hook, as Zapier and Make do)", operation_id="subscribeHook",
              description="Subscribed; deliveries are signed with the secret (Standard Webhooks)",
              errors={422: "Malformed body, unknown event, or a URL that can't receive webhooks (not http(s), or a private address)"}),
-    ApiRoute("/api/hooks/sample", sample, method="GET", query=SampleQuery, answer=Samples,
+    ApiRoute("/api/hooks/sample", sample, method="GET", scope="hooks", query=SampleQuery, answer=Samples,
              summary="A sample of an event, as a list of one (for Zapier's and Make's set-up screens)",
              operation_id="sampleHookEvent", description="A list with one sample event"),
-    ApiRoute("/api/hooks/{hook_id}", unsubscribe, method="DELETE", path_params=HookPath, status=204, answer=None,
+    ApiRoute("/api/hooks/{hook_id}", unsubscribe, method="DELETE", scope="hooks", path_params=HookPath, status=204, answer=None,
              summary="Unsubscribe (REST hook)", operation_id="unsubscribeHook", description="Unsubscribed",
              errors={404: "No hook with that id"}),
     Route("/dashboard/deliveries", deliveries_page, methods=["GET"]),

@@ -17,6 +17,10 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 MAX_BODY = 64 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _CSP_HEADER = (b"content-security-policy", CONTENT_SECURITY_POLICY.encode())
+# Pages carry a subscriber's plan, a coach's figures, signed links: no browser or proxy keeps a copy. A response
+# that says how it may be cached (the brand's stylesheet and logo) keeps its own rule; static files are cached.
+_NO_STORE = (b"cache-control", b"no-store")
+STATIC_PREFIX = "/static/"
 REQUEST_ID = "cancel_flow.request_id"  # where RequestEdge leaves the request id in the ASGI scope
 
 
@@ -24,7 +28,8 @@ class RequestEdge:
     """What every request passes once, in one layer (a layer per concern cost a coroutine and a `send`
     wrapper per request each, BENCHMARKS.md):
     - a request id (from X-Request-ID or new), echoed back and left in the scope at REQUEST_ID;
-    - the security headers on every response;
+    - the security headers on every response, and `Cache-Control: no-store` on every one that sets no rule of its
+      own (static files apart);
     - an exception no handler took: one JSON log line with the request id, the error's type and where it
       was raised (never a traceback, never its message, which may quote what the client sent); then, if
       nothing was sent yet, `page(scope, request_id)`, which names the request id for people to quote;
@@ -38,10 +43,18 @@ class RequestEdge:
         if https:
             self.security.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
 
-    def _headers(self, headers, request_id: str) -> list:
+    def _headers(self, headers, request_id: str, static: bool) -> list:
         headers = list(headers)
-        if not any(name == b"content-security-policy" for name, _ in headers):
+        policy = cache = False
+        for name, _ in headers:
+            if name == b"content-security-policy":
+                policy = True
+            elif name == b"cache-control":
+                cache = True
+        if not policy:
             headers.append(_CSP_HEADER)
+        if not cache and not static:
+            headers.append(_NO_STORE)
         headers += self.security
         headers.append((b"x-request-id", request_id.encode()))
         return headers
@@ -54,13 +67,14 @@ class RequestEdge:
         sent = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
         request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
         scope[REQUEST_ID] = request_id
+        static = scope["path"].startswith(STATIC_PREFIX)
         status, responding = 500, False
 
         async def framed(message: Message) -> None:
             nonlocal status, responding
             if message["type"] == "http.response.start":
                 status, responding = message["status"], True
-                message["headers"] = self._headers(message.get("headers", []), request_id)
+                message["headers"] = self._headers(message.get("headers", []), request_id, static)
             await send(message)
 
         try:
@@ -86,7 +100,9 @@ class RequestEdge:
 
 
 class BodySizeLimit:
-    """Refuse bodies over MAX_BODY with 413 before anything reads them."""
+    """Refuse bodies over MAX_BODY with 413 before the route reads them: a declared length at once; a body sent
+    in chunks (no length) is read first, up to the limit, and handed to the route whole, so a route that would
+    have refused it half-read (a form field too long) can't answer otherwise than for the same body with a length."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY):
         self.app, self.limit = app, limit
@@ -95,9 +111,13 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await _too_large(send)
+            return
+        if declared is None and b"transfer-encoding" in headers:
+            await self._chunked(scope, receive, send)
             return
         received = 0
 
@@ -114,6 +134,31 @@ class BodySizeLimit:
             await self.app(scope, counted, send)
         except _TooLarge:
             await _too_large(send)
+
+    async def _chunked(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parts, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before the end of its body
+            part = message.get("body", b"")
+            size += len(part)
+            if size > self.limit:
+                await _too_large(send)
+                return
+            parts.append(part)
+            if not message.get("more_body", False):
+                break
+        whole: Message | None = {"type": "http.request", "body": b"".join(parts), "more_body": False}
+
+        async def replayed() -> Message:
+            nonlocal whole
+            if whole is None:
+                return await receive()
+            message, whole = whole, None
+            return message
+
+        await self.app(scope, replayed, send)
 
 
 class _TooLarge(Exception):

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from cancel_flow.store.api_keys import SCOPES
 from cancel_flow.web.api_models import Error, ErrorDetail
 
 API_KEY = "cancel_flow.api_key"  # where the route's guard (access.py) leaves the key's holder
@@ -28,15 +29,18 @@ _REF = "#/components/schemas/{model}"
 
 
 class ApiError(Exception):
-    """A refusal a handler answers with; its status must be among its route's `errors`."""
+    """A refusal a handler answers with; its status must be among its route's `errors`. `field` names the
+    field refused, when there is one (a configuration's "offer.pause.max_payments")."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.field = status, code, message, field
 
 
-def error(status: int, code: str, message: str) -> Response:
-    return _json(Error(error=ErrorDetail(code=code, message=message)), status)
+def error(status: int, code: str, message: str, field: str | None = None) -> Response:
+    body = Error(error=ErrorDetail(code=code, message=message, field=field))
+    return Response(body.model_dump_json(by_alias=True, exclude_none=True), status_code=status,
+                    media_type="application/json")
 
 
 def _json(answer: BaseModel, status: int) -> Response:
@@ -55,10 +59,13 @@ class Operation:
     answer: type[BaseModel] | None
     description: str
     errors: dict[int, str] = field(default_factory=dict)
+    scope: str | None = None
 
     def refusals(self) -> dict[int, str]:
         """Every error status of the operation, with what it means."""
-        found = {401: "Missing or invalid API key", 403: "The key lacks the scope this route needs"}
+        found = {401: "Missing or invalid API key"}
+        if self.scope:
+            found[403] = f"The API key lacks the '{self.scope}' scope"
         if self.body or self.query or self.path:
             found[422] = "Malformed body" if self.body else "Invalid query or path"
         return {**found, **self.errors}
@@ -67,27 +74,37 @@ class Operation:
 class ApiRoute(Route):
     """A route of the JSON API: `body`, `query` and `path` models validate the request (the handler
     gets them as keyword arguments), `answer` describes the `status` response (None: no body),
-    `errors` the refusals besides 401 and 422."""
+    `errors` the refusals besides 401, 403 and 422. `scope` is what the key must be allowed
+    (api_keys.SCOPES; None: any valid key); `max_body` the largest body taken, in bytes."""
 
     def __init__(self, path: str, handler: Callable[..., Awaitable[BaseModel | None]], *, method: str, summary: str,
-                 operation_id: str, answer: type[BaseModel] | None, status: int = 200, description: str = "",
-                 body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
-                 path_params: type[BaseModel] | None = None, errors: dict[int, str] | None = None):
+                 operation_id: str, answer: type[BaseModel] | None, scope: str | None, status: int = 200,
+                 description: str = "", body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
+                 path_params: type[BaseModel] | None = None, errors: dict[int, str] | None = None,
+                 max_body: int = MAX_BODY):
+        if scope is not None and scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r}")
         self.operation = Operation(method.lower(), summary, operation_id, body, query, path_params, status, answer,
-                                   description or summary, errors or {})
-        self.handler = handler
+                                   description or summary, errors or {}, scope)
+        self.handler, self.max_body = handler, max_body
         super().__init__(path, self._answer, methods=[method])
 
     async def _answer(self, request: Request) -> Response:
         operation = self.operation
-        if request.scope.get(API_KEY) is None:  # the guard checks the key; a route without one answers nothing
+        holder = request.scope.get(API_KEY)  # the guard checked the key; a route without one answers nothing
+        if holder is None:
             return error(401, "unauthorized", "Send a valid API key as 'Authorization: Bearer <key>' "
                                               "(cancel-flow api-key create NAME).")
+        if operation.scope and operation.scope not in holder.scopes:
+            return error(403, "forbidden", f"This API key may not use {request.url.path}: it lacks the "
+                                           f"'{operation.scope}' scope (cancel-flow api-key create NAME --scope "
+                                           f"{operation.scope}).")
+        request.state.api_key = holder
         given = {}
         if operation.body:
             raw = await request.body()
-            if len(raw) > MAX_BODY:
-                return error(422, "invalid_body", f"The body must be at most {MAX_BODY} bytes.")
+            if len(raw) > self.max_body:
+                return error(422, "invalid_body", f"The body must be at most {self.max_body} bytes.")
             try:
                 given["body"] = operation.body.model_validate_json(raw)
             except ValidationError as refused:
@@ -102,7 +119,7 @@ class ApiRoute(Route):
         try:
             answer = await self.handler(request, **given)
         except ApiError as refusal:
-            return error(refusal.status, refusal.code, refusal.message)
+            return error(refusal.status, refusal.code, refusal.message, refusal.field)
         return Response(status_code=operation.status) if answer is None else _json(answer, operation.status)
 
 

@@ -10,8 +10,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from cancel_flow.errors import BadRequest
+from cancel_flow.i18n import install as install_translations
 from cancel_flow.money import format_day, format_money, interval_words
-from cancel_flow.offers import REASONS
+from cancel_flow.reasons import REASONS
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_FIELD = 10_000
@@ -19,6 +20,7 @@ MAX_FORM_FIELD = 10_000
 # Templates ship with the package and don't change while it runs: no file checks per render.
 environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                           trim_blocks=True, lstrip_blocks=True, auto_reload=False)
+install_translations(environment)
 environment.filters["money"] = lambda amount, currency: format_money(amount, currency)
 environment.filters["day"] = format_day
 environment.globals["interval_words"] = interval_words
@@ -43,7 +45,7 @@ environment.globals["may_open"] = _may_open
 
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
     state = request.app.state
-    html = environment.get_template(template).render(brand=state.offers.brand, return_url=state.settings.return_url,
+    html = environment.get_template(template).render(brand=state.config.current().brand, return_url=state.settings.return_url,
                                                      request_path=request.scope["path"], **context)
     return HTMLResponse(html, status_code=status_code)
 

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from cancel_flow.errors import StripeUnavailable
 from cancel_flow.logs import log_event
-from cancel_flow.mailer import Message
+from cancel_flow.mailer import Message, MessageRefused
 from cancel_flow.minting import links_for_email
 from cancel_flow.web.coach_auth import client_address
 from cancel_flow.web.pages import environment, read_form, render, render_with_token
@@ -67,13 +67,14 @@ async def _find_and_send(state, email: str) -> None:
     if not links:
         log_event("shared_link.no_customer")
         return
-    context = {"brand": state.offers.brand, "links": links, "name": None}
-    message = Message(to=email, subject=f"Your {state.offers.brand.name} subscription links",
+    brand = state.config.current().brand
+    context = {"brand": brand, "links": links, "name": None}
+    message = Message(to=email, subject=f"Your {brand.name} subscription links",
                       text=environment.get_template("mail_links.txt").render(**context),
                       html=environment.get_template("mail_links.html").render(**context))
     try:
         await run_in_threadpool(state.mailer.send, message)
-    except OSError as error:
+    except (OSError, MessageRefused) as error:
         log_event("shared_link.mail_failed", error=type(error).__name__)
 
 

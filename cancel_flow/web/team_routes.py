@@ -71,7 +71,7 @@ async def team_page(request: Request) -> Response:
 
 
 def _mail_invite(request: Request, coach: SignedInCoach, email: str, role: str, link: str) -> None:
-    brand = request.app.state.offers.brand
+    brand = request.app.state.config.current().brand
     text = (f"{coach.email} invited you to the {brand.name} dashboard as {role}.\n\n"
             f"Choose your password here (the link works once, for 72 hours):\n{link}\n\n"
             "If you didn't expect this, ignore this email.\n")
@@ -290,7 +290,7 @@ def _send_reset_link(state, email: str) -> None:
         return
     token = state.coaches.issue_token("reset", email, RESET_LIFETIME)
     link = f"{state.settings.base_url}/dashboard/password-reset/{token}"
-    brand = state.offers.brand
+    brand = state.config.current().brand
     text = (f"Someone asked for a new password for {email} on the {brand.name} dashboard.\n\n"
             f"Choose a new password here (the link works once, for 1 hour):\n{link}\n\n"
             "If it wasn't you, ignore this email: your password stays as it is.\n")

@@ -1,18 +1,16 @@
-"""coach roles, invitations and password resets, the audit log, API key scopes, the stored Stripe connection"""
+"""coach roles, invitations and password resets, the audit log, the stored Stripe connection"""
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0011_team'
-down_revision = '0010'
+revision = '0012'
+down_revision = '0011'
 
 
 def upgrade() -> None:
     # Every login made before roles existed could do everything: it becomes an owner.
     with op.batch_alter_table('coach', schema=None) as batch_op:
         batch_op.add_column(sa.Column('role', sa.String(length=8), server_default='owner', nullable=False))
-    with op.batch_alter_table('api_key', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('scopes', sa.String(length=100), nullable=False, server_default='links stats hooks'))
     op.create_table(
         'coach_token',
         sa.Column('token_hash', sa.String(length=64), primary_key=True),
@@ -70,7 +68,5 @@ def downgrade() -> None:
     with op.batch_alter_table('coach_token', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_coach_token_email'))
     op.drop_table('coach_token')
-    with op.batch_alter_table('api_key', schema=None) as batch_op:
-        batch_op.drop_column('scopes')
     with op.batch_alter_table('coach', schema=None) as batch_op:
         batch_op.drop_column('role')

@@ -1,0 +1,99 @@
+"""What a configuration holds: the brand, the rules, the offers in the order they are tried, the
+experiments, the billing emails and the coach's alerts. Read-only values: the validator builds them."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cancel_flow.targeting import Conditions
+
+# Each kind's own fields, besides the ones every offer has.
+TERMS = {"discount": {"percent_off", "payments"}, "pause": {"max_payments"}, "switch": {"price"},
+         "free_period": {"months"}, "contact": {"url"}}
+KINDS = tuple(TERMS)
+# Fields of earlier versions, refused with the name of what replaced them.
+RENAMED = {"months": "payments", "max_months": "max_payments"}
+SECTIONS = ("brand", "rules", "offer", "experiment", "emails", "alerts")
+
+
+@dataclass(frozen=True)
+class Brand:
+    name: str = "Your coach"
+    color: str = "#1f6feb"
+    logo: Path | None = None
+    support_email: str | None = None
+
+
+@dataclass(frozen=True)
+class Offer:
+    id: str
+    kind: str
+    title: str
+    reasons: tuple[str, ...] = ()
+    percent_off: float | None = None
+    payments: int | None = None  # discount: the next N payments
+    max_payments: int | None = None  # pause: skip 1..N payments
+    price: str | None = None  # switch: the cheaper price
+    months: int | None = None  # free_period: the next payment moves this many months later
+    url: str | None = None  # contact: booking page or mailto:
+    description: str | None = None
+    when: Conditions = field(default_factory=Conditions)
+
+    def fits(self, reason: str) -> bool:
+        return not self.reasons or reason in self.reasons
+
+    def coupon_id(self, months: int) -> str:
+        """Stable per offer, terms and coupon length: editing the terms makes a new coupon instead of
+        changing an old one, and each billing period gets the length that covers its payments."""
+        percent = f"{self.percent_off:g}".replace(".", "_")
+        return f"cancel-flow_{self.id}_{percent}pct_{months}m"
+
+
+# Alerts when [alerts] lists no events: the ones a coach can act on the same day.
+DEFAULT_ALERT_EVENTS = ("session.canceled", "contact.requested", "payment.failed")
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """`[alerts]`: where the coach hears about events."""
+
+    slack_webhook_url: str | None = None
+    email: str | None = None
+    events: tuple[str, ...] = DEFAULT_ALERT_EVENTS
+
+    def wants(self, event_type: str) -> bool:
+        return bool(self.slack_webhook_url or self.email) and event_type in self.events
+
+
+@dataclass(frozen=True)
+class EmailSchedule:
+    """`[emails]`: which billing emails go out, and when."""
+
+    failed_payment_days: tuple[int, ...] = (0, 3, 7)
+    renewal_reminder_days_before: int = 30
+    renewal_reminder_intervals: tuple[str, ...] = ("year",)
+    discount_ending_days_before: int = 7
+    confirmations: bool = True
+
+    def sends(self, kind: str) -> bool:
+        """Whether this kind is turned on (an empty list or 0 turns a kind off)."""
+        return {
+            "payment_failed": bool(self.failed_payment_days),
+            "renewal_reminder": self.renewal_reminder_days_before > 0 and bool(self.renewal_reminder_intervals),
+            "discount_ending": self.discount_ending_days_before > 0,
+            "offer_accepted": self.confirmations,
+            "cancellation_confirmed": self.confirmations,
+        }[kind]
+
+
+@dataclass(frozen=True)
+class Configuration:
+    brand: Brand = field(default_factory=Brand)
+    offers: tuple[Offer, ...] = ()
+    offer_cooldown_days: int = 365
+    max_offers: int = 2
+    experiments: tuple = ()
+    emails: EmailSchedule = field(default_factory=EmailSchedule)
+    alerts: Alerts = field(default_factory=Alerts)
+
+    def find(self, offer_id: str) -> Offer | None:
+        return next((offer for offer in self.offers if offer.id == offer_id), None)

@@ -1,0 +1,97 @@
+"""The client's language: which one a request is served in, and its gettext catalog.
+
+Chosen in this order: the language the client picked with the page's switch (kept for that link),
+the Stripe customer's `preferred_locales` (the first one we ship), the browser's Accept-Language
+(pages only), then the brand's `default_locale`. Catalogs are `locales/<lang>/LC_MESSAGES/messages.po`,
+compiled to `.mo` by `make install` (pybabel compile)."""
+
+from functools import lru_cache
+from gettext import NullTranslations
+from pathlib import Path
+
+from babel.support import Translations
+
+LOCALES_DIR = Path(__file__).parent / "locales"
+DOMAIN = "messages"
+DEFAULT = "en"
+# The languages shipped, in the switch's order, each named in itself.
+LANGUAGES = {"en": "English", "es": "Español", "fr": "Français", "de": "Deutsch", "pt_BR": "Português (Brasil)"}
+# Stripe's `locale` for portal and checkout sessions (https://docs.stripe.com/api/customer_portal/sessions/create#create_portal_session-locale).
+STRIPE_LOCALES = {"en": "en", "es": "es", "fr": "fr", "de": "de", "pt_BR": "pt-BR"}
+# A language tag's first part → the language we ship for it ("pt-PT" is served Brazilian Portuguese, the nearest).
+_BY_LANGUAGE = {"en": "en", "es": "es", "fr": "fr", "de": "de", "pt": "pt_BR"}
+MAX_ACCEPT_LANGUAGE = 400
+
+
+def shipped(tag: str | None) -> str | None:
+    """The shipped language for a tag such as "es-MX", "pt_BR", "DE" or "en"; None when we ship none."""
+    if not tag or not isinstance(tag, str) or len(tag) > 35:
+        return None
+    return _BY_LANGUAGE.get(tag.replace("_", "-").split("-")[0].strip().lower())
+
+
+def from_accept_language(header: str | None) -> list[str]:
+    """The shipped languages an Accept-Language header asks for, most wanted first (q=0 means "not this")."""
+    if not header:
+        return []
+    weighted = []
+    for position, part in enumerate(header[:MAX_ACCEPT_LANGUAGE].split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        language = shipped(tag)
+        if language and quality > 0:
+            weighted.append((-quality, position, language))
+    return list(dict.fromkeys(language for _, _, language in sorted(weighted)))
+
+
+def choose(*, picked: str | None = None, preferred_locales=(), accept_language: str | None = None,
+           default: str | None = None) -> str:
+    """The language to serve, in the order the module docstring gives."""
+    if picked in LANGUAGES:
+        return picked
+    for tag in preferred_locales or ():
+        if language := shipped(tag):
+            return language
+    for language in from_accept_language(accept_language):
+        return language
+    return default if default in LANGUAGES else DEFAULT
+
+
+@lru_cache(maxsize=None)
+def translations(language: str) -> NullTranslations:
+    """The compiled catalog of `language` (English is the source: its catalog only holds plurals' forms)."""
+    return Translations.load(str(LOCALES_DIR), [language], DOMAIN)
+
+
+def html_lang(language: str) -> str:
+    """The `<html lang>` value: BCP 47, "pt-BR"."""
+    return language.replace("_", "-")
+
+
+def gettext(language: str, message: str, **values) -> str:
+    """`message` in `language` (Python's side of the catalogs), with `%(name)s` values filled in."""
+    text = translations(language).gettext(message)
+    return text % values if values else text
+
+
+def ngettext(language: str, singular: str, plural: str, count: int, **values) -> str:
+    text = translations(language).ngettext(singular, plural, count)
+    return text % {"num": count, **values}
+
+
+def N_(message: str) -> str:
+    """Marks a message for the catalogs where it is defined; it is translated where it is shown."""
+    return message
+
+
+def install(environment, language: str = DEFAULT) -> None:
+    """Give a Jinja environment `{% trans %}`, `_()`, `gettext()` and `ngettext()` in `language`."""
+    environment.add_extension("jinja2.ext.i18n")
+    environment.install_gettext_translations(translations(language), newstyle=True)
