@@ -34,6 +34,15 @@ def test_every_page_with_personal_data_answers_no_store(make_client, catalogue, 
         "/dashboard/deliveries": ("/dashboard/deliveries", 200),
         "/dashboard/experiments": ("/dashboard/experiments", 200),
         "/dashboard/experiments/{experiment_id}": ("/dashboard/experiments/no-such-experiment", 404),
+        "/dashboard/team": ("/dashboard/team", 200),
+        "/dashboard/audit": ("/dashboard/audit", 200),
+        "/dashboard/audit.csv": ("/dashboard/audit.csv", 200),
+        "/dashboard/integrations": ("/dashboard/integrations", 200),
+        "/dashboard/integrations/links.csv": ("/dashboard/integrations/links.csv", 200),
+        "/dashboard/stripe": ("/dashboard/stripe", 200),
+        "/dashboard/password-reset": ("/dashboard/password-reset", 200),
+        "/dashboard/password-reset/{token}": ("/dashboard/password-reset/not-a-token", 410),
+        "/dashboard/invite/{token}": ("/dashboard/invite/not-a-token", 410),
     }
     served = {route.path for route in client.app.routes
               if isinstance(route, Route) and "GET" in (route.methods or ()) and route.path.startswith(PERSONAL)}
