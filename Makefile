@@ -35,7 +35,7 @@ test: install browser
 # Each test makes its objects on test clocks or deletes them afterwards; the tests that need the
 # emulator's own controls are skipped, each with its reason. Without the key the tests run in `make test`,
 # against the emulator.
-CONTRACT_TESTS := tests/test_emulator.py tests/test_emulator_billing.py tests/test_emulator_rules.py
+CONTRACT_TESTS := tests/test_emulator.py tests/test_emulator_billing.py tests/test_emulator_rules.py tests/test_emulator_money.py
 .PHONY: test-stripe
 test-stripe: install
 	@if [ -z "$$STRIPE_TEST_SECRET_KEY" ]; then \
@@ -66,3 +66,28 @@ screenshots: install browser
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# The container image built and run with compose.yaml for real (tests/image/run.py): podman with runc and
+# netavark (which needs iptables), podman-compose and debootstrap from Debian's packages, installed here when
+# missing. Needs root; keeps its Debian base in .cache/image/ and podman's store; leaves no container running.
+# .ci/run calls it after `make test`.
+IMAGE_TOOLS := podman runc netavark aardvark-dns iptables podman-compose debootstrap
+.PHONY: test-image
+test-image: install
+	@dpkg -s $(IMAGE_TOOLS) >/dev/null 2>&1 || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(IMAGE_TOOLS) >/dev/null)
+	$(PY) tests/image/run.py
+
+# requirements.txt: the container image's dependencies, pinned with their hashes for Python 3.11 and newer on
+# every platform, resolved from pyproject.toml (plus setuptools, which builds the package in the image).
+# Run `make lock` after changing the dependencies: tests/test_requirements.py fails until then.
+UV_VERSION := 0.13.9
+.PHONY: lock
+lock:
+	@test -x .cache/uv/bin/uv || (python3 -m venv .cache/uv && .cache/uv/bin/pip install --quiet uv==$(UV_VERSION))
+	{ echo "# The container image's dependencies, pinned with their hashes (Containerfile). Made by \`make lock\` from"; \
+	  echo "# pyproject.toml; setuptools only builds the package and is removed from the image after."; \
+	  python3 -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' | \
+	  UV_NATIVE_TLS=1 .cache/uv/bin/uv pip compile pyproject.toml - --universal --python-version 3.11 \
+	    --generate-hashes --no-header --quiet; } > requirements.txt.new
+	mv requirements.txt.new requirements.txt

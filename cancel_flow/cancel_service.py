@@ -9,16 +9,17 @@ stored failure gets a new key.
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime
+from urllib.parse import parse_qsl, quote
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from cancel_flow import billing, flow
-from cancel_flow.clock import as_utc, utc_now
+from cancel_flow.clock import add_months, as_utc, utc_now
 from cancel_flow.errors import (BadRequest, Conflict, InvalidLink, NotFound, PortalRefused, RecordPending,
                                 StripeUnavailable)
 from cancel_flow.experiments import assign_arm
-from cancel_flow.flow import SubscriptionFacts, TargetPrice
+from cancel_flow.flow import Card, SubscriptionFacts, TargetPrice
 from cancel_flow.links import CancelLink, LinkSigner
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import DECISIONS
@@ -44,6 +45,8 @@ class Visit:
     link: CancelLink
     session: CancelSession | None
     already_canceled: bool = False
+    # An offer accepted on another link of this subscription that still plays out: this link shows it.
+    decided_elsewhere: CancelSession | None = None
 
 
 @dataclass
@@ -55,15 +58,8 @@ class Outcome:
     can_still_cancel: bool
     next_step: str | None = None
     schedule: list[tuple[str, str]] | None = None  # (date, what is charged then)
-
-
-@dataclass
-class Card:
-    """One offer on the offers page, with what it promises (per pause length for a pause)."""
-
-    offer: Offer
-    promise: billing.Promise | None
-    choices: list[tuple[int, billing.Promise]]
+    next_step_label: str = "Talk to your coach"
+    after: str | None = None  # under the schedule: what stays as it is
 
 
 REUSE_SECONDS = 5  # a portal URL or a first read, shared by reloads of one link
@@ -80,12 +76,19 @@ class CancelService:
         self.db = Offloaded(store, threads=DATABASE_THREADS, quick=quick_store)
 
     # reading ----------------------------------------------------------------------------------------
-    async def visit(self, token: str, reconcile: bool = False) -> Visit:
-        """Resume the link's session, or read Stripe once and open it."""
+    async def visit(self, token: str, reconcile: bool = False, show_decided: bool = False) -> Visit:
+        """Resume the link's session, or read Stripe once and open it. With `show_decided`, a new link of a
+        subscription whose offer accepted on another link still plays out opens no session: the visit
+        names that decision (the page shows it, and a session is opened only if the subscriber acts)."""
         link = self.signer.read_cancel(token)
         session = await self.db.find_session(link.nonce)
         if session is not None:
             return Visit(link, await self.reconcile(session) if reconcile else session)
+        if show_decided:
+            now = utc_now()
+            other = await self.db.latest_offer_save(link.subscription, link.nonce, flow.cooldown_start(self.live.current(), now))
+            if other is not None and other.customer_id == link.customer and still_playing_out(other, now):
+                return Visit(link, None, decided_elsewhere=other)
         # Simultaneous first views of one link share one read; an ended subscription stays ended
         # (https://docs.stripe.com/api/subscriptions/object#subscription_object-status: incomplete_expired "is a
         # terminal status"; https://docs.stripe.com/billing/subscriptions/cancel: a canceled subscription can't
@@ -108,19 +111,19 @@ class CancelService:
     async def open_session(self, token: str) -> tuple[CancelLink, CancelSession]:
         visit = await self.visit(token)
         if visit.session is None:
-            raise BadRequest("This subscription is already canceled.", title="Already canceled")
+            raise BadRequest("There is nothing more to do: no further payments will be taken.",
+                             title="This subscription is already canceled")
         return visit.link, visit.session
 
     def snapshot(self, session: CancelSession) -> SubscriptionFacts | None:
         """The subscription as Stripe last told it for this session, whatever its age."""
         return flow.facts_from_json(session.stripe_snapshot) if session.stripe_snapshot else None
 
-    async def facts(self, session: CancelSession, newer_than: datetime | None = None) -> SubscriptionFacts:
-        """The subscription now: the answer Stripe gave this link a few seconds ago (and after
-        `newer_than`), or a fresh read. Our own writes and Stripe's webhooks drop the kept answer at once."""
+    async def facts(self, session: CancelSession) -> SubscriptionFacts:
+        """The subscription now: the answer Stripe gave this link a few seconds ago, or a fresh read. Our own
+        writes and Stripe's webhooks drop the kept answer at once."""
         if session.stripe_snapshot and session.snapshot_at and \
-                utc_now() - as_utc(session.snapshot_at) < flow.SNAPSHOT_TTL and \
-                (newer_than is None or as_utc(session.snapshot_at) > as_utc(newer_than)):
+                utc_now() - as_utc(session.snapshot_at) < flow.SNAPSHOT_TTL:
             return flow.facts_from_json(session.stripe_snapshot)
         facts = await self.gateway.read_subscription(session.subscription_id)
         await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
@@ -161,7 +164,7 @@ class CancelService:
             await self.db.record_reason(session.id, reason, comment, [offer.id for offer in offers],
                                         experiment=(experiment.id, arm.name))
             return offers
-        prices = await self._target_prices([o for o in config.offers if o.fits(reason)])
+        prices = await self._target_prices([o for o in config.offers if o.enabled and o.fits(reason)])
         offers = flow.eligible_offers(config, reason, facts, now, accepted_offer_recently=recent, prices=prices)
         await self.db.record_reason(session.id, reason, comment, [offer.id for offer in offers])
         return offers
@@ -174,37 +177,22 @@ class CancelService:
         """The offers shown, each with the promise the subscriber reads on its card."""
         facts = self.snapshot(session)
         now = utc_now()
-        cards = []
-        for offer in self.offers_shown(session):
-            if facts is None:
-                cards.append(Card(offer, None, []))
-                continue
-            if offer.kind == "pause":
-                cards.append(Card(offer, None, billing.pause_choices(facts.plan, offer.max_payments, now)))
-            else:
-                cards.append(Card(offer, await self._promise(offer, facts, now, None), []))
-        return cards
+        offers = self.offers_shown(session)
+        if facts is None:
+            return [Card(offer, None, []) for offer in offers]
+        prices = await self._target_prices(offers)
+        return [flow.offer_card(offer, facts, now, prices) for offer in offers]
 
     async def _promise(self, offer: Offer, facts: SubscriptionFacts, now: datetime, skip: int | None,
                        prices: dict[str, TargetPrice] | None = None):
-        plan = facts.plan
-        if offer.kind == "discount":
-            return billing.discount_promise(plan, offer.percent_off, offer.payments, now)
-        if offer.kind == "pause":
-            return billing.pause_promise(plan, skip or offer.max_payments, now)
-        if offer.kind == "free_period":
-            return billing.free_period_promise(plan, offer.months, now)
-        if offer.kind == "switch":
-            target = (prices if prices is not None else await self._target_prices([offer])).get(offer.price)
-            if target is None:
-                return None
-            return billing.switch_promise(plan, target.unit_amount, target.name or offer.title, now)
-        return None
+        if offer.kind == "switch" and prices is None:
+            prices = await self._target_prices([offer])
+        return flow.offer_promise(offer, facts, now, skip, (prices or {}).get(offer.price))
 
     # accepting an offer ------------------------------------------------------------------------------
     async def accept(self, session: CancelSession, offer_id: str | None, payments: str | None) -> str | None:
-        """Apply the chosen offer through Stripe. Returns the address to send the subscriber to for a
-        `contact` offer, else None (the done page)."""
+        """Apply the chosen offer through Stripe (a `contact` offer: record the request, which alerts the
+        coach). None: the done page says what happened; a string: another page to go to instead."""
         config = self.live.current()
         offer = config.find(offer_id or "")
         if offer is None or offer.id not in (session.offers_shown or []):
@@ -213,7 +201,7 @@ class CancelService:
             if await self.db.record_contact(session.id, session.subscription_id, offer.id):
                 DECISIONS.labels("contact_requested").inc()
                 log_event("cancel_session.decided", session=session.id, outcome="contact_requested", offer=offer.id)
-            return offer.url
+            return None
         skip = _pause_length(offer, payments)
         facts = await self.facts(session)
         now = utc_now()
@@ -230,11 +218,11 @@ class CancelService:
             if recent or facts.has_discount or facts.paused:
                 raise Conflict("An offer is already in place for this subscription, so this one can't be added. "
                                "Your subscription is unchanged.")
-            raise Conflict(f"This offer is no longer available ({why}). Nothing was changed.", title="Offer no longer available")
+            raise Conflict(f"It can't be added now: {why}. Nothing was changed.", title="This offer is no longer available")
         promise = await self._promise(offer, facts, now, skip, prices)
         if promise is None:
-            raise Conflict("This offer is no longer available. Nothing was changed.", title="Offer no longer available")
-        terms = _terms(offer, promise, skip)
+            raise Conflict("It can't be added now. Nothing was changed.", title="This offer is no longer available")
+        terms = _terms(offer, promise, skip, now)
         claim, resending = await self.db.claim_offer(session, offer.id, terms, cooldown), False
         if claim.status == "stale":
             other = await self.db.find_session(claim.other_nonce)
@@ -255,7 +243,7 @@ class CancelService:
                            "Your subscription is unchanged.")
         key = idempotency_key(session.nonce, offer.id, _terms_key(terms), str(claim.attempt))
         try:
-            applied = await self._apply(offer, session, facts, promise, key)
+            applied, corrected_months = await self._apply(offer, session, facts, promise, key)
         except StripeUnavailable as failure:
             if resending:
                 # whatever this try met, the first request under this key may still be running at Stripe
@@ -268,6 +256,8 @@ class CancelService:
                 # may still be running there: the claim is held, and the same choice retries under its key.
                 await self.db.mark_claim_unsure(session.id, offer.id, failure.in_flight)
             raise
+        if corrected_months is not None:
+            terms = {**terms, "discount_months": corrected_months, "coupon_id": offer.coupon_id(corrected_months)}
         await self._record_saved(session, offer.id, offer.kind, terms, flow.facts_to_json(applied))
         return None
 
@@ -318,16 +308,40 @@ class CancelService:
         return False
 
     async def _apply(self, offer: Offer, session: CancelSession, facts: SubscriptionFacts,
-                     promise: billing.Promise, key: str) -> SubscriptionFacts:
+                     promise: billing.Promise, key: str) -> tuple[SubscriptionFacts, int | None]:
+        """Stripe's answer, and for a discount the coupon length it was corrected to (None: as computed)."""
         if offer.kind == "discount":
-            return await self.gateway.apply_discount(session.subscription_id, offer, promise.coupon_months, key)
+            applied = await self.gateway.apply_discount(session.subscription_id, offer, promise.coupon_months, key)
+            return await self._discount_as_promised(offer, session, promise, key, applied)
         if offer.kind == "pause":
-            return await self.gateway.apply_pause(session.subscription_id, promise.resumes_at, key)
+            return await self.gateway.apply_pause(session.subscription_id, promise.resumes_at, key), None
         if offer.kind == "switch":
-            return await self.gateway.apply_switch(session.subscription_id, facts.item_ids[0], offer.price, key)
-        return await self.gateway.apply_free_period(session.subscription_id, promise.trial_end, key)
+            return await self.gateway.apply_switch(session.subscription_id, facts.item_ids[0], offer.price, key), None
+        return await self.gateway.apply_free_period(session.subscription_id, promise.trial_end, key), None
+
+    async def _discount_as_promised(self, offer: Offer, session: CancelSession, promise: billing.Promise, key: str,
+                                    applied: SubscriptionFacts) -> tuple[SubscriptionFacts, int | None]:
+        """Stripe starts the coupon's months when it attaches it, by its own clock (a test clock's, or a few seconds
+        after our page was computed). At a renewal's very second that decides whether the last promised payment is
+        covered: the discount Stripe made is checked against the promise, and replaced once by the length that
+        covers exactly the promised payments from its real start (the session then records that coupon)."""
+        window = applied.discount_window
+        if window is None or billing.covers_promise(promise, *window):
+            return applied, None
+        months = billing.months_for_promise(promise, window[0])
+        if months is None or months == promise.coupon_months:
+            log_event("cancel_session.discount_mismatch", level=30, session=session.id)
+            return applied, None
+        log_event("cancel_session.discount_corrected", session=session.id, months=months)
+        corrected = await self.gateway.apply_discount(session.subscription_id, offer, months, idempotency_key(key, str(months)))
+        return corrected, months
 
     async def _record_saved(self, session: CancelSession, offer_id: str, kind: str, terms: dict, snapshot: str | None) -> None:
+        if kind == "switch" and snapshot:
+            # the plan line, the sessions table and MRR follow what Stripe bills from now: the new price
+            now_billed = flow.facts_from_json(snapshot)
+            terms = {**terms, "plan_name": now_billed.plan_name[:512], "price_amount": now_billed.billed_amount,
+                     "monthly_amount": now_billed.billed_monthly, "price_note": price_note(now_billed)}
         try:
             decided = await self.db.record_saved(session.id, session.subscription_id, f"saved_{kind}", offer_id, terms, snapshot)
         except SQLAlchemyError:
@@ -356,11 +370,23 @@ class CancelService:
 
     # cancelling and keeping -------------------------------------------------------------------------
     async def send_to_portal(self, session: CancelSession, reason: str | None, comment: str | None,
-                             return_url: str, done_url: str) -> str:
+                             return_url: str, done_url: str, here_url: str | None = None) -> str:
+        """Where "Continue to cancel" goes: Stripe's portal with a cancel flow; the done page when the subscription
+        is already set to cancel or canceled (Stripe's portal refuses a cancel flow then, so it is never asked
+        for one); our own page when the coach fixed an end date (`here_url`, which offers to end it earlier)."""
         if reason is not None:
             reason, comment = self.check_answer(reason, comment)
             if session.reason is None and session.outcome == "open":
                 await self.db.record_reason_only(session.id, reason, comment)  # kept if Stripe fails below
+        facts = await self.gateway.read_subscription(session.subscription_id)  # what Stripe has right now
+        await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
+        if facts.status not in flow.LIVE_STATUSES:
+            return done_url
+        if facts.scheduled_by_client:
+            # set to cancel meanwhile (another tab, the portal): the page that says when, with "Keep my subscription"
+            return here_url if here_url and session.outcome == "open" else done_url
+        if facts.fixed_end is not None:
+            return here_url or done_url
         try:
             url = await self.gateway.cancel_portal_url(session.customer_id, session.subscription_id,
                                                        return_url=return_url, done_url=done_url)
@@ -372,15 +398,35 @@ class CancelService:
             if facts.cancel_at_period_end or facts.status not in flow.LIVE_STATUSES:
                 return done_url
             raise
+        await self._sent_to_portal(session, reason, comment)
+        return url
+
+    async def _sent_to_portal(self, session: CancelSession, reason: str | None, comment: str | None) -> None:
         if session.outcome in ("open", "contact_requested") and await self.db.record_sent_to_portal(
                 session.id, session.subscription_id, reason, comment, ("open", "contact_requested")):
             DECISIONS.labels("sent_to_portal").inc()
             log_event("cancel_session.decided", session=session.id, outcome="sent_to_portal", offer=None)
-        return url
+
+    async def end_early(self, session: CancelSession, reason: str | None, comment: str | None) -> None:
+        """The coach fixed an end date; the client ends the subscription at the end of the current period instead."""
+        if reason is not None:
+            reason, comment = self.check_answer(reason, comment)
+        facts = await self.gateway.read_subscription(session.subscription_id)
+        if facts.fixed_end is None or facts.next_payment is None or facts.fixed_end <= facts.next_payment:
+            await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
+            return  # nothing to end earlier (already ended, or ending sooner): the done page says what Stripe has
+        feedback, note = reason or session.reason, comment if reason else session.comment
+        ended = await self.gateway.end_at_period_end(session.subscription_id, facts, feedback, note,
+                                                     idempotency_key(session.nonce, "end-early",
+                                                                     str(int(facts.next_payment.timestamp()))))
+        await self.db.save_snapshot(session.id, flow.facts_to_json(ended))
+        await self._sent_to_portal(session, reason, comment)
 
     async def keep(self, session: CancelSession) -> None:
+        """"Keep my subscription": undoes only a cancellation the client scheduled; an end date the coach fixed
+        stays."""
         facts = await self.gateway.read_subscription(session.subscription_id)
-        if not facts.cancel_at_period_end or facts.status not in flow.LIVE_STATUSES:
+        if not facts.scheduled_by_client:
             await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
             return
         kept = await self.gateway.keep_subscription(session.subscription_id, facts,
@@ -390,18 +436,35 @@ class CancelService:
         log_event("cancel_session.kept", session=session.id)
 
     # the done page ------------------------------------------------------------------------------------
+    def _talk_outcome(self, session: CancelSession) -> Outcome:
+        """"Talk to your coach first": the coach has been told (the contact.requested alert), how they'll
+        reach out, and the coach's own address or booking page with the reason already written in."""
+        offer = self.live.offer(session.chosen_offer) if session.chosen_offer else None
+        brand = self.live.current().brand
+        reach = (f"They'll reach out to you by email at {session.customer_email}."
+                 if session.customer_email else "They'll get in touch with you soon.")
+        detail = (f"We've let {brand.name} know that you'd like to talk before deciding, and why. {reach} "
+                  "Your subscription stays as it is meanwhile, and you can still cancel here at any time.")
+        url = offer.url if offer else (f"mailto:{brand.support_email}" if brand.support_email else None)
+        if url and url.startswith("mailto:"):
+            return Outcome("Your coach has been told", detail, True, next_step=contact_mail(url, session),
+                           next_step_label="Write to your coach now")
+        return Outcome("Your coach has been told", detail, True, next_step=url, next_step_label="Book a time to talk")
+
     async def outcome(self, session: CancelSession) -> Outcome | None:
         """The done page's words, from Stripe's state now; None while nothing is decided yet."""
         if session.outcome == "open" and not session.kept_at:
             return None
-        if session.outcome == "contact_requested":
-            offer = self.live.offer(session.chosen_offer) if session.chosen_offer else None
-            return Outcome("Your coach will be glad to talk", "Your subscription is unchanged. If you still want "
-                           "to cancel after talking, you can do it here at any time.", True,
-                           next_step=offer.url if offer else None)
+        if session.outcome == "contact_requested" or (session.outcome == "deflected" and session.offer_kind == "contact"):
+            return self._talk_outcome(session)
         try:
-            # Back from the portal: what Stripe says since the subscriber went there.
-            facts = await self.facts(session, newer_than=session.decided_at if session.outcome == "sent_to_portal" else None)
+            # Back from the portal: always what Stripe says now (the answer of a few seconds ago may predate the
+            # cancellation just confirmed there).
+            if session.outcome == "sent_to_portal":
+                facts = await self.gateway.read_subscription(session.subscription_id)
+                await self.db.save_snapshot(session.id, flow.facts_to_json(facts))
+            else:
+                facts = await self.facts(session)
         except (StripeUnavailable, NotFound):
             return Outcome("Thanks for letting us know",
                            "If you confirmed the cancellation, Stripe will email you a confirmation.", True)
@@ -412,6 +475,9 @@ class CancelService:
                  "switch": session.switch_price in facts.price_ids, "free_period": facts.status == "trialing",
                  "keep": True}
         if kind in still and not still[kind]:
+            over = _played_out(session, facts, utc_now())
+            if over is not None:
+                return over
             return Outcome("Your subscription continues", "The offer you accepted no longer applies to your "
                            f"subscription: {_regular(facts)}", True)
         if kind == "keep":
@@ -419,32 +485,81 @@ class CancelService:
         headlines = {"discount": "Thanks for staying!", "pause": "Your break has started",
                      "switch": "Your plan is changing", "free_period": "Enjoy your free time"}
         if kind in headlines:
+            same = ("Nothing else changes: you keep your access. We'll charge the card on file as usual."
+                    if kind == "switch" else
+                    "Nothing else changes: same plan, same access. We'll charge the card on file as usual.")
             return Outcome(headlines[kind], session.promise or "Your offer is in place.", True,
-                           schedule=_schedule_lines(session))
+                           schedule=_schedule_lines(session), after=same)
         return describe_stripe_state(facts)
 
 
+def offer_ends_at(session: CancelSession) -> datetime | None:
+    """When an accepted offer has run its course by our record: a pause when collection resumes, free time
+    when the first payment falls due, a discount when its coupon's months are over (Stripe ends a repeating
+    coupon that many months after it was applied); None for a switch, which lasts."""
+    if getattr(session, "offer_ends_at", None) and session.outcome in ("saved_pause", "saved_free_period", "saved_discount"):
+        return as_utc(session.offer_ends_at)
+    if session.outcome == "saved_pause" and session.pause_resumes_at:
+        return as_utc(session.pause_resumes_at)
+    if session.outcome == "saved_free_period" and session.next_payment_at:
+        return as_utc(session.next_payment_at)
+    if session.outcome == "saved_discount" and session.discount_months and session.decided_at:
+        return add_months(as_utc(session.decided_at), session.discount_months)
+    return None
+
+
+def still_playing_out(session: CancelSession, now: datetime) -> bool:
+    """An accepted offer that hasn't run its course yet (a switch always plays out)."""
+    ends = offer_ends_at(session)
+    return session.outcome == "saved_switch" or (ends is not None and now < ends)
+
+
+def _played_out(session: CancelSession, facts: SubscriptionFacts, now: datetime) -> Outcome | None:
+    """What the done page says once the offer has run its course (not when it was taken away early)."""
+    ends = offer_ends_at(session)
+    if ends is None or now < ends - timedelta(days=1):
+        return None
+    day, regular = format_day(ends), _regular(facts)
+    words = {"saved_pause": ("Your break is over", f"Your break ended on {day}, and your plan is active again."),
+             "saved_free_period": ("Your free time is over", f"Your free time ended on {day}, and your plan is active."),
+             "saved_discount": ("Your discount has ended", f"Your discount ended on {day}, and your plan is active at "
+                                                           "its regular price.")}
+    headline, detail = words[session.outcome]
+    return Outcome(headline, f"{detail} {regular}".strip(), True)
+
+
+def contact_mail(url: str, session: CancelSession) -> str:
+    """The coach's `mailto:` address with a subject and a body that carry the plan, the reason and the
+    comment (RFC 6068: percent-encoded, lines ending in CRLF); a subject or body already in the address wins."""
+    address, _, query = url.removeprefix("mailto:").partition("?")
+    fields = dict(parse_qsl(query, keep_blank_values=True))
+    comment = " ".join((session.comment or "").split())
+    if len(comment) > 1000:
+        comment = comment[:999] + "…"
+    lines = ["Hi,", "", f"I'd like to talk before canceling my {session.plan_name} subscription."]
+    if session.reason:
+        lines += ["", f"Why I'm thinking of leaving: {REASONS.get(session.reason, session.reason)}"]
+    if comment:
+        lines.append(f"What I'd add: {comment}")
+    lines += ["", "Thanks"]
+    fields.setdefault("subject", f"Before I cancel my {session.plan_name} subscription")
+    fields.setdefault("body", "\r\n".join(lines))
+    return f"mailto:{address}?" + "&".join(f"{name}={quote(value, safe='')}" for name, value in fields.items())
+
+
 def _schedule_lines(session: CancelSession) -> list[tuple[str, str]] | None:
-    """The promised payments, one line each, for the done page."""
+    """The promised payments, one line each, for the done page (in the wording function's words)."""
     if not session.schedule:
         return None
-    lines = []
-    for moment, amount, regular in session.schedule:
-        when = format_day(datetime.fromisoformat(moment))
-        charged = format_money(amount, session.currency)
-        if amount == 0 and regular:
-            lines.append((when, f"nothing (instead of {format_money(regular, session.currency)})"))
-        elif amount != regular:
-            lines.append((when, f"{charged} (instead of {format_money(regular, session.currency)})"))
-        else:
-            lines.append((when, charged))
-    return lines
+    return [(format_day(at), words) for at, words in billing.schedule_lines(session.schedule, session.currency)]
 
 
 def _regular(facts: SubscriptionFacts) -> str:
     if facts.next_payment is None:
         return ""
-    return (f"Your next payment is {format_money(facts.price_amount, facts.currency)} on "
+    if not facts.priced:
+        return f"Your next payment is on {format_day(facts.next_payment)}."
+    return (f"Your next payment is {format_money(facts.billed_amount, facts.currency)} on "
             f"{format_day(facts.next_payment)}.")
 
 
@@ -461,6 +576,9 @@ def _applied(session: CancelSession, facts: SubscriptionFacts) -> bool:
 def describe_stripe_state(facts: SubscriptionFacts) -> Outcome:
     if facts.status not in flow.LIVE_STATUSES:
         return Outcome("Your subscription is canceled", "Nothing more will be charged.", False)
+    if facts.fixed_end is not None:
+        return Outcome("Your plan ends on its end date",
+                       f"Your plan ends on {format_day(facts.fixed_end)}, the end date set for it.", True)
     if facts.cancel_at_period_end and facts.period_end:
         return Outcome("Your subscription is canceled",
                        f"You keep access until {format_day(facts.period_end)}; nothing more will be charged.", False)
@@ -471,28 +589,39 @@ def _session_values(link: CancelLink, facts: SubscriptionFacts) -> dict:
     return {
         "nonce": link.nonce, "customer_id": facts.customer_id, "subscription_id": facts.subscription_id,
         "customer_email": facts.customer_email, "plan_name": facts.plan_name[:512],
-        "price_amount": facts.price_amount, "interval": facts.interval, "interval_count": facts.interval_count,
-        "monthly_amount": facts.monthly_amount, "currency": facts.currency, "had_discount": facts.has_discount,
+        # what Stripe bills (discounts included), which the plan line, MRR and costs count
+        "price_amount": facts.billed_amount, "price_note": price_note(facts),
+        "interval": facts.interval, "interval_count": facts.interval_count,
+        "monthly_amount": facts.billed_monthly, "currency": facts.currency, "had_discount": facts.has_discount,
         "was_paused": facts.paused, "cancel_at_period_end": facts.cancel_at_period_end,
         "period_end": facts.period_end, "stripe_snapshot": flow.facts_to_json(facts),
     }
 
 
-def _terms(offer: Offer, promise: billing.Promise, skip: int | None) -> dict:
-    """The columns an accepted offer writes: what Stripe will bill, and the words for it."""
+def price_note(facts: SubscriptionFacts) -> str | None:
+    """Beside the amount on the plan line: the discount it includes, or why there is no amount."""
+    if not facts.priced:
+        return "billed by usage or by tiers"
+    return (billing.plan_words(facts.plan) or "").partition(" (")[2].rstrip(")")[:64] or None
+
+
+def _terms(offer: Offer, promise: billing.Promise, skip: int | None, now: datetime) -> dict:
+    """The columns an accepted offer writes: what Stripe will bill, the words for it, and when it ends (a
+    repeating coupon ends its months after it is applied: https://docs.stripe.com/api/discounts/object#discount_object-end)."""
     terms = {"offer_kind": offer.kind, "discount_percent": None, "discount_months": None, "discount_payments": None,
              "pause_payments": None, "pause_resumes_at": None, "coupon_id": None, "switch_price": None,
              "free_months": None, "promise": promise.text, "offer_cost": promise.cost, "schedule": promise.schedule(),
-             "next_payment_at": promise.next_payment.at if promise.next_payment else None}
+             "next_payment_at": promise.next_payment.at if promise.next_payment else None, "offer_ends_at": None}
     if offer.kind == "discount":
         terms.update(discount_percent=offer.percent_off, discount_months=promise.coupon_months,
-                     discount_payments=offer.payments, coupon_id=offer.coupon_id(promise.coupon_months))
+                     discount_payments=offer.payments, coupon_id=offer.coupon_id(promise.coupon_months),
+                     offer_ends_at=add_months(now, promise.coupon_months))
     elif offer.kind == "pause":
-        terms.update(pause_payments=skip, pause_resumes_at=promise.resumes_at)
+        terms.update(pause_payments=skip, pause_resumes_at=promise.resumes_at, offer_ends_at=promise.resumes_at)
     elif offer.kind == "switch":
         terms.update(switch_price=offer.price)
     elif offer.kind == "free_period":
-        terms.update(free_months=offer.months, next_payment_at=promise.trial_end)
+        terms.update(free_months=offer.months, next_payment_at=promise.trial_end, offer_ends_at=promise.trial_end)
     return terms
 
 
@@ -511,11 +640,12 @@ def _terms_key(terms: dict) -> str:
 
 
 def _pause_length(offer: Offer, payments: str | None) -> int | None:
-    """The number of payments to skip, as chosen on the page (ASCII digits only)."""
+    """The number of payments to skip, as chosen on the page (ASCII digits only); none chosen: the shortest
+    pause, as the page preselects."""
     if offer.kind != "pause":
         return None
     if payments in (None, ""):
-        return offer.max_payments
+        return 1
     if not (payments.isascii() and payments.isdigit()) or len(payments) > 3 or not 1 <= int(payments) <= offer.max_payments:
         raise BadRequest(f"Choose to skip from 1 to {offer.max_payments} payments.")
     return int(payments)

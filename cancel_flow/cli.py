@@ -48,10 +48,11 @@ def _sweep(args) -> int:
     from cancel_flow.config.live import open_live
     from cancel_flow.hooks import is_test_mode
     from cancel_flow.outbox.session_events import SessionEvents
-    from cancel_flow.store import Store, make_engine
+    from cancel_flow.store import Store, make_engine, require_migrated
 
     settings = _settings()
     engine = make_engine(settings.database_url)
+    require_migrated(engine)
     events = SessionEvents(open_live(engine, settings), is_test_mode(settings.stripe_api_key))
     marked = Store(engine, on_event=events).sweep_deflected()
     from cancel_flow.store.api_keys import LinkRequestStore
@@ -365,10 +366,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MIGRATE_FIRST = ("cancel-flow: the database has no cancel-flow tables yet, or an older version of them: "
+                 "run `cancel-flow migrate` first")
+
+
+def _database_problem(error: Exception) -> str:
+    """One line for a database error a command met: 'run cancel-flow migrate' when the schema is missing or
+    behind, else what kind of error it was (never a traceback, never the statement)."""
+    from cancel_flow.settings import load_settings
+    from cancel_flow.store import make_engine, schema_is_current
+
+    try:
+        engine = make_engine(load_settings().database_url)
+        try:
+            if not schema_is_current(engine):
+                return MIGRATE_FIRST
+        finally:
+            engine.dispose()
+    except Exception:
+        pass
+    first_line = str(getattr(error, "orig", error)).strip().splitlines()[:1]
+    return f"cancel-flow: the database refused the command ({type(error).__name__}: {''.join(first_line)[:200]}); " \
+           "check DATABASE_URL and that the database answers"
+
+
 def main(argv: list[str] | None = None) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from cancel_flow.store import NotMigrated
+
     args = build_parser().parse_args(argv)
     try:
         sys.exit(args.handler(args))
+    except NotMigrated:
+        print(MIGRATE_FIRST, file=sys.stderr)
+        sys.exit(1)
+    except DBAPIError as error:
+        print(_database_problem(error), file=sys.stderr)
+        sys.exit(1)
     except SettingsError as error:
         print(f"cancel-flow: {error}", file=sys.stderr)
         sys.exit(2)

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from cancel_flow.clock import add_months
 from cancel_flow.logs import configure_logging
 from cancel_flow.settings import load_settings
 from cancel_flow.setup import run_stripe_setup
@@ -33,13 +34,14 @@ ENV_FILE = Path(".env")
 ENV_MARK = "# Written by `cancel-flow demo`: its development settings, so cancel-flow commands in another shell use them."
 # The settings another shell needs to reach the demo's database and emulator.
 ENV_KEYS = ("CANCEL_FLOW_ENV", "DATABASE_URL", "CANCEL_FLOW_BASE_URL", "CANCEL_FLOW_RETURN_URL", "CANCEL_FLOW_OFFERS",
-            "STRIPE_API_KEY", "STRIPE_API_BASE", "STRIPE_PORTAL_CONFIGURATION", "STRIPE_WEBHOOK_SECRET",
+            "STRIPE_API_KEY", "STRIPE_API_BASE", "STRIPE_PORTAL_CONFIGURATION", "STRIPE_BILLING_PORTAL_CONFIGURATION",
+            "STRIPE_WEBHOOK_SECRET",
             "CANCEL_FLOW_ALLOW_PRIVATE_URLS")
 EXAMPLE_OFFERS = Path(__file__).parent / "examples" / "offers.toml"
 CUSTOMERS = [
     # (name, email, plan, note)
     ("Maya Lopez", "maya@example.com", "monthly", "monthly plan: sees the discount and the pause"),
-    ("Yusuf Adeyemi", "yusuf@example.com", "yearly", "yearly plan: no pause offered"),
+    ("Yusuf Adeyemi", "yusuf@example.com", "yearly", "yearly plan: 25% off the next renewal, no pause"),
     ("Dana Kim", "dana@example.com", "discounted", "already has a discount: no second discount"),
     ("Sam Carter", "sam@example.com", "scheduled", "already set to cancel at period end"),
 ]
@@ -58,7 +60,7 @@ _BLANK_SESSION = dict(
     canceled_outside_flow=False, stripe_feedback=None, stripe_comment=None, stripe_cancellation_reason=None,
     stripe_state_at=None, discount_payments=None, pause_payments=None, coupon_id=None, switch_price=None,
     free_months=None, next_payment_at=None, promise=None, schedule=None, offer_cost=None, claim_attempt=0, superseded=False,
-    stripe_snapshot=None, snapshot_at=None)
+    stripe_snapshot=None, snapshot_at=None, offer_ends_at=None, contact_handled_at=None, contact_handled_by=None)
 
 
 def history_rows(now: datetime, weeks: int = 8, per_week: int = 15, seed: int = 7) -> list[dict]:
@@ -69,7 +71,7 @@ def history_rows(now: datetime, weeks: int = 8, per_week: int = 15, seed: int = 
         created = now - timedelta(days=chance.uniform(1.2, weeks * 7), hours=chance.uniform(0, 23))
         yearly = chance.random() < 0.2
         reason = chance.choices(list(_REASON_WEIGHTS), weights=list(_REASON_WEIGHTS.values()))[0]
-        offers = [o for o, fits in (("half-off-3-payments", reason in ("too_expensive", "unused")),
+        offers = [o for o, fits in (("yearly-25-off" if yearly else "half-off-3-payments", reason in ("too_expensive", "unused")),
                                     ("pause", reason in ("unused", "other") and not yearly)) if fits]
         row = dict(_BLANK_SESSION, nonce=f"demo-{seed}-{index}", customer_id=f"cus_demo{index:05d}",
                    subscription_id=f"sub_demo{index:05d}", customer_email=f"client{index}@example.com",
@@ -89,11 +91,15 @@ def history_rows(now: datetime, weeks: int = 8, per_week: int = 15, seed: int = 
             row.update(chosen_offer=offer, decided_at=decided)
             if offer == "pause":
                 row.update(outcome="saved_pause", offer_kind="pause", pause_resumes_at=decided + timedelta(days=60),
-                           pause_payments=2, offer_cost=2 * row["price_amount"])
+                           offer_ends_at=decided + timedelta(days=60), pause_payments=2, offer_cost=2 * row["price_amount"])
+            elif yearly:  # 25% off the next yearly renewal
+                row.update(outcome="saved_discount", offer_kind="discount", discount_percent=25.0,
+                           discount_months=12, discount_payments=1, offer_cost=row["price_amount"] // 4,
+                           offer_ends_at=add_months(decided, 12))
             else:
                 row.update(outcome="saved_discount", offer_kind="discount", discount_percent=50.0,
-                           discount_months=36 if yearly else 3, discount_payments=3,
-                           offer_cost=3 * row["price_amount"] // 2)
+                           discount_months=3, discount_payments=3, offer_cost=3 * row["price_amount"] // 2,
+                           offer_ends_at=add_months(decided, 3))
             if chance.random() < 0.15:
                 row["canceled_at"] = decided + timedelta(days=chance.uniform(20, 50))
         elif roll < 0.8:
@@ -136,11 +142,13 @@ def _print_emails_as_blocks() -> None:
 
 
 def _logs_to_file(path: Path) -> None:
-    """Our JSON log lines and the server's request lines go to a file; the console keeps links and emails."""
-    from cancel_flow.logs import JsonLineFormatter
+    """Our JSON log lines and the server's request lines go to a file; the console keeps links and emails.
+    The server's request lines quote each address: a link's token is written as its short hash."""
+    from cancel_flow.logs import JsonLineFormatter, TokenRedactor
 
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(JsonLineFormatter())
+    handler.addFilter(TokenRedactor())
     for name in ("cancel_flow", ""):
         logging.getLogger(name).handlers[:] = [handler]
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
@@ -195,6 +203,10 @@ async def seed(gateway: StripeGateway) -> list[tuple[str, str, str, str]]:
             "name": name, "email": email, "payment_method": "pm_card_visa",
             "invoice_settings": {"default_payment_method": "pm_card_visa"}})
         params = {"customer": customer.id, "items": [{"price": (yearly if plan == "yearly" else monthly).id}]}
+        if plan == "yearly":
+            # a card of the subscription's own, as Stripe Checkout and Payment Links set it
+            card = await client.payment_methods.attach_async("pm_card_mastercard", params={"customer": customer.id})
+            params["default_payment_method"] = card.id
         if plan == "discounted":
             params["discounts"] = [{"coupon": "welcome-10"}]
         if plan == "scheduled":
@@ -234,7 +246,8 @@ def run_demo(port: int = 8000, emulator_port: int = 12111) -> int:
         engine.dispose()
         setup_lines = asyncio.run(run_stripe_setup(settings))
         for line in setup_lines:
-            if line.startswith(("STRIPE_PORTAL_CONFIGURATION=", "STRIPE_WEBHOOK_SECRET=")):
+            if line.startswith(("STRIPE_PORTAL_CONFIGURATION=", "STRIPE_BILLING_PORTAL_CONFIGURATION=",
+                                "STRIPE_WEBHOOK_SECRET=")):
                 key, value = line.split("=", 1)
                 os.environ[key] = value
         settings = load_settings()

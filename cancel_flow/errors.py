@@ -4,6 +4,7 @@ CancelFlowError            every domain error; carries the HTTP status and a mes
 ├── InvalidLink            400 "This link is not valid"
 ├── ExpiredLink            410 the link is too old; offers a fresh one
 ├── BadRequest             400 a form or body the flow cannot accept
+├── Forbidden              403 the signed-in coach may not make this change
 ├── NotFound               404
 ├── Conflict               409 another decision for this subscription came first, or is being applied
 ├── StripeUnavailable      503 Stripe failed or timed out; nothing was changed
@@ -37,6 +38,11 @@ class ExpiredLink(CancelFlowError):
 class BadRequest(CancelFlowError):
     status_code = 400
     title = "We couldn't use that"
+
+
+class Forbidden(CancelFlowError):
+    status_code = 403
+    title = "Not allowed"
 
 
 class NotFound(CancelFlowError):
@@ -81,3 +87,8 @@ class InvalidConfig(SettingsError):
 
     def from_source(self, source: str) -> "InvalidConfig":
         return InvalidConfig(self.field, self.message, source)
+class PortalNotConfigured(PortalRefused):
+    """Stripe has no portal configuration to open a session with (test mode: none saved in the Dashboard) and the
+    setting naming ours is unset: the page says which setting to add."""
+
+    title = "Billing isn't set up yet"

@@ -7,13 +7,18 @@ from cancel_flow.errors import NotFound
 from cancel_flow.config.live import open_live
 from cancel_flow.reasons import REASONS
 from cancel_flow.settings import Settings
-from cancel_flow.store import Store, make_engine
+from cancel_flow.store import Store, make_engine, require_migrated
 from cancel_flow.stripe_gateway import StripeGateway
 
 
 async def explain_offers(settings: Settings, customer_id: str, reason: str | None) -> list[str]:
     engine = make_engine(settings.database_url)
-    book = open_live(engine, settings).current()
+    try:
+        require_migrated(engine)
+        book = open_live(engine, settings).current()
+    except BaseException:
+        engine.dispose()
+        raise
     gateway = StripeGateway(settings)
     try:
         try:
@@ -26,7 +31,7 @@ async def explain_offers(settings: Settings, customer_id: str, reason: str | Non
         recent = Store(engine).accepted_offer_since(customer_id, flow.cooldown_start(book, now))
         prices = {}
         for offer in book.offers:
-            if offer.kind == "switch" and offer.price not in prices:
+            if offer.enabled and offer.kind == "switch" and offer.price not in prices:
                 price = await gateway.read_price(offer.price)
                 if price is not None:
                     prices[offer.price] = price

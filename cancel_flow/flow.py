@@ -10,12 +10,14 @@ from cancel_flow.config.schema import Configuration, Offer
 from cancel_flow.targeting import Subject, first_failed
 
 LIVE_STATUSES = ("active", "trialing", "past_due")
+# Subscription metadata: the coach's fixed end date, kept when the client cancels earlier through the flow.
+FIXED_END_KEY = "cancel_flow_fixed_end"
 ENDED_STATUSES = ("canceled", "incomplete_expired")  # terminal: a subscription never leaves them
 
 
 @dataclass(frozen=True)
 class PriceLine:
-    unit_amount: int
+    unit_amount: int | None  # None: a price Stripe bills by tiers, usage or a decimal amount
     quantity: int
     interval: str
     interval_count: int
@@ -51,13 +53,76 @@ class SubscriptionFacts:
     pause_resumes_at: datetime | None = None
     cancel_at: datetime | None = None
     cancel_at_period_end_flag: bool = False
+    # The discounts Stripe bills now (the subscription's, else its customer's):
+    # (percent_off, amount_off, end as Unix seconds, once, start as Unix seconds) each.
+    discounts: tuple[tuple, ...] = ()
+    billing_mode: str = "classic"
+    current_period_start: datetime | None = None
+
+    @property
+    def discount_window(self) -> tuple[datetime, datetime] | None:
+        """(start, end) of the subscription's repeating discount, as Stripe made it."""
+        for _percent, _amount, end, _once, *start in self.discounts:
+            if end and start and start[0]:
+                return from_unix(start[0]), from_unix(end)
+        return None
+
+    @property
+    def scheduled_by_client(self) -> bool:
+        """Set to cancel the way a client does it: at the end of the current period (`cancel_at_period_end`, or a
+        `cancel_at` at the period's end, which Stripe's portal and our flow set)."""
+        if self.status not in LIVE_STATUSES:
+            return False
+        if self.cancel_at_period_end_flag:
+            return True
+        return self.cancel_at is not None and self.next_payment is not None \
+            and abs((self.cancel_at - self.next_payment).total_seconds()) < 1
+
+    @property
+    def fixed_end(self) -> datetime | None:
+        """An end date the coach fixed (a 12-week program): a `cancel_at` later than the current period's end."""
+        if self.status not in LIVE_STATUSES or self.cancel_at is None or self.scheduled_by_client:
+            return None
+        return self.cancel_at
+
+    @property
+    def restores_fixed_end(self) -> datetime | None:
+        """The coach's end date a client's earlier cancellation replaced (kept in the subscription's metadata), to
+        put back when the client keeps the subscription."""
+        value = dict(self.metadata).get(FIXED_END_KEY)
+        try:
+            return from_unix(int(value)) if value else None
+        except ValueError:
+            return None
+
+    @property
+    def priced(self) -> bool:
+        """Every price has a unit amount (not tiered, metered or decimal): amounts can be promised."""
+        return all(line.unit_amount is not None for line in self.lines)
 
     @property
     def plan(self) -> billing.Plan:
-        return billing.Plan(self.currency, tuple(billing.Line(l.unit_amount, l.quantity) for l in self.lines),
+        discounts = tuple(billing.Discount(percent, amount, from_unix(end) if end else None, bool(once))
+                          for percent, amount, end, once, *_start in self.discounts)
+        return billing.Plan(self.currency, tuple(billing.Line(l.unit_amount or 0, l.quantity) for l in self.lines),
                             self.interval, self.interval_count, self.anchor or self.next_payment or self.period_end,
                             None if self.cancel_at_period_end or self.status not in LIVE_STATUSES else self.next_payment,
-                            self.taxed)
+                            self.taxed, discounts, self.priced)
+
+    @property
+    def billed_amount(self) -> int:
+        """What one payment charges now, discounts included (the list price when nothing is due)."""
+        plan = self.plan
+        if not self.priced:
+            return 0
+        return plan.billed(self.next_payment) if self.next_payment else plan.amount
+
+    @property
+    def billed_monthly(self) -> int:
+        """The billed amount brought to a month, as MRR counts it."""
+        if not self.lines or not self.priced or self.price_amount == 0:
+            return 0
+        return round(self.monthly_amount * self.billed_amount / self.price_amount)
 
     @property
     def subject(self) -> Subject:
@@ -66,7 +131,8 @@ class SubscriptionFacts:
 
     @property
     def price_amount(self) -> int:
-        return sum(line.unit_amount * line.quantity for line in self.lines)
+        """The list price of one payment, before discounts (0 for prices without a unit amount)."""
+        return sum((line.unit_amount or 0) * line.quantity for line in self.lines)
 
     @property
     def interval(self) -> str:
@@ -100,7 +166,7 @@ def monthly_amount(lines) -> int:
     months_per_interval = {"day": 12 / 365, "week": 12 / 52, "month": 1, "year": 12}
     total = 0.0
     for line in lines:
-        total += line.unit_amount * line.quantity / (months_per_interval[line.interval] * line.interval_count)
+        total += (line.unit_amount or 0) * line.quantity / (months_per_interval[line.interval] * line.interval_count)
     return round(total)
 
 
@@ -118,12 +184,14 @@ class TargetPrice:
     interval: str
     interval_count: int
     active: bool = True
-    name: str | None = None
+    name: str | None = None  # the price's nickname, else its product's name
 
 
 def why_not(offer: Offer, facts: SubscriptionFacts, now: datetime, *, reason: str | None,
             accepted_offer_recently: bool, prices: dict[str, TargetPrice] | None = None) -> str | None:
     """The first reason this subscription can't be shown this offer, in words; None when it can."""
+    if not offer.enabled:
+        return "turned off in the settings"
     if reason is not None and not offer.fits(reason):
         return f"shown for other reasons ({', '.join(offer.reasons)})"
     failed = first_failed(offer.when, facts.subject, now)
@@ -137,6 +205,8 @@ def why_not(offer: Offer, facts: SubscriptionFacts, now: datetime, *, reason: st
         return f"subscription is {facts.status if facts.status != 'active' else 'set to cancel'}"
     if facts.paused:
         return "payments are paused"
+    if not facts.priced:
+        return "its price has no fixed amount (tiered, metered or decimal), so no payment can be promised"
     plan = facts.plan
     if offer.kind == "discount":
         if facts.has_discount:
@@ -165,8 +235,46 @@ def why_not(offer: Offer, facts: SubscriptionFacts, now: datetime, *, reason: st
             return "that price is not cheaper"
     elif offer.kind == "free_period":
         if billing.free_period_promise(plan, offer.months, now) is None:
+            if plan.next_payment and billing.add_months(plan.next_payment, offer.months) > billing.trial_limit(plan):
+                return "Stripe moves a payment at most two years from the billing cycle anchor"
             return "the next payment can't move that far"
     return None
+
+
+@dataclass(frozen=True)
+class Card:
+    """One offer as its card shows it: what it promises (per pause length for a pause)."""
+
+    offer: Offer
+    promise: billing.Promise | None
+    choices: list[tuple[int, billing.Promise]]
+
+
+def offer_promise(offer: Offer, facts: SubscriptionFacts, now: datetime, skip: int | None = None,
+                  target: TargetPrice | None = None) -> billing.Promise | None:
+    """What `offer` promises this subscription now, in the one wording function's words (billing.py): the
+    offer card, the done page, the emails and the coach's preview all say this. `skip`: the payments a
+    pause skips (its longest by default); `target`: a switch's price as Stripe has it."""
+    plan = facts.plan
+    if offer.kind == "discount":
+        return billing.discount_promise(plan, offer.percent_off, offer.payments, now)
+    if offer.kind == "pause":
+        return billing.pause_promise(plan, skip or offer.max_payments, now)
+    if offer.kind == "free_period":
+        return billing.free_period_promise(plan, offer.months, now)
+    if offer.kind == "switch" and target is not None:
+        return billing.switch_promise(plan, target.unit_amount, target.name or offer.title, now,
+                                      current_name=facts.plan_name)
+    return None
+
+
+def offer_card(offer: Offer, facts: SubscriptionFacts, now: datetime,
+               prices: dict[str, TargetPrice] | None = None) -> Card:
+    """The card of an offer shown to this subscription: a pause lists each length with its promise."""
+    if offer.kind == "pause":
+        return Card(offer, None, billing.pause_choices(facts.plan, offer.max_payments, now))
+    target = (prices or {}).get(offer.price) if offer.kind == "switch" else None
+    return Card(offer, offer_promise(offer, facts, now, None, target), [])
 
 
 def eligible_offers(book: Configuration, reason: str, facts: SubscriptionFacts, now: datetime, *,
@@ -240,6 +348,9 @@ class StripeState:
     reason: str | None
     discounted: bool = False
     paused: bool = False
+    customer_id: str | None = None
+    monthly_amount: int = 0  # what the subscription's items bill per month (list price)
+    currency: str = "usd"
 
     @property
     def version(self) -> int:
@@ -293,7 +404,7 @@ def state_changes(session: SessionView, state: StripeState) -> dict:
 SNAPSHOT_TTL = timedelta(seconds=10)
 
 
-_MOMENTS = ("period_end", "anchor", "next_payment", "started_at", "pause_resumes_at", "cancel_at")
+_MOMENTS = ("period_end", "anchor", "next_payment", "started_at", "pause_resumes_at", "cancel_at", "current_period_start")
 _LISTS = ("price_ids", "product_ids", "item_ids", "discount_coupons")
 _SNAPSHOT_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
@@ -319,6 +430,7 @@ def facts_from_json(text: str) -> SubscriptionFacts:
             data[key] = from_unix(moment) if isinstance(moment, (int, float)) else datetime.fromisoformat(moment)
     data["lines"] = tuple(PriceLine(**line) if isinstance(line, dict) else PriceLine(*line) for line in data["lines"])
     data["metadata"] = tuple(tuple(pair) for pair in data.get("metadata") or ())
+    data["discounts"] = tuple(tuple(discount) for discount in data.get("discounts") or ())
     for key in _LISTS:
         data[key] = tuple(data.get(key) or ())
     return facts_of(data)

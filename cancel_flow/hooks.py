@@ -262,7 +262,7 @@ def email_message(event_type: str, data: dict) -> dict:
                    f"<td>{html.escape(value)}</td></tr>" for label, value in alert.lines)
     link_html = ""
     if alert.link:
-        text += ["", f"Open the customer in Stripe: {alert.link}"]
+        text += ["", "Open the customer in Stripe:", alert.link]
         link_html = f'<p><a href="{html.escape(alert.link)}">Open the customer in Stripe</a></p>'
     return {"subject": alert.headline[:200], "text": "\n".join(text) + "\n",
             "html": f"<p><strong>{html.escape(alert.headline)}</strong></p><table>{rows}</table>{link_html}"}

@@ -3,9 +3,11 @@
 An exception is logged as its type and where it was raised, never as a traceback (many lines) or
 its message (which may quote what a client sent)."""
 
+import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 
@@ -51,6 +53,32 @@ class JsonLineFormatter(logging.Formatter):
             line["error"] = type(record.exc_info[1]).__name__
             line["where"] = where_raised(record.exc_info[1])
         return json.dumps(line, default=str)
+
+
+# The pages whose address carries a link's token (a secret: whoever has it acts for the client).
+_TOKEN_IN_PATH = re.compile(r"(/(?:cancel|billing|keep|comeback|emails/unsubscribe)/)([A-Za-z0-9._~%+=-]{8,})")
+
+
+def token_hash(token: str) -> str:
+    """A short, stable name for a link's token in logs: the same link shows the same name, and the
+    token can't be recovered from it."""
+    return "tok_" + hashlib.sha256(token.encode()).hexdigest()[:10]
+
+
+def without_tokens(text: str) -> str:
+    """`text` with each link token in a page address replaced by its short hash."""
+    return _TOKEN_IN_PATH.sub(lambda found: found.group(1) + token_hash(found.group(2)), text)
+
+
+class TokenRedactor(logging.Filter):
+    """Rewrites log lines that quote a request's address (a server's access log) without the link tokens."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = without_tokens(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -13,6 +13,12 @@ OFFER_OUTCOMES = ("saved_discount", "saved_pause", "saved_switch", "saved_free_p
 OUTCOMES = ("open", *SAVED_OUTCOMES, "contact_requested", "sent_to_portal", "canceled", "deflected")
 
 
+OFFER_ENDS = sa.text("offer_ends_at IS NOT NULL")
+CANCELED = sa.text("canceled_at IS NOT NULL")
+TALK_NOT_HANDLED = sa.text("offer_kind = 'contact' AND contact_handled_at IS NULL")
+UNPAID_FAILURE = sa.text("first_failed_at IS NOT NULL AND paid_at IS NULL AND voided_at IS NULL")
+
+
 def _when(**kwargs):
     return Field(sa_type=sa.DateTime(timezone=True), **kwargs)
 
@@ -21,7 +27,14 @@ class CancelSession(SQLModel, table=True):
     __tablename__ = "cancel_session"
     # Only the few sessions not yet rolled up are in this index, so finding them stays cheap.
     __table_args__ = (sa.Index("ix_cancel_session_not_rolled_up", "rolled_up",
-                               postgresql_where=sa.text("NOT rolled_up"), sqlite_where=sa.text("NOT rolled_up")),)
+                               postgresql_where=sa.text("NOT rolled_up"), sqlite_where=sa.text("NOT rolled_up")),
+                      # The attention list's windows (store/attention.py), each over the few rows it can hold.
+                      sa.Index("ix_cancel_session_offer_ends_at", "offer_ends_at", postgresql_where=OFFER_ENDS,
+                               sqlite_where=OFFER_ENDS),
+                      sa.Index("ix_cancel_session_canceled_period_end", "period_end", postgresql_where=CANCELED,
+                               sqlite_where=CANCELED),
+                      sa.Index("ix_cancel_session_talk_not_handled", "created_at", postgresql_where=TALK_NOT_HANDLED,
+                               sqlite_where=TALK_NOT_HANDLED))
 
     id: int | None = Field(default=None, primary_key=True)
     nonce: str = Field(max_length=64, unique=True)
@@ -29,7 +42,9 @@ class CancelSession(SQLModel, table=True):
     subscription_id: str = Field(max_length=255, index=True)
     customer_email: str | None = Field(default=None, max_length=512)
     plan_name: str = Field(max_length=512)
+    # What one payment charges (discounts included), as the plan line shows it; the note says which discount.
     price_amount: int
+    price_note: str | None = Field(default=None, max_length=64)
     interval: str = Field(max_length=16)
     interval_count: int = 1
     monthly_amount: int
@@ -87,12 +102,20 @@ class CancelSession(SQLModel, table=True):
     # The subscription as Stripe last told it, reused by reloads for a few seconds; cleared by webhooks.
     stripe_snapshot: str | None = Field(default=None, sa_type=sa.Text)
     snapshot_at: datetime | None = _when(default=None)
+    # When the accepted offer has run its course: a pause resumes, free time ends, a discount's coupon ends.
+    offer_ends_at: datetime | None = _when(default=None)
+    # A "talk to your coach" request the coach marked as handled on the attention list, and by whom.
+    contact_handled_at: datetime | None = _when(default=None)
+    contact_handled_by: str | None = Field(default=None, max_length=320)
 
 
 class InvoiceRecord(SQLModel, table=True):
     """A Stripe invoice as its `invoice.*` webhooks told it: discounts billed, failed and recovered payments."""
 
     __tablename__ = "invoice_record"
+    # Failed payments not recovered (the attention list): a few rows among every invoice ever paid.
+    __table_args__ = (sa.Index("ix_invoice_record_unpaid_failure", "first_failed_at", postgresql_where=UNPAID_FAILURE,
+                               sqlite_where=UNPAID_FAILURE),)
 
     id: str = Field(primary_key=True, max_length=255)
     customer_id: str = Field(max_length=255, index=True)
@@ -114,6 +137,24 @@ class InvoiceRecord(SQLModel, table=True):
     card_last4: str | None = Field(default=None, max_length=4)
     event_created: int = Field(default=0, sa_type=sa.BigInteger)
     updated_at: datetime = _when(default_factory=utc_now)
+
+
+class OutsideCancellation(SQLModel, table=True):
+    """A subscription canceled (or set to cancel) without our flow: in Stripe's portal, by the coach in Stripe,
+    or by Stripe itself (failed payments, test-mode clean-up), with Stripe's `cancellation_details`."""
+
+    __tablename__ = "outside_cancellation"
+
+    subscription_id: str = Field(primary_key=True, max_length=255)
+    customer_id: str = Field(max_length=255, index=True)
+    canceled_at: datetime = _when(index=True)
+    ended: bool = False
+    feedback: str | None = Field(default=None, max_length=32)
+    comment: str | None = Field(default=None, sa_type=sa.Text)
+    reason: str | None = Field(default=None, max_length=64)
+    monthly_amount: int = Field(default=0, sa_type=sa.BigInteger)
+    currency: str = Field(default="usd", max_length=3)
+    event_created: int = Field(default=0, sa_type=sa.BigInteger)
 
 
 class StripeEvent(SQLModel, table=True):
@@ -246,6 +287,20 @@ class ConfigVersion(SQLModel, table=True):
     saved_by: str = Field(max_length=320)
     origin: str = Field(max_length=16)  # file | dashboard | api | import | restore
     note: str | None = Field(default=None, max_length=500)
+
+
+class BrandLogo(SQLModel, table=True):
+    """A logo the coach uploaded (PNG, JPEG or WebP), kept in the database so every replica serves it; the
+    configuration names it as `[brand] logo = "upload:<sha256>"`. Rows are never changed, so every version
+    that names one can be restored."""
+
+    __tablename__ = "brand_logo"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    content_type: str = Field(max_length=16)
+    data: bytes = Field(sa_type=sa.LargeBinary)
+    uploaded_at: datetime = _when(default_factory=utc_now)
+    uploaded_by: str = Field(max_length=320)
 
 
 class LinkRequest(SQLModel, table=True):

@@ -25,6 +25,9 @@ class Settings:
     stripe_api_base: str | None = None
     stripe_webhook_secret: str | None = None
     stripe_portal_configuration: str | None = None
+    # billing links (emails, the account page): a portal configuration without cancellation, so cancelling goes
+    # through the flow
+    stripe_billing_portal_configuration: str | None = None
     smtp_url: str | None = None
     database_pool_size: int = 5
     database_pool_timeout: int = 30
@@ -97,6 +100,13 @@ def _smtp_url(config: Config) -> str | None:
     return value
 
 
+def _configuration(config: Config, name: str) -> str | None:
+    value = config(name, default=None) or None
+    if value and not value.startswith("bpc_"):
+        raise SettingsError(f"{name} must be a Stripe portal configuration id (bpc_…), not {value!r}")
+    return value
+
+
 def load_settings(env_file: str | Path = ".env") -> Settings:
     """Read and validate every setting; raise SettingsError naming the first bad one."""
     config = Config(env_file if Path(env_file).is_file() else None)
@@ -129,7 +139,8 @@ def load_settings(env_file: str | Path = ".env") -> Settings:
         stripe_api_key=config("STRIPE_API_KEY", default=None) or None,
         stripe_api_base=_url(config, "STRIPE_API_BASE", None),
         stripe_webhook_secret=webhook_secret,
-        stripe_portal_configuration=config("STRIPE_PORTAL_CONFIGURATION", default=None) or None,
+        stripe_portal_configuration=_configuration(config, "STRIPE_PORTAL_CONFIGURATION"),
+        stripe_billing_portal_configuration=_configuration(config, "STRIPE_BILLING_PORTAL_CONFIGURATION"),
         smtp_url=_smtp_url(config),
         database_pool_size=_positive_int(config, "DATABASE_POOL_SIZE", 5),
         database_pool_timeout=_positive_int(config, "DATABASE_POOL_TIMEOUT", 30),

@@ -20,21 +20,29 @@ async def run_stripe_setup(settings: Settings, recreate_webhook: bool = False, *
     try:
         for offer in offers.offers:
             if offer.kind == "discount":
-                # one coupon per billing period it can serve: monthly, quarterly and yearly plans
-                for per_payment in (1, 3, 12):
+                # one coupon per billing period it can serve: monthly, quarterly and yearly plans (those its
+                # `when` interval allows; other lengths are created on first use)
+                intervals = offer.when.interval or ("month", "year")
+                lengths = [months for months, interval in ((1, "month"), (3, "month"), (12, "year")) if interval in intervals]
+                for per_payment in lengths:
                     coupon = await gateway.ensure_coupon(offer, offer.payments * per_payment)
                     lines.append(f"Coupon {coupon} ready for offer '{offer.id}'.")
         setup = StripeSetup(gateway)
         configuration = await setup.portal_configuration(settings.return_url)
-        lines.append(f"Portal configuration {configuration} allows cancellation at period end.")
+        lines.append(f"Portal configuration {configuration} allows cancellation at period end (Continue to cancel).")
+        billing = await setup.billing_portal_configuration(settings.return_url)
+        lines.append(f"Portal configuration {billing} updates cards and shows invoices, without cancellation (billing links).")
         endpoint_id, secret, warning = await setup.webhook_endpoint(f"{settings.base_url}/webhooks/stripe", recreate_webhook)
-        lines.append(f"Webhook endpoint {endpoint_id} sends subscription and invoice events to {settings.base_url}/webhooks/stripe.")
+        lines.append(f"Webhook endpoint {endpoint_id} sends {', '.join(StripeSetup.WEBHOOK_EVENTS)} to "
+                     f"{settings.base_url}/webhooks/stripe.")
         if warning:
             lines.append(f"WARNING: {warning}")
         lines.append("")
-        created = Created(portal_configuration=configuration, webhook_endpoint=endpoint_id, webhook_secret=secret)
+        created = Created(portal_configuration=configuration, billing_portal_configuration=billing,
+                          webhook_endpoint=endpoint_id, webhook_secret=secret)
         lines += await asyncio.to_thread(keep_created, settings, created, engine=engine, actor=actor, address=address)
         lines.append(f"STRIPE_PORTAL_CONFIGURATION={configuration}")
+        lines.append(f"STRIPE_BILLING_PORTAL_CONFIGURATION={billing}")
     finally:
         await gateway.close()
     return lines

@@ -57,6 +57,11 @@ class Failure:
         return f"{brand} ending in {self.card_last4}"
 
     @property
+    def needs_authentication(self) -> bool:
+        """The bank wants the customer to confirm the payment (3D Secure): paid on Stripe's hosted invoice page."""
+        return "authentication_required" in (self.code, self.decline_code)
+
+    @property
     def in_words(self) -> str:
         if self.code == "resource_missing" or (self.code and "payment_method" in self.code and not self.decline_code):
             return "there is no card on file"
@@ -90,6 +95,11 @@ class Payment:
     amount: int
     currency: str
     failure: Failure | None = None
+    confirm_url: str | None = None  # the bank asks the customer to confirm: Stripe's hosted invoice page
+
+    @property
+    def needs_confirmation(self) -> bool:
+        return self.confirm_url is not None
 
 
 class StripeBilling:
@@ -114,16 +124,19 @@ class StripeBilling:
         return [invoice for invoice in page["data"] if invoice.get("amount_remaining", invoice.get("amount_due", 0)) > 0]
 
     async def pay(self, invoice: dict, payment_method: str | None) -> Payment:
-        """Pay an open invoice now (https://docs.stripe.com/api/invoices/pay). The key names the invoice and
-        the card: reloading the page replays the answer instead of charging again, a new card tries anew."""
+        """Pay an open invoice now with `payment_method` (https://docs.stripe.com/api/invoices/pay: "A PaymentMethod
+        to be charged"); without it Stripe charges the subscription's own default first, which may be the very card
+        that failed. The key names the invoice and the card: reloading the page replays the answer instead of
+        charging again, a new card tries anew."""
         key = idempotency_key("invoice-pay", invoice["id"], payment_method or "default")
         amount, currency = invoice.get("amount_remaining", invoice["amount_due"]), invoice["currency"]
         client = self.gateway.client
+        params = {"payment_method": payment_method} if payment_method else {}
 
         async def attempt():
             try:
                 return await client.raw_request_async("post", f"/v1/invoices/{quote(invoice['id'], safe='')}/pay",
-                                                      idempotency_key=key)
+                                                      idempotency_key=key, **params)
             except stripe.CardError as declined:  # an answer, not an outage: the card was declined
                 return declined
             except stripe.InvalidRequestError as refused:
@@ -135,14 +148,35 @@ class StripeBilling:
         if isinstance(answer, stripe.CardError):
             declined = Failure(answer.code, getattr(answer.error, "decline_code", None) if answer.error else None,
                                answer.user_message)
+            hosted = invoice.get("hosted_invoice_url")
             try:  # the card's brand and last four are on the invoice's payment
-                recorded = failure_of(await self.invoice(invoice["id"]))
+                current = await self.invoice(invoice["id"])
+                recorded, hosted = failure_of(current), current.get("hosted_invoice_url") or hosted
             except (StripeUnavailable, stripe.StripeError):
                 recorded = Failure()
-            return Payment(False, amount, currency, Failure(
-                declined.code or recorded.code, declined.decline_code or recorded.decline_code,
-                declined.message or recorded.message, recorded.card_brand, recorded.card_last4))
+            failure = Failure(declined.code or recorded.code, declined.decline_code or recorded.decline_code,
+                              declined.message or recorded.message, recorded.card_brand, recorded.card_last4)
+            return Payment(False, amount, currency, failure,
+                           confirm_url=hosted if failure.needs_authentication and hosted else None)
         return Payment(True, amount, currency)
+
+    async def subscriptions_with_own_card(self, customer_id: str) -> list[dict]:
+        """The customer's live subscriptions that have a default payment method of their own (Checkout and
+        Payment Links set one): Stripe charges and retries that one before the customer's."""
+        page = await self.gateway._raw("subscription.list", "get", "/v1/subscriptions", customer=customer_id,
+                                       status="all", limit=100)
+        return [sub for sub in page["data"] if sub.get("status") in ("active", "trialing", "past_due", "unpaid")
+                and sub.get("default_payment_method")]
+
+    async def use_card_for_subscription(self, subscription_id: str, payment_method: str) -> None:
+        """Make the new card the subscription's default too: the portal's card update changes only the customer's
+        (https://docs.stripe.com/billing/revenue-recovery/smart-retries: "if a subscription has a
+        default_payment_method, but you only update customer.invoice_settings.default_payment_method, Stripe
+        continues to retry on the subscription's default_payment_method")."""
+        await self.gateway._raw("subscription.update_payment_method", "post",
+                                f"/v1/subscriptions/{quote(subscription_id, safe='')}",
+                                default_payment_method=payment_method,
+                                idempotency_key=idempotency_key("subscription-card", subscription_id, payment_method))
 
     async def preview_amount(self, subscription_id: str) -> int | None:
         """What the next renewal will charge, discounts included; None when Stripe has no upcoming invoice."""

@@ -153,6 +153,7 @@ class StripeCheck:
             self.check_base_url()
             await self.check_reads()
             await self.check_portal_configuration()
+            await self.check_billing_portal_configuration()
             await self.check_webhook_endpoint()
             if self.test_mode:
                 coupon_id = await self.make_coupon()
@@ -267,6 +268,33 @@ class StripeCheck:
                         "(Settings → Billing → Customer portal).")
         else:
             self.report("PASS", name, f"{which} cancels at period end and doesn't ask the reason again.")
+
+    async def check_billing_portal_configuration(self) -> None:
+        """Billing links must open a portal that can't cancel: a cancellation there skips the flow (no reason
+        asked, no offer, not attributed)."""
+        name = "billing portal configuration"
+        configured = self.settings.stripe_billing_portal_configuration
+        if not configured:
+            self.report("WARN", name, "STRIPE_BILLING_PORTAL_CONFIGURATION is not set: billing links open Stripe's "
+                        "default portal configuration, which may let clients cancel without the flow.",
+                        f"{SETUP_HINT} and set STRIPE_BILLING_PORTAL_CONFIGURATION to the id it prints.")
+            return
+        try:
+            config = await self.call("get", f"/v1/billing_portal/configurations/{quote(configured, safe='')}")
+        except stripe.StripeError as error:
+            detail, advice = explain(error, "reading the billing portal configuration")
+            if isinstance(error, stripe.InvalidRequestError) and error.code == "resource_missing":
+                detail = (f"STRIPE_BILLING_PORTAL_CONFIGURATION={configured} does not exist in this "
+                          f"{'test' if self.test_mode else 'live'}-mode account.")
+                advice = f"{SETUP_HINT} with this key and set STRIPE_BILLING_PORTAL_CONFIGURATION to the id it prints."
+            self.report("FAIL", name, detail, advice)
+            return
+        problems = StripeSetup.billing_configuration_problems(config)
+        if problems:
+            self.report("FAIL", name, f"{config['id']} (STRIPE_BILLING_PORTAL_CONFIGURATION): {'; '.join(problems)}.",
+                        f"{SETUP_HINT} and set STRIPE_BILLING_PORTAL_CONFIGURATION to the id it prints.")
+        else:
+            self.report("PASS", name, f"{config['id']} updates cards and shows invoices, without cancellation.")
 
     async def check_webhook_endpoint(self) -> None:
         url = f"{self.settings.base_url}/webhooks/stripe"
@@ -482,6 +510,7 @@ class StripeCheck:
                                    expand=SUBSCRIPTION_EXPAND, idempotency_key=self.key_for("discount"))
             if done is not None:
                 self.report("PASS", "discount", f"coupon {coupon_id} applied to {sub_id}.")
+                await self.check_promise_against_preview(done)
         resumes_at = self.frozen_time + 30 * DAY
         done = await self.step("pause", "pausing payments", "post", path,
                                pause_collection={"behavior": "void", "resumes_at": resumes_at},
@@ -506,6 +535,33 @@ class StripeCheck:
         if ended is not None:
             self.report("PASS", "subscription ended", f"{sub_id} canceled at once (customer.subscription.deleted).")
         await self.check_events(sub_id, expect_deleted=ended is not None)
+
+    async def check_promise_against_preview(self, subscription: dict) -> None:
+        """The billing model that writes every promise, against Stripe's own computation of the next invoice
+        (POST /v1/invoices/create_preview): the date and the amount, the discount just applied included."""
+        name = "promise vs Stripe's preview"
+        try:
+            facts = facts_from(subscription)
+            plan = facts.plan
+            promised_at, promised = plan.next_payment, plan.next_amount()
+            preview = await self.call("post", "/v1/invoices/create_preview", subscription=subscription["id"])
+        except stripe.StripeError as error:
+            detail, advice = explain(error, "previewing the next invoice (POST /v1/invoices/create_preview)")
+            self.report("FAIL", name, detail, advice)
+            return
+        except (KeyError, TypeError, IndexError) as error:
+            self.report("FAIL", name, f"the subscription came back in a shape cancel-flow can't read (missing {error}).",
+                        "unset STRIPE_API_BASE (or point it at Stripe's API), then run the check again.")
+            return
+        starts = {(line.get("period") or {}).get("start") for line in (preview.get("lines") or {}).get("data") or []}
+        billed = preview.get("amount_due")
+        if promised_at is None or starts != {int(promised_at.timestamp())} or billed != promised:
+            self.report("FAIL", name, f"cancel-flow would promise {promised} on {promised_at}, Stripe's preview bills "
+                        f"{billed} for a period starting {sorted(s for s in starts if s)}.",
+                        "report it: cancel-flow's billing model and Stripe disagree on this account.")
+        else:
+            self.report("PASS", name, f"the next payment, {promised} {facts.currency.upper()} on {promised_at:%d %B %Y}, "
+                        "is what Stripe's create_preview bills.")
 
     async def portal_session(self, subscription: dict) -> None:
         params = {"customer": subscription["customer"], "return_url": self.settings.return_url,

@@ -15,8 +15,9 @@ import aiohttp
 import stripe
 
 from cancel_flow.clock import from_unix
-from cancel_flow.errors import NotFound, PortalRefused, StripeUnavailable
-from cancel_flow.flow import ACTIVE, ENDED, SCHEDULED, PriceLine, StripeState, SubscriptionFacts, TargetPrice, facts_of
+from cancel_flow.errors import NotFound, PortalNotConfigured, PortalRefused, StripeUnavailable
+from cancel_flow.flow import (ACTIVE, ENDED, FIXED_END_KEY, SCHEDULED, PriceLine, StripeState, SubscriptionFacts,
+                              TargetPrice, facts_of)
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import STRIPE_CALLS
 from cancel_flow.config.schema import Offer
@@ -25,7 +26,9 @@ from cancel_flow.stripe_budget import StripeBudget, StripeBusy
 
 # Stripe expands at most four levels, `data.` of a list included
 # (https://docs.stripe.com/api/expanding_objects): a retrieve reaches the product, a list only the price.
-SUBSCRIPTION_EXPAND = ["items.data.price.product", "customer"]
+# The discounts' coupons too (the subscription's, and its customer's, which it inherits when it has none of its own):
+# every promise counts what Stripe will really bill.
+SUBSCRIPTION_EXPAND = ["items.data.price.product", "customer", "discounts.source.coupon", "customer.discount.source.coupon"]
 LIST_EXPAND = ["data.items.data.price", "data.customer"]
 HANDLED_EVENTS = ("customer.subscription.updated", "customer.subscription.deleted")
 INVOICE_EVENTS = ("invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded",
@@ -134,12 +137,34 @@ def state_from_event(event: dict) -> StripeState | None:
     else:
         stage = ACTIVE
     requested = sub.get("canceled_at") or (event.get("created") if stage != ACTIVE else None)
+    customer = sub.get("customer")
+    customer = customer.get("id") if isinstance(customer, dict) else customer
     return StripeState(
         subscription_id=sub["id"], event_created=int(event.get("created") or 0), stage=stage,
         cancel_requested_at=from_unix(requested) if requested else None,
         feedback=details.get("feedback"), comment=details.get("comment"), reason=details.get("reason"),
         discounted=bool(sub.get("discounts")), paused=bool(sub.get("pause_collection")),
+        customer_id=customer if isinstance(customer, str) else None, monthly_amount=_event_monthly_amount(sub),
+        currency=(sub.get("currency") if isinstance(sub.get("currency"), str) else "usd")[:3],
     )
+
+
+def _event_monthly_amount(sub: dict) -> int:
+    """The monthly amount of an event's subscription, from its items' prices (0 when they don't say)."""
+    from cancel_flow.flow import monthly_amount
+
+    lines = []
+    items = (sub.get("items") or {}).get("data") if isinstance(sub.get("items"), dict) else None
+    for item in items if isinstance(items, list) else []:
+        price = item.get("price") if isinstance(item, dict) else None
+        recurring = (price or {}).get("recurring") if isinstance(price, dict) else None
+        amount, quantity = (price or {}).get("unit_amount"), item.get("quantity") or 1
+        if not isinstance(recurring, dict) or recurring.get("interval") not in ("day", "week", "month", "year") \
+                or not isinstance(amount, int) or not isinstance(quantity, int) or not 0 <= amount < AMOUNT.high \
+                or not 0 < quantity < COUNT.high:
+            continue
+        lines.append(PriceLine(amount, quantity, recurring["interval"], int(recurring.get("interval_count") or 1)))
+    return min(monthly_amount(lines), AMOUNT.high - 1) if lines else 0
 
 
 def invoice_from_event(event: dict) -> dict | None:
@@ -222,6 +247,25 @@ def _is_missing(error: stripe.StripeError, param_prefix: str = "") -> bool:
         and (error.param or "").startswith(param_prefix)
 
 
+def _discounts_billed(subscription: dict, customer: dict | None) -> tuple[tuple, ...]:
+    """The discounts Stripe bills on this subscription's invoices: its own, else its customer's
+    (https://docs.stripe.com/api/subscriptions/create#create_subscription-discounts), as (percent_off,
+    amount_off, end, once, start). A discount whose coupon wasn't expanded is counted as a discount of unknown size."""
+    own = [d for d in subscription.get("discounts") or [] if d]
+    found = own or ([customer["discount"]] if customer and customer.get("discount") else [])
+    discounts = []
+    for discount in found:
+        coupon = (discount.get("source") or {}).get("coupon") if isinstance(discount, dict) else None
+        coupon = coupon or (discount.get("coupon") if isinstance(discount, dict) else None)
+        if not isinstance(coupon, dict):
+            discounts.append((None, None, None, False, None))
+            continue
+        amount_off = coupon.get("amount_off") if (coupon.get("currency") or "") in ("", subscription.get("currency")) else 0
+        discounts.append((coupon.get("percent_off"), amount_off, discount.get("end"), coupon.get("duration") == "once",
+                          discount.get("start")))
+    return tuple(discounts)
+
+
 def facts_from(subscription, product_names: dict[str, str] | None = None) -> SubscriptionFacts:
     data = subscription.to_dict() if hasattr(subscription, "to_dict") else subscription
     items = data["items"]["data"]
@@ -229,7 +273,10 @@ def facts_from(subscription, product_names: dict[str, str] | None = None) -> Sub
     for item in items:
         price = item["price"]
         recurring = price.get("recurring") or {"interval": "month", "interval_count": 1}
-        lines.append(PriceLine(price.get("unit_amount") or 0, item.get("quantity") or 1,
+        # a price billed by tiers, by usage or with a decimal amount has no unit_amount: nothing to promise
+        unit_amount = price.get("unit_amount") if price.get("billing_scheme", "per_unit") == "per_unit" \
+            and recurring.get("usage_type", "licensed") == "licensed" else None
+        lines.append(PriceLine(unit_amount, item.get("quantity") or 1,
                                recurring["interval"], recurring.get("interval_count") or 1))
         product = price.get("product")
         product_id = product.get("id") if isinstance(product, dict) else product
@@ -245,6 +292,8 @@ def facts_from(subscription, product_names: dict[str, str] | None = None) -> Sub
     metadata = {**((customer.get("metadata") if expanded else None) or {}), **(data.get("metadata") or {})}
     tax = data.get("automatic_tax") or {}
     pause = data.get("pause_collection") or {}
+    discounts = _discounts_billed(data, customer if expanded else None)
+    period_starts = [item["current_period_start"] for item in items if item.get("current_period_start")]
     return facts_of({
         "subscription_id": data["id"],
         "customer_id": customer["id"] if expanded else customer,
@@ -253,7 +302,7 @@ def facts_from(subscription, product_names: dict[str, str] | None = None) -> Sub
         "plan_name": " + ".join(dict.fromkeys(names)) or "Subscription",
         "currency": data.get("currency") or items[0]["price"]["currency"],
         "lines": tuple(lines),
-        "has_discount": bool(data.get("discounts")),
+        "has_discount": bool(data.get("discounts")) or bool(discounts),
         "paused": bool(pause),
         "cancel_at_period_end": bool(data.get("cancel_at_period_end") or cancel_at),
         "period_end": cancel_at or next_payment,
@@ -269,6 +318,9 @@ def facts_from(subscription, product_names: dict[str, str] | None = None) -> Sub
         "cancel_at": cancel_at,
         "cancel_at_period_end_flag": bool(data.get("cancel_at_period_end")),
         "discount_coupons": (),
+        "discounts": discounts,
+        "billing_mode": ((data.get("billing_mode") or {}).get("type")) or "classic",
+        "current_period_start": from_unix(max(period_starts)) if period_starts else None,
     })
 
 
@@ -549,11 +601,30 @@ class StripeGateway:
             "The payment system refused to move the next payment. Nothing was changed.")
 
     async def keep_subscription(self, subscription_id: str, facts: SubscriptionFacts, key: str) -> SubscriptionFacts:
-        """Undo a scheduled cancellation, whichever way it was scheduled: the portal sets `cancel_at`
-        (and in recent API versions may leave `cancel_at_period_end` false)."""
-        params = {"cancel_at": ""} if facts.cancel_at and not facts.cancel_at_period_end_flag else {"cancel_at_period_end": False}
+        """Undo a cancellation the client scheduled, whichever way it was scheduled: the portal sets `cancel_at`
+        (and in recent API versions may leave `cancel_at_period_end` false). An end date the coach had fixed before
+        the client cancelled earlier is put back."""
+        restore = facts.restores_fixed_end
+        if restore is not None and facts.next_payment is not None and restore > facts.next_payment:
+            params = {"cancel_at": int(restore.timestamp()), "metadata": {FIXED_END_KEY: ""}}
+        elif facts.cancel_at and not facts.cancel_at_period_end_flag:
+            params = {"cancel_at": ""}
+        else:
+            params = {"cancel_at_period_end": False}
         return await self._apply("subscription.update_keep", subscription_id, params, key,
                                  "The payment system refused the change. Nothing was changed.")
+
+    async def end_at_period_end(self, subscription_id: str, facts: SubscriptionFacts, feedback: str | None,
+                                comment: str | None, key: str) -> SubscriptionFacts:
+        """Cancel at the end of the current period a subscription whose coach fixed a later end date: Stripe's
+        portal refuses a cancel flow once `cancel_at` is set. The coach's date is kept in the metadata (for
+        "Keep my subscription"); the reason goes to `cancellation_details`."""
+        params = {"cancel_at": int(facts.next_payment.timestamp()),
+                  "metadata": {FIXED_END_KEY: str(int(facts.fixed_end.timestamp()))}}
+        if feedback:
+            params["cancellation_details"] = {"feedback": feedback, "comment": (comment or "")[:500]}
+        return await self._apply("subscription.update_end_early", subscription_id, params, key,
+                                 "The payment system refused the cancellation. Nothing was changed.")
 
     async def record_cancellation_details(self, subscription_id: str, feedback: str, comment: str | None) -> None:
         """The reason the subscriber gave us, on the subscription where Stripe's reports read it."""
@@ -568,19 +639,29 @@ class StripeGateway:
             return None
         recurring = price.get("recurring") or {}
         product = price.get("product")
+        per_unit = price.get("billing_scheme", "per_unit") == "per_unit" and price.get("unit_amount") is not None \
+            and recurring.get("usage_type", "licensed") == "licensed"
         return TargetPrice(price["id"], price.get("unit_amount") or 0, price["currency"], recurring.get("interval", ""),
-                           recurring.get("interval_count") or 1, bool(price.get("active")),
-                           product.get("name") if isinstance(product, dict) else None)
+                           recurring.get("interval_count") or 1, bool(price.get("active")) and per_unit,
+                           price.get("nickname") or (product.get("name") if isinstance(product, dict) else None))
 
-    async def portal_configuration(self) -> str | None:
-        """The portal configuration in use (STRIPE_PORTAL_CONFIGURATION, else the one `stripe setup` stored)."""
+    async def portal_configuration(self, billing: bool = False) -> str | None:
+        """The portal configuration in use: STRIPE_PORTAL_CONFIGURATION (STRIPE_BILLING_PORTAL_CONFIGURATION for
+        billing links), else the one `stripe setup` stored."""
         if self.connection is not None:
-            return (await self.connection.current()).portal_configuration
-        return self.settings.stripe_portal_configuration
+            connection = await self.connection.current()
+            return connection.billing_portal_configuration if billing else connection.portal_configuration
+        return self.settings.stripe_billing_portal_configuration if billing else self.settings.stripe_portal_configuration
 
-    async def portal_url(self, customer_id: str, *, return_url: str, flow_data: dict | None = None) -> str:
+    async def portal_url(self, customer_id: str, *, return_url: str, flow_data: dict | None = None,
+                         billing: bool = False) -> str:
+        """A portal session. Cancel flows use STRIPE_PORTAL_CONFIGURATION; billing links (`billing`) use
+        STRIPE_BILLING_PORTAL_CONFIGURATION, whose portal can't cancel: cancelling goes through the flow. Unset,
+        Stripe's default configuration is used: in test mode the one saved in Stripe's Dashboard
+        (https://docs.stripe.com/api/customer_portal/configurations/object#portal_configuration_object-is_default)."""
+        setting = "STRIPE_BILLING_PORTAL_CONFIGURATION" if billing else "STRIPE_PORTAL_CONFIGURATION"
+        configuration = await self.portal_configuration(billing)
         params = {"customer": customer_id, "return_url": return_url}
-        configuration = await self.portal_configuration()
         if configuration:
             params["configuration"] = configuration
         if flow_data:
@@ -591,6 +672,12 @@ class StripeGateway:
                                        .create_async(params=params, options=options))
         except stripe.InvalidRequestError as error:
             log_event("stripe.portal_refused", code=error.code, param=error.param)
+            if not configuration and "portal settings" in (error.user_message or str(error)):
+                log_event("stripe.portal_not_configured", level=40, setting=setting)
+                raise PortalNotConfigured(
+                    f"This page can't open yet: the service has no Stripe customer portal to send you to. If you run "
+                    f"this service, press Set up Stripe on /dashboard/stripe (or run `cancel-flow stripe setup`): it "
+                    f"stores the portal configurations ({setting} in the environment wins).") from None
             raise PortalRefused("The payment system could not open your billing page.") from None
         return session.url
 
@@ -610,7 +697,7 @@ class StripeSetup:
     """What `cancel-flow stripe setup` and the demo do once per Stripe account; every step safe to repeat."""
 
     WEBHOOK_EVENTS = ["customer.subscription.updated", "customer.subscription.deleted",
-                      "invoice.payment_failed", "invoice.paid", "invoice.voided"]
+                      "invoice.payment_failed", "invoice.paid", "invoice.voided", "invoice.marked_uncollectible"]
     # Events are rendered in the endpoint's api_version, else in the account's default version, which can
     # be years older (https://docs.stripe.com/webhooks/versioning): the endpoint is pinned to the SDK's.
     API_VERSION = stripe.api_version
@@ -633,22 +720,48 @@ class StripeSetup:
             problems.append("it asks the cancellation reason again (cancel-flow already asked it)")
         return problems
 
-    async def portal_configuration(self, return_url: str) -> str:
+    @staticmethod
+    def billing_configuration_problems(config: dict) -> list[str]:
+        """What keeps a portal configuration from serving billing links: it must not cancel (cancelling goes
+        through the flow, which asks why and records it) and must let the card be updated."""
+        features = config.get("features") or {}
+        problems = []
+        if not config.get("active"):
+            problems.append("it is not active")
+        if ((features.get("subscription_cancel") or {}).get("enabled")):
+            problems.append("it lets clients cancel without the flow (no reason asked, nothing recorded)")
+        if not (features.get("payment_method_update") or {}).get("enabled"):
+            problems.append("it doesn't let clients update their card")
+        return problems
+
+    async def _configuration(self, marker: str, headline: str, features: dict, problems, return_url: str) -> str:
+        """Our configuration marked `metadata.cancel_flow=marker`, brought up to date, or a new one."""
         configs = await self.client.v1.billing_portal.configurations.list_async(params={"limit": 100})
         for config in configs.data:
             data = config.to_dict()
-            if (data.get("metadata") or {}).get("cancel_flow") == "1" and config.active:
-                if self.configuration_problems(data):
+            if (data.get("metadata") or {}).get("cancel_flow") == marker and config.active:
+                if problems(data):
                     await self.client.v1.billing_portal.configurations.update_async(config.id, params={
-                        "features": self._features()})
+                        "features": features})
                 return config.id
         config = await self.client.v1.billing_portal.configurations.create_async(params={
-            "business_profile": {"headline": "Manage your subscription"},
+            "business_profile": {"headline": headline},
             "default_return_url": return_url,
-            "features": self._features(),
-            "metadata": {"cancel_flow": "1"},
+            "features": features,
+            "metadata": {"cancel_flow": marker},
         })
         return config.id
+
+    async def portal_configuration(self, return_url: str) -> str:
+        """The configuration of "Continue to cancel": cancellation at period end, the reason not asked again."""
+        return await self._configuration("1", "Manage your subscription", self._features(),
+                                         self.configuration_problems, return_url)
+
+    async def billing_portal_configuration(self, return_url: str) -> str:
+        """The configuration of billing links: card, invoices, no cancellation (STRIPE_BILLING_PORTAL_CONFIGURATION)."""
+        return await self._configuration("billing", "Your billing", {
+            "invoice_history": {"enabled": True}, "payment_method_update": {"enabled": True},
+            "subscription_cancel": {"enabled": False}}, self.billing_configuration_problems, return_url)
 
     @staticmethod
     def _features() -> dict:

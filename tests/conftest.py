@@ -65,15 +65,28 @@ PORTAL_CONFIGURATION = {
 }
 
 
+# ... and the one it saves for billing links: card and invoices, no cancellation.
+BILLING_PORTAL_CONFIGURATION = {
+    "business_profile[headline]": "Your billing",
+    "features[invoice_history][enabled]": "true", "features[payment_method_update][enabled]": "true",
+    "features[subscription_cancel][enabled]": "false", "metadata[cancel_flow]": "billing",
+}
+
+
 @pytest.fixture
 def emulator(emulator_url, request):
-    """The emulator, emptied before each test (with a saved portal configuration unless the test is
-    marked `no_portal_configuration`); a small client for its controls."""
+    """The emulator, emptied before each test (with the portal configurations `stripe setup` saves, named in the
+    settings, unless the test is marked `no_portal_configuration`); a small client for its controls, with
+    `portal_configuration` and `billing_portal_configuration` (their ids, or None)."""
     control = httpx.Client(base_url=emulator_url, timeout=10)
     control.delete("/_emulator/data").raise_for_status()
+    control.portal_configuration = control.billing_portal_configuration = None
     if request.node.get_closest_marker("no_portal_configuration") is None:
-        control.post("/v1/billing_portal/configurations", data=PORTAL_CONFIGURATION,
-                     headers={"Authorization": f"Bearer {TEST_KEY}"}).raise_for_status()
+        headers = {"Authorization": f"Bearer {TEST_KEY}"}
+        made = control.post("/v1/billing_portal/configurations", data=PORTAL_CONFIGURATION, headers=headers)
+        control.portal_configuration = made.raise_for_status().json()["id"]
+        made = control.post("/v1/billing_portal/configurations", data=BILLING_PORTAL_CONFIGURATION, headers=headers)
+        control.billing_portal_configuration = made.raise_for_status().json()["id"]
     yield control
     control.delete("/_emulator/faults")
     control.close()
@@ -142,6 +155,8 @@ def settings(database_url, emulator_url, emulator):
         database_url=database_url, secret_key=SECRET, env="production", base_url="http://testserver",
         return_url="http://testserver/account", offers_path=ROOT / "offers.toml",
         stripe_api_key=TEST_KEY, stripe_api_base=emulator_url, stripe_timeout=3, stripe_max_network_retries=1,
+        stripe_portal_configuration=emulator.portal_configuration,
+        stripe_billing_portal_configuration=emulator.billing_portal_configuration,
     )
 
 
@@ -200,6 +215,16 @@ class Catalogue:
         return self.sdk.v1.customers.create(params={"email": email, "name": name, "payment_method": card,
                                                     "invoice_settings": {"default_payment_method": card}, **extra})
 
+    def attach(self, customer, card: str):
+        """A card attached to the customer, as Stripe's docs set cards up (POST /v1/payment_methods/{pm}/attach)."""
+        return self.sdk.v1.payment_methods.attach(card, params={"customer": customer.id})
+
+    def set_default_card(self, customer, card: str):
+        """Attach `card` and make it the customer's default for invoices; the new payment method."""
+        method = self.attach(customer, card)
+        self.sdk.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": method.id}})
+        return method
+
     def test_clock(self, frozen_time: int, name: str = "cancel-flow test"):
         """A Stripe test clock; customers made with `customer(test_clock=clock.id)` live on it."""
         return self.sdk.v1.test_helpers.test_clocks.create(params={"frozen_time": frozen_time, "name": name})
@@ -213,10 +238,29 @@ class Catalogue:
             time.sleep(0.5)
         return clock
 
+    def settled_subscription(self, email: str = "client@example.com", **extra):
+        """A monthly subscription that began a day ago, on a test clock standing at the present second: an offer
+        accepted now is not in the second the subscription renewed or began (where Stripe's whole-second timestamps
+        decide whether a coupon's last month covers a renewal)."""
+        now = int(time.time())
+        clock = self.test_clock(now - 86400)
+        sub = self.subscription(self.customer(email=email, test_clock=clock.id), **extra)
+        self.advance(clock.id, now)
+        return self.sdk.v1.subscriptions.retrieve(sub.id)
+
     def subscription(self, customer=None, interval: str = "month", amount: int = 4900, currency: str = "usd", **extra):
         customer = customer or self.customer()
         price = self.price(interval, amount, currency)
         return self.sdk.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}], **extra})
+
+
+def portal_configuration(stripe_client) -> str:
+    """A portal configuration that cancels at period end, made through the API (never the account's default:
+    that one is saved in Stripe's Dashboard), for tests that open portal sessions themselves."""
+    return stripe_client.v1.billing_portal.configurations.create(params={
+        "business_profile": {"headline": "Manage your subscription"},
+        "features": {"invoice_history": {"enabled": True}, "payment_method_update": {"enabled": True},
+                     "subscription_cancel": {"enabled": True, "mode": "at_period_end", "proration_behavior": "none"}}}).id
 
 
 @pytest.fixture
@@ -272,7 +316,7 @@ def history(store):
     """Insert sessions as they would be after the flow and webhooks ran."""
     def add(created: datetime, outcome: str = "open", *, reason=None, currency="usd", price=4900, interval="month",
             offers=(), chosen=None, percent=None, months=None, decided=None, canceled=None, comment=None,
-            email="client@example.com"):
+            email="client@example.com", **columns):
         monthly = price // 12 if interval == "year" else price
         row = dict(nonce=secrets.token_hex(8), customer_id="cus_" + secrets.token_hex(4), subscription_id="sub_" + secrets.token_hex(4),
                    customer_email=email, plan_name="Coaching", price_amount=price, interval=interval, interval_count=1,
@@ -280,6 +324,7 @@ def history(store):
                    chosen_offer=chosen, offer_kind=("discount" if percent else "pause") if chosen else None,
                    discount_percent=percent, discount_months=months, outcome=outcome, created_at=created,
                    updated_at=datetime.now(timezone.utc), decided_at=decided, canceled_at=canceled)
+        row.update(columns)  # any other column, as the flow and webhooks would have left it
         with store.engine.begin() as connection:
             session_id = connection.execute(sa.insert(CancelSession.__table__).values(row)).inserted_primary_key[0]
             for offer in offers:
@@ -292,19 +337,24 @@ class Served:
     """`cancel-flow serve` in a child process, as an operator runs it."""
 
     def __init__(self, database_url: str, emulator_url: str, *extra: str, workers: int = 1, webhook_secret: str = WHSEC,
-                 env: dict | None = None):
+                 wait: bool = True, env: dict | None = None,
+                 portal_configurations: tuple[str | None, str | None] = (None, None)):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_FLOW_", "STRIPE_", "PROMETHEUS_"))}
         environment.update(DATABASE_URL=database_url, CANCEL_FLOW_SECRET_KEY=SECRET, STRIPE_API_KEY=TEST_KEY,
                            STRIPE_API_BASE=emulator_url, CANCEL_FLOW_BASE_URL=self.url, STRIPE_WEBHOOK_SECRET=webhook_secret,
                            CANCEL_FLOW_OFFERS=str(ROOT / "offers.toml"), DATABASE_POOL_SIZE="10", **(env or {}))
+        for name, value in zip(("STRIPE_PORTAL_CONFIGURATION", "STRIPE_BILLING_PORTAL_CONFIGURATION"), portal_configurations):
+            if value:
+                environment[name] = value
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cancel_flow", "serve", "--port", str(self.port), "--workers", str(workers), *extra],
             env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
-        wait_for(f"{self.url}/healthz", timeout=60)
+        if wait:
+            wait_for(f"{self.url}/healthz", timeout=60)
 
     def _read(self):
         for line in self.process.stderr:
@@ -319,6 +369,7 @@ class Served:
 @pytest.fixture
 def serve(database_url, emulator_url, emulator):
     def start(*extra, **kw):
+        kw.setdefault("portal_configurations", (emulator.portal_configuration, emulator.billing_portal_configuration))
         return Served(kw.pop("database", database_url), emulator_url, *extra, **kw)
 
     with stopped_afterwards(start) as starting:
@@ -330,7 +381,7 @@ def serve(database_url, emulator_url, emulator):
 # STRIPE_TEST_SECRET_KEY, `stripe_client` drives Stripe test mode instead, so the emulator is held to
 # what Stripe answers. Tests that need the emulator's controls, a loopback webhook receiver or an
 # empty account stay emulator-only, and the run says why it skipped each.
-CONTRACT_MODULES = ("test_emulator", "test_emulator_billing", "test_emulator_rules")
+CONTRACT_MODULES = ("test_emulator", "test_emulator_billing", "test_emulator_rules", "test_emulator_money")
 STRIPE_API = "https://api.stripe.com"
 _NO_LOOPBACK = "has webhooks delivered to a loopback receiver, which Stripe can't reach"
 EMULATOR_ONLY_FIXTURES = {  # the first one a test uses names the reason

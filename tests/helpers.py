@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from html.parser import HTMLParser
 
 import pytest
 
@@ -26,6 +27,55 @@ kind = "pause"
 max_payments = 2
 title = "Take a break"
 """
+
+
+class _Visible(HTMLParser):
+    """The text a person reads in <main>: tags dropped (block elements apart, inline ones run on), hidden parts
+    and scripts left out."""
+
+    HIDDEN = {"script", "style", "template", "title", "head"}
+    BLOCKS = {"p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "td", "th", "tr", "table", "caption", "section",
+              "nav", "form", "label", "button", "summary", "details", "br", "option", "select", "fieldset", "legend",
+              "header", "footer", "main", "textarea", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.words, self.inside_main, self.hidden = [], 0, 0
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "main":
+            self.inside_main += 1
+        if tag in self.BLOCKS:
+            self.words.append(" ")
+        if tag in self.HIDDEN or "visually-hidden" in (attributes.get("class") or "").split() \
+                or attributes.get("aria-hidden") == "true" or "hidden" in attributes:
+            self.hidden += 1
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag == "main":
+            self.inside_main -= 1
+        if tag in self.BLOCKS:
+            self.words.append(" ")
+        if self.stack and self.stack[-1] == tag:
+            self.stack.pop()
+            self.hidden -= 1
+
+    def handle_data(self, data):
+        if self.inside_main and not self.hidden:
+            self.words.append(data)
+
+    def reset(self):
+        super().reset()
+        self.stack = []
+
+
+def visible_text(html: str) -> str:
+    """The words of a page's <main> as a person reads them, whitespace collapsed (hidden text left out)."""
+    parser = _Visible()
+    parser.feed(html)
+    return " ".join("".join(parser.words).split())
 
 
 def csrf_of(html: str) -> str:

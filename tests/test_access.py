@@ -20,7 +20,8 @@ from tests.helpers import csrf_of
 PASSWORD = "correct horse battery"
 ROLES = (VIEWER, EDITOR, OWNER)
 SAMPLE_PARAMS = {"token": "not-a-real-token", "delivery_id": "1", "experiment_id": "none", "endpoint_id": "ep_00000000",
-                 "hook_id": "ep_00000000", "number": "1"}
+                 "hook_id": "ep_00000000", "number": "1",
+                 "offer_id": "pause", "action": "disable", "kind": "payment_failed"}
 
 
 def concrete(path: str) -> str:
@@ -93,9 +94,10 @@ def test_the_table_gives_each_role_what_the_product_promises():
                          ("POST", "/dashboard/stripe/check"), ("POST", "/dashboard/integrations/keys"),
                          ("POST", "/dashboard/integrations/webhooks")):
         assert rule_for(method, path).role == OWNER
-    # settings pages (any of them) are for editors; the preview is for everyone signed in
+    # the settings: everyone signed in sees them, editors change them (any page of them); the preview is for everyone
     assert rule_for("POST", "/dashboard/settings/offers").role == EDITOR
-    assert rule_for("GET", "/dashboard/settings/brand").role == EDITOR
+    assert rule_for("POST", "/dashboard/settings/some-page-added-later").role == EDITOR
+    assert rule_for("GET", "/dashboard/settings/brand").role == VIEWER
     assert rule_for("GET", "/dashboard/preview").role == VIEWER
     assert rule_for("POST", "/api/links").scope == "links" and rule_for("GET", "/api/stats").scope == "stats"
     assert not allows(VIEWER, EDITOR) and allows(OWNER, EDITOR) and not allows(None, VIEWER) and not allows("root", VIEWER)
@@ -246,3 +248,13 @@ def test_logins_made_before_roles_become_owners(tmp_path):
         assert connection.execute(sa.text("SELECT role FROM coach")).scalar() == "owner"
         assert connection.execute(sa.text("SELECT scopes FROM api_key")).scalar() == "links stats hooks"
     engine.dispose()
+
+
+def test_a_viewer_reads_the_settings_greyed_out_and_an_editor_saves_them(team):
+    viewer_page = team[VIEWER].get("/dashboard/settings/alerts")
+    assert viewer_page.status_code == 200 and "<fieldset disabled" in viewer_page.text
+    assert "Save alerts" not in viewer_page.text
+    editor_page = team[EDITOR].get("/dashboard/settings/alerts")
+    assert "Save alerts" in editor_page.text and "<fieldset disabled" not in editor_page.text
+    refused = team[VIEWER].post("/dashboard/settings/alerts", data={"csrf_token": csrf_of(editor_page.text)})
+    assert refused.status_code == 403 and "needs an <strong>editor" in refused.text

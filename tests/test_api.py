@@ -184,7 +184,7 @@ def test_api_matches_its_openapi_document(live_server, store, catalogue):
     document = httpx.get(f"{server.url}/api/openapi.json", headers={"Authorization": f"Bearer {api_key}"}).json()
     schema = schemathesis.openapi.from_dict(document)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.path for op in operations} == {"/api/links", "/api/stats", "/api/openapi.json",
+    assert {op.path for op in operations} == {"/api/links", "/api/stats", "/api/attention", "/api/openapi.json",
                                               "/api/hooks", "/api/hooks/{hook_id}", "/api/hooks/sample",
                                               "/api/config", "/api/config/versions",
                                               "/api/config/versions/{number}/restore"}

@@ -122,3 +122,21 @@ def test_the_audit_page_has_older_pages(owner, store):
     assert "change 4<" in second.text and "change 5<" not in second.text and "Older changes" not in second.text
     assert owner.get("/dashboard/audit?before=abc").status_code == 400
     assert owner.get("/dashboard/audit?before=99999999999999").status_code == 400
+
+
+def test_a_settings_save_is_audited_with_what_changed_who_and_from_where(make_client, store):
+    key = "cfk_" + secrets.token_urlsafe(32)
+    ApiKeyStore(store.engine).add("settings-app", key, ("config",))
+    api = make_client(client_address="203.0.113.77")
+    auth = {"Authorization": f"Bearer {key}"}
+    live = api.get("/api/config", headers=auth).json()
+    live["config"]["brand"]["name"] = "Peak Coaching Studio"
+    saved = api.put("/api/config", headers=auth, json={"base_version": live["version"], "config": live["config"],
+                                                       "note": "new name"})
+    assert saved.status_code == 200
+    [(actor, action, detail, address)] = rows(store.engine)
+    assert (actor, action, address) == ("API key 'settings-app'", "settings.saved", "203.0.113.77")
+    assert detail.startswith(f"version {saved.json()['version']} (api): new name") and "Peak Coaching Studio" in detail
+    restored = api.post(f"/api/config/versions/{live['version']}/restore", headers=auth)
+    assert restored.status_code == 200
+    assert rows(store.engine)[-1][1] == "settings.restored"

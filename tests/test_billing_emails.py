@@ -33,7 +33,7 @@ from tests.helpers import csrf_of
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 EVENTS = ["customer.subscription.updated", "customer.subscription.deleted", "invoice.payment_failed", "invoice.paid",
-          "invoice.voided"]
+          "invoice.voided", "invoice.marked_uncollectible"]
 emails_table = BillingEmail.__table__
 invoices_table = InvoiceRecord.__table__
 
@@ -77,10 +77,12 @@ class Billing:
         with self.engine.connect() as connection:
             return connection.execute(sa.select(emails_table).order_by(emails_table.c.id)).all()
 
-    def failing_renewal(self, before: datetime, **customer):
-        return self.failing_renewals(before, [customer])[0]
+    def failing_renewal(self, before: datetime, card: str = "pm_card_chargeCustomerFail", own_card: bool = False,
+                        **customer):
+        return self.failing_renewals(before, [customer], card=card, own_card=own_card)[0]
 
-    def failing_renewals(self, before: datetime, customers: list[dict]):
+    def failing_renewals(self, before: datetime, customers: list[dict], card: str = "pm_card_chargeCustomerFail",
+                         own_card: bool = False):
         """Monthly subscribers whose renewal is declined a little before `before` (on a day of the month up to
         the 28th, so one month earlier is the same day); [(subscription, failed invoice id, first failure)]."""
         target = before - HOUR
@@ -92,8 +94,11 @@ class Billing:
             customer = self.catalogue.customer(**{"email": "client@example.com", "name": "Casey Client", **fields},
                                                test_clock=clock.id)
             subs.append(self.catalogue.subscription(customer))
-            self.sdk.v1.customers.update(customer.id, params={
-                "invoice_settings": {"default_payment_method": "pm_card_chargeCustomerFail"}})
+            if own_card:  # the subscription has a card of its own, as Checkout and Payment Links set it
+                method = self.catalogue.attach(customer, card)
+                self.sdk.v1.subscriptions.update(subs[-1].id, params={"default_payment_method": method.id})
+            else:
+                self.catalogue.set_default_card(customer, card)
         renewal = from_unix(subs[0]["items"].data[0].current_period_end)
         self.catalogue.advance(clock.id, int((renewal + HOUR + timedelta(minutes=1)).timestamp()))
         found = []
@@ -312,9 +317,17 @@ def test_renewal_reminder_once_30_days_before_a_yearly_renewal_and_unsubscribe_s
         page = httpx.get(cancel)
         assert page.status_code == 200 and "Continue to cancel" in page.text
     unsubscribe = re.search(r"(http://\S+/emails/unsubscribe/\S+)", text).group(1)
-    stopped = httpx.get(unsubscribe)
+    for _ in range(2):  # opening the link (a mail scanner does) changes nothing: one button asks
+        asked = httpx.get(unsubscribe)
+        assert asked.status_code == 200 and "Stop renewal reminders?" in words(asked)
+        assert re.search(r'name="action" value="unsubscribe">\s*<button type="submit"[^>]*>Stop renewal reminders<', asked.text)
+    assert not records.unsubscribed(billing.engine, customer.id, "renewal_reminder")
+    # a mail client's one-click unsubscribe (RFC 8058): a POST, no page in between
+    stopped = httpx.post(unsubscribe, content=b"List-Unsubscribe=One-Click",
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert stopped.status_code == 200 and "won't get renewal reminders" in words(stopped)
     assert records.unsubscribed(billing.engine, customer.id, "renewal_reminder")
+    assert "You won't get these emails any more" in words(httpx.get(unsubscribe))  # and the link says so afterwards
     assert httpx.get(unsubscribe.replace("/unsubscribe/", "/unsubscribe/x")).status_code == 400
     # A second yearly subscription of this customer renews a day later: no reminder any more.
     catalogue.advance(clock.id, int((start + DAY).timestamp()))
@@ -554,3 +567,76 @@ def test_the_demo_declines_a_renewal_and_the_email_goes_out(billing, inbox):
     [notice] = inbox.messages
     assert notice["To"] == "riley@example.com" and "Hi Riley Brooks," in text_of(notice)
     assert "Peak Coaching Membership" in notice["Subject"]
+
+
+def test_the_card_update_pays_with_the_new_card_when_the_subscription_has_its_own(billing, inbox, stripe_client):
+    """Checkout and Payment Links give the subscription a default card: the portal changes only the customer's, so
+    the payment is made with the new card explicitly, and the new card becomes the subscription's too."""
+    sub, invoice_id, first = billing.failing_renewal(datetime.now(timezone.utc) - DAY, own_card=True)
+    billing.run(first + timedelta(minutes=1))
+    link = re.search(r"(http://\S+\?flow=payment_method_update)", text_of(inbox.messages[0])).group(1)
+    paid = follow_card_update(link, "pm_card_mastercard")
+    assert "Your card was updated and your payment of $49.00 went through" in words(paid)
+    assert stripe_client.v1.invoices.retrieve(invoice_id).status == "paid"
+    after = stripe_client.v1.subscriptions.retrieve(sub.id, params={"expand": ["default_payment_method"]})
+    assert after.default_payment_method.card.last4 == "4444" and after.status == "active"
+
+
+def test_a_card_that_needs_the_bank_goes_to_the_invoice_page_to_confirm(billing, inbox, stripe_client):
+    sub, invoice_id, first = billing.failing_renewal(datetime.now(timezone.utc) - DAY)
+    billing.run(first + timedelta(minutes=1))
+    link = re.search(r"(http://\S+\?flow=payment_method_update)", text_of(inbox.messages[0])).group(1)
+    page = follow_card_update(link, "pm_card_authenticationRequired")
+    assert "Confirm the payment with your bank" in words(page)
+    assert "Your bank asks you to confirm the payment of $49.00" in words(page)
+    hosted = stripe_client.v1.invoices.retrieve(invoice_id).hosted_invoice_url
+    assert f'href="{hosted}"' in page.text and "Confirm with my bank" in words(page)
+    assert httpx.post(hosted + "/pay", data={"confirm": "1"}).status_code == 303
+    assert stripe_client.v1.invoices.retrieve(invoice_id).status == "paid"
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "active"
+
+
+def test_the_email_of_a_payment_waiting_for_the_bank_links_to_the_invoice_page(billing, inbox, stripe_client):
+    sub, invoice_id, first = billing.failing_renewal(datetime.now(timezone.utc) - DAY, card="pm_card_authenticationRequired")
+    billing.run(first + timedelta(minutes=1))
+    [notice] = inbox.messages
+    hosted = stripe_client.v1.invoices.retrieve(invoice_id).hosted_invoice_url
+    body, text = html_of(notice), text_of(notice)
+    assert f'href="{hosted}"' in body and "Confirm the payment with my bank" in text
+    assert "your bank wants you to confirm the payment" in text and "?flow=payment_method_update" not in body
+
+
+def test_dunning_emails_name_the_next_automatic_try_and_stop_when_the_retries_end_the_subscription(
+        billing, inbox, stripe_client, emulator):
+    emulator.post("/_emulator/retries", json={"days": [2, 3], "then": "cancel"}).raise_for_status()
+    sub, invoice_id, first = billing.failing_renewal(datetime.now(timezone.utc) - 8 * DAY)
+    schedule = EmailSchedule(failed_payment_days=(0, 3, 7))
+    billing.run(first + timedelta(minutes=1), schedule)
+    retry = from_unix(stripe_client.v1.invoices.retrieve(invoice_id).next_payment_attempt)
+    assert retry == first + 2 * DAY
+    assert f"We'll try the card on file again automatically on {retry.day} {retry:%B %Y}" in text_of(inbox.messages[0])
+    # Stripe's retries run out on the test clock: the subscription ends, the next reminder is not sent
+    clock = stripe_client.v1.subscriptions.retrieve(sub.id).test_clock
+    billing.catalogue.advance(clock, int((first + 5 * DAY + HOUR).timestamp()))
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "canceled"
+    assert stripe_client.v1.invoices.retrieve(invoice_id).status == "uncollectible"
+    assert billing.run(first + 7 * DAY + HOUR, schedule) == {}
+    assert len(inbox.messages) == 1
+
+
+def test_recovery_figures_count_only_payments_recovered_however_they_were(billing, inbox, stripe_client, emulator):
+    emulator.post("/_emulator/retries", json={"days": [1], "then": "cancel"}).raise_for_status()
+    before = datetime.now(timezone.utc) - 3 * DAY
+    (retried, retried_invoice, first), (lost, lost_invoice, _) = billing.failing_renewals(
+        before, [{"email": "a@example.com"}, {"email": "b@example.com"}])
+    customer = stripe_client.v1.subscriptions.retrieve(retried.id).customer
+    billing.catalogue.set_default_card(stripe_client.v1.customers.retrieve(customer), "pm_card_visa")
+    clock = stripe_client.v1.subscriptions.retrieve(retried.id).test_clock
+    billing.catalogue.advance(clock, int((first + DAY + HOUR).timestamp()))  # Stripe's retry: one paid, one lost
+    assert stripe_client.v1.invoices.retrieve(retried_invoice).status == "paid"
+    assert stripe_client.v1.invoices.retrieve(lost_invoice).status == "uncollectible"
+    wait_until(lambda: billing.invoice_record(retried_invoice).paid_at is not None)
+    wait_until(lambda: billing.invoice_record(lost_invoice).status == "uncollectible")
+    figures = billing_stats(billing.engine, DateRange(first - DAY, first + DAY))
+    assert figures["failed_payments"] == 2 and figures["recovered"] == 1
+    assert figures["recovered_amount"] == {"usd": 4900} and figures["still_open"] == 0

@@ -121,14 +121,21 @@ def test_coach_signs_in_changes_range_sees_charts_and_downloads_csv(browser, liv
     context = browser.new_context(viewport={"width": 1200, "height": 900}, accept_downloads=True)
     page = context.new_page()
     coach_signs_in(page, server.url, first_page="/dashboard")  # the dashboard asks for the sign-in first
+    assert page.locator("img.chart").count() == 1  # the overview's trend
+    wait_for_charts(page)
+    tabs = page.get_by_role("navigation", name="Retention dashboard")
+    tabs.get_by_role("link", name="Sessions").click()
     page.get_by_label("Reason").select_option("too_expensive")
     page.get_by_role("button", name="Filter").click()
     page.get_by_role("link", name="Last 90 days").click()
-    page.wait_for_url("**range=90**")
-    assert "reason=too_expensive" in page.url  # a preset keeps the filters
+    page.wait_for_url("**/dashboard/sessions?range=90**")
+    assert "reason=too_expensive" in page.url  # a preset keeps the filters and the tab
     assert page.get_by_role("link", name="Last 90 days").get_attribute("aria-current") == "true"
-    assert page.locator("img.chart").count() == 2
+    tabs.get_by_role("link", name="Reasons").click()
+    page.wait_for_url("**/dashboard/reasons?range=90&reason=too_expensive")  # so does another tab
+    assert page.locator("img.chart").count() == 1
     wait_for_charts(page)
+    tabs.get_by_role("link", name="Sessions").click()
     with page.expect_download() as download:
         page.get_by_role("link", name="Download these sessions as CSV").click()
     saved = tmp_path / "sessions.csv"

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -11,9 +12,10 @@ import pytest
 from freezegun import freeze_time
 
 from cancel_flow.logs import JsonLineFormatter
-from tests.helpers import csrf_of
+from tests.helpers import csrf_of, visible_text
 
 COUPON = "cancel-flow_half-off-3-payments_50pct_3m"
+DAY = 86400
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ def test_reason_without_offers_still_offers_cancel(client, catalogue, link):
 
 
 def test_accept_discount_attaches_coupon_and_done_page_states_the_new_price(client, catalogue, link, stripe_client, store):
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     url = link(sub)
     give_reason(client, url, "too_expensive", "money is tight")
     response = accept(client, url, "half-off-3-payments")
@@ -101,15 +103,18 @@ def test_accept_pause_sets_pause_collection_and_states_the_resume_date(client, c
     give_reason(client, url, "unused")
     page = client.get(url)
     assert "Skip your payment of" in page.text and "Skip your payments of" in page.text
+    # the shortest pause is preselected, the longest is a choice the subscriber makes
+    assert re.findall(r'name="payments" value="(\d)" ?(checked)?>', page.text) == [("1", "checked"), ("2", ""), ("3", "")]
     response = accept(client, url, "pause", payments="2")
     assert response.status_code == 303
     done = client.get(f"{url}/done")
     assert "Your break has started" in done.text and "Skip your payments of" in done.text
     pause = stripe_client.v1.subscriptions.retrieve(sub.id).pause_collection
     assert pause.behavior == "void"
-    # resumes the day after the second skipped renewal
+    # resumes after the second skipped renewal's invoice is final at the latest (72 hours when Stripe's
+    # invoice.created webhook goes unanswered), long before the next renewal
     second = renews.replace(month=renews.month % 12 + 1, year=renews.year + (renews.month == 12))
-    assert datetime.fromtimestamp(pause.resumes_at, timezone.utc).date() == (second + timedelta(days=1)).date()
+    assert datetime.fromtimestamp(pause.resumes_at, timezone.utc) == second + timedelta(hours=73)
 
 
 def test_pause_length_is_bounded_by_the_offer(client, catalogue, link, stripe_client):
@@ -151,7 +156,7 @@ def test_backing_out_of_the_portal_leaves_the_subscription_and_cancel_one_click_
 
 
 def test_reopening_a_decided_link_shows_the_decision_and_applies_nothing_twice(client, catalogue, link, emulator, stripe_client):
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     url = link(sub)
     give_reason(client, url, "too_expensive")
     accept(client, url, "half-off-3-payments")
@@ -166,7 +171,7 @@ def test_reopening_a_decided_link_shows_the_decision_and_applies_nothing_twice(c
 
 def test_concurrent_accepts_on_one_link_apply_once(live_server, catalogue, link, stripe_client, store):
     server = live_server()
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     url = server.url + link(sub)
     with httpx.Client() as http:
         page = http.get(url)
@@ -186,18 +191,38 @@ def test_concurrent_accepts_on_one_link_apply_once(live_server, catalogue, link,
 
 
 def test_coupon_is_created_once_with_a_stable_id_and_reused(client, catalogue, link, stripe_client, emulator):
-    for email in ("a@example.com", "b@example.com"):
-        sub = catalogue.subscription(catalogue.customer(email=email))
-        url = link(sub)
-        give_reason(client, url, "too_expensive")
-        assert accept(client, url, "half-off-3-payments").status_code == 303
+    start = datetime(2027, 3, 10, 9, tzinfo=timezone.utc)
+    clock = catalogue.test_clock(int(start.timestamp()))
+    subs = [catalogue.subscription(catalogue.customer(email=email, test_clock=clock.id))
+            for email in ("a@example.com", "b@example.com")]
+    catalogue.advance(clock.id, int((start + timedelta(days=1)).timestamp()))
+    with freeze_time(start + timedelta(days=1), real_asyncio=True):
+        for sub in subs:
+            url = link(sub)
+            give_reason(client, url, "too_expensive")
+            assert accept(client, url, "half-off-3-payments").status_code == 303
     coupons = stripe_client.v1.coupons.list().data
     assert [c.id for c in coupons] == [COUPON] and coupons[0].times_redeemed == 2
 
 
+def test_a_discount_accepted_in_the_second_the_subscription_began_still_covers_three_payments(
+        client, catalogue, link, stripe_client):
+    """Stripe's timestamps are whole seconds: a coupon attached in the second of the renewal (here, of the creation)
+    would end on the third renewal itself; the coupon chosen covers all three."""
+    start = datetime(2027, 3, 10, 9, tzinfo=timezone.utc)
+    clock = catalogue.test_clock(int(start.timestamp()))
+    sub = catalogue.subscription(catalogue.customer(test_clock=clock.id))
+    with freeze_time(start + timedelta(microseconds=700_000), real_asyncio=True):
+        url = link(sub)
+        give_reason(client, url, "too_expensive")
+        assert accept(client, url, "half-off-3-payments").status_code == 303
+    after = stripe_client.v1.subscriptions.retrieve(sub.id, params={"expand": ["discounts"]})
+    assert after.discounts[0].end == int(datetime(2027, 7, 10, 9, tzinfo=timezone.utc).timestamp())  # after 10 June
+
+
 def test_once_coupons_exist_accepting_a_discount_costs_two_stripe_calls(client, catalogue, link, emulator, stripe_client):
     stripe_client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
-    url = link(catalogue.subscription())
+    url = link(catalogue.settled_subscription())
     emulator.delete("/_emulator/faults")
     before = len(emulator.get("/_emulator/requests").json())
     give_reason(client, url, "too_expensive")
@@ -209,8 +234,8 @@ def test_once_coupons_exist_accepting_a_discount_costs_two_stripe_calls(client, 
 
 def test_yearly_plan_gets_no_pause(client, catalogue, link):
     page = give_reason(client, link(catalogue.subscription(interval="year", amount=49000)), "unused")
-    assert "Take a break instead" not in page.text and "Stay for half price" in page.text
-    assert "$245.00" in page.text
+    assert "Take a break instead" not in page.text and "25% off your next year" in page.text
+    assert "$367.50" in page.text and "Stay for half price" not in page.text  # not three years at half price
 
 
 def test_existing_discount_means_no_second_discount(client, catalogue, link, stripe_client):
@@ -484,7 +509,7 @@ def test_a_lost_answer_then_another_offer_asks_stripe_first(client, catalogue, l
     """Stripe applied the discount but its answer never came back (the request outlived our timeout);
     choosing the pause next must find the discount in Stripe, not add a pause on top of it."""
     stripe_client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     url = link(sub)
     give_reason(client, url, "unused")
     emulator.post("/_emulator/faults", json={"method": "POST", "path": f"/v1/subscriptions/{sub.id}",
@@ -505,7 +530,7 @@ def test_another_offer_while_the_first_may_still_run_at_stripe_is_refused_and_sa
     same page is refused with a page naming the discount (never a pause on top of it); once Stripe has
     applied the discount, choosing the pause says the discount was already accepted."""
     stripe_client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     url = link(sub)
     page = give_reason(client, url, "unused")
     csrf = csrf_of(page.text)
@@ -525,3 +550,186 @@ def test_another_offer_while_the_first_may_still_run_at_stripe_is_refused_and_sa
     assert len(after.discounts) == 1 and after.pause_collection is None
     assert store.find_session(_nonce(url)).outcome == "saved_discount"
     assert "50% off" in client.get(f"{url}/done").text
+
+
+def _sessions_of(store, subscription_id: str) -> list:
+    import sqlalchemy as sa
+
+    from cancel_flow.models import CancelSession
+    table = CancelSession.__table__
+    with store.engine.connect() as connection:
+        return connection.execute(sa.select(table).where(table.c.subscription_id == subscription_id)).all()
+
+
+def test_a_second_link_opened_after_a_save_shows_that_decision_and_counts_no_new_session(client, catalogue, link, store):
+    from cancel_flow.store.stats import DateRange, StatsQueries
+
+    sub = catalogue.subscription()
+    first = link(sub)
+    give_reason(client, first, "unused")
+    assert accept(client, first, "pause", payments="1").status_code == 303
+    second = link(sub)
+    for _ in range(2):
+        page = client.get(second)
+        assert page.status_code == 200
+        words = visible_text(page.text)
+        assert words.startswith("Already decided You accepted “Take a break instead” on ") and "with another link" in words
+        assert "Your break has started Skip your payment of" in words and "Continue to cancel" in words
+    assert len(_sessions_of(store, sub.id)) == 1  # the second link opened no session
+    now = datetime.now(timezone.utc)
+    assert StatsQueries(store.engine).stats(DateRange(now - timedelta(days=1), now + timedelta(days=1))).sessions == 1
+    # cancel stays one click away: the second link's session starts when the subscriber acts
+    leave = client.post(f"{second}/cancel", data={"csrf_token": csrf_of(page.text)})
+    assert leave.status_code == 303 and "/cancel/" not in leave.headers["location"]
+    assert sorted(row.outcome for row in _sessions_of(store, sub.id)) == ["saved_pause", "sent_to_portal"]
+
+
+def test_a_link_reopened_after_the_pause_ran_its_course_says_the_break_ended(client, catalogue, signer, stripe_client):
+    start = datetime.now(timezone.utc).replace(microsecond=0)
+    clock = catalogue.test_clock(int(start.timestamp()))
+    sub = catalogue.subscription(catalogue.customer(test_clock=clock.id))
+
+    def link(subscription):  # links from a renewal reminder: valid for months
+        return f"/cancel/{signer.cancel_token(subscription.customer, subscription.id, max_age=120 * 86400)[0]}"
+    url = link(sub)
+    give_reason(client, url, "unused")
+    assert accept(client, url, "pause", payments="1").status_code == 303
+    resumes = datetime.fromtimestamp(stripe_client.v1.subscriptions.retrieve(sub.id).pause_collection.resumes_at, timezone.utc)
+    later = resumes + timedelta(days=3)
+    catalogue.advance(clock.id, int(later.timestamp()))
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).pause_collection is None
+    with freeze_time(later, real_asyncio=True):
+        done = visible_text(client.get(f"{url}/done").text)
+        fresh = client.get(link(sub))  # the break is over: a new link asks why again
+    assert done.startswith(f"Your break is over Your break ended on {resumes.day} {resumes:%B %Y}, and your plan is "
+                           "active again. Your next payment is $49.00 on ")
+    assert "no longer applies" not in done
+    assert fresh.status_code == 200 and "Why are you leaving?" in fresh.text and "Already decided" not in fresh.text
+
+
+def test_talk_to_your_coach_says_the_coach_was_told_and_mails_them_by_default(client, catalogue, link, store):
+    import sqlalchemy as sa
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    from cancel_flow.models import OutboxDelivery
+
+    sub = catalogue.subscription(catalogue.customer(email="maya@example.com", name="Maya Lopez"))
+    url = link(sub)
+    give_reason(client, url, "missing_features", "I need a meal plan for vegetarians")
+    chosen = accept(client, url, "talk")
+    assert chosen.status_code == 303 and chosen.headers["location"] == f"{url}/done"
+    page = client.get(chosen.headers["location"])
+    words = visible_text(page.text)
+    assert words.startswith("Your coach has been told We've let Peak Performance Coaching know that you'd like to talk "
+                            "before deciding, and why. They'll reach out to you by email at maya@example.com. Your "
+                            "subscription stays as it is meanwhile")
+    assert "Write to your coach now" in words and "Continue to cancel" in words
+    mail = re.search(r'href="(mailto:[^"]+)"[^>]*>Write to your coach now<', page.text).group(1)
+    parts = urlsplit(mail.replace("&amp;", "&"))
+    fields = {name: values[0] for name, values in parse_qs(parts.query).items()}
+    assert unquote(parts.path) == "coach@example.com"
+    assert fields["subject"] == "Before I cancel my Coaching Plan subscription"
+    assert "Why I'm thinking of leaving: Some features are missing\r\nWhat I'd add: I need a meal plan for vegetarians" \
+        in fields["body"]
+    # offers.toml has no [alerts]: the coach still gets an email, at the brand's support address, through the outbox
+    with store.engine.connect() as connection:
+        [alert] = connection.execute(sa.select(OutboxDelivery.__table__)).all()
+    assert (alert.kind, alert.target, alert.event_type) == ("email", "coach@example.com", "contact.requested")
+    text = json.loads(alert.payload)["text"]
+    assert text.startswith("Maya Lopez (maya@example.com) wants to talk before canceling Coaching Plan\n\n")
+    assert "Reason: Some features are missing\nComment: “I need a meal plan for vegetarians”" in text
+def portal_posts(emulator) -> int:
+    return sum(1 for r in emulator.get("/_emulator/requests").json()
+               if r["method"] == "POST" and r["path"] == "/v1/billing_portal/sessions")
+
+
+def test_the_return_from_the_portal_reads_stripe_afresh(client, catalogue, link, stripe_client):
+    """Reason → Continue to cancel → back → reopen → Continue to cancel → confirm within seconds: the done page
+    says what Stripe has now, not what it said when the link was reopened."""
+    sub = catalogue.subscription()
+    url = link(sub)
+    give_reason(client, url, "unused")
+    csrf = csrf_of(client.get(url).text)
+    client.post(f"{url}/cancel", data={"csrf_token": csrf})
+    assert "still active" in client.get(url).text  # back and reopen: Stripe read, nothing confirmed yet
+    again = client.post(f"{url}/cancel", data={"csrf_token": csrf})
+    assert httpx.post(again.headers["location"] + "/cancel").status_code == 303
+    done = client.get(f"{url}/done")
+    assert "Your subscription is canceled" in done.text and "wasn't confirmed" not in done.text
+
+
+def test_continue_to_cancel_on_a_subscription_already_set_to_cancel_never_asks_for_a_cancel_flow(
+        client, catalogue, link, stripe_client, emulator):
+    sub = catalogue.subscription()
+    url = link(sub)
+    give_reason(client, url, "other")
+    csrf = csrf_of(client.get(url).text)
+    stripe_client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})  # in another tab
+    before = portal_posts(emulator)
+    response = client.post(f"{url}/cancel", data={"csrf_token": csrf})
+    assert response.status_code == 303 and response.headers["location"] == url
+    assert portal_posts(emulator) == before
+    page = client.get(url)
+    assert "Your subscription is set to end" in page.text and "Keep my subscription" in page.text
+
+
+def test_an_end_date_the_coach_fixed_is_kept_shown_and_the_client_may_end_earlier(
+        client, catalogue, link, stripe_client, emulator):
+    sub = catalogue.subscription()
+    period_end = sub["items"].data[0].current_period_end
+    program_end = period_end + 60 * DAY  # a 12-week program
+    stripe_client.v1.subscriptions.update(sub.id, params={"cancel_at": program_end})
+    url = link(sub)
+    page = client.get(url)
+    ends = datetime.fromtimestamp(program_end, timezone.utc)
+    assert "Your plan has an end date" in page.text and f"{ends.day} {ends:%B %Y}" in page.text
+    assert "Keep my subscription" not in page.text
+    client.post(f"{url}/keep", data={"csrf_token": csrf_of(page.text)})  # not offered, and it changes nothing
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).cancel_at == program_end
+    before = portal_posts(emulator)
+    early = client.post(f"{url}/cancel", data={"csrf_token": csrf_of(page.text), "end_early": "1"})
+    assert early.status_code == 303 and early.headers["location"].endswith(f"{url}/done")
+    assert portal_posts(emulator) == before  # Stripe's portal refuses a cancel flow once cancel_at is set
+    ended = stripe_client.v1.subscriptions.retrieve(sub.id)
+    assert ended.cancel_at == period_end
+    done = client.get(f"{url}/done")
+    assert "Your subscription is canceled" in done.text and "You keep access until" in done.text
+
+
+def test_keeping_after_ending_a_fixed_plan_early_puts_the_coachs_end_date_back(client, catalogue, link, stripe_client,
+                                                                                signer):
+    sub = catalogue.subscription()
+    period_end = sub["items"].data[0].current_period_end
+    program_end = period_end + 60 * DAY
+    stripe_client.v1.subscriptions.update(sub.id, params={"cancel_at": program_end})
+    url = link(sub)
+    page = client.get(url)
+    client.post(f"{url}/cancel", data={"csrf_token": csrf_of(page.text), "end_early": "1"})
+    token, _ = signer.cancel_token(sub.customer, sub.id)  # a new link: "Keep my subscription" is offered
+    other = f"/cancel/{token}"
+    kept_page = client.get(other)
+    assert "Keep my subscription" in kept_page.text
+    client.post(f"{other}/keep", data={"csrf_token": csrf_of(kept_page.text)})
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).cancel_at == program_end
+
+
+def test_billing_links_open_a_portal_that_cannot_cancel(client, catalogue, signer, emulator):
+    sub = catalogue.subscription()
+    token, _ = signer.billing_token(sub.customer)
+    portal = client.get(f"/billing/{token}")
+    assert portal.status_code == 303
+    page = httpx.get(portal.headers["location"])
+    assert page.status_code == 200 and "Cancel subscription" not in page.text and "Update card" in page.text
+
+
+@pytest.mark.no_portal_configuration
+def test_without_portal_configurations_the_page_says_which_setting_to_add(client, catalogue, link, signer):
+    sub = catalogue.subscription()
+    url = link(sub)
+    page = client.get(url)
+    response = client.post(f"{url}/cancel", data={"csrf_token": csrf_of(page.text)})
+    assert response.status_code == 503 and "STRIPE_PORTAL_CONFIGURATION" in response.text
+    assert "cancel-flow stripe setup" in response.text and "Continue to cancel" in response.text
+    token, _ = signer.billing_token(sub.customer)
+    billing = client.get(f"/billing/{token}")
+    assert billing.status_code == 503 and "STRIPE_BILLING_PORTAL_CONFIGURATION" in billing.text

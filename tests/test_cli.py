@@ -59,22 +59,35 @@ def test_stripe_setup_is_idempotent_and_stores_what_the_service_needs(cli_env, s
 
     assert run(["stripe", "setup"]) == 0
     first = capsys.readouterr().out
-    assert "STRIPE_PORTAL_CONFIGURATION=bpc_" in first and "whsec_" not in first  # the secret is stored, never printed
+    assert "whsec_" not in first  # the secret is stored, never printed
     assert "Stored in the database, encrypted" in first and "no restart" in first
+    lines = first.splitlines()
+    cancel = next(line for line in lines if line.startswith("STRIPE_PORTAL_CONFIGURATION=bpc_")).split("=")[1]
+    billing = next(line for line in lines if line.startswith("STRIPE_BILLING_PORTAL_CONFIGURATION=bpc_")).split("=")[1]
+    assert cancel != billing
     engine = make_engine(database_url)
     stored = read_connection(engine, replace(load_settings(), stripe_webhook_secret=None))
     assert stored.webhook_secret_source == "database" and stored.webhook_secrets[0].startswith("whsec_")
-    assert stored.portal_configuration.startswith("bpc_") and stored.portal_configuration in first
+    assert (stored.portal_configuration, stored.billing_portal_configuration) == (cancel, billing)
+    assert stored.billing_portal_configuration_source == "database"
+    # an endpoint made by an earlier version lacks an event the service needs now: the next run adds it
+    endpoint = stripe_client.v1.webhook_endpoints.list().data[0]
+    stripe_client.v1.webhook_endpoints.update(endpoint.id, params={"enabled_events": ["invoice.paid"]})
     assert run(["stripe", "setup"]) == 0
     second = capsys.readouterr().out
     assert "whsec_" not in second and "the stored secret stays in use" in second
+    assert f"STRIPE_PORTAL_CONFIGURATION={cancel}" in second and f"STRIPE_BILLING_PORTAL_CONFIGURATION={billing}" in second
     assert read_connection(engine, replace(load_settings(), stripe_webhook_secret=None)) == stored
     engine.dispose()
-    assert sorted(c.id for c in stripe_client.v1.coupons.list().data) == [
-        "cancel-flow_half-off-3-payments_50pct_36m", "cancel-flow_half-off-3-payments_50pct_3m", "cancel-flow_half-off-3-payments_50pct_9m"]
+    from cancel_flow.stripe_gateway import StripeSetup
+    assert set(stripe_client.v1.webhook_endpoints.retrieve(endpoint.id).enabled_events) == set(StripeSetup.WEBHOOK_EVENTS)
+    assert sorted(c.id for c in stripe_client.v1.coupons.list().data) == [  # each for the periods its offer serves
+        "cancel-flow_half-off-3-payments_50pct_3m", "cancel-flow_half-off-3-payments_50pct_9m", "cancel-flow_yearly-25-off_25pct_12m"]
     assert len(stripe_client.v1.webhook_endpoints.list().data) == 1
-    configs = stripe_client.v1.billing_portal.configurations.list().data
-    assert len(configs) == 1 and configs[0].features.subscription_cancel.mode == "at_period_end"
+    configs = {c.id: c for c in stripe_client.v1.billing_portal.configurations.list().data}
+    assert set(configs) == {cancel, billing}
+    assert configs[cancel].features.subscription_cancel.enabled and configs[cancel].features.subscription_cancel.mode == "at_period_end"
+    assert not configs[billing].features.subscription_cancel.enabled and configs[billing].features.payment_method_update.enabled
     endpoint = stripe_client.v1.webhook_endpoints.list().data[0]
     assert endpoint.url == "https://cancel.example.com/webhooks/stripe"
 
@@ -111,3 +124,31 @@ def test_link_export_writes_one_row_per_customer_with_working_links(cli_env, cat
     from datetime import datetime, timedelta, timezone
     expires = datetime.fromisoformat(rows[0]["expires_at"])
     assert timedelta(days=29) < expires - datetime.now(timezone.utc) <= timedelta(days=30)
+
+
+@pytest.mark.parametrize("command", [["sweep"], ["offers", "explain", "--customer", "CUSTOMER"],
+                                     ["offers", "explain", "--customer", "cus_unknown", "--reason", "unused"]])
+def test_commands_on_a_database_not_yet_migrated_say_to_migrate(cli_env, monkeypatch, tmp_path, catalogue, capsys, command):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'new.db'}")
+    customer = catalogue.subscription().customer
+    assert run([customer if word == "CUSTOMER" else word for word in command]) == 1
+    out, err = capsys.readouterr()
+    assert err.strip() == ("cancel-flow: the database has no cancel-flow tables yet, or an older version of them: "
+                           "run `cancel-flow migrate` first")
+    assert "Traceback" not in out + err and "SELECT" not in err
+    assert run(["migrate"]) == 0 and run(command[:1] if command == ["sweep"] else
+                                         [customer if word == "CUSTOMER" else word for word in command]) == 0
+
+
+def test_a_database_an_upgrade_behind_says_to_migrate(cli_env, monkeypatch, tmp_path, capsys):
+    from alembic import command as alembic
+
+    from cancel_flow.store import alembic_config, make_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    alembic.upgrade(alembic_config(engine), "0009")  # as an earlier version of cancel-flow left it
+    engine.dispose()
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert run(["sweep"]) == 1
+    assert "run `cancel-flow migrate` first" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The live configuration: one validator naming the field, numbered versions in the database, the JSON API,
 TOML export and import, and a save that reaches every worker without a restart."""
 
+import hashlib
 import secrets
 import time
 from dataclasses import replace
@@ -245,3 +246,25 @@ def test_a_save_reaches_another_replica_within_two_seconds(serve, catalogue, sig
         assert time.monotonic() - saved_at < 2.0, "the second replica still shows the old offers"
         token, _ = signer.cancel_token(sub.customer, sub.id)
         time.sleep(0.1)
+
+
+def test_an_uploaded_logo_is_named_by_its_hash_and_must_be_stored_to_be_saved():
+    sha = hashlib.sha256(b"logo").hexdigest()
+    named = document(brand={**SHIPPED["brand"], "logo": f"upload:{sha}"})
+    refused = refusal(named)  # nothing says it is stored
+    assert refused.field == "brand.logo" and "uploaded logo that is not in the database" in refused.message
+    brand = validate(named, ROOT, logos=lambda found: found == sha).brand
+    assert (brand.logo, brand.logo_upload, brand.has_logo, brand.logo_url) == (None, sha, True, f"/brand/logo?v={sha[:16]}")
+    # loading a saved version whose upload is gone: no logo, the pages keep working
+    assert validate(named, ROOT, check_files=False, logos=lambda found: False).brand.has_logo is False
+    malformed = refusal(document(brand={**SHIPPED["brand"], "logo": "upload:1234"}))
+    assert malformed.field == "brand.logo" and "64 hexadecimal digits" in malformed.message
+
+
+def test_an_offer_is_turned_off_with_enabled_false_and_nothing_else():
+    pause = next(offer for offer in SHIPPED["offer"] if offer["id"] == "pause")
+    offers = [{**pause, "enabled": False}]
+    assert validate(document(offer=offers), ROOT).offers[0].enabled is False
+    assert validate(SHIPPED, ROOT).offers[0].enabled is True
+    refused = refusal(document(offer=[{**pause, "enabled": "no"}]))
+    assert refused.field == "offer.pause.enabled" and "true or false" in refused.message

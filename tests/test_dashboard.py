@@ -6,6 +6,7 @@ import io
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 from freezegun import freeze_time
 
 from cancel_flow.passwords import hash_password
@@ -219,7 +220,7 @@ def test_new_install_shows_what_to_do_next(client, coach):
 def test_comments_are_escaped(client, coach, history):
     history(datetime.now(timezone.utc) - timedelta(days=1), "open", reason="other", comment="<script>alert('x')</script>")
     sign_in(client)
-    page = client.get("/dashboard")
+    page = client.get("/dashboard/sessions")
     assert "<script>alert" not in page.text and "&lt;script&gt;alert" in page.text
 
 
@@ -230,13 +231,13 @@ def test_recent_sessions_filter_and_paginate(client, coach, history):
             history(NOW - timedelta(days=day, hours=1), "canceled" if day % 3 == 0 else "open",
                     reason="unused" if day % 2 else "other")
         sign_in(client)
-        page = client.get("/dashboard?outcome=canceled")
-        first = client.get("/dashboard")
-        nonsense = client.get("/dashboard?outcome=nonsense")
+        page = client.get("/dashboard/sessions?outcome=canceled")
+        first = client.get("/dashboard/sessions")
+        nonsense = client.get("/dashboard/sessions?outcome=nonsense")
         bad_dates = client.get("/dashboard?from=2026-13-01&to=2026-01-01")
     assert "10 sessions, newest first, page 1 of 1" in page.text
     assert "30 sessions, newest first, page 1 of 2" in first.text and "Older" in first.text
-    assert 'aria-label="Page 2"' in first.text
+    assert 'aria-label="Page 2"' in first.text and 'href="/dashboard/sessions?from=' in first.text
     assert nonsense.status_code == 400 and bad_dates.status_code == 400
 
 
@@ -322,13 +323,15 @@ def test_the_page_explains_its_terms_names_offers_by_title_and_compares_with_the
     history(today - timedelta(days=5), "deflected", reason="other", offers=["retired-offer"])
     sign_in(client)
     page = client.get("/dashboard").text
-    assert "Stay for half price" in page and ">half-off-3-payments<" not in page  # titles, not ids
-    assert "retired-offer" in page and "(no longer offered)" in page
-    for term in ("Deflected", "At Stripe&#39;s portal", "Save rate"):
-        assert term in page
-    assert "24 hours later the subscription was still active" in page  # deflected, explained
-    assert "is on Stripe&#39;s cancel page; not confirmed yet" in page  # at Stripe's portal, explained
-    assert "Saved ÷ (saved + canceled)" in page  # save rate, explained
+    offers = client.get("/dashboard/offers").text
+    assert "Stay for half price" in offers and ">half-off-3-payments<" not in offers  # titles, not ids
+    assert "retired-offer" in offers and "(no longer offered)" in offers
+    sessions = client.get("/dashboard/sessions").text
+    for term in ("Deflected", "At Stripe&#39;s portal"):
+        assert term in sessions
+    assert "24 hours later the subscription was still active" in sessions  # deflected, explained
+    assert "is on Stripe&#39;s cancel page; not confirmed yet" in sessions  # at Stripe's portal, explained
+    assert "Save rate" in page and "Saved ÷ (saved + canceled)" in page  # save rate, explained
     # 3 sessions now against 1 in the 30 days before; save rate 100% against 0%
     assert re.search(r'id="stat-sessions">3<.*?\+200%', page, re.S)
     assert re.search(r'id="stat-save-rate">100%<.*?\+100 points', page, re.S)
@@ -355,7 +358,7 @@ def test_sessions_link_to_the_customer_in_stripe_and_show_the_coaches_time(make_
     history(datetime(2026, 11, 20, 23, 30, tzinfo=timezone.utc), "open", email="late@example.com")
     client = make_client(stripe_api_key=key, timezone="Asia/Tokyo")
     sign_in(client)
-    page = client.get("/dashboard?from=2026-11-01&to=2026-11-30").text
+    page = client.get("/dashboard/sessions?from=2026-11-01&to=2026-11-30").text
     assert re.search(re.escape(address) + r'cus_\w+"', page)
     assert "21 Nov 2026, 08:30" in page and "Started (Asia/Tokyo)" in page  # 23:30 UTC is 08:30 the next day in Tokyo
 
@@ -385,7 +388,8 @@ def test_recovered_payments_card_shows_once_figures_exist(make_client, coach, hi
         ])
     page = client.get("/dashboard").text
     assert "Recovered payments" in page and 'id="stat-recovered">2<' in page and "$196.00" in page and "+100%" in page
-    assert "Recovery rate" in page and "67%" in page and "Still unpaid" in page
+    payments = client.get("/dashboard/payments").text
+    assert "Recovery rate" in payments and "67%" in payments and "Still unpaid" in payments
 
 
 def test_api_stats_carry_the_per_offer_figures_of_the_page(client, store, history):
@@ -421,3 +425,66 @@ def test_three_links_and_one_cancellation_are_one_subscription_on_the_dashboard(
     client.get(f"/cancel/{signer.cancel_token(other.customer, other.id)[0]}")
     stats = StatsQueries(store.engine).stats(period)
     assert stats.sessions == 2 and stats.outcomes == {"open": 1, "sent_to_portal": 1}
+
+
+TAB_TABLES = {"/dashboard": {"weekly", "top-reasons"}, "/dashboard/sessions": {"outcomes", "sessions"},
+              "/dashboard/offers": {"offer-kinds", "offers", "durability"}, "/dashboard/reasons": {"reasons"},
+              "/dashboard/payments": {"payments"}}
+
+
+def test_the_overview_reads_at_a_glance_and_each_detail_is_one_tab_away_with_the_range_and_filters(client, coach, november):
+    from tests.helpers import visible_text
+
+    query = "from=2026-11-01&to=2026-11-30&outcome=canceled&reason=unused"
+    with freeze_time(NOW, real_asyncio=True):
+        sign_in(client)
+        pages = {path: client.get(f"{path}?{query}") for path in TAB_TABLES}
+    overview = visible_text(pages["/dashboard"].text)
+    assert "Summary Each change compares with the 30 days before (2 October 2026 to 31 October 2026). Sessions 7 +600%" \
+        in overview
+    assert "MRR saved €20.00, $49.00 a month no earlier period to compare Per month: what the subscriptions saved in " \
+           "this range pay each month (yearly plans ÷ 12)." in overview
+    assert "Offers cost $73.50 in all a total, once per accepted offer What the offers accepted in this range give away " \
+           "over their whole length (discounts $73.50, skipped or free payments, cheaper plans): $73.50 is 1.5 months " \
+           "of the MRR saved." in overview
+    assert "Top reasons for leaving The most given reasons and their save rate Reason Sessions Save rate " \
+           "It's too expensive 3 50% I don't use it enough 2 50% Another reason 1 –" in overview
+    for path, page in pages.items():
+        assert page.status_code == 200
+        tables = set(re.findall(r'<table[^>]* id="([\w-]+)"', page.text))
+        assert tables == TAB_TABLES[path], path  # each number on one tab, none lost
+        for tab in TAB_TABLES:  # every tab links to every other with the same range and filters
+            assert f'href="{tab}?from=2026-11-01&amp;to=2026-11-30&amp;outcome=canceled&amp;reason=unused"' in page.text
+        assert re.search(rf'href="{path}\?[^"]*" aria-current="page"', page.text), path
+        assert 'action="' + path + '"' in page.text  # the custom range stays on this tab
+    assert "1 session, newest first" in pages["/dashboard/sessions"].text  # the filters apply to the list
+    offers = visible_text(pages["/dashboard/offers"].text)
+    assert "Kept in 90 days, against the cost – Not yet known: this range has no offer accepted at least 90 days ago." in offers
+
+
+def test_a_bad_date_keeps_the_coach_in_the_dashboard(client, coach, november):
+    from tests.helpers import visible_text
+
+    sign_in(client)
+    for path in ("/dashboard", "/dashboard/offers"):
+        page = client.get(f"{path}?from=2026-11-31&to=2026-12-01")
+        assert page.status_code == 400
+        words = visible_text(page.text)
+        assert "Retention Needs attention Experiments" in words and "Sign out" in words  # the dashboard's own pages
+        assert "Those dates don't work Overview Sessions Offers Reasons Payments and emails 'from' is not a day of the " \
+               "calendar. From To Show" in words
+        assert "Back to the dashboard" in words and "Back to my account" not in words
+        assert f'<form method="get" action="{path}"' in page.text
+    export = client.get("/dashboard/export.csv?from=2026-12-01&to=2026-11-01")
+    assert export.status_code == 400 and "Back to the dashboard" in export.text and "Back to my account" not in export.text
+def test_the_dashboard_lists_cancellations_outside_the_flow_with_stripes_reason(client, coach, november, store):
+    from cancel_flow.models import OutsideCancellation
+
+    with store.engine.begin() as connection:
+        connection.execute(sa.insert(OutsideCancellation.__table__).values(
+            subscription_id="sub_portal", customer_id="cus_1", canceled_at=nov(12), ended=False, feedback="too_expensive",
+            comment=None, reason="cancellation_requested", monthly_amount=4900, currency="usd", event_created=1))
+    sign_in(client)
+    page = client.get("/dashboard/reasons?from=2026-11-01&to=2026-11-30")
+    assert "1 · $49.00/month" in page.text and "Canceled outside the flow" in page.text
+    assert "canceled in Stripe (its portal, or by you)" in page.text and "too expensive" in page.text

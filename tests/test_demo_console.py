@@ -58,4 +58,9 @@ def test_demo_prints_the_shared_link_writes_env_logs_to_a_file_and_has_an_accoun
         assert '"GET /account' not in console and "GET /account" not in console  # requests are not on the console
         log = (tmp_path / "demo-data" / "requests.log").read_text()
         assert "/account" in log
+        # link tokens are secrets: the request log names each by a short hash
+        from cancel_flow.logs import token_hash
+
+        token = minted.split("/cancel/")[1]
+        assert token not in log and f"/cancel/{token_hash(token)}" in log
     assert not (tmp_path / ".env").exists()  # its settings pointed at what just stopped

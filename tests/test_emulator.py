@@ -8,7 +8,7 @@ import httpx
 import pytest
 import stripe
 
-from tests.conftest import TEST_KEY, free_port
+from tests.conftest import TEST_KEY, free_port, portal_configuration
 from tests.helpers import stopped_afterwards
 
 DAY = 86400
@@ -303,7 +303,7 @@ def test_portal_cancel_flow_page_cancels_at_period_end_fires_webhook_and_redirec
     endpoint = _hook(stripe_client, hook, ["customer.subscription.updated"])
     sub = catalogue.subscription()
     session = stripe_client.v1.billing_portal.sessions.create(params={
-        "customer": sub.customer, "return_url": "http://shop.example/account",
+        "customer": sub.customer, "return_url": "http://shop.example/account", "configuration": portal_configuration(stripe_client),
         "flow_data": {"type": "subscription_cancel", "subscription_cancel": {"subscription": sub.id},
                       "after_completion": {"type": "redirect", "redirect": {"return_url": "http://shop.example/done"}}}})
     assert session.object == "billing_portal.session" and session.flow.type == "subscription_cancel"
@@ -323,7 +323,7 @@ def test_portal_refuses_to_cancel_a_canceled_subscription(stripe_client, catalog
     stripe_client.v1.subscriptions.cancel(sub.id)
     with pytest.raises(stripe.InvalidRequestError):
         stripe_client.v1.billing_portal.sessions.create(params={
-            "customer": sub.customer,
+            "customer": sub.customer, "configuration": portal_configuration(stripe_client),
             "flow_data": {"type": "subscription_cancel", "subscription_cancel": {"subscription": sub.id}}})
 
 
@@ -331,7 +331,7 @@ def test_portal_refuses_to_cancel_a_canceled_subscription(stripe_client, catalog
 def test_portal_payment_method_update_flow_changes_the_default_card(stripe_client, catalogue):
     customer = catalogue.customer(card="pm_card_chargeCustomerFail")
     session = stripe_client.v1.billing_portal.sessions.create(params={
-        "customer": customer.id, "return_url": "http://shop.example/account",
+        "customer": customer.id, "return_url": "http://shop.example/account", "configuration": portal_configuration(stripe_client),
         "flow_data": {"type": "payment_method_update"}})
     assert "Update payment method" in httpx.get(session.url).text
     done = httpx.post(session.url + "/payment_method", data={"payment_method": "pm_card_visa"})

@@ -6,6 +6,7 @@ import httpx
 import pytest
 import stripe
 
+from tests.conftest import portal_configuration
 from tests.test_emulator import Receiver
 
 HOUR, DAY = 3600, 86400
@@ -225,7 +226,8 @@ def test_void_pause_skips_exactly_the_renewals_before_resumes_at(stripe_client, 
     billed = invoices(stripe_client, sub)
     assert [(i.created, i.status) for i in billed] == [
         (at(2027, 1, 10), "paid"), (at(2027, 2, 10), "void"), (at(2027, 3, 10), "paid"), (at(2027, 4, 10), "paid")]
-    assert billed[1].amount_paid == 0 and billed[1].status_transitions.voided_at == at(2027, 2, 10)
+    # voided when Stripe finalizes it, an hour after it was made, collection still paused then
+    assert billed[1].amount_paid == 0 and billed[1].status_transitions.voided_at == at(2027, 2, 10) + HOUR
     after = stripe_client.v1.subscriptions.retrieve(sub.id)
     assert after.pause_collection is None and after.status == "active"
     voided = [e for e in stripe_client.v1.events.list(params={"type": "invoice.voided"}).data
@@ -246,7 +248,7 @@ def test_other_pause_behaviors_leave_the_renewal_draft_or_uncollectible(stripe_c
 def test_decline_at_renewal_leaves_the_invoice_open_and_the_subscription_past_due_until_paid(stripe_client, catalogue):
     clock, customer = on_clock(catalogue, at(2027, 1, 20))
     sub = subscribe(stripe_client, customer, price(stripe_client, 4900))
-    stripe_client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": "pm_card_chargeCustomerFail"}})
+    catalogue.set_default_card(customer, "pm_card_chargeCustomerFail")
     walk(catalogue, clock, at(2027, 2, 20))
     failed = invoices(stripe_client, sub)[-1]
     assert failed.status == "open" and failed.attempted is True and failed.attempt_count == 1
@@ -262,7 +264,7 @@ def test_decline_at_renewal_leaves_the_invoice_open_and_the_subscription_past_du
         stripe_client.v1.invoices.pay(failed.id)
     assert declined.value.http_status == 402 and declined.value.code == "card_declined"
     assert stripe_client.v1.invoices.retrieve(failed.id).attempt_count == 2
-    stripe_client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    catalogue.set_default_card(customer, "pm_card_visa")
     paid = stripe_client.v1.invoices.pay(failed.id)
     assert paid.status == "paid" and paid.amount_paid == 4900 and paid.amount_remaining == 0
     assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "active"
@@ -384,35 +386,44 @@ def test_customer_address_metadata_and_subscription_metadata(stripe_client, cata
     assert stripe_client.v1.invoices.retrieve(sub.latest_invoice).parent.subscription_details.metadata["coach"] == "ann"
 
 
-def _cancel_session(stripe_client, sub):
+def _cancel_session(stripe_client, sub, configuration: str | None = None):
     return stripe_client.v1.billing_portal.sessions.create(params={
-        "customer": sub.customer, "flow_data": {"type": "subscription_cancel", "subscription_cancel": {"subscription": sub.id}}})
+        "customer": sub.customer, **({"configuration": configuration} if configuration else {}),
+        "flow_data": {"type": "subscription_cancel", "subscription_cancel": {"subscription": sub.id}}})
 
 
 @pytest.mark.parametrize("schedule", [{"cancel_at_period_end": True}, {"cancel_at": "max_period_end"}])
 def test_portal_refuses_a_cancel_flow_for_a_subscription_already_set_to_cancel(stripe_client, catalogue, schedule):
     sub = catalogue.subscription()
+    configuration = portal_configuration(stripe_client)
     stripe_client.v1.subscriptions.update(sub.id, params=schedule)
     with pytest.raises(stripe.InvalidRequestError) as refused:
-        _cancel_session(stripe_client, sub)
+        _cancel_session(stripe_client, sub, configuration)
     assert refused.value.http_status == 400
     assert f"The subscription {sub.id} is already set to be canceled at period end." in refused.value.user_message
     stripe_client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": False})
-    assert _cancel_session(stripe_client, sub).flow.type == "subscription_cancel"
+    assert _cancel_session(stripe_client, sub, configuration).flow.type == "subscription_cancel"
 
 
 @pytest.mark.no_portal_configuration
-def test_portal_sessions_need_a_saved_configuration_and_the_first_becomes_default(stripe_client, catalogue):
+def test_the_default_portal_configuration_is_the_dashboards_not_the_first_made_through_the_api(stripe_client, catalogue,
+                                                                                                emulator):
     sub = catalogue.subscription()
     with pytest.raises(stripe.InvalidRequestError) as refused:
         _cancel_session(stripe_client, sub)
     assert "until you save your customer portal settings" in refused.value.user_message
     first = stripe_client.v1.billing_portal.configurations.create(params={
         "features": {"subscription_cancel": {"enabled": True, "mode": "immediately"}}})
-    stripe_client.v1.billing_portal.configurations.create(params={"features": {"subscription_cancel": {"enabled": False}}})
-    assert first.is_default is True
+    assert first.is_default is False  # made through the API: used only when named
+    with pytest.raises(stripe.InvalidRequestError):
+        _cancel_session(stripe_client, sub)
+    assert _cancel_session(stripe_client, sub, first.id).configuration == first.id
+    saved = emulator.post("/_emulator/portal_settings", json={"features": {
+        "subscription_cancel": {"enabled": True, "mode": "immediately"}}}).raise_for_status().json()
+    assert saved["is_default"] is True
+    assert [c.id for c in stripe_client.v1.billing_portal.configurations.list(params={"is_default": True}).data] == [saved["id"]]
     session = _cancel_session(stripe_client, sub)
-    assert session.configuration == first.id
+    assert session.configuration == saved["id"]
     confirm = httpx.post(session.url + "/cancel", data={"reason": "unused"})
     assert confirm.status_code in (200, 303)
     ended = stripe_client.v1.subscriptions.retrieve(sub.id)

@@ -34,7 +34,7 @@ def test_eligibility(offers):
     assert ids() == ["half-off-3-payments", "pause"]
     assert ids(has_discount=True) == ["pause"]
     assert ids(paused=True) == []
-    assert ids(interval="year", anchor=datetime(2025, 11, 25, 10, tzinfo=timezone.utc)) == ["half-off-3-payments"]
+    assert ids(interval="year", anchor=datetime(2025, 11, 25, 10, tzinfo=timezone.utc)) == ["yearly-25-off"]
     assert ids(interval="week") == ["pause"]  # coupons last whole months: no honest discount on a weekly plan
     assert ids(recent=True) == []
     assert ids(reason="too_complex", recent=True) == ["talk"]  # a conversation is never cooled down
@@ -63,3 +63,22 @@ def test_switch_needs_a_cheaper_price_of_the_same_period(tmp_path):
     two = facts(lines=(PriceLine(4900, 1, "month", 1), PriceLine(1000, 1, "month", 1)))
     assert why_not(offer, two, NOW, prices=cheap, **ok) == "the subscription has several items"
     assert why_not(offer, facts(on_schedule=True), NOW, prices=cheap, **ok) == "the subscription is on a schedule"
+
+
+def test_a_turned_off_offer_is_never_shown_nor_offered_in_an_experiment_arm(offers):
+    from dataclasses import replace
+
+    from cancel_flow.experiments import Arm
+    from cancel_flow.flow import arm_offers, explain
+
+    book = replace(offers, offers=tuple(replace(o, enabled=False) if o.id == "half-off-3-payments" else o
+                                        for o in offers.offers))
+    half = book.find("half-off-3-payments")
+    assert why_not(half, facts(), NOW, reason="unused", accepted_offer_recently=False) == "turned off in the settings"
+    assert [o.id for o in eligible_offers(book, "unused", facts(), NOW, accepted_offer_recently=False)] == ["pause"]
+    arm = Arm(name="discount", offers=("half-off-3-payments",), weight=1)
+    assert arm_offers(book, arm, facts(), NOW, accepted_offer_recently=False) == []
+    assert dict((o.id, why) for o, why in explain(book, "unused", facts(), NOW, accepted_offer_recently=False)) == {
+        "half-off-3-payments": "turned off in the settings", "yearly-25-off": "condition not met: billed every month, not year",
+        "pause": None,
+        "talk": "shown for other reasons (missing_features, customer_service, too_complex, low_quality)"}

@@ -37,7 +37,7 @@ def impatient(make_client):
 
 
 def opened(client, catalogue, signer, reason: str | None = "too_expensive"):
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     token, _ = signer.cancel_token(sub.customer, sub.id)
     url = f"/cancel/{token}"
     page = client.get(url)
@@ -295,7 +295,8 @@ def test_stripe_calls_go_through_the_proxy_the_environment_names(settings, catal
         asyncio.run(read())
     proxy.close()
     assert request_lines == [f"GET {settings.stripe_api_base}/v1/subscriptions/{sub.id}"
-                             "?expand%5B0%5D=items.data.price.product&expand%5B1%5D=customer HTTP/1.1"]
+                             "?expand%5B0%5D=items.data.price.product&expand%5B1%5D=customer"
+                             "&expand%5B2%5D=discounts.source.coupon&expand%5B3%5D=customer.discount.source.coupon HTTP/1.1"]
 
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     assert asyncio.run(read()).subscription_id == sub.id

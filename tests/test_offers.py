@@ -1,3 +1,4 @@
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,29 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_the_shipped_offers_file_loads():
     book = load_config(Path(__file__).resolve().parents[1] / "offers.toml")
-    assert [o.id for o in book.offers] == ["half-off-3-payments", "pause", "talk"]
+    assert [o.id for o in book.offers] == ["half-off-3-payments", "yearly-25-off", "pause", "talk"]
     assert book.offer_cooldown_days == 365 and book.brand.logo.is_file()
+
+
+@pytest.mark.parametrize("path", ["offers.toml", "cancel_flow/examples/offers.toml"])
+def test_the_shipped_offers_read_sensibly_for_monthly_and_yearly_plans(path):
+    """Three months at half price for a monthly plan; a yearly subscriber is not given three years at half
+    price but a quarter off the next renewal, and no pause."""
+    from tests.test_flow_rules import NOW, facts
+    from cancel_flow.flow import eligible_offers
+
+    book = load_config(Path(__file__).resolve().parents[1] / path)
+
+    def shown(interval: str, reason: str) -> list:
+        anchor = {"year": datetime(2025, 11, 25, 10, tzinfo=timezone.utc)}.get(interval)
+        plan = facts(interval=interval, **({"anchor": anchor} if anchor else {}))
+        return [(o.id, o.percent_off, o.payments) for o in eligible_offers(book, reason, plan, NOW, accepted_offer_recently=False)
+                if o.kind != "contact"]
+
+    assert shown("month", "too_expensive") == [("half-off-3-payments", 50, 3)]
+    assert shown("year", "too_expensive") == [("yearly-25-off", 25, 1)]
+    assert [offer for offer, *_ in shown("month", "unused")] == ["half-off-3-payments", "pause"]
+    assert shown("year", "unused") == [("yearly-25-off", 25, 1)]
 
 
 def test_offer_without_reasons_fits_every_reason(tmp_path):

@@ -12,9 +12,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import stripe
+from freezegun import freeze_time
 
+from cancel_flow.errors import CancelFlowError
 from cancel_flow.logs import JsonLineFormatter
-from cancel_flow.store import Store, make_engine
+from cancel_flow.store import DATABASE_WAIT, Store, make_engine, wait_for_database
+from bench.harness import wait_for
 from tests.conftest import POSTGRES_URL, WHSEC, Served, free_port, on_postgres
 from tests.helpers import csrf_of
 
@@ -82,6 +85,76 @@ def test_readyz_is_503_while_the_database_is_down_and_200_when_back(make_client,
     assert down.status_code == 503 and down.json()["database"] == "unreachable"
     proxy.start()
     assert client.get("/readyz").status_code == 200
+
+
+def _logged(served: Served, event: str, timeout: float = 30) -> dict:
+    """The first JSON line of that event the served process wrote (waiting for it up to `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in list(served.lines):
+            if line.startswith("{") and json.loads(line).get("event") == event:
+                return json.loads(line)
+        if served.process.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"no {event} line; the process wrote: {''.join(served.lines)[-2000:]}")
+
+
+@on_postgres
+def test_serve_waits_for_a_database_that_is_not_up_yet_then_migrates_and_serves(serve):
+    """Containers start together: the database may not answer yet when `serve` starts."""
+    import secrets as _secrets
+
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"cancel_flow_wait_{_secrets.token_hex(4)}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(POSTGRES_URL).set(database=name)
+    proxy = TcpProxy(url.port or 5432)  # not listening yet: the database is still starting
+    served = serve(database=url.set(host="127.0.0.1", port=proxy.port, password="pw-never-logged")
+                   .render_as_string(hide_password=False), wait=False)
+    try:
+        waiting = _logged(served, "database.waiting")
+        assert waiting["level"] == "warning" and "Connection refused" in waiting["reason"]
+        assert waiting["database"] == f"postgresql+psycopg://{url.username}:***@127.0.0.1:{proxy.port}/{name}"
+        assert 0 < waiting["gives_up_in_s"] <= DATABASE_WAIT
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{served.url}/healthz")  # nothing is served before the database answers
+        proxy.start()
+        assert _logged(served, "database.ready")["attempts"] >= 2
+        wait_for(f"{served.url}/healthz", timeout=30)
+        assert httpx.get(f"{served.url}/readyz").status_code == 200
+        engine = sa.create_engine(url)
+        with engine.connect() as connection:
+            assert len(connection.execute(sa.text("SELECT version_num FROM alembic_version")).all()) == 1
+        engine.dispose()
+        assert "pw-never-logged" not in "".join(served.lines)
+    finally:
+        served.stop()
+        proxy.stop()
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_serve_stops_with_one_line_when_the_database_never_answers(caplog):
+    port = free_port()
+    engine = make_engine(f"postgresql+psycopg://cancel_flow:pw-never-logged@127.0.0.1:{port}/cancel_flow")
+    with freeze_time("2026-11-24 10:00:00") as frozen, caplog.at_level(logging.INFO, logger="cancel_flow"):
+        started = time.monotonic()
+        with pytest.raises(CancelFlowError) as stopped:
+            wait_for_database(engine, sleep=frozen.tick)
+        waited = time.monotonic() - started
+    engine.dispose()
+    where = f"postgresql+psycopg://cancel_flow:***@127.0.0.1:{port}/cancel_flow"
+    assert stopped.value.message.startswith(f"the database at {where} did not answer within {DATABASE_WAIT} s: ")
+    assert "Connection refused" in stopped.value.message
+    assert waited == DATABASE_WAIT  # bounded: it gives up when the time is up, not later
+    waits = [record.fields for record in caplog.records if record.getMessage() == "database.waiting"]
+    assert 5 < len(waits) < 30 and all(wait["database"] == where for wait in waits)
+    assert [wait["attempt"] for wait in waits] == list(range(1, len(waits) + 1))
+    assert max(wait["retry_in_s"] for wait in waits) <= 5  # a database that comes up is found within seconds
+    assert "pw-never-logged" not in "".join(JsonLineFormatter().format(record) for record in caplog.records)
 
 
 def test_readyz_names_the_database_and_the_configuration(client):

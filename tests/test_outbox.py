@@ -400,7 +400,7 @@ def test_slack_and_email_alerts_say_who_what_plan_reason_comment_and_link(engine
     assert mail["Subject"] == "Casey Client (casey@example.com) canceled Coaching Plan"
     text = mail.get_body(("plain",)).get_content().replace("\r\n", "\n")
     assert "Reason: It's too expensive\n" in text and "Comment: “Money is tight <this> quarter”" in text
-    assert "Open the customer in Stripe: https://dashboard.stripe.com/test/customers/cus_Casey123" in text
+    assert "\n\nOpen the customer in Stripe:\nhttps://dashboard.stripe.com/test/customers/cus_Casey123\n" in text
     assert "Money is tight &lt;this&gt; quarter" in mail.get_body(("html",)).get_content()
     assert {(row.kind, row.status) for row in rows(engine)} == {("slack", "delivered"), ("email", "delivered")}
 

@@ -6,10 +6,11 @@ import re
 import httpx
 
 
-def test_card_update_is_confirmed_and_each_card_is_listed_once(stripe_client, catalogue, emulator_url):
+def test_card_update_is_confirmed_and_each_card_is_listed_once(stripe_client, catalogue, emulator_url, emulator):
     sub = catalogue.subscription()
-    session = stripe_client.v1.billing_portal.sessions.create(params={"customer": sub.customer,
-                                                                      "return_url": "https://example.com/account"})
+    session = stripe_client.v1.billing_portal.sessions.create(params={
+        "customer": sub.customer, "return_url": "https://example.com/account",
+        "configuration": emulator.billing_portal_configuration})
     with httpx.Client(follow_redirects=False, timeout=10) as browser:
         page = browser.get(session.url).text
         assert "Your account" in page and "<main>" in page and "Test mode" in page

@@ -141,6 +141,9 @@ def test_every_subscriber_page_fits_and_passes_axe(width, browser, live_server, 
     page.get_by_role("button", name="Accept 50% off").click()
     page.wait_for_url(f"{url}/done")
     review("done-discount")
+    discounted = signer.cancel_token(*_customer_and_subscription(url, signer))[0]
+    page.goto(f"{server.url}/cancel/{discounted}")  # a second link after the save
+    review("already-decided")
 
     link("too_expensive")
     page.get_by_role("button", name="Switch my plan").click()
@@ -159,9 +162,10 @@ def test_every_subscriber_page_fits_and_passes_axe(width, browser, live_server, 
     _, url = link("missing_features")
     review("offers-contact")
     page.get_by_role("button", name="Talk to your coach first").click()
-    page.wait_for_url(CONTACT_URL)
-    page.goto(f"{url}/done")
+    page.wait_for_url(f"{url}/done")
     review("done-contact")
+    page.get_by_role("link", name="Book a time to talk").click()
+    page.wait_for_url(CONTACT_URL)
 
     link("switched_service")
     review("offers-none-fit")
@@ -176,6 +180,12 @@ def test_every_subscriber_page_fits_and_passes_axe(width, browser, live_server, 
     review("scheduled")
     page.get_by_role("button", name="Keep my subscription").click()
     review("done-kept")
+
+    sub = catalogue.subscription()  # a 12-week program: the coach fixed the end date
+    stripe_client.v1.subscriptions.update(sub.id, params={"cancel_at": sub["items"].data[0].current_period_end + 60 * 86400})
+    token, _ = signer.cancel_token(sub.customer, sub.id)
+    page.goto(f"{server.url}/cancel/{token}")
+    review("fixed-end-date")
 
     sub = catalogue.subscription()
     stripe_client.v1.subscriptions.cancel(sub.id)
@@ -200,7 +210,19 @@ def test_every_subscriber_page_fits_and_passes_axe(width, browser, live_server, 
     review("not-found")
     page.goto(f"{server.url}/")
     review("shared-link")
+    from cancel_flow.emails.tokens import unsubscribe_token
+    from tests.conftest import SECRET
+
+    page.goto(f"{server.url}/emails/unsubscribe/{unsubscribe_token(SECRET, sub.customer, 'renewal_reminder')}")
+    review("unsubscribe-ask")
+    page.get_by_role("button", name="Stop renewal reminders").click()
+    review("unsubscribed")
     review.finish()
+
+
+def _customer_and_subscription(url: str, signer) -> tuple[str, str]:
+    link = signer.read_cancel(url.rsplit("/cancel/", 1)[1].split("/")[0])
+    return link.customer, link.subscription
 
 
 from cancel_flow.reasons import REASONS as REASON_LABELS  # noqa: E402
@@ -225,12 +247,23 @@ def test_every_coach_page_fits_and_passes_axe(width, browser, live_server, store
     page.wait_for_url(f"{server.url}/dashboard")
     review("dashboard-empty")
     store.bulk_insert_sessions(history_rows(datetime.now(timezone.utc), weeks=20, per_week=14))
+    _a_failed_payment(store)
     page.goto(f"{server.url}/dashboard?range=90")
     wait_for_charts(page)
     review("dashboard")
-    page.goto(f"{server.url}/dashboard?from=2025-01-01&to={datetime.now(timezone.utc).date()}&outcome=canceled&page=2")
-    wait_for_charts(page)
-    review("dashboard-custom-range-filtered")
+    for tab in ("Sessions", "Offers", "Reasons", "Payments and emails"):
+        page.get_by_role("navigation", name="Retention dashboard").get_by_role("link", name=tab).click()
+        wait_for_charts(page)
+        review(f"dashboard-{tab.split()[0].lower()}")
+    page.goto(f"{server.url}/dashboard/sessions?from=2025-01-01&to={datetime.now(timezone.utc).date()}&outcome=canceled&page=2")
+    review("dashboard-sessions-custom-range-filtered")
+    page.goto(f"{server.url}/dashboard?from=2026-13-01")
+    review("dashboard-bad-dates")
+    page.goto(f"{server.url}/dashboard/attention")
+    review("attention")
+    if page.get_by_role("button", name=re.compile("Mark handled")).count():
+        page.get_by_role("button", name=re.compile("Mark handled")).first.click()
+        review("attention-handled")
     page.goto(f"{server.url}/dashboard/experiments")
     review("experiments")
     page.goto(f"{server.url}/dashboard/deliveries")
@@ -315,6 +348,24 @@ def coach_pages_of_the_account(page, review, server, store, browser, width):  # 
     other.close()
 
 
+def _a_failed_payment(store) -> None:
+    """A payment that failed two days ago and is still unpaid, with its first email sent: the attention list's first row."""
+    import sqlalchemy as sa
+
+    from cancel_flow.models import BillingEmail, InvoiceRecord
+    failed = datetime.now(timezone.utc) - timedelta(days=2)
+    with store.engine.begin() as connection:
+        connection.execute(sa.insert(InvoiceRecord.__table__).values(
+            id="in_screens", customer_id="cus_demo00001", subscription_id="sub_demo00001", status="open",
+            billing_reason="subscription_cycle", currency="usd", subtotal=4900, total_discount=0, amount_due=4900,
+            amount_paid=0, attempt_count=1, created=failed, first_failed_at=failed, event_created=0, updated_at=failed,
+            failure_message="Your card has insufficient funds.", card_brand="visa", card_last4="4242"))
+        connection.execute(sa.insert(BillingEmail.__table__).values(
+            key="payment_failed:in_screens:0", kind="payment_failed", customer_id="cus_demo00001",
+            email="client1@example.com", invoice_id="in_screens", subscription_id="sub_demo00001", step=0, status="sent",
+            attempts=1, created_at=failed, sent_at=failed))
+
+
 @pytest.mark.parametrize("width", [360, 1280])
 def test_chart_text_is_at_least_11_px_as_shown(width, browser, live_server, store, coach, screens_offers):  # noqa: F811
     """The charts' smallest text, scaled as the page shows the image, is at least 11 px."""
@@ -336,3 +387,79 @@ def test_chart_text_is_at_least_11_px_as_shown(width, browser, live_server, stor
         if width == 360:
             assert "size=narrow" in source
     context.close()
+
+
+@pytest.mark.parametrize("width", [360, 1280])
+def test_every_settings_page_and_the_preview_fit_and_pass_axe(width, browser, live_server, store, coach,  # noqa: F811
+                                                              screens_offers, catalogue, history):
+    from tests.test_settings_pages import png
+
+    now = datetime.now(timezone.utc)
+    for days_ago in range(1, 30, 3):
+        history(now - timedelta(days=days_ago), "canceled", offers=["half-off-3-payments", "lite"])
+    history(now - timedelta(days=2), "saved_discount", offers=["half-off-3-payments"], chosen="half-off-3-payments",
+            percent=50, months=3, decided=now - timedelta(days=2))
+    catalogue.subscription(catalogue.customer(email="maya@example.com", name="Maya Lopez"))
+    server = live_server(offers_path=screens_offers, timezone="Europe/Paris")
+    context = browser.new_context(viewport={"width": width, "height": 900}, bypass_csp=True, is_mobile=width < 600)
+    page = context.new_page()
+    review = Review(page, width, "settings-")
+    coach_signs_in(page, server.url)
+    page.goto(f"{server.url}/dashboard/settings")
+    review("overview")
+    page.goto(f"{server.url}/dashboard/settings/brand")
+    review("brand")
+    page.get_by_role("textbox", name="Colour").fill("#facc15")
+    page.get_by_role("button", name="Save brand").click()
+    review("brand-colour-refused")
+    page.goto(f"{server.url}/dashboard/settings/brand")
+    page.set_input_files("#logo", files=[{"name": "logo.png", "mimeType": "image/png", "buffer": png(48, 48)}])
+    page.get_by_role("button", name="Upload logo").click()
+    review("brand-logo-uploaded")
+    page.goto(f"{server.url}/dashboard/settings/brand")
+    page.set_input_files("#logo", files=[{"name": "logo.png", "mimeType": "image/svg+xml",
+                                          "buffer": b'<svg xmlns="http://www.w3.org/2000/svg"/>'}])
+    page.get_by_role("button", name="Upload logo").click()
+    review("brand-logo-refused")
+    page.goto(f"{server.url}/dashboard/settings/offers")
+    review("offers")
+    page.locator("#offer-pause").get_by_role("button", name="Turn off").click()
+    review("offers-one-turned-off")
+    page.goto(f"{server.url}/dashboard/settings/offers/edit/half-off-3-payments")
+    review("offer-edit")
+    page.get_by_role("textbox", name="Payments discounted").fill("40")
+    page.get_by_role("button", name="Save offer").click()
+    review("offer-refused")
+    page.get_by_role("textbox", name="Payments discounted").fill("2")
+    page.get_by_role("button", name="Preview", exact=True).click()
+    review("offer-draft-preview")
+    page.goto(f"{server.url}/dashboard/settings/offers/new?kind=contact")
+    review("offer-new-contact")
+    page.goto(f"{server.url}/dashboard/settings/experiments")
+    review("experiments-none")
+    page.get_by_role("textbox", name="Name", exact=True).fill("pause-vs-discount")
+    page.locator("input[name=arm1_offer_half-off-3-payments]").check()
+    page.get_by_role("button", name="Start the experiment").click()
+    review("experiments-one")
+    page.get_by_role("textbox", name="Name", exact=True).fill("Second One")
+    page.get_by_role("button", name="Start the experiment").click()
+    review("experiments-refused")
+    page.goto(f"{server.url}/dashboard/settings/emails")
+    review("emails")
+    page.goto(f"{server.url}/dashboard/settings/alerts")
+    page.get_by_role("textbox", name="Slack incoming webhook URL").fill("https://hooks.slack.com/services/T000/B000/XXXX")
+    page.get_by_role("button", name="Save alerts").click()
+    page.get_by_role("button", name="Send a test alert").click()
+    review("alerts-tested")
+    page.get_by_role("textbox", name="Email", exact=True).fill("not an email")
+    page.get_by_role("button", name="Save alerts").click()
+    review("alerts-refused")
+    page.goto(f"{server.url}/dashboard/settings/history?from=1&to=5")
+    review("history")
+    page.goto(f"{server.url}/dashboard/preview")
+    review("preview")
+    page.goto(f"{server.url}/dashboard/preview?plan=yearly&amount=490.00&currency=usd")
+    review("preview-sample-yearly")
+    page.goto(f"{server.url}/dashboard/preview?email=maya@example.com&reason=too_expensive")
+    review("preview-client")
+    review.finish()

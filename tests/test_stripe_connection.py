@@ -22,6 +22,8 @@ from tests.helpers import csrf_of
 
 PASSWORD = "correct horse battery"
 OWNER = "owner@example.com"
+# the test settings name the emulator's portal configurations, as the environment would: these tests read stored ones
+STORED = {"stripe_portal_configuration": None, "stripe_billing_portal_configuration": None}
 
 
 def sign_in(http, email=OWNER):
@@ -68,7 +70,7 @@ def owner(store):
 def test_set_up_from_the_page_then_stripes_signed_webhooks_are_accepted_and_forged_ones_refused(
         live_server, settings, owner, store, catalogue, stripe_client, emulator):
     assert settings.stripe_webhook_secret is None  # nothing in the environment
-    server = live_server()
+    server = live_server(**STORED)
     with httpx.Client(base_url=server.url, timeout=30) as http:
         sign_in(http)
         before = http.get("/dashboard/stripe").text
@@ -99,7 +101,7 @@ def test_set_up_from_the_page_then_stripes_signed_webhooks_are_accepted_and_forg
     with store.engine.connect() as connection:
         stored = dict(connection.execute(sa.select(StripeConnectionValue.__table__.c.name,
                                                    StripeConnectionValue.__table__.c.value)).all())
-    assert set(stored) == {"webhook_secret", "webhook_endpoint", "portal_configuration"}
+    assert set(stored) == {"webhook_secret", "webhook_endpoint", "portal_configuration", "billing_portal_configuration"}
     assert not any("whsec_" in value or "bpc_" in value or "we_" in value for value in stored.values())
     secret = Cipher(settings.secret_key).decrypt(stored["webhook_secret"])
     assert secret.startswith("whsec_") and Cipher("another-secret-key-0123456789").decrypt(stored["webhook_secret"]) is None
@@ -110,18 +112,23 @@ def test_set_up_from_the_page_then_stripes_signed_webhooks_are_accepted_and_forg
 
 
 def test_the_stored_portal_configuration_is_used_for_the_cancel_portal(make_client, owner, store, catalogue, signer):
-    client = make_client()
+    client = make_client(**STORED)
     assert client.portal.call(client.app.state.gateway.portal_configuration) is None
     sign_in(client)
     assert press(client, "setup").status_code == 200
     configuration = read_connection(store.engine, client.app.state.settings).portal_configuration
     assert configuration.startswith("bpc_")
     assert client.portal.call(client.app.state.gateway.portal_configuration) == configuration  # no restart
+    billing = read_connection(store.engine, client.app.state.settings).billing_portal_configuration
+    assert billing.startswith("bpc_") and billing != configuration
+    assert client.portal.call(client.app.state.gateway.portal_configuration, True) == billing
+    page = client.get("/dashboard/stripe").text
+    assert f"{configuration}, stored in the database" in page and f"{billing}, stored in the database" in page
     sub = catalogue.subscription()
     token, _ = signer.cancel_token(sub.customer, sub.id)
     page = client.get(f"/cancel/{token}")
     assert client.post(f"/cancel/{token}/cancel", data={"csrf_token": csrf_of(page.text)}).status_code == 303
-    env = make_client(stripe_portal_configuration="bpc_from_env")
+    env = make_client(**{**STORED, "stripe_portal_configuration": "bpc_from_env"})
     assert env.portal.call(env.app.state.gateway.portal_configuration) == "bpc_from_env"
 
 
@@ -171,7 +178,7 @@ def test_stored_values_that_another_secret_key_encrypted_are_not_used_and_the_pa
 
 
 def test_the_check_runs_on_demand_and_the_page_shows_its_lines_and_when(make_client, owner, store):
-    client = make_client()
+    client = make_client(**STORED)
     client.app.state.stripe_check_timeouts = {"events_timeout": 2, "delivery_timeout": 1}
     sign_in(client)
     assert "Not run yet." in client.get("/dashboard/stripe").text

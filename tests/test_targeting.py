@@ -89,6 +89,12 @@ kind = "pause"
 max_payments = 2
 reasons = ["unused"]
 title = "A break"
+[[offer]]
+id = "winter"
+kind = "free_period"
+months = 1
+title = "A winter month on us"
+enabled = false
 """)
     customer = catalogue.customer(address={"country": "US"}, metadata={"tier": "gold"})
     sub = catalogue.subscription(customer)
@@ -104,4 +110,5 @@ title = "A break"
     assert "SHOWN  gold-only (discount)" in out
     assert "not shown  old-timers (discount): condition not met: subscribed 0 days ago, fewer than 365" in out
     assert "not shown  pause (pause): shown for other reasons (unused)" in out
+    assert "not shown  winter (free_period): turned off in the settings" in out
     assert load_config(offers).max_offers == 2

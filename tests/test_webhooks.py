@@ -298,3 +298,35 @@ def test_full_loop_link_portal_webhook_canceled_then_clock_ends_it(live_server, 
     wait_until(lambda: len([a for a in emulator.get("/_emulator/deliveries").json() if a["status"] == 200]) >= 2)
     session = store.find_session(nonce)
     assert session.outcome == "canceled" and session.canceled_at is not None
+
+
+def test_cancellations_outside_the_flow_are_counted_with_stripes_cancellation_details(hooked, sent_to_portal, store,
+                                                                                        stripe_client, catalogue):
+    """A cancellation in a portal opened from somewhere else, by the coach in Stripe, or by Stripe after failed
+    payments reaches the dashboard with Stripe's reason; one made through the flow is not counted there; one taken
+    back leaves it."""
+    from cancel_flow.store.stats import DateRange, outside_cancellations
+
+    now = int(time.time())
+    through_flow, _ = sent_to_portal("too_expensive")
+    assert post_event(hooked, event("customer.subscription.updated", through_flow.id, now, cancel_at_period_end=True,
+                                    feedback="too_expensive", reason="cancellation_requested")).status_code == 200
+    portal = catalogue.subscription()  # canceled in a portal opened from a billing link: no session of ours
+    body = event("customer.subscription.updated", portal.id, now, cancel_at_period_end=True, canceled_at=now,
+                 feedback="unused", reason="cancellation_requested")
+    body["data"]["object"].update(customer=portal.customer, currency="usd", items={"object": "list", "data": [
+        {"quantity": 1, "price": {"unit_amount": 4900, "recurring": {"interval": "month", "interval_count": 1}}}]})
+    assert post_event(hooked, body).status_code == 200
+    failed = catalogue.subscription(catalogue.customer(email="b@example.com"))
+    ended = event("customer.subscription.deleted", failed.id, now, status="canceled", canceled_at=now, reason="payment_failed")
+    assert post_event(hooked, ended).status_code == 200
+    taken_back = catalogue.subscription(catalogue.customer(email="c@example.com"))
+    assert post_event(hooked, event("customer.subscription.updated", taken_back.id, now, cancel_at_period_end=True,
+                                    reason="cancellation_requested")).status_code == 200
+    assert post_event(hooked, event("customer.subscription.updated", taken_back.id, now + 5)).status_code == 200
+
+    today = datetime.now(timezone.utc)
+    figures = outside_cancellations(store.engine, DateRange(today - timedelta(days=1), today + timedelta(days=1)))
+    assert figures["count"] == 2 and figures["monthly_amount"] == {"usd": 4900}
+    assert [(g["reason"], g["feedback"], g["count"]) for g in figures["by_reason"]] == [
+        ("cancellation_requested", "unused", 1), ("payment_failed", None, 1)]

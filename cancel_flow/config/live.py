@@ -20,6 +20,7 @@ from cancel_flow.config.validate import plain, validate, validate_offer
 from cancel_flow.errors import InvalidConfig, SettingsError
 from cancel_flow.logs import log_event
 from cancel_flow.store.config_versions import ConfigVersions, SavedVersion
+from cancel_flow.store.logos import LogoStore
 
 FOLLOW_EVERY = 1.0  # seconds between two looks at the live version's number
 
@@ -38,6 +39,8 @@ class Origin:
 class LiveConfiguration:
     def __init__(self, versions: ConfigVersions, base: Path):
         self.versions, self.base = versions, base
+        # whether an uploaded logo is in the database (`[brand] logo = "upload:…"`)
+        self.logo_exists = LogoStore(versions.engine).exists if versions is not None else None
         self._current: Configuration | None = None
         self._version: int | None = None
         self._origin: Origin | None = None
@@ -69,7 +72,7 @@ class LiveConfiguration:
     def _read_seed(self, offers_file: Path) -> dict:
         document = read_toml_file(offers_file)
         try:
-            validate(document, self.base)
+            validate(document, self.base, logos=self.logo_exists)
         except InvalidConfig as refused:
             raise refused.from_source(str(offers_file)) from None
         return document
@@ -114,7 +117,7 @@ class LiveConfiguration:
         saved = self.versions.get(number)
         while saved is not None:
             try:
-                configuration = validate(saved.document, self.base, check_files=False)
+                configuration = validate(saved.document, self.base, check_files=False, logos=self.logo_exists)
             except InvalidConfig as refused:
                 log_event("config.invalid_version", level=40, version=saved.version, field=refused.field,
                           error=refused.message)
@@ -144,16 +147,36 @@ class LiveConfiguration:
     def document(self, version: int | None = None) -> SavedVersion | None:
         return self.versions.get(version)
 
-    def save(self, document, *, base_version: int | None, saved_by: str, origin: str, note: str | None = None) -> int:
-        """Validate and save `document` as a new version, live here at once (elsewhere within a second).
+    def save(self, document, *, base_version: int | None, saved_by: str, origin: str, note: str | None = None,
+             address: str | None = None) -> int:
+        """Validate and save `document` as a new version, live here at once (elsewhere within a second); the
+        audit log gets what changed, who saved it and from where (`address`: the client's, for a request).
 
         InvalidConfig names the field and nothing is saved; StaleVersion when `base_version` is not live."""
         document = plain(document)
-        validate(document, self.base)
+        validate(document, self.base, logos=self.logo_exists)
+        before = self.versions.get(base_version) if base_version is not None else None
         number = self.versions.save(document, base_version=base_version, saved_by=saved_by, origin=origin, note=note)
         log_event("config.saved", version=number, origin=origin)
+        self._audit(number, before, document, saved_by, origin, note, address)
         self.refresh()
         return number
+
+    def _audit(self, number: int, before, document: dict, saved_by: str, origin: str, note: str | None,
+               address: str | None) -> None:
+        from cancel_flow.config.diff import changes
+        from cancel_flow.store.audit import record_audit
+
+        changed = changes(before.document, document) if before is not None else []
+        detail = f"version {number} ({origin}){': ' + note if note else ''}"
+        if changed:
+            detail += " — " + "; ".join(changed)
+        record_audit(self.versions.engine, "settings.restored" if origin == "restore" or (note or "").startswith(
+            "restored version") else "settings.saved", detail, actor=saved_by, address=address)
+
+    def check(self, document) -> Configuration:
+        """`document` validated as a save would be, without saving it (a preview of unsaved edits)."""
+        return validate(plain(document), self.base, logos=self.logo_exists)
 
     def offer(self, offer_id: str) -> Offer | None:
         """An offer by id from the live version, else from the newest version that had it (an offer removed

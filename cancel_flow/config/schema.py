@@ -19,8 +19,18 @@ SECTIONS = ("brand", "rules", "offer", "experiment", "emails", "alerts")
 class Brand:
     name: str = "Your coach"
     color: str = "#1f6feb"
-    logo: Path | None = None
+    logo: Path | None = None  # a file of the operator's own
     support_email: str | None = None
+    logo_upload: str | None = None  # the SHA-256 of a logo uploaded on the settings page (`logo = "upload:…"`)
+
+    @property
+    def has_logo(self) -> bool:
+        return self.logo is not None or self.logo_upload is not None
+
+    @property
+    def logo_url(self) -> str:
+        """Where pages load the logo from; an uploaded logo's address changes with it, so no browser keeps an old one."""
+        return f"/brand/logo?v={self.logo_upload[:16]}" if self.logo_upload else "/brand/logo"
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,7 @@ class Offer:
     url: str | None = None  # contact: booking page or mailto:
     description: str | None = None
     when: Conditions = field(default_factory=Conditions)
+    enabled: bool = True  # a turned-off offer is kept in the configuration but never shown nor offered
 
     def fits(self, reason: str) -> bool:
         return not self.reasons or reason in self.reasons

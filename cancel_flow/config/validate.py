@@ -9,7 +9,7 @@ import colorsys
 import re
 from datetime import date
 from pathlib import Path
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 from cancel_flow.config.schema import (DEFAULT_ALERT_EVENTS, KINDS, RENAMED, SECTIONS, TERMS, Alerts, Brand,
                                        Configuration, EmailSchedule, Offer)
@@ -21,6 +21,8 @@ from cancel_flow.targeting import parse_conditions
 
 _OFFER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+UPLOAD_PREFIX = "upload:"  # `[brand] logo = "upload:<sha256>"`: a logo uploaded on the settings page
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 EMAIL_INTERVALS = ("day", "week", "month", "year")
 EMAIL_FIELDS = ("failed_payment_days", "renewal_reminder_days_before", "renewal_reminder_intervals",
@@ -90,16 +92,19 @@ def _section(data: dict, name: str) -> dict:
     return raw
 
 
-def validate(data, base: Path | None = None, check_files: bool = True) -> Configuration:
+def validate(data, base: Path | None = None, check_files: bool = True,
+             logos: Callable[[str], bool] | None = None) -> Configuration:
     """A configuration document (the TOML file's tables, or the same as JSON) checked field by field.
 
     `base` is the folder a relative `[brand] logo` path is read from (the offers file's folder). A save
     checks that the file is there (`check_files`); loading a saved version on another machine takes a
-    missing logo file as no logo, so a file left behind on one replica never takes the pages down."""
+    missing logo file as no logo, so a file left behind on one replica never takes the pages down.
+    `logos(sha256)` says whether an uploaded logo (`logo = "upload:<sha256>"`) is in the database: a save
+    naming one that isn't is refused; loading a version takes it as no logo."""
     if not isinstance(data, dict):
         fail("top level", "must be a table of sections")
     _table(data, "top level", SECTIONS)
-    brand = validate_brand(_section(data, "brand"), base or Path.cwd(), check_files)
+    brand = validate_brand(_section(data, "brand"), base or Path.cwd(), check_files, logos)
     rules = _section(data, "rules")
     _table(rules, "[rules]", {"offer_cooldown_days", "max_offers"})
     cooldown = _whole(rules, "offer_cooldown_days", "[rules]", 0, 3650) if "offer_cooldown_days" in rules else 365
@@ -162,7 +167,8 @@ def color_problem(color) -> str | None:
     return None
 
 
-def validate_brand(raw: dict, base: Path, check_files: bool = True) -> Brand:
+def validate_brand(raw: dict, base: Path, check_files: bool = True,
+                   logos: Callable[[str], bool] | None = None) -> Brand:
     _table(raw, "[brand]", {"name", "color", "logo", "support_email"})
     name = _text(raw, "name", "[brand]")
     color = raw.get("color", Brand.color)
@@ -170,8 +176,18 @@ def validate_brand(raw: dict, base: Path, check_files: bool = True) -> Brand:
     if problem:
         fail("[brand]", problem)
     logo = _text(raw, "logo", "[brand]", required=False)
-    logo_path = None
-    if logo:
+    logo_path = upload = None
+    if logo and logo.startswith(UPLOAD_PREFIX):
+        upload = logo.removeprefix(UPLOAD_PREFIX)
+        if not _SHA256.match(upload):
+            fail("[brand]", f"field 'logo' names an uploaded logo as upload:<sha256>, 64 hexadecimal digits, not {logo!r}")
+        if logos is None or not logos(upload):
+            if check_files:
+                fail("[brand]", "field 'logo' names an uploaded logo that is not in the database: upload it again "
+                                "on the brand settings page")
+            if logos is not None:
+                upload = None
+    elif logo:
         logo_path = (base / logo).resolve()
         if logo_path.suffix.lower() not in (".svg", ".png", ".jpg", ".jpeg", ".webp"):
             fail("[brand]", f"field 'logo' must name an existing .svg, .png, .jpg or .webp file, not {logo!r}")
@@ -182,7 +198,7 @@ def validate_brand(raw: dict, base: Path, check_files: bool = True) -> Brand:
     email = _text(raw, "support_email", "[brand]", required=False)
     if email and (not _EMAIL.match(email) or len(email) > 320):
         fail("[brand]", "field 'support_email' must be an email address")
-    return Brand(name=name, color=color.strip(), logo=logo_path, support_email=email)
+    return Brand(name=name, color=color.strip(), logo=logo_path, support_email=email, logo_upload=upload)
 
 
 # offers ------------------------------------------------------------------------------------------
@@ -203,7 +219,7 @@ def validate_offer(raw, index: int = 1) -> Offer:
                         f"(the number of payments, whatever the billing period)")
     if not isinstance(kind, str) or kind not in TERMS:
         fail(where, f"field 'kind' must be one of: {', '.join(KINDS)}")
-    _table(raw, where, {"id", "kind", "title", "reasons", "description", "when"} | TERMS[kind])
+    _table(raw, where, {"id", "kind", "title", "reasons", "description", "when", "enabled"} | TERMS[kind])
     if kind == "discount":
         percent = raw.get("percent_off")
         if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
@@ -227,8 +243,11 @@ def validate_offer(raw, index: int = 1) -> Offer:
     if not isinstance(reasons, list) or any(r not in REASONS for r in reasons):
         fail(where, f"field 'reasons' must list reasons from: {', '.join(REASONS)}")
     when = parse_conditions(raw.get("when", {}), f"{where} [offer.when]", fail)
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        fail(where, "field 'enabled' must be true or false (false turns the offer off without deleting it)")
     return Offer(id=offer_id, kind=kind, title=_text(raw, "title", where), reasons=tuple(reasons),
-                 description=_text(raw, "description", where, required=False), when=when, **extra)
+                 description=_text(raw, "description", where, required=False), when=when, enabled=enabled, **extra)
 
 
 # emails and alerts -------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Each billing email's words, from the brand, the billing facts and the one wording function's promise;
-rendered as plain text and HTML from templates/. Pure: the scheduler gathers the facts."""
+rendered as HTML from templates/ and as plain text by `plain_text` (one item a line, a blank line between
+blocks). Pure: the scheduler gathers the facts."""
 
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,10 +16,7 @@ from cancel_flow.money import format_day, format_money
 TEMPLATES = Path(__file__).parent / "templates"
 environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                           trim_blocks=True, lstrip_blocks=True, auto_reload=False, keep_trailing_newline=True)
-_text = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=False, trim_blocks=True, lstrip_blocks=True,
-                    auto_reload=False)
 install_translations(environment)
-install_translations(_text)
 
 UNSUBSCRIBE_LABELS = {
     "renewal_reminder": "Stop renewal reminders",
@@ -81,13 +79,30 @@ def unsubscribe_headers(email: Email, support_email: str | None) -> tuple[tuple[
 
 
 def render(email: Email, style: Style) -> Rendered:
-    logo_url = f"{style.base_url}/brand/logo" if getattr(style.brand, "logo", None) else None
+    logo_url = f"{style.base_url}{style.brand.logo_url}" if getattr(style.brand, "has_logo", False) else None
     context = {"email": email, "brand": style.brand, "logo_url": logo_url}
-    text = _text.get_template("email.txt").render(**context)
-    while "\n\n\n" in text:
-        text = text.replace("\n\n\n", "\n\n")
-    return Rendered(email.subject, text.strip() + "\n", environment.get_template("email.html").render(**context),
+    return Rendered(email.subject, plain_text(email, style.brand), environment.get_template("email.html").render(**context),
                     unsubscribe_headers(email, getattr(style.brand, "support_email", None)))
+
+
+def plain_text(email: Email, brand) -> str:
+    """The text part: the blocks of the HTML part in the same order, one item a line (a fact, a payment, a
+    link's label then its address), a blank line between blocks."""
+    blocks = [brand.name, email.heading, f"Hi {email.name}," if email.name else "Hello,", *email.paragraphs]
+    if email.facts:
+        width = max(len(label) for label, _ in email.facts) + 1
+        blocks.append("\n".join(f"{(label + ':').ljust(width)} {value}" for label, value in email.facts))
+    if email.payments:
+        blocks.append("\n".join(["Payment dates:"] + [
+            f"{day}: {amount}" + (f" (instead of {regular})" if regular else "") for day, amount, regular in email.payments]))
+    if email.button:
+        blocks.append(f"{email.button[0]}:\n{email.button[1]}")
+    blocks += email.closing
+    support = getattr(brand, "support_email", None)
+    blocks.append("-- \n" + brand.name + (f"\nQuestions? Reply or write to {support}" if support else ""))
+    if email.unsubscribe_url:
+        blocks.append(f"{email.unsubscribe_label}:\n{email.unsubscribe_url}")
+    return "\n\n".join(block.strip() for block in blocks if block and block.strip()) + "\n"
 
 
 def _per(interval: str | None, count: int = 1) -> str:
@@ -97,7 +112,10 @@ def _per(interval: str | None, count: int = 1) -> str:
 
 
 def payment_failed(style: Style, *, to: str, name: str | None, step: int, amount: int, currency: str, plan: str,
-                   failed_at: datetime, card: str | None, reason: str, update_url: str) -> Email:
+                   failed_at: datetime, card: str | None, reason: str, update_url: str,
+                   next_attempt: datetime | None = None, confirm_url: str | None = None) -> Email:
+    """`next_attempt`: when Stripe tries the card again by itself; `confirm_url`: the bank wants the customer to
+    confirm the payment, on Stripe's hosted invoice page (no new card needed)."""
     money = format_money(amount, currency)
     charged = f"your {card}" if card else "your card"
     first = step == 0
@@ -106,16 +124,30 @@ def payment_failed(style: Style, *, to: str, name: str | None, step: int, amount
     facts = [("Amount", money), ("Plan", plan), ("Tried on", style.day(failed_at))]
     if card:
         facts.append(("Card", card))
+    if next_attempt is not None:
+        facts.append(("Next automatic try", style.day(next_attempt)))
+    retry = (f"We'll try the card on file again automatically on {style.day(next_attempt)}. "
+             if next_attempt is not None else "")
+    if confirm_url:
+        action = (f"{retry}Your bank asks you to confirm this payment: open the page below and confirm it with your "
+                  "bank, and it's done. It takes about a minute.")
+        button = ("Confirm the payment with my bank", confirm_url)
+        preheader = f"Confirm the payment of {money} for {plan} with your bank."
+    else:
+        action = (f"{retry}Update your card and we'll take the payment right away, so nothing is interrupted. "
+                  "It takes about a minute.")
+        button = ("Update my card", update_url)
+        preheader = f"Update your card to pay {money} for {plan}."
     return Email(
         kind="payment_failed", to=to, subject=subject, name=name,
         heading="Your payment didn't go through" if first else "Your payment is still due",
-        preheader=f"Update your card to pay {money} for {plan}.",
+        preheader=preheader,
         paragraphs=(
             f"We tried to charge {money} to {charged} for {plan} on {style.day(failed_at)}, "
             f"and the payment didn't go through: {reason}.",
-            "Update your card and we'll take the payment right away, so nothing is interrupted. It takes about a minute.",
+            action,
         ),
-        facts=tuple(facts), button=("Update my card", update_url),
+        facts=tuple(facts), button=button,
         closing=("If you've already updated your card, you can ignore this email.",),
     )
 
@@ -157,10 +189,9 @@ def discount_ending(style: Style, *, to: str, name: str | None, plan: str, disco
 
 
 def offer_accepted(style: Style, *, to: str, name: str | None, plan: str, promise: str,
-                   payments: list[tuple[datetime, int, int]], currency: str, billing_url: str,
-                   unsubscribe_url: str | None) -> Email:
-    rows = tuple((style.day(at), "skipped" if amount == 0 else format_money(amount, currency),
-                  format_money(regular, currency) if regular != amount else None) for at, amount, regular in payments)
+                   payments: list[tuple[datetime, str]], billing_url: str, unsubscribe_url: str | None) -> Email:
+    """`payments`: the promise's payments in the wording function's words (billing.schedule_lines)."""
+    rows = tuple((style.day(at), words, None) for at, words in payments)
     return Email(
         kind="offer_accepted", to=to, subject=f"Confirmed: your {plan} subscription continues", name=name,
         heading="Thanks for staying", preheader=promise,

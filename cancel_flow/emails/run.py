@@ -119,9 +119,13 @@ def demo_failed_payment(settings, live, out=sys.stdout, wait: float = 30.0) -> s
     customer = client.v1.customers.create(params={
         "name": "Riley Brooks", "email": "riley@example.com", "payment_method": "pm_card_visa",
         "invoice_settings": {"default_payment_method": "pm_card_visa"}, "test_clock": clock.id})
-    client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
-    # The card on file now declines every charge (Stripe's test card 4000 0000 0000 0341).
-    client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": "pm_card_chargeCustomerFail"}})
+    subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
+    # The subscription's own card (as Stripe Checkout sets one) now declines every charge (Stripe's test card
+    # 4000 0000 0000 0341), attached as Stripe's docs set cards up (https://docs.stripe.com/api/payment_methods/attach).
+    # The card update in the portal changes the customer's card; cancel-flow pays with it and makes it the
+    # subscription's too.
+    failing = client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
+    client.v1.subscriptions.update(subscription.id, params={"default_payment_method": failing.id})
     renewal = add_months(start, 1)
     print(f"\nMoving Riley Brooks's Stripe test clock past the renewal of {renewal:%d %B %Y} (the card declines)…",
           file=out, flush=True)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import stripe
 
-from cancel_flow.billing import Line, Plan
+from cancel_flow.billing import Line, Plan, schedule_lines
 from cancel_flow.clock import add_months, as_utc, from_unix, utc_now
 from cancel_flow.emails import compose, records
 from cancel_flow.config.schema import Configuration, EmailSchedule
@@ -131,12 +131,16 @@ class Mailroom:
             return "Not sent: the customer has no email address."
         failure = failure_of(invoice)
         planned.email = customer["email"]
+        # while the invoice waits for the customer's bank, the button goes where they confirm it
+        confirm = invoice.get("hosted_invoice_url") if failure.needs_authentication else None
+        retry = invoice.get("next_payment_attempt")
         return compose.payment_failed(
             self.style, to=customer["email"], name=customer.get("name"), step=step,
             amount=invoice.get("amount_remaining") or invoice.get("amount_due") or record.amount_due,
             currency=invoice.get("currency") or record.currency, plan=_plan_name(sub),
             failed_at=as_utc(record.first_failed_at), card=failure.card, reason=failure.in_words,
-            update_url=self.card_update_url(record.customer_id))
+            update_url=self.card_update_url(record.customer_id),
+            next_attempt=from_unix(retry) if retry else None, confirm_url=confirm)
 
     # confirmations --------------------------------------------------------------------------------
     async def _confirmations(self, now: datetime, written: Counter) -> None:
@@ -161,10 +165,9 @@ class Mailroom:
         if not to:
             return "Not sent: the customer has no email address."
         planned.email = to
-        payments = [(as_utc(datetime.fromisoformat(at)), amount, regular) for at, amount, regular in (row.schedule or [])]
+        payments = [(as_utc(at), words) for at, words in schedule_lines(row.schedule, row.currency)]
         return compose.offer_accepted(
-            self.style, to=to, name=customer.get("name"), plan=row.plan_name, promise=row.promise, payments=payments,
-            currency=row.currency, billing_url=self.billing_url(row.customer_id),
+            self.style, to=to, name=customer.get("name"), plan=row.plan_name, promise=row.promise, payments=payments, billing_url=self.billing_url(row.customer_id),
             unsubscribe_url=self.unsubscribe_url(row.customer_id, "offer_accepted"))
 
     async def _cancellation_confirmed(self, row, planned: Planned, now: datetime):

@@ -28,5 +28,5 @@ def read_unsubscribe(secret_key: str, token: str) -> UnsubscribeLink:
         except (BadSignature, UnicodeError, ValueError):
             payload = None
     if not isinstance(payload, dict) or not isinstance(payload.get("c"), str) or payload.get("k") not in UNSUBSCRIBABLE:
-        raise InvalidLink("This link is not valid.")
+        raise InvalidLink("Check that the whole link was copied from the email.")
     return UnsubscribeLink(payload["c"], payload["k"])

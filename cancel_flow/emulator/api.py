@@ -70,6 +70,14 @@ def _change(store: str, params_name: str, method_name: str):
     return handler
 
 
+def attach_payment_method(call: Call):
+    # https://docs.stripe.com/api/payment_methods/attach
+    params = call.checked("PaymentMethodAttachParams")
+    if not params.get("customer"):
+        raise StripeError(400, "Missing required param: customer.", code="parameter_missing", param="customer")
+    return call.render("payment_methods", call.account.attach_payment_method(call.ids[0], params["customer"]), params)
+
+
 def update_customer(call: Call):
     params = call.checked("CustomerUpdateParams")
     return call.render("customers", call.account.update_customer(call.ids[0], params), params)
@@ -208,6 +216,7 @@ ROUTES = [
     ("POST", f"customers/{_ID}", update_customer),
     ("DELETE", f"customers/{_ID}", delete_customer),
     ("GET", f"payment_methods/{_ID}", _retrieve("payment_methods", "payment_method", "PaymentMethodRetrieveParams")),
+    ("POST", f"payment_methods/{_ID}/attach", attach_payment_method),
     ("POST", "products", _create("products", "ProductCreateParams", "create_product")),
     ("GET", "products", _list("products", "ProductListParams", "/v1/products", ("active",))),
     ("GET", f"products/{_ID}", _retrieve("products", "product", "ProductRetrieveParams")),

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cancel_flow.emulator import portal, rules
+from cancel_flow.emulator import hosted, portal, rules
 from cancel_flow.emulator.api import Call, find_route
 from cancel_flow.emulator.delivery import Deliverer
 from cancel_flow.emulator.forms import FormError, decode_form
@@ -57,7 +57,7 @@ class Faults:
 class Emulator:
     def __init__(self):
         self.account = Account()
-        self.deliverer = Deliverer(on_delivered=self._delivered)
+        self.deliverer = Deliverer(on_delivered=self._delivered, on_failed=self._delivery_failed)
         self.running: set = set()  # requests executing, kept until they finish
         self.account.on_event = self._deliver
         self.faults = Faults()
@@ -74,6 +74,12 @@ class Emulator:
             event = self.account.events.get(event_id)
             if event is not None and event.get("pending_webhooks", 0) > 0:
                 event["pending_webhooks"] -= 1
+
+    def _delivery_failed(self, event_id: str) -> None:
+        with self.account.lock:
+            event = self.account.events.get(event_id)
+            if event is not None:
+                event["_delivery_failed"] = True
 
     def _deliver(self, event: dict, endpoint: dict) -> None:
         """Each endpoint gets the event in its own API version, else the account's default."""
@@ -176,6 +182,7 @@ async def stripe_api(request: Request) -> Response:
             elif fault and fault.get("slow_seconds"):
                 await asyncio.sleep(float(fault["slow_seconds"]))
             with emulator.account.lock:
+                emulator.account.base_url = base_url
                 result = handler(Call(emulator.account, params, ids, idem_key, base_url))
             status, content = 200, json.dumps(result, indent=2)
         except ParamError as error:
@@ -218,6 +225,7 @@ async def advance_clock(request: Request) -> Response:
     except (ValueError, KeyError, TypeError):
         return JSONResponse({"error": {"message": 'Send {"seconds": N} with N >= 0.'}}, status_code=400)
     with emulator.account.lock:
+        emulator.account.base_url = str(request.base_url).rstrip("/")
         now = emulator.account.advance(seconds)
     return JSONResponse({"now": now})
 
@@ -312,6 +320,62 @@ async def account_settings(request: Request) -> Response:
     return JSONResponse({"id": rules.EMULATOR_ACCOUNT, "default_api_version": emulator.default_api_version})
 
 
+async def customer_discount(request: Request) -> Response:
+    """A customer-level discount (legacy: the API no longer takes `coupon` on customers): {"coupon": "ID"}."""
+    emulator: Emulator = request.app.state.emulator
+    try:
+        coupon = (await request.json())["coupon"]
+        if not isinstance(coupon, str):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        return JSONResponse({"error": {"message": 'Send {"coupon": "ID"}.'}}, status_code=400)
+    try:
+        with emulator.account.lock:
+            discount = emulator.account.set_customer_discount(request.path_params["customer"], coupon)
+            return JSONResponse(emulator.account.render("discounts", discount), status_code=201)
+    except StripeError as error:
+        return _error(error)
+
+
+async def retries(request: Request) -> Response:
+    """Stripe's automatic retries of failed renewals: {"days": [3, 5, 7], "then": "cancel"} (days after the previous
+    attempt; `then`: cancel, unpaid or past_due; {"days": []}: none). On by default; DELETE /_emulator/data
+    restores the default."""
+    emulator: Emulator = request.app.state.emulator
+    if request.method == "POST":
+        try:
+            body = await request.json()
+            days, then = body["days"], body.get("then", "cancel")
+            if not isinstance(days, list) or len(days) > 8 or not all(
+                    isinstance(d, (int, float)) and not isinstance(d, bool) and 0 < d <= 60 for d in days) \
+                    or then not in ("cancel", "unpaid", "past_due"):
+                raise ValueError
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return JSONResponse({"error": {"message": 'Send {"days": [3, 5, 7], "then": "cancel"} (up to 8 retries of '
+                                                      '1 to 60 days each; then: cancel, unpaid or past_due).'}},
+                                status_code=400)
+        with emulator.account.lock:
+            emulator.account.retries = {"days": list(days), "then": then}
+    return JSONResponse(emulator.account.retries)
+
+
+async def dashboard_portal_settings(request: Request) -> Response:
+    """Stands for saving the customer portal settings in Stripe's Dashboard, which makes the account's default
+    configuration (the body: the configuration's `features`, optional)."""
+    emulator: Emulator = request.app.state.emulator
+    try:
+        body = await request.json() if (await request.body()) else {}
+        if not isinstance(body, dict):
+            raise ValueError
+    except ValueError:
+        return JSONResponse({"error": {"message": 'Send {} or {"features": {…}} as a portal configuration takes it.'}},
+                            status_code=400)
+    with emulator.account.lock:
+        config = emulator.account.save_dashboard_portal_settings({"features": body.get("features") or {},
+                                                                  "business_profile": {"headline": body.get("headline")}})
+        return JSONResponse(emulator.account.render("portal_configurations", config))
+
+
 async def reset_data(request: Request) -> Response:
     request.app.state.emulator.reset()
     return JSONResponse({"deleted": True})
@@ -326,10 +390,14 @@ def create_emulator_app() -> Starlette:
         Route("/_emulator/requests", request_log, methods=["GET"]),
         Route("/_emulator/deliveries", delivery_log, methods=["GET"]),
         Route("/_emulator/data", reset_data, methods=["DELETE"]),
+        Route("/_emulator/customers/{customer}/discount", customer_discount, methods=["POST"]),
+        Route("/_emulator/retries", retries, methods=["GET", "POST"]),
+        Route("/_emulator/portal_settings", dashboard_portal_settings, methods=["POST"]),
         Route("/_emulator/limits", limits, methods=["GET", "POST"]),
         Route("/_emulator/keys", keys, methods=["GET", "POST", "DELETE"]),
         Route("/_emulator/account", account_settings, methods=["GET", "POST"]),
         *portal.routes,
+        *hosted.routes,
     ])
     app.state.emulator = Emulator()
     return app

@@ -21,10 +21,11 @@ def signature_header(payload: str, secret: str, timestamp: int | None = None) ->
 
 
 class Deliverer:
-    def __init__(self, timeout: float = 10.0, on_delivered=None):
+    def __init__(self, timeout: float = 10.0, on_delivered=None, on_failed=None):
         # called with the event id after each successful delivery: Stripe's event.pending_webhooks counts
         # the deliveries not yet successful (https://docs.stripe.com/api/events/object#event_object-pending_webhooks)
         self._on_delivered = on_delivered
+        self._on_failed = on_failed  # after each failed attempt (a renewal's finalization waits for its webhook)
         self._queue: list = []
         self._order = itertools.count()
         self._wake = threading.Condition()
@@ -66,6 +67,8 @@ class Deliverer:
                                                      payload, event_id, url, secret, attempt + 1))
                 if delivered and self._on_delivered is not None:
                     self._on_delivered(event_id)  # outside our lock: it takes the account's
+                elif not delivered and self._on_failed is not None:
+                    self._on_failed(event_id)
 
     @staticmethod
     def _post(client: httpx.Client, url: str, payload: str, secret: str):

@@ -3,6 +3,7 @@
 import secrets
 import string
 from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal
 
 from cancel_flow.clock import add_months
 
@@ -13,6 +14,9 @@ _ALPHABET = string.ascii_letters + string.digits
 # ("decline after attaching") attaches fine and declines every charge.
 DECLINING_PAYMENT_METHODS = {"pm_card_chargeDeclined", "pm_card_visa_chargeDeclined", "pm_card_chargeCustomerFail"}
 REFUSED_AT_ATTACH = {"pm_card_chargeDeclined", "pm_card_visa_chargeDeclined"}
+# 4000002760003184: "This card requires authentication on all transactions, regardless of how the card is set up"
+# (https://docs.stripe.com/testing#authentication-and-setup)
+AUTHENTICATION_REQUIRED = {"pm_card_authenticationRequired"}
 TEST_PAYMENT_METHODS = {
     "pm_card_visa": ("visa", "4242"),
     "pm_card_mastercard": ("mastercard", "4444"),
@@ -20,6 +24,7 @@ TEST_PAYMENT_METHODS = {
     "pm_card_chargeDeclined": ("visa", "0002"),
     "pm_card_visa_chargeDeclined": ("visa", "0002"),
     "pm_card_chargeCustomerFail": ("visa", "0341"),
+    "pm_card_authenticationRequired": ("visa", "3184"),
 }
 FEEDBACK_VALUES = [
     "too_expensive", "missing_features", "switched_service", "unused",
@@ -87,6 +92,7 @@ def payment_method(now: int, test_name: str, customer_id: str | None) -> dict:
         "created": now, "customer": customer_id, "customer_account": None, "livemode": False,
         "metadata": {}, "type": "card",
         "_declines": test_name in DECLINING_PAYMENT_METHODS,
+        "_requires_authentication": test_name in AUTHENTICATION_REQUIRED,
     }
 
 
@@ -102,10 +108,16 @@ def product(now: int, params: dict) -> dict:
 
 
 def price(now: int, params: dict, product_id: str) -> dict:
+    """A price per unit (`unit_amount`, or `unit_amount_decimal`: `unit_amount` is null when the decimal is not
+    whole) or by tiers (`unit_amount` null): https://docs.stripe.com/api/prices/object#price_object-unit_amount."""
     recurring = params.get("recurring")
+    tiered = params.get("billing_scheme") == "tiered"
+    decimal = None if tiered else str(params["unit_amount"]) if params.get("unit_amount") is not None \
+        else str(params.get("unit_amount_decimal"))
+    whole = decimal is not None and Decimal(decimal) == Decimal(decimal).to_integral_value()
     return {
         "id": new_id("price"), "object": "price", "active": params.get("active", True),
-        "billing_scheme": "per_unit", "created": now, "currency": params["currency"].lower(),
+        "billing_scheme": "tiered" if tiered else "per_unit", "created": now, "currency": params["currency"].lower(),
         "custom_unit_amount": None, "livemode": False, "lookup_key": params.get("lookup_key"),
         "metadata": dict(params.get("metadata") or {}), "nickname": params.get("nickname"),
         "product": product_id,
@@ -113,11 +125,40 @@ def price(now: int, params: dict, product_id: str) -> dict:
             "interval": recurring["interval"], "interval_count": recurring.get("interval_count", 1),
             "meter": None, "trial_period_days": None, "usage_type": "licensed",
         },
-        "tax_behavior": "unspecified", "tiers_mode": None, "transform_quantity": None,
+        "tax_behavior": "unspecified", "tiers_mode": params.get("tiers_mode") if tiered else None,
+        "transform_quantity": None,
         "type": "recurring" if recurring else "one_time",
-        "unit_amount": params.get("unit_amount"),
-        "unit_amount_decimal": None if params.get("unit_amount") is None else str(params["unit_amount"]),
+        "unit_amount": int(Decimal(decimal)) if whole else None,
+        "unit_amount_decimal": decimal,
+        "_tiers": [dict(tier) for tier in params.get("tiers") or []] if tiered else None,
     }
+
+
+def line_amount(price_obj: dict, quantity: int) -> int:
+    """What one item bills per period: unit amount × quantity; a decimal unit amount rounded half up to the minor
+    unit (not documented by Stripe; chosen as the rounding of its percent-off discounts); tiers as `tiers_mode`
+    says (https://docs.stripe.com/products-prices/pricing-models#tiered-pricing): `volume` prices every unit at
+    the tier the quantity reaches, `graduated` each unit at the tier it falls in, each tier's flat amount added."""
+    if price_obj["billing_scheme"] != "tiered":
+        exact = Decimal(price_obj["unit_amount_decimal"]) * quantity
+        return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    tiers, total, below = price_obj.get("_tiers") or [], Decimal(0), 0
+    for tier in tiers:
+        up_to = None if tier.get("up_to") in (None, "inf") else int(tier["up_to"])
+        unit = Decimal(str(tier.get("unit_amount_decimal") or tier.get("unit_amount") or 0))
+        flat = Decimal(str(tier.get("flat_amount_decimal") or tier.get("flat_amount") or 0))
+        if price_obj["tiers_mode"] == "volume":
+            if up_to is None or quantity <= up_to:
+                total = unit * quantity + flat
+                break
+            continue
+        units = max(0, min(quantity, up_to if up_to is not None else quantity) - below)
+        if units:
+            total += unit * units + flat
+        if up_to is None or quantity <= up_to:
+            break
+        below = up_to
+    return int(total.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def plan_from_price(price_obj: dict) -> dict:
@@ -125,10 +166,10 @@ def plan_from_price(price_obj: dict) -> dict:
     return {
         "id": price_obj["id"], "object": "plan", "active": price_obj["active"],
         "amount": price_obj["unit_amount"], "amount_decimal": price_obj["unit_amount_decimal"],
-        "billing_scheme": "per_unit", "created": price_obj["created"], "currency": price_obj["currency"],
+        "billing_scheme": price_obj["billing_scheme"], "created": price_obj["created"], "currency": price_obj["currency"],
         "interval": recurring.get("interval"), "interval_count": recurring.get("interval_count"),
         "livemode": False, "metadata": price_obj["metadata"], "meter": None,
-        "nickname": price_obj["nickname"], "product": price_obj["product"], "tiers_mode": None,
+        "nickname": price_obj["nickname"], "product": price_obj["product"], "tiers_mode": price_obj["tiers_mode"],
         "transform_usage": None, "trial_period_days": None, "usage_type": "licensed",
     }
 
@@ -148,7 +189,7 @@ def subscription(now: int, customer_id: str, currency: str, params: dict, test_c
         "application_fee_percent": None,
         "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
         "billing_cycle_anchor": now, "billing_cycle_anchor_config": None,
-        "billing_mode": {"flexible": None, "type": "classic"}, "billing_thresholds": None,
+        "billing_mode": billing_mode(now, params.get("billing_mode")), "billing_thresholds": None,
         "cancel_at": None, "cancel_at_period_end": False, "canceled_at": None,
         "cancellation_details": {"comment": None, "feedback": None, "reason": None},
         "collection_method": params.get("collection_method", "charge_automatically"),
@@ -166,6 +207,15 @@ def subscription(now: int, customer_id: str, currency: str, params: dict, test_c
         "transfer_data": None, "trial_end": None,
         "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}}, "trial_start": None,
     }
+
+
+def billing_mode(now: int, param: dict | None) -> dict:
+    """Subscriptions created through the API are `flexible` unless `billing_mode[type]=classic` is passed, since
+    2025-09-30.clover (https://docs.stripe.com/changelog/clover/2025-09-30/billing-mode-default-flexible)."""
+    param = param or {}
+    kind = param.get("type") or "flexible"
+    flexible = {"proration_discounts": (param.get("flexible") or {}).get("proration_discounts") or "included"}
+    return {"flexible": flexible if kind == "flexible" else None, "type": kind, "updated_at": now}
 
 
 def coupon(now: int, params: dict) -> dict:
@@ -298,8 +348,9 @@ def invoice_line(invoice_id: str, sub: dict, item: dict, price_obj: dict, produc
     """One line per subscription item (https://docs.stripe.com/api/invoice-line-item/object)."""
     recurring = price_obj["recurring"]
     every = recurring["interval"] if recurring["interval_count"] == 1 else f"{recurring['interval_count']} {recurring['interval']}s"
+    unit = money(price_obj["unit_amount"], price_obj["currency"]) if price_obj["unit_amount"] is not None else "tiered"
     description = f"Trial period for {product_name}" if trial else \
-        f"{item['quantity']} × {product_name} (at {money(price_obj['unit_amount'], price_obj['currency'])} / {every})"
+        f"{item['quantity']} × {product_name} (at {unit} / {every})"
     return {
         "id": new_id("il"), "object": "line_item", "amount": amount, "currency": price_obj["currency"],
         "description": description, "discount_amounts": [], "discountable": True, "discounts": [],

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from cancel_flow.emulator import objects as build
 from cancel_flow.emulator.objects import TEST_PAYMENT_METHODS
 from cancel_flow.emulator.state import StripeError
 
@@ -65,7 +66,7 @@ def _describe(account, sub: dict) -> str:
     item = sub["items"]["data"][0]
     price = account.prices[item["price"]]
     product = account.products[price["product"]]
-    amount = price["unit_amount"] * item["quantity"]
+    amount = build.line_amount(price, item["quantity"])
     if sub["status"] == "canceled":
         state = "Canceled"
     elif sub["cancel_at"]:
@@ -150,7 +151,8 @@ def _cancel_form(secret: str, sub: dict, config: dict) -> str:
 
 # What each test card does, so the choice reads like a card list rather than a list of ids.
 _CARD_NOTES = {"pm_card_chargeDeclined": "declined when charged", "pm_card_visa_chargeDeclined": "declined when charged",
-               "pm_card_chargeCustomerFail": "attaches, then payments fail"}
+               "pm_card_chargeCustomerFail": "attaches, then payments fail",
+               "pm_card_authenticationRequired": "your bank asks you to confirm each payment"}
 
 
 def _payment_form(secret: str) -> str:
@@ -207,7 +209,12 @@ async def update_payment_method(request: Request) -> Response:
         return _page("Choose a card", "<p>Pick one of the test cards.</p>", 400)
     with account.lock:
         try:
-            account.update_customer(session["customer"], {"invoice_settings": {"default_payment_method": choice}})
+            # the portal attaches the new card and makes it the customer's default; a subscription's own default
+            # is left as it is (https://docs.stripe.com/billing/revenue-recovery/smart-retries: "if a subscription
+            # has a default_payment_method, but you only update customer.invoice_settings.default_payment_method,
+            # Stripe continues to retry on the subscription's default_payment_method")
+            method = account.attach_payment_method(choice, session["customer"])
+            account.update_customer(session["customer"], {"invoice_settings": {"default_payment_method": method["id"]}})
         except StripeError as error:
             # A card Stripe declines when it is attached is refused here too (https://docs.stripe.com/testing#declined-payments).
             return _page("Card not saved", f'<p class="problem" role="alert">{escape(error.message)}</p>'

@@ -8,7 +8,7 @@ import time
 from cancel_flow.emulator import objects as build
 from cancel_flow.emulator.clocks import MAX_CUSTOMERS, MAX_SUBSCRIPTIONS, TestClocks
 from cancel_flow.emulator.errors import StripeError, missing
-from cancel_flow.emulator.invoices import Invoicing
+from cancel_flow.emulator.invoices import DEFAULT_RETRIES, Invoicing
 from cancel_flow.emulator.objects import public
 
 __all__ = ["Account", "StripeError", "missing"]
@@ -44,6 +44,7 @@ class Account(Invoicing, TestClocks):
     def __init__(self):
         self.lock = threading.RLock()
         self.on_event = lambda event, endpoint: None
+        self.base_url = "http://127.0.0.1:12111"  # where hosted pages are served; set from each request
         self.reset()
 
     def reset(self) -> None:
@@ -51,6 +52,8 @@ class Account(Invoicing, TestClocks):
             setattr(self, store, {})
         self.clock_offset = 0
         self.portal_secrets: dict[str, str] = {}
+        self.hosted_invoices: dict[str, str] = {}
+        self.retries = {"days": list(DEFAULT_RETRIES["days"]), "then": DEFAULT_RETRIES["then"]}
         self._order = itertools.count()
 
     # time -----------------------------------------------------------------------------------
@@ -76,6 +79,10 @@ class Account(Invoicing, TestClocks):
                 item["price"] = copy.deepcopy(public(self.prices[item["price"]]))
             rendered["items"]["url"] = f"/v1/subscription_items?subscription={obj['id']}"
             rendered["items"]["total_count"] = len(rendered["items"]["data"])
+        if store == "customers":
+            # a customer's discount is shown on it while it lasts (https://docs.stripe.com/api/customers/object#customer_object-discount)
+            live = self._customer_discount(obj, self.time_for(obj.get("test_clock")))
+            rendered["discount"] = self.render("discounts", live) if live else None
         if store == "invoices":
             rendered["lines"]["total_count"] = len(rendered["lines"]["data"])
             if any(path == "payments" or path.startswith("payments.") for path in expand or []):
@@ -129,17 +136,37 @@ class Account(Invoicing, TestClocks):
         return obj
 
     # customers and payment methods ----------------------------------------------------------------
-    def _payment_method_for(self, test_name: str, customer_id: str | None, param: str) -> str:
-        if test_name in self.payment_methods:
-            return test_name
-        if test_name not in build.TEST_PAYMENT_METHODS:
-            raise missing("PaymentMethod", test_name, param)
-        if customer_id and test_name in build.REFUSED_AT_ATTACH:
-            # 4000000000000002 is declined when attached; 4000000000000341 (pm_card_chargeCustomerFail)
-            # attaches and declines charges (https://docs.stripe.com/testing#declined-payments).
+    def attach_payment_method(self, ref: str, customer_id: str, param: str = "customer") -> dict:
+        """POST /v1/payment_methods/{pm}/attach (https://docs.stripe.com/api/payment_methods/attach). A test
+        token (`pm_card_visa`, https://docs.stripe.com/testing#cards) makes a new PaymentMethod attached to the
+        customer; 4000000000000002 is declined when attached, 4000000000000341 (pm_card_chargeCustomerFail)
+        attaches and declines charges (https://docs.stripe.com/testing#declined-payments)."""
+        self.get("customers", customer_id, "customer", param)
+        if ref in self.payment_methods:
+            method = self.payment_methods[ref]
+            if method["customer"] not in (None, customer_id):
+                raise StripeError(400, "The payment method you provided has already been attached to a customer.",
+                                  code="payment_method_unexpected_state", param="payment_method")
+            method["customer"] = customer_id
+            return method
+        if ref not in build.TEST_PAYMENT_METHODS:
+            raise missing("PaymentMethod", ref, "payment_method")
+        if ref in build.REFUSED_AT_ATTACH:
             raise StripeError(402, "Your card was declined.", type_="card_error", code="card_declined",
-                              decline_code="generic_decline", param=param)
-        return self._stamp("payment_methods", build.payment_method(self.now(), test_name, customer_id))["id"]
+                              decline_code="generic_decline", param="payment_method")
+        return self._stamp("payment_methods", build.payment_method(self.now(), ref, customer_id))
+
+    def _attached(self, ref: str, customer_id: str, param: str) -> str:
+        """A default payment method must already be attached to the customer
+        (https://docs.stripe.com/api/customers/update#update_customer-invoice_settings-default_payment_method:
+        "ID of a payment method that's attached to the customer"); a test token is a new, unattached one."""
+        method = self.payment_methods.get(ref)
+        if method is None and ref not in build.TEST_PAYMENT_METHODS:
+            raise missing("PaymentMethod", ref, param)
+        if method is None or method["customer"] != customer_id:
+            raise StripeError(400, f"The customer does not have a payment method with the ID {ref}. The payment "
+                                   "method must be attached to the customer.", code="resource_missing", param=param)
+        return ref
 
     def create_customer(self, params: dict) -> dict:
         clock_id = params.get("test_clock")
@@ -150,15 +177,21 @@ class Account(Invoicing, TestClocks):
                 # https://docs.stripe.com/billing/testing/test-clocks#limitations
                 raise StripeError(400, f"A test clock can have at most {MAX_CUSTOMERS} customers.", param="test_clock")
         cust = build.customer(self.time_for(clock_id), params)
-        pm_name, pm_id = params.get("payment_method"), None
-        if pm_name:
-            pm_id = self._payment_method_for(pm_name, cust["id"], "payment_method")
-            self.payment_methods[pm_id]["customer"] = cust["id"]
-        default_pm = (params.get("invoice_settings") or {}).get("default_payment_method")
-        if default_pm:
-            cust["invoice_settings"]["default_payment_method"] = pm_id if default_pm == pm_name else \
-                self._payment_method_for(default_pm, cust["id"], "invoice_settings[default_payment_method]")
-        return self._stamp("customers", cust)
+        self._stamp("customers", cust)
+        try:
+            pm_name, pm_id = params.get("payment_method"), None
+            if pm_name:
+                pm_id = self.attach_payment_method(pm_name, cust["id"], "payment_method")["id"]
+            default_pm = (params.get("invoice_settings") or {}).get("default_payment_method")
+            if default_pm:
+                # the token attached by this same request may be named as the default (Stripe's test-clock guide does:
+                # https://docs.stripe.com/billing/testing/test-clocks/api-advanced-usage)
+                cust["invoice_settings"]["default_payment_method"] = pm_id if default_pm == pm_name else \
+                    self._attached(default_pm, cust["id"], "invoice_settings[default_payment_method]")
+        except StripeError:
+            del self.customers[cust["id"]]
+            raise
+        return cust
 
     def update_customer(self, customer_id: str, params: dict) -> dict:
         cust = self.get("customers", customer_id, "customer")
@@ -173,8 +206,28 @@ class Account(Invoicing, TestClocks):
         if "invoice_settings" in params and "default_payment_method" in (params["invoice_settings"] or {}):
             pm = params["invoice_settings"]["default_payment_method"]
             cust["invoice_settings"]["default_payment_method"] = (
-                self._payment_method_for(pm, customer_id, "invoice_settings[default_payment_method]") if pm else None)
+                self._attached(pm, customer_id, "invoice_settings[default_payment_method]") if pm else None)
         return cust
+
+    def _customer_discount(self, cust: dict | None, at: int) -> dict | None:
+        disc = self.discounts.get((cust or {}).get("_discount") or "")
+        if disc is None or (disc["end"] is not None and at >= disc["end"]):
+            return None
+        return disc
+
+    def set_customer_discount(self, customer_id: str, coupon_id: str) -> dict:
+        """A customer-level discount, as customers given a coupon before 2025-03-31.basil have (the `coupon`
+        parameter of customers is gone from the API since; the emulator's control stands for it). Their
+        subscriptions without a discount of their own inherit it
+        (https://docs.stripe.com/api/subscriptions/create#create_subscription-discounts)."""
+        cust = self.get("customers", customer_id, "customer")
+        coupon_obj = self.get("coupons", coupon_id, "coupon", "coupon")
+        now = self.time_for(cust["test_clock"])
+        end = build.add_interval(now, "month", coupon_obj["duration_in_months"]) if coupon_obj["duration"] == "repeating" else None
+        disc = self._stamp("discounts", build.discount(now, coupon_obj, {"customer": customer_id, "id": None}, end))
+        cust["_discount"] = disc["id"]
+        coupon_obj["times_redeemed"] += 1
+        return disc
 
     def delete_customer(self, customer_id: str) -> None:
         """Deleting a customer cancels its subscriptions at once (https://docs.stripe.com/api/customers/delete)."""
@@ -211,7 +264,11 @@ class Account(Invoicing, TestClocks):
             product_id = self.get("products", params["product"], "product", "product")["id"]
         else:
             raise StripeError(400, "Missing required param: product.", code="parameter_missing", param="product")
-        if params.get("unit_amount") is None:
+        if params.get("billing_scheme") == "tiered":
+            # https://docs.stripe.com/api/prices/create#create_price-tiers: tiers and tiers_mode, no unit_amount
+            if not params.get("tiers") or params.get("tiers_mode") not in ("graduated", "volume"):
+                raise StripeError(400, "Tiered prices need tiers and tiers_mode.", code="parameter_missing", param="tiers")
+        elif params.get("unit_amount") is None and params.get("unit_amount_decimal") in (None, ""):
             raise StripeError(400, "Missing required param: unit_amount.", code="parameter_missing", param="unit_amount")
         recurring = params.get("recurring")
         if recurring and recurring.get("interval") not in ("day", "week", "month", "year"):
@@ -232,7 +289,7 @@ class Account(Invoicing, TestClocks):
     def _interval_of(price_obj: dict) -> tuple[str, int]:
         return price_obj["recurring"]["interval"], price_obj["recurring"]["interval_count"]
 
-    def _trial_end_param(self, value, at: int, param: str = "trial_end") -> int:
+    def _trial_end_param(self, value, at: int, param: str = "trial_end", anchor: int | None = None) -> int:
         if value == "now":
             return at
         try:
@@ -244,6 +301,11 @@ class Account(Invoicing, TestClocks):
         if ts > at + MAX_TRIAL_SECONDS:
             # https://docs.stripe.com/billing/subscriptions/trials#limitations
             raise StripeError(400, f"Invalid timestamp: {param} can be no more than two years (730 days) in the future.", param=param)
+        if anchor is not None and ts > build.add_interval(anchor, "year", 2):
+            # "Can be at most two years from billing_cycle_anchor"
+            # (https://docs.stripe.com/api/subscriptions/update#update_subscription-trial_end)
+            raise StripeError(400, f"Invalid timestamp: {param} can be at most two years from the subscription's "
+                                   "billing_cycle_anchor.", param=param)
         return ts
 
     def create_subscription(self, params: dict, idempotency_key: str | None) -> dict:
@@ -265,7 +327,9 @@ class Account(Invoicing, TestClocks):
         sub = build.subscription(now, cust["id"], prices[0][0]["currency"], params, clock_id)
         pm_id = params.get("default_payment_method")
         if pm_id:
-            sub["default_payment_method"] = self._payment_method_for(pm_id, cust["id"], "default_payment_method")
+            # "It must belong to the customer associated with the subscription"
+            # (https://docs.stripe.com/api/subscriptions/create#create_subscription-default_payment_method)
+            sub["default_payment_method"] = self._attached(pm_id, cust["id"], "default_payment_method")
         interval, count = next(iter(intervals))
         trial_end = None
         if params.get("trial_end") not in (None, ""):
@@ -419,7 +483,7 @@ class Account(Invoicing, TestClocks):
             sub["description"] = params["description"] or None
         if "default_payment_method" in params:
             pm = params["default_payment_method"]
-            sub["default_payment_method"] = self._payment_method_for(pm, sub["customer"], "default_payment_method") if pm else None
+            sub["default_payment_method"] = self._attached(pm, sub["customer"], "default_payment_method") if pm else None
         self._emit_update(sub, before, idempotency_key)
         if bill_now:
             self.run_due(sub["test_clock"], now, only=sub["id"])
@@ -482,7 +546,7 @@ class Account(Invoicing, TestClocks):
         """`trial_end` on a subscription (https://docs.stripe.com/billing/subscriptions/trials#extend-trials
         and /billing/subscriptions/billing-cycle#using-a-trial-to-change-the-billing-cycle): status trialing
         until then, the current period ends at trial_end, nothing billed until trial_end."""
-        ts = self._trial_end_param(value, now)
+        ts = self._trial_end_param(value, now, anchor=sub["billing_cycle_anchor"])
         if sub["status"] not in ("active", "trialing"):
             raise StripeError(400, f"A trial can't be set on a subscription with status {sub['status']}.", param="trial_end")
         if ts == now:
@@ -521,6 +585,10 @@ class Account(Invoicing, TestClocks):
         return sub
 
     def _end(self, sub: dict, at: int, feedback, comment, reason: str, idempotency_key: str | None = None) -> None:
+        # An ended subscription's open invoices are no longer retried (not documented by Stripe; chosen because
+        # nothing is left to collect for).
+        for inv in self._retrying(sub):
+            inv["next_payment_attempt"] = None
         before = self.render("subscriptions", sub)
         sub["status"] = "canceled"
         sub["ended_at"] = at
@@ -582,6 +650,7 @@ class Account(Invoicing, TestClocks):
             moments.append((pause["resumes_at"], 1, "resume", None))
         moments += [(self.discounts[d]["end"], 2, "discount_end", d) for d in sub["discounts"] if self.discounts[d]["end"]]
         moments += [(inv["automatically_finalizes_at"], 3, "finalize", inv["id"]) for inv in self._drafts(sub)]
+        moments += [(inv["next_payment_attempt"], 3, "retry", inv["id"]) for inv in self._retrying(sub)]
         return min(moments)
 
     def _drafts(self, sub: dict) -> list[dict]:
@@ -609,7 +678,10 @@ class Account(Invoicing, TestClocks):
             sub["discounts"] = [d for d in sub["discounts"] if d != detail]
             self.emit("customer.discount.deleted", self.render("discounts", self.discounts[detail]), None, None, at=at)
         elif what == "finalize":
-            self._finalize(self.invoices[detail], at)
+            self.finalize_due(self.invoices[detail], at)
+            return
+        elif what == "retry":
+            self.retry_due(self.invoices[detail], at)
             return
         else:
             self._renew(sub, at)
@@ -655,8 +727,11 @@ class Account(Invoicing, TestClocks):
         return self._stamp("coupons", build.coupon(self.now(), params))
 
     def default_portal_configuration(self) -> dict:
-        """The account's default configuration: the first one saved. Stripe refuses test-mode portal
-        sessions until one is saved (https://docs.stripe.com/customer-management/activate-no-code-customer-portal)."""
+        """The account's default configuration: the one managed in Stripe's Dashboard ("If true, this configuration
+        can be managed in the Dashboard and portal sessions will use this configuration unless it is overriden",
+        https://docs.stripe.com/api/customer_portal/configurations/object#portal_configuration_object-is_default);
+        configurations made through the API are never it. Stripe refuses test-mode portal sessions until the
+        Dashboard's settings are saved (https://docs.stripe.com/customer-management/activate-no-code-customer-portal)."""
         for config in self.portal_configurations.values():
             if config["is_default"]:
                 return config
@@ -664,8 +739,14 @@ class Account(Invoicing, TestClocks):
                                "settings in test mode at https://dashboard.stripe.com/test/settings/billing/portal.")
 
     def create_portal_configuration(self, params: dict) -> dict:
-        return self._stamp("portal_configurations", build.portal_configuration(
-            self.now(), params, is_default=not self.portal_configurations))
+        return self._stamp("portal_configurations", build.portal_configuration(self.now(), params, is_default=False))
+
+    def save_dashboard_portal_settings(self, params: dict) -> dict:
+        """The customer portal settings saved in Stripe's Dashboard: the account's default configuration."""
+        for config in self.portal_configurations.values():
+            if config["is_default"]:
+                return self.update_portal_configuration(config["id"], params)
+        return self._stamp("portal_configurations", build.portal_configuration(self.now(), params, is_default=True))
 
     def update_portal_configuration(self, config_id: str, params: dict) -> dict:
         config = self.get("portal_configurations", config_id, "configuration")

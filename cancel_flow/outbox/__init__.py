@@ -3,7 +3,7 @@ transaction as the change that caused them, then sent by any worker, at least on
 
     with engine.begin() as connection:
         ...the change...
-        emit(connection, "session.canceled", session_data(row, test_mode=True), offers.alerts)
+        emit(connection, "session.canceled", session_data(row, test_mode=True), config.alerts)
 
 `serve` runs `dispatch_periodically`; `cancel-flow webhook deliver` and `Dispatcher.run_due` send on demand.
 """

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from cancel_flow.clock import as_utc, utc_now
 from cancel_flow.config.schema import Alerts
-from cancel_flow.hooks import EVENTS, email_message, event_body, new_event_id, slack_message
+from cancel_flow.hooks import EVENTS, email_message, event_body, new_event_id, sample_data, slack_message
 from cancel_flow.models import OutboxDelivery, OutboxEvent, WebhookEndpoint
 
 deliveries = OutboxDelivery.__table__
@@ -84,6 +84,33 @@ def emit(connection: Connection, event_type: str, data: dict, alerts: Alerts | N
                                   json.dumps(email_message(event_type, data)), now))
     if rows:
         connection.execute(sa.insert(deliveries), rows)
+    return event_id
+
+
+TEST_ALERT = "alert.test"
+
+
+def enqueue_test_alert(connection: Connection, alerts: Alerts) -> str | None:
+    """The coach's "send a test alert": a sample event (a cancellation) to the alerts' Slack URL and email
+    only, never to webhook endpoints, delivered, retried and listed like every alert. None when the alerts
+    have nowhere to go."""
+    if not (alerts.slack_webhook_url or alerts.email):
+        return None
+    now, event_id, sample = utc_now(), new_event_id(), "session.canceled"
+    data = sample_data(sample)
+    note = "Test alert from cancel-flow: your alerts arrive here. The client below is a sample."
+    rows = []
+    if alerts.slack_webhook_url:
+        message = slack_message(sample, data)
+        message = {"text": f"Test alert: {message['text']}",
+                   "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{note}*"}}, *message["blocks"]]}
+        rows.append(_delivery("slack", alerts.slack_webhook_url, event_id, TEST_ALERT, json.dumps(message), now))
+    if alerts.email:
+        message = email_message(sample, data)
+        message = {"subject": f"Test alert: {message['subject']}"[:200], "text": f"{note}\n\n{message['text']}",
+                   "html": f"<p><em>{note}</em></p>{message['html']}"}
+        rows.append(_delivery("email", alerts.email, event_id, TEST_ALERT, json.dumps(message), now))
+    connection.execute(sa.insert(deliveries), rows)
     return event_id
 
 

@@ -1,6 +1,8 @@
 """A cancel session's decision as an outgoing event (session.saved, session.canceled, session.deflected,
 contact.requested), written in the decision's own transaction so the change and its event commit together."""
 
+from dataclasses import replace
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -24,7 +26,16 @@ class SessionEvents:
         offer = self.live.offer(row.chosen_offer) if row.chosen_offer else None
         emit(connection, event_type, session_data(row, test_mode=self.test_mode, customer_name=_customer_name(row),
                                                   offer_title=offer.title if offer else None),
-             self.live.current().alerts, key=f"{event_type}:{row.id}")
+             self._alerts(event_type), key=f"{event_type}:{row.id}")
+
+    def _alerts(self, event_type: str):
+        """A request to talk reaches the coach by email even without an [alerts] email: at the brand's
+        support email (unless [alerts] events leave contact.requested out)."""
+        config = self.live.current()
+        alerts, support = config.alerts, config.brand.support_email
+        if event_type == "contact.requested" and not alerts.email and support and event_type in alerts.events:
+            return replace(alerts, email=support)
+        return alerts
 
 
     def payment(self, connection: Connection, event_type: str, invoice: dict) -> None:

@@ -1,7 +1,8 @@
 """Every database query. Decisions are single conditional UPDATEs, so concurrent requests decide once."""
 
+import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,15 +14,18 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy.engine import Engine
 
 from cancel_flow.clock import as_utc, utc_now
-from cancel_flow.flow import DEFLECTION_DELAY, SessionView, StripeState, state_changes
+from cancel_flow.errors import CancelFlowError
+from cancel_flow.flow import ACTIVE, DEFLECTION_DELAY, ENDED, SessionView, StripeState, state_changes
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import DECISIONS
-from cancel_flow.models import OFFER_OUTCOMES, CancelSession, InvoiceRecord, SessionOffer, StripeEvent
+from cancel_flow.models import (OFFER_OUTCOMES, CancelSession, InvoiceRecord, OutsideCancellation, SessionOffer,
+                                StripeEvent)
 
 sessions = CancelSession.__table__
 events = StripeEvent.__table__
 session_offers = SessionOffer.__table__
 invoices = InvoiceRecord.__table__
+outside = OutsideCancellation.__table__
 # Outcomes a later session of the same subscription replaces in the dashboard's counts.
 UNDECIDED = ("open", "deflected")
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
@@ -80,6 +84,58 @@ def alembic_config(engine: Engine) -> AlembicConfig:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
     return config
+
+
+# `serve` waits this long for a database server that doesn't answer yet (containers start together: the
+# database may still be starting, or not even resolvable), retrying with back-off, then stops with one line.
+DATABASE_WAIT = 60
+_RETRY_DELAYS = (0.5, 1, 2, 3, 5)
+
+
+def wait_for_database(engine: Engine, timeout: float = DATABASE_WAIT, *, sleep=time.sleep) -> None:
+    """Return once the database accepts a connection; log `database.waiting` before each retry and give
+    up with CancelFlowError after `timeout` seconds. A SQLite file has nothing to wait for."""
+    if engine.dialect.name == "sqlite":
+        return
+    where = engine.url.render_as_string(hide_password=True)
+    started, attempt = time.monotonic(), 0
+    while True:
+        attempt += 1
+        try:
+            with engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+        except sa.exc.OperationalError as error:
+            reason = (str(error.orig).strip().splitlines() or [type(error.orig).__name__])[0]
+            left = timeout - (time.monotonic() - started)
+            if left <= 0:
+                raise CancelFlowError(f"the database at {where} did not answer within {timeout:g} s: {reason}") from None
+            delay = min(_RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS)) - 1], left)
+            log_event("database.waiting", level=30, database=where, attempt=attempt, reason=reason,
+                      retry_in_s=delay, gives_up_in_s=round(left))
+            sleep(delay)
+        else:
+            if attempt > 1:
+                log_event("database.ready", database=where, attempts=attempt,
+                          waited_s=round(time.monotonic() - started, 1))
+            return
+class NotMigrated(Exception):
+    """The database lacks cancel-flow's tables, or has an older revision of them."""
+
+
+def schema_is_current(engine: Engine) -> bool:
+    """Whether the database is at the newest migration (False for an empty database or an older one)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    return current == set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+
+
+def require_migrated(engine: Engine) -> None:
+    """Raise NotMigrated unless the schema is current (commands that only read or sweep don't migrate)."""
+    if not schema_is_current(engine):
+        raise NotMigrated
 
 
 def migrate(engine: Engine) -> None:
@@ -279,7 +335,7 @@ class Store:
                      claimed_offer=None, claimed_at=None, offer_kind=None, discount_percent=None,
                      discount_months=None, discount_payments=None, pause_payments=None, pause_resumes_at=None,
                      coupon_id=None, switch_price=None, free_months=None, promise=None, offer_cost=None, schedule=None,
-                     next_payment_at=None)
+                     next_payment_at=None, offer_ends_at=None)
 
     def record_saved(self, session_id: int, subscription_id: str, outcome: str, offer_id: str, terms: dict,
                      snapshot: str | None = None) -> bool:
@@ -344,6 +400,15 @@ class Store:
         with self.engine.connect() as connection:
             return connection.execute(query).first() is not None
 
+    def latest_offer_save(self, subscription_id: str, other_than_nonce: str, since: datetime) -> CancelSession | None:
+        """The subscription's newest offer accepted since `since` on another link, if any (and not canceled since)."""
+        query = sa.select(sessions).where(
+            sessions.c.subscription_id == subscription_id, sessions.c.nonce != other_than_nonce,
+            sessions.c.outcome.in_(OFFER_OUTCOMES), sessions.c.decided_at >= since, sessions.c.canceled_at.is_(None),
+        ).order_by(sessions.c.decided_at.desc(), sessions.c.id.desc()).limit(1)
+        with self.engine.connect() as connection:
+            return _as_session(connection.execute(query).first())
+
     def find_by_nonce(self, nonce: str) -> CancelSession | None:
         return self.find_session(nonce)
 
@@ -359,7 +424,10 @@ class Store:
                 "received_at": now, "handled_at": now}).first()
             if inserted is None:
                 return False
-            decided = self._apply_state(connection, state) if state is not None else []
+            decided = []
+            if state is not None:
+                decided = self._apply_state(connection, state)
+                self._apply_outside(connection, state)
             if invoice is not None:
                 self._apply_invoice(connection, invoice)
         for session_id, outcome, offer_id in decided:  # the same line and count as a decision the flow records
@@ -446,6 +514,35 @@ class Store:
             if outcome == "canceled" and row.outcome != "canceled":
                 self._event(connection, "session.canceled", row.id)
         return decided
+
+    def _apply_outside(self, connection, state: StripeState) -> None:
+        """A cancellation that didn't go through our flow (Stripe's portal from elsewhere, the coach in Stripe, Stripe
+        itself after failed payments or its test-mode clean-up) is kept with Stripe's cancellation_details, so the
+        dashboard counts it; taken back, it is removed. Older events never undo newer ones."""
+        current = connection.execute(sa.select(outside.c.event_created).where(
+            outside.c.subscription_id == state.subscription_id)).first()
+        if current is not None and current.event_created > state.event_created:
+            return
+        if state.stage == ACTIVE:
+            if current is not None:
+                connection.execute(sa.delete(outside).where(outside.c.subscription_id == state.subscription_id))
+            return
+        through_flow = connection.execute(sa.select(sa.literal(1)).where(
+            sessions.c.subscription_id == state.subscription_id, sessions.c.outcome == "canceled",
+            sessions.c.canceled_outside_flow.is_(False)).limit(1)).first() is not None
+        if through_flow:
+            if current is not None:
+                connection.execute(sa.delete(outside).where(outside.c.subscription_id == state.subscription_id))
+            return
+        values = {"customer_id": (state.customer_id or "")[:255],
+                  "canceled_at": state.cancel_requested_at or datetime.fromtimestamp(state.event_created, timezone.utc),
+                  "ended": state.stage == ENDED, "feedback": state.feedback, "comment": state.comment,
+                  "reason": state.reason, "monthly_amount": state.monthly_amount, "currency": state.currency,
+                  "event_created": state.event_created}
+        if current is None:
+            connection.execute(sa.insert(outside).values(subscription_id=state.subscription_id, **values))
+        else:
+            connection.execute(sa.update(outside).where(outside.c.subscription_id == state.subscription_id).values(**values))
 
     def sweep_deflected(self) -> int:
         """Sessions left open, or sent to the portal, 24 h ago with no cancellation: deflected.

@@ -7,8 +7,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cancel_flow.clock import as_utc, utc_now
-from cancel_flow.models import (SAVED_OUTCOMES, CancelSession, InvoiceRecord, SessionOffer, StatsDay, StatsDayOffer,
-                                StatsWatermark)
+from cancel_flow.models import (SAVED_OUTCOMES, CancelSession, InvoiceRecord, OutsideCancellation, SessionOffer,
+                                StatsDay, StatsDayOffer, StatsWatermark)
 
 sessions = CancelSession.__table__
 session_offers = SessionOffer.__table__
@@ -410,6 +410,33 @@ def _weeks(period: DateRange, by_day) -> list[dict]:
         weeks.append({"week": monday, "sessions": count, "saves": saves, "cancels": cancels, "days": inside})
         monday += timedelta(days=7)
     return weeks
+
+
+def outside_cancellations(engine: Engine, period: DateRange) -> dict:
+    """Cancellations in `period` that didn't go through the flow, grouped by Stripe's `cancellation_details`:
+
+        {"count": 3, "monthly_amount": {"usd": 14700},
+         "by_reason": [{"reason": "cancellation_requested", "feedback": "too_expensive", "count": 2,
+                        "monthly_amount": {"usd": 9800}}, …]}   # most first
+
+    `reason` is Stripe's (cancellation_requested: the client in a portal or the coach; payment_failed: retries ran out;
+    canceled_by_retention_policy: Stripe's test-mode clean-up), `feedback` what the client chose there, if asked."""
+    table = OutsideCancellation.__table__
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(table.c.reason, table.c.feedback, table.c.currency, sa.func.count(), sa.func.sum(table.c.monthly_amount))
+            .where(period.contains(table.c.canceled_at))
+            .group_by(table.c.reason, table.c.feedback, table.c.currency)).all()
+    groups: dict[tuple, dict] = {}
+    total: dict[str, int] = {}
+    for reason, feedback, currency, count, amount in rows:
+        group = groups.setdefault((reason, feedback), {"reason": reason, "feedback": feedback, "count": 0,
+                                                       "monthly_amount": {}})
+        group["count"] += int(count)
+        group["monthly_amount"][currency] = group["monthly_amount"].get(currency, 0) + int(amount or 0)
+        total[currency] = total.get(currency, 0) + int(amount or 0)
+    ordered = sorted(groups.values(), key=lambda g: (-g["count"], g["reason"] or "", g["feedback"] or ""))
+    return {"count": sum(g["count"] for g in ordered), "monthly_amount": total, "by_reason": ordered}
 
 
 def day_start(day: date) -> datetime:

@@ -13,7 +13,8 @@ nothing changes. Without a session, a coach's page sends the browser to the sign
 To add a route: add a line to `ROUTES` below with the least role (or scope) that may use it, e.g.
     ("GET", "/dashboard/preview"): coach(VIEWER),
     ("POST", "/dashboard/settings/offers"): coach(EDITOR),
-Everything under `/dashboard/settings/` needs an editor already (`PREFIXES`). HEAD follows GET.
+Under `/dashboard/settings/` every GET is for viewers and every POST for editors already (`PREFIXES`).
+HEAD follows GET.
 The handler then reads the coach with `signed_in_coach(request)` (no second look-up).
 """
 
@@ -96,6 +97,10 @@ ROUTES: dict[tuple[str, str], Rule] = {
     # what every coach sees
     ("POST", "/dashboard/logout"): coach(VIEWER),
     ("GET", "/dashboard"): coach(VIEWER),
+    ("GET", "/dashboard/sessions"): coach(VIEWER),
+    ("GET", "/dashboard/offers"): coach(VIEWER),
+    ("GET", "/dashboard/reasons"): coach(VIEWER),
+    ("GET", "/dashboard/payments"): coach(VIEWER),
     ("GET", "/dashboard/export.csv"): coach(VIEWER),
     ("GET", "/dashboard/charts/weekly.svg"): coach(VIEWER),
     ("GET", "/dashboard/charts/reasons.svg"): coach(VIEWER),
@@ -106,12 +111,12 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/dashboard/preview"): coach(VIEWER),
     ("GET", "/dashboard/compliance"): coach(VIEWER),
     ("GET", "/dashboard/integrations"): coach(VIEWER),
-    # clients' links act on their subscriptions: not for read-only viewers
+    # clients' links act on their subscriptions, and a handled client is a change: not for read-only viewers
+    ("POST", "/dashboard/attention/handled"): coach(EDITOR),
     ("POST", "/dashboard/integrations/links"): coach(EDITOR),
     ("GET", "/dashboard/integrations/links.csv"): coach(EDITOR),
-    # the configuration
-    ("GET", "/dashboard/settings"): coach(EDITOR),
-    ("POST", "/dashboard/settings"): coach(EDITOR),
+    # the configuration: everyone signed in sees it (a viewer's fields greyed out), editors change it
+    ("GET", "/dashboard/settings"): coach(VIEWER),
     # API keys, outgoing webhooks, the team, the audit log and the Stripe connection: owners
     ("POST", "/dashboard/deliveries/{delivery_id:int}/resend"): coach(OWNER),
     ("POST", "/dashboard/integrations/keys"): coach(OWNER),
@@ -146,7 +151,7 @@ ROUTES: dict[tuple[str, str], Rule] = {
 
 # Families of pages, for paths not listed above: (path prefix, {method: rule}).
 PREFIXES: tuple[tuple[str, dict[str, Rule]], ...] = (
-    ("/dashboard/settings/", {"GET": coach(EDITOR), "POST": coach(EDITOR)}),
+    ("/dashboard/settings/", {"GET": coach(VIEWER), "POST": coach(EDITOR)}),
 )
 
 

@@ -190,9 +190,59 @@ class Stats(Answer):
     previous: PreviousPeriod = Field(description="the period of the same length just before 'from'")
     payments: dict[str, Any] = Field(description="failed payments whose first failure is in the range: failed_payments, "
                                                  "failed_amount, recovered, recovered_amount, recovery_rate, still_open, "
-                                                 "emails_sent by kind (amounts in minor units per currency)")
+                                                 "lost, emails_sent by kind (amounts in minor units per currency)")
+    outside_cancellations: dict[str, Any] = Field(description="subscriptions canceled in the range without the flow, by "
+                                                               "Stripe's cancellation_details: count, monthly_amount per "
+                                                               "currency, by_reason [{reason, feedback, count, monthly_amount}]")
     experiment: dict[str, Any] | None = Field(None, description="with ?experiment=ID: per arm sessions, saves, rates and "
                                                                 "their posteriors, the verdict, the rule and the planner")
+
+
+# GET /api/attention -------------------------------------------------------------------------------
+class AttentionClient(Answer):
+    id: str = Field(description="the Stripe customer")
+    email: str | None
+    stripe_url: str = Field(description="the customer in Stripe's dashboard (the test-mode page for test keys)",
+                            json_schema_extra={"format": "uri"})
+
+
+class AttentionRow(Answer):
+    client: AttentionClient
+    subscription: str | None
+    plan: str | None
+    at: str = Field(description="when the payment failed, the pause or discount ends, the cancellation takes effect, "
+                                "or the client asked to talk", json_schema_extra={"format": "date-time"})
+    amount: int | None = Field(description="the failed payment, or the plan's price per period (minor units)")
+    currency: str | None
+    reason: str | None = Field(description="the reason the client gave (one of Stripe's cancellation reasons)")
+    reason_text: str | None
+    comment: str | None
+    offer: str | None = Field(description="the offer accepted (id), for pauses and discounts")
+    terms: str | None = Field(description="the offer's promise, as the client read it")
+    failure_message: str | None = Field(description="failed payments: why the payment failed")
+    card: str | None
+    attempts: int | None = Field(description="failed payments: Stripe's payment attempts so far")
+    emails_sent: list[int] = Field(description="failed payments: the failed-payment emails sent, as days after the "
+                                               "first failure")
+    dunning_step: str | None = Field(description="failed payments: how far the failed-payment emails have gone, in words")
+    session: int | None = Field(description="talk requests: the session to mark as handled")
+    cancel_url: str | None = Field(json_schema_extra={"format": "uri"})
+    billing_url: str = Field(description="a billing link; for a failed payment it opens the card update",
+                             json_schema_extra={"format": "uri"})
+
+
+class Attention(Answer):
+    """The clients who need the coach, as /dashboard/attention lists them."""
+    generated_at: str = Field(json_schema_extra={"format": "date-time"})
+    days: int = Field(description="how far ahead endings and cancellations are looked for")
+    count: int
+    failed_payments: list[AttentionRow] = Field(description="subscription payments that failed in the last 90 days "
+                                                            "and are neither paid nor voided")
+    pauses_ending: list[AttentionRow]
+    discounts_ending: list[AttentionRow]
+    cancellations: list[AttentionRow] = Field(description="cancellations Stripe confirmed that take effect within `days`")
+    talk_requests: list[AttentionRow] = Field(description='"talk to your coach first" requests of the last 90 days '
+                                                          "not yet marked as handled")
 
 
 # GET /api/openapi.json ----------------------------------------------------------------------------

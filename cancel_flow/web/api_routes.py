@@ -11,7 +11,7 @@ from starlette.requests import Request
 
 from cancel_flow.errors import BadRequest, NotFound, StripeUnavailable
 from cancel_flow.minting import mint_for
-from cancel_flow.store.stats import DateRange, day_start
+from cancel_flow.store.stats import DateRange, day_start, outside_cancellations
 from cancel_flow.store.billing_stats import billing_stats
 from cancel_flow.web.experiment_routes import experiment_report
 from cancel_flow.web.api_models import LinkRequest, Links, OpenApiDocument, Stats, StatsQuery
@@ -40,6 +40,7 @@ async def stats(request: Request, query: StatsQuery) -> Stats:
     kinds = {offer_id: offer.kind for offer_id, offer in offers.items()}
     numbers = await run_in_threadpool(request.app.state.stats.stats, period, kinds)
     payments = await run_in_threadpool(billing_stats, request.app.state.store.engine, period)
+    outside = await run_in_threadpool(outside_cancellations, request.app.state.store.engine, period)
     experiment = None
     if query.experiment:
         experiment = await run_in_threadpool(experiment_report, request, query.experiment)
@@ -52,7 +53,7 @@ async def stats(request: Request, query: StatsQuery) -> Stats:
         "discount_cost": [{"currency": c, "amount": a} for c, a in numbers.discount_cost],
         "offer_cost": [{"currency": c, "amount": a} for c, a in numbers.offer_cost],
         "previous": {**previous, "mrr_saved": [{"currency": c, "amount": a} for c, a in previous["mrr_saved"]]},
-        "payments": payments, "experiment": experiment,
+        "payments": payments, "outside_cancellations": outside, "experiment": experiment,
     })
 
 

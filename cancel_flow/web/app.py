@@ -31,6 +31,7 @@ from cancel_flow.store import Store, make_engine, make_quick_engine
 from cancel_flow.store.api_keys import ApiKeyStore, LinkRequestStore
 from cancel_flow.store.coaches import CoachStore
 from cancel_flow.store.config_versions import ConfigVersions
+from cancel_flow.store.logos import LogoStore
 from cancel_flow.store.stats import StatsQueries
 from cancel_flow.stripe_connection import LiveConnection, finish_roll_quietly
 from cancel_flow.stripe_gateway import StripeGateway
@@ -39,9 +40,9 @@ from cancel_flow.emails.run import send_emails_periodically
 from cancel_flow.emails.sending import GuardedDispatcher
 from cancel_flow.outbox import dispatch_periodically
 from cancel_flow.outbox.session_events import SessionEvents
-from cancel_flow.web import (api_routes, audit_routes, billing_routes, cancel_routes, config_routes, dashboard_routes,
-                             email_routes, experiment_routes, hook_routes, integration_routes, shared_link_routes,
-                             stripe_routes, team_routes,
+from cancel_flow.web import (api_routes, attention_routes, audit_routes, billing_routes, cancel_routes, config_routes,
+                             dashboard_routes, email_routes, experiment_routes, hook_routes, integration_routes,
+                             preview_routes, settings_routes, shared_link_routes, stripe_routes, team_routes,
                              webhook_routes)
 from cancel_flow.web.access import guard_routes
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
@@ -58,9 +59,21 @@ def _wants_json(request: Request) -> bool:
     return request.url.path.startswith(("/api/", "/webhooks/"))
 
 
+def _words(text: str) -> str:
+    return " ".join("".join(ch for ch in text.lower() if ch.isalnum() or ch.isspace()).split())
+
+
+def without_heading(title: str, message: str) -> str:
+    """The message under a heading, without a first sentence that only says the heading again
+    ("This link is not valid" / "This link is not valid. Ask for a new one.")."""
+    first, _, rest = message.partition(". ")
+    return rest.strip() if _words(first) == _words(title) else message
+
+
 def _error_page(request: Request, status: int, title: str, message: str) -> Response:
     if _wants_json(request):
         return JSONResponse({"error": {"code": title.lower().replace(" ", "_"), "message": message}}, status_code=status)
+    message = without_heading(title, message)
     token = request.path_params.get("token") if request.path_params else None
     cancel_action = f"/cancel/{token}/cancel" if token and status in (409, 503) else None
     csrf = None
@@ -178,11 +191,29 @@ async def brand_css(request: Request) -> Response:
                     headers={"Cache-Control": "public, max-age=300"})
 
 
+LOGOS_KEPT = 8  # uploaded logos each process keeps in memory, by SHA-256 (a logo never changes under its hash)
+
+
 async def brand_logo(request: Request) -> Response:
-    logo = request.app.state.config.current().brand.logo
-    if logo is None:
+    """The brand's logo: an uploaded one from the database (kept in memory by its hash afterwards), else
+    the operator's file named by `[brand] logo`. Images only: nothing in them runs (CSP), and the type
+    sent is the one read from the bytes at upload, never guessed by the browser (nosniff, on every response)."""
+    brand = request.app.state.config.current().brand
+    if brand.logo_upload:
+        kept = request.app.state.logo_cache
+        logo = kept.get(brand.logo_upload)
+        if logo is None:
+            logo = await run_in_threadpool(request.app.state.logos.get, brand.logo_upload)
+            if logo is None:
+                raise HTTPException(404)
+            while len(kept) >= LOGOS_KEPT:
+                kept.pop(next(iter(kept)))
+            kept[logo.sha256] = logo
+        return Response(logo.data, media_type=logo.content_type, headers={
+            "Cache-Control": "public, max-age=3600", "Content-Security-Policy": "default-src 'none'"})
+    if brand.logo is None:
         raise HTTPException(404)
-    return FileResponse(logo, headers={"Cache-Control": "public, max-age=3600"})
+    return FileResponse(brand.logo, headers={"Cache-Control": "public, max-age=3600"})
 
 
 def _prune_counts(coaches: CoachStore, link_requests: LinkRequestStore) -> int:
@@ -260,6 +291,9 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
         *hook_routes.routes,
         *experiment_routes.routes,
         *dashboard_routes.routes,
+        *attention_routes.routes,
+        *settings_routes.routes,
+        *preview_routes.routes,
         *team_routes.routes,
         *audit_routes.routes,
         *integration_routes.routes,
@@ -282,8 +316,9 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
     app.state.stripe_connection = LiveConnection(store.engine, settings)
     app.state.coaches, app.state.stats = CoachStore(store.engine), StatsQueries(store.engine)
     app.state.api_keys, app.state.link_requests = ApiKeyStore(store.engine), LinkRequestStore(store.engine)
+    app.state.logos, app.state.logo_cache = LogoStore(store.engine), {}
     no_reply = f"no-reply@{urlsplit(settings.base_url).hostname}"
     app.state.mailer = Mailer(settings, sender=lambda: live.current().brand.support_email or no_reply)
-    app.add_middleware(BodySizeLimit)
+    app.add_middleware(BodySizeLimit, larger={settings_routes.LOGO_PATH: settings_routes.MAX_LOGO_BODY})
     app.add_middleware(RequestEdge, page=unexpected_error_page, https=settings.is_https)
     return app

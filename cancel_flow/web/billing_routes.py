@@ -21,7 +21,8 @@ async def billing(request: Request) -> Response:
     # can't spend the deployment's Stripe budget, and the URL is still fresh.
     url = await request.app.state.recent_answers.get(
         ("billing", link.customer, request.path_params["token"], flow or ""),
-        lambda: request.app.state.gateway.portal_url(link.customer, return_url=settings.return_url, flow_data=flow_data))
+        lambda: request.app.state.gateway.portal_url(link.customer, return_url=settings.return_url, flow_data=flow_data,
+                                                     billing=True))
     return RedirectResponse(url, status_code=303)
 
 

@@ -24,19 +24,36 @@ def _page(request: Request, template: str, session, status_code: int = 200, **co
 
 
 async def show(request: Request) -> Response:
-    visit = await _service(request).visit(request.path_params["token"], reconcile=True)
+    visit = await _service(request).visit(request.path_params["token"], reconcile=True, show_decided=True)
     session = visit.session
     if visit.already_canceled:
         return render(request, "canceled.html")
+    if visit.decided_elsewhere is not None:
+        return await _decided_elsewhere(request, visit)
     if session.outcome != "open" or session.kept_at:
         return await done(request)
     if session.reason is not None and request.query_params.get("change") == "reason":
         return _page(request, "reason.html", session, chosen=session.reason, comment=session.comment or "")
-    if session.cancel_at_period_end:
+    facts = _service(request).snapshot(session)
+    if facts is not None and facts.fixed_end is not None:
+        # the coach fixed an end date: kept, shown, and the client may end the plan earlier (no "keep")
+        return _page(request, "fixed_end.html", session, ends_on=facts.fixed_end, period_end=facts.next_payment)
+    if facts.scheduled_by_client if facts is not None else session.cancel_at_period_end:
         return _page(request, "scheduled.html", session)
     if session.reason is None:
         return _page(request, "reason.html", session)
     return await _offers_page(request, session)
+
+
+async def _decided_elsewhere(request: Request, visit) -> Response:
+    """A new link after an offer was accepted on another one: that decision, and cancel one click away. No
+    session is opened for this link until the subscriber acts, so the dashboard counts no new one."""
+    service = _service(request)
+    first = visit.decided_elsewhere
+    offer = service.live.offer(first.chosen_offer) if first.chosen_offer else None
+    outcome = await service.outcome(first)
+    return render(request, "decided.html", session=first, outcome=outcome, offer=offer, token=request.path_params["token"],
+                  csrf=csrf_token(request.app.state.settings.secret_key, visit.link.nonce))
 
 
 async def _offers_page(request: Request, session, status_code: int = 200, error: str | None = None) -> Response:
@@ -78,9 +95,12 @@ async def cancel(request: Request) -> Response:
     settings = request.app.state.settings
     service = _service(request)
     reason_given = fields.get("reason") or None
+    if fields.get("end_early"):
+        await service.end_early(session, reason_given, fields.get("comment"))
+        return RedirectResponse(_here(request, "/done"), status_code=303)
     try:
         url = await service.send_to_portal(session, reason_given, fields.get("comment"), settings.return_url,
-                                           settings.base_url + _here(request, "/done"))
+                                           settings.base_url + _here(request, "/done"), here_url=_here(request))
     except BadRequest as error:
         if session.reason is None:
             return _page(request, "reason.html", session, 400, error=error.message, chosen=reason_given,

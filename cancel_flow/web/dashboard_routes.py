@@ -17,7 +17,9 @@ from cancel_flow.models import OUTCOMES
 from cancel_flow.money import format_money, minor_unit_divisor
 from cancel_flow.reasons import REASONS
 from cancel_flow.spreadsheet import safe_cell
+from cancel_flow.store.attention import attention
 from cancel_flow.store.billing_stats import billing_stats
+from cancel_flow.store.stats import outside_cancellations
 from cancel_flow.store.stats import PAGE_SIZE, DateRange, day_start
 from cancel_flow.web import charts
 from cancel_flow.web.coach_auth import (LOGIN_CSRF_COOKIE, SignInBusy, TooManyAttempts, check_credentials, sign_in,
@@ -60,9 +62,10 @@ def parse_day_range(start: str | None, end: str | None, default_days: int = 30,
 
 
 class Filters:
-    """Range (preset or from/to), outcome, reason and page, from the query string."""
+    """Range (preset or from/to), outcome, reason and page, from the query string; `path` is the tab shown."""
 
     def __init__(self, request: Request):
+        self.path = request.url.path
         query = request.query_params
         if query.get("from") or query.get("to"):
             first, last = parse_day_range(query.get("from"), query.get("to"))
@@ -102,6 +105,12 @@ class Filters:
         """A preset's link: the same outcome and reason filters, the first page."""
         values = {"range": days, "outcome": self.outcome or "", "reason": self.reason or ""}
         return urlencode({k: v for k, v in values.items() if v not in ("", None)})
+
+    def tab_query(self) -> str:
+        """Another tab's link: the same range (as a preset when it is one) and filters, the first page."""
+        if self.preset:
+            return self.preset_query(self.preset)
+        return self.query(page="")
 
 
 async def login_page(request: Request) -> Response:
@@ -192,6 +201,13 @@ def local_clock(zone_name: str):
     return local
 
 
+# Stripe's cancellation_details.reason, in words (https://docs.stripe.com/api/subscriptions/object#subscription_object-cancellation_details-reason)
+STRIPE_REASONS = {"cancellation_requested": "canceled in Stripe (its portal, or by you)",
+                  "payment_failed": "payments failed until Stripe gave up",
+                  "payment_disputed": "a payment was disputed",
+                  "canceled_by_retention_policy": "Stripe's test-mode clean-up"}
+
+
 def recovered_payments(request: Request, period) -> dict | None:
     """Failed payments of the range and how many were recovered (paid after a failure), with the billing
     emails sent (cancel_flow/store/billing_stats.py); None when no payment failed in this range or the
@@ -211,22 +227,89 @@ def _offers_ever(request: Request) -> dict:
     return request.app.state.config.offer_history()
 
 
-async def dashboard(request: Request) -> Response:
+def payback(offer_cost: list[tuple[str, int]], mrr_saved: list[tuple[str, int]]) -> list[str]:
+    """The offers' cost on the footing of the MRR saved: how many months of it the cost is, per currency."""
+    monthly = dict(mrr_saved)
+    words = []
+    for currency, cost in offer_cost:
+        mrr = monthly.get(currency)
+        if not mrr:
+            continue
+        months = cost / mrr
+        amount = format_money(cost, currency)
+        if months < 0.95:
+            words.append(f"{amount} is less than one month of the MRR saved")
+        else:
+            shown = f"{months:.1f}".removesuffix(".0")
+            words.append(f"{amount} is {shown} month{'' if shown == '1' else 's'} of the MRR saved")
+    return words
+
+
+def kept_against_cost(offer_kinds: list[dict]) -> list[dict]:
+    """Per currency, over the acceptances at least 90 days old in the range: the revenue their subscriptions
+    brought in the 90 days after accepting, what those offers cost, and the difference (the offers table's
+    figures added up over every kind)."""
+    totals: dict[str, list[int]] = {}
+    for kind in offer_kinds:
+        for money in kind["money"]:
+            if money["revenue_kept_90"] is None:
+                continue
+            kept = totals.setdefault(money["currency"], [0, 0])
+            kept[0] += money["revenue_kept_90"]
+            kept[1] += money["revenue_kept_90"] - money["net_revenue_kept_90"]
+    return [{"currency": currency, "kept": kept, "cost": cost, "net": kept - cost}
+            for currency, (kept, cost) in sorted(totals.items())]
+
+
+async def _signed_in(request: Request):
     coach = await signed_in_coach(request)
     if coach is None:
-        return to_login()
-    filters = Filters(request)
-    queries = request.app.state.stats
-    settings = request.app.state.settings
-    csrf = csrf_token(settings.secret_key, f"coach|{coach.session_key}")
-    if not await run_in_threadpool(queries.any_session):
-        return render(request, "dashboard_empty.html", coach=coach, csrf=csrf)
+        return None, None
+    return coach, csrf_token(request.app.state.settings.secret_key, f"coach|{coach.session_key}")
+
+
+def _tab(title: str, template: str, build):
+    """A dashboard tab: signed in, the range and filters read (a bad range shows the range form again, inside
+    the dashboard), then `build(request, filters)`'s figures on `template`."""
+    async def endpoint(request: Request) -> Response:
+        coach, csrf = await _signed_in(request)
+        if coach is None:
+            return to_login()
+        settings = request.app.state.settings
+        shared = dict(coach=coach, csrf=csrf, presets=PRESETS, page_title=title, zone=settings.timezone)
+        try:
+            filters = Filters(request)
+        except BadRequest as refused:
+            return render(request, "dashboard_bad_range.html", 400, message=refused.message, tab_path=request.url.path,
+                          today=utc_now().date(), **shared)
+        if template == "dashboard.html" and not await run_in_threadpool(request.app.state.stats.any_session):
+            return render(request, "dashboard_empty.html", coach=coach, csrf=csrf)
+        figures = await build(request, filters)
+        length = (filters.last - filters.first).days + 1
+        return render(request, template, filters=filters, previous_length=length,
+                      previous_first=filters.first - timedelta(days=length),
+                      previous_last=filters.first - timedelta(days=1),
+                      chart_query=urlencode({"from": filters.first.isoformat(), "to": filters.last.isoformat()}),
+                      **shared, **figures)
+    return endpoint
+
+
+async def _stats(request: Request, filters: Filters):
     offers = await run_in_threadpool(_offers_ever, request)
     kinds = {offer_id: offer.kind for offer_id, offer in offers.items()}
-    stats = await run_in_threadpool(queries.stats, filters.period, kinds)
-    recent, total = await run_in_threadpool(queries.recent, filters.period, filters.outcome, filters.reason, filters.page)
+    return await run_in_threadpool(request.app.state.stats.stats, filters.period, kinds)
+
+
+async def _offer_titles(request: Request) -> dict[str, str]:
+    offers = await run_in_threadpool(_offers_ever, request)
+    return {offer_id: offer.title for offer_id, offer in offers.items()}
+
+
+async def _overview(request: Request, filters: Filters) -> dict:
+    """How am I doing, and what changed: the cards, the trend, the top reasons, who needs attention."""
+    stats = await _stats(request, filters)
     recovered = await run_in_threadpool(recovered_payments, request, filters.period)
-    pages = max(1, -(-total // PAGE_SIZE))
+    needing = await run_in_threadpool(attention, request.app.state.store.engine)
     previous = stats.previous
     mrr_now = sum(amount for _, amount in stats.mrr_saved) if len(stats.mrr_saved) <= 1 else None
     mrr_before = sum(amount for _, amount in previous["mrr_saved"]) if len(previous["mrr_saved"]) <= 1 else None
@@ -238,19 +321,44 @@ async def dashboard(request: Request) -> Response:
     }
     if recovered:
         changes["recovered"] = _change(recovered.get("count"), recovered.get("previous_count"), "count")
-    length = (filters.last - filters.first).days + 1
-    chart_query = urlencode({"from": filters.first.isoformat(), "to": filters.last.isoformat()})
-    return render(request, "dashboard.html", coach=coach, csrf=csrf, stats=stats, filters=filters, recent=recent,
-                  total=total, pages=pages, page_links=_pages(filters.page, pages), presets=PRESETS,
-                  outcome_labels=OUTCOME_LABELS, outcome_hints=OUTCOME_HINTS, kind_labels=KIND_LABELS,
-                  offer_titles={offer_id: offer.title for offer_id, offer in offers.items()}, changes=changes, previous_length=length,
-                  previous_first=filters.first - timedelta(days=length), previous_last=filters.first - timedelta(days=1),
-                  mrr_saved=_money_list(stats.mrr_saved), discount_cost=_money_list(stats.discount_cost),
-                  offer_cost=_money_list(stats.offer_cost), recovered=recovered,
-                  local=local_clock(settings.timezone), zone=settings.timezone,
-                  customer_url=lambda customer: stripe_customer_url(settings.stripe_api_key, customer),
-                  reasons_size=charts.reasons_size,
-                  chart_query=chart_query)
+    return dict(stats=stats, changes=changes, recovered=recovered, attention=needing,
+                mrr_saved=_money_list(stats.mrr_saved), discount_cost=_money_list(stats.discount_cost),
+                offer_cost=_money_list(stats.offer_cost), payback=payback(stats.offer_cost, stats.mrr_saved),
+                top_reasons=stats.reasons[:3], reasons_size=charts.reasons_size)
+
+
+async def _sessions(request: Request, filters: Filters) -> dict:
+    settings = request.app.state.settings
+    queries = request.app.state.stats
+    stats = await _stats(request, filters)
+    recent, total = await run_in_threadpool(queries.recent, filters.period, filters.outcome, filters.reason, filters.page)
+    pages = max(1, -(-total // PAGE_SIZE))
+    return dict(stats=stats, recent=recent, total=total, pages=pages, page_links=_pages(filters.page, pages),
+                outcome_labels=OUTCOME_LABELS, outcome_hints=OUTCOME_HINTS, offer_titles=await _offer_titles(request),
+                local=local_clock(settings.timezone),
+                customer_url=lambda customer: stripe_customer_url(settings.stripe_api_key, customer))
+
+
+async def _offers(request: Request, filters: Filters) -> dict:
+    stats = await _stats(request, filters)
+    return dict(stats=stats, kind_labels=KIND_LABELS, offer_titles=await _offer_titles(request),
+                kept=kept_against_cost(stats.offer_kinds), mrr_saved=_money_list(stats.mrr_saved),
+                discount_cost=_money_list(stats.discount_cost), offer_cost=_money_list(stats.offer_cost),
+                payback=payback(stats.offer_cost, stats.mrr_saved))
+
+
+async def _reasons(request: Request, filters: Filters) -> dict:
+    outside = await run_in_threadpool(outside_cancellations, request.app.state.store.engine, filters.period)
+    return dict(stats=await _stats(request, filters), reasons_size=charts.reasons_size, outside=outside,
+                stripe_reasons=STRIPE_REASONS)
+
+
+async def _payments(request: Request, filters: Filters) -> dict:
+    billing = await run_in_threadpool(billing_stats, request.app.state.store.engine, filters.period)
+    return dict(billing=billing)
+
+
+dashboard = _tab("Retention dashboard", "dashboard.html", _overview)
 
 
 def _chart(render_svg):
@@ -336,6 +444,10 @@ routes = [
     Route("/dashboard/login", login, methods=["POST"]),
     Route("/dashboard/logout", logout, methods=["POST"]),
     Route("/dashboard", dashboard, methods=["GET"]),
+    Route("/dashboard/sessions", _tab("Sessions", "dashboard_sessions.html", _sessions), methods=["GET"]),
+    Route("/dashboard/offers", _tab("Offers", "dashboard_offers.html", _offers), methods=["GET"]),
+    Route("/dashboard/reasons", _tab("Reasons", "dashboard_reasons.html", _reasons), methods=["GET"]),
+    Route("/dashboard/payments", _tab("Payments and emails", "dashboard_payments.html", _payments), methods=["GET"]),
     Route("/dashboard/export.csv", export_csv, methods=["GET"]),
     Route("/dashboard/charts/weekly.svg", _chart(lambda stats, color, size: charts.weekly_trend_svg(stats.weekly, color, size))),
     Route("/dashboard/charts/reasons.svg", _chart(lambda stats, color, size: charts.reasons_svg(stats.reasons, color, size))),

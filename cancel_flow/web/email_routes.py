@@ -1,5 +1,5 @@
 """Pages the billing emails lead to: back from the card update (the open invoice is paid at once) and
-the one-click unsubscribe (no login)."""
+unsubscribing (no login: a one-button page, and the mail clients' one-click POST)."""
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -40,18 +40,37 @@ def _page(request: Request, template: str, status_code: int = 200, **context) ->
 
 
 async def card_updated(request: Request) -> Response:
-    """Where the portal returns after a card update: every open invoice is paid now, with the new card."""
+    """Where the portal returns after a card update: every open invoice is paid now, with the new card (and a
+    subscription with a card of its own gets the new one too, so Stripe's own retries use it)."""
     token = request.path_params["token"]
     link = request.app.state.signer.read_billing(token)
     billing = StripeBilling(request.app.state.gateway)
     customer = await billing.customer(link.customer)
     card = (customer.get("invoice_settings") or {}).get("default_payment_method")
     card = card.get("id") if isinstance(card, dict) else card
+    if card:
+        for sub in await billing.subscriptions_with_own_card(link.customer):
+            own = sub["default_payment_method"]
+            if (own.get("id") if isinstance(own, dict) else own) != card:
+                await billing.use_card_for_subscription(sub["id"], card)
     payments = [await billing.pay(invoice, card) for invoice in await billing.open_invoices(link.customer)]
     paid = [p for p in payments if p.paid]
-    declined = [p for p in payments if not p.paid]
-    log_event("billing.card_updated_paid", customer=link.customer, paid=len(paid), declined=len(declined))
+    to_confirm = [p for p in payments if p.needs_confirmation]
+    declined = [p for p in payments if not p.paid and not p.needs_confirmation]
+    log_event("billing.card_updated_paid", customer=link.customer, paid=len(paid), declined=len(declined),
+              to_confirm=len(to_confirm))
     lines = []
+    if to_confirm and not declined:
+        # the bank wants the customer to confirm: Stripe's hosted invoice page does that, never a dead end
+        title = "Confirm the payment with your bank"
+        lines.append(f"Your card was updated. Your bank asks you to confirm the payment of "
+                     f"{' and '.join(format_money(p.amount, p.currency) for p in to_confirm)}: it takes a moment on "
+                     "the next page.")
+        if paid:
+            lines.append("Your payment of " + " and ".join(format_money(p.amount, p.currency) for p in paid)
+                         + " went through.")
+        return _page(request, "card_updated.html", title=title, lines=lines, retry_url=None,
+                     confirm_url=to_confirm[0].confirm_url)
     if not payments:
         title, lines = "Your card was updated", ["Your card was updated. There is nothing to pay right now."]
     elif not declined:
@@ -70,40 +89,51 @@ async def card_updated(request: Request) -> Response:
                          + " went through.")
         lines.append("Please try another card, or contact your bank and try again.")
     retry = f"/billing/{token}?flow=payment_method_update" if declined else None
-    return _page(request, "card_updated.html", title=title, lines=lines, retry_url=retry)
+    return _page(request, "card_updated.html", title=title, lines=lines, retry_url=retry,
+                 confirm_url=to_confirm[0].confirm_url if to_confirm else None)
 
 
 async def unsubscribe(request: Request) -> Response:
-    """GET stops that kind of email at once (one click); the page offers to undo it. POST with
-    `action=unsubscribe` (mail clients' one-click, RFC 8058) or `action=resubscribe`."""
+    """GET shows one button and changes nothing (mail scanners open links); the button POSTs
+    `action=unsubscribe`. A POST without a page works too: mail clients' one-click unsubscribe
+    (RFC 8058, body `List-Unsubscribe=One-Click`) stops the emails at once. `action=resubscribe` undoes it."""
     token = request.path_params["token"]
     link = read_unsubscribe(request.app.state.settings.secret_key, token)
     if request.method == "HEAD":  # link checkers and mail clients look before anyone clicks: nothing changes
         return HTMLResponse(None, headers={"Cache-Control": "no-store"})
     engine = request.app.state.store.engine
-    subscribed = False
-    if request.method == "POST":
-        try:
-            form = await request.form(max_files=0, max_fields=5, max_part_size=1000)
-        except Exception:
-            raise BadRequest("We couldn't read that form. Please go back and try again.") from None
-        action = form.get("action") or "unsubscribe"
-        if action not in ("unsubscribe", "resubscribe"):
-            raise BadRequest("That is not something this page can do.")
-        subscribed = action == "resubscribe"
-    if subscribed:
-        await run_in_threadpool(records.resubscribe, engine, link.customer, link.kind)
-    else:
-        await run_in_threadpool(records.unsubscribe, engine, link.customer, link.kind)
-    log_event("emails.unsubscribe" if not subscribed else "emails.resubscribe", customer=link.customer, kind=link.kind)
     words = KIND_WORDS[link.kind] if link.kind in UNSUBSCRIBABLE else "these emails"
-    if subscribed:
+    brand = request.app.state.config.current().brand.name
+    action = f"/emails/unsubscribe/{token}"
+    if request.method == "GET":
+        if await run_in_threadpool(records.unsubscribed, engine, link.customer, link.kind):
+            return _stopped(request, words, action)
+        return _page(request, "unsubscribed.html", title=f"Stop {words}?", subscribed=True,
+                     message=f"Press the button to stop {words} from {brand}. Emails about a failed payment still "
+                             "reach you, as they concern your account.",
+                     button=f"Stop {words}", action=action)
+    try:
+        form = await request.form(max_files=0, max_fields=5, max_part_size=1000)
+    except Exception:
+        raise BadRequest("We couldn't read that form. Please go back and try again.") from None
+    choice = form.get("action") or "unsubscribe"
+    if choice not in ("unsubscribe", "resubscribe"):
+        raise BadRequest("That is not something this page can do.")
+    if choice == "resubscribe":
+        await run_in_threadpool(records.resubscribe, engine, link.customer, link.kind)
+        log_event("emails.resubscribe", customer=link.customer, kind=link.kind)
         return _page(request, "unsubscribed.html", title="You're back on the list", subscribed=True,
-                     message=f"You'll get {words} again.", button=f"Stop {words}", action=f"/emails/unsubscribe/{token}")
+                     message=f"You'll get {words} again.", button=f"Stop {words}", action=action)
+    await run_in_threadpool(records.unsubscribe, engine, link.customer, link.kind)
+    log_event("emails.unsubscribe", customer=link.customer, kind=link.kind)
+    return _stopped(request, words, action)
+
+
+def _stopped(request: Request, words: str, action: str) -> Response:
     return _page(request, "unsubscribed.html", title="You won't get these emails any more", subscribed=False,
                  message=f"You won't get {words} from {request.app.state.config.current().brand.name} any more. Emails about "
                          "a failed payment still reach you, as they concern your account.",
-                 button=f"Keep getting {words}", action=f"/emails/unsubscribe/{token}")
+                 button=f"Keep getting {words}", action=action)
 
 
 routes = [

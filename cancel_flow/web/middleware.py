@@ -102,22 +102,24 @@ class RequestEdge:
 class BodySizeLimit:
     """Refuse bodies over MAX_BODY with 413 before the route reads them: a declared length at once; a body sent
     in chunks (no length) is read first, up to the limit, and handed to the route whole, so a route that would
-    have refused it half-read (a form field too long) can't answer otherwise than for the same body with a length."""
+    have refused it half-read (a form field too long) can't answer otherwise than for the same body with a length.
+    `larger` gives a few paths (an upload) a limit of their own."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY):
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY, larger: dict[str, int] | None = None):
+        self.app, self.limit, self.larger = app, limit, larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.limit) if self.larger else self.limit
         headers = dict(scope.get("headers", []))
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _too_large(send)
             return
         if declared is None and b"transfer-encoding" in headers:
-            await self._chunked(scope, receive, send)
+            await self._chunked(scope, receive, send, limit)
             return
         received = 0
 
@@ -126,7 +128,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     raise _TooLarge
             return message
 
@@ -135,7 +137,7 @@ class BodySizeLimit:
         except _TooLarge:
             await _too_large(send)
 
-    async def _chunked(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _chunked(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         parts, size = [], 0
         while True:
             message = await receive()
@@ -143,7 +145,7 @@ class BodySizeLimit:
                 return  # the client went away before the end of its body
             part = message.get("body", b"")
             size += len(part)
-            if size > self.limit:
+            if size > limit:
                 await _too_large(send)
                 return
             parts.append(part)

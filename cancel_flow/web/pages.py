@@ -25,12 +25,17 @@ environment.filters["money"] = lambda amount, currency: format_money(amount, cur
 environment.filters["day"] = format_day
 environment.globals["interval_words"] = interval_words
 environment.globals["REASONS"] = REASONS
-# The coach's pages, in the navigation's order; each coach sees those their role may open.
-environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/experiments", "Experiments"),
-                                     ("/dashboard/deliveries", "Webhooks and alerts"),
+# The coach's pages, in the navigation's order (the one place to add an entry); each coach sees those their role
+# may open (cancel_flow/web/access.py).
+environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/attention", "Needs attention"),
+                                     ("/dashboard/experiments", "Experiments"), ("/dashboard/deliveries", "Webhooks and alerts"),
+                                     ("/dashboard/settings", "Settings"), ("/dashboard/preview", "Preview"),
                                      ("/dashboard/integrations", "Links and integrations"), ("/dashboard/team", "Team"),
-                                     ("/dashboard/stripe", "Stripe"),
-                                     ("/dashboard/audit", "Audit log"))
+                                     ("/dashboard/stripe", "Stripe"), ("/dashboard/audit", "Audit log"))
+# The retention dashboard's tabs (the "Retention" entry), each keeping the range and filters.
+DASHBOARD_TABS = (("/dashboard", "Overview"), ("/dashboard/sessions", "Sessions"), ("/dashboard/offers", "Offers"),
+                  ("/dashboard/reasons", "Reasons"), ("/dashboard/payments", "Payments and emails"))
+environment.globals["DASHBOARD_TABS"] = DASHBOARD_TABS
 
 
 def _may_open(coach, path: str, method: str = "GET") -> bool:
@@ -55,19 +60,21 @@ def csrf_token(secret_key: str, scope: str) -> str:
     return hmac.new(secret_key.encode(), f"csrf|{scope}".encode(), hashlib.sha256).hexdigest()[:40]
 
 
-async def read_form(request: Request, expected_csrf: str | None) -> dict[str, str]:
-    """The POSTed fields as text, after the CSRF check; anything unreadable is a 400, never a 500."""
+async def read_form(request: Request, expected_csrf: str | None, max_fields: int = 50, max_files: int = 0) -> dict:
+    """The POSTed fields as text (and, up to `max_files`, uploaded files), after the CSRF check; anything
+    unreadable is a 400, never a 500."""
     try:
-        form = await request.form(max_files=0, max_fields=50, max_part_size=MAX_FORM_FIELD)
+        form = await request.form(max_files=max_files, max_fields=max_fields, max_part_size=MAX_FORM_FIELD)
     except Exception:
         raise BadRequest("We couldn't read that form. Please go back and try again.") from None
     fields = {}
     for key, value in form.multi_items():
-        if not isinstance(value, str):
+        if not isinstance(value, str) and not max_files:
             raise BadRequest("This form doesn't take files.")
         fields.setdefault(key, value)
     sent = fields.get("csrf_token", "")
-    if not expected_csrf or not hmac.compare_digest(sent.encode("utf-8", "replace"), expected_csrf.encode()):
+    if not isinstance(sent, str) or not expected_csrf or \
+            not hmac.compare_digest(sent.encode("utf-8", "replace"), expected_csrf.encode()):
         raise BadRequest("This form has expired or was not sent from this page. Please go back, reload and try again.",
                          title="Please try again")
     return fields

@@ -58,6 +58,14 @@ async def send_links(request: Request) -> Response:
     return response
 
 
+def links_message(brand, links, to: str, name: str | None = None) -> Message:
+    """The email with a client's billing link and cancel links, as plain text and HTML."""
+    context = {"brand": brand, "links": links, "name": name}
+    return Message(to=to, subject=f"Your {brand.name} subscription links",
+                   text=environment.get_template("mail_links.txt").render(**context),
+                   html=environment.get_template("mail_links.html").render(**context))
+
+
 async def _find_and_send(state, email: str) -> None:
     try:
         links = await links_for_email(state.gateway, state.signer, state.settings.base_url, email)
@@ -67,11 +75,7 @@ async def _find_and_send(state, email: str) -> None:
     if not links:
         log_event("shared_link.no_customer")
         return
-    brand = state.config.current().brand
-    context = {"brand": brand, "links": links, "name": None}
-    message = Message(to=email, subject=f"Your {brand.name} subscription links",
-                      text=environment.get_template("mail_links.txt").render(**context),
-                      html=environment.get_template("mail_links.html").render(**context))
+    message = links_message(state.config.current().brand, links, email)
     try:
         await run_in_threadpool(state.mailer.send, message)
     except (OSError, MessageRefused) as error:

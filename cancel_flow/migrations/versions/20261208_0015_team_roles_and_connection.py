@@ -3,8 +3,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0012'
-down_revision = '0011'
+revision = '0015'
+down_revision = '0014'
 
 
 def upgrade() -> None:
