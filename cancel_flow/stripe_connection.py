@@ -80,7 +80,7 @@ class Effective:
 
 def _from_environment(settings: Settings, name: str) -> str | None:
     return {WEBHOOK_SECRET: settings.stripe_webhook_secret, PORTAL: settings.stripe_portal_configuration,
-            BILLING_PORTAL: getattr(settings, "stripe_billing_portal_configuration", None)}.get(name)
+            BILLING_PORTAL: settings.stripe_billing_portal_configuration}.get(name)
 
 
 def stored(engine: Engine, settings: Settings) -> tuple[dict[str, tuple[str, datetime | None]], tuple[str, ...]]:
@@ -158,7 +158,8 @@ class LiveConnection:
 def effective_settings(settings: Settings, connection: Effective) -> Settings:
     """The settings with the connection's values in place of the environment's (for `stripe check`)."""
     return replace(settings, stripe_webhook_secret=connection.webhook_secrets[0] if connection.webhook_secrets else None,
-                   stripe_portal_configuration=connection.portal_configuration)
+                   stripe_portal_configuration=connection.portal_configuration,
+                   stripe_billing_portal_configuration=connection.billing_portal_configuration)
 
 
 def settings_in_use(settings: Settings) -> Settings:
