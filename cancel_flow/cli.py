@@ -38,8 +38,9 @@ def _offers_explain(args) -> int:
 
 def _stripe_check(args) -> int:
     from cancel_flow.stripe_check import run_stripe_check
+    from cancel_flow.stripe_connection import settings_in_use
 
-    _, ok = run_stripe_check(_settings(), on_line=lambda line: print(line, flush=True))
+    _, ok = run_stripe_check(settings_in_use(_settings()), on_line=lambda line: print(line, flush=True))
     return 0 if ok else 1
 
 
@@ -48,24 +49,28 @@ def _sweep(args) -> int:
     from cancel_flow.hooks import is_test_mode
     from cancel_flow.outbox.session_events import SessionEvents
     from cancel_flow.store import Store, make_engine, require_migrated
-
-    settings = _settings()
-    engine = make_engine(settings.database_url)
-    require_migrated(engine)
-    events = SessionEvents(open_live(engine, settings), is_test_mode(settings.stripe_api_key))
-    marked = Store(engine, on_event=events).sweep_deflected()
     from cancel_flow.store.api_keys import LinkRequestStore
     from cancel_flow.store.coaches import CoachStore
+    from cancel_flow.store.declarations import DeclarationStore
+    from cancel_flow.stripe_connection import finish_roll_quietly
     from cancel_flow.web.coach_auth import FAILURE_WINDOW
     from cancel_flow.web.shared_link_routes import WINDOW
 
-    CoachStore(engine).prune_attempts(FAILURE_WINDOW)  # old throttle counters, as serve's sweep does
-    LinkRequestStore(engine).prune(WINDOW)
-    from cancel_flow.store.declarations import DeclarationStore
-
-    keep_days = events.live.current().compliance.records_keep_days
-    deleted = DeclarationStore(engine).prune(keep_days)  # withdrawals and cancel-button records past their time
-    engine.dispose()
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        require_migrated(engine)
+        events = SessionEvents(open_live(engine, settings), is_test_mode(settings.stripe_api_key))
+        marked = Store(engine, on_event=events).sweep_deflected()
+        coaches = CoachStore(engine)
+        coaches.prune_attempts(FAILURE_WINDOW)  # old throttle counters, as serve's sweep does
+        coaches.prune_tokens()
+        LinkRequestStore(engine).prune(WINDOW)
+        keep_days = events.live.current().compliance.records_keep_days
+        deleted = DeclarationStore(engine).prune(keep_days)  # withdrawals and cancel-button records past their time
+        asyncio.run(finish_roll_quietly(settings, engine))  # a rolled signing secret's old endpoint, after 24 hours
+    finally:
+        engine.dispose()
     print(f"{marked} session(s) marked deflected.")
     if deleted:
         print(f"{deleted} declaration(s) older than {keep_days} days deleted.")
@@ -102,6 +107,7 @@ def _new_password(args) -> str | None:
 def _coach(args) -> int:
     from cancel_flow.passwords import hash_password
     from cancel_flow.store import make_engine, migrate
+    from cancel_flow.store.audit import COMMAND_LINE, record_audit
     from cancel_flow.store.coaches import CoachStore
 
     email = _coach_email(args.email)
@@ -115,18 +121,26 @@ def _coach(args) -> int:
         migrate(engine)
         coaches = CoachStore(engine)
         if args.coach_command == "add":
-            if not coaches.add(email, hash_password(password)):
+            if not coaches.add(email, hash_password(password), args.role, on_added=lambda connection: record_audit(
+                    connection, "team.added", f"{email} added as {args.role}", actor=COMMAND_LINE)):
                 print(f"cancel-flow: a coach with email {email} exists already", file=sys.stderr)
                 return 1
-            print(f"Coach {email} can now sign in at /dashboard/login.")
+            print(f"Coach {email} ({args.role}) can now sign in at /dashboard/login.")
         elif args.coach_command == "password":
             if not coaches.set_password(email, hash_password(password)):
                 print(f"cancel-flow: no coach with email {email}", file=sys.stderr)
                 return 1
+            record_audit(engine, "team.password_set", f"new password for {email}; its sessions ended", actor=COMMAND_LINE)
             print(f"New password set for {email}; every session signed in before has ended.")
         else:
-            if not coaches.remove(email):
+            outcome = coaches.remove(email, on_removed=lambda connection, row: record_audit(
+                connection, "team.removed", f"{email} ({row.role}) removed", actor=COMMAND_LINE))
+            if outcome == "missing":
                 print(f"cancel-flow: no coach with email {email}", file=sys.stderr)
+                return 1
+            if outcome == "last_owner":
+                print(f"cancel-flow: {email} is the last owner and can't be removed: make another coach an owner "
+                      "first (on the Team page)", file=sys.stderr)
                 return 1
             print(f"Coach {email} removed; their sessions have ended.")
     finally:
@@ -186,27 +200,39 @@ def _api_key(args) -> int:
     import secrets
 
     from cancel_flow.store import make_engine, migrate
-    from cancel_flow.store.api_keys import DEFAULT_SCOPES, ApiKeyStore
+    from cancel_flow.store.api_keys import DEFAULT_SCOPES, ApiKeyStore, check_scopes, scopes_of
+    from cancel_flow.store.audit import COMMAND_LINE, record_audit
 
+    scopes = DEFAULT_SCOPES
+    if getattr(args, "scope", None):
+        try:
+            scopes = check_scopes(name for value in args.scope for name in value.split(","))
+        except ValueError as unknown:
+            print(f"cancel-flow: {unknown}", file=sys.stderr)
+            return 2
+        if not scopes:
+            print("cancel-flow: name at least one scope: links, stats, hooks, config", file=sys.stderr)
+            return 2
     engine = make_engine(_settings().database_url)
     migrate(engine)
     keys = ApiKeyStore(engine)
     try:
         if args.api_key_command == "create":
             key = "cfk_" + secrets.token_urlsafe(32)
-            scopes = tuple(dict.fromkeys(args.scope or DEFAULT_SCOPES))
-            if not keys.add(args.name, key, scopes):
+            if not keys.add(args.name, key, scopes, on_added=lambda connection: record_audit(
+                    connection, "api_key.created", f"'{args.name}' with scopes {', '.join(scopes)}", actor=COMMAND_LINE)):
                 print(f"cancel-flow: an API key named {args.name!r} exists already", file=sys.stderr)
                 return 1
             print(key)
-            print(f"API key {args.name!r} created with scopes {', '.join(scopes)}. It is shown only now: store it "
-                  f"in your app's secrets.", file=sys.stderr)
+            print(f"API key {args.name!r} created with scopes {', '.join(scopes)}. It is shown only now: store it in "
+                  "your app's secrets.", file=sys.stderr)
         elif args.api_key_command == "list":
             for row in keys.all():
                 state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
                 used = f"last used {row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never used"
-                print(f"{row.name}\t{row.prefix}…\t{row.scopes.replace(' ', ',')}\t{state}\t{used}")
-        elif not keys.revoke(args.name):
+                print(f"{row.name}\t{row.prefix}…\t{','.join(scopes_of(row))}\t{state}\t{used}")
+        elif not keys.revoke(args.name, on_revoked=lambda connection: record_audit(
+                connection, "api_key.revoked", f"'{args.name}'", actor=COMMAND_LINE)):
             print(f"cancel-flow: no active API key named {args.name!r}", file=sys.stderr)
             return 1
         else:
@@ -291,9 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     api_key_sub = api_key.add_subparsers(dest="api_key_command", required=True, metavar="ACTION")
     create = api_key_sub.add_parser("create", help="create a key and print it once")
     create.add_argument("name")
-    create.add_argument("--scope", action="append", choices=list(API_SCOPES),
-                        help="what the key may use (repeat for several): " + "; ".join(
-                            f"{name}: {routes}" for name, routes in API_SCOPES.items()) + " (default: links, stats, hooks)")
+    create.add_argument("--scope", action="append", metavar="SCOPE",
+                        help="what the key may call (repeat, or comma-separate): links, stats, hooks, config; "
+                             "default: links, stats and hooks")
     api_key_sub.add_parser("list", help="list keys (names and prefixes only)")
     revoke = api_key_sub.add_parser("revoke", help="revoke a key")
     revoke.add_argument("name")
@@ -312,11 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     coach_sub = coach.add_subparsers(dest="coach_command", required=True, metavar="ACTION")
     coach_add = coach_sub.add_parser("add", help="create a dashboard login")
     coach_add.add_argument("email")
+    coach_add.add_argument("--role", choices=("owner", "editor", "viewer"), default="owner",
+                           help="owner: everything; editor: settings and what a viewer sees; viewer: read only "
+                                "(default: owner)")
     coach_add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     coach_password = coach_sub.add_parser("password", help="set a new password (ends every session of that login)")
     coach_password.add_argument("email")
     coach_password.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    coach_remove = coach_sub.add_parser("remove", help="remove a dashboard login (ends its sessions)")
+    coach_remove = coach_sub.add_parser("remove", help="remove a dashboard login (ends its sessions; never the last owner)")
     coach_remove.add_argument("email")
     coach.set_defaults(handler=_coach)
 

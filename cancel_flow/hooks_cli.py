@@ -17,11 +17,13 @@ def _engine():
 
 def _add(args) -> int:
     from cancel_flow.outbox.endpoints import add_endpoint
+    from cancel_flow.store.audit import COMMAND_LINE, endpoint_words, record_audit
 
     events = [name.strip() for value in (args.events or []) for name in value.split(",") if name.strip()]
     settings, engine = _engine()
     try:
         endpoint = add_endpoint(engine, args.url, events, source="cli", allow_private=settings.allow_private_urls)
+        record_audit(engine, "webhook_endpoint.added", endpoint_words(endpoint.id, args.url, events), actor=COMMAND_LINE)
     except BadRequest as refused:
         print(f"cancel-flow: {refused.message}", file=sys.stderr)
         return 1
@@ -52,10 +54,13 @@ def _list(args) -> int:
 
 def _remove(args) -> int:
     from cancel_flow.outbox.endpoints import remove_endpoint
+    from cancel_flow.store.audit import COMMAND_LINE, record_audit
 
     _settings, engine = _engine()
     try:
         removed = remove_endpoint(engine, args.id)
+        if removed:
+            record_audit(engine, "webhook_endpoint.removed", args.id, actor=COMMAND_LINE)
     finally:
         engine.dispose()
     if not removed:

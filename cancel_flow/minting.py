@@ -69,6 +69,17 @@ async def links_for_email(gateway: StripeGateway, signer: LinkSigner, base_url: 
             for facts in (await gateway.list_live_subscriptions(customer))[:5]]
 
 
+EXPORT_HEADER = ["email", "name", "billing_link", "cancel_link", "expires_at", "customer", "subscription"]
+
+
+async def export_rows(gateway: StripeGateway, signer: LinkSigner, base_url: str, max_age: int | None):
+    """The mail-merge rows, one per customer with an active subscription (their newest), as they come from Stripe."""
+    async for customer, facts in gateway.customers_with_live_subscriptions():
+        minted = links_for(signer, base_url, customer["id"], facts.subscription_id, max_age)
+        yield [safe_cell(customer.get("email")), safe_cell(customer.get("name")), minted.billing_url,
+               minted.cancel_url, minted.expires_at.isoformat(timespec="seconds"), customer["id"], facts.subscription_id]
+
+
 async def export_links(settings: Settings, path: str, max_age: int | None) -> int:
     """One row per customer with an active subscription (their newest), for mail-merge."""
     import csv
@@ -79,12 +90,9 @@ async def export_links(settings: Settings, path: str, max_age: int | None) -> in
     try:
         with open(path, "w", newline="", encoding="utf-8") as target:
             writer = csv.writer(target)
-            writer.writerow(["email", "name", "billing_link", "cancel_link", "expires_at", "customer", "subscription"])
-            async for customer, facts in gateway.customers_with_live_subscriptions():
-                minted = links_for(signer, settings.base_url, customer["id"], facts.subscription_id, max_age)
-                writer.writerow([safe_cell(customer.get("email")), safe_cell(customer.get("name")), minted.billing_url,
-                                 minted.cancel_url, minted.expires_at.isoformat(timespec="seconds"),
-                                 customer["id"], facts.subscription_id])
+            writer.writerow(EXPORT_HEADER)
+            async for row in export_rows(gateway, signer, settings.base_url, max_age):
+                writer.writerow(row)
                 written += 1
     finally:
         await gateway.close()

@@ -194,6 +194,64 @@ class Coach(SQLModel, table=True):
     created_at: datetime = _when(default_factory=utc_now)
     # Carried in the session cookie; logout and a new password raise it, which ends every session at once.
     session_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # owner | editor | viewer (cancel_flow/web/access.py says what each may do); logins made before roles are owners
+    role: str = Field(default="owner", max_length=8, sa_column_kwargs={"server_default": "owner"})
+
+
+class CoachToken(SQLModel, table=True):
+    """A single-use link for a coach: an invitation (72 hours) or a password reset (1 hour). Only the token's
+    SHA-256 is kept; using it is one conditional UPDATE, so it works once however often it is sent."""
+
+    __tablename__ = "coach_token"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=8)  # invite | reset
+    email: str = Field(max_length=320, index=True)
+    role: str | None = Field(default=None, max_length=8)  # an invitation's role
+    created_by: str | None = Field(default=None, max_length=320)
+    created_at: datetime = _when(default_factory=utc_now)
+    expires_at: datetime = _when()
+    used_at: datetime | None = _when(default=None)
+
+
+class AuditEntry(SQLModel, table=True):
+    """One change of settings, team, keys, endpoints or the Stripe connection: who, when, what, from where."""
+
+    __tablename__ = "audit_entry"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _when(default_factory=utc_now, index=True)
+    actor: str = Field(max_length=320)  # a coach's email, "command line", or "API key 'name'"
+    action: str = Field(max_length=64, index=True)  # dotted: team.invited, api_key.created, stripe.setup, …
+    detail: str = Field(default="", sa_type=sa.Text)
+    address: str | None = Field(default=None, max_length=64)  # the client's address (an IPv6 client's /64)
+
+
+class StripeConnectionValue(SQLModel, table=True):
+    """What `stripe setup` made that the service needs (the webhook signing secret, the endpoint and portal
+    configuration ids), one row per name, encrypted with a key derived from CANCEL_FLOW_SECRET_KEY."""
+
+    __tablename__ = "stripe_connection"
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_type=sa.Text)  # a Fernet token
+    # the previous signing secret and endpoint while a secret is rolled: accepted, then deleted, at this time
+    expires_at: datetime | None = _when(default=None)
+    updated_at: datetime = _when(default_factory=utc_now)
+
+
+class StripeCheckRun(SQLModel, table=True):
+    """A run of `stripe check` started from the dashboard: its lines, so every worker shows the last one."""
+
+    __tablename__ = "stripe_check_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    started_at: datetime = _when(default_factory=utc_now, index=True)
+    started_by: str = Field(max_length=320)
+    finished_at: datetime | None = _when(default=None)
+    ok: bool | None = None
+    # each check's {status, name, detail, advice}, in the order they ran
+    lines: list = Field(default_factory=list, sa_type=sa.JSON)
 
 
 class LoginAttempt(SQLModel, table=True):

@@ -1,11 +1,19 @@
-"""`cancel-flow stripe setup`: coupons, portal configuration and webhook endpoint, safe to run again."""
+"""`cancel-flow stripe setup`: coupons, portal configuration and webhook endpoint, safe to run again; what the
+service needs of them is stored in the database (cancel_flow/stripe_connection.py)."""
+
+import asyncio
+
+from sqlalchemy.engine import Engine
 
 from cancel_flow.config.live import read_live
 from cancel_flow.settings import Settings
+from cancel_flow.store.audit import COMMAND_LINE
+from cancel_flow.stripe_connection import Created, keep_created
 from cancel_flow.stripe_gateway import StripeGateway, StripeSetup
 
 
-async def run_stripe_setup(settings: Settings, recreate_webhook: bool = False) -> list[str]:
+async def run_stripe_setup(settings: Settings, recreate_webhook: bool = False, *, engine: Engine | None = None,
+                           actor: str = COMMAND_LINE, address: str | None = None) -> list[str]:
     offers = read_live(settings)
     gateway = StripeGateway(settings)
     lines = []
@@ -30,14 +38,11 @@ async def run_stripe_setup(settings: Settings, recreate_webhook: bool = False) -
         if warning:
             lines.append(f"WARNING: {warning}")
         lines.append("")
-        lines.append("Add these settings to the environment (or .env):")
+        created = Created(portal_configuration=configuration, billing_portal_configuration=billing,
+                          webhook_endpoint=endpoint_id, webhook_secret=secret)
+        lines += await asyncio.to_thread(keep_created, settings, created, engine=engine, actor=actor, address=address)
         lines.append(f"STRIPE_PORTAL_CONFIGURATION={configuration}")
         lines.append(f"STRIPE_BILLING_PORTAL_CONFIGURATION={billing}")
-        if secret:
-            lines.append(f"STRIPE_WEBHOOK_SECRET={secret}")
-        else:
-            lines.append("STRIPE_WEBHOOK_SECRET stays as it is: the endpoint already existed, and Stripe shows its "
-                         "signing secret only when it is created (find it in Stripe's dashboard).")
     finally:
         await gateway.close()
     return lines

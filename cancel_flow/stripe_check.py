@@ -313,8 +313,8 @@ class StripeCheck:
         endpoint = next((e for e in endpoints if e.get("url") == url), None)
         if endpoint is None:
             self.report("FAIL", "webhook endpoint", f"no webhook endpoint sends events to {url}.",
-                        f"{SETUP_HINT} with CANCEL_FLOW_BASE_URL set to the service's address, and set "
-                        "STRIPE_WEBHOOK_SECRET to the secret it prints.")
+                        f"{SETUP_HINT} (or Set up Stripe on /dashboard/stripe) with CANCEL_FLOW_BASE_URL set to the "
+                        "service's address: it stores the new endpoint's signing secret.")
         elif endpoint.get("status") != "enabled":
             self.report("FAIL", "webhook endpoint", f"{endpoint['id']} for {url} is {endpoint.get('status')}: Stripe "
                         "sends it nothing.", "enable it in Stripe's dashboard (Developers → Webhooks).")
@@ -335,20 +335,23 @@ class StripeCheck:
                     "without an API version of its own, so in the account's default version, which may be years older")
                 self.report("FAIL", "webhook API version", f"{endpoint['id']} sends events {shown}; "
                             f"cancel-flow reads them as {StripeSetup.API_VERSION}.",
-                            "an endpoint's version can't be changed at Stripe: run `cancel-flow stripe setup "
-                            "--recreate-webhook` and set STRIPE_WEBHOOK_SECRET to the new secret it prints.")
+                            "an endpoint's version can't be changed at Stripe: roll the signing secret on "
+                            "/dashboard/stripe (a new endpoint, the old one kept for 24 hours) or run `cancel-flow "
+                            "stripe setup --recreate-webhook`; either stores the new secret (unless "
+                            "STRIPE_WEBHOOK_SECRET is set in the environment: then set it to the new one).")
             else:
                 self.report("PASS", "webhook API version", f"events arrive in {version}, the SDK's version.")
         secret = self.settings.stripe_webhook_secret
         if not secret:
-            self.report("FAIL", "webhook secret", "STRIPE_WEBHOOK_SECRET is not set: the service refuses every webhook.",
-                        "set it to the endpoint's signing secret (printed by `cancel-flow stripe setup` when it creates "
-                        "the endpoint; also in Stripe's dashboard, Developers → Webhooks → the endpoint).")
+            self.report("FAIL", "webhook secret", "no webhook signing secret is set (STRIPE_WEBHOOK_SECRET, or one stored "
+                        "by `stripe setup`): the service refuses every webhook.",
+                        f"{SETUP_HINT} (or Set up Stripe on /dashboard/stripe): it stores the signing secret of the "
+                        "endpoint it makes; if the endpoint existed already, roll the signing secret on /dashboard/stripe.")
         elif not secret.startswith("whsec_"):
             self.report("FAIL", "webhook secret", "STRIPE_WEBHOOK_SECRET does not start with whsec_: it is not a "
                         "webhook signing secret.", "copy the endpoint's signing secret (whsec_…) from Stripe's dashboard.")
         else:
-            self.report("PASS", "webhook secret", "STRIPE_WEBHOOK_SECRET is set.")
+            self.report("PASS", "webhook secret", "the webhook signing secret is set.")
 
     def load_offers(self):
         try:

@@ -45,20 +45,28 @@ class WebhookRefused(Exception):
         self.status, self.message = status, message
 
 
-def verify_webhook(payload: bytes, signature: str | None, secret: str | None) -> dict:
-    """Check `Stripe-Signature` over the raw body; the event as a plain dict."""
-    if not secret:
+def verify_webhook(payload: bytes, signature: str | None, secret: str | tuple[str, ...] | None) -> dict:
+    """Check `Stripe-Signature` over the raw body against the secret (or any of the secrets, while a rolled
+    secret is still accepted); the event as a plain dict."""
+    secrets_in_use = tuple(s for s in ((secret,) if isinstance(secret, str) else (secret or ())) if s)
+    if not secrets_in_use:
         # An empty secret verifies against an empty key, which anyone can forge.
-        raise WebhookRefused(401, "Webhooks are refused until STRIPE_WEBHOOK_SECRET is set.")
+        raise WebhookRefused(401, "Webhooks are refused until the signing secret is set (Set up Stripe on "
+                                  "/dashboard/stripe, or STRIPE_WEBHOOK_SECRET).")
     if not signature:
         raise WebhookRefused(400, "Missing Stripe-Signature header.")
     try:
         text = payload.decode("utf-8")
-        stripe.WebhookSignature.verify_header(text, signature, secret, stripe.Webhook.DEFAULT_TOLERANCE)
-    except stripe.SignatureVerificationError:
-        raise WebhookRefused(401, "The signature does not verify.") from None
     except UnicodeDecodeError:
         raise WebhookRefused(400, "The body is not a Stripe event.") from None
+    for each in secrets_in_use:
+        try:
+            stripe.WebhookSignature.verify_header(text, signature, each, stripe.Webhook.DEFAULT_TOLERANCE)
+            break
+        except stripe.SignatureVerificationError:
+            continue
+    else:
+        raise WebhookRefused(401, "The signature does not verify.")
     try:
         # the SDK's own check above; the event is then read as plain JSON (no StripeObjects to build)
         data = json.loads(text)
@@ -363,9 +371,12 @@ def _retryable(error: stripe.StripeError) -> bool:
 
 
 class StripeGateway:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, connection=None):
         base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
         self.settings = settings
+        # The served app's LiveConnection (cancel_flow/stripe_connection.py): the portal configurations in use,
+        # the environment's or the stored ones; without one, the environment's.
+        self.connection = connection
         # The SDK's aiohttp client: measured at a fifth of the CPU per call of its httpx client
         # (BENCHMARKS.md), and the Stripe read is most of a subscriber's first view.
         self.http_client = stripe.AIOHTTPClient(timeout=aiohttp.ClientTimeout(total=settings.stripe_timeout),
@@ -649,6 +660,14 @@ class StripeGateway:
                            recurring.get("interval_count") or 1, bool(price.get("active")) and per_unit,
                            price.get("nickname") or (product.get("name") if isinstance(product, dict) else None))
 
+    async def portal_configuration(self, billing: bool = False) -> str | None:
+        """The portal configuration in use: STRIPE_PORTAL_CONFIGURATION (STRIPE_BILLING_PORTAL_CONFIGURATION for
+        billing links), else the one `stripe setup` stored."""
+        if self.connection is not None:
+            connection = await self.connection.current()
+            return connection.billing_portal_configuration if billing else connection.portal_configuration
+        return self.settings.stripe_billing_portal_configuration if billing else self.settings.stripe_portal_configuration
+
     async def portal_url(self, customer_id: str, *, return_url: str, flow_data: dict | None = None,
                          billing: bool = False) -> str:
         """A portal session. Cancel flows use STRIPE_PORTAL_CONFIGURATION; billing links (`billing`) use
@@ -656,7 +675,7 @@ class StripeGateway:
         Stripe's default configuration is used: in test mode the one saved in Stripe's Dashboard
         (https://docs.stripe.com/api/customer_portal/configurations/object#portal_configuration_object-is_default)."""
         setting = "STRIPE_BILLING_PORTAL_CONFIGURATION" if billing else "STRIPE_PORTAL_CONFIGURATION"
-        configuration = self.settings.stripe_billing_portal_configuration if billing else self.settings.stripe_portal_configuration
+        configuration = await self.portal_configuration(billing)
         params = {"customer": customer_id, "return_url": return_url}
         if configuration:
             params["configuration"] = configuration
@@ -672,7 +691,8 @@ class StripeGateway:
                 log_event("stripe.portal_not_configured", level=40, setting=setting)
                 raise PortalNotConfigured(
                     f"This page can't open yet: the service has no Stripe customer portal to send you to. If you run "
-                    f"this service, run `cancel-flow stripe setup` and set {setting} to the id it prints.") from None
+                    f"this service, press Set up Stripe on /dashboard/stripe (or run `cancel-flow stripe setup`): it "
+                    f"stores the portal configurations ({setting} in the environment wins).") from None
             raise PortalRefused("The payment system could not open your billing page.") from None
         return session.url
 
@@ -854,7 +874,8 @@ class StripeSetup:
                 return endpoint["id"], None, (
                     f"Webhook endpoint {endpoint['id']} sends events in API version "
                     f"{endpoint.get('api_version') or 'of the account default'}, not {self.API_VERSION}. "
-                    "Run `cancel-flow stripe setup --recreate-webhook` to replace it (a new signing secret is printed).")
+                    "Run `cancel-flow stripe setup --recreate-webhook` to replace it (its new signing secret is stored), "
+                    "or roll the signing secret on /dashboard/stripe.")
             await self.client.v1.webhook_endpoints.delete_async(endpoint["id"])
             endpoint = None
         if endpoint is not None:
@@ -867,3 +888,21 @@ class StripeSetup:
             "url": url, "enabled_events": self.WEBHOOK_EVENTS, "description": "cancel-flow",
             "api_version": self.API_VERSION})
         return created.id, created.secret, None
+
+    async def create_webhook_endpoint(self, url: str) -> tuple[str, str]:
+        """A new endpoint for `url` (another may exist for it), as `webhook_endpoint` makes one: its id and its
+        signing secret, which Stripe shows only now."""
+        created = await self.client.v1.webhook_endpoints.create_async(params={
+            "url": url, "enabled_events": self.WEBHOOK_EVENTS, "description": "cancel-flow",
+            "api_version": self.API_VERSION})
+        return created.id, created.secret
+
+    async def delete_webhook_endpoint(self, endpoint_id: str) -> bool:
+        """False when Stripe has no such endpoint (deleted already)."""
+        try:
+            await self.client.v1.webhook_endpoints.delete_async(endpoint_id)
+        except stripe.InvalidRequestError as error:
+            if error.code != "resource_missing":
+                raise
+            return False
+        return True

@@ -240,6 +240,7 @@ def test_removed_coach_is_signed_out_at_once_and_cannot_sign_in(cli_env, monkeyp
     browser = client_at(OFFICE)
     sign_in(browser)
     assert signed_in_page(browser).status_code == 200
+    CoachStore(browser.app.state.store.engine).add("other-owner@example.com", hash_password(PASSWORD))  # not the last owner
     assert run_cli(["coach", "remove", EMAIL], monkeypatch) == 0
     assert "removed" in capsys.readouterr().out
     assert signed_in_page(browser).status_code == 303

@@ -146,6 +146,35 @@ def test_coach_signs_in_changes_range_sees_charts_and_downloads_csv(browser, liv
     context.close()
 
 
+def test_the_shared_link_copied_from_the_integrations_page_works(browser, live_server, coach, catalogue, inbox):
+    import re
+    import time
+
+    catalogue.subscription(catalogue.customer(email="casey@example.com"))
+    server = live_server(smtp_url=inbox.url)
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+    page = context.new_page()
+    coach_signs_in(page, server.url)
+    page.get_by_role("link", name="Links and integrations").click()
+    page.get_by_role("button", name="Copy the shared link").click()
+    page.get_by_role("button", name="Copied").wait_for()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == f"{server.url}/"
+    page.goto(copied)
+    page.get_by_label("Email").fill("casey@example.com")
+    page.get_by_role("button", name="Email me a link").click()
+    assert "we've emailed it a link" in page.locator("main").inner_text()
+    deadline = time.monotonic() + 20
+    while not inbox.messages:
+        assert time.monotonic() < deadline, "no email came"
+        time.sleep(0.1)
+    cancel_link = re.search(r"http://\S+/cancel/\S+", inbox.messages[0].get_body(("plain",)).get_content()).group(0)
+    page.goto(cancel_link)
+    assert page.get_by_role("button", name="Continue to cancel").is_visible()
+    context.close()
+
+
 def tab_to(page, name: str, limit: int = 40) -> None:
     """Press Tab until the focused element's text is `name` (by keyboard alone, as a person would)."""
     for _ in range(limit):

@@ -50,20 +50,35 @@ def test_link_by_email_and_unknown_customer(cli_env, catalogue, capsys):
     assert "cus_missing" in capsys.readouterr().err
 
 
-def test_stripe_setup_is_idempotent_and_prints_the_settings(cli_env, stripe_client, capsys):
+def test_stripe_setup_is_idempotent_and_stores_what_the_service_needs(cli_env, stripe_client, capsys, database_url):
+    from dataclasses import replace
+
+    from cancel_flow.settings import load_settings
+    from cancel_flow.store import make_engine
+    from cancel_flow.stripe_connection import read_connection
+
     assert run(["stripe", "setup"]) == 0
     first = capsys.readouterr().out
+    assert "whsec_" not in first  # the secret is stored, never printed
+    assert "Stored in the database, encrypted" in first and "no restart" in first
     lines = first.splitlines()
     cancel = next(line for line in lines if line.startswith("STRIPE_PORTAL_CONFIGURATION=bpc_")).split("=")[1]
     billing = next(line for line in lines if line.startswith("STRIPE_BILLING_PORTAL_CONFIGURATION=bpc_")).split("=")[1]
-    assert "STRIPE_WEBHOOK_SECRET=whsec_" in first and cancel != billing
+    assert cancel != billing
+    engine = make_engine(database_url)
+    stored = read_connection(engine, replace(load_settings(), stripe_webhook_secret=None))
+    assert stored.webhook_secret_source == "database" and stored.webhook_secrets[0].startswith("whsec_")
+    assert (stored.portal_configuration, stored.billing_portal_configuration) == (cancel, billing)
+    assert stored.billing_portal_configuration_source == "database"
     # an endpoint made by an earlier version lacks an event the service needs now: the next run adds it
     endpoint = stripe_client.v1.webhook_endpoints.list().data[0]
     stripe_client.v1.webhook_endpoints.update(endpoint.id, params={"enabled_events": ["invoice.paid"]})
     assert run(["stripe", "setup"]) == 0
     second = capsys.readouterr().out
-    assert "STRIPE_WEBHOOK_SECRET=whsec_" not in second
+    assert "whsec_" not in second and "the stored secret stays in use" in second
     assert f"STRIPE_PORTAL_CONFIGURATION={cancel}" in second and f"STRIPE_BILLING_PORTAL_CONFIGURATION={billing}" in second
+    assert read_connection(engine, replace(load_settings(), stripe_webhook_secret=None)) == stored
+    engine.dispose()
     from cancel_flow.stripe_gateway import StripeSetup
     assert set(stripe_client.v1.webhook_endpoints.retrieve(endpoint.id).enabled_events) == set(StripeSetup.WEBHOOK_EVENTS)
     assert sorted(c.id for c in stripe_client.v1.coupons.list().data) == [  # each for the periods its offer serves

@@ -232,7 +232,7 @@ from cancel_flow.reasons import REASONS as REASON_LABELS  # noqa: E402
 def test_every_coach_page_fits_and_passes_axe(width, browser, live_server, store, coach, screens_offers):  # noqa: F811
     from cancel_flow.demo import history_rows
 
-    server = live_server(offers_path=screens_offers, timezone="Europe/Paris")
+    server = live_server(offers_path=screens_offers, timezone="Europe/Paris", allow_private_urls=True)
     context = browser.new_context(viewport={"width": width, "height": 900}, bypass_csp=True, is_mobile=width < 600)
     page = context.new_page()
     review = Review(page, width, "coach-")
@@ -278,7 +278,74 @@ def test_every_coach_page_fits_and_passes_axe(width, browser, live_server, store
             attempts=3, last_status_code=500, last_error="500 Internal Server Error from the receiving end"))
     page.goto(f"{server.url}/dashboard/deliveries")
     review("deliveries")
+    coach_pages_of_the_account(page, review, server, store, context.browser, width)
     review.finish()
+
+
+def coach_pages_of_the_account(page, review, server, store, browser, width):  # noqa: F811
+    """Integrations, team, Stripe, audit, and the pages of invitations, resets and refusals."""
+    import re
+
+    from cancel_flow.passwords import hash_password
+    from cancel_flow.store.coaches import CoachStore
+
+    page.goto(f"{server.url}/dashboard/integrations")
+    review("integrations")
+    page.get_by_label("Name (the app or automation that uses it)").fill("Member app")
+    page.get_by_role("button", name="Make the key").click()
+    review("integrations-key-made")
+    page.get_by_label("Address (https://…)").fill("http://127.0.0.1:9/a/rather/long/path/for/the/coach/automation")
+    page.get_by_role("button", name="Add the webhook").click()
+    review("integrations-webhook-added")
+    page.get_by_role("button", name=re.compile("Send a test event")).click()
+    page.wait_for_url("**done=tested**")
+    review("integrations-test-sent")
+    page.get_by_label("Client's email").fill("nobody@example.com")
+    page.get_by_role("button", name="Find their links").click()
+    review("integrations-client-links")
+
+    page.goto(f"{server.url}/dashboard/team")
+    review("team")
+    page.get_by_label("Their email").fill("new.editor@example.com")
+    page.get_by_role("button", name="Send the invitation").click()
+    review("team-invited")
+    invitation = page.locator("#invite-link").input_value()
+
+    page.goto(f"{server.url}/dashboard/stripe")
+    review("stripe")
+    page.get_by_role("button", name="Set up Stripe").click()
+    review("stripe-set-up")
+    server.server.config.app.state.stripe_check_timeouts = {"events_timeout": 5, "delivery_timeout": 5}
+    page.get_by_role("button", name="Check now").click()
+    page.get_by_text("Last run").wait_for(timeout=60000)
+    review("stripe-checked")
+    page.get_by_role("button", name="Roll the signing secret").click()
+    review("stripe-rolled")
+
+    page.goto(f"{server.url}/dashboard/audit")
+    review("audit")
+
+    CoachStore(store.engine).add("viewer@example.com", hash_password(COACH_PASSWORD), "viewer")
+    other = browser.new_context(viewport={"width": width, "height": 900}, bypass_csp=True, is_mobile=width < 600)
+    visitor = other.new_page()
+    visitors_review = Review(visitor, width, "coach-visitor-")
+    visitor.goto(invitation)
+    visitors_review("invitation")
+    visitor.goto(f"{server.url}/dashboard/invite/not-a-real-token")
+    visitors_review("invitation-gone")
+    visitor.goto(f"{server.url}/dashboard/password-reset")
+    visitors_review("password-reset")
+    visitor.goto(f"{server.url}/dashboard/login")
+    visitor.get_by_label("Email").fill("viewer@example.com")
+    visitor.get_by_label("Password").fill(COACH_PASSWORD)
+    visitor.get_by_role("button", name="Sign in").click()
+    visitor.wait_for_url(f"{server.url}/dashboard")
+    visitor.goto(f"{server.url}/dashboard/team")
+    visitors_review("not-for-your-role")
+    visitor.goto(f"{server.url}/dashboard/integrations")
+    visitors_review("integrations-as-viewer")
+    review.problems.extend(visitors_review.problems)
+    other.close()
 
 
 def _a_failed_payment(store) -> None:

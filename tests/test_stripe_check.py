@@ -21,10 +21,16 @@ RESTRICTED = "rk_test_" + "c" * 24 + "4321"
 
 
 def after_setup(settings):
-    """The settings `cancel-flow stripe setup` tells the operator to add."""
-    printed = dict(line.split("=", 1) for line in asyncio.run(run_stripe_setup(settings)) if "=" in line and " " not in line)
-    return replace(settings, stripe_portal_configuration=printed["STRIPE_PORTAL_CONFIGURATION"],
-                   stripe_webhook_secret=printed["STRIPE_WEBHOOK_SECRET"])
+    """The settings with the values `cancel-flow stripe setup` stored, as if they were set in the environment."""
+    from cancel_flow.store import make_engine
+    from cancel_flow.stripe_connection import effective_settings, read_connection
+
+    asyncio.run(run_stripe_setup(settings))
+    engine = make_engine(settings.database_url)
+    try:
+        return effective_settings(settings, read_connection(engine, settings))
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
@@ -124,7 +130,7 @@ def test_a_webhook_endpoint_without_api_version_fails_with_the_way_to_replace_it
     assert ok is False
     line = results["webhook API version"]
     assert line.startswith("FAIL ") and "account's default version" in line
-    assert "`cancel-flow stripe setup --recreate-webhook`" in line and "STRIPE_WEBHOOK_SECRET" in line
+    assert "`cancel-flow stripe setup --recreate-webhook`" in line and "roll the signing secret on /dashboard/stripe" in line
     assert results["webhook endpoint"].startswith("PASS") and results["webhook delivery"].startswith("PASS")
     assert [name for name, line in results.items() if line.startswith("FAIL")] == ["webhook API version"]
 

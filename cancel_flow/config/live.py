@@ -147,16 +147,32 @@ class LiveConfiguration:
     def document(self, version: int | None = None) -> SavedVersion | None:
         return self.versions.get(version)
 
-    def save(self, document, *, base_version: int | None, saved_by: str, origin: str, note: str | None = None) -> int:
-        """Validate and save `document` as a new version, live here at once (elsewhere within a second).
+    def save(self, document, *, base_version: int | None, saved_by: str, origin: str, note: str | None = None,
+             address: str | None = None) -> int:
+        """Validate and save `document` as a new version, live here at once (elsewhere within a second); the
+        audit log gets what changed, who saved it and from where (`address`: the client's, for a request).
 
         InvalidConfig names the field and nothing is saved; StaleVersion when `base_version` is not live."""
         document = plain(document)
         validate(document, self.base, logos=self.logo_exists)
+        before = self.versions.get(base_version) if base_version is not None else None
         number = self.versions.save(document, base_version=base_version, saved_by=saved_by, origin=origin, note=note)
         log_event("config.saved", version=number, origin=origin)
+        self._audit(number, before, document, saved_by, origin, note, address)
         self.refresh()
         return number
+
+    def _audit(self, number: int, before, document: dict, saved_by: str, origin: str, note: str | None,
+               address: str | None) -> None:
+        from cancel_flow.config.diff import changes
+        from cancel_flow.store.audit import record_audit
+
+        changed = changes(before.document, document) if before is not None else []
+        detail = f"version {number} ({origin}){': ' + note if note else ''}"
+        if changed:
+            detail += " — " + "; ".join(changed)
+        record_audit(self.versions.engine, "settings.restored" if origin == "restore" or (note or "").startswith(
+            "restored version") else "settings.saved", detail, actor=saved_by, address=address)
 
     def check(self, document) -> Configuration:
         """`document` validated as a save would be, without saving it (a preview of unsaved edits)."""

@@ -15,16 +15,28 @@ from cancel_flow.models import ApiKey, LinkRequest
 keys = ApiKey.__table__
 requests = LinkRequest.__table__
 
-# What a key may do: mint links, read the figures, manage REST hooks, read and change the configuration.
+# What a key may do (SPEC §9): each API route names the scope it needs in cancel_flow/web/access.py.
 SCOPES = {"links": "POST /api/links", "stats": "GET /api/stats, /api/attention", "hooks": "/api/hooks",
           "config": "/api/config"}
+# A key made without --scope, and every key made before scopes existed, holds these.
 DEFAULT_SCOPES = ("links", "stats", "hooks")
 
 
 @dataclass(frozen=True)
 class KeyHolder:
+    """Who a valid API key belongs to, and what it may call."""
+
     name: str
     scopes: frozenset[str]
+
+
+def check_scopes(names) -> tuple[str, ...]:
+    """The scopes asked for, in SCOPES' order; ValueError naming an unknown one."""
+    asked = [name.strip() for name in names if name and name.strip()]
+    unknown = [name for name in asked if name not in SCOPES]
+    if unknown:
+        raise ValueError(f"Unknown scope '{unknown[0]}'; scopes: {', '.join(SCOPES)}")
+    return tuple(scope for scope in SCOPES if scope in asked)
 
 
 def digest(value: str) -> str:
@@ -63,15 +75,17 @@ class ApiKeyStore:
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    def add(self, name: str, key: str, scopes=DEFAULT_SCOPES) -> bool:
-        unknown = set(scopes) - set(SCOPES)
-        if unknown or not scopes:
-            raise ValueError(f"unknown scope {sorted(unknown)[0]!r}" if unknown else "a key needs a scope")
+    def add(self, name: str, key: str, scopes=DEFAULT_SCOPES, on_added=None) -> bool:
+        """False when a key of that name exists already. `on_added(connection)` runs in the same transaction
+        (the audit row of the change). ValueError for an unknown scope, or none."""
+        if not check_scopes(scopes):
+            raise ValueError("a key needs a scope")
         try:
             with self.engine.begin() as connection:
                 connection.execute(sa.insert(keys).values(name=name, key_hash=digest(key), prefix=key[:10],
-                                                          created_at=utc_now(),
-                                                          scopes=" ".join(s for s in SCOPES if s in scopes)))
+                                                          created_at=utc_now(), scopes=" ".join(check_scopes(scopes))))
+                if on_added is not None:
+                    on_added(connection)
         except sa.exc.IntegrityError:
             return False
         return True
@@ -80,20 +94,29 @@ class ApiKeyStore:
         with self.engine.connect() as connection:
             return connection.execute(sa.select(keys).order_by(keys.c.created_at)).all()
 
-    def revoke(self, name: str) -> bool:
+    def revoke(self, name: str, on_revoked=None) -> bool:
         with self.engine.begin() as connection:
-            return connection.execute(sa.update(keys).where(keys.c.name == name, keys.c.revoked_at.is_(None))
-                                      .values(revoked_at=utc_now())).rowcount == 1
+            revoked = connection.execute(sa.update(keys).where(keys.c.name == name, keys.c.revoked_at.is_(None))
+                                         .values(revoked_at=utc_now())).rowcount == 1
+            if revoked and on_revoked is not None:
+                on_revoked(connection)
+            return revoked
 
     def check(self, key: str) -> KeyHolder | None:
-        """The key's name and scopes when it is valid and not revoked."""
+        """Whose key it is and its scopes, when it is valid and not revoked."""
         with self.engine.begin() as connection:
             row = connection.execute(sa.select(keys.c.id, keys.c.name, keys.c.scopes).where(
                 keys.c.key_hash == digest(key), keys.c.revoked_at.is_(None))).first()
             if row is None:
                 return None
             connection.execute(sa.update(keys).where(keys.c.id == row.id).values(last_used_at=utc_now()))
-            return KeyHolder(row.name, frozenset(row.scopes.split()))
+            return KeyHolder(row.name, frozenset(scopes_of(row)))
+
+
+def scopes_of(row) -> tuple[str, ...]:
+    """A key row's scopes, in SCOPES' order."""
+    held = set((row.scopes or "").split())
+    return tuple(scope for scope in SCOPES if scope in held)
 
 
 class LinkRequestStore:

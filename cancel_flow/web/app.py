@@ -35,15 +35,18 @@ from cancel_flow.store.config_versions import ConfigVersions
 from cancel_flow.store.logos import LogoStore
 from cancel_flow.store.declarations import DeclarationStore
 from cancel_flow.store.stats import StatsQueries
+from cancel_flow.stripe_connection import LiveConnection, finish_roll_quietly
 from cancel_flow.stripe_gateway import StripeGateway
 from cancel_flow.hooks import is_test_mode
 from cancel_flow.emails.run import send_emails_periodically
 from cancel_flow.emails.sending import GuardedDispatcher
 from cancel_flow.outbox import dispatch_periodically
 from cancel_flow.outbox.session_events import SessionEvents
-from cancel_flow.web import (api_routes, attention_routes, billing_routes, cancel_routes, compliance_routes, config_routes,
-                             dashboard_routes, email_routes, experiment_routes, hook_routes, preview_routes,
-                             settings_routes, shared_link_routes, webhook_routes, winback_routes)
+from cancel_flow.web import (api_routes, attention_routes, audit_routes, billing_routes, cancel_routes, compliance_routes,
+                             config_routes, dashboard_routes, email_routes, experiment_routes, hook_routes,
+                             integration_routes, preview_routes, settings_routes, shared_link_routes, stripe_routes,
+                             team_routes, webhook_routes, winback_routes)
+from cancel_flow.web.access import guard_routes
 from cancel_flow.winback_service import WinbackService
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
 from cancel_flow.web.coach_auth import FAILURE_WINDOW
@@ -231,12 +234,14 @@ async def brand_logo(request: Request) -> Response:
 
 
 def _prune_counts(coaches: CoachStore, link_requests: LinkRequestStore) -> int:
-    return coaches.prune_attempts(FAILURE_WINDOW) + link_requests.prune(LINK_REQUEST_WINDOW)
+    return coaches.prune_attempts(FAILURE_WINDOW) + link_requests.prune(LINK_REQUEST_WINDOW) + coaches.prune_tokens()
 
 
-async def _sweep_periodically(store: Store, every: float, coaches: CoachStore, link_requests: LinkRequestStore) -> None:
+async def _sweep_periodically(store: Store, every: float, coaches: CoachStore, link_requests: LinkRequestStore,
+                              settings: Settings) -> None:
     while True:
         await asyncio.sleep(every)
+        await finish_roll_quietly(settings, store.engine)  # a rolled signing secret's old endpoint, after 24 hours
         try:
             marked = await run_in_threadpool(store.sweep_deflected)
             if marked:
@@ -280,7 +285,7 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        gateway = StripeGateway(settings)
+        gateway = StripeGateway(settings, connection=app.state.stripe_connection)
         app.state.gateway = gateway
         # Stripe's answers of the last seconds, per worker, for reloads of one link (billing and cancel links)
         app.state.recent_answers = RecentAnswers(REUSE_SECONDS)
@@ -289,7 +294,8 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
         app.state.winback = WinbackService(store.engine, gateway, live, signer, settings, app.state.cancel_service)
         app.state.compliance = ComplianceService(DeclarationStore(store.engine), gateway, live, signer, settings,
                                                  is_test_mode(settings.stripe_api_key))
-        sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every, app.state.coaches, app.state.link_requests)) \
+        sweeper = asyncio.create_task(_sweep_periodically(store, sweep_every, app.state.coaches, app.state.link_requests,
+                                                           settings)) \
             if sweep_every else None
         # Outgoing webhooks, alerts and emails: any worker delivers what is due (see cancel_flow/outbox).
         # (a GuardedDispatcher: billing emails are marked as sending before SMTP, so none goes out twice)
@@ -325,6 +331,10 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
         *attention_routes.routes,
         *settings_routes.routes,
         *preview_routes.routes,
+        *team_routes.routes,
+        *audit_routes.routes,
+        *integration_routes.routes,
+        *stripe_routes.routes,
         *api_routes.routes,
         *config_routes.routes,
         *shared_link_routes.routes,
@@ -333,11 +343,14 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
         Route("/brand/logo", brand_logo),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    guard_routes(routes)  # who may make each request: one table, cancel_flow/web/access.py
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         CancelFlowError: on_domain_error, HTTPException: on_http_error, SQLAlchemyError: on_database_error,
     })
     app.state.settings, app.state.config, app.state.store, app.state.signer = settings, live, store, signer
     app.state.quick_store = quick_store
+    # the signing secret and portal configurations in use: the environment's, else those `stripe setup` stored
+    app.state.stripe_connection = LiveConnection(store.engine, settings)
     app.state.coaches, app.state.stats = CoachStore(store.engine), StatsQueries(store.engine)
     app.state.api_keys, app.state.link_requests = ApiKeyStore(store.engine), LinkRequestStore(store.engine)
     app.state.logos, app.state.logo_cache = LogoStore(store.engine), {}

@@ -16,6 +16,7 @@ from cancel_flow.passwords import DECOY_HASH, PASSWORD_CHECKS, HashingBusy
 from cancel_flow.store.coaches import Throttle
 
 SESSION_COOKIE = "cf_coach"
+COACH = "cancel_flow.coach"  # where the route's guard (web/access.py) leaves the SignedInCoach in the ASGI scope
 LOGIN_CSRF_COOKIE = "cf_login_csrf"
 SESSION_MAX_AGE = 12 * 3600
 MAX_FAILURES = 5  # per email from one address
@@ -29,6 +30,7 @@ class SignedInCoach:
     id: int
     email: str
     session_key: str  # random per sign-in; binds the dashboard's form tokens
+    role: str = "viewer"  # owner | editor | viewer (cancel_flow/web/access.py); the least unless told
 
 
 class NotSignedIn(Exception):
@@ -77,15 +79,23 @@ async def current_coach(request: Request) -> SignedInCoach:
     # The email too: SQLite gives a removed coach's id to the next one added.
     if coach is None or coach.session_generation != generation or coach.email != email:
         raise NotSignedIn
-    return SignedInCoach(coach.id, coach.email, session_key)
+    return SignedInCoach(coach.id, coach.email, session_key, coach.role)
 
 
-async def signed_in_coach(request: Request) -> SignedInCoach | None:
-    """The coach signed in on this request, or None."""
+async def current_coach_or_none(request: Request) -> SignedInCoach | None:
+    """The coach this request's cookie names, read from the database, or None."""
     try:
         return await current_coach(request)
     except NotSignedIn:
         return None
+
+
+async def signed_in_coach(request: Request) -> SignedInCoach | None:
+    """The coach signed in on this request, or None (the one the route's guard read, when it did)."""
+    found = request.scope.get(COACH)
+    if found is not None:
+        return found
+    return await current_coach_or_none(request)
 
 
 def to_login() -> Response:

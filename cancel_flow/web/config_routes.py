@@ -11,6 +11,7 @@ from starlette.requests import Request
 from cancel_flow.errors import InvalidConfig
 from cancel_flow.store.config_versions import StaleVersion
 from cancel_flow.web.api_models import Answer, Body, Query
+from cancel_flow.web.coach_auth import client_address
 from cancel_flow.web.openapi import ApiError, ApiRoute
 
 MAX_CONFIG_BODY = 64 * 1024
@@ -70,7 +71,8 @@ async def save_config(request: Request, body: ConfigSave) -> SavedNumber:
     live = request.app.state.config
     try:
         number = await run_in_threadpool(lambda: live.save(body.config, base_version=body.base_version,
-                                                           saved_by=_saved_by(request), origin="api", note=body.note))
+                                                           saved_by=_saved_by(request), origin="api", note=body.note,
+                                                           address=client_address(request)))
     except InvalidConfig as refused:
         raise _refused(refused) from None
     except StaleVersion as stale:
@@ -83,7 +85,7 @@ async def list_versions(request: Request) -> Versions:
     return Versions([VersionInfo(version=v.version, saved_at=v.saved_at, saved_by=v.saved_by, note=v.note) for v in saved])
 
 
-def restore(live, number: int, saved_by: str, origin: str) -> int:
+def restore(live, number: int, saved_by: str, origin: str, address: str | None = None) -> int:
     """Save version `number`'s document as a new version (on top of whatever is live now)."""
     old = live.document(number)
     if old is None:
@@ -92,7 +94,7 @@ def restore(live, number: int, saved_by: str, origin: str) -> int:
         base = live.versions.latest_number()
         try:
             return live.save(old.document, base_version=base, saved_by=saved_by, origin=origin,
-                             note=f"restored version {number}")
+                             note=f"restored version {number}", address=address)
         except StaleVersion:
             continue
     raise StaleVersion(live.versions.latest_number())
@@ -100,7 +102,8 @@ def restore(live, number: int, saved_by: str, origin: str) -> int:
 
 async def restore_version(request: Request, path: VersionPath) -> SavedNumber:
     try:
-        number = await run_in_threadpool(restore, request.app.state.config, path.number, _saved_by(request), "api")
+        number = await run_in_threadpool(restore, request.app.state.config, path.number, _saved_by(request), "api",
+                                         client_address(request))
     except LookupError:
         raise ApiError(404, "not_found", f"There is no version {path.number}.") from None
     except InvalidConfig as refused:

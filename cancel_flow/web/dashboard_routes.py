@@ -119,11 +119,15 @@ class Filters:
 async def login_page(request: Request) -> Response:
     if await signed_in_coach(request):
         return RedirectResponse("/dashboard", status_code=303)
-    return _login_form(request)
+    first = not await run_in_threadpool(request.app.state.coaches.any)
+    return login_form(request, first=first)
 
 
-def _login_form(request: Request, status_code: int = 200, error: str | None = None, email: str = "") -> Response:
-    return render_with_token(request, "login.html", LOGIN_CSRF_COOKIE, "/dashboard", status_code, error=error, email=email)
+def login_form(request: Request, status_code: int = 200, error: str | None = None, email: str = "",
+               first: bool = False) -> Response:
+    """The sign-in page; with `first`, the form that makes a new deployment's first owner instead."""
+    return render_with_token(request, "login.html", LOGIN_CSRF_COOKIE, "/dashboard", status_code, error=error,
+                             email=email, first=first)
 
 
 async def login(request: Request) -> Response:
@@ -133,13 +137,13 @@ async def login(request: Request) -> Response:
     try:
         coach = await check_credentials(request, email, password)
     except TooManyAttempts as refused:
-        return _login_form(request, 429, refused.message, email)
+        return login_form(request, 429, refused.message, email)
     except SignInBusy:
-        busy = _login_form(request, 503, "Sign-in is busy right now. Please try again in a few seconds.", email)
+        busy = login_form(request, 503, "Sign-in is busy right now. Please try again in a few seconds.", email)
         busy.headers["Retry-After"] = "5"
         return busy
     if coach is None:
-        return _login_form(request, 401, "That email and password don't match.", email)
+        return login_form(request, 401, "That email and password don't match.", email)
     response = RedirectResponse("/dashboard", status_code=303)
     sign_in(request, response, coach)
     return response

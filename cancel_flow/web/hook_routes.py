@@ -15,9 +15,10 @@ from cancel_flow.hooks import EVENTS, MAX_URL, sample_event
 from cancel_flow.outbox import queue
 from cancel_flow.outbox.endpoints import add_endpoint, list_endpoints, remove_endpoint
 from cancel_flow.web.api_models import Answer, Body, Query
-from cancel_flow.web.coach_auth import signed_in_coach, to_login
+from cancel_flow.store.audit import endpoint_words, record_audit
+from cancel_flow.web.coach_auth import client_address, signed_in_coach, to_login
 from cancel_flow.web.dates import whole_number
-from cancel_flow.web.openapi import ApiError, ApiRoute
+from cancel_flow.web.openapi import API_KEY, ApiError, ApiRoute
 from cancel_flow.web.pages import csrf_token, read_form, render
 
 PAGE_SIZE = 100
@@ -65,12 +66,21 @@ async def subscribe(request: Request, body: HookSubscription) -> Hook:
                                            source="api", allow_private=state.settings.allow_private_urls)
     except BadRequest as refused:
         raise ApiError(422, "invalid_target_url", refused.message) from None
+    await run_in_threadpool(record_audit, state.store.engine, "webhook_endpoint.added",
+                            endpoint_words(endpoint.id, body.target_url, [body.event]) + " as a REST hook", **_key_holder(request))
     return Hook(id=endpoint.id, secret=endpoint.secret)
+
+
+def _key_holder(request: Request) -> dict:
+    """The audit row's actor and address for a request made with an API key."""
+    return {"actor": f"API key '{request.scope[API_KEY].name}'", "address": client_address(request)}
 
 
 async def unsubscribe(request: Request, path: HookPath) -> None:
     if not await run_in_threadpool(remove_endpoint, request.app.state.store.engine, path.hook_id):
         raise ApiError(404, "not_found", "No hook with that id.")
+    await run_in_threadpool(record_audit, request.app.state.store.engine, "webhook_endpoint.removed",
+                            f"{path.hook_id} (REST hook unsubscribed)", **_key_holder(request))
 
 
 async def sample(request: Request, query: SampleQuery) -> Samples:
@@ -115,6 +125,9 @@ async def resend(request: Request) -> Response:
     new_id = delivery_id and await run_in_threadpool(queue.resend, request.app.state.store.engine, delivery_id)
     if new_id is None:
         raise BadRequest("That delivery can't be sent again: it, or its webhook endpoint, no longer exists.")
+    await run_in_threadpool(record_audit, request.app.state.store.engine, "webhook_delivery.resent",
+                            f"delivery {delivery_id} sent again as {new_id}", actor=coach.email,
+                            address=client_address(request))
     return RedirectResponse(f"/dashboard/deliveries?resent={new_id}", status_code=303)
 
 

@@ -3,10 +3,10 @@
 generated from the same routes, so the document and the validation cannot disagree.
 
 An endpoint is a handler `async def f(request, body=…, query=…, path=…) -> Answer` plus one `ApiRoute`
-in a routes list that the app mounts. Every ApiRoute needs an API key (401) with the route's scope (403),
-refuses a body or
-query its models reject (422 with a message naming the field), and turns `ApiError` into the
-`Error` body.
+in a routes list that the app mounts, and its line in cancel_flow/web/access.py naming the key's scope
+it needs. Every ApiRoute needs an API key (401) holding that scope (403), both checked by the route's
+guard (access.py); it refuses a body or query its models reject (422 with a message naming the field),
+and turns `ApiError` into the `Error` body.
 """
 
 import re
@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from cancel_flow.store.api_keys import SCOPES, KeyHolder
+from cancel_flow.store.api_keys import SCOPES
 from cancel_flow.web.api_models import Error, ErrorDetail
+
+API_KEY = "cancel_flow.api_key"  # where the route's guard (access.py) leaves the key's holder
 
 MAX_BODY = 4096
 _REF = "#/components/schemas/{model}"
@@ -44,14 +45,6 @@ def error(status: int, code: str, message: str, field: str | None = None) -> Res
 
 def _json(answer: BaseModel, status: int) -> Response:
     return Response(answer.model_dump_json(by_alias=True), status_code=status, media_type="application/json")
-
-
-async def _key_holder(request: Request) -> KeyHolder | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip() or len(key) > 200:
-        return None
-    return await run_in_threadpool(request.app.state.api_keys.check, key.strip())
 
 
 @dataclass(frozen=True)
@@ -98,7 +91,7 @@ class ApiRoute(Route):
 
     async def _answer(self, request: Request) -> Response:
         operation = self.operation
-        holder = await _key_holder(request)
+        holder = request.scope.get(API_KEY)  # the guard checked the key; a route without one answers nothing
         if holder is None:
             return error(401, "unauthorized", "Send a valid API key as 'Authorization: Bearer <key>' "
                                               "(cancel-flow api-key create NAME).")

@@ -25,15 +25,27 @@ environment.filters["money"] = lambda amount, currency: format_money(amount, cur
 environment.filters["day"] = format_day
 environment.globals["interval_words"] = interval_words
 environment.globals["REASONS"] = REASONS
-# The coach's pages, in the navigation's order (the one place to add an entry).
+# The coach's pages, in the navigation's order (the one place to add an entry); each coach sees those their role
+# may open (cancel_flow/web/access.py).
 environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/attention", "Needs attention"),
                                      ("/dashboard/experiments", "Experiments"), ("/dashboard/deliveries", "Webhooks and alerts"),
                                      ("/dashboard/compliance", "Compliance"), ("/dashboard/settings", "Settings"),
-                                     ("/dashboard/preview", "Preview"))
+                                     ("/dashboard/preview", "Preview"), ("/dashboard/integrations", "Links and integrations"),
+                                     ("/dashboard/team", "Team"), ("/dashboard/stripe", "Stripe"), ("/dashboard/audit", "Audit log"))
 # The retention dashboard's tabs (the "Retention" entry), each keeping the range and filters.
 DASHBOARD_TABS = (("/dashboard", "Overview"), ("/dashboard/sessions", "Sessions"), ("/dashboard/offers", "Offers"),
                   ("/dashboard/reasons", "Reasons"), ("/dashboard/payments", "Payments and emails"))
 environment.globals["DASHBOARD_TABS"] = DASHBOARD_TABS
+
+
+def _may_open(coach, path: str, method: str = "GET") -> bool:
+    """Whether this coach may make that request (`path` as the route's template): pages hide what they can't."""
+    from cancel_flow.web.access import may_open
+
+    return may_open(getattr(coach, "role", None), path, method)
+
+
+environment.globals["may_open"] = _may_open
 
 
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:

@@ -35,7 +35,8 @@ from cancel_flow.store.logos import MAX_LOGO_BYTES, LogoRefused
 from cancel_flow.store.offer_counts import offer_counts
 from cancel_flow.targeting import INTERVALS
 from cancel_flow.web import settings_forms as forms
-from cancel_flow.web.coach_auth import SignedInCoach, signed_in_coach, to_login
+from cancel_flow.web.access import EDITOR, allows
+from cancel_flow.web.coach_auth import SignedInCoach, client_address, signed_in_coach, to_login
 from cancel_flow.web.config_routes import restore
 from cancel_flow.web.dashboard_routes import KIND_LABELS, local_clock
 from cancel_flow.web.dates import whole_number
@@ -61,9 +62,9 @@ SETTINGS_PAGES = (("/dashboard/settings", "Overview"), ("/dashboard/settings/bra
 
 
 def can_edit(coach: SignedInCoach | None) -> bool:
-    """Whether this coach may change the settings (save, restore, upload, delete). Every signed-in coach
-    may, until coach roles decide it: then this is the one line that asks the role."""
-    return coach is not None
+    """Whether this coach may change the settings (save, restore, upload, delete): editors and owners (the
+    routes' guard refuses a viewer's POST before it gets here; this greys a viewer's fields out)."""
+    return coach is not None and allows(coach.role, EDITOR)
 
 
 @dataclass
@@ -122,7 +123,7 @@ async def _live_document(request: Request):
 async def _save(request: Request, coach: SignedInCoach, document: dict, base_version: int, note: str | None) -> int:
     live = request.app.state.config
     return await run_in_threadpool(lambda: live.save(document, base_version=base_version, saved_by=coach.email,
-                                                     origin="dashboard", note=note))
+                                                     origin="dashboard", note=note, address=client_address(request)))
 
 
 def _refusal(error: Exception, inputs: dict[str, str] | None = None) -> Refusal:
@@ -742,7 +743,7 @@ async def restore_version(request: Request) -> Response:
         raise NotFound("There is no such version.")
     live = request.app.state.config
     try:
-        new = await run_in_threadpool(restore, live, number, coach.email, "dashboard")
+        new = await run_in_threadpool(restore, live, number, coach.email, "dashboard", client_address(request))
     except LookupError:
         raise NotFound(f"There is no version {number}.") from None
     except InvalidConfig as refused:

@@ -14,11 +14,26 @@ from cancel_flow.logs import log_event
 from cancel_flow.stripe_gateway import WebhookRefused, invoice_from_event, state_from_event, verify_webhook
 
 
+FRESH_ENOUGH = 1.0  # seconds: a refusal with an older copy of the secrets asks the database once more
+
+
+async def _verified(request: Request, payload: bytes) -> dict:
+    """The event, verified against the signing secrets in use (STRIPE_WEBHOOK_SECRET, else the stored ones, read
+    through the worker's copy); a refusal with a copy older than a second is tried once more with a fresh one,
+    so a secret stored by another worker a moment ago already works."""
+    connection, signature = request.app.state.stripe_connection, request.headers.get("stripe-signature")
+    try:
+        return verify_webhook(payload, signature, (await connection.current()).webhook_secrets)
+    except WebhookRefused as refused:
+        if refused.status != 401 or connection.age() < FRESH_ENOUGH:
+            raise
+    return verify_webhook(payload, signature, (await connection.current(max_age=FRESH_ENOUGH)).webhook_secrets)
+
+
 async def stripe_webhook(request: Request) -> Response:
     payload = await request.body()
-    settings = request.app.state.settings
     try:
-        event = verify_webhook(payload, request.headers.get("stripe-signature"), settings.stripe_webhook_secret)
+        event = await _verified(request, payload)
     except WebhookRefused as refused:
         log_event("webhook.refused", status=refused.status)
         return JSONResponse({"error": {"code": "webhook_refused", "message": refused.message}}, status_code=refused.status)
