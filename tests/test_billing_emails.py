@@ -568,6 +568,7 @@ def test_the_demo_declines_a_renewal_and_the_email_goes_out(billing, inbox):
     out = io.StringIO()
     customer = demo_failed_payment(billing.settings, LiveConfiguration.fixed(billing.offers), out=out)
     assert customer and "the card declines" in out.getvalue() and "Update my card" in out.getvalue()
+    assert re.search(r"past the renewal of [1-9]\d? [A-Z][a-z]+ \d{4} \(the card declines\)", out.getvalue())  # as emails write days
     [notice] = inbox.messages
     assert notice["To"] == "riley@example.com" and "Hi Riley Brooks," in text_of(notice)
     assert "Peak Coaching Membership" in notice["Subject"]
