@@ -568,6 +568,7 @@ def test_the_demo_declines_a_renewal_and_the_email_goes_out(billing, inbox):
     out = io.StringIO()
     customer = demo_failed_payment(billing.settings, LiveConfiguration.fixed(billing.offers), out=out)
     assert customer and "the card declines" in out.getvalue() and "Update my card" in out.getvalue()
+    assert re.search(r"past the renewal of [1-9]\d? [A-Z][a-z]+ \d{4} \(the card declines\)", out.getvalue())  # as emails write days
     [notice] = inbox.messages
     assert notice["To"] == "riley@example.com" and "Hi Riley Brooks," in text_of(notice)
     assert "Peak Coaching Membership" in notice["Subject"]
@@ -644,3 +645,153 @@ def test_recovery_figures_count_only_payments_recovered_however_they_were(billin
     figures = billing_stats(billing.engine, DateRange(first - DAY, first + DAY))
     assert figures["failed_payments"] == 2 and figures["recovered"] == 1
     assert figures["recovered_amount"] == {"usd": 4900} and figures["still_open"] == 0
+
+
+# Receipts for cancellations made without our flow ------------------------------------------------------------------
+
+def cancel_in_stripes_portal(stripe_client, emulator, sub) -> None:
+    """What a client does from Stripe's own emails: the customer portal's "Cancel subscription", no cancel link of ours."""
+    session = stripe_client.v1.billing_portal.sessions.create(params={
+        "customer": sub.customer, "configuration": emulator.portal_configuration})
+    with httpx.Client(timeout=10) as browser:
+        page = browser.get(session.url)
+        assert page.status_code == 200 and sub.id in page.text
+        action = re.search(r'<form method="post" action="([^"]+/cancel)"', page.text).group(1)
+        done = browser.post(httpx.URL(session.url).join(action), data={"subscription": sub.id})
+        assert done.status_code == 303, done.text
+
+
+def outside_rows(engine):
+    from cancel_flow.models import OutsideCancellation
+
+    table = OutsideCancellation.__table__
+    with engine.connect() as connection:
+        return {row.subscription_id: row for row in connection.execute(sa.select(table))}
+
+
+def test_a_cancellation_in_stripes_portal_without_our_flow_gets_one_receipt_with_its_dates(
+        billing, inbox, catalogue, stripe_client, emulator):
+    clock = catalogue.test_clock(int(time.time()))
+    portal = catalogue.subscription(catalogue.customer(email="pat@example.com", name="Pat Portal", test_clock=clock.id))
+    by_coach = catalogue.subscription(catalogue.customer(email="cole@example.com", name="Cole Coach"))
+    taken_back = catalogue.subscription(catalogue.customer(email="tia@example.com", name="Tia Back"))
+    for sub in (portal, taken_back):
+        cancel_in_stripes_portal(stripe_client, emulator, sub)
+    stripe_client.v1.subscriptions.cancel(by_coach.id)  # the coach, in Stripe's Dashboard: ends at once
+    wait_until(lambda: len(outside_rows(billing.engine)) == 3)
+    stripe_client.v1.subscriptions.update(taken_back.id, params={"cancel_at_period_end": False})
+    wait_until(lambda: taken_back.id not in outside_rows(billing.engine))
+    assert {row.reason for row in outside_rows(billing.engine).values()} == {"cancellation_requested"}
+
+    # two workers' passes at once write each receipt once
+    results, errors = [], []
+
+    def worker():
+        try:
+            results.append(run_pass(billing.engine, billing.settings, LiveConfiguration.fixed(billing.offers))[0])
+        except Exception as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and sum(r.get("cancellation_confirmed", 0) for r in results) == 2
+    assert billing.run() == {}
+    assert sorted(m["To"] for m in inbox.messages) == ["cole@example.com", "pat@example.com"]
+    by_to = {m["To"]: m for m in inbox.messages}
+
+    receipt, scheduled = by_to["pat@example.com"], stripe_client.v1.subscriptions.retrieve(portal.id)
+    period_end = from_unix(scheduled["items"].data[0].current_period_end)
+    received = from_unix(scheduled.canceled_at)
+    text = text_of(receipt)
+    assert receipt["Subject"] == "Your Coaching Plan subscription is canceled" and "Hi Pat Portal," in text
+    assert re.search(rf"Received:\s+{received.day} {received:%B %Y}, {received:%H:%M:%S} \(UTC\+00:00\)", text)
+    assert re.search(rf"Takes effect:\s+{period_end.day} {period_end:%B %Y}", text)
+    assert f"You keep access until {period_end.day} {period_end:%B %Y}" in text
+    assert "Full access, no further payments" in text
+    assert_one_click_unsubscribe(receipt, "Stop%20confirmation%20emails")
+    keep = re.search(r'href="(http://[^"]+/cancel/[^"]+)"', html_of(receipt)).group(1)
+    kept = httpx.get(keep)
+    assert kept.status_code == 200 and "Keep my subscription" in kept.text
+
+    ended = by_to["cole@example.com"]
+    received = from_unix(stripe_client.v1.subscriptions.retrieve(by_coach.id).canceled_at)
+    assert ended["Subject"] == "Your Coaching Plan subscription has ended"
+    assert re.search(rf"Received:\s+{received.day} {received:%B %Y}, {received:%H:%M:%S}", text_of(ended))
+    assert re.search(r"Takes effect:\s+At once", text_of(ended))
+    rows = billing.emails()
+    assert [(row.kind, row.status, row.session_id) for row in rows] == [("cancellation_confirmed", "sent", None)] * 2
+    assert {row.subscription_id for row in rows} == {portal.id, by_coach.id}
+
+    # the portal's period-end cancellation runs out: the same cancellation, no second receipt
+    billing.catalogue.advance(clock.id, int((period_end + HOUR).timestamp()))
+    assert stripe_client.v1.subscriptions.retrieve(portal.id).status == "canceled"
+    wait_until(lambda: outside_rows(billing.engine)[portal.id].ended)
+    assert billing.run() == {}
+    assert len(inbox.messages) == 2
+
+
+def test_a_cancellation_taken_back_after_its_receipt_was_written_is_not_sent(billing, inbox, catalogue, stripe_client,
+                                                                              emulator):
+    sub = catalogue.subscription(catalogue.customer(email="pat@example.com"))
+    cancel_in_stripes_portal(stripe_client, emulator, sub)
+    wait_until(lambda: sub.id in outside_rows(billing.engine))
+    assert billing.run(send=False) == {"cancellation_confirmed": 1}
+    stripe_client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": False})
+    wait_until(lambda: sub.id not in outside_rows(billing.engine))
+    assert billing.run() == {}
+    assert inbox.messages == []
+    [row] = billing.emails()
+    assert row.status == "skipped" and row.last_error == "Not sent: the cancellation was taken back."
+
+
+def test_no_receipt_when_stripe_ends_a_subscription_after_failed_payments(billing, inbox, stripe_client, emulator):
+    emulator.post("/_emulator/retries", json={"days": [1], "then": "cancel"}).raise_for_status()
+    sub, invoice_id, first = billing.failing_renewal(datetime.now(timezone.utc) - 3 * DAY)
+    clock = stripe_client.v1.subscriptions.retrieve(sub.id).test_clock
+    billing.catalogue.advance(clock, int((first + DAY + HOUR).timestamp()))
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "canceled"
+    row = wait_until(lambda: outside_rows(billing.engine).get(sub.id))
+    assert row.reason == "payment_failed" and row.ended
+    assert billing.run(first + DAY + 2 * HOUR) == {}
+    assert inbox.messages == []
+    assert not any(row.kind == "cancellation_confirmed" for row in billing.emails())
+
+
+def test_no_receipt_when_confirmations_are_off_or_the_client_unsubscribed(billing, inbox, catalogue, stripe_client,
+                                                                           emulator):
+    off = validate_emails({"confirmations": False})
+    first = catalogue.subscription(catalogue.customer(email="first@example.com"))
+    second = catalogue.subscription(catalogue.customer(email="second@example.com"))
+    records.unsubscribe(billing.engine, second.customer, "cancellation_confirmed")
+    for sub in (first, second):
+        cancel_in_stripes_portal(stripe_client, emulator, sub)
+    wait_until(lambda: len(outside_rows(billing.engine)) == 2)
+    assert billing.run(schedule=off) == {}
+    assert billing.emails() == []
+    assert billing.run() == {"cancellation_confirmed": 1}
+    assert [m["To"] for m in inbox.messages] == ["first@example.com"]
+    skipped = next(row for row in billing.emails() if row.customer_id == second.customer)
+    assert skipped.status == "skipped" and "turned these emails off" in skipped.last_error
+
+
+def test_a_withdrawal_gets_its_acknowledgement_and_no_second_receipt(billing, inbox, catalogue, signer, stripe_client):
+    customer = catalogue.customer(email="lena@example.com", name="Lena Weber", address={"country": "DE"})
+    sub = catalogue.subscription(customer)
+    token, _ = signer.cancel_token(sub.customer, sub.id)
+    with httpx.Client(base_url=billing.server.url) as browser:
+        form = browser.get(f"/cancel/{token}/withdraw")
+        assert form.status_code == 200 and "Confirm withdrawal" in form.text
+        confirmed = browser.post(f"/cancel/{token}/withdraw", data={
+            "csrf_token": csrf_of(form.text), "name": "Lena Weber", "email": "lena@example.com"})
+        assert confirmed.status_code == 303
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "canceled"
+    row = wait_until(lambda: outside_rows(billing.engine).get(sub.id))
+    assert row.reason == "cancellation_requested" and "declaration" in row.comment
+    assert billing.run() == {}
+    [ack] = [m for m in inbox.messages if m["To"] == "lena@example.com"]
+    assert ack["Subject"] == "Your withdrawal from Coaching Plan is confirmed"
+    [skipped] = [row for row in billing.emails() if row.kind == "cancellation_confirmed"]
+    assert skipped.status == "skipped" and "acknowledgement of declaration" in skipped.last_error

@@ -1,5 +1,6 @@
 """Contract tests: the emulator, driven only through the real stripe SDK (and its documented controls)."""
 
+import base64
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -381,6 +382,19 @@ def test_requests_without_a_test_key_are_refused(emulator_url):
     response = httpx.get(f"{emulator_url}/v1/customers", headers={"Authorization": "Bearer sk_live_real"})
     assert response.status_code == 401 and response.json()["error"]["type"] == "invalid_request_error"
     assert httpx.get(f"{emulator_url}/v1/customers").status_code == 401
+    for header in ("Basic not-base64!", "Basic " + base64.b64encode(b":").decode(), "Token sk_test_x", "Bearer"):
+        refused = httpx.get(f"{emulator_url}/v1/customers", headers={"Authorization": header})
+        assert refused.status_code == 401 and "did not provide an API key" in refused.json()["error"]["message"]
+
+
+def test_the_key_as_basic_auth_user_name_works_as_stripes_curl_examples_send_it(emulator_url, emulator):
+    """`curl https://api.stripe.com/v1/customers -u sk_test_…:` (https://docs.stripe.com/api/authentication)."""
+    made = httpx.post(f"{emulator_url}/v1/customers", data={"email": "curl@example.com"}, auth=(TEST_KEY, ""))
+    assert made.status_code == 200, made.text
+    listed = httpx.get(f"{emulator_url}/v1/customers", params={"email": "curl@example.com"}, auth=(TEST_KEY, ""))
+    assert [customer["id"] for customer in listed.json()["data"]] == [made.json()["id"]]
+    live = httpx.get(f"{emulator_url}/v1/customers", auth=("sk_live_real", ""))
+    assert live.status_code == 401 and "test keys" in live.json()["error"]["message"]
 
 
 def test_errors_are_shaped_like_stripe(emulator_url):

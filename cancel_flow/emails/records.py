@@ -1,6 +1,7 @@
 """The billing emails' rows: each email written once per key with its outbox delivery, the send guard
 that keeps a crash from sending twice, unsubscribes, and the once-per-period reminder scans."""
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -10,8 +11,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from cancel_flow.clock import utc_now
-from cancel_flow.models import (OFFER_OUTCOMES, BillingEmail, CancelSession, EmailScan, EmailUnsubscribe,
-                                InvoiceRecord)
+from cancel_flow.models import (OFFER_OUTCOMES, BillingEmail, CancelSession, Declaration, EmailScan, EmailUnsubscribe,
+                                InvoiceRecord, OutsideCancellation)
 from cancel_flow.outbox import enqueue_email
 from cancel_flow.emails.kinds import WINBACK_KINDS
 from cancel_flow.store.winback import winback_no_longer_wanted
@@ -21,7 +22,17 @@ unsubscribes = EmailUnsubscribe.__table__
 scans = EmailScan.__table__
 invoices = InvoiceRecord.__table__
 sessions = CancelSession.__table__
+outside = OutsideCancellation.__table__
+declarations = Declaration.__table__
 UNPAID = ("open", "uncollectible")
+# Stripe's cancellation_details.reason when the customer or the account asked (the portal, the Dashboard, the API);
+# not `payment_failed`, `payment_disputed` or test mode's `canceled_by_retention_policy`
+# (https://docs.stripe.com/api/subscriptions/object#subscription_object-cancellation_details-reason).
+REQUESTED = "cancellation_requested"
+OUTSIDE_KEY = "cancellation_confirmed:outside:"
+# Our own Stripe writes for a withdrawal or a cancel-button declaration name it in cancellation_details.comment
+# (cancel_flow/compliance_service.py): its acknowledgement is that cancellation's receipt.
+_DECLARATION = re.compile(r"\bdeclaration (\d+)\b")
 
 
 def _insert(connection: Connection, table):
@@ -124,6 +135,9 @@ def _no_longer_wanted(connection: Connection, row) -> str | None:
         return "Not sent: the subscriber turned these emails off."
     elif row.kind in WINBACK_KINDS:
         return winback_no_longer_wanted(connection, row)
+    elif row.kind == "cancellation_confirmed" and row.key.startswith(OUTSIDE_KEY) and not connection.execute(
+            sa.select(sa.literal(1)).where(outside.c.subscription_id == row.subscription_id)).first():
+        return "Not sent: the cancellation was taken back."
     return None
 
 
@@ -186,6 +200,29 @@ def sessions_to_confirm(engine: Engine, since: datetime) -> tuple[list, list]:
                                          sessions.c.canceled_at >= since, sessions.c.canceled_outside_flow.is_(False))
     with engine.connect() as connection:
         return connection.execute(saved).all(), connection.execute(canceled).all()
+
+
+def outside_key(subscription_id: str, canceled_at: datetime) -> str:
+    """One receipt per cancellation: a cancellation taken back and made again is a new one (Stripe's canceled_at)."""
+    return f"{OUTSIDE_KEY}{subscription_id}:{int(canceled_at.timestamp())}"
+
+
+def outside_cancellations_to_confirm(engine: Engine, since: datetime) -> list[tuple[object, int | None]]:
+    """Cancellations asked for without our flow (Stripe's portal from its emails, the coach in Stripe) since `since`,
+    each with the declaration whose acknowledgement already confirmed it (a withdrawal, the cancel button), if any."""
+    query = sa.select(outside).where(outside.c.reason == REQUESTED, outside.c.canceled_at >= since) \
+        .order_by(outside.c.canceled_at)
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+        named = {row.subscription_id: int(found.group(1)) for row in rows
+                 if (found := _DECLARATION.search(row.comment or ""))}
+        acknowledged = set()
+        if named:
+            acknowledged = {(found.subscription_id, found.id) for found in connection.execute(
+                sa.select(declarations.c.id, declarations.c.subscription_id).where(
+                    declarations.c.id.in_(set(named.values())), declarations.c.ack_key.is_not(None)))}
+    return [(row, named[row.subscription_id] if (row.subscription_id, named.get(row.subscription_id)) in acknowledged
+             else None) for row in rows]
 
 
 def start_scan(engine: Engine, name: str, every: timedelta) -> bool:

@@ -127,7 +127,7 @@ def demo_failed_payment(settings, live, out=sys.stdout, wait: float = 30.0) -> s
     failing = client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
     client.v1.subscriptions.update(subscription.id, params={"default_payment_method": failing.id})
     renewal = add_months(start, 1)
-    print(f"\nMoving Riley Brooks's Stripe test clock past the renewal of {renewal:%d %B %Y} (the card declines)…",
+    print(f"\nMoving Riley Brooks's Stripe test clock past the renewal of {renewal.day} {renewal:%B %Y} (the card declines)…",
           file=out, flush=True)
     client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": int((renewal + timedelta(hours=1, minutes=1)).timestamp())})
     while client.v1.test_helpers.test_clocks.retrieve(clock.id).status != "ready" and time.monotonic() < deadline:

@@ -1,5 +1,5 @@
-"""What is due, and writing it: one pass reads our invoice records and sessions (and, once an hour,
-Stripe's active subscriptions for reminders), composes each due email and writes it with its outbox
+"""What is due, and writing it: one pass reads our invoice records, sessions and cancellations made outside the flow
+(and, once an hour, Stripe's active subscriptions for reminders), composes each due email and writes it with its outbox
 delivery under a unique key. Any number of passes and workers at once write each email once."""
 
 from collections import Counter
@@ -163,6 +163,26 @@ class Mailroom:
                 continue
             make = self._offer_accepted if kind == "offer_accepted" else self._cancellation_confirmed
             await self._each(planned, lambda make=make, row=row, planned=planned: make(row, planned, now), written)
+        await self._outside_confirmations(now, written)
+
+    async def _outside_confirmations(self, now: datetime, written: Counter) -> None:
+        """Cancellations asked for in Stripe's portal (or by the coach in Stripe) without our flow get the same receipt."""
+        rows = [(records.outside_key(row.subscription_id, as_utc(row.canceled_at)), row, declaration)
+                for row, declaration in records.outside_cancellations_to_confirm(self.engine, now - CONFIRM_WITHIN)]
+        known = records.known_keys(self.engine, [key for key, _, _ in rows])
+        for key, row, declaration in rows:
+            if key in known:
+                continue
+            planned = Planned(key, "cancellation_confirmed", row.customer_id, subscription_id=row.subscription_id)
+            if declaration is not None:
+                records.skip(self.engine, planned, f"Not sent: the acknowledgement of declaration {declaration} "
+                                                   "confirmed this cancellation.")
+            elif records.unsubscribed(self.engine, row.customer_id, "cancellation_confirmed"):
+                records.skip(self.engine, planned, "Not sent: the subscriber turned these emails off.")
+            else:
+                received = as_utc(row.canceled_at)  # the moment Stripe recorded the cancellation
+                await self._each(planned, lambda planned=planned, received=received:
+                                 self._receipt(planned, None, received, now), written)
 
     async def _offer_accepted(self, row, planned: Planned, now: datetime):
         customer = await self.billing.customer(row.customer_id)
@@ -176,9 +196,14 @@ class Mailroom:
             unsubscribe_url=self.unsubscribe_url(row.customer_id, "offer_accepted"))
 
     async def _cancellation_confirmed(self, row, planned: Planned, now: datetime):
-        sub = await self.billing.subscription(row.subscription_id)
+        return await self._receipt(planned, row.customer_email, as_utc(row.canceled_at) if row.canceled_at else None, now)
+
+    async def _receipt(self, planned: Planned, to: str | None, received_at: datetime | None, now: datetime):
+        """The cancellation's receipt as Stripe has the subscription now: what was canceled, when it was received, when
+        it takes effect (the date it is set to end, or at once when it has ended) and what they keep until then."""
+        sub = await self.billing.subscription(planned.subscription_id)
         customer = sub["customer"] if isinstance(sub.get("customer"), dict) else {}
-        to = row.customer_email or customer.get("email")
+        to = to or customer.get("email")
         if not to:
             return "Not sent: the customer has no email address."
         planned.email = to
@@ -188,11 +213,10 @@ class Mailroom:
             access_until = _cancels_at(sub)
             if access_until is None:
                 return "Not sent: the subscriber kept the subscription."
-            keep = self.cancel_url(row.customer_id, row.subscription_id, access_until, now)
+            keep = self.cancel_url(planned.customer_id, planned.subscription_id, access_until, now)
         return compose.cancellation_confirmed(
-            self.style, to=to, name=customer.get("name"), plan=_plan_name(sub) or row.plan_name,
-            access_until=access_until, keep_url=keep, received_at=as_utc(row.canceled_at) if row.canceled_at else None,
-            unsubscribe_url=self.unsubscribe_url(row.customer_id, "cancellation_confirmed"))
+            self.style, to=to, name=customer.get("name"), plan=_plan_name(sub), access_until=access_until, keep_url=keep, received_at=received_at,
+            unsubscribe_url=self.unsubscribe_url(planned.customer_id, "cancellation_confirmed"))
 
     # renewal and discount reminders ---------------------------------------------------------------
     async def _reminders(self, now: datetime, written: Counter) -> None:

@@ -1,6 +1,8 @@
 """The emulator's HTTP face: `/v1` (Stripe's API), `/_emulator` (controls), `/p` (hosted portal)."""
 
 import asyncio
+import base64
+import binascii
 import json
 from collections import deque
 import re
@@ -101,11 +103,26 @@ def _error(error: StripeError, headers: dict | None = None) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
+def _key_of(header: str) -> str:
+    """The API key of an Authorization header: HTTP Basic with the key as the user name (`curl -u sk_test_…:`), or
+    Bearer (https://docs.stripe.com/api/authentication)."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value.strip(), validate=True).decode().partition(":")[0].strip()
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+    return ""
+
+
 def _authenticate(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    if not header.startswith("Bearer ") or not header[7:].strip():
-        raise StripeError(401, "You did not provide an API key. Provide it in the Authorization header (Bearer auth).")
-    key = header[7:].strip()
+    key = _key_of(request.headers.get("authorization", ""))
+    if not key:
+        raise StripeError(401, "You did not provide an API key. You need to provide your API key in the Authorization "
+                               "header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY'), or as the "
+                               "user name of HTTP Basic auth (e.g. 'curl -u YOUR_SECRET_KEY:').")
     if not key.startswith(("sk_test_", "rk_test_")):
         raise StripeError(401, f"Invalid API Key provided: {key[:8]}{'*' * 8}. The emulator accepts test keys (sk_test_…) only.",
                           code="api_key_expired" if key.startswith("sk_live_") else None)
