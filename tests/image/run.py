@@ -327,7 +327,7 @@ def check_stack(settings: dict[str, str], app_url: str, stripe_url: str) -> None
     wait_until("/healthz", answers(f"{app_url}/healthz"), timeout=180)
     passed("/healthz answers 200 through the published port")
     ready = wait_until("/readyz", answers(f"{app_url}/readyz"), timeout=60).json()
-    expect(ready == {"status": "ok", "database": "ok", "offers": "loaded"}, "/readyz: database ok, offers loaded",
+    expect(ready == {"status": "ok", "database": "ok", "config": "loaded"}, "/readyz: database ok, configuration loaded",
            json.dumps(ready))
 
     head = alembic_head()
