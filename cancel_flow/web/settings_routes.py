@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
+from babel import Locale
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -29,6 +30,7 @@ from cancel_flow.errors import BadRequest, Forbidden, InvalidConfig, NotFound
 from cancel_flow.experiments import is_running
 from cancel_flow.flow import offer_promise
 from cancel_flow.hooks import EVENTS
+from cancel_flow.i18n import LANGUAGES
 from cancel_flow.outbox import queue
 from cancel_flow.store.config_versions import StaleVersion
 from cancel_flow.store.logos import MAX_LOGO_BYTES, LogoRefused
@@ -175,7 +177,17 @@ async def overview(request: Request) -> Response:
 
 def _brand_input(field: str) -> str | None:
     tail = forms.field_tail(field, "brand")
-    return tail if tail in ("name", "color", "support_email", "logo") else None
+    return tail if tail in ("name", "color", "support_email", "logo", "default_locale") else None
+
+
+def language_names() -> dict[str, str]:
+    """The shipped languages, named in English for the coach's pages ("pt_BR": "Portuguese (Brazil)")."""
+    return {code: Locale.parse(code).get_display_name("en") for code in LANGUAGES}
+
+
+def other_languages(config: Configuration) -> list[str]:
+    """The languages an offer can be translated into: every shipped one but the one its own words are in."""
+    return [code for code in LANGUAGES if code != config.brand.default_locale]
 
 
 async def _brand_page(request: Request, coach: SignedInCoach, *, values: dict | None = None,
@@ -191,7 +203,7 @@ async def _brand_page(request: Request, coach: SignedInCoach, *, values: dict | 
     return _page(request, "settings_brand.html", coach, refusal.status if refusal else 200, values=values,
                  refusal=refusal, errors=refusal.inputs if refusal else {}, base_version=base_version or saved.version,
                  suggestion=suggestion, brand_now=brand, logo_setting=logo, uploaded=bool(logo and logo.startswith(UPLOAD_PREFIX)),
-                 max_logo_kb=MAX_LOGO_BYTES // 1024)
+                 max_logo_kb=MAX_LOGO_BYTES // 1024, language_names=language_names())
 
 
 async def brand_page(request: Request) -> Response:
@@ -295,7 +307,7 @@ async def _offers_page(request: Request, coach: SignedInCoach, *, refusal: Refus
                  refusal=refusal, errors=refusal.inputs if refusal else {}, base_version=base_version or saved.version,
                  counts=counts, days=OFFER_COUNT_DAYS, kind_labels=KIND_LABELS, terms=offer_terms,
                  conditions=conditions_words, rules=rules_values or forms.rules_values(saved.document),
-                 kinds=list(TERMS))
+                 kinds=list(TERMS), other_languages=other_languages(config), language_names=language_names())
 
 
 async def offers_page(request: Request) -> Response:
@@ -404,7 +416,10 @@ async def _offer_form(request: Request, coach: SignedInCoach, *, offer_id: str |
                       position: int, refusal: Refusal | None = None, base_version: int | None = None,
                       preview_of=None, subject: Subject | None = None) -> Response:
     saved = await _live_document(request)
+    config = request.app.state.config.current()
     return _page(request, "settings_offer.html", coach, refusal.status if refusal else 200, offer_id=offer_id,
+                 other_languages=other_languages(config), language_names=language_names(),
+                 default_language=config.brand.default_locale,
                  kind=kind, kind_labels=KIND_LABELS, values=values, refusal=refusal,
                  errors=refusal.inputs if refusal else {}, base_version=base_version or saved.version,
                  hints=OFFER_HINTS, terms=sorted(TERMS[kind]), intervals=INTERVALS, position=position,
