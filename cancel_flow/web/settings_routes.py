@@ -165,7 +165,7 @@ async def overview(request: Request) -> Response:
         return to_login()
     live = request.app.state.config
     config = live.current()
-    local = local_clock(request.app.state.settings.timezone)
+    local = local_clock(request.app.state.settings.timezone, request.app.state.settings.locale)
     today = utc_now().date()
     return _page(request, "settings_index.html", coach, config=config, origin=live.origin, origins=ORIGINS,
                  local=local, zone=request.app.state.settings.timezone,
@@ -735,7 +735,7 @@ async def _history_page(request: Request, coach: SignedInCoach, *, message: str 
     shown = versions[(page - 1) * HISTORY_PAGE: page * HISTORY_PAGE]
     return _page(request, "settings_history.html", coach, status, versions=shown, all_versions=versions,
                  live_version=versions[0].version if versions else None, first=first, second=second, changes=changes,
-                 origins=ORIGINS, local=local_clock(request.app.state.settings.timezone),
+                 origins=ORIGINS, local=local_clock(request.app.state.settings.timezone, request.app.state.settings.locale),
                  zone=request.app.state.settings.timezone, page=page, pages=pages, message=message,
                  restored=whole_number(query.get("restored", ""), 1, 2**31 - 1),
                  query=lambda **changes_: urlencode({**{k: v for k, v in query.items()}, **changes_}))
