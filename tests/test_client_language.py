@@ -2,6 +2,7 @@
 follows, with the real app, the real SDK and the Stripe emulator."""
 
 import re
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -12,6 +13,15 @@ from cancel_flow.money import format_day, format_money
 from tests.helpers import csrf_of, visible_text
 
 DAY_AGO = timedelta(days=1)
+
+
+EXAMPLE_OFFERS = Path(__file__).resolve().parents[1] / "cancel_flow" / "examples" / "offers.toml"
+
+
+@pytest.fixture
+def client(make_client):
+    """The app with the example offers, which the coach also wrote in Spanish ([offer.text.es])."""
+    return make_client(offers_path=EXAMPLE_OFFERS)
 
 
 @pytest.fixture
