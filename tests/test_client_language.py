@@ -220,3 +220,14 @@ def test_the_shared_link_email_speaks_the_customers_language(make_client, inbox,
     assert text.startswith("Bonjour,\n\nVoici vos liens pour Peak Performance Coaching.\n\n")
     assert "Gérer la facturation (carte, factures):\nhttp://testserver/billing/" in text
     assert '<html lang="fr">' in message.get_body(("html",)).get_content()
+
+
+def test_the_emulators_portal_page_speaks_the_sessions_locale_else_the_customers(stripe_client, catalogue, emulator):
+    from tests.conftest import portal_configuration
+
+    customer = catalogue.customer(preferred_locales=["fr-CA"])
+    configuration = portal_configuration(stripe_client)
+    for locale, shown in (("de", "de"), ("auto", "fr-CA"), (None, "fr-CA")):
+        params = {"customer": customer.id, "configuration": configuration, **({"locale": locale} if locale else {})}
+        session = stripe_client.v1.billing_portal.sessions.create(params=params)
+        assert portal_language(session.url) == shown
