@@ -86,12 +86,13 @@ def is_coach_page(request: Request) -> bool:
 def _switch_links(request: Request, language: str) -> list[tuple[str, str, str, bool]]:
     """The language switch: (name in itself, BCP 47 tag, address, current?) per language. A page answering a
     form links to the page the link opens on (its address only takes the form)."""
-    path = request.scope["path"]
-    if request.method not in ("GET", "HEAD") and path.startswith("/cancel/"):
+    path, reading = request.scope["path"], request.scope["method"] in ("GET", "HEAD")
+    if not reading and path.startswith("/cancel/"):
         path = "/".join(path.split("/")[:3])
-    kept = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"] if request.method in ("GET", "HEAD") else []
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"] \
+        if reading and request.scope.get("query_string") else ()
     prefix = f"{path}?{urlencode(kept)}&lang=" if kept else f"{path}?lang="
-    return [(name, html_lang(code), prefix + code, code == language) for code, name in LANGUAGES.items()]
+    return [(name, code.replace("_", "-"), prefix + code, code == language) for code, name in LANGUAGES.items()]
 
 
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
@@ -110,6 +111,8 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
         html_lang=html_lang(language), formats=formats, language_switch=switch, picked=picked_language(request),
         **context)
     response = HTMLResponse(html, status_code=status_code)
+    if switch is not None:  # a client's page: its language comes from these (a shared cache keeps one per language)
+        response.headers["Vary"] = "Accept-Language, Cookie"
     token = (request.path_params or {}).get("token")
     if switch and token and request.scope["path"].startswith("/cancel/") and b"lang=" in request.scope.get("query_string", b""):
         picked = request.query_params.get("lang")
