@@ -9,7 +9,6 @@ import textwrap
 from datetime import datetime, timedelta, timezone
 from gettext import NullTranslations
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -22,7 +21,6 @@ from cancel_flow.web.email_routes import card_update_words
 from tests.helpers import csrf_of
 
 PSEUDO = "en_XA"  # the pseudo-locale's usual tag (accented English)
-ROOT = Path(__file__).resolve().parents[1]
 _ACCENTS = str.maketrans("aeiouyAEIOUYcnszCNSZ", "áéíóúýÁÉÍÓÚÝçñšžÇÑŠŽ")
 _KEPT = re.compile(r"(%\(\w+\)s|%%|<[^>]*>|&\w+;)")  # placeholders, markup and entities stay as they are
 MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
@@ -164,7 +162,7 @@ def test_every_client_page_shows_only_words_from_the_catalogs(pseudo_language, m
 
     def page(where, response, status=200):
         assert response.status_code == status, (where, response.status_code, response.text[:500])
-        assert f'<html lang="en-XA">' in response.text, where
+        assert '<html lang="en-XA">' in response.text, where
         check(where, read(response.text), DATA, problems)
         return response
 

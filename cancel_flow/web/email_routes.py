@@ -115,7 +115,8 @@ async def unsubscribe(request: Request) -> Response:
         return HTMLResponse(None, headers={"Cache-Control": "no-store"})
     engine = request.app.state.store.engine
     language = page_language(request)
-    words, ask, stop, keep = (gettext(language, text) for text in KIND_WORDS.get(link.kind, OTHER_WORDS))
+    words, ask, stop, keep = (gettext(language, text)
+                              for text in (KIND_WORDS[link.kind] if link.kind in UNSUBSCRIBABLE else OTHER_WORDS))
     brand = request.app.state.config.current().brand.name
     picked = picked_language(request)
     action = f"/emails/unsubscribe/{token}" + (f"?lang={picked}" if picked else "")
