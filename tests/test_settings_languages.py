@@ -127,3 +127,13 @@ def test_a_locale_babel_doesnt_know_stops_start_up_naming_the_setting(env):
     env.setenv("CANCEL_FLOW_LOCALE", "klingon")
     with pytest.raises(SettingsError, match="CANCEL_FLOW_LOCALE must be a locale such as en, en_GB"):
         load_settings()
+
+
+def test_the_coach_sees_each_email_as_a_client_reading_another_language_gets_it(coach_client):  # noqa: F811
+    page = coach_client.get("/dashboard/settings/emails").text
+    assert 'href="/dashboard/settings/emails/preview/offer_accepted?language=de"' in page
+    german = coach_client.get("/dashboard/settings/emails/preview/offer_accepted?language=de")
+    assert german.status_code == 200 and '<html lang="de">' in german.text and "Danke, dass Sie bleiben" in german.text
+    failed = coach_client.get("/dashboard/settings/emails/preview/payment_failed?language=pt_BR").text
+    assert "Visa com final 4242" in failed and "seu banco recusou o pagamento sem informar o motivo" in failed
+    assert coach_client.get("/dashboard/settings/emails/preview/offer_accepted?language=it").status_code == 404

@@ -30,7 +30,9 @@ from cancel_flow.errors import BadRequest, Forbidden, InvalidConfig, NotFound
 from cancel_flow.experiments import is_running
 from cancel_flow.flow import offer_promise
 from cancel_flow.hooks import EVENTS
-from cancel_flow.i18n import LANGUAGES
+from cancel_flow.i18n import DEFAULT, LANGUAGES, gettext
+from cancel_flow.money import format_percent_off
+from cancel_flow.stripe_billing import Failure
 from cancel_flow.outbox import queue
 from cancel_flow.store.config_versions import StaleVersion
 from cancel_flow.store.logos import MAX_LOGO_BYTES, LogoRefused
@@ -574,31 +576,35 @@ async def end_experiment(request: Request) -> Response:
 
 # emails ------------------------------------------------------------------------------------------
 
-def sample_emails(config: Configuration, base_url: str, timezone: str) -> dict[str, compose.Rendered]:
-    """Each billing email as a sample client would get it now, with the brand (the compose functions' words)."""
+def sample_emails(config: Configuration, base_url: str, timezone: str, language: str = DEFAULT) -> dict[str, compose.Rendered]:
+    """Each billing email as a sample client would get it now, with the brand (the compose functions' words), in
+    `language`."""
     style = compose.Style(brand=config.brand, base_url=base_url, timezone=timezone)
     now = utc_now()
     facts = sample_facts(Subject(), now)
-    who = {"to": "casey@example.com", "name": "Casey Client"}
+    who = {"to": "casey@example.com", "name": "Casey Client", "language": language}
     plan, link = "Coaching Plan", f"{base_url}/"
     promise = next((p for offer in config.offers if offer.enabled and offer.kind in ("discount", "pause", "free_period")
-                    for p in [offer_promise(offer, facts, now)] if p is not None), None) \
-        or offer_promise(_SAMPLE_DISCOUNT, facts, now)
+                    for p in [offer_promise(offer, facts, now, language=language)] if p is not None), None) \
+        or offer_promise(_SAMPLE_DISCOUNT, facts, now, language=language)
+    declined = Failure(code="card_declined", card_brand="visa", card_last4="4242")
     emails = {
         "payment_failed": compose.payment_failed(
             style, **who, step=0, amount=4900, currency="usd", plan=plan, failed_at=now - timedelta(hours=2),
-            card="Visa ending in 4242", reason="the card was declined", update_url=link),
+            card=declined.card_in(language),
+            reason="the card was declined" if language == DEFAULT else declined.words_in(language), update_url=link),
         "renewal_reminder": compose.renewal_reminder(
             style, **who, plan=plan, amount=49000, currency="usd", interval="year", interval_count=1,
             renews_at=now + timedelta(days=config.emails.renewal_reminder_days_before or 30), cancel_url=link,
             unsubscribe_url=link),
         "discount_ending": compose.discount_ending(
-            style, **who, plan=plan, discount="50% off", ends_at=now + timedelta(days=config.emails.discount_ending_days_before or 7),
+            style, **who, plan=plan, discount=gettext(language, "%(off)s off", off=format_percent_off(50, language)),
+            ends_at=now + timedelta(days=config.emails.discount_ending_days_before or 7),
             next_payment_at=now + timedelta(days=(config.emails.discount_ending_days_before or 7) + 1), amount=4900,
             currency="usd", interval="month", interval_count=1, cancel_url=link, unsubscribe_url=link),
         "offer_accepted": compose.offer_accepted(
             style, **who, plan=plan, promise=promise.text,
-            payments=schedule_lines(promise.schedule(), "usd"), billing_url=link, unsubscribe_url=link),
+            payments=schedule_lines(promise.schedule(), "usd", language), billing_url=link, unsubscribe_url=link),
         "cancellation_confirmed": compose.cancellation_confirmed(
             style, **who, plan=plan, access_until=now + timedelta(days=20), keep_url=link, unsubscribe_url=link),
     }
@@ -617,7 +623,7 @@ async def _emails_page(request: Request, coach: SignedInCoach, *, refusal: Refus
     return _page(request, "settings_emails.html", coach, refusal.status if refusal else 200, config=config,
                  refusal=refusal, errors=refusal.inputs if refusal else {}, base_version=base_version or saved.version,
                  values=values or forms.emails_values(saved.document), samples=samples, labels=EMAIL_LABELS,
-                 intervals=EMAIL_INTERVALS)
+                 intervals=EMAIL_INTERVALS, language_names=language_names())
 
 
 async def emails_page(request: Request) -> Response:
@@ -650,7 +656,10 @@ async def email_html(request: Request) -> Response:
     if kind not in EMAIL_LABELS:
         raise NotFound("There is no such email.")
     settings = request.app.state.settings
-    rendered = sample_emails(request.app.state.config.current(), settings.base_url, settings.timezone)[kind]
+    language = request.query_params.get("language") or DEFAULT
+    if language not in LANGUAGES:
+        raise NotFound("There is no such language.")
+    rendered = sample_emails(request.app.state.config.current(), settings.base_url, settings.timezone, language)[kind]
     return Response(rendered.html, media_type="text/html; charset=utf-8", headers={
         "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https: http:; "
                                    "frame-ancestors 'none'", "Cache-Control": "no-store"})
