@@ -4,7 +4,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test demo bench browser screenshots clean
 
-install: $(STAMP)
+# The clients' languages: each catalog's .po (the source, in git) compiled to the .mo the pages read.
+LOCALES := cancel_flow/locales
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard $(LOCALES)/*/LC_MESSAGES/messages.po))
+
+install: $(STAMP) $(CATALOGS)
 
 $(STAMP): pyproject.toml package.json
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -12,6 +16,9 @@ $(STAMP): pyproject.toml package.json
 	$(PY) -m pip install --quiet -e '.[dev]'
 	npm install --no-audit --no-fund --silent
 	touch $(STAMP)
+
+$(LOCALES)/%/LC_MESSAGES/messages.mo: $(LOCALES)/%/LC_MESSAGES/messages.po $(STAMP)
+	$(VENV)/bin/pybabel compile --domain messages --directory $(LOCALES) --locale $* --statistics
 
 # Headless Chromium for the browser tests, from Debian's packages.
 browser:

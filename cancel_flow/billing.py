@@ -20,12 +20,14 @@ The rules follow Stripe's billing, and the emulator's invoices are the check (te
 - A price without `unit_amount` (tiered, metered, decimal) has no amount to promise: no money promise is made.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Callable
 
 from cancel_flow.clock import add_months
-from cancel_flow.money import format_day, format_money
+from cancel_flow.i18n import DEFAULT, N_, gettext, ngettext
+from cancel_flow.money import format_day, format_money, format_percent_off, format_words
 
 # Collection resumes this long after the last skipped renewal: past the moment Stripe finalizes that renewal's
 # draft invoice, which is an hour after `invoice.created` was answered, or 72 hours after it was made when the
@@ -97,7 +99,7 @@ class Plan:
         """What the next payment charges, as things stand."""
         return self.billed(self.next_payment) if self.next_payment else self.amount
 
-    def discount_words(self, at: datetime | None = None) -> str | None:
+    def discount_words(self, at: datetime | None = None, language: str = DEFAULT) -> str | None:
         """"10 % off" (and until when) for the discounts that apply at `at` (the next payment)."""
         at = at or self.next_payment
         if at is None:
@@ -107,13 +109,15 @@ class Plan:
             if not discount.applies(at, True):
                 continue
             if discount.percent_off is not None:
-                word = f"{discount.percent_off:g} % off"
+                off = f"{discount.percent_off:g} %" if language == DEFAULT else format_percent_off(discount.percent_off, language)
             else:
-                word = f"{format_money(discount.amount_off or 0, self.currency)} off"
+                off = format_money(discount.amount_off or 0, self.currency, language)
             if discount.once:
-                word += " this payment"
+                word = gettext(language, "%(off)s off this payment", off=off)
             elif discount.end is not None:
-                word += f" until {_day(discount.end)}"
+                word = gettext(language, "%(off)s off until %(day)s", off=off, day=format_day(discount.end, language))
+            else:
+                word = gettext(language, "%(off)s off", off=off)
             words.append(word)
         return ", ".join(words) or None
 
@@ -173,7 +177,7 @@ class Payment:
 
 @dataclass(frozen=True)
 class Promise:
-    """An offer's effect on the next payments, and its words."""
+    """An offer's effect on the next payments, and its words (in the language asked for: `in_language`)."""
 
     kind: str
     changed: tuple[Payment, ...]  # the payments the offer changes
@@ -186,6 +190,19 @@ class Promise:
     trial_end: datetime | None = None
     new_amount: int | None = None  # a switch: what each payment charges from now on
     new_name: str | None = None  # a switch: the plan's new name
+    # (text, card) in a language: the same promise, worded by the same function
+    words: Callable[[str], tuple[str, str]] | None = field(default=None, compare=False, repr=False)
+
+    def in_language(self, language: str) -> "Promise":
+        """This promise worded in `language` (dates, amounts and words)."""
+        if self.words is None:
+            return self
+        text, card = self.words(language)
+        return replace(self, text=text, card=card)
+
+    def texts(self, languages) -> dict[str, str]:
+        """The full promise in each of `languages`, for storing with the decision."""
+        return {language: self.in_language(language).text for language in languages}
 
     def schedule(self) -> list[list]:
         """The payments named, for storing: [[ISO moment, amount, regular amount(, ISO moment moved from)], …]."""
@@ -200,20 +217,23 @@ class Promise:
         return charged[0] if charged else self.next_regular
 
 
-def schedule_lines(schedule: list[list] | None, currency: str) -> list[tuple[datetime, str]]:
+def schedule_lines(schedule: list[list] | None, currency: str, language: str = DEFAULT) -> list[tuple[datetime, str]]:
     """The stored schedule of a promise, one (date, what is charged then) line per payment: the table of the
     done page and of the confirmation email."""
     lines = []
     for row in schedule or []:
         at, amount, regular = datetime.fromisoformat(row[0]), row[1], row[2]
         moved_from = datetime.fromisoformat(row[3]) if len(row) > 3 and row[3] else None
-        charged = format_money(amount, currency)
+        charged = format_money(amount, currency, language)
         if moved_from is not None:
-            lines.append((at, f"{charged} (moved from {_day(moved_from)})"))
+            lines.append((at, gettext(language, "%(amount)s (moved from %(day)s)", amount=charged,
+                                      day=format_day(moved_from, language))))
         elif amount == 0 and regular:
-            lines.append((at, f"nothing (instead of {format_money(regular, currency)})"))
+            lines.append((at, gettext(language, "nothing (instead of %(regular)s)",
+                                      regular=format_money(regular, currency, language))))
         elif amount != regular:
-            lines.append((at, f"{charged} (instead of {format_money(regular, currency)})"))
+            lines.append((at, gettext(language, "%(amount)s (instead of %(regular)s)", amount=charged,
+                                      regular=format_money(regular, currency, language))))
         else:
             lines.append((at, charged))
     return lines
@@ -276,29 +296,90 @@ def months_for_promise(promise: Promise, start: datetime) -> int | None:
     return None
 
 
-def _day(moment: datetime, with_year: bool = True) -> str:
-    text = format_day(moment)
-    return text if with_year else text.rsplit(" ", 1)[0]
+# What one payment costs, by billing period: "$24.50/month", "$24.50 every 3 months" (promises and emails) ...
+_EACH = {"day": N_("%(amount)s/day"), "week": N_("%(amount)s/week"), "month": N_("%(amount)s/month"),
+         "year": N_("%(amount)s/year")}
+# ... and "$49.00 per month", "$49.00 per 3 months" (the plan line at the top of the pages).
+_PER = {"day": N_("%(amount)s per day"), "week": N_("%(amount)s per week"), "month": N_("%(amount)s per month"),
+        "year": N_("%(amount)s per year")}
 
 
-def _dates(moments: list[datetime]) -> str:
-    same_year = len({m.year for m in moments}) == 1
-    words = [_day(m, with_year=False) for m in moments] if same_year and len(moments) > 1 else [_day(m) for m in moments]
-    if same_year and len(moments) > 1:
-        words[-1] = _day(moments[-1])
-    if len(words) == 1:
-        return words[0]
-    return ", ".join(words[:-1]) + " and " + words[-1]
+def each_payment(amount: str, interval: str, count: int, language: str = DEFAULT) -> str:
+    """An amount and how often it is charged: "$24.50/month", "$24.50 every 3 months"."""
+    if count == 1:
+        return gettext(language, _EACH.get(interval, _EACH["month"]), amount=amount)
+    if interval == "day":
+        return ngettext(language, "%(amount)s every %(num)s day", "%(amount)s every %(num)s days", count, amount=amount)
+    if interval == "week":
+        return ngettext(language, "%(amount)s every %(num)s week", "%(amount)s every %(num)s weeks", count, amount=amount)
+    if interval == "year":
+        return ngettext(language, "%(amount)s every %(num)s year", "%(amount)s every %(num)s years", count, amount=amount)
+    return ngettext(language, "%(amount)s every %(num)s month", "%(amount)s every %(num)s months", count, amount=amount)
 
 
-def _per(plan: Plan) -> str:
-    if plan.interval_count == 1:
-        return f"/{plan.interval}"
-    return f" every {plan.interval_count} {plan.interval}s"
+def per_period(amount: str, interval: str, count: int, language: str = DEFAULT) -> str:
+    """An amount per billing period, as the plan line says it: "$49.00 per month", "$49.00 per 3 months"."""
+    if count == 1:
+        return gettext(language, _PER.get(interval, _PER["month"]), amount=amount)
+    if interval == "day":
+        return ngettext(language, "%(amount)s per %(num)s day", "%(amount)s per %(num)s days", count, amount=amount)
+    if interval == "week":
+        return ngettext(language, "%(amount)s per %(num)s week", "%(amount)s per %(num)s weeks", count, amount=amount)
+    if interval == "year":
+        return ngettext(language, "%(amount)s per %(num)s year", "%(amount)s per %(num)s years", count, amount=amount)
+    return ngettext(language, "%(amount)s per %(num)s month", "%(amount)s per %(num)s months", count, amount=amount)
 
 
-def _tax(plan: Plan) -> str:
-    return " (before tax)" if plan.taxed else ""
+_EVERY = {"day": N_("every day"), "week": N_("every week"), "month": N_("every month"), "year": N_("every year")}
+
+
+def every_period(interval: str, count: int, language: str = DEFAULT) -> str:
+    """"every month", "every 3 months"."""
+    if count == 1:
+        return gettext(language, _EVERY.get(interval, _EVERY["month"]))
+    if interval == "day":
+        return ngettext(language, "every %(num)s day", "every %(num)s days", count)
+    if interval == "week":
+        return ngettext(language, "every %(num)s week", "every %(num)s weeks", count)
+    if interval == "year":
+        return ngettext(language, "every %(num)s year", "every %(num)s years", count)
+    return ngettext(language, "every %(num)s month", "every %(num)s months", count)
+
+
+class _Words:
+    """The pieces every promise is worded with, in one language."""
+
+    def __init__(self, plan: Plan, language: str):
+        self.plan, self.language = plan, language
+
+    def money(self, amount: int) -> str:
+        return format_money(amount, self.plan.currency, self.language)
+
+    def day(self, moment: datetime, with_year: bool = True) -> str:
+        return format_day(moment, self.language, with_year)
+
+    def dates(self, moments: list[datetime]) -> str:
+        """"7 December, 7 January and 7 February 2027": the year once when they share it."""
+        same_year = len({m.year for m in moments}) == 1
+        words = [self.day(m, with_year=not (same_year and len(moments) > 1)) for m in moments]
+        if same_year and len(moments) > 1:
+            words[-1] = self.day(moments[-1])
+        return format_words(words, self.language)
+
+    def each(self, amount: int) -> str:
+        """"$24.50/month"."""
+        return each_payment(self.money(amount), self.plan.interval, self.plan.interval_count, self.language)
+
+    def taxed(self, text: str) -> str:
+        """"$24.50/month (before tax)" when Stripe adds tax to the amount."""
+        return gettext(self.language, "%(amount)s (before tax)", amount=text) if self.plan.taxed else text
+
+    def percent(self, percent: float) -> str:
+        return format_percent_off(percent, self.language)
+
+
+def _worded(words: Callable[[_Words], tuple[str, str]], plan: Plan) -> Callable[[str], tuple[str, str]]:
+    return lambda language: words(_Words(plan, language))
 
 
 def _billed(plan: Plan, moments: list[datetime], lines: tuple[Line, ...] | None = None) -> list[int]:
@@ -306,18 +387,24 @@ def _billed(plan: Plan, moments: list[datetime], lines: tuple[Line, ...] | None 
     return [plan.billed(at, index == 0, lines) for index, at in enumerate(moments)]
 
 
-def plan_words(plan: Plan) -> str | None:
+def plan_words(plan: Plan, language: str = DEFAULT) -> str | None:
     """The plan line at the top of the pages: what the client pays today, "$44.10 per month (10 % off)"."""
     if not plan.priced:
         return None
-    per = "month" if plan.interval_count == 1 and plan.interval == "month" else \
-        plan.interval if plan.interval_count == 1 else f"{plan.interval_count} {plan.interval}s"
-    amount = format_money(plan.next_amount(), plan.currency)
-    off = plan.discount_words()
-    return f"{amount} per {per}" + (f" ({off})" if off else "")
+    amount = per_period(format_money(plan.next_amount(), plan.currency, language), plan.interval, plan.interval_count,
+                        language)
+    off = plan.discount_words(language=language)
+    return f"{amount} ({off})" if off else amount
 
 
-def discount_promise(plan: Plan, percent: float, payments: int, now: datetime) -> Promise | None:
+def _promise(kind: str, plan: Plan, words: Callable[[_Words], tuple[str, str]], language: str, *args, **terms) -> Promise:
+    """A promise worded in `language`, able to word itself in any other."""
+    worded = _worded(words, plan)
+    text, card = worded(language)
+    return Promise(kind, *args, text=text, card=card, words=worded, **terms)
+
+
+def discount_promise(plan: Plan, percent: float, payments: int, now: datetime, language: str = DEFAULT) -> Promise | None:
     """`percent` off the next `payments` payments, or None when a coupon can't do exactly that."""
     if not plan.priced or plan.discounts:
         return None
@@ -328,21 +415,34 @@ def discount_promise(plan: Plan, percent: float, payments: int, now: datetime) -
     price, lowered = plan.amount, discounted(plan, percent)
     changed = tuple(Payment(at, lowered, price) for at in upcoming[:payments])
     back = Payment(upcoming[payments], price, price)
-    pct = f"{percent:g}%"
-    money = lambda amount: format_money(amount, plan.currency)  # noqa: E731
-    if payments == 1:
-        text = (f"{pct} off your {'renewal' if (plan.months_per_payment or 0) >= 12 else 'payment'} on "
-                f"{_day(changed[0].at)}: {money(lowered)} instead of {money(price)}{_tax(plan)}, "
-                f"then {money(price)}{_per(plan)} from {_day(back.at)}")
-        card = f"{money(lowered)} for your next payment, then {money(price)}{_per(plan)}"
-    else:
-        text = (f"{pct} off your next {payments} payments ({_dates([p.at for p in changed])}): "
-                f"{money(lowered)}{_per(plan)}{_tax(plan)}, then {money(price)}{_per(plan)} from {_day(back.at)}")
-        card = f"{money(lowered)}{_per(plan)} for {payments} payments, then {money(price)}{_per(plan)}"
-    return Promise("discount", changed, back, text, card, cost=(price - lowered) * payments, coupon_months=months)
+
+    def words(w: _Words) -> tuple[str, str]:
+        if payments == 1:
+            values = dict(percent=w.percent(percent), day=w.day(changed[0].at), lowered=w.money(lowered),
+                          price=w.taxed(w.money(price)), regular=w.each(price), back=w.day(back.at))
+            if (plan.months_per_payment or 0) >= 12:
+                text = gettext(w.language, "%(percent)s off your renewal on %(day)s: %(lowered)s instead of %(price)s, "
+                             "then %(regular)s from %(back)s", **values)
+            else:
+                text = gettext(w.language, "%(percent)s off your payment on %(day)s: %(lowered)s instead of %(price)s, "
+                             "then %(regular)s from %(back)s", **values)
+            card = gettext(w.language, "%(lowered)s for your next payment, then %(regular)s", lowered=w.money(lowered),
+                         regular=w.each(price))
+            return text, card
+        text = ngettext(w.language, "%(percent)s off your next payment (%(dates)s): %(lowered)s, then %(regular)s from %(back)s",
+                        "%(percent)s off your next %(num)s payments (%(dates)s): %(lowered)s, then %(regular)s "
+                        "from %(back)s", payments, percent=w.percent(percent), dates=w.dates([p.at for p in changed]),
+                        lowered=w.taxed(w.each(lowered)), regular=w.each(price), back=w.day(back.at))
+        card = ngettext(w.language, "%(lowered)s for %(num)s payment, then %(regular)s",
+                        "%(lowered)s for %(num)s payments, then %(regular)s", payments,
+                        lowered=w.each(lowered), regular=w.each(price))
+        return text, card
+
+    return _promise("discount", plan, words, language, changed, back, cost=(price - lowered) * payments,
+                    coupon_months=months)
 
 
-def pause_promise(plan: Plan, skip: int, now: datetime) -> Promise | None:
+def pause_promise(plan: Plan, skip: int, now: datetime, language: str = DEFAULT) -> Promise | None:
     """Skip the next `skip` payments; collection resumes after the last skipped renewal's invoice is final."""
     if not plan.priced or plan.next_payment is None or plan.interval == "day" or skip < 1:
         return None
@@ -355,24 +455,32 @@ def pause_promise(plan: Plan, skip: int, now: datetime) -> Promise | None:
     back_amount = plan.billed(upcoming[skip], first=False)
     back = Payment(upcoming[skip], back_amount, back_amount)
     resumes_at = upcoming[skip - 1] + min(RESUME_AFTER_RENEWAL, (upcoming[skip] - upcoming[skip - 1]) / 2)
-    noun = "payment" if skip == 1 else "payments"
-    text = (f"Skip your {noun} of {_dates([p.at for p in changed])}; your next payment is "
-            f"{format_money(back_amount, plan.currency)}{_tax(plan)} on {_day(back.at)}. You keep your access meanwhile.")
-    card = f"Skip {skip} {noun}; next payment {_day(back.at)}"
-    return Promise("pause", changed, back, text, card, cost=sum(regular[:skip]), resumes_at=resumes_at)
+
+    def words(w: _Words) -> tuple[str, str]:
+        text = ngettext(w.language, "Skip your payment of %(dates)s; your next payment is %(amount)s on %(day)s. "
+                        "You keep your access meanwhile.",
+                        "Skip your payments of %(dates)s; your next payment is %(amount)s on %(day)s. "
+                        "You keep your access meanwhile.", skip, dates=w.dates([p.at for p in changed]),
+                        amount=w.taxed(w.money(back_amount)), day=w.day(back.at))
+        card = ngettext(w.language, "Skip %(num)s payment; next payment %(day)s", "Skip %(num)s payments; next payment %(day)s",
+                        skip, day=w.day(back.at))
+        return text, card
+
+    return _promise("pause", plan, words, language, changed, back, cost=sum(regular[:skip]), resumes_at=resumes_at)
 
 
-def pause_choices(plan: Plan, max_payments: int, now: datetime) -> list[tuple[int, Promise]]:
+def pause_choices(plan: Plan, max_payments: int, now: datetime, language: str = DEFAULT) -> list[tuple[int, Promise]]:
     """Each pause length the subscriber may choose, with its promise."""
     choices = []
     for skip in range(1, max_payments + 1):
-        promise = pause_promise(plan, skip, now)
+        promise = pause_promise(plan, skip, now, language)
         if promise is not None:
             choices.append((skip, promise))
     return choices
 
 
-def switch_promise(plan: Plan, new_unit_amount: int, new_name: str, now: datetime, current_name: str | None = None) -> Promise | None:
+def switch_promise(plan: Plan, new_unit_amount: int, new_name: str, now: datetime, current_name: str | None = None,
+                   language: str = DEFAULT) -> Promise | None:
     """Move to a cheaper price from the next payment; the current period is not refunded
     (https://docs.stripe.com/billing/subscriptions/prorations: proration_behavior=none). The discounts the
     subscription has go on billing the new price."""
@@ -386,19 +494,23 @@ def switch_promise(plan: Plan, new_unit_amount: int, new_name: str, now: datetim
     if len(upcoming) < 2:
         return None
     before, after = _billed(plan, upcoming), _billed(plan, upcoming, lines=new_lines)
-    money = lambda amount: format_money(amount, plan.currency)  # noqa: E731
     changed = tuple(Payment(at, new, old) for at, new, old in zip(upcoming, after, before))
     new, old = after[0], before[0]
     renamed = bool(new_name) and new_name.strip().casefold() != (current_name or "").strip().casefold()
-    if renamed:
-        text = (f"Your plan changes to {new_name} at {money(new)}{_per(plan)}{_tax(plan)} instead of "
-                f"{money(old)}, from your next payment on {_day(upcoming[0])}. Nothing changes before then.")
-    else:
-        text = (f"Your price changes to {money(new)}{_per(plan)}{_tax(plan)} instead of {money(old)}, from your "
-                f"next payment on {_day(upcoming[0])}. Nothing changes before then.")
-    card = f"{money(new)}{_per(plan)} instead of {money(old)}, from {_day(upcoming[0])}"
-    return Promise("switch", changed, None, text, card, cost=old - new, new_amount=new,
-                   new_name=new_name if renamed else None)
+
+    def words(w: _Words) -> tuple[str, str]:
+        values = dict(new=w.taxed(w.each(new)), old=w.money(old), day=w.day(upcoming[0]))
+        if renamed:
+            text = gettext(w.language, "Your plan changes to %(name)s at %(new)s instead of %(old)s, from your next payment on "
+                         "%(day)s. Nothing changes before then.", name=new_name, **values)
+        else:
+            text = gettext(w.language, "Your price changes to %(new)s instead of %(old)s, from your next payment on %(day)s. "
+                         "Nothing changes before then.", **values)
+        card = gettext(w.language, "%(new)s instead of %(old)s, from %(day)s", new=w.each(new), old=w.money(old), day=w.day(upcoming[0]))
+        return text, card
+
+    return _promise("switch", plan, words, language, changed, None, cost=old - new, new_amount=new,
+                    new_name=new_name if renamed else None)
 
 
 # Stripe accepts a trial_end at most two years from the subscription's billing_cycle_anchor
@@ -410,7 +522,7 @@ def trial_limit(plan: Plan) -> datetime:
     return add_months(plan.anchor, MAX_TRIAL_MONTHS_FROM_ANCHOR)
 
 
-def free_period_promise(plan: Plan, months: int, now: datetime) -> Promise | None:
+def free_period_promise(plan: Plan, months: int, now: datetime, language: str = DEFAULT) -> Promise | None:
     """The next payment moves `months` calendar months later (a trial until then, `trial_end`, which Stripe
     accepts at most two years from the billing_cycle_anchor: offered only where Stripe will take it). On a plan
     billed every month that is `months` payments skipped; on a longer period, the payment moves."""
@@ -427,51 +539,45 @@ def free_period_promise(plan: Plan, months: int, now: datetime) -> Promise | Non
     regular = _billed(plan, skipped)
     # a trial's invoices bill nothing, so a `once` discount waits for the payment at its end
     back_amount = plan.billed(moved, first=True)
-    money = lambda amount: format_money(amount, plan.currency)  # noqa: E731
     per_payment = plan.months_per_payment or 1
     moves = months < per_payment
+    following = None
     if moves:
         changed = ()
         back = Payment(moved, back_amount, back_amount, moved_from=next_payment)
         following = Plan(plan.currency, plan.lines, plan.interval, plan.interval_count, moved, moved).payments(2)[1]
-        text = (f"Your next payment of {money(back_amount)}{_tax(plan)} moves from {_day(next_payment)} to "
-                f"{_day(moved)}; after that you are billed on {_day(following)} and so on.")
     else:
         changed = tuple(Payment(at, 0, amount) for at, amount in zip(skipped, regular))
         back = Payment(moved, back_amount, back_amount)
-        noun = "payment" if len(skipped) == 1 else "payments"
-        every = plan.interval if plan.interval_count == 1 else f"{plan.interval_count} {plan.interval}s"
-        text = (f"{months} month{'s' if months > 1 else ''} free: your {noun} of {_dates(skipped)} "
-                f"{'is' if len(skipped) == 1 else 'are'} skipped and your next payment is {money(back_amount)}"
-                f"{_tax(plan)} on {_day(moved)}, then every {every} from there.")
-    card = f"{months} month{'s' if months > 1 else ''} free: next payment {_day(moved)}"
+
+    def words(w: _Words) -> tuple[str, str]:
+        if moves:
+            text = gettext(w.language, "Your next payment of %(amount)s moves from %(before)s to %(after)s; after that you are "
+                         "billed on %(following)s and so on.", amount=w.taxed(w.money(back_amount)),
+                         before=w.day(next_payment), after=w.day(moved), following=w.day(following))
+        else:
+            free = ngettext(w.language, "%(num)s month free", "%(num)s months free", months)
+            gone = ngettext(w.language, "your payment of %(dates)s is skipped", "your payments of %(dates)s are skipped",
+                            len(skipped), dates=w.dates(skipped))
+            text = gettext(w.language, "%(free)s: %(skipped)s and your next payment is %(amount)s on %(day)s, then %(every)s from "
+                         "there.", free=free, skipped=gone, amount=w.taxed(w.money(back_amount)), day=w.day(moved),
+                         every=every_period(plan.interval, plan.interval_count, w.language))
+        card = ngettext(w.language, "%(num)s month free: next payment %(day)s", "%(num)s months free: next payment %(day)s", months,
+                        day=w.day(moved))
+        return text, card
+
     per_month = plan.billed(next_payment) / per_payment
-    return Promise("free_period", changed, back, text, card, cost=round(per_month * months), trial_end=moved)
+    return _promise("free_period", plan, words, language, changed, back, cost=round(per_month * months), trial_end=moved)
 
 
 # Win-back: what continues when a scheduled cancellation is undone, and what a comeback costs ----------
 
-def _per_words(plan: Plan, language: str) -> str:
-    from cancel_flow.i18n import N_, gettext, ngettext
-
-    if plan.interval_count == 1:
-        per = {"day": N_("/day"), "week": N_("/week"), "month": N_("/month"), "year": N_("/year")}
-        return gettext(language, per[plan.interval])
-    every = {"day": (N_(" every %(num)d day"), N_(" every %(num)d days")),
-             "week": (N_(" every %(num)d week"), N_(" every %(num)d weeks")),
-             "month": (N_(" every %(num)d month"), N_(" every %(num)d months")),
-             "year": (N_(" every %(num)d year"), N_(" every %(num)d years"))}[plan.interval]
-    return ngettext(language, *every, plan.interval_count)
-
-
 def keep_promise(plan: Plan, now: datetime, discounts: tuple[tuple[float | None, int | None, datetime | None], ...] = (),
-                 language: str = "en") -> Promise | None:
+                 language: str = DEFAULT) -> Promise | None:
     """What continues when a subscription set to cancel at `plan.next_payment` (its period end) is kept: that
     renewal is charged, with the discounts still running then ((percent_off, amount_off, end) each; a discount
     ends before an invoice made at or after its end, https://docs.stripe.com/api/discounts/object#discount_object-end),
     and the plan renews as before."""
-    from cancel_flow.i18n import gettext
-
     if plan.next_payment is None or plan.next_payment <= now:
         return None
     first, second = plan.payments(2)
@@ -484,41 +590,38 @@ def keep_promise(plan: Plan, now: datetime, discounts: tuple[tuple[float | None,
                 else amount - percent_of(amount, percent)
         elif amount_off:
             amount = max(0, amount - amount_off)
-    money = lambda value: format_money(value, plan.currency, language)  # noqa: E731
-    per = _per_words(plan, language)
-    tax = gettext(language, " (before tax)") if plan.taxed else ""
-    if amount == price:
-        text = gettext(language, "Your subscription continues as it is: your next payment is %(amount)s%(tax)s on "
-                                 "%(day)s, then %(amount)s%(per)s from %(next)s.",
-                       amount=money(price), tax=tax, day=format_day(first, language), per=per,
-                       next=format_day(second, language))
-    else:
-        text = gettext(language, "Your subscription continues as it is: your next payment is %(amount)s%(tax)s on "
-                                 "%(day)s (with your discount), then %(regular)s%(per)s when the discount ends.",
-                       amount=money(amount), tax=tax, day=format_day(first, language), regular=money(price), per=per)
-    card = gettext(language, "Next payment: %(amount)s on %(day)s", amount=money(amount), day=format_day(first, language))
-    return Promise("keep", (), Payment(first, amount, price), text, card, cost=0)
+
+    def words(w: _Words) -> tuple[str, str]:
+        if amount == price:
+            text = gettext(w.language, "Your subscription continues as it is: your next payment is %(amount)s on "
+                                       "%(day)s, then %(regular)s from %(next)s.",
+                           amount=w.taxed(w.money(price)), day=w.day(first), regular=w.each(price), next=w.day(second))
+        else:
+            text = gettext(w.language, "Your subscription continues as it is: your next payment is %(amount)s on "
+                                       "%(day)s (with your discount), then %(regular)s when the discount ends.",
+                           amount=w.taxed(w.money(amount)), day=w.day(first), regular=w.each(price))
+        card = gettext(w.language, "Next payment: %(amount)s on %(day)s", amount=w.money(amount), day=w.day(first))
+        return text, card
+
+    return _promise("keep", plan, words, language, (), Payment(first, amount, price), cost=0)
 
 
 def comeback_promise(plan: Plan, now: datetime, percent: float | None = None, payments: int | None = None,
-                     language: str = "en") -> Promise | None:
+                     language: str = DEFAULT) -> Promise | None:
     """Coming back today on `plan` (a new subscription: the first payment now, then every period from today),
     with `percent` off the first `payments` payments (a repeating coupon whose months cover exactly those
     payments, https://docs.stripe.com/billing/subscriptions/coupons#coupon-duration), or at the usual price.
     None when no whole number of coupon months covers exactly those payments (weekly and daily plans)."""
-    from cancel_flow.i18n import gettext
-
     start = Plan(plan.currency, plan.lines, plan.interval, plan.interval_count, now, now, plan.taxed)
     price = start.amount
-    money = lambda value: format_money(value, plan.currency, language)  # noqa: E731
-    per = _per_words(start, language)
-    tax = gettext(language, " (before tax)") if plan.taxed else ""
     if not percent or not payments:
         first, second = start.payments(2)
-        text = gettext(language, "%(amount)s%(per)s%(tax)s: your first payment today, the next on %(next)s.",
-                       amount=money(price), per=per, tax=tax, next=format_day(second, language))
-        card = gettext(language, "%(amount)s%(per)s", amount=money(price), per=per)
-        return Promise("comeback", (), Payment(first, price, price), text, card, cost=0)
+
+        def usual(w: _Words) -> tuple[str, str]:
+            return (gettext(w.language, "%(regular)s: your first payment today, the next on %(next)s.",
+                            regular=w.taxed(w.each(price)), next=w.day(second)), w.each(price))
+
+        return _promise("comeback", start, usual, language, (), Payment(first, price, price), cost=0)
     # A new subscription's payments fall on whole periods from its start, the first at the start itself: a
     # coupon of that many periods' months covers exactly the first `payments` (its end is not discounted).
     if start.months_per_payment is None:
@@ -528,19 +631,23 @@ def comeback_promise(plan: Plan, now: datetime, percent: float | None = None, pa
     lowered = discounted(start, percent)
     changed = tuple(Payment(at, lowered, price) for at in upcoming[:payments])
     back = Payment(upcoming[payments], price, price)
-    pct = f"{percent:g}%"
-    if payments == 1:
-        text = gettext(language, "%(pct)s off your first payment: %(lowered)s today instead of %(price)s%(tax)s, then "
-                                 "%(price)s%(per)s from %(back)s.",
-                       pct=pct, lowered=money(lowered), price=money(price), tax=tax, per=per,
-                       back=format_day(back.at, language))
-        card = gettext(language, "%(lowered)s today, then %(price)s%(per)s", lowered=money(lowered), price=money(price),
-                       per=per)
-    else:
-        text = gettext(language, "%(pct)s off your first %(count)s payments (today, then %(dates)s): %(lowered)s%(per)s"
-                                 "%(tax)s, then %(price)s%(per)s from %(back)s.",
-                       pct=pct, count=payments, dates=_dates([p.at for p in changed[1:]]), lowered=money(lowered),
-                       per=per, tax=tax, price=money(price), back=format_day(back.at, language))
-        card = gettext(language, "%(lowered)s%(per)s for %(count)s payments, then %(price)s%(per)s",
-                       lowered=money(lowered), per=per, count=payments, price=money(price))
-    return Promise("comeback", changed, back, text, card, cost=(price - lowered) * payments, coupon_months=months)
+
+    def words(w: _Words) -> tuple[str, str]:
+        if payments == 1:
+            text = gettext(w.language, "%(percent)s off your first payment: %(lowered)s today instead of %(price)s, "
+                                       "then %(regular)s from %(back)s.",
+                           percent=w.percent(percent), lowered=w.money(lowered), price=w.taxed(w.money(price)),
+                           regular=w.each(price), back=w.day(back.at))
+            card = gettext(w.language, "%(lowered)s today, then %(regular)s", lowered=w.money(lowered),
+                           regular=w.each(price))
+            return text, card
+        text = gettext(w.language, "%(percent)s off your first %(num)s payments (today, then %(dates)s): %(lowered)s, "
+                                   "then %(regular)s from %(back)s.",
+                       percent=w.percent(percent), num=payments, dates=w.dates([p.at for p in changed[1:]]),
+                       lowered=w.taxed(w.each(lowered)), regular=w.each(price), back=w.day(back.at))
+        card = gettext(w.language, "%(lowered)s for %(num)s payments, then %(regular)s", lowered=w.each(lowered),
+                       num=payments, regular=w.each(price))
+        return text, card
+
+    return _promise("comeback", start, words, language, changed, back, cost=(price - lowered) * payments,
+                    coupon_months=months)

@@ -21,6 +21,7 @@ from cancel_flow.errors import (BadRequest, Conflict, InvalidLink, NotFound, Por
 from cancel_flow.experiments import assign_arm
 from cancel_flow.i18n import gettext
 from cancel_flow.flow import Card, SubscriptionFacts, TargetPrice
+from cancel_flow.i18n import DEFAULT, LANGUAGES, N_, gettext
 from cancel_flow.links import CancelLink, LinkSigner
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import DECISIONS
@@ -48,6 +49,7 @@ class Visit:
     already_canceled: bool = False
     # An offer accepted on another link of this subscription that still plays out: this link shows it.
     decided_elsewhere: CancelSession | None = None
+    preferred_locales: tuple[str, ...] = ()  # the Stripe customer's languages, when no session keeps them
 
 
 @dataclass
@@ -59,7 +61,7 @@ class Outcome:
     can_still_cancel: bool
     next_step: str | None = None
     schedule: list[tuple[str, str]] | None = None  # (date, what is charged then)
-    next_step_label: str = "Talk to your coach"
+    next_step_label: str = N_("Talk to your coach")
     after: str | None = None  # under the schedule: what stays as it is
 
 
@@ -97,28 +99,28 @@ class CancelService:
         facts = await self.recent.get(("link", link.nonce), lambda: self._first_read(link),
                                       keep_for=lambda facts: ENDED_SECONDS if facts.status in flow.ENDED_STATUSES else None)
         if facts.status not in flow.LIVE_STATUSES:
-            return Visit(link, None, already_canceled=True)
+            return Visit(link, None, already_canceled=True, preferred_locales=facts.preferred_locales)
         return Visit(link, await self.db.open_session(_session_values(link, facts)))
 
     async def _first_read(self, link: CancelLink) -> SubscriptionFacts:
         try:
             facts = await self.gateway.read_subscription(link.subscription)
         except NotFound:
-            raise InvalidLink("This link points to a subscription that no longer exists.") from None
+            raise InvalidLink(N_("This link points to a subscription that no longer exists.")) from None
         if facts.customer_id != link.customer:
-            raise InvalidLink("This link is not valid. Ask for a new one.")
+            raise InvalidLink(N_("This link is not valid. Ask for a new one."))
         return facts
 
     async def open_session(self, token: str) -> tuple[CancelLink, CancelSession]:
         visit = await self.visit(token)
         if visit.session is None:
-            raise BadRequest("There is nothing more to do: no further payments will be taken.",
-                             title="This subscription is already canceled")
+            raise BadRequest(N_("There is nothing more to do: no further payments will be taken."),
+                             title=N_("This subscription is already canceled"))
         return visit.link, visit.session
 
     def snapshot(self, session: CancelSession) -> SubscriptionFacts | None:
         """The subscription as Stripe last told it for this session, whatever its age."""
-        return flow.facts_from_json(session.stripe_snapshot) if session.stripe_snapshot else None
+        return flow.snapshot_facts(session.stripe_snapshot) if session.stripe_snapshot else None
 
     async def facts(self, session: CancelSession) -> SubscriptionFacts:
         """The subscription now: the answer Stripe gave this link a few seconds ago, or a fresh read. Our own
@@ -133,12 +135,13 @@ class CancelService:
     # the reason and the offers ------------------------------------------------------------------------
     def check_answer(self, reason: str | None, comment: str | None) -> tuple[str, str | None]:
         if reason not in REASONS:
-            raise BadRequest("Choose one of the reasons in the list.")
+            raise BadRequest(N_("Choose one of the reasons in the list."))
         comment = (comment or "").strip() or None
         if comment and len(comment) > MAX_COMMENT:
-            raise BadRequest(f"Your comment is {len(comment):,} characters long; please keep it under {MAX_COMMENT:,}.")
+            raise BadRequest(N_("Your comment is %(length)s characters long; please keep it under %(most)s."),
+                             length=len(comment), most=MAX_COMMENT)
         if comment and any(ord(ch) < 32 and ch not in "\n\r\t" for ch in comment):
-            raise BadRequest("Your comment contains characters we can't store. Please retype it.")
+            raise BadRequest(N_("Your comment contains characters we can't store. Please retype it."))
         return reason, comment
 
     async def _target_prices(self, offers) -> dict[str, TargetPrice]:
@@ -174,15 +177,15 @@ class CancelService:
         config = self.live.current()  # an offer removed since it was shown can't be taken any more
         return [offer for offer_id in session.offers_shown or [] if (offer := config.find(offer_id))]
 
-    async def cards(self, session: CancelSession) -> list[Card]:
-        """The offers shown, each with the promise the subscriber reads on its card."""
+    async def cards(self, session: CancelSession, language: str = DEFAULT) -> list[Card]:
+        """The offers shown, each with the promise the subscriber reads on its card (in `language`)."""
         facts = self.snapshot(session)
         now = utc_now()
         offers = self.offers_shown(session)
         if facts is None:
             return [Card(offer, None, []) for offer in offers]
         prices = await self._target_prices(offers)
-        return [flow.offer_card(offer, facts, now, prices) for offer in offers]
+        return [flow.offer_card(offer, facts, now, prices, language) for offer in offers]
 
     async def _promise(self, offer: Offer, facts: SubscriptionFacts, now: datetime, skip: int | None,
                        prices: dict[str, TargetPrice] | None = None):
@@ -197,7 +200,7 @@ class CancelService:
         config = self.live.current()
         offer = config.find(offer_id or "")
         if offer is None or offer.id not in (session.offers_shown or []):
-            raise BadRequest("That offer isn't available for this subscription.", title="Unknown offer")
+            raise BadRequest(N_("That offer isn't available for this subscription."), title=N_("Unknown offer"))
         if offer.kind == "contact":
             if await self.db.record_contact(session.id, session.subscription_id, offer.id):
                 DECISIONS.labels("contact_requested").inc()
@@ -217,12 +220,16 @@ class CancelService:
             if current is not None and current.outcome != "open":
                 return self._own_decision(current, offer)
             if recent or facts.has_discount or facts.paused:
-                raise Conflict("An offer is already in place for this subscription, so this one can't be added. "
-                               "Your subscription is unchanged.")
-            raise Conflict(f"It can't be added now: {why}. Nothing was changed.", title="This offer is no longer available")
+                raise Conflict(N_("An offer is already in place for this subscription, so this one can't be added. "
+                                  "Your subscription is unchanged."))
+            # the reason in the coach's words in English; in the client's language, in general words
+            raise Conflict(N_("It can't be added now: %(why)s. Nothing was changed."),
+                           title=N_("This offer is no longer available"),
+                           why=lambda language: why if language == DEFAULT else
+                           gettext(language, "it no longer fits your subscription"))
         promise = await self._promise(offer, facts, now, skip, prices)
         if promise is None:
-            raise Conflict("It can't be added now. Nothing was changed.", title="This offer is no longer available")
+            raise Conflict(N_("It can't be added now. Nothing was changed."), title=N_("This offer is no longer available"))
         terms = _terms(offer, promise, skip, now)
         claim, resending = await self.db.claim_offer(session, offer.id, terms, cooldown), False
         if claim.status == "stale":
@@ -240,8 +247,8 @@ class CancelService:
         if claim.status != "claimed":
             if claim.other_nonce == session.nonce:
                 return self._own_decision(await self.db.find_session(session.nonce), offer)
-            raise Conflict("An offer was already accepted for this subscription, so this one can't be added. "
-                           "Your subscription is unchanged.")
+            raise Conflict(N_("An offer was already accepted for this subscription, so this one can't be added. "
+                              "Your subscription is unchanged."))
         key = idempotency_key(session.nonce, offer.id, _terms_key(terms), str(claim.attempt))
         try:
             applied, corrected_months = await self._apply(offer, session, facts, promise, key)
@@ -271,8 +278,9 @@ class CancelService:
             # Another offer is held on this page: Stripe may have applied it by now (a lost answer).
             current = await self.reconcile(current, force=True)
             if current.outcome == "open":
-                raise _still_applying(f"Your earlier choice, {self._title(current.claimed_offer)}, is still being "
-                                      "applied, so this one can't be added.")
+                raise _still_applying(N_("Your earlier choice, %(offer)s, is still being applied, so this one can't be "
+                                         "added. Reload this page in a minute to see it."),
+                                      offer=self._title(current.claimed_offer))
         # A claim of the last two seconds is a double submit: its request may land first.
         if current is not None and current.outcome == "open" and utc_now() - as_utc(current.claimed_at) < CLAIM_FRESH \
                 and await self._wait_for_decision(session):
@@ -288,16 +296,20 @@ class CancelService:
             raise _still_applying()
         return Claim("claimed", attempt=current.claim_attempt)
 
-    def _title(self, offer_id: str | None) -> str:
+    def _title(self, offer_id: str | None):
+        """The offer's title in quotes, in a language (the function of it a message takes)."""
         offer = self.live.offer(offer_id) if offer_id else None
-        return f"“{offer.title}”" if offer else "another offer"
+        if offer is None:
+            return lambda language: gettext(language, "another offer")
+        return lambda language: gettext(language, "“%(title)s”", title=offer.title_in(language))
 
     def _own_decision(self, current: CancelSession | None, offer: Offer) -> None:
         """This link's own decision landed meanwhile (a double submit): the done page shows it. When the
         decision was another offer, the subscriber is told that this one was not added."""
         if current is not None and current.outcome.startswith("saved_") and current.chosen_offer != offer.id:
-            raise Conflict(f"You already accepted {self._title(current.chosen_offer)} on this page, so this one "
-                           "wasn't added. Your subscription is unchanged by this choice.", title="Already accepted")
+            raise Conflict(N_("You already accepted %(offer)s on this page, so this one wasn't added. Your "
+                              "subscription is unchanged by this choice."), title=N_("Already accepted"),
+                           offer=self._title(current.chosen_offer))
         return None
 
     async def _wait_for_decision(self, session: CancelSession, seconds: float = 5.0) -> bool:
@@ -347,8 +359,8 @@ class CancelService:
             decided = await self.db.record_saved(session.id, session.subscription_id, f"saved_{kind}", offer_id, terms, snapshot)
         except SQLAlchemyError:
             log_event("cancel_session.record_failed", level=40, session=session.id, offer=offer_id)
-            raise RecordPending("Your choice was applied, but we couldn't note it just now. "
-                                "Reload this page in a moment to see it.") from None
+            raise RecordPending(N_("Your choice was applied, but we couldn't note it just now. "
+                                   "Reload this page in a moment to see it.")) from None
         if decided:
             DECISIONS.labels(f"saved_{kind}").inc()
             log_event("cancel_session.decided", session=session.id, outcome=f"saved_{kind}", offer=offer_id)
@@ -371,7 +383,7 @@ class CancelService:
 
     # cancelling and keeping -------------------------------------------------------------------------
     async def send_to_portal(self, session: CancelSession, reason: str | None, comment: str | None,
-                             return_url: str, done_url: str, here_url: str | None = None) -> str:
+                             return_url: str, done_url: str, here_url: str | None = None, language: str = DEFAULT) -> str:
         """Where "Continue to cancel" goes: Stripe's portal with a cancel flow; the done page when the subscription
         is already set to cancel or canceled (Stripe's portal refuses a cancel flow then, so it is never asked
         for one); our own page when the coach fixed an end date (`here_url`, which offers to end it earlier)."""
@@ -390,7 +402,7 @@ class CancelService:
             return here_url or done_url
         try:
             url = await self.gateway.cancel_portal_url(session.customer_id, session.subscription_id,
-                                                       return_url=return_url, done_url=done_url)
+                                                       return_url=return_url, done_url=done_url, language=language)
         except PortalRefused:
             # Stripe refuses a cancellation flow for a subscription already set to cancel (or canceled):
             # the done page says what Stripe has.
@@ -450,23 +462,27 @@ class CancelService:
         return await self.db.find_session(session.nonce)
 
     # the done page ------------------------------------------------------------------------------------
-    def _talk_outcome(self, session: CancelSession) -> Outcome:
+    def _talk_outcome(self, session: CancelSession, language: str) -> Outcome:
         """"Talk to your coach first": the coach has been told (the contact.requested alert), how they'll
         reach out, and the coach's own address or booking page with the reason already written in."""
+        say = lambda message, **values: gettext(language, message, **values)  # noqa: E731
         offer = self.live.offer(session.chosen_offer) if session.chosen_offer else None
         brand = self.live.current().brand
-        reach = (f"They'll reach out to you by email at {session.customer_email}."
-                 if session.customer_email else "They'll get in touch with you soon.")
-        detail = (f"We've let {brand.name} know that you'd like to talk before deciding, and why. {reach} "
-                  "Your subscription stays as it is meanwhile, and you can still cancel here at any time.")
+        reach = (say("They'll reach out to you by email at %(email)s.", email=session.customer_email)
+                 if session.customer_email else say("They'll get in touch with you soon."))
+        detail = (say("We've let %(coach)s know that you'd like to talk before deciding, and why.", coach=brand.name)
+                  + f" {reach} "
+                  + say("Your subscription stays as it is meanwhile, and you can still cancel here at any time."))
         url = offer.url if offer else (f"mailto:{brand.support_email}" if brand.support_email else None)
         if url and url.startswith("mailto:"):
-            return Outcome("Your coach has been told", detail, True, next_step=contact_mail(url, session),
-                           next_step_label="Write to your coach now")
-        return Outcome("Your coach has been told", detail, True, next_step=url, next_step_label="Book a time to talk")
+            return Outcome(say("Your coach has been told"), detail, True, next_step=contact_mail(url, session, language),
+                           next_step_label=say("Write to your coach now"))
+        return Outcome(say("Your coach has been told"), detail, True, next_step=url,
+                       next_step_label=say("Book a time to talk"))
 
-    async def outcome(self, session: CancelSession) -> Outcome | None:
-        """The done page's words, from Stripe's state now; None while nothing is decided yet."""
+    async def outcome(self, session: CancelSession, language: str = DEFAULT) -> Outcome | None:
+        """The done page's words (in `language`), from Stripe's state now; None while nothing is decided yet."""
+        say = lambda message, **values: gettext(language, message, **values)  # noqa: E731
         if session.outcome == "open" and not session.kept_at:
             return None
         if session.outcome == "withdrawn":
@@ -475,7 +491,7 @@ class CancelService:
                                          "charged again. We've emailed you a confirmation with the date and time we "
                                          "received it, and how your payment is refunded."), False)
         if session.outcome == "contact_requested" or (session.outcome == "deflected" and session.offer_kind == "contact"):
-            return self._talk_outcome(session)
+            return self._talk_outcome(session, language)
         try:
             # Back from the portal: always what Stripe says now (the answer of a few seconds ago may predate the
             # cancellation just confirmed there).
@@ -485,31 +501,33 @@ class CancelService:
             else:
                 facts = await self.facts(session)
         except (StripeUnavailable, NotFound):
-            return Outcome("Thanks for letting us know",
-                           "If you confirmed the cancellation, Stripe will email you a confirmation.", True)
+            return Outcome(say("Thanks for letting us know"),
+                           say("If you confirmed the cancellation, Stripe will email you a confirmation."), True)
         if facts.status not in flow.LIVE_STATUSES or facts.cancel_at_period_end:
-            return describe_stripe_state(facts)
+            return describe_stripe_state(facts, language)
         kind = session.outcome.removeprefix("saved_") if session.outcome.startswith("saved_") else None
         still = {"discount": facts.has_discount, "pause": facts.paused,
                  "switch": session.switch_price in facts.price_ids, "free_period": facts.status == "trialing",
                  "keep": True}
         if kind in still and not still[kind]:
-            over = _played_out(session, facts, utc_now())
+            over = _played_out(session, facts, utc_now(), language)
             if over is not None:
                 return over
-            return Outcome("Your subscription continues", "The offer you accepted no longer applies to your "
-                           f"subscription: {_regular(facts)}", True)
+            return Outcome(say("Your subscription continues"),
+                           say("The offer you accepted no longer applies to your subscription: %(regular)s",
+                               regular=_regular(facts, language)), True)
         if kind == "keep":
-            return Outcome("Your subscription continues", f"We've removed the scheduled cancellation. {_regular(facts)}", True)
-        headlines = {"discount": "Thanks for staying!", "pause": "Your break has started",
-                     "switch": "Your plan is changing", "free_period": "Enjoy your free time"}
+            return Outcome(say("Your subscription continues"),
+                           say("We've removed the scheduled cancellation.") + f" {_regular(facts, language)}", True)
+        headlines = {"discount": N_("Thanks for staying!"), "pause": N_("Your break has started"),
+                     "switch": N_("Your plan is changing"), "free_period": N_("Enjoy your free time")}
         if kind in headlines:
-            same = ("Nothing else changes: you keep your access. We'll charge the card on file as usual."
+            same = (say("Nothing else changes: you keep your access. We'll charge the card on file as usual.")
                     if kind == "switch" else
-                    "Nothing else changes: same plan, same access. We'll charge the card on file as usual.")
-            return Outcome(headlines[kind], session.promise or "Your offer is in place.", True,
-                           schedule=_schedule_lines(session), after=same)
-        return describe_stripe_state(facts)
+                    say("Nothing else changes: same plan, same access. We'll charge the card on file as usual."))
+            return Outcome(say(headlines[kind]), promise_in(session, language) or say("Your offer is in place."), True,
+                           schedule=_schedule_lines(session, language), after=same)
+        return describe_stripe_state(facts, language)
 
 
 def offer_ends_at(session: CancelSession) -> datetime | None:
@@ -533,53 +551,66 @@ def still_playing_out(session: CancelSession, now: datetime) -> bool:
     return session.outcome == "saved_switch" or (ends is not None and now < ends)
 
 
-def _played_out(session: CancelSession, facts: SubscriptionFacts, now: datetime) -> Outcome | None:
+def _played_out(session: CancelSession, facts: SubscriptionFacts, now: datetime, language: str = DEFAULT) -> Outcome | None:
     """What the done page says once the offer has run its course (not when it was taken away early)."""
     ends = offer_ends_at(session)
     if ends is None or now < ends - timedelta(days=1):
         return None
-    day, regular = format_day(ends), _regular(facts)
-    words = {"saved_pause": ("Your break is over", f"Your break ended on {day}, and your plan is active again."),
-             "saved_free_period": ("Your free time is over", f"Your free time ended on {day}, and your plan is active."),
-             "saved_discount": ("Your discount has ended", f"Your discount ended on {day}, and your plan is active at "
-                                                           "its regular price.")}
+    day, regular = format_day(ends, language), _regular(facts, language)
+    words = {"saved_pause": (N_("Your break is over"), N_("Your break ended on %(day)s, and your plan is active again.")),
+             "saved_free_period": (N_("Your free time is over"),
+                                   N_("Your free time ended on %(day)s, and your plan is active.")),
+             "saved_discount": (N_("Your discount has ended"),
+                                N_("Your discount ended on %(day)s, and your plan is active at its regular price."))}
     headline, detail = words[session.outcome]
-    return Outcome(headline, f"{detail} {regular}".strip(), True)
+    detail = gettext(language, detail, day=day)
+    return Outcome(gettext(language, headline), f"{detail} {regular}".strip(), True)
 
 
-def contact_mail(url: str, session: CancelSession) -> str:
+def promise_in(session: CancelSession, language: str) -> str | None:
+    """The accepted offer's promise in `language` (as worded when it was accepted), else as stored."""
+    texts = getattr(session, "promise_texts", None) or {}
+    return texts.get(language) or session.promise
+
+
+def contact_mail(url: str, session: CancelSession, language: str = DEFAULT) -> str:
     """The coach's `mailto:` address with a subject and a body that carry the plan, the reason and the
-    comment (RFC 6068: percent-encoded, lines ending in CRLF); a subject or body already in the address wins."""
+    comment (RFC 6068: percent-encoded, lines ending in CRLF); a subject or body already in the address wins.
+    The client sends it, so it is written in the client's language."""
+    say = lambda message, **values: gettext(language, message, **values)  # noqa: E731
     address, _, query = url.removeprefix("mailto:").partition("?")
     fields = dict(parse_qsl(query, keep_blank_values=True))
     comment = " ".join((session.comment or "").split())
     if len(comment) > 1000:
         comment = comment[:999] + "…"
-    lines = ["Hi,", "", f"I'd like to talk before canceling my {session.plan_name} subscription."]
+    lines = [say("Hi,"), "", say("I'd like to talk before canceling my %(plan)s subscription.", plan=session.plan_name)]
     if session.reason:
-        lines += ["", f"Why I'm thinking of leaving: {REASONS.get(session.reason, session.reason)}"]
+        reason = gettext(language, REASONS[session.reason]) if session.reason in REASONS else session.reason
+        lines += ["", say("Why I'm thinking of leaving: %(reason)s", reason=reason)]
     if comment:
-        lines.append(f"What I'd add: {comment}")
-    lines += ["", "Thanks"]
-    fields.setdefault("subject", f"Before I cancel my {session.plan_name} subscription")
+        lines.append(say("What I'd add: %(comment)s", comment=comment))
+    lines += ["", say("Thanks")]
+    fields.setdefault("subject", say("Before I cancel my %(plan)s subscription", plan=session.plan_name))
     fields.setdefault("body", "\r\n".join(lines))
     return f"mailto:{address}?" + "&".join(f"{name}={quote(value, safe='')}" for name, value in fields.items())
 
 
-def _schedule_lines(session: CancelSession) -> list[tuple[str, str]] | None:
+def _schedule_lines(session: CancelSession, language: str = DEFAULT) -> list[tuple[str, str]] | None:
     """The promised payments, one line each, for the done page (in the wording function's words)."""
     if not session.schedule:
         return None
-    return [(format_day(at), words) for at, words in billing.schedule_lines(session.schedule, session.currency)]
+    return [(format_day(at, language), words)
+            for at, words in billing.schedule_lines(session.schedule, session.currency, language)]
 
 
-def _regular(facts: SubscriptionFacts) -> str:
+def _regular(facts: SubscriptionFacts, language: str = DEFAULT) -> str:
     if facts.next_payment is None:
         return ""
     if not facts.priced:
-        return f"Your next payment is on {format_day(facts.next_payment)}."
-    return (f"Your next payment is {format_money(facts.billed_amount, facts.currency)} on "
-            f"{format_day(facts.next_payment)}.")
+        return gettext(language, "Your next payment is on %(day)s.", day=format_day(facts.next_payment, language))
+    return gettext(language, "Your next payment is %(amount)s on %(day)s.",
+                   amount=format_money(facts.billed_amount, facts.currency, language),
+                   day=format_day(facts.next_payment, language))
 
 
 def _applied(session: CancelSession, facts: SubscriptionFacts) -> bool:
@@ -592,16 +623,19 @@ def _applied(session: CancelSession, facts: SubscriptionFacts) -> bool:
          and facts.next_payment is not None and abs((facts.next_payment - as_utc(session.next_payment_at)).total_seconds()) < 86400)
 
 
-def describe_stripe_state(facts: SubscriptionFacts) -> Outcome:
+def describe_stripe_state(facts: SubscriptionFacts, language: str = DEFAULT) -> Outcome:
+    say = lambda message, **values: gettext(language, message, **values)  # noqa: E731
     if facts.status not in flow.LIVE_STATUSES:
-        return Outcome("Your subscription is canceled", "Nothing more will be charged.", False)
+        return Outcome(say("Your subscription is canceled"), say("Nothing more will be charged."), False)
     if facts.fixed_end is not None:
-        return Outcome("Your plan ends on its end date",
-                       f"Your plan ends on {format_day(facts.fixed_end)}, the end date set for it.", True)
+        return Outcome(say("Your plan ends on its end date"),
+                       say("Your plan ends on %(day)s, the end date set for it.", day=format_day(facts.fixed_end, language)),
+                       True)
     if facts.cancel_at_period_end and facts.period_end:
-        return Outcome("Your subscription is canceled",
-                       f"You keep access until {format_day(facts.period_end)}; nothing more will be charged.", False)
-    return Outcome("Your subscription is still active", "It looks like the cancellation wasn't confirmed.", True)
+        return Outcome(say("Your subscription is canceled"),
+                       say("You keep access until %(day)s; nothing more will be charged.",
+                           day=format_day(facts.period_end, language)), False)
+    return Outcome(say("Your subscription is still active"), say("It looks like the cancellation wasn't confirmed."), True)
 
 
 def _session_values(link: CancelLink, facts: SubscriptionFacts) -> dict:
@@ -620,8 +654,21 @@ def _session_values(link: CancelLink, facts: SubscriptionFacts) -> dict:
 def price_note(facts: SubscriptionFacts) -> str | None:
     """Beside the amount on the plan line: the discount it includes, or why there is no amount."""
     if not facts.priced:
-        return "billed by usage or by tiers"
+        return UNPRICED
     return (billing.plan_words(facts.plan) or "").partition(" (")[2].rstrip(")")[:64] or None
+
+
+UNPRICED = N_("billed by usage or by tiers")
+
+
+def plan_note(session: CancelSession, facts: SubscriptionFacts | None, language: str) -> str | None:
+    """The plan line's note in `language`: English as stored when the link was opened; in another language, from
+    the subscription as Stripe last told it."""
+    if language == DEFAULT or facts is None:
+        return session.price_note
+    if not facts.priced:
+        return gettext(language, UNPRICED)
+    return facts.plan.discount_words(language=language) if facts.plan.priced else None
 
 
 def _terms(offer: Offer, promise: billing.Promise, skip: int | None, now: datetime) -> dict:
@@ -629,7 +676,8 @@ def _terms(offer: Offer, promise: billing.Promise, skip: int | None, now: dateti
     repeating coupon ends its months after it is applied: https://docs.stripe.com/api/discounts/object#discount_object-end)."""
     terms = {"offer_kind": offer.kind, "discount_percent": None, "discount_months": None, "discount_payments": None,
              "pause_payments": None, "pause_resumes_at": None, "coupon_id": None, "switch_price": None,
-             "free_months": None, "promise": promise.text, "offer_cost": promise.cost, "schedule": promise.schedule(),
+             "free_months": None, "promise": promise.text, "promise_texts": promise.texts(LANGUAGES),
+             "offer_cost": promise.cost, "schedule": promise.schedule(),
              "next_payment_at": promise.next_payment.at if promise.next_payment else None, "offer_ends_at": None}
     if offer.kind == "discount":
         terms.update(discount_percent=offer.percent_off, discount_months=promise.coupon_months,
@@ -644,8 +692,9 @@ def _terms(offer: Offer, promise: billing.Promise, skip: int | None, now: dateti
     return terms
 
 
-def _still_applying(first: str = "Your earlier choice is still being applied.") -> Conflict:
-    return Conflict(f"{first} Reload this page in a minute to see it.", title="One moment")
+def _still_applying(message: str = N_("Your earlier choice is still being applied. Reload this page in a minute to "
+                                     "see it."), **values) -> Conflict:
+    return Conflict(message, title=N_("One moment"), **values)
 
 
 def _claimed_terms(session: CancelSession) -> dict:
@@ -666,5 +715,5 @@ def _pause_length(offer: Offer, payments: str | None) -> int | None:
     if payments in (None, ""):
         return 1
     if not (payments.isascii() and payments.isdigit()) or len(payments) > 3 or not 1 <= int(payments) <= offer.max_payments:
-        raise BadRequest(f"Choose to skip from 1 to {offer.max_payments} payments.")
+        raise BadRequest(N_("Choose to skip from 1 to %(most)s payments."), most=offer.max_payments)
     return int(payments)

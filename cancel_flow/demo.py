@@ -164,7 +164,8 @@ def demo_account_routes(minted: list, base_url: str):
     from cancel_flow.web.pages import render
 
     async def account(request):
-        return render(request, "demo_account.html", customers=minted, shared_link=f"{base_url}/")
+        # the stand-in for the coach's own app: English, no language switch of ours
+        return render(request, "demo_account.html", customers=minted, shared_link=f"{base_url}/", language_switch=False)
     return [Route("/account", account, methods=["GET"])]
 
 

@@ -11,33 +11,58 @@ CancelFlowError            every domain error; carries the HTTP status and a mes
 └── RecordPending          503 Stripe applied the choice, our record of it failed; reconciled later
 SettingsError              a missing or invalid setting; stops start-up with one line
 └── InvalidConfig          the configuration (file, form or API) refused, naming the field; nothing saved
+
+A domain error's title and message are written in English with `%(name)s` placeholders and marked for the
+catalogs where they are raised (N_); a client's page shows them in the client's language (`title_in`,
+`message_in`), the API and the logs in English (`title`, `message`). A value may be a function of the language
+(an offer's title as the coach wrote it per language).
 """
+
+from cancel_flow.i18n import DEFAULT, N_, gettext
+from cancel_flow.money import format_number
 
 
 class CancelFlowError(Exception):
     status_code = 400
-    title = "Something went wrong"
+    title = N_("Something went wrong")
 
-    def __init__(self, message: str, *, title: str | None = None):
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str, *, title: str | None = None, **values):
+        self.template, self.values = message, values
         if title:
             self.title = title
+        self.message = self.message_in(DEFAULT)
+        super().__init__(self.message)
+
+    def title_in(self, language: str) -> str:
+        return gettext(language, self.title)
+
+    def message_in(self, language: str) -> str:
+        if not self.values:
+            return gettext(language, self.template)
+        return gettext(language, self.template, **{name: _value(value, language) for name, value in self.values.items()})
+
+
+def _value(value, language: str):
+    if callable(value):
+        return value(language)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format_number(value, language)
+    return value
 
 
 class InvalidLink(CancelFlowError):
     status_code = 400
-    title = "This link is not valid"
+    title = N_("This link is not valid")
 
 
 class ExpiredLink(CancelFlowError):
     status_code = 410
-    title = "This link has expired"
+    title = N_("This link has expired")
 
 
 class BadRequest(CancelFlowError):
     status_code = 400
-    title = "We couldn't use that"
+    title = N_("We couldn't use that")
 
 
 class Forbidden(CancelFlowError):
@@ -47,17 +72,17 @@ class Forbidden(CancelFlowError):
 
 class NotFound(CancelFlowError):
     status_code = 404
-    title = "Not found"
+    title = N_("Not found")
 
 
 class Conflict(CancelFlowError):
     status_code = 409
-    title = "Already decided"
+    title = N_("Already decided")
 
 
 class StripeUnavailable(CancelFlowError):
     status_code = 503
-    title = "We couldn't do that just now"
+    title = N_("We couldn't do that just now")
     maybe_applied = False  # a write that timed out may still have happened at Stripe
     in_flight = False  # no answer came at all: the request may still be running at Stripe
 
@@ -68,7 +93,7 @@ class SettingsError(Exception):
 
 class RecordPending(CancelFlowError):
     status_code = 503
-    title = "Almost done"
+    title = N_("Almost done")
 
 
 class PortalRefused(StripeUnavailable):
@@ -91,4 +116,4 @@ class PortalNotConfigured(PortalRefused):
     """Stripe has no portal configuration to open a session with (test mode: none saved in the Dashboard) and the
     setting naming ours is unset: the page says which setting to add."""
 
-    title = "Billing isn't set up yet"
+    title = N_("Billing isn't set up yet")

@@ -1,11 +1,13 @@
 """The rules of the cancel flow: amounts, eligibility, offer choice and what a decision means. No I/O."""
 
 import json
+from functools import lru_cache
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 
 from cancel_flow import billing
 from cancel_flow.clock import from_unix
+from cancel_flow.i18n import DEFAULT
 from cancel_flow.config.schema import Configuration, Offer
 from cancel_flow.targeting import Subject, first_failed
 
@@ -58,6 +60,7 @@ class SubscriptionFacts:
     discounts: tuple[tuple, ...] = ()
     billing_mode: str = "classic"
     current_period_start: datetime | None = None
+    preferred_locales: tuple[str, ...] = ()  # the Stripe customer's languages, most wanted first
 
     @property
     def discount_window(self) -> tuple[datetime, datetime] | None:
@@ -255,30 +258,30 @@ class Card:
 
 
 def offer_promise(offer: Offer, facts: SubscriptionFacts, now: datetime, skip: int | None = None,
-                  target: TargetPrice | None = None) -> billing.Promise | None:
+                  target: TargetPrice | None = None, language: str = DEFAULT) -> billing.Promise | None:
     """What `offer` promises this subscription now, in the one wording function's words (billing.py): the
     offer card, the done page, the emails and the coach's preview all say this. `skip`: the payments a
     pause skips (its longest by default); `target`: a switch's price as Stripe has it."""
     plan = facts.plan
     if offer.kind == "discount":
-        return billing.discount_promise(plan, offer.percent_off, offer.payments, now)
+        return billing.discount_promise(plan, offer.percent_off, offer.payments, now, language)
     if offer.kind == "pause":
-        return billing.pause_promise(plan, skip or offer.max_payments, now)
+        return billing.pause_promise(plan, skip or offer.max_payments, now, language)
     if offer.kind == "free_period":
-        return billing.free_period_promise(plan, offer.months, now)
+        return billing.free_period_promise(plan, offer.months, now, language)
     if offer.kind == "switch" and target is not None:
-        return billing.switch_promise(plan, target.unit_amount, target.name or offer.title, now,
-                                      current_name=facts.plan_name)
+        return billing.switch_promise(plan, target.unit_amount, target.name or offer.title_in(language), now,
+                                      current_name=facts.plan_name, language=language)
     return None
 
 
 def offer_card(offer: Offer, facts: SubscriptionFacts, now: datetime,
-               prices: dict[str, TargetPrice] | None = None) -> Card:
+               prices: dict[str, TargetPrice] | None = None, language: str = DEFAULT) -> Card:
     """The card of an offer shown to this subscription: a pause lists each length with its promise."""
     if offer.kind == "pause":
-        return Card(offer, None, billing.pause_choices(facts.plan, offer.max_payments, now))
+        return Card(offer, None, billing.pause_choices(facts.plan, offer.max_payments, now, language))
     target = (prices or {}).get(offer.price) if offer.kind == "switch" else None
-    return Card(offer, offer_promise(offer, facts, now, None, target), [])
+    return Card(offer, offer_promise(offer, facts, now, None, target, language), [])
 
 
 def eligible_offers(book: Configuration, reason: str, facts: SubscriptionFacts, now: datetime, *,
@@ -409,7 +412,7 @@ SNAPSHOT_TTL = timedelta(seconds=10)
 
 
 _MOMENTS = ("period_end", "anchor", "next_payment", "started_at", "pause_resumes_at", "cancel_at", "current_period_start")
-_LISTS = ("price_ids", "product_ids", "item_ids", "discount_coupons")
+_LISTS = ("price_ids", "product_ids", "item_ids", "discount_coupons", "preferred_locales")
 _SNAPSHOT_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
@@ -423,6 +426,13 @@ def facts_to_json(facts: SubscriptionFacts) -> str:
         if moment is not None:
             data[key] = moment.timestamp()
     return _SNAPSHOT_JSON(data)
+
+
+@lru_cache(maxsize=1024)
+def snapshot_facts(text: str) -> SubscriptionFacts:
+    """`facts_from_json`, kept for the snapshots read most recently: the pages of one link read the same
+    snapshot again and again (its plan line, the client's languages). The facts are frozen."""
+    return facts_from_json(text)
 
 
 def facts_from_json(text: str) -> SubscriptionFacts:

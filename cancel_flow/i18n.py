@@ -3,10 +3,12 @@
 Chosen in this order: the language the client picked with the page's switch (kept for that link),
 the Stripe customer's `preferred_locales` (the first one we ship), the browser's Accept-Language
 (pages only), then the brand's `default_locale`. Catalogs are `locales/<lang>/LC_MESSAGES/messages.po`,
-compiled to `.mo` by `make install` (pybabel compile)."""
+compiled to `.mo` by `make install` and the image's build (pybabel compile); each is read once per process.
+English is the source language: its words are the messages themselves."""
 
 from functools import lru_cache
 from gettext import NullTranslations
+from io import BytesIO
 from pathlib import Path
 
 from babel.support import Translations
@@ -21,6 +23,8 @@ STRIPE_LOCALES = {"en": "en", "es": "es", "fr": "fr", "de": "de", "pt_BR": "pt-B
 # A language tag's first part → the language we ship for it ("pt-PT" is served Brazilian Portuguese, the nearest).
 _BY_LANGUAGE = {"en": "en", "es": "es", "fr": "fr", "de": "de", "pt": "pt_BR"}
 MAX_ACCEPT_LANGUAGE = 400
+# Each language's catalog, loaded on first use and kept for the life of the process.
+_catalogs: dict[str, NullTranslations] = {}
 
 
 def shipped(tag: str | None) -> str | None:
@@ -32,10 +36,13 @@ def shipped(tag: str | None) -> str | None:
 
 def from_accept_language(header: str | None) -> list[str]:
     """The shipped languages an Accept-Language header asks for, most wanted first (q=0 means "not this")."""
-    if not header:
-        return []
+    return list(_accepted(header[:MAX_ACCEPT_LANGUAGE])) if header else []
+
+
+@lru_cache(maxsize=512)  # browsers send a handful of different headers: each is read once
+def _accepted(header: str) -> tuple[str, ...]:
     weighted = []
-    for position, part in enumerate(header[:MAX_ACCEPT_LANGUAGE].split(",")):
+    for position, part in enumerate(header.split(",")):
         tag, _, params = part.strip().partition(";")
         quality = 1.0
         for param in params.split(";"):
@@ -48,7 +55,7 @@ def from_accept_language(header: str | None) -> list[str]:
         language = shipped(tag)
         if language and quality > 0:
             weighted.append((-quality, position, language))
-    return list(dict.fromkeys(language for _, _, language in sorted(weighted)))
+    return tuple(dict.fromkeys(language for _, _, language in sorted(weighted)))
 
 
 def choose(*, picked: str | None = None, preferred_locales=(), accept_language: str | None = None,
@@ -59,15 +66,41 @@ def choose(*, picked: str | None = None, preferred_locales=(), accept_language: 
     for tag in preferred_locales or ():
         if language := shipped(tag):
             return language
-    for language in from_accept_language(accept_language):
-        return language
+    if accept_language:
+        for language in _accepted(accept_language[:MAX_ACCEPT_LANGUAGE]):
+            return language
     return default if default in LANGUAGES else DEFAULT
 
 
-@lru_cache(maxsize=None)
 def translations(language: str) -> NullTranslations:
-    """The compiled catalog of `language` (English is the source: its catalog only holds plurals' forms)."""
-    return Translations.load(str(LOCALES_DIR), [language], DOMAIN)
+    """The catalog of `language` (English, the source, has none: its messages are its words)."""
+    catalog = _catalogs.get(language)
+    if catalog is None:
+        catalog = _catalogs[language] = _load(language)
+    return catalog
+
+
+def _load(language: str) -> NullTranslations:
+    """The compiled catalog; when the `.mo` is missing or older than its `.po` (sources changed since the
+    last `make install`), the `.po` compiled in memory, so a page is never silently left in English."""
+    if language == DEFAULT:
+        return NullTranslations()
+    folder = LOCALES_DIR / language / "LC_MESSAGES"
+    compiled, source = folder / f"{DOMAIN}.mo", folder / f"{DOMAIN}.po"
+    if compiled.is_file() and (not source.is_file() or compiled.stat().st_mtime >= source.stat().st_mtime):
+        with compiled.open("rb") as file:
+            return Translations(file, DOMAIN)
+    if source.is_file():
+        from babel.messages.mofile import write_mo
+        from babel.messages.pofile import read_po
+
+        with source.open("rb") as file:
+            catalog = read_po(file, locale=language, domain=DOMAIN)
+        buffer = BytesIO()
+        write_mo(buffer, catalog)
+        buffer.seek(0)
+        return Translations(buffer, DOMAIN)
+    return NullTranslations()
 
 
 def html_lang(language: str) -> str:
@@ -82,6 +115,7 @@ def gettext(language: str, message: str, **values) -> str:
 
 
 def ngettext(language: str, singular: str, plural: str, count: int, **values) -> str:
+    """The form of `singular`/`plural` for `count` in `language`; `%(num)s` is the count."""
     text = translations(language).ngettext(singular, plural, count)
     return text % {"num": count, **values}
 
@@ -93,5 +127,21 @@ def N_(message: str) -> str:
 
 def install(environment, language: str = DEFAULT) -> None:
     """Give a Jinja environment `{% trans %}`, `_()`, `gettext()` and `ngettext()` in `language`."""
-    environment.add_extension("jinja2.ext.i18n")
+    if "jinja2.ext.InternationalizationExtension" not in environment.extensions:
+        environment.add_extension("jinja2.ext.i18n")
+    environment.policies["ext.i18n.trimmed"] = True  # as babel.cfg extracts them: a block's lines joined by one space
     environment.install_gettext_translations(translations(language), newstyle=True)
+
+
+class PerLanguage:
+    """One Jinja environment per language, made by `make(language)` on first use and kept: choosing the
+    environment of a request costs one dictionary look-up, and each keeps its compiled templates."""
+
+    def __init__(self, make):
+        self.make, self.made = make, {}
+
+    def __getitem__(self, language: str):
+        environment = self.made.get(language)
+        if environment is None:
+            environment = self.made[language] = self.make(language)
+        return environment

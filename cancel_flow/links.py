@@ -10,12 +10,14 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from cancel_flow.clock import utc_now
 from cancel_flow.errors import ExpiredLink, InvalidLink
+from cancel_flow.i18n import N_
 
 _STRIPE_ID = re.compile(r"^[A-Za-z0-9_]{3,255}$")
 MAX_TOKEN_LENGTH = 1024
 LONGEST_MAX_AGE = 366 * 86400
 # A comeback link works for 30 days: long enough to think it over, short enough that an old email's offer ends.
 COMEBACK_MAX_AGE = 30 * 86400
+NOT_VALID = N_("This link is not valid. Ask for a new one.")
 
 
 @dataclass(frozen=True)
@@ -70,14 +72,14 @@ class LinkSigner:
         payload = _load(self._cancel, token, self.cancel_max_age)
         fields = (payload.get("c"), payload.get("s"), payload.get("n")) if isinstance(payload, dict) else ()
         if len(fields) != 3 or not all(isinstance(f, str) and _STRIPE_ID.match(f.replace("-", "_")) for f in fields):
-            raise InvalidLink("This link is not valid. Ask for a new one.")
+            raise InvalidLink(NOT_VALID)
         return CancelLink(*fields)
 
     def read_billing(self, token: str) -> BillingLink:
         payload = _load(self._billing, token, self.billing_max_age)
         customer = payload.get("c") if isinstance(payload, dict) else None
         if not isinstance(customer, str) or not _STRIPE_ID.match(customer):
-            raise InvalidLink("This link is not valid. Ask for a new one.")
+            raise InvalidLink(NOT_VALID)
         return BillingLink(customer)
 
 
@@ -111,13 +113,13 @@ class LinkSigner:
 def _load(serializer: URLSafeTimedSerializer, token: str, max_age: int):
     """The signed payload; a link may carry its own max age (`m`), else the setting applies."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidLink("This link is not valid. Ask for a new one.")
+        raise InvalidLink(NOT_VALID)
     try:
         payload, signed_at = serializer.loads(token, max_age=LONGEST_MAX_AGE, return_timestamp=True)
     except SignatureExpired:
         raise _expired() from None
     except (BadSignature, UnicodeError, ValueError):
-        raise InvalidLink("This link is not valid. Ask for a new one.") from None
+        raise InvalidLink(NOT_VALID) from None
     allowed = payload.get("m", max_age) if isinstance(payload, dict) else max_age
     if not isinstance(allowed, int) or (utc_now() - signed_at).total_seconds() > allowed:
         raise _expired()
@@ -125,4 +127,4 @@ def _load(serializer: URLSafeTimedSerializer, token: str, max_age: int):
 
 
 def _expired() -> ExpiredLink:
-    return ExpiredLink("This link has expired. Links stay valid for a limited time, so that nobody else can use them.")
+    return ExpiredLink(N_("This link has expired. Links stay valid for a limited time, so that nobody else can use them."))

@@ -18,6 +18,7 @@ class MintedLinks:
     billing_url: str
     expires_at: datetime
     billing_expires_at: datetime
+    preferred_locales: tuple[str, ...] = ()  # the Stripe customer's languages, when they were read
 
 
 async def choose_subscription(gateway: StripeGateway, customer: str, subscription: str | None) -> str:
@@ -44,11 +45,11 @@ async def mint_for(gateway: StripeGateway, signer: LinkSigner, base_url: str, *,
 
 
 def links_for(signer: LinkSigner, base_url: str, customer: str, subscription: str,
-              max_age: int | None = None) -> MintedLinks:
+              max_age: int | None = None, preferred_locales: tuple[str, ...] = ()) -> MintedLinks:
     cancel_token, expires_at = signer.cancel_token(customer, subscription, max_age)
     billing_token, billing_expires_at = signer.billing_token(customer)
     return MintedLinks(customer, subscription, f"{base_url}/cancel/{cancel_token}", f"{base_url}/billing/{billing_token}",
-                       expires_at, billing_expires_at)
+                       expires_at, billing_expires_at, preferred_locales)
 
 
 async def mint_links(settings: Settings, **who) -> MintedLinks:
@@ -65,7 +66,7 @@ async def links_for_email(gateway: StripeGateway, signer: LinkSigner, base_url: 
     customer = await gateway.find_customer_by_email(email)
     if customer is None:
         return []
-    return [links_for(signer, base_url, customer, facts.subscription_id)
+    return [links_for(signer, base_url, customer, facts.subscription_id, preferred_locales=facts.preferred_locales)
             for facts in (await gateway.list_live_subscriptions(customer))[:5]]
 
 

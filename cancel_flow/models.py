@@ -96,6 +96,8 @@ class CancelSession(SQLModel, table=True):
     free_months: int | None = None
     next_payment_at: datetime | None = _when(default=None)
     promise: str | None = Field(default=None, sa_type=sa.Text)
+    # The same promise in each language shipped ({"es": "…"}): the client's done page and confirmation email.
+    promise_texts: dict | None = Field(default=None, sa_type=sa.JSON)
     # The payments the promise names: [[ISO moment, amount, regular amount], …], the last at the regular price.
     schedule: list | None = Field(default=None, sa_type=sa.JSON)
     offer_cost: int | None = None

@@ -38,6 +38,7 @@ class Settings:
     stripe_test_secret_key: str | None = None
     timezone: str = "UTC"
     allow_private_urls: bool = False
+    locale: str = "en"  # the coach's locale for money and dates on the dashboard (a CLDR locale)
 
     @property
     def is_development(self) -> bool:
@@ -91,6 +92,16 @@ def _timezone(config: Config) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise SettingsError(f"CANCEL_FLOW_TIMEZONE must be an IANA time zone such as Europe/Berlin, not {name!r}") from None
     return name
+
+
+def _locale(config: Config) -> str:
+    from cancel_flow.money import known_locale
+
+    value = (config("CANCEL_FLOW_LOCALE", default="en") or "en").strip()
+    locale = known_locale(value)
+    if locale is None:
+        raise SettingsError(f"CANCEL_FLOW_LOCALE must be a locale such as en, en_GB, de or fr_CA, not {value!r}")
+    return locale
 
 
 def _smtp_url(config: Config) -> str | None:
@@ -148,5 +159,6 @@ def load_settings(env_file: str | Path = ".env") -> Settings:
         stripe_rate_limit=_positive_number(config, "STRIPE_RATE_LIMIT", 20),
         stripe_test_secret_key=config("STRIPE_TEST_SECRET_KEY", default=None) or None,
         timezone=_timezone(config),
+        locale=_locale(config),
         allow_private_urls=config("CANCEL_FLOW_ALLOW_PRIVATE_URLS", default="") in ("1", "true", "yes"),
     )

@@ -8,6 +8,7 @@ from urllib.parse import quote
 import stripe
 
 from cancel_flow.errors import StripeUnavailable
+from cancel_flow.i18n import DEFAULT, N_, gettext
 from cancel_flow.stripe_gateway import StripeGateway, idempotency_key
 
 # The failed payment sits on the invoice's payment's PaymentIntent
@@ -19,21 +20,21 @@ REMINDER_EXPAND = ["data.customer", "data.discounts.source.coupon"]
 
 # Decline codes in plain words (https://docs.stripe.com/declines/codes).
 DECLINE_WORDS = {
-    "insufficient_funds": "your bank says there isn't enough money available on the card",
-    "expired_card": "the card has expired",
-    "incorrect_cvc": "the card's security code didn't match",
-    "incorrect_number": "the card number is not right",
-    "incorrect_zip": "the postal code didn't match the card",
-    "card_velocity_exceeded": "the card reached its spending limit",
-    "withdrawal_count_limit_exceeded": "the card reached its spending limit",
-    "lost_card": "your bank declined the card",
-    "stolen_card": "your bank declined the card",
-    "do_not_honor": "your bank declined the payment without giving a reason",
-    "generic_decline": "your bank declined the payment without giving a reason",
-    "processing_error": "the bank had a problem processing it; trying again usually works",
-    "authentication_required": "your bank wants you to confirm the payment",
-    "card_not_supported": "the card doesn't support this kind of payment",
-    "currency_not_supported": "the card can't pay in this currency",
+    "insufficient_funds": N_("your bank says there isn't enough money available on the card"),
+    "expired_card": N_("the card has expired"),
+    "incorrect_cvc": N_("the card's security code didn't match"),
+    "incorrect_number": N_("the card number is not right"),
+    "incorrect_zip": N_("the postal code didn't match the card"),
+    "card_velocity_exceeded": N_("the card reached its spending limit"),
+    "withdrawal_count_limit_exceeded": N_("the card reached its spending limit"),
+    "lost_card": N_("your bank declined the card"),
+    "stolen_card": N_("your bank declined the card"),
+    "do_not_honor": N_("your bank declined the payment without giving a reason"),
+    "generic_decline": N_("your bank declined the payment without giving a reason"),
+    "processing_error": N_("the bank had a problem processing it; trying again usually works"),
+    "authentication_required": N_("your bank wants you to confirm the payment"),
+    "card_not_supported": N_("the card doesn't support this kind of payment"),
+    "currency_not_supported": N_("the card can't pay in this currency"),
 }
 
 
@@ -49,12 +50,17 @@ class Failure:
 
     @property
     def card(self) -> str | None:
+        return self.card_in(DEFAULT)
+
+    def card_in(self, language: str) -> str | None:
+        """"Visa ending in 4242"."""
         if not self.card_last4:
             return None
         brand = {"amex": "American Express", "mastercard": "Mastercard", "visa": "Visa", "discover": "Discover",
-                 "diners": "Diners Club", "jcb": "JCB", "unionpay": "UnionPay"}.get(self.card_brand or "",
-                                                                                     (self.card_brand or "card").title())
-        return f"{brand} ending in {self.card_last4}"
+                 "diners": "Diners Club", "jcb": "JCB", "unionpay": "UnionPay"}.get(self.card_brand or "")
+        if brand is None:
+            brand = self.card_brand.title() if self.card_brand else gettext(language, "Card")
+        return gettext(language, "%(brand)s ending in %(last4)s", brand=brand, last4=self.card_last4)
 
     @property
     def needs_authentication(self) -> bool:
@@ -63,15 +69,22 @@ class Failure:
 
     @property
     def in_words(self) -> str:
+        return self.words_in(DEFAULT)
+
+    def words_in(self, language: str) -> str:
+        """Why the payment failed, in plain words in `language`."""
+        return gettext(language, self._words())
+
+    def _words(self) -> str:
         if self.code == "resource_missing" or (self.code and "payment_method" in self.code and not self.decline_code):
-            return "there is no card on file"
+            return N_("there is no card on file")
         if self.decline_code in DECLINE_WORDS:
             return DECLINE_WORDS[self.decline_code]
         if self.code in DECLINE_WORDS:
             return DECLINE_WORDS[self.code]
         if self.code == "card_declined":
-            return "your bank declined the payment without giving a reason"
-        return "the payment was declined"
+            return N_("your bank declined the payment without giving a reason")
+        return N_("the payment was declined")
 
 
 def failure_of(invoice: dict) -> Failure:

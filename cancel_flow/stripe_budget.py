@@ -34,6 +34,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from cancel_flow.errors import StripeUnavailable
+from cancel_flow.i18n import N_
 from cancel_flow.logs import log_event
 
 MAGIC = b"cfbudg01"
@@ -48,7 +49,7 @@ class StripeBusy(StripeUnavailable):
     """Stripe's request budget (ours or Stripe's 429) had no room before the request's deadline; nothing was sent
     that could have changed anything."""
 
-    title = "We're busy right now"
+    title = N_("We're busy right now")
 
 
 def now() -> float:

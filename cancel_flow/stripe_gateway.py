@@ -19,6 +19,7 @@ from cancel_flow.compliance import Payment
 from cancel_flow.errors import NotFound, PortalNotConfigured, PortalRefused, StripeUnavailable
 from cancel_flow.flow import (ACTIVE, ENDED, FIXED_END_KEY, SCHEDULED, PriceLine, StripeState, SubscriptionFacts,
                               TargetPrice, facts_of)
+from cancel_flow.i18n import DEFAULT, N_, STRIPE_LOCALES
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import STRIPE_CALLS
 from cancel_flow.config.schema import Offer
@@ -326,6 +327,7 @@ def facts_from(subscription, product_names: dict[str, str] | None = None) -> Sub
         "billing_mode": ((data.get("billing_mode") or {}).get("type")) or "classic",
         "current_period_start": from_unix(max(period_starts)) if period_starts else None,
         "customer_tax_ids": _tax_id_count(customer) if expanded else None,
+        "preferred_locales": tuple(str(tag) for tag in (customer.get("preferred_locales") or ())[:10]) if expanded else (),
     })
 
 
@@ -351,8 +353,8 @@ def proxy_for(url: str) -> str | None:
 RETRY_FIRST, RETRY_MAX, MIN_ATTEMPT = 0.25, 2.0, 0.2
 ACCOUNT_KEEP, ACCOUNT_RETRY = 3600.0, 300.0  # seconds the account's country is kept, or a failed read remembered
 LATE = 0.05  # seconds after its place in the budget a request may still go
-UNREACHABLE = "We couldn't reach the payment system. Nothing was changed. Please try again in a moment."
-BUSY = "A lot of people are doing this at the same moment. Nothing was changed. Please try again in a few seconds."
+UNREACHABLE = N_("We couldn't reach the payment system. Nothing was changed. Please try again in a moment.")
+BUSY = N_("A lot of people are doing this at the same moment. Nothing was changed. Please try again in a few seconds.")
 # Refusals Stripe made before doing anything; any other failure of a write may have been applied.
 REFUSALS = (stripe.RateLimitError, stripe.AuthenticationError, stripe.PermissionError, stripe.CardError)
 
@@ -484,8 +486,8 @@ class StripeGateway:
                                   expand=SUBSCRIPTION_EXPAND)
         except stripe.InvalidRequestError as error:
             if _is_missing(error):
-                raise NotFound("This subscription no longer exists.") from None
-            raise StripeUnavailable("The payment system refused to show this subscription.") from None
+                raise NotFound(N_("This subscription no longer exists.")) from None
+            raise StripeUnavailable(N_("The payment system refused to show this subscription.")) from None
         return facts_from(sub)
 
     async def _product_names(self, subscriptions) -> dict[str, str]:
@@ -557,7 +559,7 @@ class StripeGateway:
             return True
         except stripe.InvalidRequestError as error:
             if not _is_missing(error):
-                raise StripeUnavailable("The payment system refused the coupon.") from None
+                raise StripeUnavailable(N_("The payment system refused the coupon.")) from None
             return False
 
     async def ensure_coupon(self, offer: Offer, months: int) -> str:
@@ -572,7 +574,7 @@ class StripeGateway:
                             idempotency_key=idempotency_key("coupon", coupon_id))
         except stripe.InvalidRequestError as error:
             if error.code != "resource_already_exists":
-                raise StripeUnavailable("The payment system refused to create the coupon.") from None
+                raise StripeUnavailable(N_("The payment system refused to create the coupon.")) from None
         return coupon_id
 
     async def apply_discount(self, subscription_id: str, offer: Offer, months: int, key: str) -> SubscriptionFacts:
@@ -581,7 +583,7 @@ class StripeGateway:
             return facts_from(await self._update("subscription.update_discount", subscription_id, params, key))
         except stripe.InvalidRequestError as error:
             if not _is_missing(error, "discounts"):
-                raise StripeUnavailable("The payment system refused the discount. Nothing was changed.") from None
+                raise StripeUnavailable(N_("The payment system refused the discount. Nothing was changed.")) from None
         # Whether Stripe stored that refusal under the key or not (https://docs.stripe.com/api/idempotent_requests),
         # the retry gets a key of its own, derived from the first: concurrent first uses still apply once.
         await self.ensure_coupon(offer, months)
@@ -589,7 +591,7 @@ class StripeGateway:
             return facts_from(await self._update("subscription.update_discount", subscription_id, params,
                                                  idempotency_key(key, "coupon-created")))
         except stripe.InvalidRequestError:
-            raise StripeUnavailable("The payment system refused the discount. Nothing was changed.") from None
+            raise StripeUnavailable(N_("The payment system refused the discount. Nothing was changed.")) from None
 
     async def _apply(self, operation: str, subscription_id: str, params: dict, key: str, refused: str) -> SubscriptionFacts:
         try:
@@ -601,19 +603,19 @@ class StripeGateway:
         # https://docs.stripe.com/billing/subscriptions/pause-payment: invoices until resumes_at are voided
         return await self._apply("subscription.update_pause", subscription_id, {
             "pause_collection": {"behavior": "void", "resumes_at": int(resumes_at.timestamp())}}, key,
-            "The payment system refused the pause. Nothing was changed.")
+            N_("The payment system refused the pause. Nothing was changed."))
 
     async def apply_switch(self, subscription_id: str, item_id: str, price_id: str, key: str) -> SubscriptionFacts:
         # https://docs.stripe.com/billing/subscriptions/change-price: no proration, the new price from the next invoice
         return await self._apply("subscription.update_switch", subscription_id, {
             "items": [{"id": item_id, "price": price_id}], "proration_behavior": "none"}, key,
-            "The payment system refused the plan change. Nothing was changed.")
+            N_("The payment system refused the plan change. Nothing was changed."))
 
     async def apply_free_period(self, subscription_id: str, trial_end: datetime, key: str) -> SubscriptionFacts:
         # https://docs.stripe.com/billing/subscriptions/trials#extend-trials: the next payment moves to trial_end
         return await self._apply("subscription.update_free_period", subscription_id, {
             "trial_end": int(trial_end.timestamp()), "proration_behavior": "none"}, key,
-            "The payment system refused to move the next payment. Nothing was changed.")
+            N_("The payment system refused to move the next payment. Nothing was changed."))
 
     async def keep_subscription(self, subscription_id: str, facts: SubscriptionFacts, key: str) -> SubscriptionFacts:
         """Undo a cancellation the client scheduled, whichever way it was scheduled: the portal sets `cancel_at`
@@ -627,7 +629,7 @@ class StripeGateway:
         else:
             params = {"cancel_at_period_end": False}
         return await self._apply("subscription.update_keep", subscription_id, params, key,
-                                 "The payment system refused the change. Nothing was changed.")
+                                 N_("The payment system refused the change. Nothing was changed."))
 
     async def end_at_period_end(self, subscription_id: str, facts: SubscriptionFacts, feedback: str | None,
                                 comment: str | None, key: str) -> SubscriptionFacts:
@@ -639,7 +641,7 @@ class StripeGateway:
         if feedback:
             params["cancellation_details"] = {"feedback": feedback, "comment": (comment or "")[:500]}
         return await self._apply("subscription.update_end_early", subscription_id, params, key,
-                                 "The payment system refused the cancellation. Nothing was changed.")
+                                 N_("The payment system refused the cancellation. Nothing was changed."))
 
     async def record_cancellation_details(self, subscription_id: str, feedback: str, comment: str | None) -> None:
         """The reason the subscriber gave us, on the subscription where Stripe's reports read it."""
@@ -669,14 +671,15 @@ class StripeGateway:
         return self.settings.stripe_billing_portal_configuration if billing else self.settings.stripe_portal_configuration
 
     async def portal_url(self, customer_id: str, *, return_url: str, flow_data: dict | None = None,
-                         billing: bool = False) -> str:
+                         billing: bool = False, language: str = DEFAULT) -> str:
         """A portal session. Cancel flows use STRIPE_PORTAL_CONFIGURATION; billing links (`billing`) use
         STRIPE_BILLING_PORTAL_CONFIGURATION, whose portal can't cancel: cancelling goes through the flow. Unset,
         Stripe's default configuration is used: in test mode the one saved in Stripe's Dashboard
         (https://docs.stripe.com/api/customer_portal/configurations/object#portal_configuration_object-is_default)."""
         setting = "STRIPE_BILLING_PORTAL_CONFIGURATION" if billing else "STRIPE_PORTAL_CONFIGURATION"
         configuration = await self.portal_configuration(billing)
-        params = {"customer": customer_id, "return_url": return_url}
+        # the portal speaks the client's language, as our pages did (https://docs.stripe.com/api/customer_portal/sessions/create#create_portal_session-locale)
+        params = {"customer": customer_id, "return_url": return_url, "locale": STRIPE_LOCALES.get(language, "auto")}
         if configuration:
             params["configuration"] = configuration
         if flow_data:
@@ -690,14 +693,16 @@ class StripeGateway:
             if not configuration and "portal settings" in (error.user_message or str(error)):
                 log_event("stripe.portal_not_configured", level=40, setting=setting)
                 raise PortalNotConfigured(
-                    f"This page can't open yet: the service has no Stripe customer portal to send you to. If you run "
-                    f"this service, press Set up Stripe on /dashboard/stripe (or run `cancel-flow stripe setup`): it "
-                    f"stores the portal configurations ({setting} in the environment wins).") from None
-            raise PortalRefused("The payment system could not open your billing page.") from None
+                    N_("This page can't open yet: the service has no Stripe customer portal to send you to. If you run "
+                       "this service, press Set up Stripe on /dashboard/stripe (or run `cancel-flow stripe setup`): it "
+                       "stores the portal configurations (%(setting)s in the environment wins)."),
+                    setting=setting) from None
+            raise PortalRefused(N_("The payment system could not open your billing page.")) from None
         return session.url
 
-    async def cancel_portal_url(self, customer_id: str, subscription_id: str, *, return_url: str, done_url: str) -> str:
-        return await self.portal_url(customer_id, return_url=return_url, flow_data={
+    async def cancel_portal_url(self, customer_id: str, subscription_id: str, *, return_url: str, done_url: str,
+                                language: str = DEFAULT) -> str:
+        return await self.portal_url(customer_id, return_url=return_url, language=language, flow_data={
             "type": "subscription_cancel",
             "subscription_cancel": {"subscription": subscription_id},
             "after_completion": {"type": "redirect", "redirect": {"return_url": done_url}},

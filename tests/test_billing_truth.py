@@ -10,6 +10,7 @@ import pytest
 from freezegun import freeze_time
 
 from cancel_flow.clock import add_months
+from cancel_flow.money import format_day, format_money
 from cancel_flow.store.stats import DateRange, StatsQueries
 from tests.helpers import HALF_PRICE_OFFER, PAUSE_OFFER, csrf_of
 
@@ -60,6 +61,7 @@ class Case:
     existing: str | None = None  # a discount the subscription (or customer) has before the offer: see EXISTING
     mode: str = "flexible"  # the subscription's billing_mode (flexible: the API's default since 2025-09-30.clover)
     lag: timedelta = timedelta(0)  # Stripe's clock this much behind ours when the offer is accepted
+    language: str = "en"  # the customer's preferred_locales: the pages and the promise in that language
     clock_id: str | None = None
     subscription_id: str | None = None
     reached: datetime | None = None
@@ -106,7 +108,7 @@ def run(case: Case, stripe_client, catalogue, make_client, signer, store, tmp_pa
     client = make_client(offers_path=offers)
 
     clock = catalogue.test_clock(int(case.anchor.timestamp()))
-    customer = catalogue.customer(test_clock=clock.id)
+    customer = catalogue.customer(test_clock=clock.id, preferred_locales=[case.language])
     items = [{"price": main.id}] + ([{"price": extra.id}] if case.items == 2 else [])
     sub = stripe_client.v1.subscriptions.create(params={"customer": customer.id, "items": items,
                                                         "billing_mode": {"type": case.mode}})
@@ -138,10 +140,13 @@ def run(case: Case, stripe_client, catalogue, make_client, signer, store, tmp_pa
         assert accepted.status_code == 303, accepted.text
         done = html.unescape(client.get(f"{url}/done").text)
     session = store.find_session(_nonce(token))
-    assert session.outcome == f"saved_{case.kind}" and session.promise in done
+    assert session.outcome == f"saved_{case.kind}" and session.promise in done if case.language == "en" else \
+        session.promise_texts[case.language] in done and f'<html lang="{case.language}">' in done
     schedule = [(datetime.fromisoformat(at), amount, regular) for at, amount, regular, *_moved in session.schedule]
     for at, amount, _regular in schedule:
-        assert at.strftime("%-d %B %Y") in done
+        assert at.strftime("%-d %B %Y") in done if case.language == "en" else format_day(at, case.language) in done
+        if case.language != "en" and amount:  # the page's amounts, the language's way, are the invoices' below
+            assert format_money(amount, "usd", case.language) in done, (format_money(amount, "usd", case.language), done)
 
     check_against_create_preview(stripe_client, sub.id, case.kind, schedule)
     last = schedule[-1][0]
@@ -213,6 +218,17 @@ MATRIX = [Case(kind, period, when, items, mode=mode) for kind in OFFERED for per
 
 @pytest.mark.parametrize("case", MATRIX, ids=lambda c: f"{c.kind}-{c.period}-{c.when}-{c.items}item-{c.mode}")
 def test_every_promise_is_what_stripe_bills(case, stripe_client, catalogue, make_client, signer, store, tmp_path):
+    run(case, stripe_client, catalogue, make_client, signer, store, tmp_path)
+
+
+IN_SPANISH = [Case(kind, period, "after", 1, language="es") for kind in OFFERED for period in PERIODS]
+
+
+@pytest.mark.parametrize("case", IN_SPANISH, ids=lambda c: f"{c.kind}-{c.period}-{c.language}")
+def test_every_promise_in_spanish_is_what_stripe_bills(case, stripe_client, catalogue, make_client, signer, store,
+                                                       tmp_path):
+    """A client who prefers Spanish reads the promise in Spanish ("24,50 US$", "7 de febrero de 2027"): its dates
+    and amounts are the invoices' too."""
     run(case, stripe_client, catalogue, make_client, signer, store, tmp_path)
 
 

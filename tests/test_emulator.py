@@ -410,3 +410,20 @@ def test_clock_advance_answers_now(emulator):
     after = emulator.post("/_emulator/clock/advance", json={"seconds": 3600}).json()["now"]
     assert after - before >= 3600
     assert emulator.post("/_emulator/clock/advance", json={"seconds": "soon"}).status_code == 400
+
+
+def test_a_customer_keeps_its_preferred_locales_and_a_portal_session_the_locale_it_was_given(stripe_client, catalogue):
+    customer = catalogue.customer(preferred_locales=["es-419", "en"])
+    assert list(customer.preferred_locales) == ["es-419", "en"]
+    updated = stripe_client.v1.customers.update(customer.id, params={"preferred_locales": ["pt-BR"]})
+    assert list(updated.preferred_locales) == ["pt-BR"]
+    configuration = portal_configuration(stripe_client)
+    session = stripe_client.v1.billing_portal.sessions.create(params={
+        "customer": customer.id, "return_url": "http://shop.example/account", "configuration": configuration,
+        "locale": "pt-BR"})
+    assert session.locale == "pt-BR"
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        stripe_client.v1.billing_portal.sessions.create(params={
+            "customer": customer.id, "return_url": "http://shop.example/account", "configuration": configuration,
+            "locale": "pt_BR"})
+    assert refused.value.param == "locale"

@@ -577,3 +577,75 @@ def test_every_compliance_page_fits_and_passes_axe(width, browser, live_server, 
     page.goto(f"{server.url}/dashboard/compliance")
     review("dashboard-compliance")
     review.finish()
+
+
+def test_every_client_page_in_every_language_fits_360_px_and_passes_axe(browser, live_server, screens_offers,  # noqa: F811
+                                                                        catalogue, signer, stripe_client):
+    """German runs long: each language shipped besides English (which the test above sees) on each kind of client
+    page, in one browser, at 360 px."""
+    import httpx
+
+    from cancel_flow.emails.tokens import unsubscribe_token
+    from cancel_flow.i18n import LANGUAGES
+    from tests.conftest import SECRET
+    from tests.helpers import csrf_of
+
+    server = live_server(offers_path=screens_offers)
+    http = httpx.Client(base_url=server.url, timeout=10)
+
+    def link(reason: str | None = None, accept: dict | None = None, **subscription) -> str:
+        sub = catalogue.subscription(**subscription)
+        url = f"/cancel/{signer.cancel_token(sub.customer, sub.id)[0]}"
+        if reason:
+            http.post(f"{url}/reason", data={"csrf_token": csrf_of(http.get(url).text), "reason": reason})
+        if accept:
+            http.post(f"{url}/accept", data={"csrf_token": csrf_of(http.get(url).text), **accept})
+            return f"{url}/done"
+        return url
+
+    canceled = link("switched_service")
+    portal = http.post(f"{canceled}/cancel", data={"csrf_token": csrf_of(http.get(canceled).text)})
+    httpx.post(portal.headers["location"] + "/cancel", data={"reason": "unused"})
+    discounted = catalogue.subscription()
+    token = signer.cancel_token(discounted.customer, discounted.id)[0]
+    http.post(f"/cancel/{token}/reason", data={"csrf_token": csrf_of(http.get(f"/cancel/{token}").text),
+                                               "reason": "too_expensive"})
+    http.post(f"/cancel/{token}/accept", data={"csrf_token": csrf_of(http.get(f"/cancel/{token}").text),
+                                               "offer": "half-off-3-payments"})
+    fixed = catalogue.subscription()
+    stripe_client.v1.subscriptions.update(fixed.id, params={"cancel_at": fixed["items"].data[0].current_period_end
+                                                            + 60 * 86400})
+    ended = catalogue.subscription()
+    stripe_client.v1.subscriptions.cancel(ended.id)
+    pages = {
+        "reason": link(),
+        "offers-discount-and-switch": link("too_expensive"),
+        "offers-pause-and-free-time": link("unused"),
+        "offers-contact": link("missing_features"),
+        "offers-none-fit": link("switched_service"),
+        "done-discount": f"/cancel/{token}/done",
+        "done-switch": link("too_expensive", {"offer": "lite"}),
+        "done-pause": link("unused", {"offer": "pause", "payments": "3"}),
+        "done-free-time": link("other", {"offer": "month-free"}),
+        "done-contact": link("missing_features", {"offer": "talk"}),
+        "done-canceled": f"{canceled}/done",
+        "already-decided": f"/cancel/{signer.cancel_token(discounted.customer, discounted.id)[0]}",
+        "scheduled": link(cancel_at_period_end=True),
+        "fixed-end-date": f"/cancel/{signer.cancel_token(fixed.customer, fixed.id)[0]}",
+        "already-canceled": f"/cancel/{signer.cancel_token(ended.customer, ended.id)[0]}",
+        "link-not-valid": "/cancel/not-a-real-link",
+        "not-found": "/nowhere",
+        "shared-link": "/",
+        "unsubscribe": f"/emails/unsubscribe/{unsubscribe_token(SECRET, fixed.customer, 'discount_ending')}",
+        "card-updated": f"/billing/{signer.billing_token(fixed.customer)[0]}/updated",
+    }
+    http.close()
+    context = browser.new_context(viewport={"width": 360, "height": 740}, bypass_csp=True, is_mobile=True)
+    page = context.new_page()
+    review = Review(page, 360, "languages-")
+    for language in [code for code in LANGUAGES if code != "en"]:
+        for name, path in pages.items():
+            page.goto(f"{server.url}{path}{'&' if '?' in path else '?'}lang={language}")
+            assert page.locator("html").get_attribute("lang") == language.replace("_", "-"), (language, name)
+            review(f"{language}-{name}")
+    review.finish()

@@ -22,6 +22,7 @@ class Brand:
     logo: Path | None = None  # a file of the operator's own
     support_email: str | None = None
     logo_upload: str | None = None  # the SHA-256 of a logo uploaded on the settings page (`logo = "upload:…"`)
+    default_locale: str = "en"  # the clients' language when Stripe and the browser don't say (a shipped language)
 
     @property
     def has_logo(self) -> bool:
@@ -50,6 +51,26 @@ class Offer:
     enabled: bool = True  # a turned-off offer is kept in the configuration but never shown nor offered
     # A discount meant only for win-back's comeback emails: never shown in the cancel flow.
     comeback_only: bool = False
+    # `[offer.text.<language>]`: the title and description in other languages, ((language, title, description), …)
+    texts: tuple[tuple[str, str | None, str | None], ...] = ()
+
+    def title_in(self, language: str) -> str:
+        """The title in `language`, else the one written in the default language."""
+        for code, title, _description in self.texts:
+            if code == language and title:
+                return title
+        return self.title
+
+    def description_in(self, language: str) -> str | None:
+        for code, _title, description in self.texts:
+            if code == language and description:
+                return description
+        return self.description
+
+    def missing_languages(self, languages) -> list[str]:
+        """Which of `languages` have no title of this offer's own (they show the default language's)."""
+        given = {code for code, title, _description in self.texts if title}
+        return [language for language in languages if language not in given]
 
     def fits(self, reason: str) -> bool:
         return not self.reasons or reason in self.reasons

@@ -63,7 +63,8 @@ def _table(path: list[str], table: dict, out: list[str]) -> None:
     for name, value in nested:
         here = path + [_key(name)]
         if isinstance(value, dict):
-            out.extend(["", f"[{'.'.join(here)}]"])
+            if not all((isinstance(v, dict) and v) or _is_tables(v) for v in value.values()):
+                out.extend(["", f"[{'.'.join(here)}]"])  # a table of tables only needs its tables' headers
             _table(here, value, out)
         else:
             for item in value:

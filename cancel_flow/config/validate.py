@@ -16,6 +16,7 @@ from cancel_flow.config.schema import (DEFAULT_ALERT_EVENTS, KINDS, REFUND_MODES
 from cancel_flow.errors import InvalidConfig
 from cancel_flow.experiments import parse_experiments
 from cancel_flow.hooks import EVENTS, url_problem
+from cancel_flow.i18n import DEFAULT, LANGUAGES
 from cancel_flow.reasons import REASONS
 from cancel_flow.targeting import parse_conditions
 
@@ -36,6 +37,7 @@ _PLACES = (
     (re.compile(r"^\[\[?(\w+)\]\]?$"), r"\1"),
     (re.compile(r"^offer #(\d+)$"), r"offer.\1"),
     (re.compile(r"^offer '([^']+)' \[offer\.when\]$"), r"offer.\1.when"),
+    (re.compile(r"^offer '([^']+)' \[offer\.text\.(\w+)\]$"), r"offer.\1.text.\2"),
     (re.compile(r"^offer '([^']+)'$"), r"offer.\1"),
     (re.compile(r"^experiment #(\d+)$"), r"experiment.\1"),
     (re.compile(r"^experiment '([^']+)' \[experiment\.when\]$"), r"experiment.\1.when"),
@@ -172,7 +174,7 @@ def color_problem(color) -> str | None:
 
 def validate_brand(raw: dict, base: Path, check_files: bool = True,
                    logos: Callable[[str], bool] | None = None) -> Brand:
-    _table(raw, "[brand]", {"name", "color", "logo", "support_email"})
+    _table(raw, "[brand]", {"name", "color", "logo", "support_email", "default_locale"})
     name = _text(raw, "name", "[brand]")
     color = raw.get("color", Brand.color)
     problem = color_problem(color)
@@ -201,7 +203,12 @@ def validate_brand(raw: dict, base: Path, check_files: bool = True,
     email = _text(raw, "support_email", "[brand]", required=False)
     if email and (not _EMAIL.match(email) or len(email) > 320):
         fail("[brand]", "field 'support_email' must be an email address")
-    return Brand(name=name, color=color.strip(), logo=logo_path, support_email=email, logo_upload=upload)
+    locale = raw.get("default_locale", DEFAULT)
+    if locale not in LANGUAGES:
+        fail("[brand]", f"field 'default_locale' must be one of the languages shipped: {', '.join(LANGUAGES)} "
+                        f"(not {locale!r})")
+    return Brand(name=name, color=color.strip(), logo=logo_path, support_email=email, logo_upload=upload,
+                 default_locale=locale)
 
 
 # offers ------------------------------------------------------------------------------------------
@@ -222,7 +229,7 @@ def validate_offer(raw, index: int = 1) -> Offer:
                         f"(the number of payments, whatever the billing period)")
     if not isinstance(kind, str) or kind not in TERMS:
         fail(where, f"field 'kind' must be one of: {', '.join(KINDS)}")
-    _table(raw, where, {"id", "kind", "title", "reasons", "description", "when", "enabled", "comeback_only"} | TERMS[kind])
+    _table(raw, where, {"id", "kind", "title", "reasons", "description", "when", "enabled", "comeback_only", "text"} | TERMS[kind])
     comeback_only = raw.get("comeback_only", False)
     if not isinstance(comeback_only, bool):
         fail(where, "field 'comeback_only' must be true or false")
@@ -256,7 +263,31 @@ def validate_offer(raw, index: int = 1) -> Offer:
         fail(where, "field 'enabled' must be true or false (false turns the offer off without deleting it)")
     return Offer(id=offer_id, kind=kind, title=_text(raw, "title", where), reasons=tuple(reasons),
                  description=_text(raw, "description", where, required=False), when=when, enabled=enabled,
-                 comeback_only=comeback_only, **extra)
+                 comeback_only=comeback_only, texts=_offer_texts(raw.get("text"), where), **extra)
+
+
+def _offer_texts(raw, where: str) -> tuple[tuple[str, str | None, str | None], ...]:
+    """`[offer.text.<language>]` tables: a title and a description per shipped language, each optional."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        fail(where, f"field 'text' must be a table of languages ([offer.text.es]), from: {', '.join(LANGUAGES)}")
+    texts = []
+    for language, table in raw.items():
+        if language not in LANGUAGES:
+            fail(where, f"field 'text' names the language {language!r}, which is not shipped; the languages are: "
+                        f"{', '.join(LANGUAGES)}")
+        place = f"{where} [offer.text.{language}]"
+        if not isinstance(table, dict):
+            fail(where, f"field 'text' must hold a table per language, such as [offer.text.{language}] with title "
+                        "and description")
+        unknown = sorted(set(table) - {"title", "description"})
+        if unknown:
+            fail(where, f"field 'text' [offer.text.{language}] takes only title and description, not '{unknown[0]}'")
+        title = _text(table, "title", place, required=False)
+        description = _text(table, "description", place, required=False)
+        texts.append((language, title, description))
+    return tuple(texts)
 
 
 # emails and alerts -------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ from cancel_flow.emails.records import Planned
 from cancel_flow.emails.tokens import unsubscribe_token
 from cancel_flow.emails.winback_schedule import ComebackSteps, changed_mind
 from cancel_flow.errors import StripeUnavailable
+from cancel_flow.i18n import DEFAULT, choose, gettext
 from cancel_flow.links import LONGEST_MAX_AGE, LinkSigner
 from cancel_flow.logs import log_event
-from cancel_flow.money import format_money
+from cancel_flow.money import format_money, format_percent_off
 from cancel_flow.stripe_billing import StripeBilling, failure_of
 
 DAY = timedelta(days=1)
@@ -40,15 +41,22 @@ class Mailroom:
         self.schedule = schedule or config.emails
         self.billing = StripeBilling(gateway)
         self.style = compose.Style(config.brand, settings.base_url, settings.timezone)
+        self.default_locale = config.brand.default_locale
+
+    def language(self, customer: dict | None) -> str:
+        """The email's language: the customer's first `preferred_locales` we ship, else the brand's default."""
+        return choose(preferred_locales=(customer or {}).get("preferred_locales") or (), default=self.default_locale)
 
     # links ----------------------------------------------------------------------------------------
-    def card_update_url(self, customer_id: str) -> str:
+    # Pages and the portal a link leads to speak the email's language (`lang`; English needs none: it is where
+    # every choice ends when nothing else is known).
+    def card_update_url(self, customer_id: str, language: str = DEFAULT) -> str:
         token, _ = self.signer.billing_token(customer_id)
-        return f"{self.settings.base_url}/billing/{token}?flow=payment_method_update"
+        return f"{self.settings.base_url}/billing/{token}?flow=payment_method_update" + _lang(language, "&")
 
-    def billing_url(self, customer_id: str) -> str:
+    def billing_url(self, customer_id: str, language: str = DEFAULT) -> str:
         token, _ = self.signer.billing_token(customer_id)
-        return f"{self.settings.base_url}/billing/{token}"
+        return f"{self.settings.base_url}/billing/{token}" + _lang(language)
 
     def cancel_url(self, customer_id: str, subscription_id: str, until: datetime | None, now: datetime) -> str:
         """A fresh cancel link that works at least until `until` (a day more, at most a year)."""
@@ -58,10 +66,11 @@ class Mailroom:
         token, _ = self.signer.cancel_token(customer_id, subscription_id, max_age=max_age)
         return f"{self.settings.base_url}/cancel/{token}"
 
-    def unsubscribe_url(self, customer_id: str, kind: str) -> str | None:
+    def unsubscribe_url(self, customer_id: str, kind: str, language: str = DEFAULT) -> str | None:
         if kind not in UNSUBSCRIBABLE:
             return None
-        return f"{self.settings.base_url}/emails/unsubscribe/{unsubscribe_token(self.settings.secret_key, customer_id, kind)}"
+        token = unsubscribe_token(self.settings.secret_key, customer_id, kind)
+        return f"{self.settings.base_url}/emails/unsubscribe/{token}" + _lang(language)
 
     # the pass -------------------------------------------------------------------------------------
     async def plan(self, now: datetime | None = None, scan: bool | None = None) -> Counter:
@@ -136,6 +145,7 @@ class Mailroom:
             return "Not sent: the customer has no email address."
         failure = failure_of(invoice)
         planned.email = customer["email"]
+        language = self.language(customer)
         # while the invoice waits for the customer's bank, the button goes where they confirm it
         confirm = invoice.get("hosted_invoice_url") if failure.needs_authentication else None
         retry = invoice.get("next_payment_attempt")
@@ -143,9 +153,9 @@ class Mailroom:
             self.style, to=customer["email"], name=customer.get("name"), step=step,
             amount=invoice.get("amount_remaining") or invoice.get("amount_due") or record.amount_due,
             currency=invoice.get("currency") or record.currency, plan=_plan_name(sub),
-            failed_at=as_utc(record.first_failed_at), card=failure.card, reason=failure.in_words,
-            update_url=self.card_update_url(record.customer_id),
-            next_attempt=from_unix(retry) if retry else None, confirm_url=confirm)
+            failed_at=as_utc(record.first_failed_at), card=failure.card_in(language), reason=failure.words_in(language),
+            update_url=self.card_update_url(record.customer_id, language),
+            next_attempt=from_unix(retry) if retry else None, confirm_url=confirm, language=language)
 
     # confirmations --------------------------------------------------------------------------------
     async def _confirmations(self, now: datetime, written: Counter) -> None:
@@ -190,10 +200,13 @@ class Mailroom:
         if not to:
             return "Not sent: the customer has no email address."
         planned.email = to
-        payments = [(as_utc(at), words) for at, words in schedule_lines(row.schedule, row.currency)]
+        language = self.language(customer)
+        payments = [(as_utc(at), words) for at, words in schedule_lines(row.schedule, row.currency, language)]
+        promise = (row.promise_texts or {}).get(language) or row.promise
         return compose.offer_accepted(
-            self.style, to=to, name=customer.get("name"), plan=row.plan_name, promise=row.promise, payments=payments, billing_url=self.billing_url(row.customer_id),
-            unsubscribe_url=self.unsubscribe_url(row.customer_id, "offer_accepted"))
+            self.style, to=to, name=customer.get("name"), plan=row.plan_name, promise=promise, payments=payments,
+            billing_url=self.billing_url(row.customer_id, language),
+            unsubscribe_url=self.unsubscribe_url(row.customer_id, "offer_accepted", language), language=language)
 
     async def _cancellation_confirmed(self, row, planned: Planned, now: datetime):
         return await self._receipt(planned, row.customer_email, as_utc(row.canceled_at) if row.canceled_at else None, now)
@@ -207,6 +220,7 @@ class Mailroom:
         if not to:
             return "Not sent: the customer has no email address."
         planned.email = to
+        language = self.language(customer)
         if sub.get("status") in ENDED:
             access_until, keep = None, None
         else:
@@ -215,8 +229,9 @@ class Mailroom:
                 return "Not sent: the subscriber kept the subscription."
             keep = self.cancel_url(planned.customer_id, planned.subscription_id, access_until, now)
         return compose.cancellation_confirmed(
-            self.style, to=to, name=customer.get("name"), plan=_plan_name(sub), access_until=access_until, keep_url=keep, received_at=received_at,
-            unsubscribe_url=self.unsubscribe_url(planned.customer_id, "cancellation_confirmed"))
+            self.style, to=to, name=customer.get("name"), plan=_plan_name(sub), access_until=access_until, keep_url=keep,
+            received_at=received_at, language=language,
+            unsubscribe_url=self.unsubscribe_url(planned.customer_id, "cancellation_confirmed", language))
 
     # renewal and discount reminders ---------------------------------------------------------------
     async def _reminders(self, now: datetime, written: Counter) -> None:
@@ -245,12 +260,13 @@ class Mailroom:
 
         async def make():
             amount = await self.billing.preview_amount(sub["id"])
+            language = self.language(customer)
             return compose.renewal_reminder(
                 self.style, to=customer["email"], name=customer.get("name"), plan=_plan_name(sub),
                 amount=_regular(sub) if amount is None else amount, currency=sub.get("currency") or price["currency"],
                 interval=recurring["interval"], interval_count=recurring.get("interval_count") or 1, renews_at=renews,
                 cancel_url=self.cancel_url(customer["id"], sub["id"], renews, now),
-                unsubscribe_url=self.unsubscribe_url(customer["id"], "renewal_reminder"))
+                unsubscribe_url=self.unsubscribe_url(customer["id"], "renewal_reminder", language), language=language)
 
         await self._remind("renewal_reminder", renews.date().isoformat(), self.schedule.renewal_reminder_days_before,
                            sub, customer, make, written)
@@ -268,13 +284,15 @@ class Mailroom:
 
         async def make():
             currency = sub.get("currency") or price["currency"]
+            language = self.language(customer)
             return compose.discount_ending(
                 self.style, to=customer["email"], name=customer.get("name"), plan=_plan_name(sub),
-                discount=_discount_words(discount, currency), ends_at=end, next_payment_at=_first_payment_from(sub, end),
+                discount=_discount_words(discount, currency, language), ends_at=end,
+                next_payment_at=_first_payment_from(sub, end),
                 amount=_regular(sub), currency=currency, interval=recurring.get("interval"),
                 interval_count=recurring.get("interval_count") or 1,
                 cancel_url=self.cancel_url(customer["id"], sub["id"], end, now),
-                unsubscribe_url=self.unsubscribe_url(customer["id"], "discount_ending"))
+                unsubscribe_url=self.unsubscribe_url(customer["id"], "discount_ending", language), language=language)
 
         await self._remind("discount_ending", discount["id"], self.schedule.discount_ending_days_before,
                            sub, customer, make, written)
@@ -338,13 +356,18 @@ def _first_payment_from(sub: dict, moment: datetime) -> datetime | None:
     return next((at for at in plan.payments(60) if at >= moment), None)
 
 
-def _discount_words(discount: dict, currency: str) -> str:
+def _lang(language: str, joint: str = "?") -> str:
+    return "" if language == DEFAULT else f"{joint}lang={language}"
+
+
+def _discount_words(discount: dict, currency: str, language: str = DEFAULT) -> str:
     coupon = (discount.get("source") or {}).get("coupon") or discount.get("coupon")
     if isinstance(coupon, dict):
         if coupon.get("percent_off"):
-            return f"{coupon['percent_off']:g}% off"
+            return gettext(language, "%(off)s off", off=format_percent_off(coupon["percent_off"], language))
         if coupon.get("amount_off"):
-            return f"{format_money(coupon['amount_off'], coupon.get('currency') or currency)} off"
+            return gettext(language, "%(off)s off",
+                           off=format_money(coupon["amount_off"], coupon.get("currency") or currency, language))
         if coupon.get("name"):
             return coupon["name"]
-    return "your discount"
+    return gettext(language, "your discount")

@@ -6,6 +6,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 from cancel_flow.emails.kinds import UNSUBSCRIBABLE
 from cancel_flow.errors import InvalidLink
+from cancel_flow.i18n import N_
 
 SALT = "cancel-flow.unsubscribe"
 
@@ -28,5 +29,5 @@ def read_unsubscribe(secret_key: str, token: str) -> UnsubscribeLink:
         except (BadSignature, UnicodeError, ValueError):
             payload = None
     if not isinstance(payload, dict) or not isinstance(payload.get("c"), str) or payload.get("k") not in UNSUBSCRIBABLE:
-        raise InvalidLink("Check that the whole link was copied from the email.")
+        raise InvalidLink(N_("Check that the whole link was copied from the email."))
     return UnsubscribeLink(payload["c"], payload["k"])

@@ -31,7 +31,7 @@ def price_words(unit_amount: int, quantity: int, currency: str, interval: str, i
                 language: str = LANGUAGE) -> str:
     """"$49.00/month", in the wording function's words for a plan of that price."""
     plan = billing.Plan(currency, (billing.Line(unit_amount, quantity),), interval, interval_count, None, None)
-    return format_money(plan.amount, currency, language) + billing._per_words(plan, language)
+    return billing.each_payment(format_money(plan.amount, currency, language), interval, interval_count, language)
 
 
 def keep_discounts(sub: dict) -> tuple:

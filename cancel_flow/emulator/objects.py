@@ -72,7 +72,8 @@ def customer(now: int, params: dict) -> dict:
             "footer": None, "rendering_options": None,
         },
         "livemode": False, "metadata": dict(params.get("metadata") or {}), "name": params.get("name"),
-        "next_invoice_sequence": 1, "phone": params.get("phone"), "preferred_locales": [],
+        "next_invoice_sequence": 1, "phone": params.get("phone"),
+        "preferred_locales": list(params.get("preferred_locales") or []),
         "shipping": None, "tax_exempt": "none", "test_clock": params.get("test_clock"), "customer_account": None,
     }
 

@@ -41,9 +41,10 @@ a{color:#533afd}:focus-visible{outline:3px solid #0969da;outline-offset:2px}
 """
 
 
-def _page(title: str, body: str, status: int = 200, business: str = "", notice: str = "") -> HTMLResponse:
-    """A hosted portal page in the shape of Stripe's: the business on one side, the task on the other."""
-    return HTMLResponse(f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+def _page(title: str, body: str, status: int = 200, business: str = "", notice: str = "", lang: str = "en") -> HTMLResponse:
+    """A hosted portal page in the shape of Stripe's: the business on one side, the task on the other; `lang`:
+    the language Stripe would show it in (the emulator's words stay English)."""
+    return HTMLResponse(f"""<!doctype html><html lang="{escape(lang)}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)} · Stripe test portal</title>
 <style>{_STYLE}</style></head>
 <body><header><p class="test">Test mode · local Stripe emulator</p></header><div class="shell">
@@ -60,6 +61,19 @@ def _session(request: Request):
     account = request.app.state.emulator.account
     session_id = account.portal_secrets.get(request.path_params["secret"])
     return account, (account.portal_sessions[session_id] if session_id else None)
+
+
+def _language(account, session: dict, request: Request) -> str:
+    """The portal's language: the session's `locale`, else ("auto" or none) the customer's `preferred_locales`, else
+    the browser's (https://docs.stripe.com/api/customer_portal/sessions/create#create_portal_session-locale: "If blank
+    or auto, the customer's preferred_locales or browser's locale is used")."""
+    if session.get("locale") and session["locale"] != "auto":
+        return session["locale"]
+    preferred = (account.customers.get(session["customer"]) or {}).get("preferred_locales") or []
+    if preferred:
+        return preferred[0]
+    browser = request.headers.get("accept-language", "").split(",")[0].split(";")[0].strip()
+    return browser if browser and browser != "*" and len(browser) < 36 else "en"
 
 
 def _describe(account, sub: dict) -> str:
@@ -119,22 +133,23 @@ async def show(request: Request) -> Response:
         secret = request.path_params["secret"]
         config = account.portal_configurations[session["configuration"]]
         business = _business(account, session)
+        lang = _language(account, session, request)
         notice = ('<p class="notice" role="status">Your payment method has been updated.</p>'
                   if request.query_params.get("updated") == "payment_method" else "")
         if flow.get("type") == "subscription_cancel":
             sub = account.subscriptions[flow["subscription_cancel"]["subscription"]]
             if sub["status"] == "canceled" or sub["cancel_at"]:
-                return _page("Subscription canceled", _describe(account, sub) + back, business=business)
+                return _page("Subscription canceled", _describe(account, sub) + back, business=business, lang=lang)
             return _page("Cancel your subscription", _describe(account, sub) + _cancel_form(secret, sub, config) + back,
-                         business=business)
+                         business=business, lang=lang)
         if flow.get("type") == "payment_method_update":
             return _page("Update payment method", "<h2>Current card</h2>" + _current_card(account, session["customer"])
-                         + _payment_form(secret) + back, business=business, notice=notice)
+                         + _payment_form(secret) + back, business=business, notice=notice, lang=lang)
         subs = [s for s in account.subscriptions.values() if s["customer"] == session["customer"] and s["status"] != "canceled"]
         body = "".join(_describe(account, s) + (_cancel_form(secret, s, config) if config["features"]["subscription_cancel"]["enabled"] and not s["cancel_at"] else "") for s in subs)
         return _page("Your account", "<h2>Current subscription</h2>" + (body or "<p>No current subscriptions.</p>")
                      + "<h2>Payment method</h2>" + _current_card(account, session["customer"]) + _payment_form(secret) + back,
-                     business=business, notice=notice)
+                     business=business, notice=notice, lang=lang)
 
 
 def _cancel_form(secret: str, sub: dict, config: dict) -> str:

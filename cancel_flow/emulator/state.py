@@ -211,6 +211,9 @@ class Account(Invoicing, TestClocks, Checkout, Refunds):
             cust["address"] = build.address({**(cust["address"] or {}), **params["address"]}) if params["address"] else None
         if "metadata" in params:
             cust["metadata"] = _merge_metadata(cust["metadata"], params["metadata"])
+        if "preferred_locales" in params:
+            # https://docs.stripe.com/api/customers/update#update_customer-preferred_locales ("" clears the list)
+            cust["preferred_locales"] = list(params["preferred_locales"] or [])
         if "invoice_settings" in params and "default_payment_method" in (params["invoice_settings"] or {}):
             pm = params["invoice_settings"]["default_payment_method"]
             cust["invoice_settings"]["default_payment_method"] = (

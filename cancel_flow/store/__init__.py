@@ -334,8 +334,8 @@ class Store:
         self._update(session_id, [sessions.c.claimed_offer == offer_id, sessions.c.outcome == "open"],
                      claimed_offer=None, claimed_at=None, offer_kind=None, discount_percent=None,
                      discount_months=None, discount_payments=None, pause_payments=None, pause_resumes_at=None,
-                     coupon_id=None, switch_price=None, free_months=None, promise=None, offer_cost=None, schedule=None,
-                     next_payment_at=None, offer_ends_at=None)
+                     coupon_id=None, switch_price=None, free_months=None, promise=None, promise_texts=None, offer_cost=None,
+                     schedule=None, next_payment_at=None, offer_ends_at=None)
 
     def record_saved(self, session_id: int, subscription_id: str, outcome: str, offer_id: str, terms: dict,
                      snapshot: str | None = None) -> bool:

@@ -20,7 +20,8 @@ from starlette.types import Scope
 
 from cancel_flow.cancel_service import REUSE_SECONDS, CancelService
 from cancel_flow.compliance_service import ComplianceService
-from cancel_flow.errors import CancelFlowError
+from cancel_flow.errors import CancelFlowError, InvalidLink
+from cancel_flow.i18n import DEFAULT, N_, gettext
 from cancel_flow.links import LinkSigner
 from cancel_flow.logs import log_event
 from cancel_flow.mailer import Mailer
@@ -51,7 +52,7 @@ from cancel_flow.winback_service import WinbackService
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
 from cancel_flow.web.coach_auth import FAILURE_WINDOW
 from cancel_flow.web.middleware import REQUEST_ID, BodySizeLimit, RequestEdge
-from cancel_flow.web.pages import csrf_token, render
+from cancel_flow.web.pages import csrf_token, is_coach_page, page_language, render
 
 STATIC = Path(__file__).resolve().parents[2] / "static"
 if not STATIC.is_dir():
@@ -73,9 +74,19 @@ def without_heading(title: str, message: str) -> str:
     return rest.strip() if _words(first) == _words(title) else message
 
 
-def _error_page(request: Request, status: int, title: str, message: str) -> Response:
+def _error_page(request: Request, status: int, title: str, message: str, error: CancelFlowError | None = None,
+                **values) -> Response:
+    """The error as JSON for the API, else as a page: a client's in their language (`title` and `message` are
+    catalog messages, `values` fill the message in), the coach's in English."""
     if _wants_json(request):
+        message = message % values if values else message
         return JSONResponse({"error": {"code": title.lower().replace(" ", "_"), "message": message}}, status_code=status)
+    invalid_link = title == InvalidLink.title
+    language = DEFAULT if is_coach_page(request) else page_language(request)
+    if error is not None:
+        title, message = error.title_in(language), error.message_in(language)
+    else:
+        title, message = gettext(language, title), gettext(language, message, **values)
     message = without_heading(title, message)
     token = request.path_params.get("token") if request.path_params else None
     cancel_action = f"/cancel/{token}/cancel" if token and status in (409, 503) else None
@@ -88,7 +99,7 @@ def _error_page(request: Request, status: int, title: str, message: str) -> Resp
             cancel_action = None
         else:
             withdraw_url = _withdraw_url(request, link.nonce)
-    return render(request, "error.html", status, status=status, title=title, message=message,
+    return render(request, "error.html", status, status=status, title=title, message=message, invalid_link=invalid_link,
                   cancel_action=cancel_action, csrf=csrf, withdraw_url=withdraw_url, **_try_again(request, status, token))
 
 
@@ -120,27 +131,29 @@ def _try_again(request: Request, status: int, token: str | None) -> dict:
 
 
 async def on_domain_error(request: Request, error: CancelFlowError) -> Response:
-    return _error_page(request, error.status_code, error.title, error.message)
+    return _error_page(request, error.status_code, error.title, error.message, error)
+
+
+HTTP_TITLES = {404: N_("Page not found"), 405: N_("Not allowed"), 413: N_("That was too large")}
 
 
 async def on_http_error(request: Request, error: HTTPException) -> Response:
-    titles = {404: "Page not found", 405: "Not allowed", 413: "That was too large"}
-    return _error_page(request, error.status_code, titles.get(error.status_code, "Something went wrong"),
-                       error.detail if error.status_code not in (404, 405) else "There is nothing here.")
+    return _error_page(request, error.status_code, HTTP_TITLES.get(error.status_code, N_("Something went wrong")),
+                       error.detail if error.status_code not in (404, 405) else N_("There is nothing here."))
 
 
 async def on_database_error(request: Request, error: SQLAlchemyError) -> Response:
     log_event("database.failed", level=40, request_id=request.scope.get(REQUEST_ID), error=type(error).__name__,
               path_template=getattr(request.scope.get("route"), "path", None))
-    return _error_page(request, 503, "We couldn't do that just now",
-                       "Our records are unavailable for a moment. Please try again shortly.")
+    return _error_page(request, 503, N_("We couldn't do that just now"),
+                       N_("Our records are unavailable for a moment. Please try again shortly."))
 
 
 async def unexpected_error_page(scope: Scope, request_id: str) -> Response:
     """What an unexpected exception shows (RequestEdge has logged it): the reference to quote."""
-    response = _error_page(Request(scope), 500, "Something went wrong",
-                           f"Nothing was changed. Please try again in a moment. If it keeps happening, "
-                           f"tell us this reference: {request_id}.")
+    response = _error_page(Request(scope), 500, N_("Something went wrong"),
+                           N_("Nothing was changed. Please try again in a moment. If it keeps happening, tell us this "
+                              "reference: %(reference)s."), reference=request_id)
     return response  # RequestEdge adds the X-Request-ID header
 
 

@@ -88,7 +88,8 @@ async def attention_page(request: Request) -> Response:
     return render(request, "attention.html", coach=coach, csrf=csrf_token(settings.secret_key, f"coach|{coach.session_key}"),
                   found=found, kinds=KINDS, titles=TITLES, empty=EMPTY, links=lambda row: _links(request, row),
                   dunning=lambda row: dunning_step(row, schedule), outcome_labels=OUTCOME_LABELS,
-                  describe=describe, local=local_clock(settings.timezone), zone=settings.timezone,
+                  describe=lambda row: describe(row, settings.locale), local=local_clock(settings.timezone, settings.locale),
+                  zone=settings.timezone,
                   until=found.now + HORIZON, handled=request.query_params.get("handled"))
 
 
@@ -127,14 +128,14 @@ async def attention_api(request: Request) -> AttentionAnswer:
         **{kind: [_answer_row(request, row, schedule) for row in getattr(found, kind)] for kind in KINDS}})
 
 
-def describe(row: Row) -> str:
+def describe(row: Row, locale: str = "en") -> str:
     """The plan and price as the page shows them."""
     if not row.plan:
         return "–"
     if row.amount is None or not row.currency or not row.interval:
         return row.plan
     per = row.interval if row.interval_count == 1 else f"{row.interval_count} {row.interval}s"
-    return f"{row.plan} · {format_money(row.amount, row.currency)}/{per}"
+    return f"{row.plan} · {format_money(row.amount, row.currency, locale)}/{per}"
 
 
 routes = [

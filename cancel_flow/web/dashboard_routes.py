@@ -6,6 +6,7 @@ from datetime import date, timedelta
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+from babel.dates import format_date, format_time
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
@@ -14,7 +15,7 @@ from starlette.routing import Route
 from cancel_flow.clock import as_utc, utc_now
 from cancel_flow.errors import BadRequest
 from cancel_flow.models import OUTCOMES
-from cancel_flow.money import format_money, minor_unit_divisor
+from cancel_flow.money import cldr_locale, format_money, minor_unit_divisor
 from cancel_flow.reasons import REASONS
 from cancel_flow.spreadsheet import safe_cell
 from cancel_flow.store.attention import attention
@@ -159,8 +160,9 @@ async def logout(request: Request) -> Response:
     return response
 
 
-def _money_list(pairs) -> str:
-    return ", ".join(format_money(amount, currency) for currency, amount in pairs) or format_money(0, "usd")
+def _money_list(pairs, locale: str = "en") -> str:
+    """Amounts per currency in the coach's locale (CANCEL_FLOW_LOCALE)."""
+    return ", ".join(format_money(amount, currency, locale) for currency, amount in pairs) or format_money(0, "usd", locale)
 
 
 def _change(now, before, kind: str) -> dict | None:
@@ -196,11 +198,19 @@ def stripe_customer_url(api_key: str | None, customer_id: str) -> str:
     return f"https://dashboard.stripe.com/{'test/' if test else ''}customers/{customer_id}"
 
 
-def local_clock(zone_name: str):
+def local_clock(zone_name: str, locale: str = "en"):
+    """A moment in the coach's time zone, "07 Dec 2026, 14:05" (a `pattern` of strftime's); in another locale
+    (CANCEL_FLOW_LOCALE) that locale's medium date, and its time when the pattern has one."""
     zone = ZoneInfo(zone_name)
 
     def local(moment, pattern: str = "%d %b %Y, %H:%M") -> str:
-        return as_utc(moment).astimezone(zone).strftime(pattern) if moment else ""
+        if not moment:
+            return ""
+        moment = as_utc(moment).astimezone(zone)
+        if locale == "en":
+            return moment.strftime(pattern)
+        day = format_date(moment, "medium", locale=cldr_locale(locale))
+        return f"{day}, {format_time(moment, 'HH:mm', locale=cldr_locale(locale))}" if "%H" in pattern else day
     return local
 
 
@@ -238,7 +248,7 @@ def _offers_ever(request: Request) -> dict:
     return request.app.state.config.offer_history()
 
 
-def payback(offer_cost: list[tuple[str, int]], mrr_saved: list[tuple[str, int]]) -> list[str]:
+def payback(offer_cost: list[tuple[str, int]], mrr_saved: list[tuple[str, int]], locale: str = "en") -> list[str]:
     """The offers' cost on the footing of the MRR saved: how many months of it the cost is, per currency."""
     monthly = dict(mrr_saved)
     words = []
@@ -247,7 +257,7 @@ def payback(offer_cost: list[tuple[str, int]], mrr_saved: list[tuple[str, int]])
         if not mrr:
             continue
         months = cost / mrr
-        amount = format_money(cost, currency)
+        amount = format_money(cost, currency, locale)
         if months < 0.95:
             words.append(f"{amount} is less than one month of the MRR saved")
         else:
@@ -332,9 +342,11 @@ async def _overview(request: Request, filters: Filters) -> dict:
     }
     if recovered:
         changes["recovered"] = _change(recovered.get("count"), recovered.get("previous_count"), "count")
+    locale = request.app.state.settings.locale
     return dict(stats=stats, changes=changes, recovered=recovered, attention=needing,
-                mrr_saved=_money_list(stats.mrr_saved), discount_cost=_money_list(stats.discount_cost),
-                offer_cost=_money_list(stats.offer_cost), payback=payback(stats.offer_cost, stats.mrr_saved),
+                mrr_saved=_money_list(stats.mrr_saved, locale), discount_cost=_money_list(stats.discount_cost, locale),
+                offer_cost=_money_list(stats.offer_cost, locale),
+                payback=payback(stats.offer_cost, stats.mrr_saved, locale),
                 top_reasons=stats.reasons[:3], reasons_size=charts.reasons_size)
 
 
@@ -346,16 +358,17 @@ async def _sessions(request: Request, filters: Filters) -> dict:
     pages = max(1, -(-total // PAGE_SIZE))
     return dict(stats=stats, recent=recent, total=total, pages=pages, page_links=_pages(filters.page, pages),
                 outcome_labels=OUTCOME_LABELS, outcome_hints=OUTCOME_HINTS, offer_titles=await _offer_titles(request),
-                local=local_clock(settings.timezone),
+                local=local_clock(settings.timezone, settings.locale),
                 customer_url=lambda customer: stripe_customer_url(settings.stripe_api_key, customer))
 
 
 async def _offers(request: Request, filters: Filters) -> dict:
     stats = await _stats(request, filters)
+    locale = request.app.state.settings.locale
     return dict(stats=stats, kind_labels=KIND_LABELS, offer_titles=await _offer_titles(request),
-                kept=kept_against_cost(stats.offer_kinds), mrr_saved=_money_list(stats.mrr_saved),
-                discount_cost=_money_list(stats.discount_cost), offer_cost=_money_list(stats.offer_cost),
-                payback=payback(stats.offer_cost, stats.mrr_saved))
+                kept=kept_against_cost(stats.offer_kinds), mrr_saved=_money_list(stats.mrr_saved, locale),
+                discount_cost=_money_list(stats.discount_cost, locale), offer_cost=_money_list(stats.offer_cost, locale),
+                payback=payback(stats.offer_cost, stats.mrr_saved, locale))
 
 
 async def _reasons(request: Request, filters: Filters) -> dict:

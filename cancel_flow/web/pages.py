@@ -4,38 +4,38 @@ import hashlib
 import hmac
 import secrets
 from pathlib import Path
+from urllib.parse import urlencode
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from cancel_flow.billing import per_period
+from cancel_flow.emails.compose import TEMPLATES as EMAIL_TEMPLATES
 from cancel_flow.errors import BadRequest
+from cancel_flow.i18n import DEFAULT, LANGUAGES, N_, PerLanguage, choose, gettext, html_lang
 from cancel_flow.i18n import install as install_translations
-from cancel_flow.money import format_day, format_money, interval_words
+from cancel_flow.links import LONGEST_MAX_AGE
+from cancel_flow.money import format_day, format_money, format_number, format_percent_off, interval_words
 from cancel_flow.reasons import REASONS
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_FIELD = 10_000
-
-# Templates ship with the package and don't change while it runs: no file checks per render.
-environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
-                          trim_blocks=True, lstrip_blocks=True, auto_reload=False)
-install_translations(environment)
-environment.filters["money"] = lambda amount, currency: format_money(amount, currency)
-environment.filters["day"] = format_day
-environment.globals["interval_words"] = interval_words
-environment.globals["REASONS"] = REASONS
+# The language a client picked with the page's switch: `?lang=` once, then this cookie, scoped to the link's
+# path (/cancel/<token>), so the choice holds for that link only and every step of it.
+LANGUAGE_COOKIE = "cf_lang"
+# The coach's pages: English words, money and dates in the coach's locale (CANCEL_FLOW_LOCALE).
+COACH_PATHS = ("/dashboard",)
 # The coach's pages, in the navigation's order (the one place to add an entry); each coach sees those their role
 # may open (cancel_flow/web/access.py).
-environment.globals["NAVIGATION"] = (("/dashboard", "Retention"), ("/dashboard/attention", "Needs attention"),
-                                     ("/dashboard/experiments", "Experiments"), ("/dashboard/deliveries", "Webhooks and alerts"),
-                                     ("/dashboard/compliance", "Compliance"), ("/dashboard/settings", "Settings"),
-                                     ("/dashboard/preview", "Preview"), ("/dashboard/integrations", "Links and integrations"),
-                                     ("/dashboard/team", "Team"), ("/dashboard/stripe", "Stripe"), ("/dashboard/audit", "Audit log"))
+NAVIGATION = (("/dashboard", "Retention"), ("/dashboard/attention", "Needs attention"),
+              ("/dashboard/experiments", "Experiments"), ("/dashboard/deliveries", "Webhooks and alerts"),
+              ("/dashboard/compliance", "Compliance"), ("/dashboard/settings", "Settings"),
+              ("/dashboard/preview", "Preview"), ("/dashboard/integrations", "Links and integrations"),
+              ("/dashboard/team", "Team"), ("/dashboard/stripe", "Stripe"), ("/dashboard/audit", "Audit log"))
 # The retention dashboard's tabs (the "Retention" entry), each keeping the range and filters.
 DASHBOARD_TABS = (("/dashboard", "Overview"), ("/dashboard/sessions", "Sessions"), ("/dashboard/offers", "Offers"),
                   ("/dashboard/reasons", "Reasons"), ("/dashboard/payments", "Payments and emails"))
-environment.globals["DASHBOARD_TABS"] = DASHBOARD_TABS
 
 
 def _may_open(coach, path: str, method: str = "GET") -> bool:
@@ -45,14 +45,94 @@ def _may_open(coach, path: str, method: str = "GET") -> bool:
     return may_open(getattr(coach, "role", None), path, method)
 
 
-environment.globals["may_open"] = _may_open
+def _make_environment(language: str) -> Environment:
+    """The pages' environment in `language`. Templates ship with the package and don't change while it runs:
+    no file checks per render. Money and dates follow the page's `formats` (the client's language, or the
+    coach's locale on the dashboard)."""
+    made = Environment(loader=FileSystemLoader([TEMPLATES, EMAIL_TEMPLATES]), autoescape=select_autoescape(["html"]),
+                       trim_blocks=True, lstrip_blocks=True, auto_reload=False)
+    install_translations(made, language)
+    made.filters["money"] = pass_context(lambda context, amount, currency:
+                                         format_money(amount, currency, context.get("formats", language)))
+    made.filters["day"] = pass_context(lambda context, moment: format_day(moment, context.get("formats", language)))
+    made.filters["number"] = pass_context(lambda context, value: format_number(value, context.get("formats", language)))
+    made.filters["percent_off"] = pass_context(lambda context, value:
+                                               format_percent_off(value, context.get("formats", language)))
+    made.globals["interval_words"] = interval_words
+    made.globals["per_period"] = lambda amount, interval, count: per_period(amount, interval, count, language)
+    made.globals["REASONS"] = REASONS
+    made.globals["reason_words"] = {code: gettext(language, words) for code, words in REASONS.items()}
+    made.globals["NAVIGATION"] = NAVIGATION
+    made.globals["DASHBOARD_TABS"] = DASHBOARD_TABS
+    made.globals["may_open"] = _may_open
+    return made
+
+
+ENVIRONMENTS = PerLanguage(_make_environment)
+environment = ENVIRONMENTS[DEFAULT]  # English: the coach's pages (and the words as written)
+
+
+def picked_language(request: Request) -> str | None:
+    """The language the client picked with the switch: `?lang=` now, else the link's cookie."""
+    if b"lang=" in request.scope.get("query_string", b""):
+        asked = request.query_params.get("lang")
+        if asked in LANGUAGES:
+            return asked
+    kept = request.cookies.get(LANGUAGE_COOKIE) if request.headers.get("cookie") else None
+    return kept if kept in LANGUAGES else None
+
+
+def page_language(request: Request, brand=None) -> str:
+    """The language a client's page is served in: the switch, the Stripe customer's `preferred_locales` (which
+    the route puts in `request.state` when it has read them), the browser, the brand's `default_locale`."""
+    brand = brand or request.app.state.config.current().brand
+    return choose(picked=picked_language(request), preferred_locales=getattr(request.state, "preferred_locales", ()),
+                  accept_language=request.headers.get("accept-language"), default=brand.default_locale)
+
+
+def is_coach_page(request: Request) -> bool:
+    return request.scope["path"].startswith(COACH_PATHS)
+
+
+def _switch_links(request: Request, language: str) -> list[tuple[str, str, str, bool]]:
+    """The language switch: (name in itself, BCP 47 tag, address, current?) per language. A page answering a
+    form links to the page the link opens on (its address only takes the form)."""
+    path, reading = request.scope["path"], request.scope["method"] in ("GET", "HEAD")
+    if not reading and path.startswith("/cancel/"):
+        path = "/".join(path.split("/")[:3])
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"] \
+        if reading and request.scope.get("query_string") else ()
+    prefix = f"{path}?{urlencode(kept)}&lang=" if kept else f"{path}?lang="
+    return [(name, code.replace("_", "-"), prefix + code, code == language) for code, name in LANGUAGES.items()]
+
+
 
 
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
+    """A page: the coach's in English (money and dates in CANCEL_FLOW_LOCALE), a client's in their language,
+    with `<html lang>` and the language switch (`language_switch=False` leaves the switch out)."""
     state = request.app.state
-    html = environment.get_template(template).render(brand=state.config.current().brand, return_url=state.settings.return_url,
-                                                     request_path=request.scope["path"], **context)
-    return HTMLResponse(html, status_code=status_code)
+    brand = state.config.current().brand
+    if is_coach_page(request):
+        language, formats, switch = DEFAULT, state.settings.locale, None
+    else:
+        language = page_language(request, brand)
+        formats = language
+        switch = _switch_links(request, language) if context.pop("language_switch", True) else None
+    html = ENVIRONMENTS[language].get_template(template).render(
+        brand=brand, return_url=state.settings.return_url, request_path=request.scope["path"], language=language,
+        html_lang=html_lang(language), formats=formats, language_switch=switch, picked=picked_language(request),
+        **context)
+    response = HTMLResponse(html, status_code=status_code)
+    if switch is not None:  # a client's page: its language comes from these (a shared cache keeps one per language)
+        response.headers["Vary"] = "Accept-Language, Cookie"
+    token = (request.path_params or {}).get("token")
+    if switch and token and request.scope["path"].startswith("/cancel/") and b"lang=" in request.scope.get("query_string", b""):
+        picked = request.query_params.get("lang")
+        if picked in LANGUAGES:
+            response.set_cookie(LANGUAGE_COOKIE, picked, max_age=LONGEST_MAX_AGE, path=f"/cancel/{token}",
+                                httponly=True, samesite="lax", secure=state.settings.is_https)
+    return response
 
 
 def csrf_token(secret_key: str, scope: str) -> str:
@@ -66,17 +146,17 @@ async def read_form(request: Request, expected_csrf: str | None, max_fields: int
     try:
         form = await request.form(max_files=max_files, max_fields=max_fields, max_part_size=MAX_FORM_FIELD)
     except Exception:
-        raise BadRequest("We couldn't read that form. Please go back and try again.") from None
+        raise BadRequest(N_("We couldn't read that form. Please go back and try again.")) from None
     fields = {}
     for key, value in form.multi_items():
         if not isinstance(value, str) and not max_files:
-            raise BadRequest("This form doesn't take files.")
+            raise BadRequest(N_("This form doesn't take files."))
         fields.setdefault(key, value)
     sent = fields.get("csrf_token", "")
     if not isinstance(sent, str) or not expected_csrf or \
             not hmac.compare_digest(sent.encode("utf-8", "replace"), expected_csrf.encode()):
-        raise BadRequest("This form has expired or was not sent from this page. Please go back, reload and try again.",
-                         title="Please try again")
+        raise BadRequest(N_("This form has expired or was not sent from this page. Please go back, reload and try again."),
+                         title=N_("Please try again"))
     return fields
 
 

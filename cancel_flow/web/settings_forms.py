@@ -12,6 +12,7 @@ from datetime import date
 from cancel_flow.config.schema import DEFAULT_ALERT_EVENTS, TERMS
 from cancel_flow.config.validate import EMAIL_INTERVALS
 from cancel_flow.hooks import EVENTS
+from cancel_flow.i18n import DEFAULT, LANGUAGES
 from cancel_flow.reasons import REASONS
 from cancel_flow.targeting import INTERVALS
 
@@ -76,12 +77,14 @@ def field_tail(field: str, section: str, key: str | None = None) -> str | None:
 
 # brand -------------------------------------------------------------------------------------------
 
-BRAND_FIELDS = ("name", "color", "support_email")
+BRAND_FIELDS = ("name", "color", "support_email", "default_locale")
 
 
 def brand_values(document: dict) -> dict:
     brand = document.get("brand") or {}
-    return {name: shown(brand.get(name)) for name in BRAND_FIELDS}
+    values = {name: shown(brand.get(name)) for name in BRAND_FIELDS}
+    values["default_locale"] = values["default_locale"] or DEFAULT
+    return values
 
 
 def apply_brand(document: dict, fields: dict) -> dict:
@@ -90,6 +93,8 @@ def apply_brand(document: dict, fields: dict) -> dict:
         value = field_text(fields, name)
         if name == "color" and field_text(fields, "use_color"):
             value = field_text(fields, "use_color")  # "Use this colour" on the contrast message
+        if name == "default_locale" and value == DEFAULT and name not in brand:
+            continue  # the default, as it was: the document stays as written
         if value:
             brand[name] = value
         else:
@@ -164,7 +169,31 @@ def offer_values(offer: dict) -> dict:
         values[f"when_{name}"] = shown(when.get(name))
     metadata = when.get("metadata")
     values["when_metadata"] = "\n".join(f"{k} = {v}" for k, v in metadata.items()) if isinstance(metadata, dict) else ""
+    texts = offer.get("text") if isinstance(offer.get("text"), dict) else {}
+    for language, table in texts.items():
+        if isinstance(table, dict):
+            for part in TEXT_PARTS:
+                values[f"text_{language}_{part}"] = shown(table.get(part))
     return values
+
+
+TEXT_PARTS = ("title", "description")
+
+
+def _texts(fields: dict, original: dict | None) -> dict:
+    """`[offer.text.<language>]` from the form's translation fields; a language the form didn't show keeps
+    what it had."""
+    texts = dict((original or {}).get("text") or {}) if isinstance((original or {}).get("text"), dict) else {}
+    for language in LANGUAGES:
+        if not any(f"text_{language}_{part}" in fields for part in TEXT_PARTS):
+            continue
+        table = {part: field_text(fields, f"text_{language}_{part}") for part in TEXT_PARTS}
+        table = {part: value for part, value in table.items() if value}
+        if table:
+            texts[language] = table
+        else:
+            texts.pop(language, None)
+    return texts
 
 
 def _metadata(text: str):
@@ -182,7 +211,7 @@ def _metadata(text: str):
     return pairs
 
 
-OFFER_FORM_KEYS = {"id", "kind", "title", "description", "reasons", "when", "enabled"} | {
+OFFER_FORM_KEYS = {"id", "kind", "title", "description", "reasons", "when", "enabled", "text"} | {
     term for terms in TERMS.values() for term in terms}
 
 
@@ -218,6 +247,9 @@ def offer_from_form(fields: dict, offer_id: str, kind: str, original: dict | Non
         offer["when"] = when
     if not _checked(fields, "enabled"):
         offer["enabled"] = False
+    texts = _texts(fields, original)
+    if texts:
+        offer["text"] = texts
     for key, value in (original or {}).items():
         if key not in OFFER_FORM_KEYS:
             offer[key] = value
@@ -234,6 +266,8 @@ def offer_input(field: str, offer_id: str, position: int) -> str | None:
         if len(parts) == 1:
             return "when"
         return "when_interval" if parts[1] == "interval" else f"when_{parts[1]}"
+    if parts[0] == "text" and len(parts) == 3 and parts[1] in LANGUAGES and parts[2] in TEXT_PARTS:
+        return f"text_{parts[1]}_{parts[2]}"
     return parts[0]
 
 

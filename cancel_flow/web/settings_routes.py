@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
+from babel import Locale
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -29,6 +30,9 @@ from cancel_flow.errors import BadRequest, Forbidden, InvalidConfig, NotFound
 from cancel_flow.experiments import is_running
 from cancel_flow.flow import offer_promise
 from cancel_flow.hooks import EVENTS
+from cancel_flow.i18n import DEFAULT, LANGUAGES, gettext
+from cancel_flow.money import format_percent_off
+from cancel_flow.stripe_billing import Failure
 from cancel_flow.outbox import queue
 from cancel_flow.store.config_versions import StaleVersion
 from cancel_flow.store.logos import MAX_LOGO_BYTES, LogoRefused
@@ -164,7 +168,7 @@ async def overview(request: Request) -> Response:
         return to_login()
     live = request.app.state.config
     config = live.current()
-    local = local_clock(request.app.state.settings.timezone)
+    local = local_clock(request.app.state.settings.timezone, request.app.state.settings.locale)
     today = utc_now().date()
     return _page(request, "settings_index.html", coach, config=config, origin=live.origin, origins=ORIGINS,
                  local=local, zone=request.app.state.settings.timezone,
@@ -176,7 +180,17 @@ async def overview(request: Request) -> Response:
 
 def _brand_input(field: str) -> str | None:
     tail = forms.field_tail(field, "brand")
-    return tail if tail in ("name", "color", "support_email", "logo") else None
+    return tail if tail in ("name", "color", "support_email", "logo", "default_locale") else None
+
+
+def language_names() -> dict[str, str]:
+    """The shipped languages, named in English for the coach's pages ("pt_BR": "Portuguese (Brazil)")."""
+    return {code: Locale.parse(code).get_display_name("en") for code in LANGUAGES}
+
+
+def other_languages(config: Configuration) -> list[str]:
+    """The languages an offer can be translated into: every shipped one but the one its own words are in."""
+    return [code for code in LANGUAGES if code != config.brand.default_locale]
 
 
 async def _brand_page(request: Request, coach: SignedInCoach, *, values: dict | None = None,
@@ -192,7 +206,7 @@ async def _brand_page(request: Request, coach: SignedInCoach, *, values: dict | 
     return _page(request, "settings_brand.html", coach, refusal.status if refusal else 200, values=values,
                  refusal=refusal, errors=refusal.inputs if refusal else {}, base_version=base_version or saved.version,
                  suggestion=suggestion, brand_now=brand, logo_setting=logo, uploaded=bool(logo and logo.startswith(UPLOAD_PREFIX)),
-                 max_logo_kb=MAX_LOGO_BYTES // 1024)
+                 max_logo_kb=MAX_LOGO_BYTES // 1024, language_names=language_names())
 
 
 async def brand_page(request: Request) -> Response:
@@ -296,7 +310,7 @@ async def _offers_page(request: Request, coach: SignedInCoach, *, refusal: Refus
                  refusal=refusal, errors=refusal.inputs if refusal else {}, base_version=base_version or saved.version,
                  counts=counts, days=OFFER_COUNT_DAYS, kind_labels=KIND_LABELS, terms=offer_terms,
                  conditions=conditions_words, rules=rules_values or forms.rules_values(saved.document),
-                 kinds=list(TERMS))
+                 kinds=list(TERMS), other_languages=other_languages(config), language_names=language_names())
 
 
 async def offers_page(request: Request) -> Response:
@@ -405,7 +419,10 @@ async def _offer_form(request: Request, coach: SignedInCoach, *, offer_id: str |
                       position: int, refusal: Refusal | None = None, base_version: int | None = None,
                       preview_of=None, subject: Subject | None = None) -> Response:
     saved = await _live_document(request)
+    config = request.app.state.config.current()
     return _page(request, "settings_offer.html", coach, refusal.status if refusal else 200, offer_id=offer_id,
+                 other_languages=other_languages(config), language_names=language_names(),
+                 default_language=config.brand.default_locale,
                  kind=kind, kind_labels=KIND_LABELS, values=values, refusal=refusal,
                  errors=refusal.inputs if refusal else {}, base_version=base_version or saved.version,
                  hints=OFFER_HINTS, terms=sorted(TERMS[kind]), intervals=INTERVALS, position=position,
@@ -560,31 +577,35 @@ async def end_experiment(request: Request) -> Response:
 
 # emails ------------------------------------------------------------------------------------------
 
-def sample_emails(config: Configuration, base_url: str, timezone: str) -> dict[str, compose.Rendered]:
-    """Each billing email as a sample client would get it now, with the brand (the compose functions' words)."""
+def sample_emails(config: Configuration, base_url: str, timezone: str, language: str = DEFAULT) -> dict[str, compose.Rendered]:
+    """Each billing email as a sample client would get it now, with the brand (the compose functions' words), in
+    `language`."""
     style = compose.Style(brand=config.brand, base_url=base_url, timezone=timezone)
     now = utc_now()
     facts = sample_facts(Subject(), now)
-    who = {"to": "casey@example.com", "name": "Casey Client"}
+    who = {"to": "casey@example.com", "name": "Casey Client", "language": language}
     plan, link = "Coaching Plan", f"{base_url}/"
     promise = next((p for offer in config.offers if offer.enabled and offer.kind in ("discount", "pause", "free_period")
-                    for p in [offer_promise(offer, facts, now)] if p is not None), None) \
-        or offer_promise(_SAMPLE_DISCOUNT, facts, now)
+                    for p in [offer_promise(offer, facts, now, language=language)] if p is not None), None) \
+        or offer_promise(_SAMPLE_DISCOUNT, facts, now, language=language)
+    declined = Failure(code="card_declined", card_brand="visa", card_last4="4242")
     emails = {
         "payment_failed": compose.payment_failed(
             style, **who, step=0, amount=4900, currency="usd", plan=plan, failed_at=now - timedelta(hours=2),
-            card="Visa ending in 4242", reason="the card was declined", update_url=link),
+            card=declined.card_in(language),
+            reason="the card was declined" if language == DEFAULT else declined.words_in(language), update_url=link),
         "renewal_reminder": compose.renewal_reminder(
             style, **who, plan=plan, amount=49000, currency="usd", interval="year", interval_count=1,
             renews_at=now + timedelta(days=config.emails.renewal_reminder_days_before or 30), cancel_url=link,
             unsubscribe_url=link),
         "discount_ending": compose.discount_ending(
-            style, **who, plan=plan, discount="50% off", ends_at=now + timedelta(days=config.emails.discount_ending_days_before or 7),
+            style, **who, plan=plan, discount=gettext(language, "%(off)s off", off=format_percent_off(50, language)),
+            ends_at=now + timedelta(days=config.emails.discount_ending_days_before or 7),
             next_payment_at=now + timedelta(days=(config.emails.discount_ending_days_before or 7) + 1), amount=4900,
             currency="usd", interval="month", interval_count=1, cancel_url=link, unsubscribe_url=link),
         "offer_accepted": compose.offer_accepted(
             style, **who, plan=plan, promise=promise.text,
-            payments=schedule_lines(promise.schedule(), "usd"), billing_url=link, unsubscribe_url=link),
+            payments=schedule_lines(promise.schedule(), "usd", language), billing_url=link, unsubscribe_url=link),
         "cancellation_confirmed": compose.cancellation_confirmed(
             style, **who, plan=plan, access_until=now + timedelta(days=20), keep_url=link, unsubscribe_url=link),
     }
@@ -603,7 +624,7 @@ async def _emails_page(request: Request, coach: SignedInCoach, *, refusal: Refus
     return _page(request, "settings_emails.html", coach, refusal.status if refusal else 200, config=config,
                  refusal=refusal, errors=refusal.inputs if refusal else {}, base_version=base_version or saved.version,
                  values=values or forms.emails_values(saved.document), samples=samples, labels=EMAIL_LABELS,
-                 intervals=EMAIL_INTERVALS)
+                 intervals=EMAIL_INTERVALS, language_names=language_names())
 
 
 async def emails_page(request: Request) -> Response:
@@ -636,7 +657,10 @@ async def email_html(request: Request) -> Response:
     if kind not in EMAIL_LABELS:
         raise NotFound("There is no such email.")
     settings = request.app.state.settings
-    rendered = sample_emails(request.app.state.config.current(), settings.base_url, settings.timezone)[kind]
+    language = request.query_params.get("language") or DEFAULT
+    if language not in LANGUAGES:
+        raise NotFound("There is no such language.")
+    rendered = sample_emails(request.app.state.config.current(), settings.base_url, settings.timezone, language)[kind]
     return Response(rendered.html, media_type="text/html; charset=utf-8", headers={
         "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https: http:; "
                                    "frame-ancestors 'none'", "Cache-Control": "no-store"})
@@ -721,7 +745,7 @@ async def _history_page(request: Request, coach: SignedInCoach, *, message: str 
     shown = versions[(page - 1) * HISTORY_PAGE: page * HISTORY_PAGE]
     return _page(request, "settings_history.html", coach, status, versions=shown, all_versions=versions,
                  live_version=versions[0].version if versions else None, first=first, second=second, changes=changes,
-                 origins=ORIGINS, local=local_clock(request.app.state.settings.timezone),
+                 origins=ORIGINS, local=local_clock(request.app.state.settings.timezone, request.app.state.settings.locale),
                  zone=request.app.state.settings.timezone, page=page, pages=pages, message=message,
                  restored=whole_number(query.get("restored", ""), 1, 2**31 - 1),
                  query=lambda **changes_: urlencode({**{k: v for k, v in query.items()}, **changes_}))

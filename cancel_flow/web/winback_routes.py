@@ -7,10 +7,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from cancel_flow.winback_service import WinbackService
-from cancel_flow.web.pages import csrf_token, read_form, render
-
-# The client's language: English until the languages issue chooses it per request.
-LANGUAGE = "en"
+from cancel_flow.web.pages import csrf_token, page_language, read_form, render
 
 
 def _service(request: Request) -> WinbackService:
@@ -23,9 +20,9 @@ def _secret(request: Request) -> str:
 
 async def keep_page(request: Request) -> Response:
     token = request.path_params["token"]
-    view = await _service(request).keep_view(token, LANGUAGE)
+    view = await _service(request).keep_view(token, page_language(request))
     return render(request, "keep.html", view=view, token=token,
-                  csrf=csrf_token(_secret(request), f"keep|{view.link.nonce}"), language=LANGUAGE)
+                  csrf=csrf_token(_secret(request), f"keep|{view.link.nonce}"))
 
 
 async def keep(request: Request) -> Response:
@@ -42,23 +39,22 @@ def _comeback_csrf(request: Request, view) -> str:
 
 async def comeback_page(request: Request) -> Response:
     token = request.path_params["token"]
-    view = await _service(request).comeback_view(token, language=LANGUAGE)
-    return render(request, "comeback.html", view=view, token=token, csrf=_comeback_csrf(request, view),
-                  language=LANGUAGE)
+    view = await _service(request).comeback_view(token, language=page_language(request))
+    return render(request, "comeback.html", view=view, token=token, csrf=_comeback_csrf(request, view))
 
 
 async def comeback(request: Request) -> Response:
     token = request.path_params["token"]
     link = request.app.state.signer.read_comeback(token)
     await read_form(request, csrf_token(_secret(request), f"comeback|{link.customer}|{link.step}"))
-    url = await _service(request).checkout_url(token, LANGUAGE)
+    url = await _service(request).checkout_url(token, page_language(request))
     return RedirectResponse(url, status_code=303)
 
 
 async def welcome(request: Request) -> Response:
     token = request.path_params["token"]
-    step = await _service(request).welcome(token, request.query_params.get("session_id"), LANGUAGE)
-    return render(request, "comeback_welcome.html", step=step, language=LANGUAGE)
+    step = await _service(request).welcome(token, request.query_params.get("session_id"), page_language(request))
+    return render(request, "comeback_welcome.html", step=step)
 
 
 routes = [
