@@ -295,7 +295,7 @@ def _page_and_reason(url: str, reason: str = "unused") -> str:
 @on_postgres
 def test_fifty_simultaneous_accepts_on_one_link_apply_one_discount(serve, catalogue, signer, stripe_client, store):
     served = serve(workers=2)
-    sub = catalogue.subscription()
+    sub = catalogue.settled_subscription()
     token, _ = signer.cancel_token(sub.customer, sub.id)
     url = f"{served.url}/cancel/{token}"
     csrf = _page_and_reason(url)

@@ -518,6 +518,10 @@ def test_every_winback_page_fits_and_passes_axe(width, browser, live_server, scr
     review("welcome")
     page.goto(url)
     review("comeback-used")
+    context.close()
+
+
+@pytest.mark.parametrize("width", [360, 1280])
 def test_every_compliance_page_fits_and_passes_axe(width, browser, live_server, catalogue, signer, emulator, store,  # noqa: F811
                                                    coach):  # noqa: F811
     import sqlalchemy as sa

@@ -106,7 +106,7 @@ def test_reminders_and_cancellation_emails_end_with_the_stop_link_on_its_own_lin
                                               access_until=day(12, 7), keep_url="https://cancel.example.com/cancel/c3",
                                               unsubscribe_url=None)
     assert text(canceled).endswith(blocks(
-        "Plan:         Peak Coaching Membership\nAccess until: 7 December 2026",
+        "Plan:         Peak Coaching Membership\nTakes effect: 7 December 2026\nUntil then:   Full access, no further payments",
         "Keep my subscription:\nhttps://cancel.example.com/cancel/c3",
         FOOTER))
     ended = compose.cancellation_confirmed(STYLE, to="sam@example.com", name="Sam", plan="Peak Coaching Membership",
@@ -114,7 +114,7 @@ def test_reminders_and_cancellation_emails_end_with_the_stop_link_on_its_own_lin
     assert text(ended) == blocks(
         "Peak Performance Coaching", "Your subscription has ended", "Hi Sam,",
         "Your Peak Coaching Membership subscription has ended, and you won't be charged again.",
-        "Thank you for the time you spent with us.", "Plan: Peak Coaching Membership", FOOTER)
+        "Thank you for the time you spent with us.", "Plan:         Peak Coaching Membership\nTakes effect: At once", FOOTER)
 
 
 def test_the_shared_links_email_reads_one_link_a_block():
