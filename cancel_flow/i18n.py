@@ -108,6 +108,12 @@ def html_lang(language: str) -> str:
     return language.replace("_", "-")
 
 
+def lang_query(language: str, joint: str = "?") -> str:
+    """What a link to one of the client's pages adds so that it opens in `language` (English needs nothing: it is
+    where every choice ends when nothing else is known)."""
+    return "" if language == DEFAULT else f"{joint}lang={language}"
+
+
 def gettext(language: str, message: str, **values) -> str:
     """`message` in `language` (Python's side of the catalogs), with `%(name)s` values filled in."""
     text = translations(language).gettext(message)

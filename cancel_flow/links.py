@@ -65,7 +65,7 @@ class LinkSigner:
         payload = _load(self._declaration, token, LONGEST_MAX_AGE)
         declaration = payload.get("d") if isinstance(payload, dict) else None
         if isinstance(declaration, bool) or not isinstance(declaration, int) or declaration < 1:
-            raise InvalidLink("This link is not valid.")
+            raise InvalidLink(N_("This link is not valid."))
         return declaration
 
     def read_cancel(self, token: str) -> CancelLink:
@@ -94,7 +94,7 @@ class LinkSigner:
         payload = _load(self._keep, token, self.cancel_max_age)
         fields = (payload.get("c"), payload.get("s"), payload.get("n")) if isinstance(payload, dict) else ()
         if len(fields) != 3 or not all(isinstance(f, str) and _STRIPE_ID.match(f.replace("-", "_")) for f in fields):
-            raise InvalidLink("This link is not valid. Ask for a new one.")
+            raise InvalidLink(NOT_VALID)
         return CancelLink(*fields)
 
     def comeback_token(self, customer: str, step: int) -> str:
@@ -106,7 +106,7 @@ class LinkSigner:
         customer, step = (payload.get("c"), payload.get("s")) if isinstance(payload, dict) else (None, None)
         if not isinstance(customer, str) or not _STRIPE_ID.match(customer) or isinstance(step, bool) \
                 or not isinstance(step, int) or not 1 <= step <= 1000 or "m" in payload:
-            raise InvalidLink("This link is not valid. Ask for a new one.")
+            raise InvalidLink(NOT_VALID)
         return ComebackLink(customer, step)
 
 

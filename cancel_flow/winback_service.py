@@ -11,12 +11,12 @@ from starlette.concurrency import run_in_threadpool
 from cancel_flow import billing, winback
 from cancel_flow.clock import as_utc, from_unix, utc_now
 from cancel_flow.config.schema import Offer
-from cancel_flow.emails.winback_schedule import LANGUAGE, keep_discounts, keep_plan, price_words
+from cancel_flow.emails.winback_schedule import keep_discounts, keep_plan, price_words
 from cancel_flow.errors import BadRequest, Conflict, ExpiredLink, InvalidLink
 from cancel_flow.flow import ENDED_STATUSES, PriceLine, monthly_amount
 from cancel_flow.hooks import event_data, is_test_mode
-from cancel_flow.i18n import STRIPE_LOCALES, gettext
-from cancel_flow.links import CancelLink, ComebackLink
+from cancel_flow.i18n import DEFAULT, N_, STRIPE_LOCALES, gettext
+from cancel_flow.links import NOT_VALID, CancelLink, ComebackLink
 from cancel_flow.logs import log_event
 from cancel_flow.outbox.queue import emit
 from cancel_flow.store import winback as store
@@ -61,12 +61,12 @@ class WinbackService:
         self.stripe = WinbackStripe(gateway)
 
     # "Keep my plan" -----------------------------------------------------------------------------------
-    async def keep_view(self, token: str, language: str = LANGUAGE) -> KeepView:
+    async def keep_view(self, token: str, language: str = DEFAULT) -> KeepView:
         link = self.signer.read_keep(token)
         sub = await self.stripe.subscription(link.subscription)
         customer = (sub or {}).get("customer")
         if sub is None or (customer.get("id") if isinstance(customer, dict) else customer) != link.customer:
-            raise InvalidLink("This link points to a subscription that no longer exists.")
+            raise InvalidLink(N_("This link points to a subscription that no longer exists."))
         if sub["status"] in ENDED_STATUSES:
             return KeepView(link, "ended", _plan_name(sub))
         from cancel_flow.emails.scheduler import _cancels_at
@@ -83,13 +83,13 @@ class WinbackService:
         log_event("winback.kept", subscription=link.subscription, session=session.id if session else None)
 
     # The comeback page ----------------------------------------------------------------------------------
-    async def comeback_view(self, token: str, opened: bool = True, language: str = LANGUAGE) -> ComebackView:
+    async def comeback_view(self, token: str, opened: bool = True, language: str = DEFAULT) -> ComebackView:
         """The step this link names, as the page shows it; the first view is counted as the page opened.
         A link whose client came back already is used (410, with the way to a fresh link)."""
         link = self.signer.read_comeback(token)
         step = await run_in_threadpool(store.comeback, self.engine, link.customer, link.step)
         if step is None:
-            raise InvalidLink("This link is not valid. Ask for a new one.")
+            raise InvalidLink(NOT_VALID)
         if step.won_back_at or step.returned_at:
             when = as_utc(step.won_back_at or step.returned_at)
             raise ExpiredLink(gettext(language, "This link has been used: you subscribed again on %(day)s. To manage "
@@ -97,7 +97,7 @@ class WinbackService:
                                       day=_day(when, language)),
                               title=gettext(language, "This link has already been used"))
         if step.unit_amount is None or step.price_id is None:
-            raise InvalidLink("This link is not valid. Ask for a new one.")
+            raise InvalidLink(NOT_VALID)
         offer = self._offer(step)
         plan = billing.Plan(step.currency, (billing.Line(step.unit_amount, step.quantity),), step.interval,
                             step.interval_count, None, None)
@@ -120,7 +120,7 @@ class WinbackService:
         offer = self.live.offer(step.offer_id) or Offer(id=step.offer_id, kind="discount", title=step.offer_id)
         return replace(offer, percent_off=step.percent_off, payments=step.payments)
 
-    async def checkout_url(self, token: str, language: str = LANGUAGE) -> str:
+    async def checkout_url(self, token: str, language: str = DEFAULT) -> str:
         """A Checkout Session for this comeback (https://docs.stripe.com/api/checkout/sessions/create): the customer,
         the price, the offer's coupon, back to us on success or cancel, in the client's language. Made per click."""
         view = await self.comeback_view(token, opened=False, language=language)
@@ -142,7 +142,7 @@ class WinbackService:
         log_event("winback.checkout_opened", subscription=step.subscription_id, step=step.step)
         return url
 
-    async def welcome(self, token: str, checkout_session: str | None, language: str = LANGUAGE):
+    async def welcome(self, token: str, checkout_session: str | None, language: str = DEFAULT):
         """Back from Stripe's payment page: the return recorded (if the webhook hasn't yet), and what the page says."""
         link = self.signer.read_comeback(token)
         if not checkout_session or not checkout_session.startswith("cs_") or len(checkout_session) > 255:

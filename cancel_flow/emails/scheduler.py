@@ -16,7 +16,7 @@ from cancel_flow.emails.records import Planned
 from cancel_flow.emails.tokens import unsubscribe_token
 from cancel_flow.emails.winback_schedule import ComebackSteps, changed_mind
 from cancel_flow.errors import StripeUnavailable
-from cancel_flow.i18n import DEFAULT, choose, gettext
+from cancel_flow.i18n import DEFAULT, choose, gettext, lang_query as _lang
 from cancel_flow.links import LONGEST_MAX_AGE, LinkSigner
 from cancel_flow.logs import log_event
 from cancel_flow.money import format_money, format_percent_off
@@ -354,10 +354,6 @@ def _first_payment_from(sub: dict, moment: datetime) -> datetime | None:
                                          for item in sub["items"]["data"]),
                 recurring["interval"], recurring.get("interval_count") or 1, anchor, renews)
     return next((at for at in plan.payments(60) if at >= moment), None)
-
-
-def _lang(language: str, joint: str = "?") -> str:
-    return "" if language == DEFAULT else f"{joint}lang={language}"
 
 
 def _discount_words(discount: dict, currency: str, language: str = DEFAULT) -> str:

@@ -16,6 +16,7 @@ from cancel_flow.emails.compose import render
 from cancel_flow.emails.records import Planned
 from cancel_flow.errors import StripeUnavailable
 from cancel_flow.links import COMEBACK_MAX_AGE, LONGEST_MAX_AGE
+from cancel_flow.i18n import DEFAULT, lang_query as _lang
 from cancel_flow.logs import log_event
 from cancel_flow.money import format_money
 from cancel_flow.outbox import enqueue_email
@@ -23,12 +24,10 @@ from cancel_flow.store import winback as store
 from cancel_flow.stripe_winback import WinbackStripe
 
 DAY = timedelta(days=1)
-# The client's language: English until the languages issue chooses it per client (the functions take it).
-LANGUAGE = "en"
 
 
 def price_words(unit_amount: int, quantity: int, currency: str, interval: str, interval_count: int,
-                language: str = LANGUAGE) -> str:
+                language: str = DEFAULT) -> str:
     """"$49.00/month", in the wording function's words for a plan of that price."""
     plan = billing.Plan(currency, (billing.Line(unit_amount, quantity),), interval, interval_count, None, None)
     return billing.each_payment(format_money(plan.amount, currency, language), interval, interval_count, language)
@@ -72,19 +71,21 @@ async def changed_mind(mailroom, sub: dict, customer: dict, now: datetime, writt
     if not winback.changed_mind_due(days_before, ends_at, now):
         return
 
+    language = mailroom.language(customer)
+
     async def make():
         if store.refused(mailroom.engine, customer.get("email")):
             return "Not sent: the mail server refused this address before."
         plan = keep_plan(sub)
-        promise = billing.keep_promise(plan, now, keep_discounts(sub), LANGUAGE) if plan else None
+        promise = billing.keep_promise(plan, now, keep_discounts(sub), language) if plan else None
         if promise is None:
             return "Not sent: no renewal to keep."
         max_age = min(max(int((ends_at - now + DAY).total_seconds()), 3600), LONGEST_MAX_AGE)
         token = mailroom.signer.keep_token(customer["id"], sub["id"], max_age)
         return winback_emails.changed_mind(
             mailroom.style, to=customer["email"], name=customer.get("name"), plan=_plan_name(sub), ends_at=ends_at,
-            promise=promise.text, keep_url=f"{mailroom.settings.base_url}/keep/{token}",
-            unsubscribe_url=mailroom.unsubscribe_url(customer["id"], "changed_mind"), language=LANGUAGE)
+            promise=promise.text, keep_url=f"{mailroom.settings.base_url}/keep/{token}" + _lang(language),
+            unsubscribe_url=mailroom.unsubscribe_url(customer["id"], "changed_mind", language), language=language)
 
     await mailroom._remind("changed_mind", ends_at.date().isoformat(), days_before, sub, customer, make, written)
 
@@ -134,6 +135,7 @@ class ComebackSteps:
             store.skip_step(self.engine, row, "Not sent: the mail server refused this address before.")
             return
         store.note_email(self.engine, client.subscription_id, email, (customer or {}).get("name"))
+        language = self.mailroom.language(customer)
         price = await self._price(client)
         if price is None:
             if store.skip_step(self.engine, row, "Not sent: the plan's price was archived and its product has no "
@@ -144,9 +146,9 @@ class ComebackSteps:
                             client.interval_count, now, now)
         offer = self.config.find(step.offer) if step.offer else None
         promise = billing.comeback_promise(plan, now, offer.percent_off if offer else None,
-                                           offer.payments if offer else None, LANGUAGE)
+                                           offer.payments if offer else None, language)
         if promise is None:  # no coupon can give exactly those payments (a weekly plan): the usual price
-            offer, promise = None, billing.comeback_promise(plan, now, language=LANGUAGE)
+            offer, promise = None, billing.comeback_promise(plan, now, language=language)
         row.update(offer_id=offer.id if offer else None, percent_off=offer.percent_off if offer else None,
                    payments=offer.payments if offer else None, price_id=price.id, unit_amount=price.unit_amount,
                    price_replaced=price.replaced)
@@ -156,10 +158,10 @@ class ComebackSteps:
             self.mailroom.style, to=email, name=(customer or {}).get("name") or client.customer_name, plan=plan_name,
             ended_at=as_utc(client.ended_at), promise=promise.text, offer_title=offer.title if offer else None,
             price_words=price_words(price.unit_amount, client.quantity, client.currency, client.interval,
-                                    client.interval_count),
-            price_replaced=price.replaced, comeback_url=f"{self.mailroom.settings.base_url}/comeback/{token}",
+                                    client.interval_count, language),
+            price_replaced=price.replaced, comeback_url=f"{self.mailroom.settings.base_url}/comeback/{token}" + _lang(language),
             link_until=now + timedelta(seconds=COMEBACK_MAX_AGE),
-            unsubscribe_url=self.mailroom.unsubscribe_url(client.customer_id, "winback"), language=LANGUAGE)
+            unsubscribe_url=self.mailroom.unsubscribe_url(client.customer_id, "winback", language), language=language)
         rendered = render(message, self.mailroom.style)
         planned = Planned(key, "winback", client.customer_id, email, subscription_id=client.subscription_id,
                           session_id=client.session_id, step=step.number)

@@ -25,10 +25,15 @@ from cancel_flow.store.declarations import PAGE_SIZE
 from cancel_flow.web.coach_auth import client_address, signed_in_coach, to_login
 from cancel_flow.web.dashboard_routes import local_clock, stripe_customer_url
 from cancel_flow.web.dates import whole_number
-from cancel_flow.web.pages import csrf_token, read_form, render, render_with_token
+from cancel_flow.web.pages import csrf_token, page_language, read_form, render, render_with_token
 from cancel_flow.web.shared_link_routes import CSRF_COOKIE, PER_ADDRESS_PER_HOUR, WINDOW, _valid_email
 
-LANGUAGE = "en"  # the client's language; the languages work supplies it per request
+def _language(request: Request, facts=None) -> str:
+    """The client's language: the switch, the Stripe customer's `preferred_locales` when the page knows the
+    subscription (kept on the request for an error page), the browser, the brand's default."""
+    if facts is not None and getattr(facts, "preferred_locales", None):
+        request.state.preferred_locales = facts.preferred_locales
+    return page_language(request)
 
 
 def _service(request: Request) -> ComplianceService:
@@ -101,7 +106,7 @@ def _flow_form(request: Request, session, facts, status_code: int = 200, error: 
                   csrf=csrf_token(request.app.state.settings.secret_key, session.nonce), error=error,
                   days=request.app.state.config.current().compliance.withdrawal_days,
                   name=fields.get("name", facts.customer_name or ""), email=fields.get("email", facts.customer_email or ""),
-                  contract=contract_words(facts, LANGUAGE), contract_fixed=True)
+                  contract=contract_words(facts, _language(request, facts)), contract_fixed=True)
 
 
 async def flow_withdraw_form(request: Request) -> Response:
@@ -112,8 +117,9 @@ async def flow_withdraw_form(request: Request) -> Response:
     facts = cancel_service.snapshot(session) or await cancel_service.facts(session)
     right = _service(request).right(facts)
     if not right.open:
-        raise Conflict(_service(request).why_not(right, facts, LANGUAGE),
-                       title=gettext(LANGUAGE, "Withdrawal not available"))
+        language = _language(request, facts)
+        raise Conflict(_service(request).why_not(right, facts, language),
+                       title=gettext(language, "Withdrawal not available"))
     return _flow_form(request, session, facts)
 
 
@@ -124,10 +130,11 @@ async def flow_withdraw(request: Request) -> Response:
     if session.outcome == "withdrawn":
         return done
     facts = await request.app.state.cancel_service.facts(session)
-    values, problem = _checked(fields, LANGUAGE)
+    language = _language(request, facts)
+    values, problem = _checked(fields, language)
     if problem:
         return _flow_form(request, session, facts, 400, problem, values)
-    await _service(request).withdraw_in_flow(session, facts, values["name"], values["email"], LANGUAGE)
+    await _service(request).withdraw_in_flow(session, facts, values["name"], values["email"], language)
     return done
 
 
@@ -155,14 +162,15 @@ async def shared_withdraw_form(request: Request) -> Response:
 async def shared_withdraw(request: Request) -> Response:
     _withdrawal_on(request)
     fields = await read_form(request, request.cookies.get(CSRF_COOKIE))
-    values, problem = _checked(fields, LANGUAGE)
+    language = _language(request)
+    values, problem = _checked(fields, language)
     if problem:
         return _shared_withdraw_form(request, 400, problem, values)
     if not await _allowed(request):
-        return _shared_withdraw_form(request, 429, gettext(LANGUAGE, "Too many requests from your network. Please try "
+        return _shared_withdraw_form(request, 429, gettext(language, "Too many requests from your network. Please try "
                                                                       "again in an hour."), values)
     service = _service(request)
-    row = await service.receive("withdrawal", values["name"], values["email"], values["contract"], LANGUAGE)
+    row = await service.receive("withdrawal", values["name"], values["email"], values["contract"], language)
     page = _received_page(request, row, "withdrawal")
     page.background = BackgroundTask(service.process, row.id)  # after the answer: it reads the same either way
     return page
@@ -187,23 +195,24 @@ async def cancel_contract_form(request: Request) -> Response:
 async def cancel_contract(request: Request) -> Response:
     await _cancel_button_on(request)
     fields = await read_form(request, request.cookies.get(CSRF_COOKIE))
-    values, problem = _checked(fields, LANGUAGE)
+    language = _language(request)
+    values, problem = _checked(fields, language)
     kind = fields.get("cancellation") or "ordinary"
     try:
         reason = _text(fields, "reason", MAX_REASON) if kind == "extraordinary" else None
     except ValueError:
-        reason, problem = None, problem or gettext(LANGUAGE, "Please keep your reason under 2,000 characters.")
+        reason, problem = None, problem or gettext(language, "Please keep your reason under 2,000 characters.")
     if kind not in ("ordinary", "extraordinary"):
-        problem = problem or gettext(LANGUAGE, "Choose an ordinary or an extraordinary cancellation.")
+        problem = problem or gettext(language, "Choose an ordinary or an extraordinary cancellation.")
     elif kind == "extraordinary" and not reason and not problem:
-        problem = gettext(LANGUAGE, "Give the reason for an extraordinary cancellation.")
+        problem = gettext(language, "Give the reason for an extraordinary cancellation.")
     if problem:
         return _cancel_contract_form(request, 400, problem, {**values, "cancellation": kind, "reason": reason})
     if not await _allowed(request):
-        return _cancel_contract_form(request, 429, gettext(LANGUAGE, "Too many requests from your network. Please try "
+        return _cancel_contract_form(request, 429, gettext(language, "Too many requests from your network. Please try "
                                                                       "again in an hour."), values)
     service = _service(request)
-    row = await service.receive("cancellation", values["name"], values["email"], values["contract"], LANGUAGE,
+    row = await service.receive("cancellation", values["name"], values["email"], values["contract"], language,
                                 cancellation=kind, reason=reason)
     page = _received_page(request, row, "cancellation")
     page.background = BackgroundTask(service.process, row.id)  # after the answer: it reads the same either way
@@ -219,19 +228,24 @@ async def _undo_target(request: Request):
 
 
 def _undo_page(request: Request, row, status_code: int = 200, message: str | None = None, title: str | None = None):
-    zone = request.app.state.settings.timezone
-    title = title or gettext(LANGUAGE, "Keep your plan?")
+    zone, language = request.app.state.settings.timezone, _language(request)
+    title = title or gettext(language, "Keep your plan?")
     return render_with_token(request, "declaration_undo.html", CSRF_COOKIE, "/", status_code, row=row, title=title,
                              message=message, action=request.url.path,
-                             received=moment_words(as_utc(row.received_at), zone, LANGUAGE) if row else None)
+                             received=moment_words(as_utc(row.received_at), zone, language) if row else None)
+
+
+def _nothing_to_undo(request: Request) -> Response:
+    language = _language(request)
+    return _undo_page(request, None, 410, gettext(language, "This cancellation can no longer be undone here: it was "
+                                                            "undone already, or the contract has ended. Please write "
+                                                            "to your coach."), gettext(language, "Nothing to undo"))
 
 
 async def undo_form(request: Request) -> Response:
     _, row = await _undo_target(request)
     if row is None:
-        return _undo_page(request, None, 410, gettext(LANGUAGE, "This cancellation can no longer be undone here: it was "
-                                                                 "undone already, or the contract has ended. Please write "
-                                                                 "to your coach."), gettext(LANGUAGE, "Nothing to undo"))
+        return _nothing_to_undo(request)
     return _undo_page(request, row)
 
 
@@ -239,12 +253,11 @@ async def undo(request: Request) -> Response:
     declaration_id, row = await _undo_target(request)
     await read_form(request, request.cookies.get(CSRF_COOKIE))
     if row is None or not await _service(request).undo(declaration_id):
-        return _undo_page(request, None, 410, gettext(LANGUAGE, "This cancellation can no longer be undone here: it was "
-                                                                 "undone already, or the contract has ended. Please write "
-                                                                 "to your coach."), gettext(LANGUAGE, "Nothing to undo"))
-    return _undo_page(request, None, 200, gettext(LANGUAGE, "Your plan continues as before. We've told your coach that "
-                                                             "the cancellation wasn't yours."),
-                      gettext(LANGUAGE, "Your plan continues"))
+        return _nothing_to_undo(request)
+    language = _language(request)
+    return _undo_page(request, None, 200, gettext(language, "Your plan continues as before. We've told your coach that "
+                                                            "the cancellation wasn't yours."),
+                      gettext(language, "Your plan continues"))
 
 
 # /dashboard/compliance ------------------------------------------------------------------------------------
