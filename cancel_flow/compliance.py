@@ -153,14 +153,10 @@ def cancellation_content(name: str, email: str, contract: str, kind: str, reason
 
 def contract_words(facts: SubscriptionFacts, language: str = "en") -> str:
     """A subscription as the client knows it: its plan, price and Stripe id."""
-    from cancel_flow.money import interval_words
+    from cancel_flow.billing import per_period
 
-    return gettext(language, "%(plan)s, %(price)s per %(interval)s (subscription %(id)s)", plan=facts.plan_name,
-                   price=format_money(facts.price_amount, facts.currency, language),
-                   interval=interval_words(facts.interval, facts.interval_count), id=facts.subscription_id)
+    price = per_period(format_money(facts.price_amount, facts.currency, language), facts.interval,
+                       facts.interval_count, language)
+    return gettext(language, "%(plan)s, %(price)s (subscription %(id)s)", plan=facts.plan_name, price=price,
+                   id=facts.subscription_id)
 
-
-def ends_words(moment: datetime | None, language: str = "en") -> str:
-    if moment is None:
-        return gettext(language, "at once")
-    return format_day(moment, language)

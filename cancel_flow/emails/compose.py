@@ -324,7 +324,9 @@ def _acknowledgement(style: Style, *, to: str, name: str | None, plan: str, acce
         heading = _("Your cancellation is confirmed")
         paragraphs = (_("We received your cancellation on %(moment)s. Your %(plan)s subscription ends on %(day)s: "
                         "you keep access until then, and you won't be charged again.", moment=received, plan=plan,
-                        day=until),
+                        day=until) if access_until else
+                      _("We received your cancellation on %(moment)s. Your %(plan)s subscription has ended, and you "
+                        "won't be charged again.", moment=received, plan=plan),
                       _("Didn't send this? Anyone who knows your email address can use the cancellation form. "
                         "Press the button below and your plan continues as before."))
         facts += [(_("Takes effect"), until), (_("Until then"), _("Full access, no further payments"))]
