@@ -27,11 +27,13 @@ browser:
 # The whole suite on SQLite, then again on PostgreSQL when TEST_DATABASE_URL answers
 # (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test). REQUIRE_POSTGRES=1 makes a
 # missing PostgreSQL an error instead of a skip.
+# TEST_WORKERS: pytest-xdist processes (each with its own emulator and its own database); 0 runs in one process.
+TEST_WORKERS ?= 2
 test: install browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 	@if [ -n "$$TEST_DATABASE_URL" ] && $(PY) -c "import os, sqlalchemy as sa; sa.create_engine(os.environ['TEST_DATABASE_URL']).connect().close()" 2>/dev/null; then \
 		echo "== The same suite on PostgreSQL ($$TEST_DATABASE_URL)"; \
-		$(PY) -m pytest $(PYTEST_ARGS); \
+		$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS); \
 	elif [ -n "$$REQUIRE_POSTGRES" ]; then \
 		echo "PostgreSQL is required (REQUIRE_POSTGRES=1) but TEST_DATABASE_URL='$$TEST_DATABASE_URL' does not answer."; exit 1; \
 	else \

@@ -354,7 +354,23 @@ class Served:
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
         if wait:
-            wait_for(f"{self.url}/healthz", timeout=60)
+            self.wait_until_up()
+
+    def wait_until_up(self, timeout: float = 60) -> None:
+        """Until /healthz answers; a server that exits first fails at once, with what it printed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                httpx.get(f"{self.url}/healthz", timeout=2)
+                return
+            except httpx.HTTPError:
+                if self.process.poll() is not None:
+                    time.sleep(0.2)  # the reader thread takes the last lines
+                    raise AssertionError(f"serve exited ({self.process.returncode}) before answering:\n"
+                                         + "".join(self.lines[-30:]))
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def _read(self):
         for line in self.process.stderr:
