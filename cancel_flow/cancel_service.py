@@ -486,10 +486,10 @@ class CancelService:
         if session.outcome == "open" and not session.kept_at:
             return None
         if session.outcome == "withdrawn":
-            return Outcome(gettext("en", "You have withdrawn from your contract"),
-                           gettext("en", "Your subscription ended when we received your withdrawal, and you won't be "
-                                         "charged again. We've emailed you a confirmation with the date and time we "
-                                         "received it, and how your payment is refunded."), False)
+            return Outcome(say("You have withdrawn from your contract"),
+                           say("Your subscription ended when we received your withdrawal, and you won't be "
+                               "charged again. We've emailed you a confirmation with the date and time we "
+                               "received it, and how your payment is refunded."), False)
         if session.outcome == "contact_requested" or (session.outcome == "deflected" and session.offer_kind == "contact"):
             return self._talk_outcome(session, language)
         try:

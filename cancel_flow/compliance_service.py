@@ -18,7 +18,7 @@ from cancel_flow.emails import compose
 from cancel_flow.errors import Conflict, NotFound, StripeUnavailable
 from cancel_flow.flow import SubscriptionFacts
 from cancel_flow.hooks import AlertText, event_data, stripe_customer_url, withdrawal_fields
-from cancel_flow.i18n import gettext
+from cancel_flow.i18n import DEFAULT, gettext, lang_query
 from cancel_flow.links import LinkSigner
 from cancel_flow.logs import log_event
 from cancel_flow.money import format_day, format_money
@@ -190,7 +190,7 @@ class ComplianceService:
             return self._needs_coach(row, "Several subscriptions could be withdrawn from; the form doesn't say which."), None
         if rights:
             facts, right = rights[0]
-            cancel = self._cancel_url(facts)
+            cancel = self._cancel_url(facts) + lang_query(language)
             declaration = compose.Declaration("withdrawal", row.content, "not_eligible", row.contract,
                                               cancel_url=cancel, why_not=self.why_not(right, facts, language))
             return Decision("not_eligible", f"Not a withdrawal: {right.reason}", self._ack(row, facts.plan_name, None, declaration),
@@ -233,7 +233,8 @@ class ComplianceService:
         undo = None
         if not already and ends is not None:
             max_age = int((as_utc(ends) - utc_now()).total_seconds()) + DAY_SECONDS
-            undo = f"{self.settings.base_url}/declarations/{self.signer.declaration_token(row.id, max_age)}/undo"
+            undo = f"{self.settings.base_url}/declarations/{self.signer.declaration_token(row.id, max_age)}/undo" + \
+                lang_query(row.language or DEFAULT)
         declaration = compose.Declaration("cancellation", row.content, "accepted", row.contract, undo_url=undo)
         detail = ("Already set to cancel on " if already else "Set to cancel at the end of the period, ") + \
             (format_day(ends) if ends else "")

@@ -584,9 +584,10 @@ def test_every_compliance_page_fits_and_passes_axe(width, browser, live_server, 
 
 
 def test_every_client_page_in_every_language_fits_360_px_and_passes_axe(browser, live_server, screens_offers,  # noqa: F811
-                                                                        catalogue, signer, stripe_client):
-    """German runs long: each language shipped besides English (which the test above sees) on each kind of client
-    page, in one browser, at 360 px."""
+                                                                        catalogue, signer, stripe_client, store):
+    """German runs long: each language shipped besides English (which the tests above see) on each kind of client
+    page, in one browser, at 360 px: the cancel flow, the shared link, win-back's keep and comeback pages, the
+    withdrawal form and the cancel button's form."""
     import httpx
 
     from cancel_flow.emails.tokens import unsubscribe_token
@@ -594,6 +595,18 @@ def test_every_client_page_in_every_language_fits_360_px_and_passes_axe(browser,
     from tests.conftest import SECRET
     from tests.helpers import csrf_of
 
+    screens_offers.write_text(screens_offers.read_text() + textwrap.dedent("""
+        [[offer]]
+        id = "comeback-half"
+        kind = "discount"
+        percent_off = 50
+        payments = 3
+        title = "Come back for half price"
+        comeback_only = true
+
+        [compliance]
+        cancel_button = true
+    """))
     server = live_server(offers_path=screens_offers)
     http = httpx.Client(base_url=server.url, timeout=10)
 
@@ -621,6 +634,7 @@ def test_every_client_page_in_every_language_fits_360_px_and_passes_axe(browser,
                                                             + 60 * 86400})
     ended = catalogue.subscription()
     stripe_client.v1.subscriptions.cancel(ended.id)
+    scheduled = catalogue.subscription(cancel_at_period_end=True)
     pages = {
         "reason": link(),
         "offers-discount-and-switch": link("too_expensive"),
@@ -642,14 +656,42 @@ def test_every_client_page_in_every_language_fits_360_px_and_passes_axe(browser,
         "shared-link": "/",
         "unsubscribe": f"/emails/unsubscribe/{unsubscribe_token(SECRET, fixed.customer, 'discount_ending')}",
         "card-updated": f"/billing/{signer.billing_token(fixed.customer)[0]}/updated",
+        "keep": f"/keep/{signer.keep_token(scheduled.customer, scheduled.id, 86400 * 40)}",
+        "comeback": _comeback_path(catalogue, signer, store),
+        "withdraw": "/withdraw",
+        "cancel-contract": "/cancel-contract",
     }
     http.close()
     context = browser.new_context(viewport={"width": 360, "height": 740}, bypass_csp=True, is_mobile=True)
     page = context.new_page()
     review = Review(page, 360, "languages-")
+    errors = {"link-not-valid": 400, "not-found": 404}  # every other page is the one it names, not an error page
     for language in [code for code in LANGUAGES if code != "en"]:
         for name, path in pages.items():
-            page.goto(f"{server.url}{path}{'&' if '?' in path else '?'}lang={language}")
+            answer = page.goto(f"{server.url}{path}{'&' if '?' in path else '?'}lang={language}")
+            assert answer.status == errors.get(name, 200), (language, name, answer.status)
             assert page.locator("html").get_attribute("lang") == language.replace("_", "-"), (language, name)
             review(f"{language}-{name}")
     review.finish()
+
+
+def _comeback_path(catalogue, signer, store) -> str:
+    """A client who left with a comeback step sent (the coach's comeback offer): their comeback page."""
+    from cancel_flow.clock import utc_now
+    from cancel_flow.config.schema import WinbackStep
+    from cancel_flow.store import winback as records
+
+    price = catalogue.price()
+    customer = catalogue.customer(email="gone@example.com")
+    records.record_ended(store.engine, {
+        "subscription_id": "sub_LanguagesEnded", "customer_id": customer.id, "plan_name": "Coaching Plan",
+        "price_id": price.id, "product_id": price.product, "unit_amount": 4900, "quantity": 1, "currency": "usd",
+        "interval": "month", "interval_count": 1, "monthly_amount": 4900, "ended_at": utc_now(),
+        "stripe_feedback": "too_expensive", "stripe_reason": "cancellation_requested"})
+    client = records.ended(store.engine, "sub_LanguagesEnded")
+    with store.engine.begin() as connection:
+        records.write_step(connection, records.step_row(client, WinbackStep(1, 30, (), "comeback-half"),
+                                                        "winback:languages:1", offer_id="comeback-half",
+                                                        percent_off=50.0, payments=3, price_id=price.id,
+                                                        unit_amount=4900))
+    return f"/comeback/{signer.comeback_token(customer.id, 1)}"

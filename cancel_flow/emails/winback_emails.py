@@ -34,7 +34,7 @@ def changed_mind(style: Style, *, to: str, name: str | None, plan: str, ends_at:
         button=(gettext(language, "Keep my plan"), keep_url),
         closing=(gettext(language, "If you'd still like to leave, there's nothing to do: your subscription ends on "
                                    "%(day)s as planned.", day=until),),
-        unsubscribe_url=unsubscribe_url,
+        unsubscribe_url=unsubscribe_url, language=language,
     )
 
 
@@ -69,5 +69,5 @@ def comeback(style: Style, *, to: str, name: str | None, plan: str, ended_at: da
         button=(gettext(language, "Come back"), comeback_url),
         closing=(gettext(language, "This link works until %(day)s. Nothing is charged until you confirm on the "
                                    "payment page.", day=until),),
-        unsubscribe_url=unsubscribe_url,
+        unsubscribe_url=unsubscribe_url, language=language,
     )

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cancel_flow.errors import StripeUnavailable
-from cancel_flow.i18n import DEFAULT, choose, gettext, html_lang
+from cancel_flow.i18n import DEFAULT, choose, gettext, html_lang, lang_query
 from cancel_flow.logs import log_event
 from cancel_flow.mailer import Message, MessageRefused
 from cancel_flow.minting import links_for_email
@@ -90,7 +90,7 @@ async def _find_and_send(state, email: str, picked: str | None = None) -> None:
         # a client who left, with a comeback step sent: a fresh comeback link (theirs had expired or was lost)
         language = choose(picked=picked, default=brand.default_locale)
         environment = ENVIRONMENTS[language]
-        context = {"brand": brand, "comeback_url": comeback, "formats": language, "html_lang": html_lang(language)}
+        context = {"brand": brand, "comeback_url": comeback + lang_query(language), "formats": language, "html_lang": html_lang(language)}
         message = Message(to=email, subject=gettext(language, "Your link to come back to %(brand)s", brand=brand.name),
                           text=environment.get_template("mail_comeback.txt").render(**context),
                           html=environment.get_template("mail_comeback.html").render(**context))
