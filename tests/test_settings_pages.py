@@ -52,8 +52,8 @@ def versions(store):
 
 
 def form_of(page_html: str, action: str) -> dict:
-    """The fields a browser would send from the form posting to `action` (text inputs, checked boxes,
-    selected options, textareas), as the page shows them."""
+    """The fields a browser would send from the form posting to `action` (text inputs, checked boxes and
+    radio buttons, selected options, textareas), as the page shows them."""
     match = re.search(r'<form[^>]*action="' + re.escape(action) + r'"[^>]*>(.*?)</form>', page_html, re.S)
     assert match, f"no form posting to {action}"
     body, fields = match.group(1), {}
@@ -61,7 +61,7 @@ def form_of(page_html: str, action: str) -> dict:
         attrs = dict(re.findall(r'(\w[\w-]*)="([^"]*)"', tag.group(1)))
         if "name" not in attrs or attrs.get("type") in ("file", "submit"):
             continue
-        if attrs.get("type") == "checkbox" and " checked" not in tag.group(1):
+        if attrs.get("type") in ("checkbox", "radio") and " checked" not in tag.group(1):
             continue
         fields[attrs["name"]] = html.unescape(attrs.get("value", ""))
     for area in re.finditer(r'<textarea[^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', body, re.S):
