@@ -789,7 +789,9 @@ async def _compliance_page(request: Request, coach: SignedInCoach, *, refusal: R
                            values: dict | None = None, base_version: int | None = None) -> Response:
     saved = await _live_document(request)
     config = request.app.state.config.current()
-    account_country = await request.app.state.gateway.account_country()
+    # the cancel button's default follows the Stripe account's country: read (at most hourly) only when it applies
+    automatic = config.compliance.cancel_button is None
+    account_country = await request.app.state.gateway.account_country() if automatic else None
     return _page(request, "settings_compliance.html", coach, refusal.status if refusal else 200, config=config,
                  refusal=refusal, errors=refusal.inputs if refusal else {}, base_version=base_version or saved.version,
                  values=values or forms.compliance_values(saved.document), account_country=account_country,
