@@ -13,7 +13,7 @@ from cancel_flow.models import SQLModel
 from cancel_flow.passwords import hash_password
 from cancel_flow.store.api_keys import SCOPES, ApiKeyStore
 from cancel_flow.store.coaches import CoachStore
-from cancel_flow.web.access import (EDITOR, OWNER, VIEWER, RouteWithoutRule, allows, guard_routes, methods_of,
+from cancel_flow.web.access import (EDITOR, OWNER, ROUTES, VIEWER, RouteWithoutRule, allows, guard_routes, methods_of,
                                     rule_for, unlisted)
 from tests.helpers import csrf_of
 
@@ -98,6 +98,9 @@ def test_the_table_gives_each_role_what_the_product_promises():
     assert rule_for("POST", "/dashboard/settings/offers").role == EDITOR
     assert rule_for("POST", "/dashboard/settings/some-page-added-later").role == EDITOR
     assert rule_for("GET", "/dashboard/settings/brand").role == VIEWER
+    for path in ("/dashboard/settings/winback", "/dashboard/settings/compliance"):
+        assert ("GET", path) in ROUTES and ("POST", path) in ROUTES  # listed in the table itself
+        assert rule_for("GET", path).role == VIEWER and rule_for("POST", path).role == EDITOR
     assert rule_for("GET", "/dashboard/preview").role == VIEWER
     assert rule_for("POST", "/api/links").scope == "links" and rule_for("GET", "/api/stats").scope == "stats"
     assert not allows(VIEWER, EDITOR) and allows(OWNER, EDITOR) and not allows(None, VIEWER) and not allows("root", VIEWER)

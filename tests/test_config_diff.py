@@ -48,3 +48,22 @@ def test_the_same_document_has_no_change_and_a_restore_reads_as_the_way_back():
     assert changes(OLD, OLD) == []
     edited = {**OLD, "rules": {"max_offers": 1}}
     assert changes(edited, OLD) == ["rules: max_offers 1 → 2"]
+
+
+def test_win_back_steps_compare_by_their_place_and_compliance_field_by_field():
+    old = {"winback": {"changed_mind_days_before": 3, "step": [
+        {"reasons": ["too_expensive"], "days_after": 30, "offer": "half"}, {"days_after": 60}]},
+        "compliance": {"withdrawal_days": 14}}
+    new = {"winback": {"changed_mind_days_before": 0, "step": [{"reasons": ["too_expensive", "unused"], "days_after": 45}]},
+           "compliance": {"withdrawal_days": 0, "cancel_button": True}}
+    assert changes(old, new) == [
+        "winback: changed_mind_days_before 3 → 0",
+        "winback step 1: reasons too_expensive → too_expensive, unused",
+        "winback step 1: days_after 30 → 45",
+        "winback step 1: offer half → (not set)",
+        "winback step 2 removed (60 days after, for every reason, no offer)",
+        "compliance: withdrawal_days 14 → 0",
+        "compliance: cancel_button (not set) → on",
+    ]
+    assert changes(new, old)[-3:] == ["winback step 2 added (60 days after, for every reason, no offer)",
+                                      "compliance: withdrawal_days 0 → 14", "compliance: cancel_button on → (not set)"]

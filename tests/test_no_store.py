@@ -57,6 +57,8 @@ def test_every_page_with_personal_data_answers_no_store(make_client, catalogue, 
         "/dashboard/settings/emails": ("/dashboard/settings/emails", 200),
         "/dashboard/settings/emails/preview/{kind}": ("/dashboard/settings/emails/preview/payment_failed", 200),
         "/dashboard/settings/alerts": ("/dashboard/settings/alerts", 200),
+        "/dashboard/settings/winback": ("/dashboard/settings/winback", 200),
+        "/dashboard/settings/compliance": ("/dashboard/settings/compliance", 200),
         "/dashboard/settings/history": ("/dashboard/settings/history", 200),
         "/dashboard/preview": ("/dashboard/preview", 200),
         "/cancel/{token}/withdraw": (f"/cancel/{cancel}/withdraw", 409),  # a customer with no address in the EU

@@ -24,6 +24,7 @@ COACH = "coach@example.com"
 PAGES = ["/dashboard/settings", "/dashboard/settings/brand", "/dashboard/settings/offers",
          "/dashboard/settings/offers/new?kind=discount", "/dashboard/settings/offers/edit/pause",
          "/dashboard/settings/experiments", "/dashboard/settings/emails", "/dashboard/settings/alerts",
+         "/dashboard/settings/winback", "/dashboard/settings/compliance",
          "/dashboard/settings/history", "/dashboard/preview", "/dashboard/settings/emails/preview/payment_failed"]
 
 
@@ -52,8 +53,8 @@ def versions(store):
 
 
 def form_of(page_html: str, action: str) -> dict:
-    """The fields a browser would send from the form posting to `action` (text inputs, checked boxes,
-    selected options, textareas), as the page shows them."""
+    """The fields a browser would send from the form posting to `action` (text inputs, checked boxes and
+    radio buttons, selected options, textareas), as the page shows them."""
     match = re.search(r'<form[^>]*action="' + re.escape(action) + r'"[^>]*>(.*?)</form>', page_html, re.S)
     assert match, f"no form posting to {action}"
     body, fields = match.group(1), {}
@@ -61,7 +62,7 @@ def form_of(page_html: str, action: str) -> dict:
         attrs = dict(re.findall(r'(\w[\w-]*)="([^"]*)"', tag.group(1)))
         if "name" not in attrs or attrs.get("type") in ("file", "submit"):
             continue
-        if attrs.get("type") == "checkbox" and " checked" not in tag.group(1):
+        if attrs.get("type") in ("checkbox", "radio") and " checked" not in tag.group(1):
             continue
         fields[attrs["name"]] = html.unescape(attrs.get("value", ""))
     for area in re.finditer(r'<textarea[^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', body, re.S):
@@ -115,7 +116,8 @@ POSTS = ["/dashboard/settings/brand", "/dashboard/settings/brand/logo", "/dashbo
          "/dashboard/settings/offers/duplicate/pause", "/dashboard/settings/offers/turn-off/pause",
          "/dashboard/settings/offers/turn-on/pause", "/dashboard/settings/offers/delete/pause",
          "/dashboard/settings/experiments", "/dashboard/settings/experiments/trial/end", "/dashboard/settings/emails",
-         "/dashboard/settings/alerts", "/dashboard/settings/alerts/test", "/dashboard/settings/history/1/restore"]
+         "/dashboard/settings/alerts", "/dashboard/settings/alerts/test", "/dashboard/settings/winback",
+         "/dashboard/settings/compliance", "/dashboard/settings/history/1/restore"]
 
 
 @pytest.mark.parametrize("path", POSTS)
@@ -559,7 +561,7 @@ def test_without_the_right_to_edit_no_save_control_is_shown_and_a_post_is_a_403(
     page = coach_client.get("/dashboard/settings/brand").text
     form = form_of(page, "/dashboard/settings/brand")
     monkeypatch.setattr(settings_routes, "can_edit", lambda coach: False)
-    for path in PAGES[:10]:
+    for path in [page for page in PAGES if "/emails/preview/" not in page]:
         shown = coach_client.get(path)
         assert shown.status_code == 200
         forms = re.findall(r'<form method="post" action="([^"]+)"[^>]*>(.*?)</form>', shown.text, re.S)

@@ -104,6 +104,33 @@ def _experiment_lines(old: dict, new: dict) -> list[str]:
     return lines
 
 
+def _step_words(step: dict) -> str:
+    reasons = step.get("reasons")
+    return (f"{show(step.get('days_after'))} days after, for {show(reasons) if reasons else 'every reason'}, "
+            f"{'offer ' + show(step.get('offer')) if step.get('offer') else 'no offer'}")
+
+
+def _steps(winback: dict) -> list[dict]:
+    steps = winback.get("step")
+    return [step for step in steps if isinstance(step, dict)] if isinstance(steps, list) else []
+
+
+def _winback_lines(old: dict, new: dict) -> list[str]:
+    """`[winback]`: its own fields, then each `[[winback.step]]` by its place in the list (what names a step)."""
+    before, after = _section(old, "winback"), _section(new, "winback")
+    lines = _fields("winback", {k: v for k, v in before.items() if k != "step"},
+                    {k: v for k, v in after.items() if k != "step"})
+    steps_before, steps_after = _steps(before), _steps(after)
+    for number, step in enumerate(steps_after, start=1):
+        if number > len(steps_before):
+            lines.append(f"winback step {number} added ({_step_words(step)})")
+        else:
+            lines += _fields(f"winback step {number}", steps_before[number - 1], step)
+    lines += [f"winback step {number} removed ({_step_words(step)})"
+              for number, step in enumerate(steps_before, start=1) if number > len(steps_after)]
+    return lines
+
+
 def changes(old: dict, new: dict) -> list[str]:
     """Every difference from `old` to `new`, section by section, in the order the settings pages list them."""
     lines = []
@@ -113,7 +140,9 @@ def changes(old: dict, new: dict) -> list[str]:
     lines += _experiment_lines(old, new)
     for name in ("emails", "alerts"):
         lines += _fields(name, _section(old, name), _section(new, name))
-    known = {"brand", "rules", "offer", "experiment", "emails", "alerts"}
+    lines += _winback_lines(old, new)
+    lines += _fields("compliance", _section(old, "compliance"), _section(new, "compliance"))
+    known = {"brand", "rules", "offer", "experiment", "emails", "alerts", "winback", "compliance"}
     for name in sorted((set(old) | set(new)) - known):
         if old.get(name) != new.get(name):
             lines.append(f"{name}: {show(old.get(name))} → {show(new.get(name))}")

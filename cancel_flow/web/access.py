@@ -128,6 +128,10 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/dashboard/integrations/links.csv"): coach(EDITOR),
     # the configuration: everyone signed in sees it (a viewer's fields greyed out), editors change it
     ("GET", "/dashboard/settings"): coach(VIEWER),
+    ("GET", "/dashboard/settings/winback"): coach(VIEWER),
+    ("POST", "/dashboard/settings/winback"): coach(EDITOR),
+    ("GET", "/dashboard/settings/compliance"): coach(VIEWER),
+    ("POST", "/dashboard/settings/compliance"): coach(EDITOR),
     # API keys, outgoing webhooks, the team, the audit log and the Stripe connection: owners
     ("POST", "/dashboard/deliveries/{delivery_id:int}/resend"): coach(OWNER),
     ("POST", "/dashboard/integrations/keys"): coach(OWNER),

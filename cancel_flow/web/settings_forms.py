@@ -10,7 +10,7 @@ import re
 from datetime import date
 
 from cancel_flow.config.schema import DEFAULT_ALERT_EVENTS, TERMS
-from cancel_flow.config.validate import EMAIL_INTERVALS
+from cancel_flow.config.validate import EMAIL_INTERVALS, MAX_WINBACK_STEPS
 from cancel_flow.hooks import EVENTS
 from cancel_flow.i18n import DEFAULT, LANGUAGES
 from cancel_flow.reasons import REASONS
@@ -153,7 +153,8 @@ def find_offer(document: dict, offer_id: str) -> tuple[int, dict] | None:
 def offer_values(offer: dict) -> dict:
     """An `[[offer]]` table as its form's fields."""
     values = {"id": shown(offer.get("id")), "kind": shown(offer.get("kind")), "title": shown(offer.get("title")),
-              "description": shown(offer.get("description")), "enabled": "on" if offer.get("enabled", True) else ""}
+              "description": shown(offer.get("description")), "enabled": "on" if offer.get("enabled", True) else "",
+              "comeback_only": "on" if offer.get("comeback_only") is True else ""}
     for terms in TERMS.values():
         for term in terms:
             values[term] = shown(offer.get(term))
@@ -253,6 +254,11 @@ def offer_from_form(fields: dict, offer_id: str, kind: str, original: dict | Non
     for key, value in (original or {}).items():
         if key not in OFFER_FORM_KEYS:
             offer[key] = value
+    if kind == "discount":  # only discounts can be kept for comeback emails; other kinds keep what they had
+        if _checked(fields, "comeback_only"):
+            offer["comeback_only"] = True
+        elif "comeback_only" in offer:
+            offer["comeback_only"] = False
     return offer
 
 
@@ -397,4 +403,131 @@ def apply_alerts(document: dict, fields: dict) -> dict:
             alerts.pop(name, None)
     alerts["events"] = [event for event in EVENTS if _checked(fields, f"event_{event}")]
     document["alerts"] = alerts
+    return document
+
+
+# win-back ----------------------------------------------------------------------------------------
+
+# Step rows on the win-back form: every step there can be, and the blank row that adds one.
+STEP_ROWS = MAX_WINBACK_STEPS + 1
+
+
+def _winback(document: dict) -> dict:
+    winback = document.get("winback")
+    return winback if isinstance(winback, dict) else {}
+
+
+def winback_steps(document: dict) -> list[dict]:
+    steps = _winback(document).get("step")
+    return [dict(step) for step in steps if isinstance(step, dict)] if isinstance(steps, list) else []
+
+
+def winback_values(document: dict) -> dict:
+    """`[winback]` as its form's fields: one row per `[[winback.step]]`, numbered as the steps are (from 1)."""
+    days = _winback(document).get("changed_mind_days_before", 3)
+    values = {"send_changed_mind": "on" if days else "", "changed_mind_days_before": shown(days or 3)}
+    for row, step in enumerate(winback_steps(document), start=1):
+        values[f"step{row}_shown"] = "1"
+        values[f"step{row}_days_after"] = shown(step.get("days_after"))
+        values[f"step{row}_offer"] = shown(step.get("offer"))
+        for reason in step.get("reasons") or ():
+            values[f"step{row}_reason_{reason}"] = "on"
+    return values
+
+
+def winback_rows(fields: dict) -> list[int]:
+    """The form's rows that make a step, in order: each step the form showed unless marked to remove, and a
+    new row when anything in it is filled in."""
+    rows = []
+    for row in range(1, STEP_ROWS + 1):
+        prefix = f"step{row}_"
+        if _checked(fields, prefix + "shown"):
+            if not _checked(fields, prefix + "remove"):
+                rows.append(row)
+        elif field_text(fields, prefix + "days_after") or field_text(fields, prefix + "offer") or any(
+                _checked(fields, f"{prefix}reason_{reason}") for reason in REASONS):
+            rows.append(row)
+    return rows
+
+
+def _step_from_form(fields: dict, row: int, original: dict | None) -> dict:
+    prefix = f"step{row}_"
+    step = {}
+    ticked = [reason for reason in REASONS if _checked(fields, f"{prefix}reason_{reason}")]
+    kept = [reason for reason in (original or {}).get("reasons") or () if reason in ticked]
+    reasons = kept + [reason for reason in ticked if reason not in kept]  # the order they were written in stays
+    if reasons:
+        step["reasons"] = reasons
+    days = field_text(fields, prefix + "days_after")
+    if days:
+        step["days_after"] = number(days)
+    offer = field_text(fields, prefix + "offer")
+    if offer:
+        step["offer"] = offer
+    return step
+
+
+def apply_winback(document: dict, fields: dict) -> dict:
+    winback = dict(_winback(document))
+    if _checked(fields, "send_changed_mind"):
+        winback["changed_mind_days_before"] = number(field_text(fields, "changed_mind_days_before") or "x")
+    else:
+        winback["changed_mind_days_before"] = 0
+    originals = winback_steps(document)
+    steps = [_step_from_form(fields, row, originals[row - 1] if row <= len(originals) else None)
+             for row in winback_rows(fields)]
+    if steps:
+        winback["step"] = steps
+    else:
+        winback.pop("step", None)
+    document["winback"] = winback
+    return document
+
+
+def winback_input(field: str, rows: list[int]) -> str | None:
+    """The win-back form's input a validator field names (`rows`: the form rows that made the steps, in
+    order, `winback_rows`), or None."""
+    tail = field_tail(field, "winback")
+    if tail is None:
+        return None
+    parts = tail.split(".")
+    if parts[0] != "step":
+        return parts[0]
+    if len(parts) < 2 or not parts[1].isdigit() or not 1 <= int(parts[1]) <= len(rows):
+        return "steps"
+    return f"step{rows[int(parts[1]) - 1]}_{parts[2] if len(parts) > 2 else 'days_after'}"
+
+
+# compliance --------------------------------------------------------------------------------------
+
+COMPLIANCE_DEFAULTS = {"withdrawal_days": 14, "withdrawal_refund": "full", "records_keep_days": 1095}
+# `cancel_button` on the form: "auto" leaves it out (on when the Stripe account is in Germany)
+CANCEL_BUTTON = {"on": True, "off": False}
+
+
+def compliance_values(document: dict) -> dict:
+    compliance = document.get("compliance") if isinstance(document.get("compliance"), dict) else {}
+    compliance = {**COMPLIANCE_DEFAULTS, **compliance}
+    days, button = compliance["withdrawal_days"], compliance.get("cancel_button")
+    return {"withdrawal_on": "on" if days else "", "withdrawal_days": shown(days or 14),
+            "withdrawal_refund": shown(compliance["withdrawal_refund"]),
+            "cancel_button": "auto" if button is None else ("on" if button is True else "off" if button is False
+                                                            else shown(button)),
+            "records_keep_days": shown(compliance["records_keep_days"])}
+
+
+def apply_compliance(document: dict, fields: dict) -> dict:
+    compliance = dict(document.get("compliance") or {}) if isinstance(document.get("compliance"), dict) else {}
+    if _checked(fields, "withdrawal_on"):
+        compliance["withdrawal_days"] = number(field_text(fields, "withdrawal_days") or "x")
+    else:
+        compliance["withdrawal_days"] = 0
+    compliance["withdrawal_refund"] = field_text(fields, "withdrawal_refund")
+    choice = field_text(fields, "cancel_button") or "auto"
+    if choice == "auto":
+        compliance.pop("cancel_button", None)
+    else:
+        compliance["cancel_button"] = CANCEL_BUTTON.get(choice, choice)
+    compliance["records_keep_days"] = number(field_text(fields, "records_keep_days") or "x")
+    document["compliance"] = compliance
     return document

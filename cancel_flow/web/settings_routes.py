@@ -1,5 +1,5 @@
 """`/dashboard/settings…`: the coach steers the live configuration from the browser: brand and logo, offers,
-experiments, billing emails, alerts, and the history of versions with restore.
+experiments, billing emails, alerts, win-back, compliance, and the history of versions with restore.
 
 Every save is the live document with one form applied, checked by the one validator and saved as a new
 version made from the version the form was shown with (a hidden field): a refusal re-shows the form with
@@ -22,8 +22,9 @@ from starlette.routing import Route
 from cancel_flow.billing import schedule_lines
 from cancel_flow.clock import utc_now
 from cancel_flow.config import diff
-from cancel_flow.config.schema import TERMS, Configuration, Offer
-from cancel_flow.config.validate import EMAIL_INTERVALS, UPLOAD_PREFIX, color_problem, nearest_passing_color
+from cancel_flow.config.schema import REFUND_MODES, TERMS, Configuration, Offer
+from cancel_flow.config.validate import (EMAIL_INTERVALS, LEAST_WITHDRAWAL_DAYS, MAX_WINBACK_STEPS, UPLOAD_PREFIX,
+                                         WINBACK_MAX_DAYS, color_problem, nearest_passing_color)
 from cancel_flow.emails import compose
 from cancel_flow.emails.kinds import KINDS as EMAIL_KINDS
 from cancel_flow.errors import BadRequest, Forbidden, InvalidConfig, NotFound
@@ -34,6 +35,7 @@ from cancel_flow.i18n import DEFAULT, LANGUAGES, gettext
 from cancel_flow.money import format_percent_off
 from cancel_flow.stripe_billing import Failure
 from cancel_flow.outbox import queue
+from cancel_flow.reasons import REASONS
 from cancel_flow.store.config_versions import StaleVersion
 from cancel_flow.store.logos import MAX_LOGO_BYTES, LogoRefused
 from cancel_flow.store.offer_counts import offer_counts
@@ -62,6 +64,7 @@ EMAIL_LABELS = {"payment_failed": "Failed payment", "renewal_reminder": "Renewal
 SETTINGS_PAGES = (("/dashboard/settings", "Overview"), ("/dashboard/settings/brand", "Brand"),
                   ("/dashboard/settings/offers", "Offers"), ("/dashboard/settings/experiments", "Experiments"),
                   ("/dashboard/settings/emails", "Emails"), ("/dashboard/settings/alerts", "Alerts"),
+                  ("/dashboard/settings/winback", "Win-back"), ("/dashboard/settings/compliance", "Compliance"),
                   ("/dashboard/settings/history", "History"))
 
 
@@ -399,6 +402,8 @@ OFFER_HINTS = {
            "\"Continue to cancel\" stays on the page.",
     "reasons": "Shown to clients who give one of these reasons. None ticked: every reason.",
     "enabled": "Untick to turn the offer off: it stays in the list, but no client is shown or offered it.",
+    "comeback_only": "Tick to keep this discount for win-back: it is never shown to a client who is cancelling, only "
+                     "in the comeback emails of the steps that name it (on the Win-back settings page).",
     "when": "Who is offered it: every condition you fill in must hold. Leave one empty to not check it.",
     "when_interval": "Only plans billed every … (none ticked: any billing period).",
     "when_prices": "Only these Stripe prices (price_…), separated by commas.",
@@ -717,6 +722,104 @@ async def test_alert(request: Request) -> Response:
     return RedirectResponse("/dashboard/settings/alerts?tested=1", status_code=303)
 
 
+# win-back ----------------------------------------------------------------------------------------
+
+def step_words(step, config: Configuration) -> str:
+    """What one comeback step sends, and to whom, in words for the summary."""
+    who = ("clients who answered " + " or ".join(f"“{REASONS.get(r, r)}”" for r in step.reasons)
+           if step.reasons else "every client who left")
+    offer = config.find(step.offer) if step.offer else None
+    given = f"“{offer.title}”, {offer_terms(offer)}" if offer else "no offer: they come back at the usual price"
+    return f"{step.days_after} day{'s' if step.days_after != 1 else ''} after the end, to {who}: {given}"
+
+
+async def _winback_page(request: Request, coach: SignedInCoach, *, refusal: Refusal | None = None,
+                        values: dict | None = None, base_version: int | None = None) -> Response:
+    saved = await _live_document(request)
+    config = request.app.state.config.current()
+    values = values or forms.winback_values(saved.document)
+    shown_rows = [row for row in range(1, forms.STEP_ROWS + 1) if values.get(f"step{row}_shown")]
+    new_row = max(shown_rows, default=0) + 1
+    return _page(request, "settings_winback.html", coach, refusal.status if refusal else 200, config=config,
+                 refusal=refusal, errors=refusal.inputs if refusal else {}, base_version=base_version or saved.version,
+                 values=values, rows=shown_rows, new_row=new_row if len(shown_rows) < MAX_WINBACK_STEPS else None,
+                 discounts=[offer for offer in config.offers if offer.kind == "discount"], terms=offer_terms,
+                 step_words=lambda step: step_words(step, config), longest=WINBACK_MAX_DAYS,
+                 most_steps=MAX_WINBACK_STEPS)
+
+
+async def winback_page(request: Request) -> Response:
+    coach = await signed_in_coach(request)
+    if coach is None:
+        return to_login()
+    return await _winback_page(request, coach)
+
+
+async def save_winback(request: Request) -> Response:
+    coach, fields = await _editor(request, max_fields=400)
+    if coach is None:
+        return to_login()
+    saved = await _live_document(request)
+    document = forms.apply_winback(forms.new_document(saved.document), fields)
+    rows = forms.winback_rows(fields)
+    result = await _save_or_refuse(request, coach, document, fields, lambda f: forms.winback_input(f, rows))
+    if isinstance(result, Refusal):
+        values = {k: v for k, v in fields.items() if isinstance(v, str)}
+        return await _winback_page(request, coach, refusal=result, values=values,
+                                   base_version=_version_after(result, fields, saved.version))
+    return _saved("/dashboard/settings/winback", result)
+
+
+# compliance --------------------------------------------------------------------------------------
+
+REFUND_WORDS = {
+    "full": ("Everything they paid", "Every payment since the subscription started is refunded through Stripe. "
+             "Always lawful; the default."),
+    "prorated": ("What they paid, less the time already used",
+                 "Each payment less the share of its period served until the withdrawal. Lawful only where the client "
+                 "expressly asked, at sign-up, for the service to start during the withdrawal period: use it only if "
+                 "your sign-up asks for that and keeps their answer."),
+    "manual": ("Nothing automatically: I decide",
+               "Nothing is refunded automatically; your alert says the refund is yours to decide. The law still "
+               "asks for the money back within 14 days."),
+}
+
+
+async def _compliance_page(request: Request, coach: SignedInCoach, *, refusal: Refusal | None = None,
+                           values: dict | None = None, base_version: int | None = None) -> Response:
+    saved = await _live_document(request)
+    config = request.app.state.config.current()
+    # the cancel button's default follows the Stripe account's country: read (at most hourly) only when it applies
+    automatic = config.compliance.cancel_button is None
+    account_country = await request.app.state.gateway.account_country() if automatic else None
+    return _page(request, "settings_compliance.html", coach, refusal.status if refusal else 200, config=config,
+                 refusal=refusal, errors=refusal.inputs if refusal else {}, base_version=base_version or saved.version,
+                 values=values or forms.compliance_values(saved.document), account_country=account_country,
+                 button_on=config.compliance.cancel_button_on(account_country), least_days=LEAST_WITHDRAWAL_DAYS,
+                 refunds=[(mode, *REFUND_WORDS[mode]) for mode in REFUND_MODES])
+
+
+async def compliance_page(request: Request) -> Response:
+    coach = await signed_in_coach(request)
+    if coach is None:
+        return to_login()
+    return await _compliance_page(request, coach)
+
+
+async def save_compliance(request: Request) -> Response:
+    coach, fields = await _editor(request)
+    if coach is None:
+        return to_login()
+    saved = await _live_document(request)
+    document = forms.apply_compliance(forms.new_document(saved.document), fields)
+    result = await _save_or_refuse(request, coach, document, fields, lambda f: forms.field_tail(f, "compliance"))
+    if isinstance(result, Refusal):
+        values = {k: v for k, v in fields.items() if isinstance(v, str)}
+        return await _compliance_page(request, coach, refusal=result, values=values,
+                                      base_version=_version_after(result, fields, saved.version))
+    return _saved("/dashboard/settings/compliance", result)
+
+
 # history -----------------------------------------------------------------------------------------
 
 def _compare(versions, numbers: dict, first: int | None, second: int | None) -> tuple[int | None, int | None]:
@@ -800,6 +903,10 @@ routes = [
     Route("/dashboard/settings/alerts", alerts_page, methods=["GET"]),
     Route("/dashboard/settings/alerts", save_alerts, methods=["POST"]),
     Route("/dashboard/settings/alerts/test", test_alert, methods=["POST"]),
+    Route("/dashboard/settings/winback", winback_page, methods=["GET"]),
+    Route("/dashboard/settings/winback", save_winback, methods=["POST"]),
+    Route("/dashboard/settings/compliance", compliance_page, methods=["GET"]),
+    Route("/dashboard/settings/compliance", save_compliance, methods=["POST"]),
     Route("/dashboard/settings/history", history_page, methods=["GET"]),
     Route("/dashboard/settings/history/{number}/restore", restore_version, methods=["POST"]),
 ]
