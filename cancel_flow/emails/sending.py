@@ -3,13 +3,11 @@ whose sender stopped mid-exchange is never sent again (it may have arrived), one
 recorded, and one no longer wanted (the invoice was paid, the subscriber unsubscribed) is dropped. An address
 the mail server refuses for good (a 5xx answer) is remembered: no win-back email goes to it again."""
 
-import json
 import smtplib
 
 from cancel_flow.clock import utc_now
 from cancel_flow.emails import records
 from cancel_flow.logs import log_event
-from cancel_flow.mailer import MailNotConfigured, Message, MessageRefused
 from cancel_flow.outbox import Dispatcher, next_attempt
 from cancel_flow.outbox.dispatcher import Result
 from cancel_flow.store.winback import record_refusal
@@ -47,30 +45,19 @@ class GuardedDispatcher(Dispatcher):
                           permanent=True)
         if state.startswith("skip"):
             return Result(False, error=state.removeprefix("skip: "), permanent=True)
-        result = self._billing_email(row)
+        result = self._email(row)
         records.finish_send(self.engine, row.key, result.ok, result.error)
         if not result.ok and (result.permanent or next_attempt(row.created_at, row.attempts, utc_now()) is None):
             records.give_up(self.engine, row.key, result.error)
         return result
 
-    def _billing_email(self, row) -> Result:
-        content = json.loads(row.payload)
-        try:
-            self.mailer.send(Message(to=row.target, subject=content["subject"], text=content["text"],
-                                     html=content["html"], headers=tuple(map(tuple, content.get("headers") or ()))))
-        except MailNotConfigured:
-            return Result(False, error="SMTP_URL is not set, so email can't be sent")
-        except MessageRefused as refused:  # written before any exchange: nothing went out, and no retry can help
-            return Result(False, error=f"Refused: {refused}"[:500], permanent=True)
-        except smtplib.SMTPException as error:
-            refusal = permanent_refusal(error)
-            if refusal is None:
-                return Result(False, error=f"{type(error).__name__}: {error}"[:500])
-            code, answer = refusal
-            record_refusal(self.engine, row.key, row.target, code, answer)
-            log_event("emails.address_refused", key=row.key, code=code)
-            return Result(False, error=f"The mail server refused this address for good: {code} {answer}"[:500],
-                          permanent=True)
-        except OSError as error:
-            return Result(False, error=f"{type(error).__name__}: {error}"[:500])
-        return Result(True)
+    def _smtp_failure(self, row, error: smtplib.SMTPException) -> Result:
+        """A billing email refused for good (a 5xx for the address) is recorded, so that address gets no more."""
+        refusal = permanent_refusal(error) if row.event_type.startswith(EVENT_PREFIX) and row.key else None
+        if refusal is None:
+            return super()._smtp_failure(row, error)
+        code, answer = refusal
+        record_refusal(self.engine, row.key, row.target, code, answer)
+        log_event("emails.address_refused", key=row.key, code=code)
+        return Result(False, error=f"The mail server refused this address for good: {code} {answer}"[:500],
+                      permanent=True)

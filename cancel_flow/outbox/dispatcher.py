@@ -191,9 +191,15 @@ class Dispatcher:
             return Result(False, error="SMTP_URL is not set, so email can't be sent")
         except MessageRefused as refused:  # written before any exchange: nothing went out, and no retry can help
             return Result(False, error=f"Refused: {refused}"[:500], permanent=True)
-        except (smtplib.SMTPException, OSError) as error:
+        except smtplib.SMTPException as error:
+            return self._smtp_failure(row, error)
+        except OSError as error:
             return Result(False, error=f"{type(error).__name__}: {error}"[:500])
         return Result(True)
+
+    def _smtp_failure(self, row, error: smtplib.SMTPException) -> Result:
+        """What a mail server's refusal means for the row: here, try again later."""
+        return Result(False, error=f"{type(error).__name__}: {error}"[:500])
 
     def record(self, row, result: Result) -> None:
         """Write the outcome, unless the claim was lost (then the new holder records its own)."""
