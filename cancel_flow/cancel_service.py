@@ -19,7 +19,6 @@ from cancel_flow.clock import add_months, as_utc, utc_now
 from cancel_flow.errors import (BadRequest, Conflict, InvalidLink, NotFound, PortalRefused, RecordPending,
                                 StripeUnavailable)
 from cancel_flow.experiments import assign_arm
-from cancel_flow.i18n import gettext
 from cancel_flow.flow import Card, SubscriptionFacts, TargetPrice
 from cancel_flow.i18n import DEFAULT, LANGUAGES, N_, gettext
 from cancel_flow.links import CancelLink, LinkSigner

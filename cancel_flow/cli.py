@@ -8,7 +8,6 @@ from cancel_flow import hooks_cli
 from cancel_flow.emails.run import register as register_emails
 from cancel_flow.errors import CancelFlowError, SettingsError
 from cancel_flow.reasons import REASONS
-from cancel_flow.store.api_keys import SCOPES as API_SCOPES
 
 
 def _settings():

@@ -4,7 +4,7 @@ subscription's discounts, paid with the default payment method, or left open whe
 from decimal import ROUND_HALF_UP, Decimal
 
 from cancel_flow.emulator import objects as build
-from cancel_flow.emulator.errors import StripeError, missing
+from cancel_flow.emulator.errors import StripeError
 
 # Stripe finalizes a subscription's renewal invoice (and attempts payment) about an hour after
 # creating it: https://docs.stripe.com/billing/subscriptions/webhooks#understand. "We wait an hour after receiving

@@ -1,18 +1,15 @@
 """`/dashboard/audit` (owners): every change of settings, team, keys, endpoints and the Stripe connection, newest
 first, and `/dashboard/audit.csv`, all of it as a spreadsheet."""
 
-import csv
-import io
-from zoneinfo import ZoneInfo
 
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from cancel_flow.clock import as_utc, utc_now
+from cancel_flow.clock import utc_now
 from cancel_flow.errors import BadRequest
-from cancel_flow.spreadsheet import safe_cell
+from cancel_flow.spreadsheet import csv_chunks, local_times, safe_cell
 from cancel_flow.store.audit import all_entries, recent_entries
 from cancel_flow.web.coach_auth import signed_in_coach
 from cancel_flow.web.dashboard_routes import local_clock
@@ -49,20 +46,10 @@ async def audit_page(request: Request) -> Response:
 
 
 def _csv_lines(rows, zone_name: str):
-    """UTF-8 with a byte-order mark (Excel reads accents right), newest first, times in the coach's time zone."""
-    zone = ZoneInfo(zone_name)
-    buffer = io.StringIO()
-    buffer.write("\ufeff")
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_HEADER)
-    for index, row in enumerate(rows):
-        writer.writerow([row.id, as_utc(row.at).astimezone(zone).replace(microsecond=0).isoformat(), safe_cell(row.actor),
-                         row.action, safe_cell(row.detail), safe_cell(row.address), zone_name])
-        if index % 200 == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+    """Newest first, times in the coach's time zone."""
+    when = local_times(zone_name)
+    return csv_chunks(CSV_HEADER, ([row.id, when(row.at), safe_cell(row.actor), row.action, safe_cell(row.detail),
+                                    safe_cell(row.address), zone_name] for row in rows))
 
 
 async def audit_csv(request: Request) -> Response:

@@ -3,10 +3,7 @@
 
 Dashboard routes and the role each needs: `/dashboard/compliance` and `/dashboard/compliance.csv`: viewer."""
 
-import csv
-import io
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -20,7 +17,7 @@ from cancel_flow.compliance import MAX_CONTRACT, MAX_NAME, MAX_REASON, contract_
 from cancel_flow.compliance_service import ComplianceService, withdrawal_open
 from cancel_flow.errors import BadRequest, Conflict
 from cancel_flow.i18n import gettext
-from cancel_flow.spreadsheet import safe_cell
+from cancel_flow.spreadsheet import csv_chunks, local_times, safe_cell
 from cancel_flow.store.declarations import PAGE_SIZE
 from cancel_flow.web.coach_auth import client_address, signed_in_coach, to_login
 from cancel_flow.web.dashboard_routes import local_clock, stripe_customer_url
@@ -296,29 +293,19 @@ CSV_HEADER = ["declaration_id", "kind", "received_at", "name", "email", "contrac
 def _csv_lines(rows, zone_name: str):
     from cancel_flow.web.dashboard_routes import _major
 
-    zone = ZoneInfo(zone_name)
+    when = local_times(zone_name)
 
-    def when(moment) -> str:
-        return as_utc(moment).astimezone(zone).replace(microsecond=0).isoformat() if moment else ""
-
-    buffer = io.StringIO()
-    buffer.write("\ufeff")
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_HEADER)
-    for index, row in enumerate(rows):
+    def cells(row) -> list:
         currency = row.refund_currency or ""
-        writer.writerow([
+        return [
             row.id, row.kind, when(row.received_at), safe_cell(row.name), safe_cell(row.email), safe_cell(row.contract),
             row.cancellation or "", safe_cell(row.reason), safe_cell(row.content), row.source, safe_cell(row.customer_id),
             safe_cell(row.subscription_id), row.status, safe_cell(row.detail), when(row.effective_at),
             row.refund_mode or "", _major(row.refund_amount, currency) if currency else "",
             "" if row.refund_amount is None else row.refund_amount, currency.upper(), when(row.applied_at),
-            when(row.undone_at), safe_cell(row.ack_to), when(row.ack_sent_at), row.ack_status or "", zone_name])
-        if index % 200 == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+            when(row.undone_at), safe_cell(row.ack_to), when(row.ack_sent_at), row.ack_status or "", zone_name]
+
+    return csv_chunks(CSV_HEADER, map(cells, rows))
 
 
 async def export_csv(request: Request) -> Response:

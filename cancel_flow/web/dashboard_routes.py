@@ -1,7 +1,5 @@
 """`/dashboard…`: the coach's numbers, behind login."""
 
-import csv
-import io
 from datetime import date, timedelta
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -17,7 +15,7 @@ from cancel_flow.errors import BadRequest
 from cancel_flow.models import OUTCOMES
 from cancel_flow.money import cldr_locale, format_money, minor_unit_divisor
 from cancel_flow.reasons import REASONS
-from cancel_flow.spreadsheet import safe_cell
+from cancel_flow.spreadsheet import csv_chunks, local_times, safe_cell
 from cancel_flow.store.attention import attention
 from cancel_flow.store.billing_stats import billing_stats
 from cancel_flow.store.stats import outside_cancellations
@@ -438,21 +436,13 @@ def _with_winback(rows, engine, batch: int = 200):
 
 
 def _csv_lines(rows, zone_name: str, engine=None):
-    """UTF-8 with a byte-order mark (so Excel reads the accents right), newest first; times in the coach's
-    time zone to the second, with its offset; money in major units, and again in minor units for machines."""
-    zone = ZoneInfo(zone_name)
+    """Newest first; times in the coach's time zone to the second, with its offset; money in major units, and
+    again in minor units for machines."""
+    when = local_times(zone_name)
 
-    def when(moment) -> str:
-        return as_utc(moment).astimezone(zone).replace(microsecond=0).isoformat() if moment else ""
-
-    buffer = io.StringIO()
-    buffer.write("\ufeff")
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_HEADER)
-    for index, (session, winback) in enumerate(_with_winback(rows, engine) if engine is not None
-                                               else ((row, {}) for row in rows)):
+    def cells(session, winback) -> list:
         currency = session.currency
-        writer.writerow([
+        return [
             session.id, when(session.created_at), safe_cell(session.customer_id), safe_cell(session.customer_email),
             safe_cell(session.subscription_id), safe_cell(session.plan_name), _major(session.price_amount, currency),
             session.interval, _major(session.monthly_amount, currency), currency.upper(), safe_cell(session.reason),
@@ -466,12 +456,10 @@ def _csv_lines(rows, zone_name: str, engine=None):
             safe_cell(session.won_back_subscription_id), winback.get("won_back_step") or "",
             _major(winback.get("mrr_won_back"), currency), "" if winback.get("mrr_won_back") is None
             else winback["mrr_won_back"],
-        ])
-        if index % 200 == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+        ]
+
+    pairs = _with_winback(rows, engine) if engine is not None else ((row, {}) for row in rows)
+    return csv_chunks(CSV_HEADER, (cells(session, winback) for session, winback in pairs))
 
 
 async def export_csv(request: Request) -> Response:

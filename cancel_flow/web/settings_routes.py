@@ -9,7 +9,7 @@ Who may change settings is decided in one place, `can_edit`."""
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from babel import Locale
