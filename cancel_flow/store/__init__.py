@@ -39,6 +39,12 @@ CLAIM_TIMEOUT = timedelta(seconds=80)
 CLAIM_FRESH = timedelta(seconds=2)
 # Built once: every page view of a link runs it.
 _SESSION_BY_NONCE = sa.select(sessions).where(sessions.c.nonce == sa.bindparam("nonce"))
+# Every first view of a link runs it (a new link after an offer was accepted on another one shows that decision).
+_LATEST_OFFER_SAVE = sa.select(sessions).where(
+    sessions.c.subscription_id == sa.bindparam("subscription"), sessions.c.nonce != sa.bindparam("other_than_nonce"),
+    sessions.c.outcome.in_(OFFER_OUTCOMES), sessions.c.decided_at >= sa.bindparam("since", type_=sessions.c.decided_at.type),
+    sessions.c.canceled_at.is_(None),
+).order_by(sessions.c.decided_at.desc(), sessions.c.id.desc()).limit(1)
 
 
 # A statement waits at most this long for a lock, and runs at most STATEMENT_TIMEOUT; the request that
@@ -409,12 +415,9 @@ class Store:
 
     def latest_offer_save(self, subscription_id: str, other_than_nonce: str, since: datetime) -> CancelSession | None:
         """The subscription's newest offer accepted since `since` on another link, if any (and not canceled since)."""
-        query = sa.select(sessions).where(
-            sessions.c.subscription_id == subscription_id, sessions.c.nonce != other_than_nonce,
-            sessions.c.outcome.in_(OFFER_OUTCOMES), sessions.c.decided_at >= since, sessions.c.canceled_at.is_(None),
-        ).order_by(sessions.c.decided_at.desc(), sessions.c.id.desc()).limit(1)
         with self.engine.connect() as connection:
-            return _as_session(connection.execute(query).first())
+            return _as_session(connection.execute(_LATEST_OFFER_SAVE, {
+                "subscription": subscription_id, "other_than_nonce": other_than_nonce, "since": since}).first())
 
     def find_by_nonce(self, nonce: str) -> CancelSession | None:
         return self.find_session(nonce)
