@@ -12,6 +12,8 @@ from io import BytesIO
 from pathlib import Path
 
 from babel.support import Translations
+from jinja2 import nodes
+from jinja2.ext import InternationalizationExtension
 
 LOCALES_DIR = Path(__file__).parent / "locales"
 DOMAIN = "messages"
@@ -131,12 +133,37 @@ def N_(message: str) -> str:
     return message
 
 
+class OneLanguageI18n(InternationalizationExtension):
+    """Jinja's i18n extension (`jinja2.ext.i18n`) for an environment that speaks one language: a `{% trans %}` block
+    with no values and no plural is compiled as its translation, the text gettext would give at every render
+    (`gettext(message) % {}`, marked safe as newstyle gettext marks it). Blocks with values or a plural, and `_()`,
+    are translated when rendered, as before. Each environment holds one language's catalog, set before its first
+    template is compiled (`install`)."""
+
+    catalog: NullTranslations | None = None
+
+    def _make_node(self, singular, plural, context, variables, plural_expr, vars_referenced, num_called_num):
+        if self.catalog is not None and self.environment.newstyle_gettext and plural_expr is None \
+                and context is None and not variables:
+            try:
+                return nodes.Output([nodes.TemplateData(self.catalog.gettext(singular) % {})])
+            except (KeyError, TypeError, ValueError):
+                pass  # a stray placeholder: raised at render time, as before
+        return super()._make_node(singular, plural, context, variables, plural_expr, vars_referenced, num_called_num)
+
+
+_EXTENSION = f"{OneLanguageI18n.__module__}.{OneLanguageI18n.__qualname__}"
+
+
 def install(environment, language: str = DEFAULT) -> None:
-    """Give a Jinja environment `{% trans %}`, `_()`, `gettext()` and `ngettext()` in `language`."""
-    if "jinja2.ext.InternationalizationExtension" not in environment.extensions:
-        environment.add_extension("jinja2.ext.i18n")
+    """Give a Jinja environment `{% trans %}`, `_()`, `gettext()` and `ngettext()` in `language` (its one language:
+    the blocks without values are translated once, when a template is compiled)."""
+    if _EXTENSION not in environment.extensions:
+        environment.add_extension(OneLanguageI18n)
     environment.policies["ext.i18n.trimmed"] = True  # as babel.cfg extracts them: a block's lines joined by one space
-    environment.install_gettext_translations(translations(language), newstyle=True)
+    catalog = translations(language)
+    environment.install_gettext_translations(catalog, newstyle=True)
+    environment.extensions[_EXTENSION].catalog = catalog
 
 
 class PerLanguage:

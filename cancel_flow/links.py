@@ -3,6 +3,8 @@
 
 import re
 import secrets
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,6 +20,9 @@ LONGEST_MAX_AGE = 366 * 86400
 # A comeback link works for 30 days: long enough to think it over, short enough that an old email's offer ends.
 COMEBACK_MAX_AGE = 30 * 86400
 NOT_VALID = N_("This link is not valid. Ask for a new one.")
+# Cancel links whose signature was checked, kept per process: every page of a link checks it again, and the check
+# (HMAC, base64, JSON) costs more than the rest of a repeat view's own work. Expiry is checked on every read.
+CHECKED_LINKS_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class LinkSigner:
         self._comeback = URLSafeTimedSerializer(secret_key, salt="cancel-flow.comeback-link")
         self._declaration = URLSafeTimedSerializer(secret_key, salt="cancel-flow.declaration-undo")
         self.cancel_max_age, self.billing_max_age = cancel_max_age, billing_max_age
+        # token -> (the link, when it was signed, the seconds it is valid): only links that were valid when checked
+        self._checked: OrderedDict[str, tuple[CancelLink, datetime, int]] = OrderedDict()
 
     def cancel_token(self, customer: str, subscription: str, max_age: int | None = None) -> tuple[str, datetime]:
         """A fresh cancel link; `max_age` (seconds, up to a year) overrides the setting for this link."""
@@ -69,11 +76,27 @@ class LinkSigner:
         return declaration
 
     def read_cancel(self, token: str) -> CancelLink:
-        payload = _load(self._cancel, token, self.cancel_max_age)
+        checked = self._checked.get(token)
+        if checked is not None:
+            link, signed_at, allowed = checked
+            # the same test as a first check: the signer's own limit (by its clock), then the link's
+            age = int(time.time()) - int(signed_at.timestamp())
+            if age > LONGEST_MAX_AGE or age < 0 or (utc_now() - signed_at).total_seconds() > allowed:
+                self._checked.pop(token, None)
+                raise _expired()
+            return link
+        payload, signed_at, allowed = _load_timed(self._cancel, token, self.cancel_max_age)
         fields = (payload.get("c"), payload.get("s"), payload.get("n")) if isinstance(payload, dict) else ()
         if len(fields) != 3 or not all(isinstance(f, str) and _STRIPE_ID.match(f.replace("-", "_")) for f in fields):
             raise InvalidLink(NOT_VALID)
-        return CancelLink(*fields)
+        link = CancelLink(*fields)
+        self._checked[token] = (link, signed_at, allowed)
+        while len(self._checked) > CHECKED_LINKS_KEPT:
+            try:
+                self._checked.popitem(last=False)
+            except KeyError:  # emptied meanwhile by another thread
+                break
+        return link
 
     def read_billing(self, token: str) -> BillingLink:
         payload = _load(self._billing, token, self.billing_max_age)
@@ -112,6 +135,11 @@ class LinkSigner:
 
 def _load(serializer: URLSafeTimedSerializer, token: str, max_age: int):
     """The signed payload; a link may carry its own max age (`m`), else the setting applies."""
+    return _load_timed(serializer, token, max_age)[0]
+
+
+def _load_timed(serializer: URLSafeTimedSerializer, token: str, max_age: int) -> tuple[object, datetime, int]:
+    """`_load`, with when the link was signed and the seconds it is valid."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidLink(NOT_VALID)
     try:
@@ -123,7 +151,7 @@ def _load(serializer: URLSafeTimedSerializer, token: str, max_age: int):
     allowed = payload.get("m", max_age) if isinstance(payload, dict) else max_age
     if not isinstance(allowed, int) or (utc_now() - signed_at).total_seconds() > allowed:
         raise _expired()
-    return payload
+    return payload, signed_at, allowed
 
 
 def _expired() -> ExpiredLink:

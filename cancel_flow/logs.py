@@ -38,6 +38,9 @@ def where_raised(error: BaseException) -> str:
     return f"{name}:{frame.lineno} in {frame.name}"
 
 
+_JSON_LINE = json.JSONEncoder(default=str).encode  # json.dumps(line, default=str), without a new encoder per line
+
+
 class JsonLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {"at": utc_now().isoformat(timespec="milliseconds"), "level": record.levelname.lower()}
@@ -52,7 +55,7 @@ class JsonLineFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[1] is not None:
             line["error"] = type(record.exc_info[1]).__name__
             line["where"] = where_raised(record.exc_info[1])
-        return json.dumps(line, default=str)
+        return _JSON_LINE(line)
 
 
 # The pages whose address carries a link's token (a secret: whoever has it acts for the client).
@@ -96,6 +99,10 @@ def configure_logging(level: int = logging.INFO) -> None:
     access = logging.getLogger("uvicorn.access")
     access.handlers[:] = []
     access.propagate = False
+    # What the JSON lines don't show, the records don't gather: the calling frame, thread and process
+    # (https://docs.python.org/3/howto/logging.html#optimization); one line is written per request.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.WARNING))

@@ -38,7 +38,10 @@ class CancelSession(SQLModel, table=True):
                       sa.Index("ix_cancel_session_canceled_period_end", "period_end", postgresql_where=CANCELED,
                                sqlite_where=CANCELED),
                       sa.Index("ix_cancel_session_talk_not_handled", "created_at", postgresql_where=TALK_NOT_HANDLED,
-                               sqlite_where=TALK_NOT_HANDLED))
+                               sqlite_where=TALK_NOT_HANDLED),
+                      # A new link's "already decided on another link" lookup (store `latest_offer_save`, every first
+                      # view): the subscription's accepted offers at once, not every session of the subscription.
+                      sa.Index("ix_cancel_session_subscription_outcome", "subscription_id", "outcome", "decided_at"))
 
     id: int | None = Field(default=None, primary_key=True)
     nonce: str = Field(max_length=64, unique=True)

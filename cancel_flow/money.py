@@ -78,6 +78,7 @@ def format_percent_off(percent: float, language: str = "en") -> str:
     return format_percent(percent / 100, locale=cldr_locale(language), decimal_quantization=False)
 
 
+@lru_cache(maxsize=1024)  # the same few numbers on every page (a comment's longest length)
 def format_number(value: float, language: str = "en") -> str:
     """A number as the language writes it ("2,000"; "2.000" in German), without trailing zeros."""
     return format_decimal(value, locale=cldr_locale(language), decimal_quantization=False)

@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import stripe
+from stripe._request_options import extract_options_from_dict as _extract_options
 
 from cancel_flow.clock import from_unix
 from cancel_flow.compliance import Payment
@@ -472,13 +473,30 @@ class StripeGateway:
         return unavailable
 
     async def _raw(self, operation: str, method: str, path: str, **params) -> dict:
-        """The SDK's raw request (its errors and idempotency, our retries) read as the JSON the SDK already
-        parsed: on the subscriber's hot path this skips building StripeObjects, which costs more than the call.
+        """The SDK's raw request (its headers, errors and idempotency, our retries) with its answer read once as
+        plain JSON: on the subscriber's hot path this skips building StripeObjects, which costs more than the call.
         A POST without a key gets one of its own, the same for every attempt."""
         if method == "post" and not params.get("idempotency_key"):
             params["idempotency_key"] = f"cancel-flow-{uuid.uuid4().hex}"
-        response = await self._call(operation, lambda: self._once.raw_request_async(method, path, **params))
-        return response.data
+        return await self._call(operation, lambda: self._read_json(method, path, params))
+
+    async def _read_json(self, method: str, path: str, params: dict) -> dict:
+        """One attempt of `raw_request_async`, taking the answer as the SDK's streamed response (the way it reads a
+        PDF): the same request, and the same errors for an answer that isn't a 2xx (the SDK reads and parses those
+        itself), but the body of a success is parsed once, into plain dicts, and not also formatted into a debug
+        log line (the SDK's `raw_request_async` parses it into OrderedDicts and quotes all of it for its logger,
+        which together cost more than the rest of the call)."""
+        options, params = _extract_options(params)
+        response = await self._once._requestor.request_stream_async(
+            method, path, params, options, base_address=params.pop("base", "api"), usage=["raw_request"])
+        stream = response.stream()
+        body = await stream.read() if hasattr(stream, "read") else b"".join([chunk async for chunk in stream])
+        try:
+            return json.loads(body)
+        except ValueError:  # as the SDK words it
+            raise stripe.APIError("Invalid response body from API: %s (HTTP response code was %d)"
+                                  % (body.decode("utf-8", "replace"), response.code), body, response.code,
+                                  response.headers) from None
 
     async def read_subscription(self, subscription_id: str) -> SubscriptionFacts:
         try:

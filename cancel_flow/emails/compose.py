@@ -15,12 +15,13 @@ from cancel_flow.billing import each_payment
 from cancel_flow.i18n import DEFAULT, N_, PerLanguage, gettext, html_lang
 from cancel_flow.i18n import install as install_translations
 from cancel_flow.money import format_day, format_money
+from cancel_flow.templating import TemplateEnvironment
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
 def _make_environment(language: str) -> Environment:
-    made = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
+    made = TemplateEnvironment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                        trim_blocks=True, lstrip_blocks=True, auto_reload=False, keep_trailing_newline=True)
     install_translations(made, language)
     return made

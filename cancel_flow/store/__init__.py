@@ -18,6 +18,7 @@ from cancel_flow.errors import CancelFlowError
 from cancel_flow.flow import ACTIVE, DEFLECTION_DELAY, ENDED, SessionView, StripeState, state_changes
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import DECISIONS
+from cancel_flow.store.prepared import PreparedRead
 from cancel_flow.models import (OFFER_OUTCOMES, CancelSession, InvoiceRecord, OutsideCancellation, SessionOffer,
                                 StripeEvent)
 
@@ -39,6 +40,12 @@ CLAIM_TIMEOUT = timedelta(seconds=80)
 CLAIM_FRESH = timedelta(seconds=2)
 # Built once: every page view of a link runs it.
 _SESSION_BY_NONCE = sa.select(sessions).where(sessions.c.nonce == sa.bindparam("nonce"))
+# Every first view of a link runs it (a new link after an offer was accepted on another one shows that decision).
+_LATEST_OFFER_SAVE = sa.select(sessions).where(
+    sessions.c.subscription_id == sa.bindparam("subscription"), sessions.c.nonce != sa.bindparam("other_than_nonce"),
+    sessions.c.outcome.in_([sa.literal(outcome) for outcome in OFFER_OUTCOMES]), sessions.c.decided_at >= sa.bindparam("since", type_=sessions.c.decided_at.type),
+    sessions.c.canceled_at.is_(None),
+).order_by(sessions.c.decided_at.desc(), sessions.c.id.desc()).limit(1)
 
 
 # A statement waits at most this long for a lock, and runs at most STATEMENT_TIMEOUT; the request that
@@ -192,6 +199,9 @@ class Store:
                           sessions.c.claimed_offer, sessions.c.offer_kind, sessions.c.had_discount, sessions.c.was_paused) \
             .where(sessions.c.subscription_id == sa.bindparam("subscription"))
         self._sessions_of_subscription = query.with_for_update() if engine.dialect.name == "postgresql" else query
+        # Every view of a link reads its session, and a first view the subscription's latest accepted offer.
+        self._session_by_nonce = PreparedRead(engine, _SESSION_BY_NONCE, "SessionRow")
+        self._latest_offer_save = PreparedRead(engine, _LATEST_OFFER_SAVE, "SessionRow")
         # Every first view of a link runs it; the values come as parameters at execution.
         self._open_session = self._insert(sessions).on_conflict_do_nothing(index_elements=["nonce"]).returning(sessions.c.id)
 
@@ -201,8 +211,7 @@ class Store:
 
     # cancel sessions -------------------------------------------------------------------------
     def find_session(self, nonce: str) -> CancelSession | None:
-        with self.engine.connect() as connection:
-            return _as_session(connection.execute(_SESSION_BY_NONCE, {"nonce": nonce}).first())
+        return _as_session(self._session_by_nonce.first(nonce=nonce))
 
     def open_session(self, values: dict) -> CancelSession:
         """Insert the session for this link, or return the one a concurrent request inserted."""
@@ -409,12 +418,8 @@ class Store:
 
     def latest_offer_save(self, subscription_id: str, other_than_nonce: str, since: datetime) -> CancelSession | None:
         """The subscription's newest offer accepted since `since` on another link, if any (and not canceled since)."""
-        query = sa.select(sessions).where(
-            sessions.c.subscription_id == subscription_id, sessions.c.nonce != other_than_nonce,
-            sessions.c.outcome.in_(OFFER_OUTCOMES), sessions.c.decided_at >= since, sessions.c.canceled_at.is_(None),
-        ).order_by(sessions.c.decided_at.desc(), sessions.c.id.desc()).limit(1)
-        with self.engine.connect() as connection:
-            return _as_session(connection.execute(query).first())
+        return _as_session(self._latest_offer_save.first(subscription=subscription_id, other_than_nonce=other_than_nonce,
+                                                         since=since))
 
     def find_by_nonce(self, nonce: str) -> CancelSession | None:
         return self.find_session(nonce)

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -51,7 +52,7 @@ from cancel_flow.web.access import guard_routes
 from cancel_flow.winback_service import WinbackService
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
 from cancel_flow.web.coach_auth import FAILURE_WINDOW
-from cancel_flow.web.middleware import REQUEST_ID, BodySizeLimit, RequestEdge
+from cancel_flow.web.middleware import REQUEST_ID, BodySizeLimit, HealthCheck, RequestEdge
 from cancel_flow.web.pages import csrf_token, is_coach_page, page_language, render
 
 STATIC = Path(__file__).resolve().parents[2] / "static"
@@ -282,6 +283,18 @@ async def _declarations_periodically(compliance: ComplianceService, live: LiveCo
             log_event("sweep.declarations_failed", level=40, error=type(error).__name__)
 
 
+class App(Starlette):
+    """Starlette without its outermost ServerErrorMiddleware: RequestEdge, inside it, already takes every exception
+    (logs it and renders the error page), so that layer only cost a coroutine and a `send` wrapper per request.
+    With a handler for 500 or debug on, the layer stays, as Starlette builds it."""
+
+    def build_middleware_stack(self):
+        stack = super().build_middleware_stack()
+        if isinstance(stack, ServerErrorMiddleware) and stack.handler is None and not stack.debug:
+            return stack.app
+        return stack
+
+
 def create_app(settings: Settings | None = None, sweep_every: float | None = None) -> Starlette:
     """Validate everything the service needs before it takes a request.
 
@@ -329,10 +342,11 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
         store.engine.dispose()
         quick_store.engine.dispose()
 
+    health = Route("/healthz", healthz)
     routes = [
         *cancel_routes.routes,  # first: the subscriber's pages are matched before any other route is tried
         *compliance_routes.routes,
-        Route("/healthz", healthz),  # then the health checks, which a load balancer asks every few seconds
+        health,  # then the health checks, which a load balancer asks every few seconds (answered by HealthCheck)
         Route("/readyz", readyz),
         *billing_routes.routes,
         *winback_routes.routes,
@@ -357,7 +371,7 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     guard_routes(routes)  # who may make each request: one table, cancel_flow/web/access.py
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+    app = App(routes=routes, lifespan=lifespan, exception_handlers={
         CancelFlowError: on_domain_error, HTTPException: on_http_error, SQLAlchemyError: on_database_error,
     })
     app.state.settings, app.state.config, app.state.store, app.state.signer = settings, live, store, signer
@@ -370,5 +384,6 @@ def create_app(settings: Settings | None = None, sweep_every: float | None = Non
     no_reply = f"no-reply@{urlsplit(settings.base_url).hostname}"
     app.state.mailer = Mailer(settings, sender=lambda: live.current().brand.support_email or no_reply)
     app.add_middleware(BodySizeLimit, larger={settings_routes.LOGO_PATH: settings_routes.MAX_LOGO_BODY})
+    app.add_middleware(HealthCheck, route=health)
     app.add_middleware(RequestEdge, page=unexpected_error_page, https=settings.is_https)
     return app

@@ -42,6 +42,9 @@ class RequestEdge:
                          (b"x-frame-options", b"DENY")]
         if https:
             self.security.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
+        # The metrics' children by their labels: prometheus_client looks them up under a lock on every `labels()`.
+        self._counted: dict[tuple, object] = {}
+        self._timed: dict[str, object] = {}
 
     def _headers(self, headers, request_id: str, static: bool) -> list:
         headers = list(headers)
@@ -92,11 +95,37 @@ class RequestEdge:
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             elapsed = time.perf_counter() - started
-            REQUESTS.labels(route, scope["method"], str(status)).inc()
-            LATENCY.labels(route).observe(elapsed)
+            counted = self._counted.get((route, scope["method"], status))
+            if counted is None:
+                counted = self._counted[(route, scope["method"], status)] = REQUESTS.labels(route, scope["method"], str(status))
+            counted.inc()
+            timed = self._timed.get(route)
+            if timed is None:
+                timed = self._timed[route] = LATENCY.labels(route)
+            timed.observe(elapsed)
             log_event("http.request", request_id=request_id, method=scope["method"], route=route, status=status,
                       duration_ms=round(elapsed * 1000, 2), client=(scope.get("client") or ("", 0))[0],
                       scheme=scope.get("scheme"))
+
+
+class HealthCheck:
+    """`GET /healthz` answered here, without the router's search and the exception layers: a load balancer asks
+    every few seconds. The answer is the route's own (`{"status": "ok"}`); RequestEdge around it adds its headers,
+    log line and metrics under the route's template. Any other method goes on to the router (405 as before)."""
+
+    def __init__(self, app: ASGIApp, route, body: bytes = b'{"status":"ok"}'):
+        self.app, self.route = app, route
+        self.start = {"type": "http.response.start", "status": 200,
+                      "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]}
+        self.body = {"type": "http.response.body", "body": body}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self.route.path and scope["method"] in ("GET", "HEAD"):
+            scope["route"] = self.route
+            await send({**self.start, "headers": list(self.start["headers"])})
+            await send(dict(self.body))
+            return
+        await self.app(scope, receive, send)
 
 
 class BodySizeLimit:

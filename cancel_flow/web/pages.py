@@ -18,6 +18,7 @@ from cancel_flow.i18n import install as install_translations
 from cancel_flow.links import LONGEST_MAX_AGE
 from cancel_flow.money import format_day, format_money, format_number, format_percent_off, interval_words
 from cancel_flow.reasons import REASONS
+from cancel_flow.templating import TemplateEnvironment
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_FIELD = 10_000
@@ -49,7 +50,7 @@ def _make_environment(language: str) -> Environment:
     """The pages' environment in `language`. Templates ship with the package and don't change while it runs:
     no file checks per render. Money and dates follow the page's `formats` (the client's language, or the
     coach's locale on the dashboard)."""
-    made = Environment(loader=FileSystemLoader([TEMPLATES, EMAIL_TEMPLATES]), autoescape=select_autoescape(["html"]),
+    made = TemplateEnvironment(loader=FileSystemLoader([TEMPLATES, EMAIL_TEMPLATES]), autoescape=select_autoescape(["html"]),
                        trim_blocks=True, lstrip_blocks=True, auto_reload=False)
     install_translations(made, language)
     made.filters["money"] = pass_context(lambda context, amount, currency:
