@@ -50,3 +50,10 @@ def test_the_opened_session_reads_like_the_stored_row(store):
     # a second first view of the same link (two requests at once) gets the row the first one wrote
     again = store.open_session(values)
     assert again.id == opened.id
+
+
+def test_a_first_view_inserts_only_the_columns_it_names(store):
+    import pytest
+
+    with pytest.raises(ValueError, match="reason"):
+        store.open_session({"nonce": "m" * 32, "reason": "price"})

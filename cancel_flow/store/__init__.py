@@ -18,7 +18,7 @@ from cancel_flow.errors import CancelFlowError
 from cancel_flow.flow import ACTIVE, DEFLECTION_DELAY, ENDED, SessionView, StripeState, state_changes
 from cancel_flow.logs import log_event
 from cancel_flow.metrics import DECISIONS
-from cancel_flow.store.prepared import PreparedRead
+from cancel_flow.store.prepared import PreparedInsert, PreparedRead
 from cancel_flow.models import (OFFER_OUTCOMES, CancelSession, InvoiceRecord, OutsideCancellation, SessionOffer,
                                 StripeEvent)
 
@@ -180,6 +180,13 @@ _UNSET = {column.name: column.default.arg if column.default is not None and colu
           for column in sessions.c}
 
 
+# The columns a first view inserts (any other takes its default); a value left out takes the column's default.
+_OPENED_COLUMNS = ("nonce", "customer_id", "subscription_id", "customer_email", "plan_name", "price_amount", "price_note",
+                   "interval", "interval_count", "monthly_amount", "currency", "had_discount", "was_paused",
+                   "cancel_at_period_end", "period_end", "stripe_snapshot", "outcome", "created_at", "updated_at",
+                   "rolled_up", "claim_attempt", "superseded", "snapshot_at")
+
+
 class OpenedSession(SimpleNamespace):
     """A session just inserted, read like the row `find_session` returns (same attribute names and
     values, times in UTC) without reading every column back: the subscriber's first view writes it."""
@@ -202,8 +209,10 @@ class Store:
         # Every view of a link reads its session, and a first view the subscription's latest accepted offer.
         self._session_by_nonce = PreparedRead(engine, _SESSION_BY_NONCE, "SessionRow")
         self._latest_offer_save = PreparedRead(engine, _LATEST_OFFER_SAVE, "SessionRow")
-        # Every first view of a link runs it; the values come as parameters at execution.
-        self._open_session = self._insert(sessions).on_conflict_do_nothing(index_elements=["nonce"]).returning(sessions.c.id)
+        # Every first view of a link inserts its session, with these columns (cancel_service `_session_values`).
+        self._open_session = PreparedInsert(
+            engine, self._insert(sessions).on_conflict_do_nothing(index_elements=["nonce"]).returning(sessions.c.id),
+            _OPENED_COLUMNS)
 
     def ping(self) -> None:
         with self.engine.connect() as connection:
@@ -218,13 +227,12 @@ class Store:
         now = utc_now()
         row = {"outcome": "open", "created_at": now, "updated_at": now, "rolled_up": False, "claim_attempt": 0,
                "superseded": False, "snapshot_at": now, **values}
-        with self.engine.begin() as connection:
-            inserted = connection.execute(self._open_session, row).scalar()
-            if inserted is not None:
-                # earlier undecided sessions of the subscription step aside when the roll-ups are next
-                # refreshed (store/stats.py), not here on the subscriber's first view
-                return OpenedSession(**{**_UNSET, **row, "id": inserted})
-            return _as_session(connection.execute(_SESSION_BY_NONCE, {"nonce": values["nonce"]}).first())
+        inserted = self._open_session.returning(row)
+        if inserted is not None:
+            # earlier undecided sessions of the subscription step aside when the roll-ups are next
+            # refreshed (store/stats.py), not here on the subscriber's first view
+            return OpenedSession(**{**_UNSET, **row, "id": inserted})
+        return self.find_session(values["nonce"])  # inserted, and committed, by a concurrent request
 
     def save_snapshot(self, session_id: int, snapshot: str) -> None:
         with self.engine.begin() as connection:

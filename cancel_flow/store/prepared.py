@@ -1,8 +1,8 @@
-"""A SELECT the subscriber's pages run on every view, prepared once per engine.
+"""The statements the subscriber's pages run on every view, prepared once per engine.
 
-SQLAlchemy Core spends more on executing a small SELECT (a Connection, the statement's cache key, an execution
-context, a result object and its row) than the database spends answering it. A PreparedRead keeps what SQLAlchemy
-would produce for the statement on this engine's dialect (its SQL text, how each parameter is sent and how each
+SQLAlchemy Core spends more on executing a small statement (a Connection, the statement's cache key, an execution
+context, a result object and its row) than the database spends answering it. A prepared statement keeps what
+SQLAlchemy would produce for it on this engine's dialect (its SQL text, how each parameter is sent and how each
 column is read, from the column types themselves) and runs it on a connection from the same pool: the same SQL,
 the same values, the same errors (the driver's wrapped as SQLAlchemy wraps them), with a few lines of work."""
 
@@ -12,20 +12,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 
-class PreparedRead:
-    def __init__(self, engine: Engine, statement: sa.Select, row_name: str):
+class _Prepared:
+    def __init__(self, engine: Engine, statement, column_keys=None):
         dialect = self.dialect = engine.dialect
-        compiled = self.compiled = statement.compile(dialect=dialect)
+        compiled = self.compiled = statement.compile(dialect=dialect, column_keys=column_keys)
         if compiled.post_compile_params:  # an expanding `IN`: its SQL is only final at execution
-            raise ValueError("a prepared read takes no expanding parameters (an IN list of sa.literal() values does)")
+            raise ValueError("a prepared statement takes no expanding parameters (an IN list of sa.literal() values does)")
         self.engine, self.sql = engine, str(compiled)
         self.order = tuple(compiled.positiontup) if compiled.positional else None
         self.sent = {name: process for name, bind in compiled.binds.items()
                      if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
-        self.columns = list(statement.selected_columns)
-        self.read = None  # how each column is read: from the driver's own type codes, at the first execution
-        # read like SQLAlchemy's Row: by attribute, by position, and as a tuple
-        self.row = namedtuple(row_name, [column.key for column in self.columns])
 
     def parameters(self, values: dict):
         params = self.compiled.construct_params(values)
@@ -33,6 +29,25 @@ class PreparedRead:
             if name in params:
                 params[name] = process(params[name])
         return tuple(params[name] for name in self.order) if self.order is not None else params
+
+    def _failed(self, connection, error: Exception, params):
+        """The driver's error raised as SQLAlchemy raises it from an execution (OperationalError for a lock or a
+        lost connection, and so on); a connection the database dropped is not handed out again."""
+        lost = self.dialect.is_disconnect(error, connection.dbapi_connection, None)
+        if lost:
+            connection.invalidate(error)
+        raise sa.exc.DBAPIError.instance(self.sql, params, error, self.dialect.loaded_dbapi.Error,
+                                         connection_invalidated=lost, dialect=self.dialect) from error
+
+
+class PreparedRead(_Prepared):
+    """A SELECT, read as rows that read like SQLAlchemy's (by attribute, by position, as a tuple)."""
+
+    def __init__(self, engine: Engine, statement: sa.Select, row_name: str):
+        super().__init__(engine, statement)
+        self.columns = list(statement.selected_columns)
+        self.read = None  # how each column is read: from the driver's own type codes, at the first execution
+        self.row = namedtuple(row_name, [column.key for column in self.columns])
 
     def first(self, **values):
         """The first row, or None."""
@@ -65,11 +80,50 @@ class PreparedRead:
         return tuple((index, process) for index, (column, described) in enumerate(zip(self.columns, description))
                      if (process := column.type.dialect_impl(dialect).result_processor(dialect, described[1])) is not None)
 
-    def _failed(self, connection, error: Exception, params):
-        """The driver's error raised as SQLAlchemy raises it from an execution (OperationalError for a lock or a
-        lost connection, and so on); a connection the database dropped is not handed out again."""
-        lost = self.dialect.is_disconnect(error, connection.dbapi_connection, None)
-        if lost:
-            connection.invalidate(error)
-        raise sa.exc.DBAPIError.instance(self.sql, params, error, self.dialect.loaded_dbapi.Error,
-                                         connection_invalidated=lost, dialect=self.dialect) from error
+
+class PreparedInsert(_Prepared):
+    """An INSERT … RETURNING of one row with the given columns, in a transaction of its own. The columns SQLAlchemy
+    would add with their Python-side constant defaults (a column left out, with `default=`) are added the same way,
+    and a column left out of the values takes its constant default as SQLAlchemy's INSERT of it would."""
+
+    def __init__(self, engine: Engine, statement: sa.Insert, columns):
+        super().__init__(engine, statement, column_keys=list(columns))
+        prefetch = self.compiled.insert_prefetch
+        if any(not column.default.is_scalar for column in prefetch):
+            raise ValueError("a prepared insert takes Python-side defaults that are constants only")
+        given = [column for column in statement.table.c if column.key in columns]
+        if any(isinstance(column.type, sa.JSON) for column in given):  # None would be sent as JSON's null, not NULL
+            raise ValueError("a prepared insert takes no JSON column")
+        # a given column left out of the values: its constant default, else NULL, as SQLAlchemy's INSERT without it
+        # (a column with a computed or a server-side default must be given)
+        self.defaults = {column.key: None for column in given if column.default is None and column.server_default is None}
+        self.defaults.update({column.key: column.default.arg for column in (*given, *prefetch)
+                              if column.default is not None and column.default.is_scalar})
+        if len(self.compiled.effective_returning or ()) != 1:
+            raise ValueError("a prepared insert returns one column")
+        self.returned = self.compiled.effective_returning[0]
+        self.columns = frozenset(columns)
+        self.read = None
+
+    def returning(self, values: dict):
+        """The returned column of the inserted row (committed), or None when no row was inserted."""
+        if not self.columns.issuperset(values):
+            raise ValueError(f"not a column of this insert: {', '.join(sorted(set(values) - self.columns))}")
+        params = self.parameters({**self.defaults, **values})
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(self.sql, params)
+                found = cursor.fetchone()
+                if found is not None and self.read is None:
+                    self.read = self.returned.type.dialect_impl(self.dialect).result_processor(
+                        self.dialect, cursor.description[0][1]) or (lambda value: value)
+            finally:
+                cursor.close()
+            connection.dbapi_connection.commit()
+        except self.dialect.loaded_dbapi.Error as error:
+            self._failed(connection, error, params)
+        finally:
+            connection.close()  # back to the pool (rolled back after a failure, as for any connection)
+        return None if found is None else self.read(found[0])
