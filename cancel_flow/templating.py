@@ -7,9 +7,34 @@ render gives the same text with a few dozen `yield`s instead of a few hundred.""
 
 from jinja2 import Environment, nodes
 from jinja2.compiler import CodeGenerator, Frame
+from markupsafe._speedups import _escape_inner
+
+
+def escape_output(value) -> str:
+    """markupsafe's `escape` for a value written into a page: the same text, as the plain string the page is joined
+    into, without building a Markup object per value (and checking it for `__html__` again) to be joined."""
+    if type(value) is str:
+        return _escape_inner(value)
+    if hasattr(value, "__html__"):
+        return value.__html__()
+    return _escape_inner(str(value))
 
 
 class JoinedOutput(CodeGenerator):
+    def visit_Template(self, node, frame=None) -> None:
+        self.writeline("from cancel_flow.templating import escape_output")
+        super().visit_Template(node, frame)
+
+    def _output_child_pre(self, node, frame: Frame, finalize) -> None:
+        """A value written with autoescape on: `escape_output(…)` where Jinja writes `escape(…)` (its output is
+        only ever joined: into the page, or into a buffer that is joined and marked safe)."""
+        if frame.eval_ctx.autoescape and not frame.eval_ctx.volatile:
+            self.write("escape_output(")
+            if finalize.src is not None:
+                self.write(finalize.src)
+            return
+        super()._output_child_pre(node, frame, finalize)
+
     def blockvisit(self, body, frame: Frame) -> None:
         super().blockvisit(_merged(body), frame)
 
@@ -85,3 +110,21 @@ class TemplateEnvironment(Environment):
 
     def make_globals(self, d=None) -> dict:
         return {**self.globals, **(d or {})}
+
+    def _load_template(self, name, globals):
+        """Jinja's, with the templates of an environment that never reloads them kept in a plain dict: Jinja's LRU
+        cache takes a lock and moves the template to the end of its queue on every `get_template`, `{% extends %}`
+        and `{% include %}`. Kept per environment and loader (an overlay, which copies the environment's
+        attributes, or a new loader starts over)."""
+        if self.auto_reload or globals:
+            return super()._load_template(name, globals)
+        kept = _KEPT.get((id(self), name))
+        if kept is not None and kept[0] is self and kept[1] is self.loader:
+            return kept[2]
+        template = super()._load_template(name, globals)
+        _KEPT[(id(self), name)] = (self, self.loader, template)
+        return template
+
+
+# (id of the environment, template name) → (environment, loader, template), for TemplateEnvironment._load_template.
+_KEPT: dict = {}
