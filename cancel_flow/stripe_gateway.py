@@ -3,17 +3,21 @@
 import asyncio
 import hashlib
 import json
+import logging
 import random
 import time
 import urllib.request
 import uuid
 from datetime import datetime
 from typing import NamedTuple
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 import stripe
+from stripe._encode import _api_encode
 from stripe._request_options import extract_options_from_dict as _extract_options
+from stripe._request_options import merge_options
+from stripe._util import _console_log_level, logger as _sdk_logger, validate_path
 
 from cancel_flow.clock import from_unix
 from cancel_flow.compliance import Payment
@@ -39,6 +43,15 @@ LIST_EXPAND = ["data.items.data.price", "data.customer"]
 HANDLED_EVENTS = ("customer.subscription.updated", "customer.subscription.deleted")
 INVOICE_EVENTS = ("invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded",
                   "invoice.payment_failed", "invoice.voided", "invoice.marked_uncollectible")
+
+
+_PLAIN = (str, int)
+
+
+def _sdk_logs() -> bool:
+    """Whether the SDK's request and response log lines would be written anywhere (STRIPE_LOG or `stripe.log`
+    printing them, or a handler taking the `stripe` logger's info lines)."""
+    return _console_log_level() is not None or _sdk_logger.isEnabledFor(logging.INFO)
 
 
 class WebhookRefused(Exception):
@@ -398,6 +411,9 @@ class StripeGateway:
         self.budget = StripeBudget.for_deployment(settings.stripe_rate_limit, settings.database_url,
                                                   settings.stripe_api_key)
         self._account: tuple[float, str | None] | None = None  # (read at, the account's country)
+        # A GET's address, headers and retries per base address, and its query strings (see `_get`).
+        self._gets: dict[str, tuple] = {}
+        self._queries: dict[tuple, str] = {}
 
     async def _call(self, operation: str, request):
         """One request to Stripe, with one deadline (STRIPE_DEADLINE) for all its attempts, each sent when the
@@ -487,8 +503,12 @@ class StripeGateway:
         log line (the SDK's `raw_request_async` parses it into OrderedDicts and quotes all of it for its logger,
         which together cost more than the rest of the call)."""
         options, params = _extract_options(params)
-        response = await self._once._requestor.request_stream_async(
-            method, path, params, options, base_address=params.pop("base", "api"), usage=["raw_request"])
+        requestor, base = self._once._requestor, params.pop("base", "api")
+        if method == "get" and not options and "?" not in path and not _sdk_logs():
+            response = await self._get(requestor, path, params, base)
+        else:
+            response = await requestor.request_stream_async(method, path, params, options, base_address=base,
+                                                            usage=["raw_request"])
         stream = response.stream()
         body = await stream.read() if hasattr(stream, "read") else b"".join([chunk async for chunk in stream])
         try:
@@ -497,6 +517,38 @@ class StripeGateway:
             raise stripe.APIError("Invalid response body from API: %s (HTTP response code was %d)"
                                   % (body.decode("utf-8", "replace"), response.code), body, response.code,
                                   response.headers) from None
+
+    async def _get(self, requestor, path: str, params: dict, base: str):
+        """`request_stream_async` of a GET, with what the SDK builds the same for every GET of this client made
+        once: its headers (the API key, the version, the client's user agent; a GET has no idempotency key) and
+        each query string (the same parameters encoded the same way). The SDK's HTTP client sends it (retries and
+        telemetry as for any call), and the SDK's own `_interpret_streaming_response_async` reads the answer (a
+        non-2xx is read and raised as the SDK raises it). Taken only when the SDK's request and response log lines
+        go nowhere (`_sdk_logs`): it skips formatting them."""
+        validate_path(path)
+        sent = self._gets.get(base)
+        if sent is None:
+            request_options = merge_options(requestor._options, None)
+            if request_options.get("api_key") is None:  # the SDK's own AuthenticationError
+                return await requestor.request_stream_async("get", path, params, None, base_address=base,
+                                                            usage=["raw_request"])
+            headers = requestor.request_headers("get", "V1", request_options)
+            headers.update(request_options.get("headers") or {})
+            sent = self._gets[base] = (requestor._options.base_addresses.get(base), headers,
+                                       request_options.get("max_network_retries"))
+        address, headers, retries = sent
+        # kept when every value is text, an integer or a list of text (whose repr says exactly how it is encoded)
+        query_key = repr(params) if all(type(value) in _PLAIN or type(value) is list and all(type(each) is str for each in value)
+                                        for value in params.values()) else None
+        query = self._queries.get(query_key) if query_key is not None else None
+        if query is None:
+            query = urlencode(list(_api_encode(params))).replace("%5B", "[").replace("%5D", "]")
+            if query_key is not None and len(self._queries) < 256:
+                self._queries[query_key] = query
+        stream, code, answer_headers = await requestor._get_http_client().request_stream_with_retries_async(
+            "get", f"{address}{path}?{query}" if query else f"{address}{path}", dict(headers), None,
+            max_network_retries=retries, _usage=["raw_request", "async"])
+        return await requestor._interpret_streaming_response_async(stream, code, answer_headers, "V1")
 
     async def read_subscription(self, subscription_id: str) -> SubscriptionFacts:
         try:

@@ -301,3 +301,39 @@ def test_stripe_calls_go_through_the_proxy_the_environment_names(settings, catal
 
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     assert asyncio.run(read()).subscription_id == sub.id
+
+
+def test_a_get_is_sent_as_the_sdk_sends_it_with_the_same_answers_and_errors(settings, catalogue, monkeypatch):
+    """The gateway's GETs (their headers and query strings made once) send what the SDK's own request would."""
+    from cancel_flow import stripe_gateway
+
+    sub = catalogue.subscription()
+
+    async def sent_both_ways(path, **params):
+        gateway = StripeGateway(settings)
+        client = gateway._once._requestor._get_http_client()
+        real, seen, answers = client.request_stream_with_retries_async, [], []
+
+        async def spy(method, url, headers, post_data=None, max_network_retries=None, *, _usage=None):
+            seen.append((method, url, dict(headers), post_data, max_network_retries, _usage))
+            return await real(method, url, headers, post_data, max_network_retries=max_network_retries, _usage=_usage)
+
+        monkeypatch.setattr(client, "request_stream_with_retries_async", spy)
+        try:
+            for sdk_logs in (False, False, True):  # made, kept, and the SDK's own request (its log lines wanted)
+                monkeypatch.setattr(stripe_gateway, "_sdk_logs", lambda: sdk_logs)
+                try:
+                    answers.append(await gateway._raw("test", "get", path, **params))
+                except stripe.StripeError as error:
+                    answers.append((type(error), error.http_status, error.code))
+        finally:
+            await gateway.close()
+        return seen, answers
+
+    for path, params in ((f"/v1/subscriptions/{sub.id}", {"expand": ["customer", "items.data.price.product"]}),
+                         ("/v1/products", {"ids": [sub.id], "limit": 100}), ("/v1/subscriptions/sub_missing", {})):
+        seen, answers = asyncio.run(sent_both_ways(path, **params))
+        assert len(seen) == 3 and seen[0] == seen[1] == seen[2]
+        assert answers[0] == answers[1] == answers[2]
+        assert "Authorization" in seen[0][2] and "Idempotency-Key" not in seen[0][2]
+    assert answers[0][0] is stripe.InvalidRequestError and answers[0][1] == 404
