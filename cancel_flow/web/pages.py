@@ -74,21 +74,39 @@ environment = ENVIRONMENTS[DEFAULT]  # English: the coach's pages (and the words
 
 
 def picked_language(request: Request) -> str | None:
-    """The language the client picked with the switch: `?lang=` now, else the link's cookie."""
-    if b"lang=" in request.scope.get("query_string", b""):
+    """The language the client picked with the switch: `?lang=` now, else the link's cookie (found once per request:
+    a page asks for it more than once)."""
+    scope = request.scope
+    try:
+        return scope["cancel_flow.picked_language"]
+    except KeyError:
+        pass
+    picked = None
+    if b"lang=" in scope.get("query_string", b""):
         asked = request.query_params.get("lang")
         if asked in LANGUAGES:
-            return asked
-    kept = request.cookies.get(LANGUAGE_COOKIE) if request.headers.get("cookie") else None
-    return kept if kept in LANGUAGES else None
+            picked = asked
+    if picked is None:
+        kept = request.cookies.get(LANGUAGE_COOKIE) if request.headers.get("cookie") else None
+        picked = kept if kept in LANGUAGES else None
+    scope["cancel_flow.picked_language"] = picked
+    return picked
 
 
 def page_language(request: Request, brand=None) -> str:
     """The language a client's page is served in: the switch, the Stripe customer's `preferred_locales` (which
-    the route puts in `request.state` when it has read them), the browser, the brand's `default_locale`."""
+    the route puts in `request.state` when it has read them), the browser, the brand's `default_locale`. Chosen
+    once per request for the same `preferred_locales` and brand default (a page asks for it more than once)."""
     brand = brand or request.app.state.config.current().brand
-    return choose(picked=picked_language(request), preferred_locales=getattr(request.state, "preferred_locales", ()),
-                  accept_language=request.headers.get("accept-language"), default=brand.default_locale)
+    preferred = getattr(request.state, "preferred_locales", ())
+    scope = request.scope
+    kept = scope.get("cancel_flow.page_language")
+    if kept is not None and kept[0] == preferred and kept[1] == brand.default_locale:
+        return kept[2]
+    language = choose(picked=picked_language(request), preferred_locales=preferred,
+                      accept_language=request.headers.get("accept-language"), default=brand.default_locale)
+    scope["cancel_flow.page_language"] = (preferred, brand.default_locale, language)
+    return language
 
 
 def is_coach_page(request: Request) -> bool:
