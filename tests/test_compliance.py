@@ -497,3 +497,27 @@ def test_records_are_deleted_after_records_keep_days_by_the_sweep(app, catalogue
     assert "1 declaration(s) older than 30 days deleted." in capsys.readouterr().out
     assert rows(client) == []
     assert not [d for d in rows(client, OutboxDelivery.__table__) if (d.key or "").startswith("declaration-")]
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+def test_a_cancellation_confirmed_without_an_end_date_or_undo_link_promises_neither(language):
+    from cancel_flow.config.schema import Brand
+
+    style = compose.Style(Brand(name="Peak Coaching", support_email="coach@example.com"), "https://coach.example.com")
+    received = datetime(2026, 12, 7, 12, tzinfo=timezone.utc)
+    declaration = compose.Declaration("cancellation", "I cancel.", "accepted", "Coaching Plan (subscription sub_1)")
+    ended = compose.render(compose.cancellation_confirmed(
+        style, to="ann@example.com", name="Ann", plan="Coaching Plan", access_until=None, keep_url=None,
+        unsubscribe_url=None, received_at=received, declaration=declaration, language=language), style)
+    english = language == "en"
+    assert ("has ended, and you won't be charged again" if english else "ist beendet") in ended.text
+    assert ("Press the button below" if english else "Schaltfläche") not in ended.text
+    assert ("Full access" if english else "Voller Zugang") not in ended.text
+    assert ("Nothing: the subscription has ended" if english else "beendet") in ended.text
+
+    undo = compose.Declaration("cancellation", "I cancel.", "accepted", "Coaching Plan", undo_url="https://x.example/undo")
+    later = compose.render(compose.cancellation_confirmed(
+        style, to="ann@example.com", name="Ann", plan="Coaching Plan", access_until=received + timedelta(days=20),
+        keep_url=None, unsubscribe_url=None, received_at=received, declaration=undo, language="en"), style)
+    assert "Press the button below" in later.text and "Full access, no further payments" in later.text
+    assert "https://x.example/undo" in later.text

@@ -327,10 +327,11 @@ def _acknowledgement(style: Style, *, to: str, name: str | None, plan: str, acce
                         "you keep access until then, and you won't be charged again.", moment=received, plan=plan,
                         day=until) if access_until else
                       _("We received your cancellation on %(moment)s. Your %(plan)s subscription has ended, and you "
-                        "won't be charged again.", moment=received, plan=plan),
-                      _("Didn't send this? Anyone who knows your email address can use the cancellation form. "
-                        "Press the button below and your plan continues as before."))
-        facts += [(_("Takes effect"), until), (_("Until then"), _("Full access, no further payments"))]
+                        "won't be charged again.", moment=received, plan=plan),) + \
+            ((_("Didn't send this? Anyone who knows your email address can use the cancellation form. "
+                "Press the button below and your plan continues as before."),) if declaration.undo_url else ())
+        facts += [(_("Takes effect"), until), (_("Until then"), _("Full access, no further payments") if access_until
+                                               else _("Nothing: the subscription has ended"))]
         button = (_("This wasn't me — keep my plan"), declaration.undo_url) if declaration.undo_url else None
     elif declaration.outcome == "not_eligible":
         subject = _("We received your withdrawal")
