@@ -190,18 +190,27 @@ async def invitation(request: Request) -> Response:
                               action=f"/dashboard/invite/{quote(token, safe='')}")
 
 
-async def accept_invitation(request: Request) -> Response:
+async def _chosen_password(request: Request, kind: str, what: str, address: str):
+    """A set-password form sent with an invitation or reset link: (the link's holder, the new password's hash), or
+    the page to answer with instead (the link is gone, or the password won't do) and None."""
     token = request.path_params["token"]
     fields = await read_form(request, request.cookies.get(LOGIN_CSRF_COOKIE))
-    coaches = request.app.state.coaches
-    invited = await run_in_threadpool(coaches.valid_token, "invite", token)
-    if invited is None:
-        return _gone(request, "invitation")
+    holder = await run_in_threadpool(request.app.state.coaches.valid_token, kind, token)
+    if holder is None:
+        return _gone(request, what), None
     problem = password_problem(fields.get("password") or "", fields.get("password_again") or "")
     if problem:
-        return _set_password_page(request, 400, kind="invite", email=invited.email, role=invited.role, error=problem,
-                                  action=f"/dashboard/invite/{quote(token, safe='')}")
-    password_hash = await run_in_threadpool(hash_password, fields["password"])
+        role = {"role": holder.role} if kind == "invite" else {}
+        return _set_password_page(request, 400, kind=kind, email=holder.email, error=problem,
+                                  action=f"{address}/{quote(token, safe='')}", **role), None
+    return holder, await run_in_threadpool(hash_password, fields["password"])
+
+
+async def accept_invitation(request: Request) -> Response:
+    invited, password_hash = await _chosen_password(request, "invite", "invitation", "/dashboard/invite")
+    if password_hash is None:
+        return invited
+    token, coaches = request.path_params["token"], request.app.state.coaches
 
     def audited(connection, row):
         record_audit(connection, "team.joined", f"{row.email} joined as {row.role}", **who(request, actor=row.email))
@@ -313,17 +322,10 @@ async def reset_page(request: Request) -> Response:
 
 
 async def reset_password(request: Request) -> Response:
-    token = request.path_params["token"]
-    fields = await read_form(request, request.cookies.get(LOGIN_CSRF_COOKIE))
-    coaches = request.app.state.coaches
-    found = await run_in_threadpool(coaches.valid_token, "reset", token)
-    if found is None:
-        return _gone(request, "password reset")
-    problem = password_problem(fields.get("password") or "", fields.get("password_again") or "")
-    if problem:
-        return _set_password_page(request, 400, kind="reset", email=found.email, error=problem,
-                                  action=f"/dashboard/password-reset/{quote(token, safe='')}")
-    password_hash = await run_in_threadpool(hash_password, fields["password"])
+    page, password_hash = await _chosen_password(request, "reset", "password reset", "/dashboard/password-reset")
+    if password_hash is None:
+        return page
+    token, coaches = request.path_params["token"], request.app.state.coaches
 
     def audited(connection, row):
         record_audit(connection, "team.password_reset", f"{row.email} chose a new password with a reset link",
