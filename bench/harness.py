@@ -22,7 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk_test_bench"
 SECRET = "bench-secret-key-0123456789abcdef"
 WHSEC = "whsec_bench_" + "d" * 32
-COUPON = "cancel-flow_half-off-3-payments_50pct_3m"
+# The offer's coupons: 3 months (what `stripe setup` makes), and 4, the length an accept in the middle of a period
+# asks for (its first discounted payment is the next renewal; cancel_service corrects the length and makes the coupon
+# once, the first time). Both made beforehand, so that a flow counts the calls of a deployment in use.
+COUPONS = {"cancel-flow_half-off-3-payments_50pct_3m": 3, "cancel-flow_half-off-3-payments_50pct_4m": 4}
+COUPON_IDS = tuple(COUPONS)
 figures: list[dict] = []
 
 
@@ -122,9 +126,19 @@ def median_run(runs: list[dict]) -> dict:
 
 
 def app_env(database_url: str, emulator_url: str, base_url: str) -> dict:
-    return {"DATABASE_URL": database_url, "CANCEL_FLOW_SECRET_KEY": SECRET, "STRIPE_API_KEY": KEY,
-            "STRIPE_API_BASE": emulator_url, "CANCEL_FLOW_BASE_URL": base_url, "STRIPE_WEBHOOK_SECRET": WHSEC,
-            "CANCEL_FLOW_OFFERS": str(ROOT / "offers.toml"), "CANCEL_FLOW_ENV": "production"}
+    env = {"DATABASE_URL": database_url, "CANCEL_FLOW_SECRET_KEY": SECRET, "STRIPE_API_KEY": KEY,
+           "STRIPE_API_BASE": emulator_url, "CANCEL_FLOW_BASE_URL": base_url, "STRIPE_WEBHOOK_SECRET": WHSEC,
+           "CANCEL_FLOW_OFFERS": str(ROOT / "offers.toml"), "CANCEL_FLOW_ENV": "production"}
+    configuration = portal_configuration(emulator_url)
+    if configuration:  # as `stripe setup` prints it: a configuration made by the API is not the account's default
+        env["STRIPE_PORTAL_CONFIGURATION"] = configuration
+    return env
+
+
+def portal_configuration(emulator_url: str) -> str | None:
+    """The portal configuration `ensure_coupon` saved (the one marked `cancel_flow=1`), if any yet."""
+    found = sdk(emulator_url).v1.billing_portal.configurations.list(params={"limit": 100}).data
+    return next((c.id for c in found if c.metadata and c.metadata.to_dict().get("cancel_flow") == "1"), None)
 
 
 def serve(database_url: str, emulator_url: str, workers: int = 1, env: dict | None = None) -> tuple[Process, str]:
@@ -155,10 +169,12 @@ def seed_subscriptions(client: stripe.StripeClient, count: int) -> list[stripe.S
 def ensure_coupon(client: stripe.StripeClient) -> None:
     """The offer's coupon, and a saved portal configuration (Stripe's test mode refuses portal sessions
     without one), as `cancel-flow stripe setup` makes them."""
-    try:
-        client.v1.coupons.create(params={"id": COUPON, "percent_off": 50, "duration": "repeating", "duration_in_months": 3})
-    except stripe.InvalidRequestError:
-        pass  # made by an earlier scenario
+    for coupon, months in COUPONS.items():
+        try:
+            client.v1.coupons.create(params={"id": coupon, "percent_off": 50, "duration": "repeating",
+                                             "duration_in_months": months})
+        except stripe.InvalidRequestError:
+            pass  # made by an earlier scenario
     if not client.v1.billing_portal.configurations.list(params={"limit": 1}).data:
         from cancel_flow.stripe_gateway import StripeSetup
 

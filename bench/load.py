@@ -94,8 +94,15 @@ def stripe_disagrees(subscription: str, action: str, sub, untouched_because: str
     return None
 
 
-def verify(result: LoadResult, stripe_client, database_url: str, coupon_id: str, redeemed_before: int = 0) -> list[str]:
+def redemptions(stripe_client, coupon_ids: tuple[str, ...]) -> int:
+    """How often the offer's coupons (one per length) have been redeemed, together."""
+    return sum(stripe_client.v1.coupons.retrieve(coupon_id).times_redeemed for coupon_id in coupon_ids)
+
+
+def verify(result: LoadResult, stripe_client, database_url: str, coupon_ids: str | tuple[str, ...],
+           redeemed_before: int = 0) -> list[str]:
     """Every decision is in Stripe and in the database, exactly once."""
+    coupon_ids = (coupon_ids,) if isinstance(coupon_ids, str) else coupon_ids
     problems = list(result.problems)
     outcomes = recorded_outcomes(database_url)
     discounts = 0
@@ -108,7 +115,7 @@ def verify(result: LoadResult, stripe_client, database_url: str, coupon_id: str,
         if problem := stripe_disagrees(subscription, action, sub, "although sent to the portal"):
             problems.append(problem)
     if discounts:
-        redeemed = stripe_client.v1.coupons.retrieve(coupon_id).times_redeemed - redeemed_before
+        redeemed = redemptions(stripe_client, coupon_ids) - redeemed_before
         if redeemed != discounts:
             problems.append(f"coupon redeemed {redeemed} times for {discounts} discounts")
     return problems

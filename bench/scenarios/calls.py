@@ -9,9 +9,9 @@ from bench.harness import Bench, ensure_coupon, figure, fresh_database, sdk, see
 
 
 def stripe_calls_per_flow(emulator_url: str, workdir: Path) -> None:
-    app, url = serve(fresh_database("sqlite", workdir), emulator_url)
     client = sdk(emulator_url)
-    ensure_coupon(client)
+    ensure_coupon(client)  # first: the app is told the portal configuration it saves
+    app, url = serve(fresh_database("sqlite", workdir), emulator_url)
     discount_sub, cancel_sub = seed_subscriptions(client, 2)
     links = signer()
     try:

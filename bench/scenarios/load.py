@@ -3,22 +3,22 @@
 import asyncio
 from pathlib import Path
 
-from bench.harness import (COUPON, Bench, drop_database, ensure_coupon, figure, migrated_database, sdk,
+from bench.harness import (COUPON_IDS, Bench, drop_database, ensure_coupon, figure, migrated_database, sdk,
                            seed_subscriptions, serve, signer)
-from bench.load import run_load, verify
+from bench.load import redemptions, run_load, verify
 
 
 def load_scenario(kind: str, emulator_url: str, workdir: Path, subscribers: int, seconds: int) -> None:
     database = migrated_database(kind, workdir)
-    app, url = serve(database, emulator_url, workers=2)
     client = sdk(emulator_url)
-    ensure_coupon(client)
+    ensure_coupon(client)  # first: the app is told the portal configuration it saves
+    app, url = serve(database, emulator_url, workers=2)
     links = signer()
     paths = [(sub.id, f"/cancel/{links.cancel_token(sub.customer, sub.id)[0]}") for sub in seed_subscriptions(client, subscribers)]
-    redeemed_before = client.v1.coupons.retrieve(COUPON).times_redeemed
+    redeemed_before = redemptions(client, COUPON_IDS)
     try:
         result = asyncio.run(run_load(url, paths, seconds))
-        problems = verify(result, client, database, COUPON, redeemed_before)
+        problems = verify(result, client, database, COUPON_IDS, redeemed_before)
     finally:
         app.stop()
         drop_database(database)

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from bench.harness import (COUPON, Bench, Process, app_env, drop_database, ensure_coupon, figure, free_port,
+from bench.harness import (COUPON_IDS, Bench, Process, app_env, drop_database, ensure_coupon, figure, free_port,
                            migrated_database, sdk, seed_subscriptions, signer)
-from bench.load import ACTIONS, EXPECTED, recorded_outcomes, stripe_disagrees
+from bench.load import ACTIONS, EXPECTED, recorded_outcomes, redemptions, stripe_disagrees
 from cancel_flow.settings import Settings
 
 STRIPE_TEST_LIMIT = 25  # requests/s (https://docs.stripe.com/rate-limits)
@@ -164,7 +164,7 @@ def verify(storm: Storm, stripe_client, database_url: str, redeemed_before: int)
             discounts += 1
         if problem := stripe_disagrees(subscription, wanted, sub, "without a decision"):
             problems.append(problem)
-    redeemed = stripe_client.v1.coupons.retrieve(COUPON).times_redeemed - redeemed_before
+    redeemed = redemptions(stripe_client, COUPON_IDS) - redeemed_before
     if redeemed != discounts:
         problems.append(f"coupon redeemed {redeemed} times for {discounts} discounts")
     return problems
@@ -191,16 +191,16 @@ def storm_scenario(kind: str, bench: Bench, subscribers: int, seconds: float, bu
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     budget = Settings().stripe_rate_limit  # the service's default budget
+    client = sdk(bench.emulator_url)
+    ensure_coupon(client)  # first: the app is told the portal configuration it saves
     app = Process([sys.executable, "-m", "cancel_flow", "serve", "--port", str(port), "--workers", "2"],
                   env={**app_env(database, bench.emulator_url, url), "STRIPE_RATE_LIMIT": f"{budget:g}"},
                   ready=f"{url}/healthz")
-    client = sdk(bench.emulator_url)
     try:
-        ensure_coupon(client)
         subs = seed_subscriptions(client, subscribers)
         links = signer()
         paths = [(sub.id, f"/cancel/{links.cancel_token(sub.customer, sub.id)[0]}") for sub in subs]
-        redeemed_before = client.v1.coupons.retrieve(COUPON).times_redeemed
+        redeemed_before = redemptions(client, COUPON_IDS)
         emulator.post("/_emulator/limits", json={"requests_per_second": STRIPE_TEST_LIMIT}).raise_for_status()
         started = time.time()
         try:
