@@ -78,7 +78,8 @@ class Hanging:
 
 def write_events(database: str, seconds: int, slack_url: str) -> dict[str, float]:
     """Events at RATE a second, each as the flow writes it; {delivery key: when its event was written}."""
-    from cancel_flow.hooks import Alerts, sample_data
+    from cancel_flow.config.schema import Alerts
+    from cancel_flow.hooks import sample_data
     from cancel_flow.outbox import emit
     from cancel_flow.store import make_engine
 
