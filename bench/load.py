@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
+import stripe
 import sqlalchemy as sa
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -95,8 +96,15 @@ def stripe_disagrees(subscription: str, action: str, sub, untouched_because: str
 
 
 def redemptions(stripe_client, coupon_ids: tuple[str, ...]) -> int:
-    """How often the offer's coupons (one per length) have been redeemed, together."""
-    return sum(stripe_client.v1.coupons.retrieve(coupon_id).times_redeemed for coupon_id in coupon_ids)
+    """How often the offer's coupons (one per length: an accept in the middle of a period makes and uses the longer
+    one) have been redeemed, together; a length not made yet counts 0."""
+    total = 0
+    for coupon_id in coupon_ids:
+        try:
+            total += stripe_client.v1.coupons.retrieve(coupon_id).times_redeemed
+        except stripe.InvalidRequestError:
+            pass
+    return total
 
 
 def verify(result: LoadResult, stripe_client, database_url: str, coupon_ids: str | tuple[str, ...],
