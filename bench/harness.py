@@ -10,6 +10,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,8 +68,9 @@ def wait_for(url: str, timeout: float = 60) -> None:
 
 class Process:
     def __init__(self, args: list[str], env: dict | None = None, ready: str | None = None, ready_timeout: float = 60):
+        self.log = tempfile.TemporaryFile(mode="w+")  # what it prints, for `printed()`
         self.process = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, cwd=ROOT)
+                                        stderr=self.log, cwd=ROOT)
         if ready:
             wait_for(ready, ready_timeout)
 
@@ -86,6 +88,10 @@ class Process:
             if match:
                 peaks.append(int(match.group(1)) / 1024)
         return max(peaks or [0])
+
+    def printed(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
 
     def stop(self) -> None:
         if self.process.poll() is None:

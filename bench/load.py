@@ -107,9 +107,15 @@ def redemptions(stripe_client, coupon_ids: tuple[str, ...]) -> int:
     return total
 
 
+def corrections(printed: str) -> int:
+    """How many discounts the app replaced by the coupon length that covers the promise from Stripe's own start (an
+    accept in the second a period renews): each is a second redemption in Stripe, as Stripe counts one per attach."""
+    return printed.count("cancel_session.discount_corrected")
+
+
 def verify(result: LoadResult, stripe_client, database_url: str, coupon_ids: str | tuple[str, ...],
-           redeemed_before: int = 0) -> list[str]:
-    """Every decision is in Stripe and in the database, exactly once."""
+           redeemed_before: int = 0, corrected: int = 0) -> list[str]:
+    """Every decision is in Stripe and in the database, exactly once (`corrected`: discounts replaced once)."""
     coupon_ids = (coupon_ids,) if isinstance(coupon_ids, str) else coupon_ids
     problems = list(result.problems)
     outcomes = recorded_outcomes(database_url)
@@ -124,6 +130,6 @@ def verify(result: LoadResult, stripe_client, database_url: str, coupon_ids: str
             problems.append(problem)
     if discounts:
         redeemed = redemptions(stripe_client, coupon_ids) - redeemed_before
-        if redeemed != discounts:
-            problems.append(f"coupon redeemed {redeemed} times for {discounts} discounts")
+        if redeemed != discounts + corrected:
+            problems.append(f"coupon redeemed {redeemed} times for {discounts} discounts ({corrected} replaced)")
     return problems

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from bench.harness import (COUPON_IDS, Bench, drop_database, ensure_coupon, figure, migrated_database, sdk,
                            seed_subscriptions, serve, signer)
-from bench.load import redemptions, run_load, verify
+from bench.load import corrections, redemptions, run_load, verify
 
 
 def load_scenario(kind: str, emulator_url: str, workdir: Path, subscribers: int, seconds: int) -> None:
@@ -18,7 +18,7 @@ def load_scenario(kind: str, emulator_url: str, workdir: Path, subscribers: int,
     redeemed_before = redemptions(client, COUPON_IDS)
     try:
         result = asyncio.run(run_load(url, paths, seconds))
-        problems = verify(result, client, database, COUPON_IDS, redeemed_before)
+        problems = verify(result, client, database, COUPON_IDS, redeemed_before, corrections(app.printed()))
     finally:
         app.stop()
         drop_database(database)
