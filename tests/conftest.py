@@ -274,6 +274,7 @@ def offers():
 
 
 os.environ.setdefault("CANCEL_FLOW_ENV", "development")
+os.environ.setdefault("CANCEL_FLOW_CHECK_PAGE_CACHE", "1")  # every client page found in the page cache is checked against a fresh render
 
 
 class LiveServer:

@@ -19,6 +19,7 @@ from cancel_flow.links import LONGEST_MAX_AGE
 from cancel_flow.money import format_day, format_money, format_number, format_percent_off, interval_words
 from cancel_flow.reasons import REASONS
 from cancel_flow.templating import TemplateEnvironment
+from cancel_flow.web.page_cache import PAGES
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_FIELD = 10_000
@@ -138,14 +139,17 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
         language = page_language(request, brand)
         formats = language
         switch = _switch_links(request, language) if context.pop("language_switch", True) else None
-    html = ENVIRONMENTS[language].get_template(template).render(
-        brand=brand, return_url=state.settings.return_url, request_path=request.scope["path"], language=language,
-        html_lang=html_lang(language), formats=formats, language_switch=switch, picked=picked_language(request),
-        **context)
+    context = dict(brand=brand, return_url=state.settings.return_url, request_path=request.scope["path"],
+                   language=language, html_lang=html_lang(language), formats=formats, language_switch=switch,
+                   picked=picked_language(request), **context)
+    token = (request.path_params or {}).get("token")
+    if switch is None:
+        html = ENVIRONMENTS[language].get_template(template).render(context)
+    else:  # a client's page: the same page for the same inputs (cancel_flow/web/page_cache.py)
+        html = PAGES.render(ENVIRONMENTS[language], template, context, (token, context.get("csrf")))
     response = HTMLResponse(html, status_code=status_code)
     if switch is not None:  # a client's page: its language comes from these (a shared cache keeps one per language)
         response.headers["Vary"] = "Accept-Language, Cookie"
-    token = (request.path_params or {}).get("token")
     if switch and token and request.scope["path"].startswith("/cancel/") and b"lang=" in request.scope.get("query_string", b""):
         picked = request.query_params.get("lang")
         if picked in LANGUAGES:

@@ -1,0 +1,97 @@
+"""Client pages rendered once per distinct input: a reload, or another client on the same plan at the same step in
+the same language, gets the text Jinja made before instead of rendering it again (most of a page's CPU).
+
+A page is looked up by its template, its environment (the language) and its whole context taken by value, as
+`pickle` writes it (text, numbers, dates, containers, the configuration's objects with their fields), except the
+cancel session (`session`), taken by the columns the templates read (`SESSION_FIELDS`, checked against the
+templates by a test): a first view's new session and a reload's row then look the same. A context holding what
+pickle can't write (a function) is rendered as before, uncached. Templates are functions of their context: none
+reads the clock or anything else outside it.
+
+The link's own values (its token, and the form token made from it) differ for every link yet are only ever written
+into a page as they are: they are replaced by stand-ins before the lookup and put back in the text after it, so the
+first view of a new link finds the page another link of the same plan rendered. Only values at least 16 characters
+long, of letters, digits and `-._~`, stand aside (no escaping or URL quoting changes them), and the stand-ins are
+letters and digits; a mistyped link's value stays in the key as it is.
+
+With `CANCEL_FLOW_CHECK_PAGE_CACHE=1` (the test suite sets it) every page found is rendered again and compared,
+and a difference is an error: a template that starts reading something the lookup doesn't see fails the suite."""
+
+import os
+import pickle
+import re
+import secrets
+
+from jinja2 import Environment
+
+# The columns of a cancel session the client pages read (`session.<column>` in the templates).
+SESSION_FIELDS = ("currency", "decided_at", "interval", "interval_count", "period_end", "plan_name", "price_amount",
+                  "price_note")
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
+# Pages kept per process; when full the oldest goes. A page is a few kilobytes.
+SIZE = 512
+
+
+def _session_view(session):
+    """The page's cancel session (a row, a new session or the ORM's) as the columns the pages read."""
+    if session is None:
+        return None
+    return [getattr(session, name) for name in SESSION_FIELDS]
+
+
+class RenderedPages:
+    def __init__(self, size: int = SIZE, check: bool | None = None):
+        self.size = size
+        self.check = os.environ.get("CANCEL_FLOW_CHECK_PAGE_CACHE") == "1" if check is None else check
+        self.pages: dict = {}
+        self._stand_ins = tuple(f"cfvalue{secrets.token_hex(8)}" for _ in range(4))
+
+    def render(self, environment: Environment, name: str, context: dict, link_values: tuple[str, ...] = ()) -> str:
+        """The template rendered with `context`; `link_values` (the link's token, the form token) are the per-link
+        values written into it as they are."""
+        swapped = [(real, stand_in) for real, stand_in in zip(link_values, self._stand_ins) if _swappable(real)]
+        try:
+            key = pickle.dumps((id(environment), name, [(k, _session_view(v) if k == "session" else v)
+                                                            for k, v in context.items()]), 5)
+        except (pickle.PicklingError, TypeError, AttributeError, ValueError, RecursionError):
+            return environment.get_template(name).render(context)
+        for real, stand_in in swapped:
+            key = key.replace(real.encode(), stand_in.encode())
+        page = self.pages.get(key)
+        if page is None:
+            page = environment.get_template(name).render(_swapped(context, swapped) if swapped else context)
+            if len(self.pages) >= self.size:
+                del self.pages[next(iter(self.pages))]
+            self.pages[key] = page
+        for real, stand_in in swapped:
+            page = page.replace(stand_in, real)
+        if self.check:
+            fresh = environment.get_template(name).render(context)
+            if fresh != page:
+                raise AssertionError(f"the page kept for {name} differs from a fresh render")
+        return page
+
+
+def _swappable(value: str | None) -> bool:
+    """A link's value that can stand aside: long (so no other text holds it) and written the same whatever escapes or
+    quotes it (letters, digits and `-._~`). Any other (a mistyped link) stays in the key as it is."""
+    return bool(value) and len(value) >= 16 and _UNRESERVED.fullmatch(value) is not None
+
+
+def _swapped(value, swapped: list[tuple[str, str]]):
+    """`value` with the link's values in its text replaced by their stand-ins (text, tuples, lists, dicts)."""
+    kind = type(value)
+    if kind is str:
+        for real, stand_in in swapped:
+            value = value.replace(real, stand_in)
+        return value
+    if kind is tuple or kind is list:
+        return kind(_swapped(item, swapped) for item in value)
+    if kind is dict:
+        return {_swapped(k, swapped): _swapped(v, swapped) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return kind(*[_swapped(item, swapped) for item in value])
+    return value
+
+
+PAGES = RenderedPages()
