@@ -279,7 +279,9 @@ def _stripe_emulator(args) -> int:
     from cancel_flow.emulator.app import create_emulator_app
 
     print(f"Stripe emulator on http://{args.host}:{args.port} (set STRIPE_API_BASE to this address)", flush=True)
-    uvicorn.run(create_emulator_app(), host=args.host, port=args.port, log_level="warning")
+    # Idle connections are kept for 120 s (uvicorn's default is 5 s): a client that reuses one in the moment the
+    # server closes it gets "Server disconnected" for a request never read, a race a test's pause can land on.
+    uvicorn.run(create_emulator_app(), host=args.host, port=args.port, log_level="warning", timeout_keep_alive=120)
     return 0
 
 
