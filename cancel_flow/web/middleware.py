@@ -1,9 +1,9 @@
 """Plain ASGI middleware: request ids and logs, security headers on every response and one log line (no
 traceback) for an exception no handler took, in one layer; a cap on request bodies."""
 
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from starlette.responses import PlainTextResponse, Response
@@ -68,7 +68,7 @@ class RequestEdge:
             return
         started = time.perf_counter()
         sent = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
-        request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
+        request_id = sent if _REQUEST_ID.match(sent) else os.urandom(16).hex()  # 32 random hex digits
         scope[REQUEST_ID] = request_id
         static = scope["path"].startswith(STATIC_PREFIX)
         status, responding = 500, False

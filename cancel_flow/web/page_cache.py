@@ -2,11 +2,12 @@
 the same language, gets the text Jinja made before instead of rendering it again (most of a page's CPU).
 
 A page is looked up by its template, its environment (the language) and its whole context taken by value, as
-`pickle` writes it (text, numbers, dates, containers, the configuration's objects with their fields), except the
-cancel session (`session`), taken by the columns the templates read (`SESSION_FIELDS`, checked against the
-templates by a test): a first view's new session and a reload's row then look the same. A context holding what
-pickle can't write (a function) is rendered as before, uncached. Templates are functions of their context: none
-reads the clock or anything else outside it.
+`pickle` writes it (text, numbers, dates, containers), with two exceptions. The configuration's objects (the brand:
+frozen, and made anew by every saved version) are taken by identity and kept alive with the page. The cancel
+session (`session`) is taken by the columns the templates read (`SESSION_FIELDS`, checked against the templates by
+a test), so a first view's new session and a reload's row look the same. A context holding what pickle can't
+write (a function) is rendered as before, uncached. Templates are functions of their context: none reads the
+clock or anything else outside it.
 
 The link's own values (its token, and the form token made from it) differ for every link yet are only ever written
 into a page as they are: they are replaced by stand-ins before the lookup and put back in the text after it, so the
@@ -17,6 +18,7 @@ letters and digits; a mistyped link's value stays in the key as it is.
 With `CANCEL_FLOW_CHECK_PAGE_CACHE=1` (the test suite sets it) every page found is rendered again and compared,
 and a difference is an error: a template that starts reading something the lookup doesn't see fails the suite."""
 
+import dataclasses
 import os
 import pickle
 import re
@@ -24,9 +26,15 @@ import secrets
 
 from jinja2 import Environment
 
+from cancel_flow.config import schema
+
 # The columns of a cancel session the client pages read (`session.<column>` in the templates).
 SESSION_FIELDS = ("currency", "decided_at", "interval", "interval_count", "period_end", "plan_name", "price_amount",
                   "price_note")
+# The configuration's objects (frozen dataclasses, made anew by every saved version), taken by identity.
+_CONFIGURATION = frozenset(kind for kind in vars(schema).values()
+                           if isinstance(kind, type) and dataclasses.is_dataclass(kind) and kind.__dataclass_params__.frozen)
+_SAME = "cancel_flow.page_cache: the object kept with the page"
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 # Pages kept per process; when full the oldest goes. A page is a few kilobytes.
 SIZE = 512
@@ -50,19 +58,29 @@ class RenderedPages:
         """The template rendered with `context`; `link_values` (the link's token, the form token) are the per-link
         values written into it as they are."""
         swapped = [(real, stand_in) for real, stand_in in zip(link_values, self._stand_ins) if _swappable(real)]
+        same, values = [], []
+        for key, value in context.items():
+            if key == "session":
+                value = _session_view(value)
+            elif type(value) in _CONFIGURATION:  # by identity: a saved configuration makes new ones
+                same.append(value)
+                value = (_SAME, len(same))
+            values.append((key, value))
         try:
-            key = pickle.dumps((id(environment), name, [(k, _session_view(v) if k == "session" else v)
-                                                            for k, v in context.items()]), 5)
+            written = pickle.dumps((id(environment), name, values), 5)
         except (pickle.PicklingError, TypeError, AttributeError, ValueError, RecursionError):
             return environment.get_template(name).render(context)
         for real, stand_in in swapped:
-            key = key.replace(real.encode(), stand_in.encode())
-        page = self.pages.get(key)
-        if page is None:
+            written = written.replace(real.encode(), stand_in.encode())
+        key = (written, *[id(value) for value in same])
+        kept = self.pages.get(key)
+        if kept is None:
             page = environment.get_template(name).render(_swapped(context, swapped) if swapped else context)
             if len(self.pages) >= self.size:
                 del self.pages[next(iter(self.pages))]
-            self.pages[key] = page
+            self.pages[key] = (page, same)  # the objects keyed by identity live as long as their page
+        else:
+            page = kept[0]
         for real, stand_in in swapped:
             page = page.replace(stand_in, real)
         if self.check:
