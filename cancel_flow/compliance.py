@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from cancel_flow.clock import as_utc
+from cancel_flow.clock import as_utc, utc_now
 from cancel_flow.config.schema import Compliance
 from cancel_flow.flow import LIVE_STATUSES, SubscriptionFacts
 from cancel_flow.i18n import gettext
@@ -40,9 +40,10 @@ class WithdrawalRight:
     until: datetime | None = None
 
 
-def withdrawal_right(compliance: Compliance, facts: SubscriptionFacts | None, now: datetime) -> WithdrawalRight:
+def withdrawal_right(compliance: Compliance, facts: SubscriptionFacts | None, now: datetime | None) -> WithdrawalRight:
     """A consumer (no tax id on the Stripe customer) with an address in the EU/EEA whose subscription started
-    less than `withdrawal_days` ago and is still live may withdraw from it."""
+    less than `withdrawal_days` ago and is still live may withdraw from it (`now`: None for the clock's, read only
+    when the rest holds)."""
     if compliance.withdrawal_days == 0:
         return WithdrawalRight(False, "off")
     if facts is None or facts.started_at is None:
@@ -54,7 +55,7 @@ def withdrawal_right(compliance: Compliance, facts: SubscriptionFacts | None, no
         return WithdrawalRight(False, "not_eea", until)
     if facts.customer_tax_ids:  # None (not read) counts as none: the consumer is not turned away on a guess
         return WithdrawalRight(False, "business", until)
-    if now >= until:
+    if (now or utc_now()) >= until:
         return WithdrawalRight(False, "period_over", until)
     return WithdrawalRight(True, None, until)
 

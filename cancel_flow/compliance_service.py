@@ -42,7 +42,7 @@ def withdrawal_open(config: Configuration, session, now: datetime | None = None)
         return False
     if session.outcome == "withdrawn":
         return False
-    return withdrawal_right(config.compliance, flow.snapshot_facts(session.stripe_snapshot), now or utc_now()).open
+    return withdrawal_right(config.compliance, flow.snapshot_facts(session.stripe_snapshot), now).open
 
 
 class ComplianceService:

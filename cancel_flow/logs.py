@@ -5,6 +5,7 @@ its message (which may quote what a client sent)."""
 
 import hashlib
 import json
+from json.encoder import c_make_encoder, encode_basestring_ascii
 import logging
 import os
 import re
@@ -38,7 +39,15 @@ def where_raised(error: BaseException) -> str:
     return f"{name}:{frame.lineno} in {frame.name}"
 
 
-_JSON_LINE = json.JSONEncoder(default=str).encode  # json.dumps(line, default=str), without a new encoder per line
+_ENCODER = json.JSONEncoder(default=str)
+
+
+def _JSON_LINE(line: dict) -> str:
+    """`json.dumps(line, default=str)`: with the C encoder when there is one, made straight from its settings (the
+    encoder's own `encode` makes it anew, with a fallback function, for every line)."""
+    if c_make_encoder is None:
+        return _ENCODER.encode(line)
+    return "".join(c_make_encoder({}, str, encode_basestring_ascii, None, ": ", ", ", False, False, True)(line, 0))
 
 
 class JsonLineFormatter(logging.Formatter):

@@ -40,6 +40,40 @@ class _Prepared:
                                          connection_invalidated=lost, dialect=self.dialect) from error
 
 
+class _SpareConnections:
+    """SQLite connections the prepared reads keep for themselves: taken from the engine's pool once and detached from
+    it (with the pool's set-up: the engine's `connect` handlers ran), then handed from one read to the next without
+    the pool's check-out and check-in, most of a read's cost. A read on SQLite opens no transaction (its driver
+    begins one only before a write), so there is nothing for the pool's rollback to undo. A connection a read
+    failed on is closed, never handed on; the engine's `dispose()` closes the rest. PostgreSQL's connections stay
+    with the pool, which checks that a server connection is still alive."""
+
+    KEEP = 8  # at most this many idle (one per read running at the same moment)
+
+    def __init__(self, engine: Engine):
+        self.engine, self.idle = engine, []
+        sa.event.listen(engine, "engine_disposed", self.close_all)
+
+    def take(self):
+        try:
+            return self.idle.pop()
+        except IndexError:
+            connection = self.engine.raw_connection()
+            connection.detach()  # closed for real when closed; the pool makes another in its place when needed
+            return connection
+
+    def give_back(self, connection, failed: bool) -> None:
+        if failed or len(self.idle) >= self.KEEP:
+            connection.close()
+        else:
+            self.idle.append(connection)
+
+    def close_all(self, _engine=None) -> None:
+        idle, self.idle = self.idle, []
+        for connection in idle:
+            connection.close()
+
+
 class PreparedRead(_Prepared):
     """A SELECT, read as rows that read like SQLAlchemy's (by attribute, by position, as a tuple)."""
 
@@ -48,11 +82,14 @@ class PreparedRead(_Prepared):
         self.columns = list(statement.selected_columns)
         self.read = None  # how each column is read: from the driver's own type codes, at the first execution
         self.row = namedtuple(row_name, [column.key for column in self.columns])
+        self.spare = _SpareConnections(engine) if engine.dialect.name == "sqlite" else None
 
     def first(self, **values):
         """The first row, or None."""
         params = self.parameters(values)
-        connection = self.engine.raw_connection()
+        spare = self.spare
+        connection = spare.take() if spare is not None else self.engine.raw_connection()
+        failed = False
         try:
             cursor = connection.cursor()
             try:
@@ -63,9 +100,13 @@ class PreparedRead(_Prepared):
             finally:
                 cursor.close()
         except self.dialect.loaded_dbapi.Error as error:
+            failed = True
             self._failed(connection, error, params)
         finally:
-            connection.close()  # back to the pool, which rolls back as for any connection
+            if spare is not None:
+                spare.give_back(connection, failed)
+            else:
+                connection.close()  # back to the pool, which rolls back as for any connection
         if found is None:
             return None
         if self.read:

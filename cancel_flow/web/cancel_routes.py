@@ -21,9 +21,11 @@ def _here(request: Request, suffix: str = "") -> str:
     return f"/cancel/{request.path_params['token']}{suffix}"
 
 
-def _language(request: Request, session) -> str:
-    """The page's language, with the client's Stripe `preferred_locales` (kept on the request for an error page)."""
-    facts = _service(request).snapshot(session) if session is not None else None
+def _language(request: Request, session, facts=None) -> str:
+    """The page's language, with the client's Stripe `preferred_locales` (kept on the request for an error page);
+    `facts`: the session's snapshot, when the caller has it."""
+    if facts is None and session is not None:
+        facts = _service(request).snapshot(session)
     if facts is not None:
         request.state.preferred_locales = facts.preferred_locales
     return page_language(request)
@@ -31,10 +33,11 @@ def _language(request: Request, session) -> str:
 
 def _page(request: Request, template: str, session, status_code: int = 200, **context) -> Response:
     secret = request.app.state.settings.secret_key
-    language = _language(request, session)
+    facts = _service(request).snapshot(session) if session is not None else None
+    language = _language(request, session, facts)
     return render(request, template, status_code, session=session, token=request.path_params["token"],
                   csrf=csrf_token(secret, session.nonce) if session else "", max_comment=MAX_COMMENT,
-                  plan_note=plan_note(session, _service(request).snapshot(session), language) if session else None,
+                  plan_note=plan_note(session, facts, language) if session else None,
                   withdraw_url=flow_withdraw_url(request, session), **context)
 
 

@@ -1,6 +1,5 @@
 """Rendering pages in the product's look, and the form checks every POST shares."""
 
-import hashlib
 import hmac
 import secrets
 from pathlib import Path
@@ -74,6 +73,15 @@ ENVIRONMENTS = PerLanguage(_make_environment)
 environment = ENVIRONMENTS[DEFAULT]  # English: the coach's pages (and the words as written)
 
 
+def _header(scope, name: bytes) -> bytes | None:
+    """A request header's first value as sent (ASGI gives the names in lower case), without building the request's
+    Headers for it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
 def picked_language(request: Request) -> str | None:
     """The language the client picked with the switch: `?lang=` now, else the link's cookie (found once per request:
     a page asks for it more than once)."""
@@ -88,7 +96,7 @@ def picked_language(request: Request) -> str | None:
         if asked in LANGUAGES:
             picked = asked
     if picked is None:
-        kept = request.cookies.get(LANGUAGE_COOKIE) if request.headers.get("cookie") else None
+        kept = request.cookies.get(LANGUAGE_COOKIE) if _header(scope, b"cookie") else None
         picked = kept if kept in LANGUAGES else None
     scope["cancel_flow.picked_language"] = picked
     return picked
@@ -104,8 +112,10 @@ def page_language(request: Request, brand=None) -> str:
     kept = scope.get("cancel_flow.page_language")
     if kept is not None and kept[0] == preferred and kept[1] == brand.default_locale:
         return kept[2]
+    accepted = _header(scope, b"accept-language")
     language = choose(picked=picked_language(request), preferred_locales=preferred,
-                      accept_language=request.headers.get("accept-language"), default=brand.default_locale)
+                      accept_language=accepted.decode("latin-1") if accepted is not None else None,
+                      default=brand.default_locale)
     scope["cancel_flow.page_language"] = (preferred, brand.default_locale, language)
     return language
 
@@ -116,16 +126,35 @@ def is_coach_page(request: Request) -> bool:
 
 def _switch_links(request: Request, language: str) -> list[tuple[str, str, str, bool]]:
     """The language switch: (name in itself, BCP 47 tag, address, current?) per language. A page answering a
-    form links to the page the link opens on (its address only takes the form)."""
+    form links to the page the link opens on (its address only takes the form). Kept for the last few addresses
+    (a reload asks for the same again)."""
+    scope = request.scope
+    asked = (scope["path"], scope["method"], scope.get("query_string"), language)
+    links = _SWITCHES.get(asked)
+    if links is None:
+        links = _switch_links_for(request, language)
+        if len(_SWITCHES) >= 256:
+            del _SWITCHES[next(iter(_SWITCHES))]
+        _SWITCHES[asked] = links
+    return list(links)
+
+
+_SWITCHES: dict = {}  # (path, method, query string, language) -> the switch's links, for `_switch_links`
+
+
+def _switch_links_for(request: Request, language: str) -> tuple:
     path, reading = request.scope["path"], request.scope["method"] in ("GET", "HEAD")
     if not reading and path.startswith("/cancel/"):
         path = "/".join(path.split("/")[:3])
     kept = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"] \
         if reading and request.scope.get("query_string") else ()
     prefix = f"{path}?{urlencode(kept)}&lang=" if kept else f"{path}?lang="
-    return [(name, code.replace("_", "-"), prefix + code, code == language) for code, name in LANGUAGES.items()]
+    return tuple((name, code.replace("_", "-"), prefix + code, code == language) for code, name in LANGUAGES.items())
 
 
+
+
+_VARY = {"Vary": "Accept-Language, Cookie"}
 
 
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
@@ -147,9 +176,8 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
         html = ENVIRONMENTS[language].get_template(template).render(context)
     else:  # a client's page: the same page for the same inputs (cancel_flow/web/page_cache.py)
         html = PAGES.render(ENVIRONMENTS[language], template, context, (token, context.get("csrf")))
-    response = HTMLResponse(html, status_code=status_code)
-    if switch is not None:  # a client's page: its language comes from these (a shared cache keeps one per language)
-        response.headers["Vary"] = "Accept-Language, Cookie"
+    # a client's page: its language comes from these (a shared cache keeps one per language)
+    response = HTMLResponse(html, status_code=status_code, headers=_VARY if switch is not None else None)
     if switch and token and request.scope["path"].startswith("/cancel/") and b"lang=" in request.scope.get("query_string", b""):
         picked = request.query_params.get("lang")
         if picked in LANGUAGES:
@@ -160,7 +188,7 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
 
 def csrf_token(secret_key: str, scope: str) -> str:
     """A form token bound to one link (or one login session); a page from elsewhere cannot forge it."""
-    return hmac.new(secret_key.encode(), f"csrf|{scope}".encode(), hashlib.sha256).hexdigest()[:40]
+    return hmac.digest(secret_key.encode(), f"csrf|{scope}".encode(), "sha256").hex()[:40]
 
 
 async def read_form(request: Request, expected_csrf: str | None, max_fields: int = 50, max_files: int = 0) -> dict:
