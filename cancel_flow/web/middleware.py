@@ -67,7 +67,11 @@ class RequestEdge:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        sent = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        sent = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                sent = value  # the last one, if sent more than once
+        sent = sent.decode("latin-1")
         request_id = sent if _REQUEST_ID.match(sent) else os.urandom(16).hex()  # 32 random hex digits
         scope[REQUEST_ID] = request_id
         static = scope["path"].startswith(STATIC_PREFIX)
