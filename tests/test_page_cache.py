@@ -74,3 +74,17 @@ def test_a_mistyped_link_is_written_escaped_as_before():
     for value in ("<b>", "a" * 20 + "<"):
         text = pages.render(environment, "_withdraw_button.html", {"withdraw_url": f"/cancel/{value}/withdraw"}, (value,))
         assert "<b>" not in text and "&lt;" in text
+
+
+def test_a_link_value_the_cache_cannot_stand_aside_is_never_shown_on_another_links_page():
+    from markupsafe import Markup
+
+    pages = RenderedPages(check=True)
+    environment = ENVIRONMENTS["en"]
+    first, second = "a" * 24, "b" * 24
+    for token in (first, second):
+        # the token inside Markup: a value the stand-ins don't reach, though the lookup's key has it swapped
+        text = pages.render(environment, "_withdraw_button.html", {"withdraw_url": Markup(f"/cancel/{token}/withdraw")},
+                            (token,))
+        assert f"/cancel/{token}/withdraw" in text
+    assert not pages.pages  # neither page was kept

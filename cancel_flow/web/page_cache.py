@@ -76,9 +76,12 @@ class RenderedPages:
         kept = self.pages.get(key)
         if kept is None:
             page = environment.get_template(name).render(_swapped(context, swapped) if swapped else context)
-            if len(self.pages) >= self.size:
-                del self.pages[next(iter(self.pages))]
-            self.pages[key] = (page, same)  # the objects keyed by identity live as long as their page
+            # kept only when no link value is left in it as it is (one inside a value `_swapped` doesn't open, such
+            # as Markup, must not reach another link's page)
+            if not any(real in page for real, _ in swapped):
+                if len(self.pages) >= self.size:
+                    del self.pages[next(iter(self.pages))]
+                self.pages[key] = (page, same)  # the objects keyed by identity live as long as their page
         else:
             page = kept[0]
         for real, stand_in in swapped:
