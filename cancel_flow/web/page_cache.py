@@ -13,7 +13,8 @@ The link's own values (its token, and the form token made from it) differ for ev
 into a page as they are: they are replaced by stand-ins before the lookup and put back in the text after it, so the
 first view of a new link finds the page another link of the same plan rendered. Only values at least 16 characters
 long, of letters, digits and `-._~`, stand aside (no escaping or URL quoting changes them), and the stand-ins are
-letters and digits; a mistyped link's value stays in the key as it is.
+letters and digits; a mistyped link's value stays in the key as it is. A page still holding a link's value after
+its render (inside a value the stand-ins don't reach) is not kept.
 
 With `CANCEL_FLOW_CHECK_PAGE_CACHE=1` (the test suite sets it) every page found is rendered again and compared,
 and a difference is an error: a template that starts reading something the lookup doesn't see fails the suite."""
