@@ -5,12 +5,12 @@ its message (which may quote what a client sent)."""
 
 import hashlib
 import json
-from json.encoder import c_make_encoder, encode_basestring_ascii
 import logging
 import os
 import re
 import sys
 import traceback
+from json.encoder import c_make_encoder, encode_basestring_ascii
 
 from cancel_flow.clock import utc_now
 

@@ -49,6 +49,7 @@ from cancel_flow.web import (api_routes, attention_routes, audit_routes, billing
                              integration_routes, preview_routes, settings_routes, shared_link_routes, stripe_routes,
                              team_routes, webhook_routes, winback_routes)
 from cancel_flow.web.access import guard_routes
+from cancel_flow.web.page_cache import keep
 from cancel_flow.winback_service import WinbackService
 from cancel_flow.web.shared_link_routes import WINDOW as LINK_REQUEST_WINDOW
 from cancel_flow.web.coach_auth import FAILURE_WINDOW
@@ -237,9 +238,7 @@ async def brand_logo(request: Request) -> Response:
             logo = await run_in_threadpool(request.app.state.logos.get, brand.logo_upload)
             if logo is None:
                 raise HTTPException(404)
-            while len(kept) >= LOGOS_KEPT:
-                kept.pop(next(iter(kept)))
-            kept[logo.sha256] = logo
+            keep(kept, logo.sha256, logo, LOGOS_KEPT)
         return Response(logo.data, media_type=logo.content_type, headers={
             "Cache-Control": "public, max-age=3600", "Content-Security-Policy": "default-src 'none'"})
     if brand.logo is None:

@@ -41,6 +41,14 @@ _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 SIZE = 512
 
 
+def keep(kept: dict, key, value, most: int) -> None:
+    """`kept[key] = value` in a dict of at most `most` entries, the oldest going first (the per-process memories of
+    the web side: pages, the language switch's links, logos)."""
+    while len(kept) >= most and key not in kept:
+        del kept[next(iter(kept))]
+    kept[key] = value
+
+
 def _session_view(session):
     """The page's cancel session (a row, a new session or the ORM's) as the columns the pages read."""
     if session is None:
@@ -80,9 +88,7 @@ class RenderedPages:
             # kept only when no link value is left in it as it is (one inside a value `_swapped` doesn't open, such
             # as Markup, must not reach another link's page)
             if not any(real in page for real, _ in swapped):
-                if len(self.pages) >= self.size:
-                    del self.pages[next(iter(self.pages))]
-                self.pages[key] = (page, same)  # the objects keyed by identity live as long as their page
+                keep(self.pages, key, (page, same), self.size)  # the objects keyed by identity live as long as their page
         else:
             page = kept[0]
         for real, stand_in in swapped:

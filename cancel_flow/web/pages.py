@@ -18,7 +18,7 @@ from cancel_flow.links import LONGEST_MAX_AGE
 from cancel_flow.money import format_day, format_money, format_number, format_percent_off, interval_words
 from cancel_flow.reasons import REASONS
 from cancel_flow.templating import TemplateEnvironment
-from cancel_flow.web.page_cache import PAGES
+from cancel_flow.web.page_cache import PAGES, keep
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_FIELD = 10_000
@@ -133,9 +133,7 @@ def _switch_links(request: Request, language: str) -> list[tuple[str, str, str, 
     links = _SWITCHES.get(asked)
     if links is None:
         links = _switch_links_for(request, language)
-        if len(_SWITCHES) >= 256:
-            del _SWITCHES[next(iter(_SWITCHES))]
-        _SWITCHES[asked] = links
+        keep(_SWITCHES, asked, links, 256)
     return list(links)
 
 
@@ -150,8 +148,6 @@ def _switch_links_for(request: Request, language: str) -> tuple:
         if reading and request.scope.get("query_string") else ()
     prefix = f"{path}?{urlencode(kept)}&lang=" if kept else f"{path}?lang="
     return tuple((name, code.replace("_", "-"), prefix + code, code == language) for code, name in LANGUAGES.items())
-
-
 
 
 _VARY = {"Vary": "Accept-Language, Cookie"}
