@@ -13,6 +13,7 @@ from typing import NamedTuple
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
+import orjson
 import stripe
 from stripe._encode import _api_encode
 from stripe._request_options import extract_options_from_dict as _extract_options
@@ -512,8 +513,8 @@ class StripeGateway:
         stream = response.stream()
         body = await stream.read() if hasattr(stream, "read") else b"".join([chunk async for chunk in stream])
         try:
-            return json.loads(body)
-        except ValueError:  # as the SDK words it
+            return orjson.loads(body)  # plain dicts and lists, as json.loads makes them, in a third of its time
+        except ValueError:  # as the SDK words it (orjson's JSONDecodeError is json's, a ValueError)
             raise stripe.APIError("Invalid response body from API: %s (HTTP response code was %d)"
                                   % (body.decode("utf-8", "replace"), response.code), body, response.code,
                                   response.headers) from None
