@@ -145,13 +145,18 @@ class PreparedInsert(_Prepared):
         self.returned = self.compiled.effective_returning[0]
         self.columns = frozenset(columns)
         self.read = None
+        # On SQLite, connections of its own, as the prepared reads keep (`_SpareConnections`): a connection is handed
+        # on only after its commit (nothing left open), and one the insert or its commit failed on is closed.
+        self.spare = _SpareConnections(engine) if engine.dialect.name == "sqlite" else None
 
     def returning(self, values: dict):
         """The returned column of the inserted row (committed), or None when no row was inserted."""
         if not self.columns.issuperset(values):
             raise ValueError(f"not a column of this insert: {', '.join(sorted(set(values) - self.columns))}")
         params = self.parameters({**self.defaults, **values})
-        connection = self.engine.raw_connection()
+        spare = self.spare
+        connection = spare.take() if spare is not None else self.engine.raw_connection()
+        failed = True
         try:
             cursor = connection.cursor()
             try:
@@ -163,8 +168,12 @@ class PreparedInsert(_Prepared):
             finally:
                 cursor.close()
             connection.dbapi_connection.commit()
+            failed = False
         except self.dialect.loaded_dbapi.Error as error:
             self._failed(connection, error, params)
         finally:
-            connection.close()  # back to the pool (rolled back after a failure, as for any connection)
+            if spare is not None:
+                spare.give_back(connection, failed)  # closed (so rolled back) after any failure
+            else:
+                connection.close()  # back to the pool (rolled back after a failure, as for any connection)
         return None if found is None else self.read(found[0])
