@@ -1,9 +1,11 @@
 """The rules of the cancel flow: amounts, eligibility, offer choice and what a decision means. No I/O."""
 
 import json
-from functools import lru_cache
+from collections import OrderedDict
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
+
+import orjson
 
 from cancel_flow import billing
 from cancel_flow.clock import from_unix
@@ -413,7 +415,8 @@ SNAPSHOT_TTL = timedelta(seconds=10)
 
 _MOMENTS = ("period_end", "anchor", "next_payment", "started_at", "pause_resumes_at", "cancel_at", "current_period_start")
 _LISTS = ("price_ids", "product_ids", "item_ids", "discount_coupons", "preferred_locales")
-_SNAPSHOT_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+_KEPT_SNAPSHOTS = 1024  # the snapshots read (or written) most recently, with their facts (`snapshot_facts`)
+_snapshots: OrderedDict[str, "SubscriptionFacts"] = OrderedDict()
 
 
 def facts_to_json(facts: SubscriptionFacts) -> str:
@@ -421,23 +424,48 @@ def facts_to_json(facts: SubscriptionFacts) -> str:
     every first view of a link, and ISO dates cost more to write than the rest together)."""
     data = dict(facts.__dict__)
     data["lines"] = [(line.unit_amount, line.quantity, line.interval, line.interval_count) for line in facts.lines]
+    exact = True  # whole seconds in UTC (as Stripe gives them) read back as the very same moments
     for key in _MOMENTS:
         moment = data[key]
         if moment is not None:
+            exact = exact and moment.microsecond == 0 and moment.tzinfo is timezone.utc
             data[key] = moment.timestamp()
-    return _SNAPSHOT_JSON(data)
+    try:
+        # the standard library's compact JSON (orjson writes non-ASCII text as UTF-8, not as \u escapes)
+        text = orjson.dumps(data).decode()
+    except TypeError:  # text orjson refuses (a lone surrogate): the standard library's escapes
+        text = json.dumps(data, separators=(",", ":"))
+    if exact:
+        _keep_snapshot(text, facts)
+    return text
 
 
-@lru_cache(maxsize=1024)
+def _keep_snapshot(text: str, facts: SubscriptionFacts) -> None:
+    _snapshots[text] = facts
+    while len(_snapshots) > _KEPT_SNAPSHOTS:
+        try:
+            _snapshots.popitem(last=False)
+        except KeyError:  # emptied meanwhile by another thread
+            break
+
+
 def snapshot_facts(text: str) -> SubscriptionFacts:
-    """`facts_from_json`, kept for the snapshots read most recently: the pages of one link read the same
-    snapshot again and again (its plan line, the client's languages). The facts are frozen."""
-    return facts_from_json(text)
+    """`facts_from_json`, kept for the snapshots written or read most recently: the pages of one link read the same
+    snapshot again and again (its plan line, the client's languages), and a first view reads the one it has just
+    written. The facts are frozen, and a snapshot written from facts reads back as the same facts."""
+    facts = _snapshots.get(text)
+    if facts is None:
+        facts = facts_from_json(text)
+        _keep_snapshot(text, facts)
+    return facts
 
 
 def facts_from_json(text: str) -> SubscriptionFacts:
     """`facts_to_json` read back; snapshots written before it used ISO dates and price lines as objects."""
-    data = json.loads(text)
+    try:
+        data = orjson.loads(text)
+    except ValueError:  # a lone surrogate escaped: the standard library reads it
+        data = json.loads(text)
     for key in _MOMENTS:
         moment = data.get(key)
         if moment is not None:

@@ -9,7 +9,7 @@ import time
 import urllib.request
 import uuid
 from datetime import datetime
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
@@ -31,6 +31,7 @@ from cancel_flow.metrics import STRIPE_CALLS
 from cancel_flow.config.schema import Offer
 from cancel_flow.settings import Settings
 from cancel_flow.stripe_budget import StripeBudget, StripeBusy
+from cancel_flow.stripe_reads import KeptConnectionGets
 
 # Stripe expands at most four levels, `data.` of a list included
 # (https://docs.stripe.com/api/expanding_objects): a retrieve reaches the product, a list only the price.
@@ -374,6 +375,13 @@ BUSY = N_("A lot of people are doing this at the same moment. Nothing was change
 REFUSALS = (stripe.RateLimitError, stripe.AuthenticationError, stripe.PermissionError, stripe.CardError)
 
 
+async def _streamed(response) -> tuple[bytes, int, Mapping[str, str]]:
+    """The body, status and headers of the SDK's streamed response (a 2xx: the SDK raised any other)."""
+    stream = response.stream()
+    body = await stream.read() if hasattr(stream, "read") else b"".join([chunk async for chunk in stream])
+    return body, response.code, response.headers
+
+
 def _retryable(error: stripe.StripeError) -> bool:
     """What Stripe's SDKs retry (a lost connection, 409, 5xx, or Stripe-Should-Retry: true), and 429: a lock
     timeout or the rate limit (https://docs.stripe.com/rate-limits#handling-limiting-gracefully)."""
@@ -506,38 +514,37 @@ class StripeGateway:
         options, params = _extract_options(params)
         requestor, base = self._once._requestor, params.pop("base", "api")
         if method == "get" and not options and "?" not in path and not _sdk_logs():
-            response = await self._get(requestor, path, params, base)
+            body, code, headers = await self._get(requestor, path, params, base)
         else:
-            response = await requestor.request_stream_async(method, path, params, options, base_address=base,
-                                                            usage=["raw_request"])
-        stream = response.stream()
-        body = await stream.read() if hasattr(stream, "read") else b"".join([chunk async for chunk in stream])
+            body, code, headers = await _streamed(await requestor.request_stream_async(
+                method, path, params, options, base_address=base, usage=["raw_request"]))
         try:
             return orjson.loads(body)  # plain dicts and lists, as json.loads makes them, in a third of its time
         except ValueError:  # as the SDK words it (orjson's JSONDecodeError is json's, a ValueError)
             raise stripe.APIError("Invalid response body from API: %s (HTTP response code was %d)"
-                                  % (body.decode("utf-8", "replace"), response.code), body, response.code,
-                                  response.headers) from None
+                                  % (body.decode("utf-8", "replace"), code), body, code, headers) from None
 
-    async def _get(self, requestor, path: str, params: dict, base: str):
+    async def _get(self, requestor, path: str, params: dict, base: str) -> tuple[bytes, int, Mapping[str, str]]:
         """`request_stream_async` of a GET, with what the SDK builds the same for every GET of this client made
         once: its headers (the API key, the version, the client's user agent; a GET has no idempotency key) and
-        each query string (the same parameters encoded the same way). The SDK's HTTP client sends it (retries and
-        telemetry as for any call), and the SDK's own `_interpret_streaming_response_async` reads the answer (a
-        non-2xx is read and raised as the SDK raises it). Taken only when the SDK's request and response log lines
-        go nowhere (`_sdk_logs`): it skips formatting them."""
+        each query string (the same parameters encoded the same way). Sent on a kept connection
+        (`KeptConnectionGets`: the SDK's headers and telemetry; a failed connection raised as the SDK raises it,
+        and retried by `_call`), or by the SDK's HTTP client where a proxy is set. An answer that isn't a 2xx is
+        read and raised by the SDK (`_interpret_response`) as for any call. Taken only when the SDK's request and
+        response log lines go nowhere (`_sdk_logs`): it skips formatting them."""
         validate_path(path)
         sent = self._gets.get(base)
         if sent is None:
             request_options = merge_options(requestor._options, None)
             if request_options.get("api_key") is None:  # the SDK's own AuthenticationError
-                return await requestor.request_stream_async("get", path, params, None, base_address=base,
-                                                            usage=["raw_request"])
+                return await _streamed(await requestor.request_stream_async("get", path, params, None, base_address=base,
+                                                                            usage=["raw_request"]))
             headers = requestor.request_headers("get", "V1", request_options)
             headers.update(request_options.get("headers") or {})
-            sent = self._gets[base] = (requestor._options.base_addresses.get(base), headers,
-                                       request_options.get("max_network_retries"))
-        address, headers, retries = sent
+            address = requestor._options.base_addresses.get(base)
+            kept = KeptConnectionGets(address, self.http_client) if proxy_for(address) is None else None
+            sent = self._gets[base] = (address, headers, request_options.get("max_network_retries"), kept)
+        address, headers, retries, kept = sent
         # kept when every value is text, an integer or a list of text (whose repr says exactly how it is encoded)
         query_key = repr(params) if all(type(value) in _PLAIN or type(value) is list and all(type(each) is str for each in value)
                                         for value in params.values()) else None
@@ -546,10 +553,17 @@ class StripeGateway:
             query = urlencode(list(_api_encode(params))).replace("%5B", "[").replace("%5D", "]")
             if query_key is not None and len(self._queries) < 256:
                 self._queries[query_key] = query
-        stream, code, answer_headers = await requestor._get_http_client().request_stream_with_retries_async(
-            "get", f"{address}{path}?{query}" if query else f"{address}{path}", dict(headers), None,
-            max_network_retries=retries, _usage=["raw_request", "async"])
-        return await requestor._interpret_streaming_response_async(stream, code, answer_headers, "V1")
+        target = f"{path}?{query}" if query else path
+        if kept is not None:
+            body, code, answer_headers = await kept.get(target, headers, ["raw_request", "async"])
+        else:
+            stream, code, answer_headers = await requestor._get_http_client().request_stream_with_retries_async(
+                "get", f"{address}{target}", dict(headers), None, max_network_retries=retries,
+                _usage=["raw_request", "async"])
+            body = await stream.read()
+        if not 200 <= code < 300:
+            requestor._interpret_response(body, code, answer_headers, "V1")  # raises the SDK's error
+        return body, code, answer_headers
 
     async def read_subscription(self, subscription_id: str) -> SubscriptionFacts:
         try:
@@ -849,6 +863,9 @@ class StripeGateway:
 
     async def close(self) -> None:
         self.budget.close()
+        for sent in self._gets.values():
+            if sent[3] is not None:
+                sent[3].close()
         await self.http_client.close_async()
 
 

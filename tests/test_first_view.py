@@ -2,10 +2,11 @@
 stored row, and the subscription snapshot it keeps reads back as the facts Stripe gave."""
 
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from cancel_flow.clock import as_utc
-from cancel_flow.flow import PriceLine, SubscriptionFacts, facts_from_json, facts_to_json
+from cancel_flow.flow import PriceLine, SubscriptionFacts, facts_from_json, facts_to_json, snapshot_facts
 from cancel_flow.store import sessions
 
 FACTS = SubscriptionFacts(
@@ -25,6 +26,20 @@ FACTS = SubscriptionFacts(
 
 def test_a_snapshot_reads_back_as_the_same_facts():
     assert facts_from_json(facts_to_json(FACTS)) == FACTS
+
+
+def test_a_snapshot_kept_on_writing_is_what_reading_it_gives():
+    """A first view reads back the snapshot it has just written from the kept facts: they must be what reading
+    the text gives (a process that didn't write it reads the text)."""
+    discounted = replace(FACTS, discounts=((12.5, None, 1798191005, False, 1766655005), (None, 500, None, True, None)))
+    for facts in (FACTS, discounted, replace(FACTS, customer_name="Zo\ud800"), replace(FACTS, period_end=None)):
+        text = facts_to_json(facts)
+        assert facts_from_json(text) == facts
+        assert snapshot_facts(text) == facts_from_json(text)
+    # a moment with microseconds reads back rounded to what a float of Unix seconds holds: the text decides
+    precise = replace(FACTS, period_end=datetime(2026, 12, 25, 10, 30, 5, 123457, tzinfo=timezone.utc))
+    text = facts_to_json(precise)
+    assert snapshot_facts(text) == facts_from_json(text)
 
 
 def test_a_snapshot_written_before_unix_times_still_reads():

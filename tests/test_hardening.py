@@ -304,8 +304,10 @@ def test_stripe_calls_go_through_the_proxy_the_environment_names(settings, catal
 
 
 def test_a_get_is_sent_as_the_sdk_sends_it_with_the_same_answers_and_errors(settings, catalogue, monkeypatch):
-    """The gateway's GETs (their headers and query strings made once) send what the SDK's own request would."""
+    """The gateway's GETs (their headers and query strings made once, sent on a kept connection) send what the
+    SDK's own request would."""
     from cancel_flow import stripe_gateway
+    from cancel_flow.stripe_reads import KeptConnectionGets
 
     sub = catalogue.subscription()
 
@@ -313,12 +315,18 @@ def test_a_get_is_sent_as_the_sdk_sends_it_with_the_same_answers_and_errors(sett
         gateway = StripeGateway(settings)
         client = gateway._once._requestor._get_http_client()
         real, seen, answers = client.request_stream_with_retries_async, [], []
+        real_kept = KeptConnectionGets.get
 
         async def spy(method, url, headers, post_data=None, max_network_retries=None, *, _usage=None):
-            seen.append((method, url, dict(headers), post_data, max_network_retries, _usage))
+            seen.append((method, url, dict(headers), post_data, _usage))
             return await real(method, url, headers, post_data, max_network_retries=max_network_retries, _usage=_usage)
 
+        async def spy_kept(kept, target, headers, usage):
+            seen.append(("get", kept.base + target, dict(headers), None, usage))
+            return await real_kept(kept, target, headers, usage)
+
         monkeypatch.setattr(client, "request_stream_with_retries_async", spy)
+        monkeypatch.setattr(KeptConnectionGets, "get", spy_kept)
         try:
             for sdk_logs in (False, False, True):  # made, kept, and the SDK's own request (its log lines wanted)
                 monkeypatch.setattr(stripe_gateway, "_sdk_logs", lambda: sdk_logs)
