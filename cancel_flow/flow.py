@@ -1,5 +1,6 @@
 """The rules of the cancel flow: amounts, eligibility, offer choice and what a decision means. No I/O."""
 
+import functools
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, fields
@@ -107,8 +108,10 @@ class SubscriptionFacts:
     # How many tax ids the Stripe customer has (a business's, when any); None when the read didn't say.
     customer_tax_ids: int | None = None
 
-    @property
+    @functools.cached_property
     def plan(self) -> billing.Plan:
+        """What Stripe bills, as billing.py reckons it; worked out once per facts (they are frozen, and so is the
+        plan): a first view asks for it for the amount, the monthly amount and the price note."""
         discounts = tuple(billing.Discount(percent, amount, from_unix(end) if end else None, bool(once))
                           for percent, amount, end, once, *_start in self.discounts)
         return billing.Plan(self.currency, tuple(billing.Line(l.unit_amount or 0, l.quantity) for l in self.lines),
@@ -155,7 +158,8 @@ class SubscriptionFacts:
 
 
 
-_FACT_NAMES = frozenset(field.name for field in fields(SubscriptionFacts))
+_FIELD_NAMES = tuple(field.name for field in fields(SubscriptionFacts))
+_FACT_NAMES = frozenset(_FIELD_NAMES)
 
 
 def facts_of(values: dict) -> SubscriptionFacts:
@@ -422,7 +426,7 @@ _snapshots: OrderedDict[str, "SubscriptionFacts"] = OrderedDict()
 def facts_to_json(facts: SubscriptionFacts) -> str:
     """The facts as the session keeps them: moments as Unix seconds and price lines as lists (this runs on
     every first view of a link, and ISO dates cost more to write than the rest together)."""
-    data = dict(facts.__dict__)
+    data = {name: facts.__dict__[name] for name in _FIELD_NAMES}  # not what a cached property keeps there
     data["lines"] = [(line.unit_amount, line.quantity, line.interval, line.interval_count) for line in facts.lines]
     exact = True  # whole seconds in UTC (as Stripe gives them) read back as the very same moments
     for key in _MOMENTS:

@@ -2,7 +2,7 @@
 stored row, and the subscription snapshot it keeps reads back as the facts Stripe gave."""
 
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime, timezone
 
 from cancel_flow.clock import as_utc
@@ -32,6 +32,8 @@ def test_a_snapshot_kept_on_writing_is_what_reading_it_gives():
     """A first view reads back the snapshot it has just written from the kept facts: they must be what reading
     the text gives (a process that didn't write it reads the text)."""
     discounted = replace(FACTS, discounts=((12.5, None, 1798191005, False, 1766655005), (None, 500, None, True, None)))
+    assert discounted.plan.discounts and discounted.billed_amount  # the plan worked out (and kept) before writing
+    assert set(json.loads(facts_to_json(discounted))) == {field.name for field in fields(SubscriptionFacts)}
     for facts in (FACTS, discounted, replace(FACTS, customer_name="Zo\ud800"), replace(FACTS, period_end=None)):
         text = facts_to_json(facts)
         assert facts_from_json(text) == facts

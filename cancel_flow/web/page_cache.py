@@ -36,6 +36,7 @@ SESSION_FIELDS = ("currency", "decided_at", "interval", "interval_count", "perio
 _CONFIGURATION = frozenset(kind for kind in vars(schema).values()
                            if isinstance(kind, type) and dataclasses.is_dataclass(kind) and kind.__dataclass_params__.frozen)
 _SAME = "cancel_flow.page_cache: the object kept with the page"
+_DERIVED = "cancel_flow.page_cache: derived from the rest"
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 # Pages kept per process; when full the oldest goes. A page is a few kilobytes.
 SIZE = 512
@@ -63,13 +64,18 @@ class RenderedPages:
         self.pages: dict = {}
         self._stand_ins = tuple(f"cfvalue{secrets.token_hex(8)}" for _ in range(4))
 
-    def render(self, environment: Environment, name: str, context: dict, link_values: tuple[str, ...] = ()) -> str:
+    def render(self, environment: Environment, name: str, context: dict, link_values: tuple[str, ...] = (),
+               derived: dict | None = None) -> str:
         """The template rendered with `context`; `link_values` (the link's token, the form token) are the per-link
-        values written into it as they are."""
+        values written into it as they are. `derived` names values of the context that are functions of other values
+        in it and of the inputs given here (`{name: inputs}`): those are looked up by these inputs (the language
+        switch's links: by the method and the query string, beside the address and the language in the context)."""
         swapped = [(real, stand_in) for real, stand_in in zip(link_values, self._stand_ins) if _swappable(real)]
         same, values = [], []
         for key, value in context.items():
-            if key == "session":
+            if derived is not None and key in derived:
+                value = (_DERIVED, derived[key])
+            elif key == "session":
                 value = _session_view(value)
             elif type(value) in _CONFIGURATION:  # by identity: a saved configuration makes new ones
                 same.append(value)

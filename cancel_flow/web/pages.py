@@ -171,7 +171,9 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
     if switch is None:
         html = ENVIRONMENTS[language].get_template(template).render(context)
     else:  # a client's page: the same page for the same inputs (cancel_flow/web/page_cache.py)
-        html = PAGES.render(ENVIRONMENTS[language], template, context, (token, context.get("csrf")))
+        # the switch is `_switch_links_for` of the address and language (in the context), the method and the query
+        html = PAGES.render(ENVIRONMENTS[language], template, context, (token, context.get("csrf")),
+                            {"language_switch": (request.scope["method"], request.scope.get("query_string"))})
     # a client's page: its language comes from these (a shared cache keeps one per language)
     response = HTMLResponse(html, status_code=status_code, headers=_VARY if switch is not None else None)
     if switch and token and request.scope["path"].startswith("/cancel/") and b"lang=" in request.scope.get("query_string", b""):
@@ -183,8 +185,16 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
 
 
 def csrf_token(secret_key: str, scope: str) -> str:
-    """A form token bound to one link (or one login session); a page from elsewhere cannot forge it."""
-    return hmac.digest(secret_key.encode(), f"csrf|{scope}".encode(), "sha256").hex()[:40]
+    """A form token bound to one link (or one login session); a page from elsewhere cannot forge it. Kept for the
+    last few thousand (every page of a link, and every form it posts, asks for the same one again)."""
+    token = _CSRF_TOKENS.get((secret_key, scope))
+    if token is None:
+        token = hmac.digest(secret_key.encode(), f"csrf|{scope}".encode(), "sha256").hex()[:40]
+        keep(_CSRF_TOKENS, (secret_key, scope), token, 4096)
+    return token
+
+
+_CSRF_TOKENS: dict = {}  # (secret, scope) -> the form token, for `csrf_token`
 
 
 async def read_form(request: Request, expected_csrf: str | None, max_fields: int = 50, max_files: int = 0) -> dict:
