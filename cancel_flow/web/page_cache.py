@@ -21,6 +21,7 @@ and a difference is an error: a template that starts reading something the looku
 
 import dataclasses
 import os
+from datetime import datetime
 import pickle
 import re
 import secrets
@@ -37,6 +38,7 @@ _CONFIGURATION = frozenset(kind for kind in vars(schema).values()
                            if isinstance(kind, type) and dataclasses.is_dataclass(kind) and kind.__dataclass_params__.frozen)
 _SAME = "cancel_flow.page_cache: the object kept with the page"
 _DERIVED = "cancel_flow.page_cache: derived from the rest"
+_MOMENT = "cancel_flow.page_cache: a moment"
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 # Pages kept per process; when full the oldest goes. A page is a few kilobytes.
 SIZE = 512
@@ -51,10 +53,12 @@ def keep(kept: dict, key, value, most: int) -> None:
 
 
 def _session_view(session):
-    """The page's cancel session (a row, a new session or the ORM's) as the columns the pages read."""
+    """The page's cancel session (a row, a new session or the ORM's) as the columns the pages read; a moment as its
+    ISO text (with its offset, if any: what pickle would tell apart, written without pickling a time zone)."""
     if session is None:
         return None
-    return [getattr(session, name) for name in SESSION_FIELDS]
+    return [(_MOMENT, value.isoformat()) if type(value) is datetime else value
+            for value in [getattr(session, name) for name in SESSION_FIELDS]]
 
 
 class RenderedPages:
