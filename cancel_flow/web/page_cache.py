@@ -69,11 +69,12 @@ class RenderedPages:
         self._stand_ins = tuple(f"cfvalue{secrets.token_hex(8)}" for _ in range(4))
 
     def render(self, environment: Environment, name: str, context: dict, link_values: tuple[str, ...] = (),
-               derived: dict | None = None) -> str:
-        """The template rendered with `context`; `link_values` (the link's token, the form token) are the per-link
-        values written into it as they are. `derived` names values of the context that are functions of other values
-        in it and of the inputs given here (`{name: inputs}`): those are looked up by these inputs (the language
-        switch's links: by the method and the query string, beside the address and the language in the context)."""
+               derived: dict | None = None) -> bytes:
+        """The template rendered with `context`, as UTF-8 (the response's bytes); `link_values` (the link's token,
+        the form token) are the per-link values written into it as they are. `derived` names values of the context
+        that are functions of other values in it and of the inputs given here (`{name: inputs}`): those are looked
+        up by these inputs (the language switch's links: by the method and the query string, beside the address and
+        the language in the context)."""
         swapped = [(real, stand_in) for real, stand_in in zip(link_values, self._stand_ins) if _swappable(real)]
         same, values = [], []
         for key, value in context.items():
@@ -88,26 +89,42 @@ class RenderedPages:
         try:
             written = pickle.dumps((id(environment), name, values), 5)
         except (pickle.PicklingError, TypeError, AttributeError, ValueError, RecursionError):
-            return environment.get_template(name).render(context)
+            return environment.get_template(name).render(context).encode()
         for real, stand_in in swapped:
             written = written.replace(real.encode(), stand_in.encode())
         key = (written, *[id(value) for value in same])
         kept = self.pages.get(key)
         if kept is None:
-            page = environment.get_template(name).render(_swapped(context, swapped) if swapped else context)
+            text = environment.get_template(name).render(_swapped(context, swapped) if swapped else context)
+            pieces = _pieces(text.encode(), [stand_in.encode() for _, stand_in in swapped])
             # kept only when no link value is left in it as it is (one inside a value `_swapped` doesn't open, such
             # as Markup, must not reach another link's page)
-            if not any(real in page for real, _ in swapped):
-                keep(self.pages, key, (page, same), self.size)  # the objects keyed by identity live as long as their page
+            if not any(real in text for real, _ in swapped):
+                keep(self.pages, key, (pieces, same), self.size)  # the objects keyed by identity live as long as their page
         else:
-            page = kept[0]
-        for real, stand_in in swapped:
-            page = page.replace(stand_in, real)
+            pieces = kept[0]
+        page = _joined(pieces, [real.encode() for real, _ in swapped])
         if self.check:
-            fresh = environment.get_template(name).render(context)
+            fresh = environment.get_template(name).render(context).encode()
             if fresh != page:
                 raise AssertionError(f"the page kept for {name} differs from a fresh render")
         return page
+
+
+def _pieces(page: bytes, stand_ins: list[bytes]):
+    """The page cut at its stand-ins, the first one's cuts outermost: put together again by `_joined`, with each
+    stand-in's value, in one `join` per cut piece (not a search of the whole page per value)."""
+    if not stand_ins:
+        return page
+    return [_pieces(piece, stand_ins[1:]) for piece in page.split(stand_ins[0])]
+
+
+def _joined(pieces, values: list[bytes]) -> bytes:
+    if not values:
+        return pieces
+    if len(values) == 1:
+        return values[0].join(pieces)
+    return values[0].join([_joined(piece, values[1:]) for piece in pieces])
 
 
 def _swappable(value: str | None) -> bool:
