@@ -65,6 +65,9 @@ class KeptConnectionGets:
             self.loop = loop
         while True:
             kept = self.idle.pop() if self.idle else None
+            if kept is not None and (kept[1].is_closing() or kept[0].at_eof()):  # closed by the server while idle
+                kept[1].close()
+                continue
             try:
                 reader, writer = kept or await asyncio.open_connection(
                     self.host, self.port, ssl=self._context(), server_hostname=self.host if self.secure else None,
@@ -92,7 +95,12 @@ class KeptConnectionGets:
 
     @staticmethod
     async def _exchange(reader, writer, request: bytes, kept: bool):
-        writer.write(request)
+        try:
+            writer.write(request)
+        except (ConnectionError, RuntimeError) as error:  # a transport closed meanwhile
+            if kept:
+                raise _Stale() from error
+            raise ConnectionError("the connection closed before the request was sent") from error
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except (ConnectionError, asyncio.IncompleteReadError) as error:

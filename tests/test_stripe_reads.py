@@ -8,6 +8,7 @@ import json
 
 import pytest
 import stripe
+import uvloop
 
 from cancel_flow.stripe_reads import KeptConnectionGets
 
@@ -22,9 +23,11 @@ class ScriptedServer:
         self.answers, self.close_after = list(answers), close_after
         self.requests: list[bytes] = []
         self.connections = 0
+        self.handlers = []
 
     async def handle(self, reader, writer):
         self.connections += 1
+        self.handlers.append(asyncio.current_task())
         served = 0
         try:
             while self.answers:
@@ -50,6 +53,9 @@ class ScriptedServer:
 
     async def __aexit__(self, *exc):
         self.server.close()
+        for handler in self.handlers:
+            handler.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
 
 
 HANG = b""
@@ -71,10 +77,16 @@ def gets(url):
     return KeptConnectionGets(url, stripe.AIOHTTPClient())
 
 
+@pytest.fixture(params=["asyncio", "uvloop"])
+def on_loop(request):
+    """Each test on asyncio's own event loop and on uvloop's, which the server runs."""
+    return asyncio.run if request.param == "asyncio" else uvloop.run
+
+
 HEADERS = {"Authorization": "Bearer sk_test_123", "Stripe-Version": "2026-10-28.endive", "User-Agent": "Stripe/v1 PythonBindings"}
 
 
-def test_a_get_goes_out_as_plain_http_and_its_connection_is_kept():
+def test_a_get_goes_out_as_plain_http_and_its_connection_is_kept(on_loop):
     async def run():
         async with ScriptedServer([ok(), chunked(), ok()]) as server:
             reads = gets(server.url)
@@ -83,7 +95,7 @@ def test_a_get_goes_out_as_plain_http_and_its_connection_is_kept():
             reads.close()
             return server, answers
 
-    server, answers = asyncio.run(run())
+    server, answers = on_loop(run())
     assert server.connections == 1  # kept from one request to the next, whatever form the answer took
     for body, status, headers in answers:
         assert (json.loads(body), status) == (json.loads(BODY), 200)
@@ -99,7 +111,7 @@ def test_a_get_goes_out_as_plain_http_and_its_connection_is_kept():
     assert json.loads(telemetry.partition(": ")[2])["last_request_metrics"]["request_id"] == "req_1"
 
 
-def test_a_kept_connection_the_server_closed_is_replaced_and_the_request_sent_again():
+def test_a_kept_connection_the_server_closed_is_replaced_and_the_request_sent_again(on_loop):
     async def run():
         async with ScriptedServer([ok(), ok()], close_after=1) as server:
             reads = gets(server.url)
@@ -109,11 +121,11 @@ def test_a_kept_connection_the_server_closed_is_replaced_and_the_request_sent_ag
             reads.close()
             return server, first, second
 
-    server, first, second = asyncio.run(run())
+    server, first, second = on_loop(run())
     assert first[1] == second[1] == 200 and server.connections == 2 and len(server.requests) == 2
 
 
-def test_an_answer_that_asks_to_close_or_has_no_length_ends_its_connection():
+def test_an_answer_that_asks_to_close_or_has_no_length_ends_its_connection(on_loop):
     no_length = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + BODY
 
     async def run():
@@ -124,11 +136,11 @@ def test_an_answer_that_asks_to_close_or_has_no_length_ends_its_connection():
             reads.close()
             return server, answers, idle
 
-    server, answers, idle = asyncio.run(run())
+    server, answers, idle = on_loop(run())
     assert [answer[0] for answer in answers] == [BODY, BODY] and server.connections == 2 and idle == 0
 
 
-def test_a_compressed_answer_is_read_and_an_error_answer_comes_back_for_the_sdk_to_raise():
+def test_a_compressed_answer_is_read_and_an_error_answer_comes_back_for_the_sdk_to_raise(on_loop):
     error = json.dumps({"error": {"type": "invalid_request_error", "code": "resource_missing",
                                   "message": "No such subscription"}}).encode()
 
@@ -140,14 +152,14 @@ def test_a_compressed_answer_is_read_and_an_error_answer_comes_back_for_the_sdk_
             reads.close()
             return answers
 
-    (body, status, _), (error_body, error_status, _) = asyncio.run(run())
+    (body, status, _), (error_body, error_status, _) = on_loop(run())
     assert body == BODY and status == 200
     assert error_status == 404 and json.loads(error_body)["error"]["code"] == "resource_missing"
 
 
 @pytest.mark.parametrize("answer", [b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{\"id\":", b"SSH-2.0-OpenSSH\r\n\r\n",
                                     b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\n{}"])
-def test_a_broken_answer_is_a_connection_error_the_gateway_retries(answer):
+def test_a_broken_answer_is_a_connection_error_the_gateway_retries(answer, on_loop):
     async def run():
         async with ScriptedServer([answer], close_after=1) as server:
             reads = gets(server.url)
@@ -157,17 +169,17 @@ def test_a_broken_answer_is_a_connection_error_the_gateway_retries(answer):
                 reads.close()
 
     with pytest.raises(stripe.APIConnectionError) as raised:
-        asyncio.run(run())
+        on_loop(run())
     assert raised.value.should_retry
 
 
-def test_nothing_listening_is_a_connection_error_and_a_deadline_drops_the_connection():
+def test_nothing_listening_is_a_connection_error_and_a_deadline_drops_the_connection(on_loop):
     async def refused():
         reads = gets("http://127.0.0.1:9")  # the discard port: nothing listens here
         await reads.get("/v1/x", HEADERS, [])
 
     with pytest.raises(stripe.APIConnectionError):
-        asyncio.run(refused())
+        on_loop(refused())
 
     async def hanging():
         async with ScriptedServer([HANG, ok()]) as server:
@@ -180,5 +192,5 @@ def test_nothing_listening_is_a_connection_error_and_a_deadline_drops_the_connec
             reads.close()
             return idle, answer, server.connections
 
-    idle, answer, connections = asyncio.run(hanging())
+    idle, answer, connections = on_loop(hanging())
     assert idle == 0 and answer[1] == 200 and connections == 2
